@@ -1,0 +1,82 @@
+//! What every engine operation is handed besides its arguments: a [`ProgressSink`] that
+//! hears about long data copies (the bus layer publishes them as Job objects), a
+//! [`CancelToken`] the copy engine polls between data ranges, and an event collector
+//! ([`Event`]s become the bus layer's domain signals). Events are collected, not sent,
+//! so the caller emits them after the operation and before its reply.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::event::Event;
+
+/// Hears about data copies that are not reflinks (a reflink is instant and silent).
+pub trait ProgressSink: Send + Sync {
+    /// A byte copy of `total` bytes of data (holes excluded) begins, for `operation`
+    /// (e.g. "ImportVolume").
+    fn copy_started(&self, _operation: &str, _total: u64) {}
+    /// `done` bytes of the current copy are written (monotonic, ≤ total).
+    fn copy_advanced(&self, _done: u64) {}
+    /// The current copy ended (successfully or not).
+    fn copy_finished(&self, _success: bool) {}
+}
+
+/// A sink that ignores everything.
+pub struct NoProgress;
+impl ProgressSink for NoProgress {}
+
+/// A shared cancellation flag.
+#[derive(Clone, Default, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The context of one engine operation.
+pub struct OpCtx {
+    operation: String,
+    progress: Arc<dyn ProgressSink>,
+    cancel: CancelToken,
+    events: Mutex<Vec<Event>>,
+}
+
+impl OpCtx {
+    pub fn new(operation: impl Into<String>, progress: Arc<dyn ProgressSink>, cancel: CancelToken) -> Self {
+        OpCtx { operation: operation.into(), progress, cancel, events: Mutex::new(Vec::new()) }
+    }
+
+    /// A context with no progress reporting and no cancellation (tests, internal use).
+    pub fn quiet(operation: impl Into<String>) -> Self {
+        Self::new(operation, Arc::new(NoProgress), CancelToken::new())
+    }
+
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+    pub fn progress(&self) -> &dyn ProgressSink {
+        &*self.progress
+    }
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn emit(&self, event: Event) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    /// The events emitted so far, in order; the collector is emptied.
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

@@ -1,0 +1,22 @@
+//! Domain events of volumes: what happened, in the engine's terms. The bus layer turns
+//! each into the signal of the same name on the volume's object.
+
+use crate::names::{PoolName, Vid};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Started { block_device_path: String },
+    Stopped { committed: bool },
+    RevisionAdded { id: u64, timestamp: i64 },
+    RevisionPruned { id: u64, timestamp: i64 },
+    Reverted { id: u64 },
+    Resized { old_size: u64, new_size: u64 },
+    Imported { success: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub pool: PoolName,
+    pub vid: Vid,
+    pub kind: EventKind,
+}

@@ -1,0 +1,214 @@
+//! The on-disk names of one volume, exactly those of the Qubes `file-reflink` driver
+//! (R§2.2), so an existing pool directory is usable as it is:
+//!
+//! | file      | name                                   |
+//! |-----------|----------------------------------------|
+//! | clean     | `<B>.img`                              |
+//! | dirty     | `<B>-dirty.img`                        |
+//! | precache  | `<B>-precache.img`                     |
+//! | import    | `<B>-import.img`                       |
+//! | revision  | `<B>.img.<N>@YYYY-MM-DDThh:mm:ssZ`     |
+//! | temp      | `<final name>~<8 chars of [a-z0-9_]>`  |
+//!
+//! with `B = <pool dir>/<vid>`. Temp files are recognised by exact name (this volume's
+//! own final names plus the suffix), never by prefix, so a volume `priv` never touches
+//! the files of a sibling `private` (deliberate fix 3).
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::names::Vid;
+
+/// Length of the random part of a temp name.
+pub const TEMP_RANDOM_LEN: usize = 8;
+const REVISION_TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// All paths of one volume.
+#[derive(Debug, Clone)]
+pub struct VolumePaths {
+    dir: PathBuf,
+    name: String,
+}
+
+impl VolumePaths {
+    pub fn new(pool_dir: &Path, vid: &Vid) -> VolumePaths {
+        VolumePaths { dir: pool_dir.join(vid.vm_dir()), name: vid.name().to_owned() }
+    }
+
+    /// The VM directory holding every file of the volume.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn clean(&self) -> PathBuf {
+        self.dir.join(format!("{}.img", self.name))
+    }
+    pub fn dirty(&self) -> PathBuf {
+        self.dir.join(format!("{}-dirty.img", self.name))
+    }
+    pub fn precache(&self) -> PathBuf {
+        self.dir.join(format!("{}-precache.img", self.name))
+    }
+    pub fn import(&self) -> PathBuf {
+        self.dir.join(format!("{}-import.img", self.name))
+    }
+    pub fn revision(&self, id: u64, timestamp: i64) -> PathBuf {
+        self.dir.join(revision_file_name(&self.name, id, timestamp))
+    }
+
+    /// Is `file_name` (an entry of [`Self::dir`]) an incomplete temp file of *this*
+    /// volume: one of its own final names followed by `~` and the random part?
+    pub fn is_own_temp(&self, file_name: &str) -> bool {
+        let Some((base, random)) = file_name.rsplit_once('~') else { return false };
+        if random.len() != TEMP_RANDOM_LEN
+            || !random.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return false;
+        }
+        let n = &self.name;
+        base == format!("{n}.img")
+            || base == format!("{n}-dirty.img")
+            || base == format!("{n}-precache.img")
+            || base == format!("{n}-import.img")
+            || parse_revision_name(n, base).is_some()
+    }
+}
+
+/// `<name>.img.<id>@<timestamp>Z`.
+pub fn revision_file_name(volume_name: &str, id: u64, timestamp: i64) -> String {
+    let ts = DateTime::<Utc>::from_timestamp(timestamp, 0)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+        .format(REVISION_TS_FORMAT);
+    format!("{volume_name}.img.{id}@{ts}Z")
+}
+
+/// Does `file_name` have the shape of a revision of `volume_name` (the reference's glob
+/// `<name>.img.*?@????-??-??T??:??:??Z`)? Then `Some(parse result)`: `Ok((id, unix
+/// seconds))` when it parses, `Err(())` for a stray name of that shape that does not
+/// (deliberate fix 6: such a name is ignored with a warning, it breaks nothing).
+pub fn match_revision_name(volume_name: &str, file_name: &str) -> Option<Result<(u64, i64), ()>> {
+    let rest = file_name.strip_prefix(volume_name)?.strip_prefix(".img.")?;
+    let rest = rest.strip_suffix('Z')?;
+    let at = rest.len().checked_sub(20)?;
+    if !rest.is_char_boundary(at) || at == 0 {
+        return None;
+    }
+    let (id, ts) = rest.split_at(at);
+    let ts = ts.strip_prefix('@')?;
+    if !glob_timestamp_shape(ts) {
+        return None;
+    }
+    Some(parse_revision_parts(id, ts).ok_or(()))
+}
+
+fn parse_revision_name(volume_name: &str, file_name: &str) -> Option<(u64, i64)> {
+    match_revision_name(volume_name, file_name)?.ok()
+}
+
+/// `????-??-??T??:??:??` with `?` any single character.
+fn glob_timestamp_shape(ts: &str) -> bool {
+    let chars: Vec<char> = ts.chars().collect();
+    chars.len() == 19
+        && chars[4] == '-'
+        && chars[7] == '-'
+        && chars[10] == 'T'
+        && chars[13] == ':'
+        && chars[16] == ':'
+}
+
+fn parse_revision_parts(id: &str, ts: &str) -> Option<(u64, i64)> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id: u64 = id.parse().ok()?;
+    let ts = NaiveDateTime::parse_from_str(ts, REVISION_TS_FORMAT).ok()?;
+    Some((id, ts.and_utc().timestamp()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> VolumePaths {
+        VolumePaths::new(Path::new("/pool"), &Vid::parse("appvms/work/private").unwrap())
+    }
+
+    #[test]
+    fn file_names_match_the_reference_layout() {
+        let p = paths();
+        assert_eq!(p.clean(), Path::new("/pool/appvms/work/private.img"));
+        assert_eq!(p.dirty(), Path::new("/pool/appvms/work/private-dirty.img"));
+        assert_eq!(p.precache(), Path::new("/pool/appvms/work/private-precache.img"));
+        assert_eq!(p.import(), Path::new("/pool/appvms/work/private-import.img"));
+        // 2024-05-01T12:00:03Z
+        assert_eq!(
+            p.revision(7, 1_714_564_803),
+            Path::new("/pool/appvms/work/private.img.7@2024-05-01T12:00:03Z")
+        );
+    }
+
+    #[test]
+    fn revision_names_parse_back() {
+        assert_eq!(
+            match_revision_name("private", "private.img.7@2024-05-01T12:00:03Z"),
+            Some(Ok((7, 1_714_564_803)))
+        );
+        assert_eq!(
+            match_revision_name("private", "private.img.123@1970-01-01T00:00:00Z"),
+            Some(Ok((123, 0)))
+        );
+    }
+
+    #[test]
+    fn stray_revision_shaped_names_are_recognised_but_do_not_parse() {
+        assert_eq!(match_revision_name("private", "private.img.x@2024-05-01T12:00:03Z"), Some(Err(())));
+        assert_eq!(match_revision_name("private", "private.img.1@2@24-05-01T12:00:03Z"), Some(Err(())));
+        assert_eq!(match_revision_name("private", "private.img.1@2024-13-01T12:00:03Z"), Some(Err(())));
+    }
+
+    #[test]
+    fn other_names_are_not_revisions() {
+        for name in [
+            "private.img",
+            "private.img@2018-01-02T03:04:05Z", // the 2018 format without id
+            "private.img.@2024-05-01T12:00:03Z",
+            "private.img.7@2024-05-01T12:00:03Z~abcdefgh",
+            "priv.img.7@2024-05-01T12:00:03Z",
+            "private2.img.7@2024-05-01T12:00:03Z",
+        ] {
+            assert_eq!(match_revision_name("private", name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn own_temp_files_match_exactly() {
+        let p = paths();
+        for own in [
+            "private.img~abc_1234",
+            "private-dirty.img~k3j_9x0q",
+            "private-precache.img~aaaaaaaa",
+            "private-import.img~00000000",
+            "private.img.4@2024-05-01T12:00:03Z~a8b7c6d5",
+        ] {
+            assert!(p.is_own_temp(own), "{own}");
+        }
+        for other in [
+            "private.img",
+            "private.img~short",
+            "private.img~ABCDEFGH",
+            "private2.img~abcdefgh",
+            "priv.img~abcdefgh",
+            "private-dirty.img~abcdefgh~abcdefgh",
+            "root.img~abcdefgh",
+        ] {
+            assert!(!p.is_own_temp(other), "{other}");
+        }
+        // The sibling `priv` must not claim `private`'s temp files.
+        let priv_ = VolumePaths::new(Path::new("/pool"), &Vid::parse("appvms/work/priv").unwrap());
+        assert!(!priv_.is_own_temp("private.img~abcdefgh"));
+        assert!(!priv_.is_own_temp("private-dirty.img~abcdefgh"));
+    }
+}

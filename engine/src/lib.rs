@@ -1,0 +1,30 @@
+//! The reflink storage engine of qubes-storaged: pools of plain sparse image files,
+//! volumes with the Qubes `file-reflink` semantics, snapshots and clones by FICLONE
+//! with a hole-preserving copy fallback, and the crash-safety discipline of temp file →
+//! fsync → rename → fsync(dir).
+//!
+//! This crate knows nothing about D-Bus or async runtimes: every function blocks, and
+//! the bus layer decides where it runs. See ARCHITECTURE.md for the map.
+
+pub mod context;
+pub mod copy;
+pub mod durable;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod failpoint;
+pub mod layout;
+pub mod loopdev;
+pub mod model;
+pub mod names;
+pub mod sys;
+
+pub use context::{CancelToken, NoProgress, OpCtx, ProgressSink};
+pub use engine::{Engine, PoolSpec};
+pub use error::{EngineError, ErrorKind, Result};
+pub use event::{Event, EventKind};
+pub use model::{
+    PoolConfig, PoolInfo, Revision, VolumeConfig, VolumeInfo, VolumeKind, VolumeRef, VolumeSpec,
+    DRIVER,
+};
+pub use names::{PoolName, RevisionsToKeep, Vid, VmClass};
