@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::event::Event;
+use crate::event::{Event, EventKind};
+use crate::model::VolumeRef;
 
 /// Hears about data copies that are not reflinks (a reflink is instant and silent).
 pub trait ProgressSink: Send + Sync {
@@ -46,11 +47,18 @@ pub struct OpCtx {
     progress: Arc<dyn ProgressSink>,
     cancel: CancelToken,
     events: Mutex<Vec<Event>>,
+    subject: Mutex<Option<VolumeRef>>,
 }
 
 impl OpCtx {
     pub fn new(operation: impl Into<String>, progress: Arc<dyn ProgressSink>, cancel: CancelToken) -> Self {
-        OpCtx { operation: operation.into(), progress, cancel, events: Mutex::new(Vec::new()) }
+        OpCtx {
+            operation: operation.into(),
+            progress,
+            cancel,
+            events: Mutex::new(Vec::new()),
+            subject: Mutex::new(None),
+        }
     }
 
     /// A context with no progress reporting and no cancellation (tests, internal use).
@@ -69,6 +77,20 @@ impl OpCtx {
     }
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// The volume that events emitted with [`Self::emit_volume`] are about (set by the
+    /// engine before it runs a volume operation).
+    pub fn set_subject(&self, vol: &VolumeRef) {
+        *self.subject.lock().unwrap_or_else(|e| e.into_inner()) = Some(vol.clone());
+    }
+
+    /// Emit an event about the current subject volume.
+    pub fn emit_volume(&self, kind: EventKind) {
+        let subject = self.subject.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(vol) = subject {
+            self.emit(Event { pool: vol.pool, vid: vol.vid, kind });
+        }
     }
 
     pub fn emit(&self, event: Event) {

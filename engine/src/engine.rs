@@ -4,13 +4,22 @@
 //! vid, shared by every caller) for their whole duration, so different volumes work in
 //! parallel and one volume's operations are serialised.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use tracing::info;
 
 use crate::context::OpCtx;
-use crate::error::Result;
-use crate::model::{PoolConfig, PoolInfo, VolumeInfo, VolumeRef, VolumeSpec};
+use crate::error::{EngineError, IoContext, Result};
+use crate::lock::VidLocks;
+use crate::model::{PoolConfig, PoolInfo, VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
+use crate::pool;
+use crate::revision;
+use crate::store::{PoolRecord, Store};
+use crate::volume::{SourceView, Volume};
 
 /// What `CreatePool` asks for.
 #[derive(Debug, Clone)]
@@ -23,108 +32,422 @@ pub struct PoolSpec {
     pub ephemeral_volatile: bool,
 }
 
-pub struct Engine {}
+pub struct Engine {
+    state_dir: PathBuf,
+    store: Store,
+    pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
+    locks: VidLocks,
+    /// Volumes between ImportData and ImportDataEnd: Start is refused meanwhile.
+    importing: Mutex<HashSet<VolumeRef>>,
+}
 
-#[allow(unused_variables)]
+fn pool_not_found(pool: &PoolName) -> EngineError {
+    EngineError::not_found("no such pool").on(format!("pool {pool}"))
+}
+
 impl Engine {
     /// Load the pools and volumes persisted in `state_dir` (created if missing).
+    /// Nothing on disk is changed: a volume found started stays started.
     pub fn open(state_dir: &Path) -> Result<Engine> {
-        unimplemented!()
+        std::fs::create_dir_all(state_dir)
+            .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        let store = Store::open(state_dir)?;
+        let pools = store.load()?.into_iter().map(|r| (r.pool.name.clone(), r)).collect();
+        Ok(Engine {
+            state_dir: state_dir.to_owned(),
+            store,
+            pools: RwLock::new(pools),
+            locks: VidLocks::default(),
+            importing: Mutex::new(HashSet::new()),
+        })
     }
+
     pub fn state_dir(&self) -> &Path {
-        unimplemented!()
+        &self.state_dir
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, PoolRecord>> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PoolName, PoolRecord>> {
+        self.pools.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change a pool record under the write lock and persist it; on a persistence
+    /// failure the in-memory record is restored.
+    fn update_pool<T>(&self, pool: &PoolName, f: impl FnOnce(&mut PoolRecord) -> Result<T>) -> Result<T> {
+        let mut pools = self.write();
+        let record = pools.get_mut(pool).ok_or_else(|| pool_not_found(pool))?;
+        let before = record.clone();
+        let out = f(record)?;
+        if let Err(err) = self.store.save(record) {
+            *record = before;
+            return Err(err.on(format!("pool {pool}")));
+        }
+        Ok(out)
     }
 
     // ---- pools ----
+
     pub fn pool_names(&self) -> Vec<PoolName> {
-        unimplemented!()
+        self.read().keys().cloned().collect()
     }
+
     pub fn pool_config(&self, pool: &PoolName) -> Result<PoolConfig> {
-        unimplemented!()
+        self.read().get(pool).map(|r| r.pool.clone()).ok_or_else(|| pool_not_found(pool))
     }
+
     pub fn pool_info(&self, pool: &PoolName) -> Result<PoolInfo> {
-        unimplemented!()
+        let pools = self.read();
+        let config = pools.get(pool).ok_or_else(|| pool_not_found(pool))?.pool.clone();
+        let included_in = pool::included_in(&config, pools.values().map(|r| &r.pool));
+        drop(pools);
+        Ok(PoolInfo { usage: pool::usage(&config.dir_path), included_in, config })
     }
+
     /// Pool setup (R§3.1) then registration; a refused pool leaves no directory behind.
     pub fn create_pool(&self, spec: PoolSpec) -> Result<PoolConfig> {
-        unimplemented!()
+        let object = format!("pool {}", spec.name);
+        {
+            let pools = self.read();
+            if pools.contains_key(&spec.name) {
+                return Err(EngineError::already_exists("a pool of that name exists").on(object));
+            }
+            if let Some(other) = pools.values().find(|r| r.pool.dir_path == spec.dir_path) {
+                return Err(EngineError::already_exists(format!(
+                    "pool {} already uses {}",
+                    other.pool.name,
+                    spec.dir_path.display()
+                ))
+                .on(object));
+            }
+        }
+        pool::setup(&spec).map_err(|e| e.on(&object))?;
+        let record = PoolRecord {
+            pool: PoolConfig {
+                name: spec.name.clone(),
+                dir_path: spec.dir_path,
+                setup_check: spec.setup_check,
+                revisions_to_keep: spec.revisions_to_keep,
+                ephemeral_volatile: spec.ephemeral_volatile,
+            },
+            volumes: BTreeMap::new(),
+        };
+        let mut pools = self.write();
+        if pools.contains_key(&spec.name) {
+            return Err(EngineError::already_exists("a pool of that name exists").on(object));
+        }
+        self.store.save(&record).map_err(|e| e.on(&object))?;
+        info!(pool = %spec.name, dir = %record.pool.dir_path.display(), "pool created");
+        let config = record.pool.clone();
+        pools.insert(spec.name, record);
+        Ok(config)
     }
+
     /// `Busy` while the pool holds volumes. Never deletes files.
     pub fn remove_pool(&self, pool: &PoolName) -> Result<()> {
-        unimplemented!()
+        let mut pools = self.write();
+        let record = pools.get(pool).ok_or_else(|| pool_not_found(pool))?;
+        if !record.volumes.is_empty() {
+            return Err(EngineError::busy(format!("the pool still holds {} volume(s)", record.volumes.len()))
+                .on(format!("pool {pool}")));
+        }
+        self.store.delete(pool).map_err(|e| e.on(format!("pool {pool}")))?;
+        pools.remove(pool);
+        info!(pool = %pool, "pool removed (its directory is left as it is)");
+        Ok(())
     }
+
     pub fn set_pool_revisions_to_keep(&self, pool: &PoolName, value: RevisionsToKeep) -> Result<()> {
-        unimplemented!()
+        self.update_pool(pool, |r| {
+            r.pool.revisions_to_keep = value;
+            Ok(())
+        })
     }
+
     pub fn set_pool_ephemeral_volatile(&self, pool: &PoolName, value: bool) -> Result<()> {
-        unimplemented!()
+        self.update_pool(pool, |r| {
+            r.pool.ephemeral_volatile = value;
+            Ok(())
+        })
     }
 
     // ---- volumes: registry and properties ----
+
     pub fn volume_vids(&self, pool: &PoolName) -> Result<Vec<Vid>> {
-        unimplemented!()
+        let pools = self.read();
+        let record = pools.get(pool).ok_or_else(|| pool_not_found(pool))?;
+        Ok(record.volumes.keys().cloned().collect())
     }
+
+    /// Pool directory, pool config and the volume's config (+ its source's).
+    fn lookup(&self, vol: &VolumeRef) -> Result<(PoolConfig, VolumeConfig, Option<VolumeConfig>)> {
+        let pools = self.read();
+        let record = pools.get(&vol.pool).ok_or_else(|| pool_not_found(&vol.pool))?;
+        let config = record
+            .volumes
+            .get(&vol.vid)
+            .cloned()
+            .ok_or_else(|| EngineError::not_found("no such volume").on(vol))?;
+        let source = config.source.as_ref().and_then(|s| record.volumes.get(s).cloned());
+        Ok((record.pool.clone(), config, source))
+    }
+
+    fn source_view(pool_dir: &Path, source: Option<VolumeConfig>) -> Option<SourceView> {
+        source.map(|config| SourceView {
+            paths: crate::layout::VolumePaths::new(pool_dir, &config.vid),
+            config,
+        })
+    }
+
     pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
-        unimplemented!()
+        let (pool, config, source) = self.lookup(vol)?;
+        let source = Self::source_view(&pool.dir_path, source);
+        let v = Volume::new(&pool.dir_path, config.clone());
+        Ok(VolumeInfo {
+            pool: vol.pool.clone(),
+            size: v.size(),
+            usage: v.usage(),
+            ephemeral: config.ephemeral_effective(pool.ephemeral_volatile),
+            snapshots_disabled: config.snapshots_disabled(),
+            is_dirty: v.is_dirty(),
+            is_outdated: v.is_outdated(source.as_ref()),
+            started: v.is_started(),
+            revisions: revision::list(&v.paths).map_err(|e| e.on(vol))?,
+            block_device_path: v.paths.dirty(),
+            config,
+        })
     }
+
+    /// Run `op` on a volume under its lock; persist its configuration if `op` changed it
+    /// (also when `op` failed after changing it).
+    fn with_volume<T>(
+        &self,
+        vol: &VolumeRef,
+        ctx: &OpCtx,
+        op: impl FnOnce(&mut Volume<'_>, Option<&SourceView>) -> Result<T>,
+    ) -> Result<T> {
+        let lock = self.locks.get(vol);
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.set_subject(vol);
+        let (pool, config, source) = self.lookup(vol)?;
+        let source = Self::source_view(&pool.dir_path, source);
+        let mut v = Volume::new(&pool.dir_path, config.clone());
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        let out = op(&mut v, source.as_ref());
+        if v.config != config {
+            let new = v.config.clone();
+            self.update_pool(&vol.pool, |r| {
+                r.volumes.insert(vol.vid.clone(), new);
+                Ok(())
+            })
+            .map_err(|e| e.on(vol))?;
+        }
+        out.map_err(|e| e.on(vol))
+    }
+
+    fn effective_config(&self, vol: &VolumeRef, spec: &VolumeSpec, pool: &PoolRecord) -> Result<VolumeConfig> {
+        if spec.snap_on_start != spec.source.is_some() {
+            return Err(EngineError::invalid("a source is required exactly when snap_on_start is true"));
+        }
+        if let Some(source) = &spec.source {
+            if !pool.volumes.contains_key(source) {
+                return Err(EngineError::not_found(format!("source volume {source} is not in pool {}", vol.pool)));
+            }
+        }
+        let config = VolumeConfig {
+            vid: vol.vid.clone(),
+            size: spec.size,
+            rw: spec.rw,
+            snap_on_start: spec.snap_on_start,
+            save_on_stop: spec.save_on_stop,
+            source: spec.source.clone(),
+            revisions_to_keep: spec.revisions_to_keep.unwrap_or(pool.pool.revisions_to_keep),
+            ephemeral: None,
+        };
+        Ok(VolumeConfig { ephemeral: validate_ephemeral(&config, spec.ephemeral)?, ..config })
+    }
+
     /// Registers the volume and creates its files (R§3.3 + R§3.4) as one step; on
-    /// failure nothing stays registered.
+    /// failure nothing stays registered. Existing files of the same vid are never
+    /// deleted: without `adopt` they make this `AlreadyExists`.
     pub fn create_volume(&self, vol: &VolumeRef, spec: VolumeSpec, ctx: &OpCtx) -> Result<VolumeInfo> {
-        unimplemented!()
+        let lock = self.locks.get(vol);
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.set_subject(vol);
+        let (pool_config, config) = {
+            let pools = self.read();
+            let record = pools.get(&vol.pool).ok_or_else(|| pool_not_found(&vol.pool))?;
+            if record.volumes.contains_key(&vol.vid) {
+                return Err(EngineError::already_exists("the volume exists").on(vol));
+            }
+            (record.pool.clone(), self.effective_config(vol, &spec, record).map_err(|e| e.on(vol))?)
+        };
+        let v = Volume::new(&pool_config.dir_path, config.clone());
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        let leftovers = v.existing_images().map_err(|e| e.on(vol))?;
+        if !spec.adopt {
+            if let Some(first) = leftovers.first() {
+                return Err(EngineError::already_exists(format!(
+                    "files of this volume already exist ({}); pass adopt=true to register them, or remove them",
+                    first.display()
+                ))
+                .on(vol));
+            }
+            v.create(ctx).map_err(|e| e.on(vol))?;
+        }
+        let registered = self.update_pool(&vol.pool, |r| {
+            if r.volumes.contains_key(&vol.vid) {
+                return Err(EngineError::already_exists("the volume exists"));
+            }
+            r.volumes.insert(vol.vid.clone(), config);
+            Ok(())
+        });
+        if let Err(err) = registered {
+            if !spec.adopt {
+                let _ = v.remove(ctx);
+            }
+            return Err(err.on(vol));
+        }
+        info!(pool = %vol.pool, vid = %vol.vid, adopt = spec.adopt, "volume created");
+        drop(guard);
+        self.volume_info(vol)
     }
-    /// `Busy` while started (R§3.6).
+
+    /// `Busy` while started or while another volume snapshots it (R§3.6).
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        let lock = self.locks.get(vol);
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.set_subject(vol);
+        let (pool, config, _) = self.lookup(vol)?;
+        let v = Volume::new(&pool.dir_path, config);
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        if v.is_started() {
+            return Err(EngineError::busy("cannot remove a started volume").on(vol));
+        }
+        self.update_pool(&vol.pool, |r| {
+            if let Some(user) = r.volumes.values().find(|c| c.source.as_ref() == Some(&vol.vid)) {
+                return Err(EngineError::busy(format!("volume {} uses it as its source", user.vid)));
+            }
+            r.volumes.remove(&vol.vid);
+            Ok(())
+        })
+        .map_err(|e| e.on(vol))?;
+        v.remove(ctx).map_err(|e| e.on(vol))?;
+        info!(pool = %vol.pool, vid = %vol.vid, "volume removed");
+        Ok(())
     }
+
     /// `Busy` while started.
     pub fn set_rw(&self, vol: &VolumeRef, rw: bool) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, &OpCtx::quiet("SetRw"), |v, _| {
+            if v.is_started() && v.config.rw != rw {
+                return Err(EngineError::busy("cannot change rw while the volume is started"));
+            }
+            v.config.ephemeral = validate_ephemeral(&VolumeConfig { rw, ..v.config.clone() }, v.config.ephemeral)?;
+            v.config.rw = rw;
+            Ok(())
+        })
     }
+
     /// Switching to or from −1 is `Busy` while started.
     pub fn set_revisions_to_keep(&self, vol: &VolumeRef, value: RevisionsToKeep) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, &OpCtx::quiet("SetRevisionsToKeep"), |v, _| {
+            let switching = v.config.revisions_to_keep.is_disabled() != value.is_disabled();
+            if switching && v.is_started() {
+                return Err(EngineError::busy(
+                    "cannot enable or disable snapshots (revisions_to_keep -1) while the volume is started",
+                ));
+            }
+            v.config.revisions_to_keep = value;
+            Ok(())
+        })
     }
+
     /// `true` is `InvalidArgument` for snap_on_start, save_on_stop or read-only volumes.
     pub fn set_ephemeral(&self, vol: &VolumeRef, value: bool) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, &OpCtx::quiet("SetEphemeral"), |v, _| {
+            v.config.ephemeral = validate_ephemeral(&v.config, Some(value))?;
+            Ok(())
+        })
     }
 
     // ---- volumes: lifecycle ----
+
     /// R§3.7; returns the block device path (the dirty image).
     pub fn start(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<PathBuf> {
-        unimplemented!()
+        if self.importing.lock().unwrap_or_else(|e| e.into_inner()).contains(vol) {
+            return Err(EngineError::busy("cannot start while an import is in progress").on(vol));
+        }
+        self.with_volume(vol, ctx, |v, source| v.start(source, ctx))
     }
+
     /// R§3.8, idempotent.
     pub fn stop(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, ctx, |v, _| v.stop(ctx).map(|_| ()))
     }
+
     /// R§3.5: Ok when the image the next start needs exists.
     pub fn verify(&self, vol: &VolumeRef) -> Result<()> {
-        unimplemented!()
+        let (pool, config, source) = self.lookup(vol)?;
+        let source = Self::source_view(&pool.dir_path, source);
+        Volume::new(&pool.dir_path, config).verify(source.as_ref()).map_err(|e| e.on(vol))
     }
+
     /// R§3.13; `None` = highest id. `NotFound` without revisions or for an unknown id.
     pub fn revert(&self, vol: &VolumeRef, revision: Option<u64>, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, ctx, |v, _| v.revert(revision, ctx).map(|_| ()))
     }
+
     /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`.
     pub fn resize(&self, vol: &VolumeRef, size: u64, allow_shrink: bool, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        self.with_volume(vol, ctx, |v, _| v.resize(size, allow_shrink, ctx))
     }
+
     /// A read-only open file of the committed image; stays consistent while later
-    /// commits replace the file.
+    /// commits replace the file (they rename a new inode over it).
     pub fn export(&self, vol: &VolumeRef) -> Result<File> {
-        unimplemented!()
+        let (pool, config, _) = self.lookup(vol)?;
+        let v = Volume::new(&pool.dir_path, config);
+        v.check_dirs().and_then(|_| v.export()).map_err(|e| e.on(vol))
     }
+
     /// R§3.17: a fresh sparse import file of `size` bytes; returns it opened write-only.
     pub fn import_data(&self, vol: &VolumeRef, size: u64, ctx: &OpCtx) -> Result<File> {
-        unimplemented!()
+        let file = self.with_volume(vol, ctx, |v, _| v.import_data(size))?;
+        self.importing.lock().unwrap_or_else(|e| e.into_inner()).insert(vol.clone());
+        Ok(file)
     }
+
     /// R§3.18.
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        let out = self.with_volume(vol, ctx, |v, _| v.import_data_end(success, ctx));
+        self.importing.lock().unwrap_or_else(|e| e.into_inner()).remove(vol);
+        out
     }
+
     /// R§3.19: clone `source` (any pool) into `vol`.
     pub fn import_volume(&self, vol: &VolumeRef, source: &VolumeRef, ctx: &OpCtx) -> Result<()> {
-        unimplemented!()
+        if vol == source {
+            return Err(EngineError::invalid("cannot import a volume into itself").on(vol));
+        }
+        let (src_pool, src_config, _) = self.lookup(source)?;
+        self.with_volume(vol, ctx, |v, _| {
+            let src = Volume::new(&src_pool.dir_path, src_config);
+            src.check_dirs()?;
+            v.import_volume(&src, ctx)
+        })
     }
+}
+
+/// R§1.3: `ephemeral = true` only for volatile-type volumes (not snap_on_start, not
+/// save_on_stop, rw).
+fn validate_ephemeral(config: &VolumeConfig, value: Option<bool>) -> Result<Option<bool>> {
+    if value == Some(true) && (config.snap_on_start || config.save_on_stop || !config.rw) {
+        return Err(EngineError::invalid(
+            "ephemeral can only be true for a read-write volume that is neither snap_on_start nor save_on_stop",
+        ));
+    }
+    Ok(value)
 }

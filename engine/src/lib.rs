@@ -14,10 +14,15 @@ pub mod error;
 pub mod event;
 pub mod failpoint;
 pub mod layout;
+pub mod lock;
 pub mod loopdev;
 pub mod model;
 pub mod names;
+pub mod pool;
+pub mod revision;
+pub mod store;
 pub mod sys;
+pub mod volume;
 
 pub use context::{CancelToken, NoProgress, OpCtx, ProgressSink};
 pub use engine::{Engine, PoolSpec};
