@@ -1,2 +1,3 @@
 //! placeholder
 pub mod placeholder {}
+pub mod auth;

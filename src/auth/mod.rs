@@ -1,0 +1,170 @@
+//! Authorization: may the sender of this D-Bus call perform this polkit action?
+//!
+//! The bus layer calls [`Authorizer::check`] before every mutating call and never for
+//! reads. The decision, in order:
+//!
+//! 1. The caller's uid, from the bus (cached per unique name, see `callers`). uid 0 is
+//!    allowed at once: polkit authorizes root for everything, so asking it would only
+//!    cost a millisecond. This is also what keeps root working when polkit is down.
+//! 2. Everyone else: polkit, with the caller's `system-bus-name` subject and the
+//!    details `pool` and `vid`, interactively only if the request allows it.
+//! 3. polkit's answer becomes `Ok`, `InteractionRequired` (a challenge the caller did
+//!    not allow to be shown) or `AccessDenied` (everything else, including "polkit
+//!    cannot be reached").
+//!
+//! Every decision is logged at debug (action, uid, pool, vid, outcome); denials at info.
+
+mod action;
+mod callers;
+mod error;
+mod polkit;
+
+use std::sync::Arc;
+
+use zbus::message::Header;
+
+pub use action::Action;
+pub use error::AuthError;
+
+use callers::CallerUids;
+use error::Refusal;
+use polkit::{Polkit, PolkitAnswer};
+
+/// One authorization question: the action, the objects it touches, and whether polkit
+/// may ask the user to authenticate.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    pub action: Action,
+    pub pool: Option<&'a str>,
+    pub vid: Option<&'a str>,
+    /// The call carries ALLOW_INTERACTIVE_AUTHORIZATION and its option
+    /// `auth.no_user_interaction` is not true.
+    pub allow_interaction: bool,
+}
+
+/// Decides authorization for calls arriving on one connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    callers: CallerUids,
+    polkit: Polkit,
+}
+
+/// How a check came out, before it is turned into the caller's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// uid 0, allowed without asking polkit.
+    Root,
+    Polkit(PolkitAnswer),
+}
+
+impl Authorizer {
+    /// An authorizer for calls arriving on `conn`. Does not fail: whether polkit can
+    /// be reached is decided per call.
+    pub async fn new(conn: &zbus::Connection) -> Authorizer {
+        let inner = Inner {
+            callers: CallerUids::watch(conn).await,
+            polkit: Polkit::new(conn).await,
+        };
+        Authorizer {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// May the sender of the call with `header` do `req`?
+    pub async fn check(&self, header: &Header<'_>, req: AuthRequest<'_>) -> Result<(), AuthError> {
+        let uid = match header.sender() {
+            Some(sender) => self.inner.callers.uid_of(sender).await,
+            None => None,
+        };
+        let verdict = match uid {
+            Some(0) => Verdict::Root,
+            _ => Verdict::Polkit(self.inner.polkit.ask(header, &req).await),
+        };
+        let outcome = outcome_of(verdict, &req);
+        log_decision(&req, uid, verdict, &outcome);
+        outcome
+    }
+
+    /// How many callers' uids are remembered now (diagnostics and tests).
+    pub fn cached_callers(&self) -> usize {
+        self.inner.callers.len()
+    }
+}
+
+/// The contract's mapping of a verdict onto the caller's result.
+fn outcome_of(verdict: Verdict, req: &AuthRequest<'_>) -> Result<(), AuthError> {
+    let refusal = match verdict {
+        Verdict::Root | Verdict::Polkit(PolkitAnswer::Authorized) => return Ok(()),
+        Verdict::Polkit(PolkitAnswer::Challenge) if !req.allow_interaction => {
+            return Err(AuthError::interaction_required(req))
+        }
+        Verdict::Polkit(PolkitAnswer::Challenge) => Refusal::NoAgent,
+        Verdict::Polkit(PolkitAnswer::Denied) => Refusal::Denied,
+        Verdict::Polkit(PolkitAnswer::Dismissed) => Refusal::Dismissed,
+        Verdict::Polkit(PolkitAnswer::Unreachable) => Refusal::PolkitUnreachable,
+        Verdict::Polkit(PolkitAnswer::Failed) => Refusal::PolkitFailed,
+    };
+    Err(AuthError::access_denied(req, refusal))
+}
+
+fn log_decision(
+    req: &AuthRequest<'_>,
+    uid: Option<u32>,
+    verdict: Verdict,
+    outcome: &Result<(), AuthError>,
+) {
+    let action = req.action.id();
+    let pool = req.pool.unwrap_or("");
+    let vid = req.vid.unwrap_or("");
+    let verdict = format!("{verdict:?}");
+    match outcome {
+        Ok(()) => tracing::debug!(action, ?uid, pool, vid, %verdict, "authorized"),
+        Err(error) => tracing::info!(action, ?uid, pool, vid, %verdict, %error, "refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(allow_interaction: bool) -> AuthRequest<'static> {
+        AuthRequest {
+            action: Action::Import,
+            pool: Some("p"),
+            vid: Some("appvms/a/private"),
+            allow_interaction,
+        }
+    }
+
+    #[test]
+    fn root_is_allowed() {
+        assert!(outcome_of(Verdict::Root, &request(false)).is_ok());
+    }
+
+    #[test]
+    fn challenge_without_interaction_requires_interaction() {
+        let outcome = outcome_of(Verdict::Polkit(PolkitAnswer::Challenge), &request(false));
+        assert!(matches!(outcome, Err(AuthError::InteractionRequired(_))));
+    }
+
+    #[test]
+    fn challenge_despite_interaction_is_access_denied() {
+        let outcome = outcome_of(Verdict::Polkit(PolkitAnswer::Challenge), &request(true));
+        assert!(matches!(outcome, Err(AuthError::AccessDenied(_))));
+    }
+
+    #[test]
+    fn unreachable_polkit_denies_non_root() {
+        for answer in [PolkitAnswer::Unreachable, PolkitAnswer::Failed] {
+            let outcome = outcome_of(Verdict::Polkit(answer), &request(true));
+            assert!(
+                matches!(outcome, Err(AuthError::AccessDenied(_))),
+                "{answer:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! One question to polkit: may the sender of this message perform this action?
+//!
+//! The subject is the caller's unique bus name (`system-bus-name`), which polkitd
+//! resolves through the bus to the connection's pid and uid; that binds the answer to
+//! the connection that sent the call, with no pid-reuse race. The details `pool` and
+//! `vid` are passed so that admins can write rules on them (`action.lookup("vid")`).
+//!
+//! polkit facts relied on (polkit 122): uid 0 is always authorized; without an agent
+//! (or without ALLOW_USER_INTERACTION) an `auth_*` default gives `is_challenge = true`;
+//! a dismissed dialog sets the detail `polkit.dismissed`. Every question costs about
+//! 1 ms, since polkitd makes several bus round trips of its own.
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::proxy::CacheProperties;
+use zbus_polkit::policykit1::{
+    AuthorityProxy, AuthorizationResult, CheckAuthorizationFlags, Subject,
+};
+
+use super::AuthRequest;
+
+/// What polkit said, reduced to what the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolkitAnswer {
+    Authorized,
+    /// Authentication would allow the call but did not happen.
+    Challenge,
+    Denied,
+    Dismissed,
+    /// polkit could not be asked: not on the bus, not activatable, bus error.
+    Unreachable,
+    /// polkit answered with an error (e.g. the caller vanished meanwhile).
+    Failed,
+}
+
+/// The client of `org.freedesktop.PolicyKit1.Authority`.
+pub(crate) struct Polkit {
+    /// `None` when the proxy could not even be built; every question is then unreachable.
+    authority: Option<AuthorityProxy<'static>>,
+}
+
+impl Polkit {
+    /// A client on `conn`; sends nothing, so it cannot fail on a bus without polkit.
+    pub(crate) async fn new(conn: &zbus::Connection) -> Polkit {
+        let built = AuthorityProxy::builder(conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await;
+        let authority = built
+            .inspect_err(|error| tracing::warn!(%error, "cannot build the polkit proxy"))
+            .ok();
+        Polkit { authority }
+    }
+
+    /// Asks polkit about the sender of `header` for `req`.
+    pub(crate) async fn ask(&self, header: &Header<'_>, req: &AuthRequest<'_>) -> PolkitAnswer {
+        let Some(authority) = &self.authority else {
+            return PolkitAnswer::Unreachable;
+        };
+        let subject = match Subject::new_for_message_header(header) {
+            Ok(subject) => subject,
+            Err(error) => {
+                tracing::warn!(%error, action = %req.action, "no polkit subject for the caller");
+                return PolkitAnswer::Failed;
+            }
+        };
+        let details = details_of(req);
+        let flags = flags_of(req);
+        match authority
+            .check_authorization(&subject, req.action.id(), &details, flags, "")
+            .await
+        {
+            Ok(result) => answer_of(&result, req.allow_interaction),
+            Err(error) => answer_of_error(&error, req),
+        }
+    }
+}
+
+/// The details admins' rules can look up: `pool` and `vid`, when the call has them.
+fn details_of<'a>(req: &AuthRequest<'a>) -> HashMap<&'static str, &'a str> {
+    let mut details = HashMap::new();
+    if let Some(pool) = req.pool {
+        details.insert("pool", pool);
+    }
+    if let Some(vid) = req.vid {
+        details.insert("vid", vid);
+    }
+    details
+}
+
+fn flags_of(req: &AuthRequest<'_>) -> CheckAuthorizationFlags {
+    if req.allow_interaction {
+        CheckAuthorizationFlags::ALLOW_USER_INTERACTION
+    } else {
+        CheckAuthorizationFlags::empty()
+    }
+}
+
+/// Reduces a polkit result; `allow_interaction` only affects logging, not the answer.
+fn answer_of(result: &AuthorizationResult, allow_interaction: bool) -> PolkitAnswer {
+    if result.is_authorized {
+        PolkitAnswer::Authorized
+    } else if result.is_challenge {
+        tracing::debug!(allow_interaction, "polkit wants authentication");
+        PolkitAnswer::Challenge
+    } else if result
+        .details
+        .get("polkit.dismissed")
+        .is_some_and(|v| !v.is_empty())
+    {
+        PolkitAnswer::Dismissed
+    } else {
+        PolkitAnswer::Denied
+    }
+}
+
+/// Splits call failures into "polkit is not there" and "polkit said: error".
+fn answer_of_error(error: &zbus::Error, req: &AuthRequest<'_>) -> PolkitAnswer {
+    let from_polkit = matches!(error, zbus::Error::MethodError(name, _, _)
+        if name.as_str().starts_with("org.freedesktop.PolicyKit1."));
+    if from_polkit {
+        tracing::warn!(%error, action = %req.action, "polkit failed the check");
+        PolkitAnswer::Failed
+    } else {
+        tracing::warn!(%error, action = %req.action, "polkit cannot be reached");
+        PolkitAnswer::Unreachable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Action;
+
+    fn result(is_authorized: bool, is_challenge: bool, dismissed: bool) -> AuthorizationResult {
+        let mut details = HashMap::new();
+        if dismissed {
+            details.insert("polkit.dismissed".to_owned(), "true".to_owned());
+        }
+        AuthorizationResult {
+            is_authorized,
+            is_challenge,
+            details,
+        }
+    }
+
+    #[test]
+    fn authorized_wins_over_everything() {
+        assert_eq!(
+            answer_of(&result(true, true, true), false),
+            PolkitAnswer::Authorized
+        );
+    }
+
+    #[test]
+    fn challenge_is_reported_as_challenge() {
+        assert_eq!(
+            answer_of(&result(false, true, false), true),
+            PolkitAnswer::Challenge
+        );
+    }
+
+    #[test]
+    fn dismissed_dialog_is_told_apart_from_refusal() {
+        assert_eq!(
+            answer_of(&result(false, false, true), true),
+            PolkitAnswer::Dismissed
+        );
+        assert_eq!(
+            answer_of(&result(false, false, false), true),
+            PolkitAnswer::Denied
+        );
+    }
+
+    #[test]
+    fn details_carry_pool_and_vid_only_when_known() {
+        let req = AuthRequest {
+            action: Action::RunVolumes,
+            pool: Some("p"),
+            vid: None,
+            allow_interaction: false,
+        };
+        let details = details_of(&req);
+        assert_eq!(details.get("pool"), Some(&"p"));
+        assert!(!details.contains_key("vid"));
+    }
+
+    #[test]
+    fn interaction_flag_follows_the_request() {
+        let mut req = AuthRequest {
+            action: Action::Export,
+            pool: None,
+            vid: None,
+            allow_interaction: true,
+        };
+        assert_eq!(
+            flags_of(&req),
+            CheckAuthorizationFlags::ALLOW_USER_INTERACTION
+        );
+        req.allow_interaction = false;
+        assert!(flags_of(&req).is_empty());
+    }
+}
