@@ -51,7 +51,11 @@ pub struct OpCtx {
 }
 
 impl OpCtx {
-    pub fn new(operation: impl Into<String>, progress: Arc<dyn ProgressSink>, cancel: CancelToken) -> Self {
+    pub fn new(
+        operation: impl Into<String>,
+        progress: Arc<dyn ProgressSink>,
+        cancel: CancelToken,
+    ) -> Self {
         OpCtx {
             operation: operation.into(),
             progress,
@@ -87,14 +91,25 @@ impl OpCtx {
 
     /// Emit an event about the current subject volume.
     pub fn emit_volume(&self, kind: EventKind) {
-        let subject = self.subject.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let subject = self
+            .subject
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(vol) = subject {
-            self.emit(Event { pool: vol.pool, vid: vol.vid, kind });
+            self.emit(Event {
+                pool: vol.pool,
+                vid: vol.vid,
+                kind,
+            });
         }
     }
 
     pub fn emit(&self, event: Event) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
     }
 
     /// The events emitted so far, in order; the collector is emptied.

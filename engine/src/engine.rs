@@ -52,7 +52,11 @@ impl Engine {
         std::fs::create_dir_all(state_dir)
             .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
         let store = Store::open(state_dir)?;
-        let pools = store.load()?.into_iter().map(|r| (r.pool.name.clone(), r)).collect();
+        let pools = store
+            .load()?
+            .into_iter()
+            .map(|r| (r.pool.name.clone(), r))
+            .collect();
         Ok(Engine {
             state_dir: state_dir.to_owned(),
             store,
@@ -76,7 +80,11 @@ impl Engine {
 
     /// Change a pool record under the write lock and persist it; on a persistence
     /// failure the in-memory record is restored.
-    fn update_pool<T>(&self, pool: &PoolName, f: impl FnOnce(&mut PoolRecord) -> Result<T>) -> Result<T> {
+    fn update_pool<T>(
+        &self,
+        pool: &PoolName,
+        f: impl FnOnce(&mut PoolRecord) -> Result<T>,
+    ) -> Result<T> {
         let mut pools = self.write();
         let record = pools.get_mut(pool).ok_or_else(|| pool_not_found(pool))?;
         let before = record.clone();
@@ -95,15 +103,26 @@ impl Engine {
     }
 
     pub fn pool_config(&self, pool: &PoolName) -> Result<PoolConfig> {
-        self.read().get(pool).map(|r| r.pool.clone()).ok_or_else(|| pool_not_found(pool))
+        self.read()
+            .get(pool)
+            .map(|r| r.pool.clone())
+            .ok_or_else(|| pool_not_found(pool))
     }
 
     pub fn pool_info(&self, pool: &PoolName) -> Result<PoolInfo> {
         let pools = self.read();
-        let config = pools.get(pool).ok_or_else(|| pool_not_found(pool))?.pool.clone();
+        let config = pools
+            .get(pool)
+            .ok_or_else(|| pool_not_found(pool))?
+            .pool
+            .clone();
         let included_in = pool::included_in(&config, pools.values().map(|r| &r.pool));
         drop(pools);
-        Ok(PoolInfo { usage: pool::usage(&config.dir_path), included_in, config })
+        Ok(PoolInfo {
+            usage: pool::usage(&config.dir_path),
+            included_in,
+            config,
+        })
     }
 
     /// Pool setup (R§3.1) then registration; a refused pool leaves no directory behind.
@@ -150,16 +169,25 @@ impl Engine {
         let mut pools = self.write();
         let record = pools.get(pool).ok_or_else(|| pool_not_found(pool))?;
         if !record.volumes.is_empty() {
-            return Err(EngineError::busy(format!("the pool still holds {} volume(s)", record.volumes.len()))
-                .on(format!("pool {pool}")));
+            return Err(EngineError::busy(format!(
+                "the pool still holds {} volume(s)",
+                record.volumes.len()
+            ))
+            .on(format!("pool {pool}")));
         }
-        self.store.delete(pool).map_err(|e| e.on(format!("pool {pool}")))?;
+        self.store
+            .delete(pool)
+            .map_err(|e| e.on(format!("pool {pool}")))?;
         pools.remove(pool);
         info!(pool = %pool, "pool removed (its directory is left as it is)");
         Ok(())
     }
 
-    pub fn set_pool_revisions_to_keep(&self, pool: &PoolName, value: RevisionsToKeep) -> Result<()> {
+    pub fn set_pool_revisions_to_keep(
+        &self,
+        pool: &PoolName,
+        value: RevisionsToKeep,
+    ) -> Result<()> {
         self.update_pool(pool, |r| {
             r.pool.revisions_to_keep = value;
             Ok(())
@@ -184,13 +212,18 @@ impl Engine {
     /// Pool directory, pool config and the volume's config (+ its source's).
     fn lookup(&self, vol: &VolumeRef) -> Result<(PoolConfig, VolumeConfig, Option<VolumeConfig>)> {
         let pools = self.read();
-        let record = pools.get(&vol.pool).ok_or_else(|| pool_not_found(&vol.pool))?;
+        let record = pools
+            .get(&vol.pool)
+            .ok_or_else(|| pool_not_found(&vol.pool))?;
         let config = record
             .volumes
             .get(&vol.vid)
             .cloned()
             .ok_or_else(|| EngineError::not_found("no such volume").on(vol))?;
-        let source = config.source.as_ref().and_then(|s| record.volumes.get(s).cloned());
+        let source = config
+            .source
+            .as_ref()
+            .and_then(|s| record.volumes.get(s).cloned());
         Ok((record.pool.clone(), config, source))
     }
 
@@ -247,13 +280,23 @@ impl Engine {
         out.map_err(|e| e.on(vol))
     }
 
-    fn effective_config(&self, vol: &VolumeRef, spec: &VolumeSpec, pool: &PoolRecord) -> Result<VolumeConfig> {
+    fn effective_config(
+        &self,
+        vol: &VolumeRef,
+        spec: &VolumeSpec,
+        pool: &PoolRecord,
+    ) -> Result<VolumeConfig> {
         if spec.snap_on_start != spec.source.is_some() {
-            return Err(EngineError::invalid("a source is required exactly when snap_on_start is true"));
+            return Err(EngineError::invalid(
+                "a source is required exactly when snap_on_start is true",
+            ));
         }
         if let Some(source) = &spec.source {
             if !pool.volumes.contains_key(source) {
-                return Err(EngineError::not_found(format!("source volume {source} is not in pool {}", vol.pool)));
+                return Err(EngineError::not_found(format!(
+                    "source volume {source} is not in pool {}",
+                    vol.pool
+                )));
             }
         }
         let config = VolumeConfig {
@@ -263,26 +306,42 @@ impl Engine {
             snap_on_start: spec.snap_on_start,
             save_on_stop: spec.save_on_stop,
             source: spec.source.clone(),
-            revisions_to_keep: spec.revisions_to_keep.unwrap_or(pool.pool.revisions_to_keep),
+            revisions_to_keep: spec
+                .revisions_to_keep
+                .unwrap_or(pool.pool.revisions_to_keep),
             ephemeral: None,
         };
-        Ok(VolumeConfig { ephemeral: validate_ephemeral(&config, spec.ephemeral)?, ..config })
+        Ok(VolumeConfig {
+            ephemeral: validate_ephemeral(&config, spec.ephemeral)?,
+            ..config
+        })
     }
 
     /// Registers the volume and creates its files (R§3.3 + R§3.4) as one step; on
     /// failure nothing stays registered. Existing files of the same vid are never
     /// deleted: without `adopt` they make this `AlreadyExists`.
-    pub fn create_volume(&self, vol: &VolumeRef, spec: VolumeSpec, ctx: &OpCtx) -> Result<VolumeInfo> {
+    pub fn create_volume(
+        &self,
+        vol: &VolumeRef,
+        spec: VolumeSpec,
+        ctx: &OpCtx,
+    ) -> Result<VolumeInfo> {
         let lock = self.locks.get(vol);
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool_config, config) = {
             let pools = self.read();
-            let record = pools.get(&vol.pool).ok_or_else(|| pool_not_found(&vol.pool))?;
+            let record = pools
+                .get(&vol.pool)
+                .ok_or_else(|| pool_not_found(&vol.pool))?;
             if record.volumes.contains_key(&vol.vid) {
                 return Err(EngineError::already_exists("the volume exists").on(vol));
             }
-            (record.pool.clone(), self.effective_config(vol, &spec, record).map_err(|e| e.on(vol))?)
+            (
+                record.pool.clone(),
+                self.effective_config(vol, &spec, record)
+                    .map_err(|e| e.on(vol))?,
+            )
         };
         let v = Volume::new(&pool_config.dir_path, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
@@ -327,8 +386,15 @@ impl Engine {
             return Err(EngineError::busy("cannot remove a started volume").on(vol));
         }
         self.update_pool(&vol.pool, |r| {
-            if let Some(user) = r.volumes.values().find(|c| c.source.as_ref() == Some(&vol.vid)) {
-                return Err(EngineError::busy(format!("volume {} uses it as its source", user.vid)));
+            if let Some(user) = r
+                .volumes
+                .values()
+                .find(|c| c.source.as_ref() == Some(&vol.vid))
+            {
+                return Err(EngineError::busy(format!(
+                    "volume {} uses it as its source",
+                    user.vid
+                )));
             }
             r.volumes.remove(&vol.vid);
             Ok(())
@@ -343,9 +409,17 @@ impl Engine {
     pub fn set_rw(&self, vol: &VolumeRef, rw: bool) -> Result<()> {
         self.with_volume(vol, &OpCtx::quiet("SetRw"), |v, _| {
             if v.is_started() && v.config.rw != rw {
-                return Err(EngineError::busy("cannot change rw while the volume is started"));
+                return Err(EngineError::busy(
+                    "cannot change rw while the volume is started",
+                ));
             }
-            v.config.ephemeral = validate_ephemeral(&VolumeConfig { rw, ..v.config.clone() }, v.config.ephemeral)?;
+            v.config.ephemeral = validate_ephemeral(
+                &VolumeConfig {
+                    rw,
+                    ..v.config.clone()
+                },
+                v.config.ephemeral,
+            )?;
             v.config.rw = rw;
             Ok(())
         })
@@ -377,7 +451,12 @@ impl Engine {
 
     /// R§3.7; returns the block device path (the dirty image).
     pub fn start(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<PathBuf> {
-        if self.importing.lock().unwrap_or_else(|e| e.into_inner()).contains(vol) {
+        if self
+            .importing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(vol)
+        {
             return Err(EngineError::busy("cannot start while an import is in progress").on(vol));
         }
         self.with_volume(vol, ctx, |v, source| v.start(source, ctx))
@@ -392,7 +471,9 @@ impl Engine {
     pub fn verify(&self, vol: &VolumeRef) -> Result<()> {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
-        Volume::new(&pool.dir_path, config).verify(source.as_ref()).map_err(|e| e.on(vol))
+        Volume::new(&pool.dir_path, config)
+            .verify(source.as_ref())
+            .map_err(|e| e.on(vol))
     }
 
     /// R§3.13; `None` = highest id. `NotFound` without revisions or for an unknown id.
@@ -401,7 +482,13 @@ impl Engine {
     }
 
     /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`.
-    pub fn resize(&self, vol: &VolumeRef, size: u64, allow_shrink: bool, ctx: &OpCtx) -> Result<()> {
+    pub fn resize(
+        &self,
+        vol: &VolumeRef,
+        size: u64,
+        allow_shrink: bool,
+        ctx: &OpCtx,
+    ) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| v.resize(size, allow_shrink, ctx))
     }
 
@@ -410,20 +497,28 @@ impl Engine {
     pub fn export(&self, vol: &VolumeRef) -> Result<File> {
         let (pool, config, _) = self.lookup(vol)?;
         let v = Volume::new(&pool.dir_path, config);
-        v.check_dirs().and_then(|_| v.export()).map_err(|e| e.on(vol))
+        v.check_dirs()
+            .and_then(|_| v.export())
+            .map_err(|e| e.on(vol))
     }
 
     /// R§3.17: a fresh sparse import file of `size` bytes; returns it opened write-only.
     pub fn import_data(&self, vol: &VolumeRef, size: u64, ctx: &OpCtx) -> Result<File> {
         let file = self.with_volume(vol, ctx, |v, _| v.import_data(size))?;
-        self.importing.lock().unwrap_or_else(|e| e.into_inner()).insert(vol.clone());
+        self.importing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(vol.clone());
         Ok(file)
     }
 
     /// R§3.18.
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
         let out = self.with_volume(vol, ctx, |v, _| v.import_data_end(success, ctx));
-        self.importing.lock().unwrap_or_else(|e| e.into_inner()).remove(vol);
+        self.importing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(vol);
         out
     }
 

@@ -49,7 +49,12 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl EngineError {
     pub fn new(kind: ErrorKind, reason: impl Into<String>) -> Self {
-        EngineError { kind, object: None, reason: reason.into(), source: None }
+        EngineError {
+            kind,
+            object: None,
+            reason: reason.into(),
+            source: None,
+        }
     }
 
     /// An OS error while doing `what` (a phrase like "cannot rename a.img to b.img").
@@ -78,7 +83,10 @@ impl EngineError {
         Self::new(ErrorKind::AlreadyExists, reason)
     }
     pub fn cancelled() -> Self {
-        Self::new(ErrorKind::Cancelled, "the operation was cancelled; nothing was changed")
+        Self::new(
+            ErrorKind::Cancelled,
+            "the operation was cancelled; nothing was changed",
+        )
     }
 
     /// Names the object the error is about ("volume appvms/work/private in pool p"),

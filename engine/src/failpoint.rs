@@ -14,7 +14,9 @@ mod imp {
 
     pub fn step(name: &str) {
         let limit = *LIMIT.get_or_init(|| {
-            std::env::var("QSD_CRASH_AFTER_STEP").ok().and_then(|v| v.parse().ok())
+            std::env::var("QSD_CRASH_AFTER_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok())
         });
         let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
         if limit == Some(n) {

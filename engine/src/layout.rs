@@ -33,7 +33,10 @@ pub struct VolumePaths {
 
 impl VolumePaths {
     pub fn new(pool_dir: &Path, vid: &Vid) -> VolumePaths {
-        VolumePaths { dir: pool_dir.join(vid.vm_dir()), name: vid.name().to_owned() }
+        VolumePaths {
+            dir: pool_dir.join(vid.vm_dir()),
+            name: vid.name().to_owned(),
+        }
     }
 
     /// The VM directory holding every file of the volume.
@@ -62,9 +65,13 @@ impl VolumePaths {
     /// Is `file_name` (an entry of [`Self::dir`]) an incomplete temp file of *this*
     /// volume: one of its own final names followed by `~` and the random part?
     pub fn is_own_temp(&self, file_name: &str) -> bool {
-        let Some((base, random)) = file_name.rsplit_once('~') else { return false };
+        let Some((base, random)) = file_name.rsplit_once('~') else {
+            return false;
+        };
         if random.len() != TEMP_RANDOM_LEN
-            || !random.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || !random
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return false;
         }
@@ -133,7 +140,10 @@ mod tests {
     use super::*;
 
     fn paths() -> VolumePaths {
-        VolumePaths::new(Path::new("/pool"), &Vid::parse("appvms/work/private").unwrap())
+        VolumePaths::new(
+            Path::new("/pool"),
+            &Vid::parse("appvms/work/private").unwrap(),
+        )
     }
 
     #[test]
@@ -141,8 +151,14 @@ mod tests {
         let p = paths();
         assert_eq!(p.clean(), Path::new("/pool/appvms/work/private.img"));
         assert_eq!(p.dirty(), Path::new("/pool/appvms/work/private-dirty.img"));
-        assert_eq!(p.precache(), Path::new("/pool/appvms/work/private-precache.img"));
-        assert_eq!(p.import(), Path::new("/pool/appvms/work/private-import.img"));
+        assert_eq!(
+            p.precache(),
+            Path::new("/pool/appvms/work/private-precache.img")
+        );
+        assert_eq!(
+            p.import(),
+            Path::new("/pool/appvms/work/private-import.img")
+        );
         // 2024-05-01T12:00:03Z
         assert_eq!(
             p.revision(7, 1_714_564_803),
@@ -164,9 +180,18 @@ mod tests {
 
     #[test]
     fn stray_revision_shaped_names_are_recognised_but_do_not_parse() {
-        assert_eq!(match_revision_name("private", "private.img.x@2024-05-01T12:00:03Z"), Some(Err(())));
-        assert_eq!(match_revision_name("private", "private.img.1@2@24-05-01T12:00:03Z"), Some(Err(())));
-        assert_eq!(match_revision_name("private", "private.img.1@2024-13-01T12:00:03Z"), Some(Err(())));
+        assert_eq!(
+            match_revision_name("private", "private.img.x@2024-05-01T12:00:03Z"),
+            Some(Err(()))
+        );
+        assert_eq!(
+            match_revision_name("private", "private.img.1@2@24-05-01T12:00:03Z"),
+            Some(Err(()))
+        );
+        assert_eq!(
+            match_revision_name("private", "private.img.1@2024-13-01T12:00:03Z"),
+            Some(Err(()))
+        );
     }
 
     #[test]

@@ -34,8 +34,14 @@ mod tests {
     #[test]
     fn same_vid_shares_one_lock_and_others_do_not() {
         let locks = VidLocks::default();
-        let a = VolumeRef { pool: PoolName::parse("p").unwrap(), vid: Vid::parse("appvms/a/private").unwrap() };
-        let b = VolumeRef { pool: PoolName::parse("p").unwrap(), vid: Vid::parse("appvms/a/root").unwrap() };
+        let a = VolumeRef {
+            pool: PoolName::parse("p").unwrap(),
+            vid: Vid::parse("appvms/a/private").unwrap(),
+        };
+        let b = VolumeRef {
+            pool: PoolName::parse("p").unwrap(),
+            vid: Vid::parse("appvms/a/root").unwrap(),
+        };
         let l1 = locks.get(&a);
         let l2 = locks.get(&a);
         assert!(Arc::ptr_eq(&l1, &l2));

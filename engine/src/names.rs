@@ -58,7 +58,9 @@ impl Vid {
         let (Some(prefix), Some(vm), Some(name), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad("expected appvms/<vm>/<name> or vm-templates/<vm>/<name>"));
+            return Err(bad(
+                "expected appvms/<vm>/<name> or vm-templates/<vm>/<name>",
+            ));
         };
         let class = match prefix {
             "appvms" => VmClass::AppVm,
@@ -75,7 +77,11 @@ impl Vid {
                 "a volume name ending in {suffix} would collide with a sibling volume's files"
             )));
         }
-        Ok(Vid { class, vm: vm.to_owned(), name: name.to_owned() })
+        Ok(Vid {
+            class,
+            vm: vm.to_owned(),
+            name: name.to_owned(),
+        })
     }
 
     pub fn class(&self) -> VmClass {
@@ -209,7 +215,10 @@ mod tests {
     #[test]
     fn vid_accepts_the_two_prefixes() {
         let v = Vid::parse("appvms/work/private").unwrap();
-        assert_eq!((v.class(), v.vm(), v.name()), (VmClass::AppVm, "work", "private"));
+        assert_eq!(
+            (v.class(), v.vm(), v.name()),
+            (VmClass::AppVm, "work", "private")
+        );
         assert_eq!(v.to_string(), "appvms/work/private");
         assert!(Vid::parse("vm-templates/fedora-42/root").is_ok());
     }

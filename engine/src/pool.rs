@@ -17,9 +17,16 @@ use crate::sys;
 pub fn setup(spec: &PoolSpec) -> Result<()> {
     let dir = &spec.dir_path;
     if !dir.is_absolute() {
-        return Err(EngineError::invalid(format!("dir_path {} is not absolute", dir.display())));
+        return Err(EngineError::invalid(format!(
+            "dir_path {} is not absolute",
+            dir.display()
+        )));
     }
-    let created = if dir.is_dir() { false } else { durable::ensure_dir(dir)? };
+    let created = if dir.is_dir() {
+        false
+    } else {
+        durable::ensure_dir(dir)?
+    };
     let undo = |err: EngineError| {
         if created {
             let _ = durable::remove_dir_if_empty(dir);

@@ -22,7 +22,12 @@ pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
     let entries = match std::fs::read_dir(paths.dir()) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(EngineError::io(format!("cannot list {}", paths.dir().display()), e)),
+        Err(e) => {
+            return Err(EngineError::io(
+                format!("cannot list {}", paths.dir().display()),
+                e,
+            ))
+        }
     };
     let mut revisions = Vec::new();
     for entry in entries {
@@ -31,7 +36,10 @@ pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
         let Some(name) = name.to_str() else { continue };
         match match_revision_name(paths.name(), name) {
             Some(Ok((id, timestamp))) => revisions.push(Revision { id, timestamp }),
-            Some(Err(())) => warn!(file = name, "ignoring a file that looks like a revision but does not parse"),
+            Some(Err(())) => warn!(
+                file = name,
+                "ignoring a file that looks like a revision but does not parse"
+            ),
             None => {}
         }
     }
@@ -64,7 +72,12 @@ pub fn add(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revis
     let timestamp = meta.mtime();
     let id = list(paths)?.last().map_or(1, |r| r.id + 1);
     let revision = Revision { id, timestamp };
-    copy::copy_path(&clean, &paths.revision(id, timestamp), CopyOptions::default(), ctx)?;
+    copy::copy_path(
+        &clean,
+        &paths.revision(id, timestamp),
+        CopyOptions::default(),
+        ctx,
+    )?;
     ctx.emit_volume(EventKind::RevisionAdded { id, timestamp });
     Ok(Some(revision))
 }
@@ -76,7 +89,10 @@ pub fn prune(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Vec<Revisi
     let pruned: Vec<Revision> = revisions.into_iter().take(excess).collect();
     for r in &pruned {
         durable::remove(&paths.revision(r.id, r.timestamp))?;
-        ctx.emit_volume(EventKind::RevisionPruned { id: r.id, timestamp: r.timestamp });
+        ctx.emit_volume(EventKind::RevisionPruned {
+            id: r.id,
+            timestamp: r.timestamp,
+        });
     }
     Ok(pruned)
 }

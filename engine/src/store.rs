@@ -44,7 +44,8 @@ impl Store {
     }
 
     fn entries(&self) -> Result<Vec<std::fs::DirEntry>> {
-        let list = std::fs::read_dir(&self.dir).io_ctx(|| format!("cannot list {}", self.dir.display()))?;
+        let list = std::fs::read_dir(&self.dir)
+            .io_ctx(|| format!("cannot list {}", self.dir.display()))?;
         list.collect::<std::io::Result<Vec<_>>>()
             .io_ctx(|| format!("cannot list {}", self.dir.display()))
     }
@@ -62,7 +63,8 @@ impl Store {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).io_ctx(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .io_ctx(|| format!("cannot read {}", path.display()))?;
             let record: PoolRecord = serde_json::from_str(&text).map_err(|e| {
                 EngineError::invalid(format!("state file {} is not valid: {e}", path.display()))
             })?;
@@ -73,13 +75,18 @@ impl Store {
     }
 
     pub fn save(&self, record: &PoolRecord) -> Result<()> {
-        let mut text = serde_json::to_string_pretty(record)
-            .map_err(|e| EngineError::new(crate::error::ErrorKind::Failed, format!("cannot serialise state: {e}")))?;
+        let mut text = serde_json::to_string_pretty(record).map_err(|e| {
+            EngineError::new(
+                crate::error::ErrorKind::Failed,
+                format!("cannot serialise state: {e}"),
+            )
+        })?;
         text.push('\n');
         durable::replace_with(&self.path(&record.pool.name), |file| {
             use std::io::Write;
             let mut file = file;
-            file.write_all(text.as_bytes()).io_ctx(|| "cannot write the state file".to_owned())
+            file.write_all(text.as_bytes())
+                .io_ctx(|| "cannot write the state file".to_owned())
         })
     }
 

@@ -46,7 +46,11 @@ fn exists(path: &Path) -> bool {
 impl<'a> Volume<'a> {
     pub fn new(pool_dir: &'a Path, config: VolumeConfig) -> Self {
         let paths = VolumePaths::new(pool_dir, &config.vid);
-        Volume { pool_dir, config, paths }
+        Volume {
+            pool_dir,
+            config,
+            paths,
+        }
     }
 
     pub fn source_paths(&self, source: &Vid) -> VolumePaths {
@@ -106,7 +110,11 @@ impl<'a> Volume<'a> {
         };
         for entry in entries {
             let entry = entry.io_ctx(|| format!("cannot list {}", dir.display()))?;
-            if entry.file_name().to_str().is_some_and(|n| self.paths.is_own_temp(n)) {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| self.paths.is_own_temp(n))
+            {
                 durable::remove(&entry.path())?;
             }
         }
@@ -116,10 +124,14 @@ impl<'a> Volume<'a> {
 
     /// Files that hold committed or running data of this volume.
     pub fn existing_images(&self) -> Result<Vec<PathBuf>> {
-        let mut found: Vec<PathBuf> = [self.paths.clean(), self.paths.dirty(), self.paths.precache()]
-            .into_iter()
-            .filter(|p| exists(p))
-            .collect();
+        let mut found: Vec<PathBuf> = [
+            self.paths.clean(),
+            self.paths.dirty(),
+            self.paths.precache(),
+        ]
+        .into_iter()
+        .filter(|p| exists(p))
+        .collect();
         for r in revision::list(&self.paths)? {
             found.push(self.paths.revision(r.id, r.timestamp));
         }
@@ -130,7 +142,11 @@ impl<'a> Volume<'a> {
     pub fn remove_all_images(&self, ctx: &OpCtx) -> Result<()> {
         self.remove_incomplete()?;
         revision::prune(&self.paths, 0, ctx)?;
-        for path in [self.paths.clean(), self.paths.precache(), self.paths.dirty()] {
+        for path in [
+            self.paths.clean(),
+            self.paths.precache(),
+            self.paths.dirty(),
+        ] {
             durable::remove(&path)?;
         }
         Ok(())
@@ -161,7 +177,10 @@ impl<'a> Volume<'a> {
         if self.kind() != VolumeKind::Origin {
             return;
         }
-        let opts = CopyOptions { dst_size: None, copy_mtime: true };
+        let opts = CopyOptions {
+            dst_size: None,
+            copy_mtime: true,
+        };
         if let Err(err) = copy::copy_path(&self.paths.clean(), &self.paths.precache(), opts, ctx) {
             warn!(vid = %self.config.vid, error = %err, "could not prepare the precache; the next start will copy instead");
             let _ = durable::remove(&self.paths.precache());
@@ -201,7 +220,9 @@ impl<'a> Volume<'a> {
                 durable::create_sparse(&dirty, self.config.size)?;
             }
         }
-        ctx.emit_volume(EventKind::Started { block_device_path: dirty.display().to_string() });
+        ctx.emit_volume(EventKind::Started {
+            block_device_path: dirty.display().to_string(),
+        });
         Ok(dirty)
     }
 
@@ -209,11 +230,19 @@ impl<'a> Volume<'a> {
     fn start_origin(&self, ctx: &OpCtx) -> Result<()> {
         let clean = self.paths.clean();
         let precache = self.paths.precache();
-        let clean_meta = std::fs::symlink_metadata(&clean)
-            .io_ctx(|| format!("cannot start: the committed image {} is missing", clean.display()))?;
+        let clean_meta = std::fs::symlink_metadata(&clean).io_ctx(|| {
+            format!(
+                "cannot start: the committed image {} is missing",
+                clean.display()
+            )
+        })?;
         if let Ok(pre) = std::fs::symlink_metadata(&precache) {
             let stale = (pre.mtime(), pre.mtime_nsec(), pre.size())
-                != (clean_meta.mtime(), clean_meta.mtime_nsec(), clean_meta.size());
+                != (
+                    clean_meta.mtime(),
+                    clean_meta.mtime_nsec(),
+                    clean_meta.size(),
+                );
             if stale {
                 warn!(file = %precache.display(), "removing a stale precache that does not match the committed image");
                 durable::remove(&precache)?;
@@ -264,7 +293,10 @@ impl<'a> Volume<'a> {
     /// one as a revision.
     fn commit(&self, from: &Path, ctx: &OpCtx) -> Result<()> {
         if !exists(from) {
-            return Err(EngineError::not_found(format!("cannot commit: {} does not exist", from.display())));
+            return Err(EngineError::not_found(format!(
+                "cannot commit: {} does not exist",
+                from.display()
+            )));
         }
         if exists(&self.paths.clean()) {
             revision::add(&self.paths, self.keep(), ctx)?;
@@ -280,7 +312,9 @@ impl<'a> Volume<'a> {
     /// R§3.13 with fixes 1 and 7: refused while started; `None` = the highest id.
     pub fn revert(&self, id: Option<u64>, ctx: &OpCtx) -> Result<Revision> {
         if self.is_started() {
-            return Err(EngineError::busy("cannot revert while the volume is started"));
+            return Err(EngineError::busy(
+                "cannot revert while the volume is started",
+            ));
         }
         let target = revision::find(&self.paths, id)?;
         let target_path = self.paths.revision(target.id, target.timestamp);
@@ -309,19 +343,27 @@ impl<'a> Volume<'a> {
         if self.is_started() {
             durable::truncate_in_place(&dirty, size)?;
             loopdev::refresh_loop_devices(&dirty)?;
-        } else if matches!(self.kind(), VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled)
-            && old != size
+        } else if matches!(
+            self.kind(),
+            VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled
+        ) && old != size
         {
             // A new inode: revisions and readers of the exported image are untouched.
             let clean = self.paths.clean();
             durable::remove(&self.paths.precache())?;
-            let opts = CopyOptions { dst_size: Some(size), copy_mtime: false };
+            let opts = CopyOptions {
+                dst_size: Some(size),
+                copy_mtime: false,
+            };
             copy::copy_path(&clean, &clean, opts, ctx)?;
             self.refresh_precache(ctx);
         }
         self.config.size = size;
         if old != size {
-            ctx.emit_volume(EventKind::Resized { old_size: old, new_size: size });
+            ctx.emit_volume(EventKind::Resized {
+                old_size: old,
+                new_size: size,
+            });
         }
         Ok(())
     }
@@ -329,7 +371,9 @@ impl<'a> Volume<'a> {
     /// The committed image, opened read-only (R§3.16).
     pub fn export(&self) -> Result<File> {
         if !self.config.save_on_stop {
-            return Err(EngineError::not_supported("cannot export: the volume is not save_on_stop"));
+            return Err(EngineError::not_supported(
+                "cannot export: the volume is not save_on_stop",
+            ));
         }
         if self.config.snapshots_disabled() && self.is_started() {
             return Err(EngineError::busy(
@@ -341,7 +385,9 @@ impl<'a> Volume<'a> {
 
     fn refuse_import(&self) -> Result<()> {
         if !self.config.save_on_stop {
-            return Err(EngineError::not_supported("cannot import: the volume is not save_on_stop"));
+            return Err(EngineError::not_supported(
+                "cannot import: the volume is not save_on_stop",
+            ));
         }
         if self.is_started() {
             return Err(EngineError::busy("cannot import into a started volume"));
@@ -362,10 +408,14 @@ impl<'a> Volume<'a> {
         let import = self.paths.import();
         if success {
             if !exists(&import) {
-                return Err(EngineError::not_found("no import is in progress (the import file does not exist)"));
+                return Err(EngineError::not_found(
+                    "no import is in progress (the import file does not exist)",
+                ));
             }
             if self.is_started() {
-                return Err(EngineError::busy("cannot commit an import into a started volume"));
+                return Err(EngineError::busy(
+                    "cannot commit an import into a started volume",
+                ));
             }
             self.commit(&import, ctx)?;
         } else {
@@ -383,7 +433,9 @@ impl<'a> Volume<'a> {
             return Ok(());
         }
         self.refuse_import()?;
-        let src = source.export().map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
+        let src = source
+            .export()
+            .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         self.ensure_vm_dir()?;
         let import = self.paths.import();
         if let Err(err) = copy::copy_file(&src, &import, CopyOptions::default(), ctx) {
@@ -401,7 +453,11 @@ impl<'a> Volume<'a> {
         let needed = if self.config.snap_on_start {
             match source {
                 Some(s) => s.paths.clean(),
-                None => return Err(EngineError::not_found("its source volume is not registered")),
+                None => {
+                    return Err(EngineError::not_found(
+                        "its source volume is not registered",
+                    ))
+                }
             }
         } else if self.config.save_on_stop {
             if self.config.snapshots_disabled() && self.is_started() {
@@ -415,13 +471,18 @@ impl<'a> Volume<'a> {
         if exists(&needed) {
             Ok(())
         } else {
-            Err(EngineError::not_found(format!("missing image file {}", needed.display())))
+            Err(EngineError::not_found(format!(
+                "missing image file {}",
+                needed.display()
+            )))
         }
     }
 
     /// R§3.20: the source has committed since this snapshot volume started.
     pub fn is_outdated(&self, source: Option<&SourceView>) -> bool {
-        let (true, Some(source)) = (self.config.snap_on_start, source) else { return false };
+        let (true, Some(source)) = (self.config.snap_on_start, source) else {
+            return false;
+        };
         match (
             std::fs::symlink_metadata(source.paths.clean()),
             std::fs::symlink_metadata(self.paths.clean()),

@@ -1,0 +1,977 @@
+//! Engine scenarios on real loop-mounted btrfs, XFS and ext4: every volume kind, the
+//! reference's behaviour statements (R§7) restated for the engine, and each deliberate
+//! fix of the contract. Every scenario runs on each filesystem (ext4 pools use
+//! setup_check=false, so every snapshot there is the hole-preserving copy).
+
+mod common_fs;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common_fs::{FsType, LoopFs};
+use qubes_storage_engine::{
+    Engine, ErrorKind, EventKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef,
+    VolumeSpec,
+};
+
+const MIB: u64 = 1 << 20;
+
+struct Fixture {
+    // Field order: the engine goes before the mounts it uses.
+    engine: Engine,
+    pool: PoolName,
+    dir: PathBuf,
+    _state: tempfile::TempDir,
+    _fs: LoopFs,
+}
+
+impl Fixture {
+    fn new(fs_type: FsType) -> Fixture {
+        let fs = LoopFs::new(fs_type, 512 * MIB);
+        let state = tempfile::tempdir().unwrap();
+        let engine = Engine::open(state.path()).unwrap();
+        let pool = PoolName::parse("p").unwrap();
+        let dir = fs.path().join("pool");
+        engine
+            .create_pool(pool_spec(&pool, &dir, fs_type != FsType::Ext4))
+            .unwrap();
+        Fixture {
+            engine,
+            pool,
+            dir,
+            _state: state,
+            _fs: fs,
+        }
+    }
+
+    fn vref(&self, vid: &str) -> VolumeRef {
+        VolumeRef {
+            pool: self.pool.clone(),
+            vid: Vid::parse(vid).unwrap(),
+        }
+    }
+
+    fn create(&self, vid: &str, spec: VolumeSpec) -> VolumeRef {
+        let v = self.vref(vid);
+        self.engine
+            .create_volume(&v, spec, &OpCtx::quiet("CreateVolume"))
+            .unwrap();
+        v
+    }
+
+    fn origin(&self, vid: &str, size: u64, rtk: i64) -> VolumeRef {
+        self.create(
+            vid,
+            VolumeSpec {
+                size,
+                rw: true,
+                save_on_stop: true,
+                revisions_to_keep: Some(RevisionsToKeep::new(rtk).unwrap()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn start(&self, v: &VolumeRef) -> PathBuf {
+        self.engine.start(v, &OpCtx::quiet("Start")).unwrap()
+    }
+
+    fn stop(&self, v: &VolumeRef) {
+        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
+    }
+
+    /// One VM session: start, write `data` at `offset`, stop.
+    fn session(&self, v: &VolumeRef, offset: u64, data: &[u8]) {
+        let dirty = self.start(v);
+        write_at(&dirty, offset, data);
+        self.stop(v);
+    }
+
+    fn revision_ids(&self, v: &VolumeRef) -> Vec<u64> {
+        self.engine
+            .volume_info(v)
+            .unwrap()
+            .revisions
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+}
+
+fn pool_spec(name: &PoolName, dir: &Path, setup_check: bool) -> PoolSpec {
+    PoolSpec {
+        name: name.clone(),
+        dir_path: dir.to_owned(),
+        setup_check,
+        revisions_to_keep: RevisionsToKeep::DEFAULT,
+        ephemeral_volatile: false,
+    }
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn is_all_zero(path: &Path) -> bool {
+    fs::read(path).unwrap().iter().all(|&b| b == 0)
+}
+
+fn ino(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().ino()
+}
+
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Generates one test per filesystem for each scenario function.
+macro_rules! on_every_fs {
+    ($($name:ident),* $(,)?) => {
+        mod btrfs { $( #[test] fn $name() { super::$name(super::FsType::Btrfs) } )* }
+        mod xfs { $( #[test] fn $name() { super::$name(super::FsType::Xfs) } )* }
+        mod ext4 { $( #[test] fn $name() { super::$name(super::FsType::Ext4) } )* }
+    };
+}
+
+on_every_fs!(
+    create_origin_makes_sparse_clean_and_precache_with_its_mtime,
+    origin_session_commits_and_keeps_previous_state_as_revision,
+    revisions_are_pruned_to_revisions_to_keep_by_numeric_id,
+    revert_consumes_target_and_keeps_current_as_revision,
+    revert_to_empty_restores_the_pristine_image,
+    revert_is_refused_while_started_or_without_target,
+    snapshots_disabled_volume_writes_into_the_committed_inode,
+    snapshot_volume_starts_from_source_and_detects_outdated,
+    volatile_volume_is_empty_each_start_and_keeps_a_manual_resize,
+    origin_snapshot_commits_its_session_as_a_revision,
+    halted_resize_makes_a_new_inode_and_leaves_revisions,
+    shrinking_needs_allow_shrink_and_read_only_cannot_resize,
+    export_stays_consistent_while_a_commit_replaces_the_image,
+    import_data_commits_the_import_file_and_keeps_old_as_revision,
+    import_data_end_without_import_changes_nothing,
+    imports_are_refused_while_started_and_start_while_importing,
+    import_volume_clones_and_takes_the_source_size,
+    remove_deletes_every_file_and_is_refused_while_started,
+    cleanup_of_temp_files_never_touches_a_sibling,
+    stray_revision_name_is_ignored,
+    state_survives_reopen_and_started_volume_stays_started,
+    create_refuses_existing_files_and_adopt_registers_them,
+    symlinked_vm_directory_is_refused,
+    verify_checks_the_image_the_next_start_needs,
+    stop_is_idempotent_and_never_started_volume_stops,
+    volumes_of_one_vm_start_in_parallel,
+);
+
+fn create_origin_makes_sparse_clean_and_precache_with_its_mtime(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 64 * MIB, 1);
+    let clean = f.path("appvms/work/private.img");
+    let precache = f.path("appvms/work/private-precache.img");
+    let meta = fs::metadata(&clean).unwrap();
+    assert_eq!(meta.len(), 64 * MIB);
+    assert_eq!(meta.blocks(), 0, "a new image is sparse");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let pre = fs::metadata(&precache).unwrap();
+    assert_ne!(pre.ino(), meta.ino());
+    assert_eq!(
+        (pre.mtime(), pre.mtime_nsec()),
+        (meta.mtime(), meta.mtime_nsec())
+    );
+    let info = f.engine.volume_info(&v).unwrap();
+    assert_eq!(
+        (info.size, info.started, info.is_dirty),
+        (64 * MIB, false, false)
+    );
+    assert!(info.revisions.is_empty());
+    assert_eq!(
+        info.block_device_path,
+        f.path("appvms/work/private-dirty.img")
+    );
+}
+
+fn origin_session_commits_and_keeps_previous_state_as_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 8 * MIB, 1);
+    let ctx = OpCtx::quiet("Start");
+    let dirty = f.engine.start(&v, &ctx).unwrap();
+    assert_eq!(
+        ctx.take_events()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect::<Vec<_>>(),
+        vec![EventKind::Started {
+            block_device_path: dirty.display().to_string()
+        }]
+    );
+    assert!(
+        !exists(&f.path("appvms/work/private-precache.img")),
+        "start consumes the precache"
+    );
+    let info = f.engine.volume_info(&v).unwrap();
+    assert!(info.started && info.is_dirty);
+    write_at(&dirty, 3 * MIB, b"session data");
+    let ctx = OpCtx::quiet("Stop");
+    f.engine.stop(&v, &ctx).unwrap();
+    let kinds: Vec<_> = ctx.take_events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        matches!(kinds[0], EventKind::RevisionAdded { id: 1, .. }),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::Stopped { committed: true }));
+    assert_eq!(
+        read_at(&f.path("appvms/work/private.img"), 3 * MIB, 12),
+        b"session data"
+    );
+    assert!(!exists(&dirty));
+    assert!(
+        exists(&f.path("appvms/work/private-precache.img")),
+        "commit prepares the next start"
+    );
+    let info = f.engine.volume_info(&v).unwrap();
+    assert_eq!(info.revisions.len(), 1);
+    let rev = &info.revisions[0];
+    assert!(is_all_zero(&f.dir.join(format!(
+        "appvms/work/{}",
+        qubes_storage_engine::layout::revision_file_name("private", rev.id, rev.timestamp)
+    ))));
+}
+
+fn revisions_are_pruned_to_revisions_to_keep_by_numeric_id(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    for i in 0..4u8 {
+        f.session(&v, 0, &[i + 1]);
+    }
+    assert_eq!(f.revision_ids(&v), vec![3, 4]);
+    // Lowering revisions_to_keep prunes only at the next commit.
+    f.engine
+        .set_revisions_to_keep(&v, RevisionsToKeep::new(1).unwrap())
+        .unwrap();
+    assert_eq!(f.revision_ids(&v), vec![3, 4]);
+    let ctx = OpCtx::quiet("Stop");
+    f.start(&v);
+    f.engine.stop(&v, &ctx).unwrap();
+    let pruned: Vec<u64> = ctx
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::RevisionPruned { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pruned, vec![3, 4]);
+    assert_eq!(f.revision_ids(&v), vec![5]);
+}
+
+fn revert_consumes_target_and_keeps_current_as_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    f.session(&v, 0, b"A");
+    f.session(&v, 0, b"B");
+    assert_eq!(f.revision_ids(&v), vec![1, 2]); // 1 = empty, 2 = A
+    let ctx = OpCtx::quiet("Revert");
+    f.engine.revert(&v, None, &ctx).unwrap();
+    let kinds: Vec<_> = ctx.take_events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        matches!(kinds[0], EventKind::RevisionAdded { id: 3, .. }),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::Reverted { id: 2 }));
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 1), b"A");
+    assert_eq!(
+        f.revision_ids(&v),
+        vec![1, 3],
+        "target consumed, B kept as the newest"
+    );
+    // The revert itself is undoable.
+    f.engine
+        .revert(&v, Some(3), &OpCtx::quiet("Revert"))
+        .unwrap();
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 1), b"B");
+    // The precache matches the reverted image, so the next start sees it.
+    let dirty = f.start(&v);
+    assert_eq!(read_at(&dirty, 0, 1), b"B");
+}
+
+fn revert_to_empty_restores_the_pristine_image(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 2 * MIB, 3);
+    f.session(&v, MIB, b"data");
+    f.engine
+        .revert(&v, Some(1), &OpCtx::quiet("Revert"))
+        .unwrap();
+    assert!(is_all_zero(&f.path("appvms/work/private.img")));
+}
+
+fn revert_is_refused_while_started_or_without_target(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    let err = f
+        .engine
+        .revert(&v, None, &OpCtx::quiet("Revert"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("appvms/work/private"), "{err}");
+    f.session(&v, 0, b"A");
+    let dir = f.path("appvms/work");
+    let before = files_in(&dir);
+    let err = f
+        .engine
+        .revert(&v, Some(42), &OpCtx::quiet("Revert"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(files_in(&dir), before, "a refused revert changes nothing");
+    f.start(&v);
+    let started = files_in(&dir);
+    let err = f
+        .engine
+        .revert(&v, Some(1), &OpCtx::quiet("Revert"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert_eq!(files_in(&dir), started, "a refused revert changes nothing");
+    f.stop(&v);
+    assert_eq!(f.revision_ids(&v), vec![1, 2]);
+}
+
+fn snapshots_disabled_volume_writes_into_the_committed_inode(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, -1);
+    let clean = f.path("appvms/work/private.img");
+    assert!(exists(&clean));
+    assert!(!exists(&f.path("appvms/work/private-precache.img")));
+    let inode = ino(&clean);
+    let dirty = f.start(&v);
+    assert_eq!(dirty, f.path("appvms/work/private-dirty.img"));
+    assert!(!exists(&clean));
+    assert_eq!(
+        ino(&dirty),
+        inode,
+        "no copy: the VM writes into the committed inode"
+    );
+    write_at(&dirty, 0, b"direct");
+    f.stop(&v);
+    assert_eq!(ino(&clean), inode);
+    assert_eq!(read_at(&clean, 0, 6), b"direct");
+    assert!(!exists(&dirty));
+    assert!(f.revision_ids(&v).is_empty());
+    assert!(f.engine.volume_info(&v).unwrap().snapshots_disabled);
+    // Switching snapshots on or off is refused while started.
+    f.start(&v);
+    let err = f
+        .engine
+        .set_revisions_to_keep(&v, RevisionsToKeep::new(1).unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    f.stop(&v);
+    f.engine
+        .set_revisions_to_keep(&v, RevisionsToKeep::new(1).unwrap())
+        .unwrap();
+}
+
+fn snapshot_volume_starts_from_source_and_detects_outdated(t: FsType) {
+    let f = Fixture::new(t);
+    let root = f.origin("vm-templates/fedora/root", 4 * MIB, 1);
+    f.session(&root, 0, b"template v1");
+    let snap = f.create(
+        "appvms/work/root",
+        VolumeSpec {
+            snap_on_start: true,
+            source: Some(root.vid.clone()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        !exists(&f.path("appvms/work/root.img")),
+        "snapshot volumes have no files while halted"
+    );
+    let dirty = f.start(&snap);
+    assert_eq!(read_at(&dirty, 0, 11), b"template v1");
+    assert_eq!(
+        ino(&f.path("appvms/work/root.img")),
+        ino(&f.path("vm-templates/fedora/root.img"))
+    );
+    assert!(!f.engine.volume_info(&snap).unwrap().is_outdated);
+    assert!(
+        !f.engine.volume_info(&snap).unwrap().is_dirty,
+        "snapshots are never dirty"
+    );
+    // The source commits while the snapshot runs: the snapshot is outdated, and does
+    // not see the change.
+    f.session(&root, 0, b"template v2");
+    assert!(f.engine.volume_info(&snap).unwrap().is_outdated);
+    assert_eq!(read_at(&dirty, 0, 11), b"template v1");
+    write_at(&dirty, 0, b"scratch....");
+    let ctx = OpCtx::quiet("Stop");
+    f.engine.stop(&snap, &ctx).unwrap();
+    assert_eq!(
+        ctx.take_events().last().map(|e| e.kind.clone()),
+        Some(EventKind::Stopped { committed: false })
+    );
+    assert!(!exists(&dirty) && !exists(&f.path("appvms/work/root.img")));
+    let dirty = f.start(&snap);
+    assert_eq!(
+        read_at(&dirty, 0, 11),
+        b"template v2",
+        "the next start sees the new commit"
+    );
+    f.stop(&snap);
+    // A source in use cannot be removed.
+    let err = f
+        .engine
+        .remove_volume(&root, &OpCtx::quiet("Remove"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+}
+
+fn volatile_volume_is_empty_each_start_and_keeps_a_manual_resize(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.create(
+        "appvms/work/volatile",
+        VolumeSpec {
+            size: 4 * MIB,
+            rw: true,
+            ..Default::default()
+        },
+    );
+    assert!(!exists(&f.path("appvms/work/volatile.img")));
+    let dirty = f.start(&v);
+    let meta = fs::metadata(&dirty).unwrap();
+    assert_eq!((meta.len(), meta.blocks()), (4 * MIB, 0));
+    write_at(&dirty, MIB, b"swap");
+    f.engine
+        .resize(&v, 8 * MIB, false, &OpCtx::quiet("Resize"))
+        .unwrap();
+    f.stop(&v);
+    assert!(!exists(&dirty));
+    assert!(f.revision_ids(&v).is_empty());
+    let dirty = f.start(&v);
+    assert!(is_all_zero(&dirty));
+    assert_eq!(fs::metadata(&dirty).unwrap().len(), 8 * MIB);
+    f.stop(&v);
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, 8 * MIB);
+}
+
+fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let src = f.origin("vm-templates/t/private", MIB, 1);
+    f.session(&src, 0, b"S");
+    let v = f.create(
+        "appvms/a/private",
+        VolumeSpec {
+            rw: true,
+            snap_on_start: true,
+            save_on_stop: true,
+            source: Some(src.vid.clone()),
+            revisions_to_keep: Some(RevisionsToKeep::new(2).unwrap()),
+            ..Default::default()
+        },
+    );
+    let dirty = f.start(&v);
+    assert_eq!(read_at(&dirty, 0, 1), b"S");
+    write_at(&dirty, 0, b"X");
+    f.stop(&v);
+    assert_eq!(read_at(&f.path("appvms/a/private.img"), 0, 1), b"X");
+    assert_eq!(f.revision_ids(&v), vec![1]);
+    assert_eq!(
+        read_at(&f.path("vm-templates/t/private.img"), 0, 1),
+        b"S",
+        "the source is untouched"
+    );
+}
+
+fn halted_resize_makes_a_new_inode_and_leaves_revisions(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 2 * MIB, 1);
+    f.session(&v, 0, b"keep");
+    let clean = f.path("appvms/work/private.img");
+    let before = ino(&clean);
+    let exported = f.engine.export(&v).unwrap();
+    let ctx = OpCtx::quiet("Resize");
+    f.engine.resize(&v, 6 * MIB, false, &ctx).unwrap();
+    assert_eq!(
+        ctx.take_events().last().map(|e| e.kind.clone()),
+        Some(EventKind::Resized {
+            old_size: 2 * MIB,
+            new_size: 6 * MIB
+        })
+    );
+    assert_ne!(ino(&clean), before);
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 6 * MIB);
+    assert_eq!(read_at(&clean, 0, 4), b"keep");
+    assert_eq!(
+        exported.metadata().unwrap().len(),
+        2 * MIB,
+        "an exported reader keeps its image"
+    );
+    assert_eq!(f.revision_ids(&v), vec![1]);
+    let dirty = f.start(&v);
+    assert_eq!(
+        fs::metadata(&dirty).unwrap().len(),
+        6 * MIB,
+        "the precache was refreshed"
+    );
+}
+
+fn shrinking_needs_allow_shrink_and_read_only_cannot_resize(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 4 * MIB, 1);
+    let err = f
+        .engine
+        .resize(&v, MIB, false, &OpCtx::quiet("Resize"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("allow_shrink"), "{err}");
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, 4 * MIB);
+    f.engine
+        .resize(&v, MIB, true, &OpCtx::quiet("Resize"))
+        .unwrap();
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, MIB);
+    let ro = f.create(
+        "appvms/work/ro",
+        VolumeSpec {
+            size: MIB,
+            save_on_stop: true,
+            ..Default::default()
+        },
+    );
+    let err = f
+        .engine
+        .resize(&ro, 2 * MIB, false, &OpCtx::quiet("Resize"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+fn export_stays_consistent_while_a_commit_replaces_the_image(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    f.session(&v, 0, b"old");
+    let mut exported = f.engine.export(&v).unwrap();
+    f.session(&v, 0, b"new");
+    let mut buf = [0u8; 3];
+    exported.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"old");
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 3), b"new");
+    let vol = f.create(
+        "appvms/work/volatile",
+        VolumeSpec {
+            size: MIB,
+            rw: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        f.engine.export(&vol).unwrap_err().kind(),
+        ErrorKind::NotSupported
+    );
+}
+
+fn import_data_commits_the_import_file_and_keeps_old_as_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    let mut w = f
+        .engine
+        .import_data(&v, 3 * MIB, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    let import = f.path("appvms/work/private-import.img");
+    assert_eq!(fs::metadata(&import).unwrap().len(), 3 * MIB);
+    w.seek(SeekFrom::Start(2 * MIB)).unwrap();
+    w.write_all(b"imported").unwrap();
+    drop(w);
+    let ctx = OpCtx::quiet("ImportDataEnd");
+    f.engine.import_data_end(&v, true, &ctx).unwrap();
+    assert_eq!(
+        ctx.take_events().last().map(|e| e.kind.clone()),
+        Some(EventKind::Imported { success: true })
+    );
+    assert!(!exists(&import));
+    let clean = f.path("appvms/work/private.img");
+    assert_eq!(read_at(&clean, 2 * MIB, 8), b"imported");
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, 3 * MIB);
+    assert_eq!(
+        f.revision_ids(&v),
+        vec![1],
+        "the empty image before the import is revertible"
+    );
+    // A failed import changes nothing.
+    let _w = f
+        .engine
+        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    f.engine
+        .import_data_end(&v, false, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap();
+    assert!(!exists(&import));
+    assert_eq!(read_at(&clean, 2 * MIB, 8), b"imported");
+    assert_eq!(f.revision_ids(&v), vec![1]);
+}
+
+fn import_data_end_without_import_changes_nothing(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    let before = files_in(&f.path("appvms/work"));
+    let err = f
+        .engine
+        .import_data_end(&v, true, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        files_in(&f.path("appvms/work")),
+        before,
+        "no revision was added (fix 8)"
+    );
+}
+
+fn imports_are_refused_while_started_and_start_while_importing(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    let other = f.origin("appvms/other/private", MIB, 1);
+    f.start(&v);
+    let e1 = f
+        .engine
+        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .unwrap_err();
+    let e2 = f
+        .engine
+        .import_volume(&v, &other, &OpCtx::quiet("ImportVolume"))
+        .unwrap_err();
+    assert_eq!((e1.kind(), e2.kind()), (ErrorKind::Busy, ErrorKind::Busy));
+    assert!(!exists(&f.path("appvms/work/private-import.img")));
+    f.stop(&v);
+    let _w = f
+        .engine
+        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    let err = f.engine.start(&v, &OpCtx::quiet("Start")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    f.engine
+        .import_data_end(&v, false, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap();
+    f.start(&v);
+}
+
+fn import_volume_clones_and_takes_the_source_size(t: FsType) {
+    let f = Fixture::new(t);
+    let src = f.origin("appvms/a/private", 8 * MIB, 1);
+    f.session(&src, 5 * MIB, b"source data");
+    let dst = f.origin("appvms/b/private", 4 * MIB, 1);
+    let ctx = OpCtx::quiet("ImportVolume");
+    f.engine.import_volume(&dst, &src, &ctx).unwrap();
+    let clean = f.path("appvms/b/private.img");
+    assert_eq!(
+        fs::metadata(&clean).unwrap().len(),
+        8 * MIB,
+        "R§7.4 test_005_size_after_clone"
+    );
+    assert_eq!(read_at(&clean, 5 * MIB, 11), b"source data");
+    assert_ne!(ino(&clean), ino(&f.path("appvms/a/private.img")));
+    assert_eq!(f.revision_ids(&dst), vec![1]);
+    assert!(
+        fs::metadata(&clean).unwrap().blocks() * 512 < 4 * MIB,
+        "holes are preserved"
+    );
+    // Into another pool on another filesystem: the hole-preserving copy.
+    let other = LoopFs::new(FsType::Ext4, 128 * MIB);
+    let p2 = PoolName::parse("other").unwrap();
+    f.engine
+        .create_pool(pool_spec(&p2, &other.path().join("pool"), false))
+        .unwrap();
+    let far = VolumeRef {
+        pool: p2.clone(),
+        vid: Vid::parse("appvms/c/private").unwrap(),
+    };
+    f.engine
+        .create_volume(
+            &far,
+            VolumeSpec {
+                size: MIB,
+                rw: true,
+                save_on_stop: true,
+                ..Default::default()
+            },
+            &OpCtx::quiet("CreateVolume"),
+        )
+        .unwrap();
+    f.engine
+        .import_volume(&far, &src, &OpCtx::quiet("ImportVolume"))
+        .unwrap();
+    let far_clean = other.path().join("pool/appvms/c/private.img");
+    assert_eq!(read_at(&far_clean, 5 * MIB, 11), b"source data");
+    assert!(
+        fs::metadata(&far_clean).unwrap().blocks() * 512 <= MIB,
+        "the copy keeps holes"
+    );
+    // Removing the far volume and pool before the mount goes away.
+    f.engine
+        .remove_volume(&far, &OpCtx::quiet("Remove"))
+        .unwrap();
+    f.engine.remove_pool(&p2).unwrap();
+}
+
+fn remove_deletes_every_file_and_is_refused_while_started(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    f.session(&v, 0, b"x");
+    f.start(&v);
+    let err = f
+        .engine
+        .remove_volume(&v, &OpCtx::quiet("Remove"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    f.stop(&v);
+    f.engine.remove_volume(&v, &OpCtx::quiet("Remove")).unwrap();
+    assert!(
+        !exists(&f.path("appvms/work")),
+        "the empty VM directory is removed"
+    );
+    assert_eq!(
+        f.engine.volume_info(&v).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(f.engine.volume_vids(&f.pool).unwrap().is_empty());
+}
+
+fn cleanup_of_temp_files_never_touches_a_sibling(t: FsType) {
+    let f = Fixture::new(t);
+    let priv_ = f.origin("appvms/work/priv", MIB, 1);
+    let _private = f.origin("appvms/work/private", MIB, 1);
+    let own = f.path("appvms/work/priv-dirty.img~abcd1234");
+    let sibling = f.path("appvms/work/private-dirty.img~abcd1234");
+    let sibling2 = f.path("appvms/work/private.img~k3j_9x0q");
+    for p in [&own, &sibling, &sibling2] {
+        File::create(p).unwrap();
+    }
+    f.start(&priv_);
+    assert!(!exists(&own));
+    assert!(
+        exists(&sibling) && exists(&sibling2),
+        "fix 3: a sibling's temp files are not ours"
+    );
+}
+
+fn stray_revision_name_is_ignored(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    File::create(f.path("appvms/work/private.img.x1@2024-01-01T00:00:00Z")).unwrap();
+    File::create(f.path("appvms/work/private.img.7@2@24-01-01T00:00:00Z")).unwrap();
+    f.session(&v, 0, b"a");
+    f.session(&v, 0, b"b");
+    assert_eq!(f.revision_ids(&v), vec![1, 2]);
+    f.engine.revert(&v, None, &OpCtx::quiet("Revert")).unwrap();
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 1), b"a");
+}
+
+fn state_survives_reopen_and_started_volume_stays_started(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 2 * MIB, 3);
+    f.engine
+        .set_pool_revisions_to_keep(&f.pool, RevisionsToKeep::new(5).unwrap())
+        .unwrap();
+    f.session(&v, 0, b"committed");
+    let dirty = f.start(&v);
+    write_at(&dirty, 0, b"in flight");
+    let reopened = Engine::open(f.engine.state_dir()).unwrap();
+    assert_eq!(
+        reopened.pool_config(&f.pool).unwrap(),
+        f.engine.pool_config(&f.pool).unwrap()
+    );
+    let info = reopened.volume_info(&v).unwrap();
+    assert_eq!(info, f.engine.volume_info(&v).unwrap());
+    assert!(info.started, "nothing is committed behind the user's back");
+    assert_eq!(
+        read_at(&f.path("appvms/work/private.img"), 0, 9),
+        b"committed"
+    );
+    assert_eq!(read_at(&dirty, 0, 9), b"in flight");
+    reopened.stop(&v, &OpCtx::quiet("Stop")).unwrap();
+    assert_eq!(
+        read_at(&f.path("appvms/work/private.img"), 0, 9),
+        b"in flight"
+    );
+}
+
+fn create_refuses_existing_files_and_adopt_registers_them(t: FsType) {
+    let f = Fixture::new(t);
+    // An existing Qubes pool's volume: clean image plus a revision, made by hand.
+    fs::create_dir(f.path("appvms/old")).unwrap();
+    fs::write(f.path("appvms/old/private.img"), vec![7u8; 4096]).unwrap();
+    fs::write(
+        f.path("appvms/old/private.img.4@2024-05-01T12:00:03Z"),
+        vec![1u8; 4096],
+    )
+    .unwrap();
+    let v = f.vref("appvms/old/private");
+    let spec = VolumeSpec {
+        size: MIB,
+        rw: true,
+        save_on_stop: true,
+        ..Default::default()
+    };
+    let err = f
+        .engine
+        .create_volume(&v, spec.clone(), &OpCtx::quiet("CreateVolume"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("adopt"), "{err}");
+    assert_eq!(
+        fs::read(f.path("appvms/old/private.img")).unwrap(),
+        vec![7u8; 4096],
+        "nothing deleted"
+    );
+    let info = f
+        .engine
+        .create_volume(
+            &v,
+            VolumeSpec {
+                adopt: true,
+                ..spec
+            },
+            &OpCtx::quiet("CreateVolume"),
+        )
+        .unwrap();
+    assert_eq!(info.size, 4096, "size comes from the image file");
+    assert_eq!(
+        info.revisions
+            .iter()
+            .map(|r| (r.id, r.timestamp))
+            .collect::<Vec<_>>(),
+        vec![(4, 1_714_564_803)]
+    );
+    f.session(&v, 0, b"z");
+    assert_eq!(
+        f.revision_ids(&v),
+        vec![5],
+        "ids continue from the existing ones"
+    );
+}
+
+fn symlinked_vm_directory_is_refused(t: FsType) {
+    let f = Fixture::new(t);
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.path("appvms/evil")).unwrap();
+    let v = f.vref("appvms/evil/private");
+    let spec = VolumeSpec {
+        size: MIB,
+        rw: true,
+        save_on_stop: true,
+        ..Default::default()
+    };
+    let err = f
+        .engine
+        .create_volume(&v, spec, &OpCtx::quiet("CreateVolume"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(
+        files_in(outside.path()).is_empty(),
+        "nothing was written outside the pool"
+    );
+    assert!(f.engine.volume_vids(&f.pool).unwrap().is_empty());
+}
+
+fn verify_checks_the_image_the_next_start_needs(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("vm-templates/t/root", MIB, 1);
+    let snap = f.create(
+        "appvms/a/root",
+        VolumeSpec {
+            snap_on_start: true,
+            source: Some(v.vid.clone()),
+            ..Default::default()
+        },
+    );
+    f.engine.verify(&v).unwrap();
+    f.engine.verify(&snap).unwrap();
+    fs::remove_file(f.path("vm-templates/t/root.img")).unwrap();
+    for vol in [&v, &snap] {
+        let err = f.engine.verify(vol).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("root.img"), "{err}");
+    }
+}
+
+fn stop_is_idempotent_and_never_started_volume_stops(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    let ctx = OpCtx::quiet("Stop");
+    f.engine.stop(&v, &ctx).unwrap();
+    assert!(ctx.take_events().is_empty());
+    f.session(&v, 0, b"1");
+    f.stop(&v);
+    f.stop(&v);
+    assert_eq!(f.revision_ids(&v), vec![1]);
+    // Start is idempotent too: a started volume keeps its session.
+    let dirty = f.start(&v);
+    write_at(&dirty, 0, b"2");
+    assert_eq!(f.start(&v), dirty);
+    assert_eq!(read_at(&dirty, 0, 1), b"2");
+}
+
+fn volumes_of_one_vm_start_in_parallel(t: FsType) {
+    let f = Fixture::new(t);
+    let tmpl = f.origin("vm-templates/t/root", 4 * MIB, 1);
+    let vols = [
+        f.create(
+            "appvms/a/root",
+            VolumeSpec {
+                snap_on_start: true,
+                source: Some(tmpl.vid.clone()),
+                ..Default::default()
+            },
+        ),
+        f.origin("appvms/a/private", 4 * MIB, 1),
+        f.create(
+            "appvms/a/volatile",
+            VolumeSpec {
+                size: 4 * MIB,
+                rw: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    std::thread::scope(|s| {
+        for v in &vols {
+            let f = &f;
+            s.spawn(move || f.start(v));
+        }
+    });
+    for v in &vols {
+        assert!(f.engine.volume_info(v).unwrap().started);
+    }
+    std::thread::scope(|s| {
+        for v in &vols {
+            let f = &f;
+            s.spawn(move || f.stop(v));
+        }
+    });
+    for v in &vols {
+        assert!(!f.engine.volume_info(v).unwrap().started);
+    }
+}
