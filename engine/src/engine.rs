@@ -253,6 +253,11 @@ impl Engine {
         })
     }
 
+    /// The span every log line of a volume operation carries: op, pool and vid.
+    fn span(vol: &VolumeRef, ctx: &OpCtx) -> tracing::Span {
+        tracing::info_span!("volume", op = ctx.operation(), pool = %vol.pool, vid = %vol.vid)
+    }
+
     /// Run `op` on a volume under its lock; persist its configuration if `op` changed it
     /// (also when `op` failed after changing it).
     fn with_volume<T>(
@@ -261,6 +266,7 @@ impl Engine {
         ctx: &OpCtx,
         op: impl FnOnce(&mut Volume<'_>, Option<&SourceView>) -> Result<T>,
     ) -> Result<T> {
+        let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
@@ -326,6 +332,7 @@ impl Engine {
         spec: VolumeSpec,
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
+        let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
@@ -376,6 +383,7 @@ impl Engine {
 
     /// `Busy` while started or while another volume snapshots it (R§3.6).
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
+        let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
