@@ -1,3 +1,10 @@
-//! placeholder
-pub mod placeholder {}
+//! qubes-storaged: Qubes OS-style VM storage (the `file-reflink` driver's semantics)
+//! as a D-Bus system service. The storage engine (crate `qubes-storage-engine`) does the
+//! file work and knows nothing about D-Bus; this crate puts it on the bus:
+//!
+//! - [`bus`]: the `org.qubes.Storage` objects, their methods, properties and signals,
+//!   Job objects for long copies, and the daemon's startup and shutdown;
+//! - [`auth`]: polkit authorization of every mutating call.
+
 pub mod auth;
+pub mod bus;

@@ -1,1 +1,107 @@
-fn main() {}
+//! The qubes-storaged daemon: parses its few arguments, sets up logging for journald
+//! (no colours or timestamps unless stderr is a terminal; `RUST_LOG` honoured, default
+//! `info`) and runs the service until SIGTERM or SIGINT.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use qubes_storaged::bus::daemon::{self, DaemonConfig};
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/qubes-storaged";
+
+const USAGE: &str = "\
+Usage: qubes-storaged [--state-dir DIR] [--bus-address ADDRESS]
+
+Serves org.qubes.Storage on the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured).
+
+Options:
+  --state-dir DIR         where pool and volume configuration is kept
+                          (default /var/lib/qubes-storaged)
+  --bus-address ADDRESS   serve on this bus instead of the system bus
+  -h, --help              print this help
+  -V, --version           print the version";
+
+enum Command {
+    Run(DaemonConfig),
+    Help,
+    Version,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = DaemonConfig {
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        bus_address: None,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--state-dir" => config.state_dir = PathBuf::from(value("--state-dir")?),
+            "--bus-address" => config.bus_address = Some(value("--bus-address")?),
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Run(config))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.with_ansi(false).without_time().init();
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("qubes-storaged {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("qubes-storaged: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("qubes-storaged: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}

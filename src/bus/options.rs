@@ -1,0 +1,228 @@
+//! The trailing `a{sv}` every method takes (and CreateVolume's `config`), parsed at the
+//! edge into typed values: a key the method does not know is an `InvalidArgument`
+//! naming the key (typos must not pass silently), and so is a value of the wrong type.
+//! Integers are accepted in any D-Bus integer width that holds the value, because
+//! generic clients (busctl, gdbus, python) pick widths freely.
+
+use std::collections::HashMap;
+
+use zbus::{OwnedVariant, Variant};
+
+use crate::bus::error::StorageError;
+
+/// The option every method knows: never prompt for authentication.
+pub const NO_USER_INTERACTION: &str = "auth.no_user_interaction";
+
+/// The raw map a method receives.
+pub type RawOptions = HashMap<String, OwnedVariant>;
+
+/// A checked option map: only known keys, values read by type on demand.
+#[derive(Debug)]
+pub struct Options {
+    what: &'static str,
+    map: RawOptions,
+}
+
+impl Options {
+    /// Method options: `known` plus [`NO_USER_INTERACTION`].
+    pub fn parse(map: RawOptions, known: &[&str]) -> Result<Options, StorageError> {
+        let options = Options::check(map, known, "option", &[NO_USER_INTERACTION])?;
+        options.bool(NO_USER_INTERACTION)?;
+        Ok(options)
+    }
+
+    /// A configuration map (CreateVolume's `config`): exactly the keys in `known`.
+    pub fn parse_config(map: RawOptions, known: &[&str]) -> Result<Options, StorageError> {
+        Options::check(map, known, "configuration key", &[])
+    }
+
+    fn check(
+        map: RawOptions,
+        known: &[&str],
+        what: &'static str,
+        always: &[&str],
+    ) -> Result<Options, StorageError> {
+        let mut unknown: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !known.contains(key) && !always.contains(key))
+            .collect();
+        unknown.sort_unstable();
+        match unknown.first() {
+            None => Ok(Options { what, map }),
+            Some(key) => Err(StorageError::invalid(format!(
+                "Unknown {what} {key:?}; known: {}.",
+                known_list(known, always)
+            ))),
+        }
+    }
+
+    /// Whether the caller asked never to be prompted.
+    pub fn no_user_interaction(&self) -> bool {
+        self.bool(NO_USER_INTERACTION)
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, StorageError> {
+        self.typed(key, "a boolean (b)", |v| match v {
+            Variant::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    pub fn string(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.typed(key, "a string (s)", |v| match v {
+            Variant::Str(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        })
+    }
+
+    /// A non-negative integer (`t` preferred).
+    pub fn unsigned(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.typed(key, "a non-negative integer (t)", |v| {
+            integer_of(v).and_then(|n| u64::try_from(n).ok())
+        })
+    }
+
+    /// A signed integer (`i` or `x` preferred).
+    pub fn signed(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        self.typed(key, "an integer (i)", |v| {
+            integer_of(v).and_then(|n| i64::try_from(n).ok())
+        })
+    }
+
+    fn typed<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        read: impl Fn(&Variant<'_>) -> Option<T>,
+    ) -> Result<Option<T>, StorageError> {
+        let Some(value) = self.map.get(key) else {
+            return Ok(None);
+        };
+        match read(unwrap_variant(value)) {
+            Some(v) => Ok(Some(v)),
+            None => Err(StorageError::invalid(format!(
+                "The {} {key:?} must be {expected}, not a value of type {}.",
+                self.what,
+                value.value_signature()
+            ))),
+        }
+    }
+}
+
+/// A value sent as `v` inside the `v` of the map (some clients nest) is read through.
+fn unwrap_variant<'a>(value: &'a Variant<'a>) -> &'a Variant<'a> {
+    match value {
+        Variant::Variant(inner) => unwrap_variant(inner),
+        other => other,
+    }
+}
+
+fn integer_of(value: &Variant<'_>) -> Option<i128> {
+    Some(match value {
+        Variant::U8(n) => i128::from(*n),
+        Variant::I16(n) => i128::from(*n),
+        Variant::U16(n) => i128::from(*n),
+        Variant::I32(n) => i128::from(*n),
+        Variant::U32(n) => i128::from(*n),
+        Variant::I64(n) => i128::from(*n),
+        Variant::U64(n) => i128::from(*n),
+        _ => return None,
+    })
+}
+
+fn known_list(known: &[&str], always: &[&str]) -> String {
+    let all: Vec<&str> = known.iter().chain(always).copied().collect();
+    if all.is_empty() {
+        "none".to_owned()
+    } else {
+        all.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError;
+
+    fn raw(entries: Vec<(&str, Variant<'static>)>) -> RawOptions {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), OwnedVariant::try_from(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_key_is_invalid_argument_naming_the_key() {
+        let err = Options::parse(
+            raw(vec![("alow_shrink", Variant::Bool(true))]),
+            &["allow_shrink"],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.name().as_str(),
+            "org.qubes.Storage.Error.InvalidArgument"
+        );
+        assert!(err.description().unwrap().contains("\"alow_shrink\""));
+    }
+
+    #[test]
+    fn no_user_interaction_is_known_everywhere() {
+        let options =
+            Options::parse(raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]), &[]).unwrap();
+        assert!(options.no_user_interaction());
+        assert!(!Options::parse(RawOptions::new(), &[])
+            .unwrap()
+            .no_user_interaction());
+    }
+
+    #[test]
+    fn no_user_interaction_of_the_wrong_type_is_refused() {
+        let err = Options::parse(
+            raw(vec![(NO_USER_INTERACTION, Variant::Str("yes".into()))]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::InvalidArgument(_)));
+    }
+
+    #[test]
+    fn config_refuses_the_auth_option() {
+        let err = Options::parse_config(
+            raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]),
+            &["size"],
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn integers_of_any_width_that_fit_are_accepted() {
+        let options = Options::parse(
+            raw(vec![
+                ("a", Variant::U32(7)),
+                ("b", Variant::I32(-1)),
+                ("c", Variant::I64(-5)),
+            ]),
+            &["a", "b", "c"],
+        )
+        .unwrap();
+        assert_eq!(options.unsigned("a").unwrap(), Some(7));
+        assert_eq!(options.signed("b").unwrap(), Some(-1));
+        assert!(options.unsigned("c").is_err());
+        assert_eq!(options.unsigned("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expected_type() {
+        let options = Options::parse(raw(vec![("rw", Variant::U32(1))]), &["rw"]).unwrap();
+        let err = options.bool("rw").unwrap_err();
+        let text = err.description().unwrap().to_owned();
+        assert!(
+            text.contains("\"rw\"") && text.contains("boolean"),
+            "{text}"
+        );
+    }
+}
