@@ -1,0 +1,437 @@
+//! Full-disk tests: on a small loop-mounted filesystem filled to the last block, an
+//! operation that needs space for data fails with [`ErrorKind::NoSpace`] and a message
+//! naming the volume, and leaves everything committed as it was — the clean image,
+//! the revisions, the dirty image of a started volume (so the commit can be retried),
+//! the source of a clone — with no temp or import file behind. After the space is
+//! freed, the same operation succeeds.
+//!
+//! Covered: stop/commit of an origin volume on ext4 (the revision is a byte copy),
+//! resize of a halted volume on ext4 (a new inode), start of a snapshot volume on ext4
+//! (copy of the source), and import_volume from a pool on another filesystem into a
+//! full ext4 and a full btrfs pool (byte copy across filesystems). ext4 pools use
+//! `setup_check = false`.
+//!
+//! Needs root (loop mounts).
+
+mod common_fs;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use common_fs::{pattern, FsType, LoopFs, MIB};
+use qubes_storage_engine::layout::VolumePaths;
+use qubes_storage_engine::{
+    revision, Engine, EngineError, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid,
+    VolumeRef, VolumeSpec,
+};
+
+const IMAGE_SIZE: u64 = 32 * MIB;
+/// 16 ranges of 1 MiB, 2 MiB apart: 16 MiB of data in a 32 MiB image.
+const DATA_RANGES: u64 = 16;
+const VID: &str = "appvms/vm1/private";
+const SNAPSHOT_VID: &str = "appvms/vm1/root";
+const FS_SIZE: u64 = 128 * MIB;
+/// After filling, less than this may stay free (a few blocks the filler cannot use).
+const FILL_SLACK: u64 = 256 * 1024;
+
+fn ctx() -> OpCtx {
+    OpCtx::quiet("full-disk-test")
+}
+
+fn data_ranges() -> impl Iterator<Item = (u64, u64)> {
+    (0..DATA_RANGES).map(|i| (i * 2 * MIB, MIB))
+}
+
+/// The image of content `seed`: zeros except the data ranges.
+fn model(seed: u64, size: u64) -> Vec<u8> {
+    let mut image = vec![0u8; size as usize];
+    for (offset, len) in data_ranges() {
+        let at = offset as usize;
+        image[at..at + len as usize].copy_from_slice(&pattern(seed, offset, len as usize));
+    }
+    image
+}
+
+/// Overwrite the data ranges of an image with content `seed` (no new allocation when
+/// the ranges are already allocated).
+fn write_content(path: &Path, seed: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open image");
+    for (offset, len) in data_ranges() {
+        file.write_all_at(&pattern(seed, offset, len as usize), offset)
+            .expect("write data");
+    }
+    file.sync_all().expect("fsync image");
+}
+
+#[track_caller]
+fn assert_content(path: &Path, seed: u64, size: u64, what: &str) {
+    let data = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", path.display()));
+    assert_eq!(
+        data.len() as u64,
+        size,
+        "{what}: size of {}",
+        path.display()
+    );
+    assert!(
+        data == model(seed, size),
+        "{what}: {} does not hold content {seed}",
+        path.display()
+    );
+}
+
+/// A pool on a filesystem plus its engine.
+struct Pool {
+    fs: LoopFs,
+    engine: Engine,
+    name: PoolName,
+    dir: PathBuf,
+}
+
+impl Pool {
+    fn new(fs_type: FsType, name: &str, revisions_to_keep: i64) -> Pool {
+        let fs = LoopFs::new(fs_type, FS_SIZE);
+        let dir = fs.path().join("pool");
+        let engine = Engine::open(&fs.path().join("state")).expect("Engine::open");
+        let name = PoolName::parse(name).unwrap();
+        let spec = PoolSpec {
+            name: name.clone(),
+            dir_path: dir.clone(),
+            setup_check: fs_type.has_reflink(),
+            revisions_to_keep: RevisionsToKeep::new(revisions_to_keep).unwrap(),
+            ephemeral_volatile: false,
+        };
+        engine.create_pool(spec).expect("create pool");
+        Pool {
+            fs,
+            engine,
+            name,
+            dir,
+        }
+    }
+
+    fn vol(&self, vid: &str) -> VolumeRef {
+        VolumeRef {
+            pool: self.name.clone(),
+            vid: Vid::parse(vid).unwrap(),
+        }
+    }
+
+    fn paths(&self, vid: &str) -> VolumePaths {
+        VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
+    }
+
+    fn create(&self, vid: &str, spec: VolumeSpec) {
+        self.engine
+            .create_volume(&self.vol(vid), spec, &ctx())
+            .expect("create volume");
+    }
+
+    /// An origin volume whose clean image holds content `seed` (revision 1 = empty).
+    fn origin_with_content(&self, vid: &str, seed: u64, revisions_to_keep: Option<i64>) {
+        let revisions_to_keep = revisions_to_keep.map(|n| RevisionsToKeep::new(n).unwrap());
+        self.create(
+            vid,
+            VolumeSpec {
+                size: IMAGE_SIZE,
+                rw: true,
+                save_on_stop: true,
+                revisions_to_keep,
+                ..Default::default()
+            },
+        );
+        let dirty = self.engine.start(&self.vol(vid), &ctx()).expect("start");
+        write_content(&dirty, seed);
+        self.engine.stop(&self.vol(vid), &ctx()).expect("stop");
+        assert_content(
+            &self.paths(vid).clean(),
+            seed,
+            IMAGE_SIZE,
+            "committed content",
+        );
+    }
+
+    /// `(id, inode, timestamp)` of every revision file: what must survive a failure.
+    fn revisions(&self, vid: &str) -> Vec<(u64, u64, i64)> {
+        let paths = self.paths(vid);
+        let list = revision::list(&paths).expect("list revisions");
+        list.iter()
+            .map(|r| {
+                (
+                    r.id,
+                    paths.revision(r.id, r.timestamp).metadata().unwrap().ino(),
+                    r.timestamp,
+                )
+            })
+            .collect()
+    }
+
+    /// Temp and import files of `vid`.
+    fn leftovers(&self, vid: &str) -> Vec<String> {
+        let paths = self.paths(vid);
+        let Ok(entries) = std::fs::read_dir(paths.dir()) else {
+            return Vec::new();
+        };
+        let import = paths.import().file_name().unwrap().to_owned();
+        entries
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| paths.is_own_temp(&n.to_string_lossy()) || *n == import)
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// Fill the filesystem holding `dir` to the last block with one file; returns it.
+fn fill_disk(fs: &LoopFs) -> PathBuf {
+    let path = fs.path().join("filler");
+    let mut file = File::create(&path).expect("create filler");
+    for chunk_size in [MIB as usize, 4096] {
+        let chunk = vec![0xA5u8; chunk_size];
+        loop {
+            match file.write(&chunk) {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
+                    break
+                }
+                Err(e) => panic!("cannot fill the disk: {e}"),
+            }
+        }
+    }
+    let _ = file.sync_all();
+    assert!(
+        fs.free_bytes() < FILL_SLACK,
+        "the disk is not full: {} bytes free",
+        fs.free_bytes()
+    );
+    path
+}
+
+fn free_disk(fs: &LoopFs, filler: &Path) {
+    std::fs::remove_file(filler).expect("remove filler");
+    let dir = File::open(fs.path()).expect("open mount point");
+    rustix::fs::syncfs(&dir).expect("syncfs");
+}
+
+#[track_caller]
+fn assert_no_space(result: Result<impl std::fmt::Debug, EngineError>, vol: &VolumeRef) {
+    let err = result.expect_err("the operation must fail on a full disk");
+    assert_eq!(err.kind(), ErrorKind::NoSpace, "kind of: {err}");
+    let message = err.to_string();
+    eprintln!("full disk: {message}");
+    assert!(
+        message.contains(&vol.to_string()),
+        "the message names the volume: {message}"
+    );
+    assert!(
+        message.contains("no space left on device"),
+        "the message says why: {message}"
+    );
+}
+
+#[test]
+fn ext4_stop_on_full_disk_is_no_space_and_keeps_the_session_for_a_retry() {
+    let pool = Pool::new(FsType::Ext4, "p", 1);
+    let vol = pool.vol(VID);
+    let paths = pool.paths(VID);
+    pool.origin_with_content(VID, 1, None);
+    let revisions_before = pool.revisions(VID);
+    let dirty = pool.engine.start(&vol, &ctx()).expect("start");
+    write_content(&dirty, 2);
+    let filler = fill_disk(&pool.fs);
+
+    assert_no_space(pool.engine.stop(&vol, &ctx()), &vol);
+    assert_content(&paths.clean(), 1, IMAGE_SIZE, "clean after the failed stop");
+    assert_content(&dirty, 2, IMAGE_SIZE, "the session after the failed stop");
+    assert_eq!(
+        pool.revisions(VID),
+        revisions_before,
+        "revisions after the failed stop"
+    );
+    assert!(
+        pool.engine.volume_info(&vol).unwrap().started,
+        "still started"
+    );
+    assert_eq!(pool.leftovers(VID), Vec::<String>::new());
+
+    free_disk(&pool.fs, &filler);
+    pool.engine
+        .stop(&vol, &ctx())
+        .expect("stop after freeing space");
+    assert_content(
+        &paths.clean(),
+        2,
+        IMAGE_SIZE,
+        "clean after the retried stop",
+    );
+    let revisions = revision::list(&paths).unwrap();
+    let newest = revisions.last().expect("a revision");
+    assert_content(
+        &paths.revision(newest.id, newest.timestamp),
+        1,
+        IMAGE_SIZE,
+        "the old image as revision",
+    );
+    assert!(!dirty.exists());
+}
+
+#[test]
+fn ext4_resize_of_halted_volume_on_full_disk_is_no_space_and_keeps_the_image() {
+    // Snapshots disabled: no precache whose removal would free the space needed.
+    let pool = Pool::new(FsType::Ext4, "p", 1);
+    let vol = pool.vol(VID);
+    let clean = pool.paths(VID).clean();
+    pool.origin_with_content(VID, 1, Some(-1));
+    let inode = clean.metadata().unwrap().ino();
+    let filler = fill_disk(&pool.fs);
+
+    assert_no_space(
+        pool.engine.resize(&vol, 2 * IMAGE_SIZE, false, &ctx()),
+        &vol,
+    );
+    assert_content(&clean, 1, IMAGE_SIZE, "clean after the failed resize");
+    assert_eq!(
+        clean.metadata().unwrap().ino(),
+        inode,
+        "the same committed inode"
+    );
+    let info = pool.engine.volume_info(&vol).unwrap();
+    assert_eq!(
+        (info.size, info.config.size),
+        (IMAGE_SIZE, IMAGE_SIZE),
+        "sizes after the failed resize"
+    );
+    assert_eq!(pool.leftovers(VID), Vec::<String>::new());
+
+    free_disk(&pool.fs, &filler);
+    pool.engine
+        .resize(&vol, 2 * IMAGE_SIZE, false, &ctx())
+        .expect("resize after freeing space");
+    assert_content(&clean, 1, 2 * IMAGE_SIZE, "clean after the retried resize");
+    assert_eq!(
+        pool.engine.volume_info(&vol).unwrap().config.size,
+        2 * IMAGE_SIZE
+    );
+}
+
+#[test]
+fn ext4_snapshot_start_on_full_disk_is_no_space_and_leaves_it_stopped() {
+    let pool = Pool::new(FsType::Ext4, "p", 1);
+    pool.origin_with_content(VID, 1, None);
+    let source_revisions = pool.revisions(VID);
+    let snapshot = pool.vol(SNAPSHOT_VID);
+    let source = Some(Vid::parse(VID).unwrap());
+    pool.create(
+        SNAPSHOT_VID,
+        VolumeSpec {
+            size: IMAGE_SIZE,
+            rw: true,
+            snap_on_start: true,
+            source,
+            ..Default::default()
+        },
+    );
+    let filler = fill_disk(&pool.fs);
+
+    assert_no_space(pool.engine.start(&snapshot, &ctx()), &snapshot);
+    assert!(
+        !pool.engine.volume_info(&snapshot).unwrap().started,
+        "not started"
+    );
+    assert!(!pool.paths(SNAPSHOT_VID).dirty().exists());
+    assert_content(
+        &pool.paths(VID).clean(),
+        1,
+        IMAGE_SIZE,
+        "the source's image",
+    );
+    assert_eq!(pool.revisions(VID), source_revisions);
+    assert_eq!(pool.leftovers(SNAPSHOT_VID), Vec::<String>::new());
+
+    free_disk(&pool.fs, &filler);
+    let dirty = pool
+        .engine
+        .start(&snapshot, &ctx())
+        .expect("start after freeing space");
+    assert_content(&dirty, 1, IMAGE_SIZE, "the snapshot's image");
+    pool.engine.stop(&snapshot, &ctx()).expect("stop snapshot");
+}
+
+/// Clone a volume of a pool on `source_fs` into an origin of a full `dest_fs` pool.
+fn import_from_other_pool_on_full_disk(dest_fs: FsType, source_fs: FsType) {
+    let source_pool = Pool::new(source_fs, "src", 1);
+    source_pool.origin_with_content(VID, 7, None);
+    let source = source_pool.vol(VID);
+    let pool = Pool::new(dest_fs, "p", 2);
+    pool.origin_with_content(VID, 1, None);
+    // The engine knows both pools only when one state directory holds them: register
+    // the source pool's directory in the destination's engine too.
+    register_pool(&pool.engine, &source_pool);
+    let vol = pool.vol(VID);
+    let revisions_before = pool.revisions(VID);
+    let filler = fill_disk(&pool.fs);
+
+    assert_no_space(pool.engine.import_volume(&vol, &source, &ctx()), &vol);
+    assert_content(
+        &pool.paths(VID).clean(),
+        1,
+        IMAGE_SIZE,
+        "clean after the failed import",
+    );
+    assert_eq!(
+        pool.revisions(VID),
+        revisions_before,
+        "revisions after the failed import"
+    );
+    assert_eq!(pool.leftovers(VID), Vec::<String>::new());
+    assert_content(&source_pool.paths(VID).clean(), 7, IMAGE_SIZE, "the source");
+
+    free_disk(&pool.fs, &filler);
+    pool.engine
+        .import_volume(&vol, &source, &ctx())
+        .expect("import after freeing space");
+    assert_content(
+        &pool.paths(VID).clean(),
+        7,
+        IMAGE_SIZE,
+        "clean after the retried import",
+    );
+    assert_eq!(pool.leftovers(VID), Vec::<String>::new());
+}
+
+/// Adopt the source pool's directory and volume into `engine` (files stay as they are).
+fn register_pool(engine: &Engine, source: &Pool) {
+    let spec = PoolSpec {
+        name: source.name.clone(),
+        dir_path: source.dir.clone(),
+        setup_check: false,
+        revisions_to_keep: RevisionsToKeep::DEFAULT,
+        ephemeral_volatile: false,
+    };
+    engine.create_pool(spec).expect("register the source pool");
+    let volume = VolumeSpec {
+        size: IMAGE_SIZE,
+        rw: true,
+        save_on_stop: true,
+        adopt: true,
+        ..Default::default()
+    };
+    engine
+        .create_volume(&source.vol(VID), volume, &ctx())
+        .expect("adopt the source volume");
+}
+
+#[test]
+fn ext4_import_volume_from_other_pool_on_full_disk_is_no_space_and_keeps_the_image() {
+    import_from_other_pool_on_full_disk(FsType::Ext4, FsType::Btrfs);
+}
+
+#[test]
+fn btrfs_import_volume_from_other_pool_on_full_disk_is_no_space_and_keeps_the_image() {
+    import_from_other_pool_on_full_disk(FsType::Btrfs, FsType::Ext4);
+}
