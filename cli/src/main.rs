@@ -1,1 +1,57 @@
-fn main() {}
+//! `qubes-storage`: the command-line client of the org.qubes.Storage D-Bus service,
+//! a pure client of `spec/dbus-api.md`. This file only parses the command line, runs
+//! the command on a single-threaded tokio runtime, and turns an error into
+//! `qubes-storage: <message>` on stderr and its exit status (see `error::exit`).
+
+mod args;
+mod client;
+mod commands;
+mod error;
+mod interrupt;
+mod job_watch;
+mod model;
+mod output;
+mod paths;
+mod polkit_agent;
+mod progress;
+mod props;
+mod proxies;
+mod signals;
+mod size;
+mod sparse_copy;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::{exit, CliError};
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&CliError::io("cannot start the async runtime", error), json),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(error) => report(&error, json),
+    }
+}
+
+/// Prints the error for people (stderr) and, with `--json`, for scripts (stdout).
+fn report(error: &CliError, json: bool) -> ExitCode {
+    eprintln!("qubes-storage: {error}");
+    if json {
+        let document = serde_json::json!({
+            "error": error.error_name(),
+            "message": error.to_string(),
+            "exit_status": error.exit_code(),
+        });
+        println!("{document}");
+    }
+    ExitCode::from(error.exit_code())
+}

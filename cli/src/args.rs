@@ -1,0 +1,458 @@
+//! The command line, declared once with clap: parsing, `--help`, the shell completions
+//! and the man page all come from these types. Values the service would refuse anyway
+//! are still checked here when the check is cheap and the message better (sizes,
+//! `--snap-on-start` without `--source`), so typos fail before anything is called.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::CliError;
+use crate::size::parse_size;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0   success
+  1   the operation failed (org.qubes.Storage.Error.Failed, a local I/O error, anything else)
+  2   usage error, or the service refused an argument (InvalidArgument)
+  3   no such pool, volume or revision (NotFound)
+  4   the pool or volume already exists (AlreadyExists)
+  5   the pool or volume is busy, e.g. a started volume (Busy)
+  6   not supported, e.g. a filesystem without reflinks (NotSupported)
+  7   no space left (NoSpace)
+  8   cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)
+  9   not authorized (AccessDenied, InteractiveAuthorizationRequired)
+  10  the bus or the storage service cannot be reached
+
+Errors are printed as `qubes-storage: <message>` on stderr; with --json, also as a
+JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} on stdout.";
+
+const ABOUT: &str =
+    "Manage Qubes OS VM storage pools and volumes through the org.qubes.Storage service";
+
+const LONG_ABOUT: &str = "\
+Manage Qubes OS VM storage pools and volumes through the org.qubes.Storage D-Bus service.
+
+Sizes accept units in powers of 1024: 4096, 512M, 1.5G, 2GiB, 1T. Volumes are named by
+their pool and vid (appvms/<vm>/<name> or vm-templates/<vm>/<name>).
+
+On a terminal, commands that need authorization let polkit ask for a password; use
+--no-interaction to fail instead.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qubes-storage",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The bus to use: system, session, or a D-Bus address (unix:path=...)
+    #[arg(
+        long,
+        global = true,
+        value_name = "system|session|ADDRESS",
+        default_value = "system",
+        env = "QUBES_STORAGE_BUS",
+        value_parser = parse_bus
+    )]
+    pub bus: BusChoice,
+
+    /// Print machine-readable JSON on stdout instead of tables (no progress bars)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Never ask for authentication: fail with exit status 9 instead of prompting
+    #[arg(long, global = true)]
+    pub no_interaction: bool,
+
+    /// Show progress bars even when stderr is not a terminal (as one line a second)
+    #[arg(long, global = true, conflicts_with = "no_progress")]
+    pub progress: bool,
+
+    /// Never show progress bars
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which bus to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    /// The system bus; `DBUS_SYSTEM_BUS_ADDRESS` overrides its address.
+    System,
+    Session,
+    Address(String),
+}
+
+fn parse_bus(text: &str) -> Result<BusChoice, String> {
+    match text {
+        "system" => Ok(BusChoice::System),
+        "session" => Ok(BusChoice::Session),
+        address if address.contains(':') => Ok(BusChoice::Address(address.to_owned())),
+        other => Err(format!(
+            "{other:?} is neither system, session nor a D-Bus address such as unix:path=/run/bus"
+        )),
+    }
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and remove pools
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Create, list, start, stop, copy and remove volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Print the service's signals as they happen, one line each
+    Monitor(MonitorArgs),
+    /// Show the service's version, drivers and features
+    Status,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory
+    Man {
+        /// Write qubes-storage.1 and one page per subcommand into this directory
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// List pools with their directory and filesystem usage
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one pool's properties
+    Info { pool: String },
+    /// Create a pool in a directory and run its setup check
+    Create(PoolCreateArgs),
+    /// Forget a pool (its files stay); refused while it holds volumes
+    #[command(visible_alias = "rm")]
+    Remove { pool: String },
+    /// Change a pool property
+    Set {
+        pool: String,
+        #[arg(value_enum)]
+        property: PoolProperty,
+        #[arg(allow_negative_numbers = true)]
+        value: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PoolCreateArgs {
+    pub pool: String,
+    /// Directory holding the pool's files (made absolute before it is sent)
+    #[arg(long, value_name = "PATH")]
+    pub dir: PathBuf,
+    /// Storage driver
+    #[arg(long, default_value = "file-reflink")]
+    pub driver: String,
+    /// Skip the check that the filesystem supports reflinks
+    #[arg(long)]
+    pub no_setup_check: bool,
+    /// Revisions new volumes keep by default (-1 disables snapshots)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub revisions_to_keep: Option<i32>,
+    /// Make volatile volumes of this pool ephemeral by default
+    #[arg(long)]
+    pub ephemeral_volatile: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolProperty {
+    RevisionsToKeep,
+    EphemeralVolatile,
+}
+
+/// A volume, named by its pool and vid.
+#[derive(Debug, Clone, Args)]
+pub struct VolumeRef {
+    /// The pool holding the volume
+    pub pool: String,
+    /// The volume id, e.g. appvms/work/private
+    pub vid: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List volumes of all pools, or of one
+    #[command(visible_alias = "ls")]
+    List { pool: Option<String> },
+    /// Show one volume's properties
+    Info(VolumeRef),
+    /// Create a volume and its files
+    Create(VolumeCreateArgs),
+    /// Start a volume and print the block device path for the VM
+    Start(VolumeRef),
+    /// Stop a volume (committing its changes when it is save-on-stop)
+    Stop(VolumeRef),
+    /// Check that a volume's files are in place
+    Verify(VolumeRef),
+    /// Go back to a revision (the newest when none is given)
+    Revert {
+        #[command(flatten)]
+        volume: VolumeRef,
+        /// Revision id, as listed by `volume revisions`
+        revision: Option<String>,
+    },
+    /// Change a volume's size
+    Resize {
+        #[command(flatten)]
+        volume: VolumeRef,
+        /// New size, e.g. 20G
+        #[arg(value_parser = parse_size_arg)]
+        size: u64,
+        /// Allow making the volume smaller (data past the new end is lost)
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Replace a volume's content with an image from a file or stdin (-)
+    Import(ImportArgs),
+    /// Write a volume's committed image to a file or stdout (-)
+    Export(ExportArgs),
+    /// Copy a volume's content into another existing volume, in any pool
+    Clone(CloneArgs),
+    /// List a volume's revisions
+    Revisions(VolumeRef),
+    /// Change a volume property
+    Set {
+        #[command(flatten)]
+        volume: VolumeRef,
+        #[arg(value_enum)]
+        property: VolumeProperty,
+        #[arg(allow_negative_numbers = true)]
+        value: String,
+    },
+    /// Remove a volume and its files; refused while it is started
+    #[command(visible_alias = "rm")]
+    Remove(VolumeRef),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    #[command(flatten)]
+    pub volume: VolumeRef,
+    /// Size, e.g. 2G
+    #[arg(long, value_parser = parse_size_arg)]
+    pub size: Option<u64>,
+    /// Writable by the VM
+    #[arg(long)]
+    pub rw: bool,
+    /// Start from a fresh snapshot of --source each time
+    #[arg(long, requires = "source")]
+    pub snap_on_start: bool,
+    /// vid of the volume to snapshot, in the same pool
+    #[arg(long, value_name = "VID", requires = "snap_on_start")]
+    pub source: Option<String>,
+    /// Keep the VM's changes when it stops
+    #[arg(long)]
+    pub save_on_stop: bool,
+    /// Revisions to keep (the pool's default when absent; -1 disables snapshots)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub revisions_to_keep: Option<i32>,
+    /// Discard the volume's content on stop
+    #[arg(long)]
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VolumeProperty {
+    Rw,
+    RevisionsToKeep,
+    Ephemeral,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub volume: VolumeRef,
+    /// Image file, block device, or - for stdin
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Bytes to import; required for stdin, defaults to the file's size
+    #[arg(long, value_parser = parse_size_arg)]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub volume: VolumeRef,
+    /// Output file (written sparse), or - for stdout
+    #[arg(value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    pub src_pool: String,
+    pub src_vid: String,
+    pub dst_pool: String,
+    pub dst_vid: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Only this pool (and its volumes)
+    pub pool: Option<String>,
+    /// Only this volume of the pool
+    pub vid: Option<String>,
+}
+
+/// `true`/`false` and the usual spellings of them.
+pub fn parse_bool(text: &str) -> Result<bool, CliError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(CliError::Usage(format!(
+            "{text:?} is not a boolean (true or false)"
+        ))),
+    }
+}
+
+/// A revisions-to-keep count: -1 or more.
+pub fn parse_revisions(text: &str) -> Result<i32, CliError> {
+    match text.parse::<i32>() {
+        Ok(count) if count >= -1 => Ok(count),
+        _ => Err(CliError::Usage(format!(
+            "{text:?} is not a revision count (-1 or more)"
+        ))),
+    }
+}
+
+impl Command {
+    /// Whether the command calls something polkit guards (so a password may be asked).
+    pub fn needs_authorization(&self) -> bool {
+        match self {
+            Command::Pool(command) => {
+                !matches!(command, PoolCommand::List | PoolCommand::Info { .. })
+            }
+            Command::Volume(command) => !matches!(
+                command,
+                VolumeCommand::List { .. }
+                    | VolumeCommand::Info(_)
+                    | VolumeCommand::Verify(_)
+                    | VolumeCommand::Revisions(_)
+            ),
+            Command::Monitor(_)
+            | Command::Status
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
+        }
+    }
+}
+
+/// The clap command, for completions and the man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("qubes-storage").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn bus_defaults_to_system_and_accepts_addresses() {
+        let cli = parse(&["pool", "list"]).unwrap();
+        assert_eq!(cli.bus, BusChoice::System);
+        let cli = parse(&["--bus", "unix:path=/tmp/bus", "pool", "list"]).unwrap();
+        assert_eq!(cli.bus, BusChoice::Address("unix:path=/tmp/bus".into()));
+        assert!(parse(&["--bus", "nonsense", "pool", "list"]).is_err());
+    }
+
+    #[test]
+    fn create_takes_units_and_negative_revisions() {
+        let cli = parse(&[
+            "volume",
+            "create",
+            "p",
+            "appvms/a/private",
+            "--size",
+            "1.5G",
+            "--revisions-to-keep",
+            "-1",
+        ])
+        .unwrap();
+        let Command::Volume(VolumeCommand::Create(create)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(create.size, Some(3 << 29));
+        assert_eq!(create.revisions_to_keep, Some(-1));
+    }
+
+    #[test]
+    fn snap_on_start_needs_a_source() {
+        let error =
+            parse(&["volume", "create", "p", "appvms/a/root", "--snap-on-start"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn bad_size_is_a_usage_error() {
+        let error = parse(&["volume", "resize", "p", "appvms/a/b", "1.5"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&["volume", "list", "--json", "--no-interaction"]).unwrap();
+        assert!(cli.json && cli.no_interaction);
+    }
+
+    #[test]
+    fn booleans_accept_common_spellings() {
+        assert!(parse_bool("Yes").unwrap());
+        assert!(!parse_bool("off").unwrap());
+        assert_eq!(parse_bool("maybe").unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn revision_counts_start_at_minus_one() {
+        assert_eq!(parse_revisions("-1").unwrap(), -1);
+        assert_eq!(parse_revisions("3").unwrap(), 3);
+        assert!(parse_revisions("-2").is_err());
+        assert!(parse_revisions("x").is_err());
+    }
+
+    #[test]
+    fn only_changes_need_authorization() {
+        let needs = |args: &[&str]| parse(args).unwrap().command.needs_authorization();
+        assert!(needs(&["volume", "start", "p", "appvms/a/b"]));
+        assert!(needs(&["pool", "create", "p", "--dir", "/d"]));
+        assert!(needs(&["volume", "export", "p", "appvms/a/b", "-"]));
+        assert!(!needs(&["volume", "list"]));
+        assert!(!needs(&["pool", "info", "p"]));
+        assert!(!needs(&["monitor"]));
+    }
+
+    #[test]
+    fn exit_codes_are_in_the_long_help() {
+        let help = command().render_long_help().to_string();
+        assert!(help.contains("10  the bus or the storage service cannot be reached"));
+    }
+}

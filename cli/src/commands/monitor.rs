@@ -1,0 +1,456 @@
+//! `qubes-storage monitor [POOL [VID]]`: one line per signal of the service, as it
+//! happens, like `udisksctl monitor` — or one JSON object per line with `--json`.
+//!
+//! Scope: everything, one pool (its own object and everything below it:
+//! `path_namespace=`), or one volume (`path=`). The volume's path is encoded here, so
+//! a volume can be watched before it exists. Jobs are shown when their `Objects` name
+//! something in scope (jobs already running are learnt from `GetManagedObjects` at
+//! start). Service (re)starts show as `service appeared`/`service vanished`.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value as Json;
+use zbus::Message;
+
+use super::Context;
+use crate::args::MonitorArgs;
+use crate::error::{CliError, Result};
+use crate::model::JobInfo;
+use crate::paths::{self, Subject, JOB_IFACE, ROOT_PATH};
+use crate::props::map_to_json;
+use crate::signals::{self, PathScope};
+
+/// Argument names of the contract's signals, for `name=value` output.
+fn argument_names(member: &str) -> &'static [&'static str] {
+    match member {
+        "VolumeStarted" => &["block_device_path"],
+        "VolumeStopped" => &["committed"],
+        "RevisionAdded" | "RevisionPruned" => &["id", "timestamp"],
+        "VolumeReverted" => &["id"],
+        "VolumeResized" => &["old_size", "new_size"],
+        "VolumeImported" => &["success"],
+        "Completed" => &["success", "message"],
+        _ => &[],
+    }
+}
+
+/// Named values in the order the signal carries them (serde_json's map would sort).
+#[derive(Debug, Default, PartialEq)]
+struct Args(Vec<(String, Json)>);
+
+#[cfg(test)]
+impl Args {
+    fn get(&self, name: &str) -> Option<&Json> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One line of output.
+#[derive(Debug, Serialize, PartialEq)]
+struct Event {
+    time: String,
+    /// The object the event is about (for InterfacesAdded: the added object).
+    path: String,
+    subject: String,
+    event: String,
+    args: Args,
+}
+
+impl Event {
+    fn new(path: &str, event: &str, args: Args) -> Event {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let subject = Subject::of_path(path).to_string();
+        Event {
+            time,
+            path: path.to_owned(),
+            subject,
+            event: event.to_owned(),
+            args,
+        }
+    }
+
+    /// `12:00:01.123 pool:appvms/a/private VolumeStarted block_device_path=/...`
+    fn to_line(&self) -> String {
+        let clock = chrono::Local::now().format("%H:%M:%S%.3f");
+        let mut line = format!("{clock} {} {}", self.subject, self.event);
+        for (name, value) in &self.args.0 {
+            line.push_str(&format!(" {name}={}", show(value)));
+        }
+        line
+    }
+}
+
+/// A JSON value as people read it: strings bare (quoted only when empty or spaced).
+fn show(value: &Json) -> String {
+    match value {
+        Json::String(text) if text.is_empty() || text.contains(' ') => format!("{text:?}"),
+        Json::String(text) => text.clone(),
+        Json::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Which objects are in scope, and the jobs working on them.
+struct Scope {
+    path: Option<PathScope>,
+    jobs: HashSet<String>,
+}
+
+impl Scope {
+    fn new(args: &MonitorArgs) -> Scope {
+        let path = match (&args.pool, &args.vid) {
+            (Some(pool), Some(vid)) => Some(PathScope::Exact(paths::volume_path(pool, vid))),
+            (Some(pool), None) => Some(PathScope::Namespace(paths::pool_path(pool))),
+            _ => None,
+        };
+        Scope {
+            path,
+            jobs: HashSet::new(),
+        }
+    }
+
+    fn rule_scope(&self) -> PathScope {
+        self.path.clone().unwrap_or(PathScope::All)
+    }
+
+    fn covers(&self, path: &str) -> bool {
+        match &self.path {
+            None | Some(PathScope::All) => true,
+            Some(PathScope::Exact(exact)) => path == exact,
+            Some(PathScope::Namespace(namespace)) => paths::is_in_namespace(path, namespace),
+        }
+    }
+
+    fn includes(&self, path: &str) -> bool {
+        self.covers(path) || self.jobs.contains(path)
+    }
+
+    /// Starts following a job when it works on something in scope.
+    fn consider_job(&mut self, path: &str, job: &JobInfo) -> bool {
+        if self.covers(path) || job.objects.iter().any(|object| self.covers(object)) {
+            self.jobs.insert(path.to_owned());
+        }
+        self.jobs.contains(path)
+    }
+}
+
+pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
+    let mut scope = Scope::new(&args);
+    let rules = vec![
+        signals::volume_signals(&scope.rule_scope())?,
+        signals::properties_changed(ROOT_PATH)?,
+        signals::object_manager_signals()?,
+        signals::job_signals()?,
+        signals::service_owner_changes()?,
+    ];
+    let mut stream = signals::subscribe(context.client.connection(), rules).await?;
+    learn_running_jobs(context, &mut scope).await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(message) = stream.next().await {
+        for event in events_of(&mut scope, &message) {
+            let line = if context.json {
+                serde_json::to_string(&event).unwrap_or_default()
+            } else {
+                event.to_line()
+            };
+            if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                return stopped_writing(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reader that went away (`| head`) ends the monitor quietly.
+fn stopped_writing(error: std::io::Error) -> Result<()> {
+    match error.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(CliError::io("cannot write to stdout", error)),
+    }
+}
+
+/// Jobs that were already running when the monitor started; none when the service
+/// is not running yet (the monitor then waits for it).
+async fn learn_running_jobs(context: &Context, scope: &mut Scope) -> Result<()> {
+    let objects = match context.client.managed_objects().await {
+        Ok(objects) => objects,
+        Err(CliError::Unreachable(_)) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for (path, interfaces) in &objects {
+        if let Some(properties) = interfaces.get(JOB_IFACE) {
+            scope.consider_job(path.as_str(), &JobInfo::from_properties(properties));
+        }
+    }
+    Ok(())
+}
+
+/// The lines one message becomes (none when out of scope).
+fn events_of(scope: &mut Scope, message: &Message) -> Vec<Event> {
+    let header = message.header();
+    let (Some(path), Some(member)) = (header.path(), header.member()) else {
+        return Vec::new();
+    };
+    let (path, member) = (path.as_str().to_owned(), member.as_str().to_owned());
+    match member.as_str() {
+        "InterfacesAdded" => interfaces_added(scope, message),
+        "InterfacesRemoved" => interfaces_removed(scope, message),
+        "NameOwnerChanged" => owner_changed(message),
+        "PropertiesChanged" if scope.includes(&path) => properties_changed(&path, message),
+        _ if scope.includes(&path) => {
+            vec![Event::new(&path, &member, named_args(&member, message))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn named_args(member: &str, message: &Message) -> Args {
+    let names = argument_names(member);
+    let values = signals::body_as_json(message).into_iter().enumerate();
+    let named = values.map(|(index, value)| match names.get(index) {
+        Some(name) => ((*name).to_owned(), value),
+        None => (format!("arg{index}"), value),
+    });
+    Args(named.collect())
+}
+
+fn interfaces_added(scope: &mut Scope, message: &Message) -> Vec<Event> {
+    let Some((path, interfaces)) = signals::interfaces_added(message) else {
+        return Vec::new();
+    };
+    if let Some(job) = interfaces.get(JOB_IFACE) {
+        if !scope.consider_job(&path, &JobInfo::from_properties(job)) {
+            return Vec::new();
+        }
+    } else if !scope.covers(&path) {
+        return Vec::new();
+    }
+    let mut args = Args::default();
+    for properties in interfaces.values() {
+        if let Json::Object(map) = map_to_json(properties) {
+            let summary = map
+                .into_iter()
+                .filter(|(name, _)| is_summary_property(name));
+            args.0.extend(summary);
+        }
+    }
+    vec![Event::new(&path, "added", args)]
+}
+
+/// The few properties worth a word when an object appears.
+fn is_summary_property(name: &str) -> bool {
+    matches!(
+        name,
+        "Operation" | "Objects" | "BytesTotal" | "Size" | "DirPath" | "Driver"
+    )
+}
+
+fn interfaces_removed(scope: &mut Scope, message: &Message) -> Vec<Event> {
+    let Some((path, _)) = signals::interfaces_removed(message) else {
+        return Vec::new();
+    };
+    if !scope.includes(&path) {
+        return Vec::new();
+    }
+    scope.jobs.remove(&path);
+    vec![Event::new(&path, "removed", Args::default())]
+}
+
+fn properties_changed(path: &str, message: &Message) -> Vec<Event> {
+    let Some((_, changed, invalidated)) = signals::properties_changed_body(message) else {
+        return Vec::new();
+    };
+    let Json::Object(changed) = map_to_json(&changed) else {
+        return Vec::new();
+    };
+    let mut args = Args(changed.into_iter().collect());
+    for name in invalidated {
+        args.0.push((name, Json::from("<invalidated>")));
+    }
+    vec![Event::new(path, "changed", args)]
+}
+
+fn owner_changed(message: &Message) -> Vec<Event> {
+    let Ok((name, _old, new)) = message.body().deserialize::<(String, String, String)>() else {
+        return Vec::new();
+    };
+    let event = if new.is_empty() {
+        "vanished"
+    } else {
+        "appeared"
+    };
+    let mut event = Event::new(ROOT_PATH, event, Args::default());
+    event.subject = format!("service {name}");
+    vec![event]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use zbus::{ObjectPath, Variant};
+
+    use crate::paths::{OBJECT_MANAGER_IFACE, PROPERTIES_IFACE, VOLUME_IFACE};
+
+    fn scope(pool: Option<&str>, vid: Option<&str>) -> Scope {
+        Scope::new(&MonitorArgs {
+            pool: pool.map(Into::into),
+            vid: vid.map(Into::into),
+        })
+    }
+
+    fn volume_signal(
+        pool: &str,
+        vid: &str,
+        member: &str,
+        body: &(impl serde::Serialize + zbus::DynamicType),
+    ) -> Message {
+        Message::signal(paths::volume_path(pool, vid), VOLUME_IFACE, member)
+            .build(body)
+            .unwrap()
+    }
+
+    fn job_added(job: &str, objects: &[String]) -> Message {
+        let objects: Vec<ObjectPath<'_>> = objects
+            .iter()
+            .map(|o| ObjectPath::try_from(o.as_str()).unwrap())
+            .collect();
+        let props: HashMap<&str, Variant<'_>> = HashMap::from([
+            ("Operation", Variant::from("clone")),
+            ("Objects", Variant::from(objects)),
+        ]);
+        let interfaces = HashMap::from([(JOB_IFACE, props)]);
+        Message::signal(ROOT_PATH, OBJECT_MANAGER_IFACE, "InterfacesAdded")
+            .build(&(ObjectPath::try_from(job).unwrap(), interfaces))
+            .unwrap()
+    }
+
+    #[test]
+    fn volume_signal_names_its_arguments() {
+        let message = volume_signal("p", "appvms/a/b", "VolumeResized", &(1u64, 2u64));
+        let events = events_of(&mut scope(None, None), &message);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].subject, "p:appvms/a/b");
+        assert!(events[0]
+            .to_line()
+            .ends_with(" p:appvms/a/b VolumeResized old_size=1 new_size=2"));
+    }
+
+    #[test]
+    fn volume_scope_drops_other_volumes() {
+        let mut scope = scope(Some("p"), Some("appvms/a/b"));
+        let other = volume_signal("p", "appvms/a/c", "VolumeStopped", &(true,));
+        assert!(events_of(&mut scope, &other).is_empty());
+        let ours = volume_signal("p", "appvms/a/b", "VolumeStopped", &(true,));
+        assert_eq!(events_of(&mut scope, &ours).len(), 1);
+    }
+
+    #[test]
+    fn pool_scope_is_a_whole_path_element() {
+        let mut scope = scope(Some("p"), None);
+        let similar = volume_signal("p2", "appvms/a/b", "VolumeStopped", &(true,));
+        assert!(events_of(&mut scope, &similar).is_empty());
+    }
+
+    #[test]
+    fn jobs_on_scoped_volumes_are_followed_until_removed() {
+        let mut scope = scope(Some("p"), Some("appvms/a/b"));
+        let job = "/org/qubes/Storage/jobs/5";
+        let added = job_added(
+            job,
+            &[
+                paths::volume_path("q", "appvms/x/y"),
+                paths::volume_path("p", "appvms/a/b"),
+            ],
+        );
+        let events = events_of(&mut scope, &added);
+        assert_eq!(
+            (events[0].subject.as_str(), events[0].event.as_str()),
+            ("job 5", "added")
+        );
+        let completed = Message::signal(job, JOB_IFACE, "Completed")
+            .build(&(true, ""))
+            .unwrap();
+        let events = events_of(&mut scope, &completed);
+        assert_eq!(events[0].args.get("success"), Some(&Json::from(true)));
+        assert!(events[0]
+            .to_line()
+            .ends_with("job 5 Completed success=true message=\"\""));
+        let removed = Message::signal(ROOT_PATH, OBJECT_MANAGER_IFACE, "InterfacesRemoved")
+            .build(&(ObjectPath::try_from(job).unwrap(), vec![JOB_IFACE]))
+            .unwrap();
+        assert_eq!(events_of(&mut scope, &removed)[0].event, "removed");
+        assert!(events_of(&mut scope, &completed).is_empty());
+    }
+
+    #[test]
+    fn jobs_elsewhere_are_not_shown() {
+        let mut scope = scope(Some("p"), None);
+        let added = job_added(
+            "/org/qubes/Storage/jobs/6",
+            &[paths::volume_path("q", "appvms/x/y")],
+        );
+        assert!(events_of(&mut scope, &added).is_empty());
+    }
+
+    #[test]
+    fn property_changes_carry_their_values() {
+        let changed = HashMap::from([("Started", Variant::from(true))]);
+        let message = Message::signal(
+            paths::volume_path("p", "appvms/a/b"),
+            PROPERTIES_IFACE,
+            "PropertiesChanged",
+        )
+        .build(&(VOLUME_IFACE, changed, Vec::<&str>::new()))
+        .unwrap();
+        let events = events_of(&mut scope(None, None), &message);
+        assert!(events[0]
+            .to_line()
+            .ends_with("p:appvms/a/b changed Started=true"));
+    }
+
+    #[test]
+    fn json_events_have_stable_keys() {
+        let message = volume_signal("p", "appvms/a/b", "VolumeStarted", &("/dev/loop0",));
+        let event = &events_of(&mut scope(None, None), &message)[0];
+        let value = serde_json::to_value(event).unwrap();
+        assert_eq!(value["event"], "VolumeStarted");
+        assert_eq!(value["args"]["block_device_path"], "/dev/loop0");
+        assert_eq!(value["path"], paths::volume_path("p", "appvms/a/b"));
+    }
+
+    #[test]
+    fn service_restart_is_reported() {
+        let message = Message::signal(
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameOwnerChanged",
+        )
+        .build(&("org.qubes.Storage", ":1.5", ""))
+        .unwrap();
+        let events = events_of(&mut scope(None, None), &message);
+        assert!(events[0]
+            .to_line()
+            .ends_with("service org.qubes.Storage vanished"));
+    }
+}

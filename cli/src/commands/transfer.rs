@@ -1,0 +1,486 @@
+//! `volume import`, `volume export` and `volume clone`: the commands that move a
+//! volume's bytes.
+//!
+//! Import and export move the data themselves, through the fd the service hands out
+//! (`ImportData` → write-only fd of the import file, then `ImportDataEnd(success)`;
+//! `Export` → read-only fd of the committed image), so their bar counts this
+//! process's own bytes. Clone is `ImportVolume` on the destination: the service copies
+//! and publishes a Job, which `job_watch` follows.
+//!
+//! Ctrl-C: import stops writing and calls `ImportDataEnd(false)`, so the service
+//! deletes its import file and the volume stays as it was; export removes the file it
+//! created; clone cancels the service's job. All then exit with status 8.
+
+use std::fs::File;
+use std::io::{ErrorKind, IsTerminal, Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use super::Context;
+use crate::args::{CloneArgs, ExportArgs, ImportArgs, VolumeRef};
+use crate::error::{CliError, Result};
+use crate::interrupt::Interrupt;
+use crate::job_watch::{run_following_job, JobWatch};
+use crate::paths::VOLUME_IFACE;
+use crate::progress::ProgressMode;
+use crate::sparse_copy::{self, Control, CopyError};
+
+/// Where import data comes from.
+enum Input {
+    /// A regular file or block device: read by offset, holes skipped.
+    Seekable(File),
+    /// stdin, a pipe, a character device: read in order.
+    Stream(File),
+}
+
+/// Where export data goes.
+enum Output {
+    /// A regular file this run may leave sparse; `created` if it did not exist before.
+    SparseFile {
+        file: File,
+        path: PathBuf,
+        created: bool,
+    },
+    /// stdout, a device: every byte written in order.
+    Stream(File),
+}
+
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn describe(path: &Path) -> String {
+    if is_stdio(path) {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn duplicate_stdio(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<File> {
+    let owned = fd
+        .try_clone_to_owned()
+        .map_err(|error| CliError::io(format!("cannot use {name}"), error))?;
+    Ok(File::from(owned))
+}
+
+fn open_input(path: &Path) -> Result<Input> {
+    if is_stdio(path) {
+        return Ok(Input::Stream(duplicate_stdio(
+            std::io::stdin().as_fd(),
+            "standard input",
+        )?));
+    }
+    let file = File::open(path)
+        .map_err(|error| CliError::io(format!("cannot open {}", path.display()), error))?;
+    let file_type = file
+        .metadata()
+        .map_err(|error| CliError::io(path.display().to_string(), error))?
+        .file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() || file_type.is_block_device() {
+        return Ok(Input::Seekable(file));
+    }
+    Ok(Input::Stream(file))
+}
+
+/// The length a seekable input has (a block device's by seeking to its end); `None` for
+/// streams, except stdin redirected from a regular file.
+fn input_length(input: &mut Input) -> Result<Option<u64>> {
+    match input {
+        Input::Seekable(file) => {
+            let end = file
+                .seek(SeekFrom::End(0))
+                .map_err(|error| CliError::io("cannot size the input", error))?;
+            Ok(Some(end))
+        }
+        Input::Stream(file) => Ok(file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())),
+    }
+}
+
+/// How many bytes to import: `--size`, or the input's own length (which must agree).
+fn import_size(requested: Option<u64>, available: Option<u64>, name: &str) -> Result<u64> {
+    match (requested, available) {
+        (Some(size), Some(length)) if size != length => Err(CliError::Usage(format!(
+            "{name} holds {length} bytes, not the {size} given by --size"
+        ))),
+        (Some(size), _) | (None, Some(size)) => Ok(size),
+        (None, None) => Err(CliError::Usage(format!(
+            "importing from {name} needs --size"
+        ))),
+    }
+}
+
+/// A copy's failure for the user; `verb` names the operation (import, export).
+fn copy_error(error: CopyError, verb: &str, input: &str, output: &str) -> CliError {
+    match error {
+        CopyError::Cancelled => CliError::Cancelled(format!("{verb} cancelled")),
+        CopyError::Read(source) => CliError::io(format!("cannot read {input}"), source),
+        CopyError::Write(source) => CliError::io(format!("cannot write {output}"), source),
+        CopyError::ShortInput { expected, got } => {
+            CliError::Failed(format!("{input} ended after {got} of {expected} bytes"))
+        }
+        CopyError::LongInput { expected } => CliError::Failed(format!(
+            "{input} holds more than the {expected} bytes to copy"
+        )),
+    }
+}
+
+/// Runs a blocking copy on tokio's blocking pool, its bar fed by the byte count;
+/// returns early on Ctrl-C (the copy stops at its next chunk).
+async fn copy_in_background(
+    interrupt: &Interrupt,
+    mode: ProgressMode,
+    bar: ProgressBar,
+    copy: impl FnOnce(&Control<'_>) -> std::result::Result<(), CopyError> + Send + 'static,
+) -> std::result::Result<(), CopyError> {
+    let cancel = interrupt.flag();
+    let task = tokio::task::spawn_blocking(move || {
+        let progress = |done| bar.set_position(done);
+        let result = copy(&Control {
+            cancel: &cancel,
+            progress: &progress,
+        });
+        match &result {
+            Ok(()) => mode.finish(&bar),
+            Err(_) => mode.abandon(&bar),
+        }
+        result
+    });
+    tokio::select! {
+        joined = task => joined.unwrap_or_else(|panic| Err(CopyError::Write(std::io::Error::other(panic)))),
+        () = interrupt.requested() => Err(CopyError::Cancelled),
+    }
+}
+
+fn label(verb: &str, volume: &VolumeRef) -> String {
+    format!("{verb} {}:{}", volume.pool, volume.vid)
+}
+
+pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
+    let name = describe(&args.input);
+    let mut input = open_input(&args.input)?;
+    let size = import_size(args.size, input_length(&mut input)?, &name)?;
+    let path = context
+        .client
+        .volume_path(&args.volume.pool, &args.volume.vid)
+        .await?;
+    let interrupt = Interrupt::install();
+    let body = (size, context.client.options());
+    let fd: zbus::OwnedFd = context
+        .client
+        .call(path.as_str(), VOLUME_IFACE, "ImportData", &body)
+        .await?;
+    let target = File::from(std::os::fd::OwnedFd::from(fd));
+    let bar = context
+        .progress
+        .byte_bar(&label("import", &args.volume), size);
+    let copied = match interrupt.is_requested() {
+        true => Err(CopyError::Cancelled),
+        false => {
+            copy_in_background(&interrupt, context.progress, bar, move |control| {
+                write_import(input, &target, size, control)
+            })
+            .await
+        }
+    };
+    let success = copied.is_ok();
+    let end: Result<()> = context
+        .client
+        .call(
+            path.as_str(),
+            VOLUME_IFACE,
+            "ImportDataEnd",
+            &(success, context.client.options()),
+        )
+        .await;
+    copied.map_err(|error| copy_error(error, "import", &name, "the volume's import file"))?;
+    end
+}
+
+/// Writes the whole input into the import file and flushes it to disk (as the
+/// reference's `dd conv=sparse,fdatasync` does).
+fn write_import(
+    input: Input,
+    target: &File,
+    size: u64,
+    control: &Control<'_>,
+) -> std::result::Result<(), CopyError> {
+    let target_is_file = target.metadata().map_err(CopyError::Write)?.is_file();
+    match (input, target_is_file) {
+        (Input::Seekable(source), true) => {
+            sparse_copy::copy_file_sparse(&source, target, size, control)?
+        }
+        (Input::Stream(mut source), true) => {
+            sparse_copy::copy_stream_to_file(&mut source, target, size, control)?
+        }
+        (Input::Seekable(mut source) | Input::Stream(mut source), false) => {
+            let mut writer = target;
+            sparse_copy::copy_stream(&mut source, &mut writer, size, control)?
+        }
+    }
+    target.sync_data().map_err(CopyError::Write)
+}
+
+fn open_output(path: &Path) -> Result<Output> {
+    if is_stdio(path) {
+        if std::io::stdout().is_terminal() {
+            return Err(CliError::Usage(
+                "refusing to write an image to a terminal; redirect stdout or name a file"
+                    .to_owned(),
+            ));
+        }
+        return Ok(Output::Stream(duplicate_stdio(
+            std::io::stdout().as_fd(),
+            "standard output",
+        )?));
+    }
+    let cannot = |error| CliError::io(format!("cannot create {}", path.display()), error);
+    let (file, created) = match File::options().write(true).create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => (
+            File::options().write(true).open(path).map_err(cannot)?,
+            false,
+        ),
+        Err(error) => return Err(cannot(error)),
+    };
+    match file.metadata().map_err(cannot)?.is_file() {
+        true => Ok(Output::SparseFile {
+            file,
+            path: path.to_owned(),
+            created,
+        }),
+        false => Ok(Output::Stream(file)),
+    }
+}
+
+pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
+    let name = describe(&args.output);
+    let output = open_output(&args.output)?;
+    let result = export_into(context, &args.volume, output.clone_handle()?).await;
+    let result = result.map_err(|error| match error {
+        ExportError::Copy(copy) => copy_error(copy, "export", "the volume's image", &name),
+        ExportError::Call(call) => call,
+    });
+    if result.is_err() {
+        output.discard();
+    }
+    result
+}
+
+enum ExportError {
+    Call(CliError),
+    Copy(CopyError),
+}
+
+impl From<CliError> for ExportError {
+    fn from(error: CliError) -> ExportError {
+        ExportError::Call(error)
+    }
+}
+
+impl Output {
+    /// A second handle for the copy thread, so `self` can still clean up afterwards.
+    fn clone_handle(&self) -> Result<Output> {
+        let duplicate = |file: &File| {
+            file.try_clone()
+                .map_err(|error| CliError::io("cannot duplicate the output", error))
+        };
+        Ok(match self {
+            Output::SparseFile {
+                file,
+                path,
+                created,
+            } => Output::SparseFile {
+                file: duplicate(file)?,
+                path: path.clone(),
+                created: *created,
+            },
+            Output::Stream(file) => Output::Stream(duplicate(file)?),
+        })
+    }
+
+    /// After a failure: remove a file this run created (an existing one stays).
+    fn discard(self) {
+        if let Output::SparseFile {
+            path,
+            created: true,
+            ..
+        } = self
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn export_into(
+    context: &Context,
+    volume: &VolumeRef,
+    output: Output,
+) -> std::result::Result<(), ExportError> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let interrupt = Interrupt::install();
+    let fd: zbus::OwnedFd = context
+        .client
+        .call(
+            path.as_str(),
+            VOLUME_IFACE,
+            "Export",
+            &(context.client.options(),),
+        )
+        .await?;
+    let source = File::from(std::os::fd::OwnedFd::from(fd));
+    let size = source
+        .metadata()
+        .map_err(|error| CliError::io("cannot size the exported image", error))?
+        .len();
+    let bar = context.progress.byte_bar(&label("export", volume), size);
+    if interrupt.is_requested() {
+        return Err(ExportError::Copy(CopyError::Cancelled));
+    }
+    copy_in_background(&interrupt, context.progress, bar, move |control| {
+        write_export(&source, output, size, control)
+    })
+    .await
+    .map_err(ExportError::Copy)
+}
+
+fn write_export(
+    source: &File,
+    output: Output,
+    size: u64,
+    control: &Control<'_>,
+) -> std::result::Result<(), CopyError> {
+    match output {
+        Output::SparseFile { file, .. } => {
+            file.set_len(0).map_err(CopyError::Write)?;
+            sparse_copy::copy_file_sparse(source, &file, size, control)
+        }
+        Output::Stream(mut file) => {
+            let mut reader = source;
+            sparse_copy::copy_stream(&mut reader, &mut file, size, control)
+        }
+    }
+}
+
+pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
+    let source = context
+        .client
+        .volume_path(&args.src_pool, &args.src_vid)
+        .await?;
+    let target = context
+        .client
+        .volume_path(&args.dst_pool, &args.dst_vid)
+        .await?;
+    let interrupt = Interrupt::install();
+    let label = format!(
+        "clone {}:{} to {}:{}",
+        args.src_pool, args.src_vid, args.dst_pool, args.dst_vid
+    );
+    let watch =
+        JobWatch::subscribe(&context.client, target.as_str(), label, context.progress).await?;
+    let body = (source, context.client.options());
+    let call = context
+        .client
+        .call(target.as_str(), VOLUME_IFACE, "ImportVolume", &body);
+    run_following_job(&context.client, watch, &interrupt, call).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_comes_from_the_flag_or_the_file() {
+        assert_eq!(import_size(Some(10), None, "stdin").unwrap(), 10);
+        assert_eq!(import_size(None, Some(20), "f").unwrap(), 20);
+        assert_eq!(import_size(Some(20), Some(20), "f").unwrap(), 20);
+    }
+
+    #[test]
+    fn stream_without_size_is_a_usage_error() {
+        let error = import_size(None, None, "standard input").unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("--size"));
+    }
+
+    #[test]
+    fn size_disagreeing_with_the_file_is_refused() {
+        assert_eq!(
+            import_size(Some(10), Some(20), "f")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+    }
+
+    #[test]
+    fn regular_file_input_is_seekable_and_sized() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        std::fs::write(&path, vec![1u8; 4096]).unwrap();
+        let mut input = open_input(&path).unwrap();
+        assert!(matches!(input, Input::Seekable(_)));
+        assert_eq!(input_length(&mut input).unwrap(), Some(4096));
+    }
+
+    #[test]
+    fn export_to_a_new_file_is_removed_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.img");
+        let output = open_output(&path).unwrap();
+        assert!(matches!(output, Output::SparseFile { created: true, .. }));
+        output.discard();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn export_over_an_existing_file_keeps_it_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.img");
+        std::fs::write(&path, b"old").unwrap();
+        let output = open_output(&path).unwrap();
+        assert!(matches!(output, Output::SparseFile { created: false, .. }));
+        output.discard();
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn export_file_is_sparse_and_full_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_path = dir.path().join("source.img");
+        let source = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&source_path)
+            .unwrap();
+        source.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&source, b"data", 1 << 20).unwrap();
+        let path = dir.path().join("out.img");
+        std::fs::write(&path, vec![9u8; 100]).unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let control = Control {
+            cancel: &cancel,
+            progress: &|_| {},
+        };
+        write_export(&source, open_output(&path).unwrap(), 8 << 20, &control).unwrap();
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written.len(), 8 << 20);
+        assert_eq!(&written[1 << 20..(1 << 20) + 4], b"data");
+        assert!(
+            written[..100].iter().all(|&b| b == 0),
+            "old content survived"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! `qubes-storage volume list|info|create|start|stop|verify|revert|resize|revisions|
+//! set|remove`; import, export and clone live in `transfer.rs`.
+
+use serde::Serialize;
+use serde_json::json;
+use zbus::{OwnedObjectPath, Variant};
+
+use super::pool::print_path_for_scripts;
+use super::transfer;
+use super::Context;
+use crate::args::{
+    parse_bool, parse_revisions, VolumeCommand, VolumeCreateArgs, VolumeProperty, VolumeRef,
+};
+use crate::error::{CliError, Result};
+use crate::interrupt::Interrupt;
+use crate::job_watch::{run_following_job, JobWatch};
+use crate::model::{Revision, VolumeInfo};
+use crate::output::{
+    iso_utc, or_dash, print_json, print_text, render_fields, yes_no, Align, Table,
+};
+use crate::paths::{POOL_IFACE, VOLUME_IFACE};
+use crate::proxies::VolumeProxy;
+use crate::size::format_size;
+
+pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
+    match command {
+        VolumeCommand::List { pool } => list(context, pool.as_deref()).await,
+        VolumeCommand::Info(volume) => info(context, &volume).await,
+        VolumeCommand::Create(args) => create(context, args).await,
+        VolumeCommand::Start(volume) => start(context, &volume).await,
+        VolumeCommand::Stop(volume) => call_simple(context, &volume, "Stop").await,
+        VolumeCommand::Verify(volume) => verify(context, &volume).await,
+        VolumeCommand::Revert { volume, revision } => revert(context, &volume, revision).await,
+        VolumeCommand::Resize {
+            volume,
+            size,
+            allow_shrink,
+        } => resize(context, &volume, size, allow_shrink).await,
+        VolumeCommand::Import(args) => transfer::import(context, args).await,
+        VolumeCommand::Export(args) => transfer::export(context, args).await,
+        VolumeCommand::Clone(args) => transfer::clone(context, args).await,
+        VolumeCommand::Revisions(volume) => revisions(context, &volume).await,
+        VolumeCommand::Set {
+            volume,
+            property,
+            value,
+        } => set(context, &volume, property, &value).await,
+        VolumeCommand::Remove(volume) => call_simple(context, &volume, "Remove").await,
+    }
+}
+
+/// Every volume (of one pool, or all), from one `GetManagedObjects`, sorted.
+async fn all_volumes(context: &Context, pool: Option<&str>) -> Result<Vec<VolumeInfo>> {
+    if let Some(pool) = pool {
+        context.client.pool_path(pool).await?;
+    }
+    let objects = context.client.managed_objects().await?;
+    let mut volumes: Vec<VolumeInfo> = objects
+        .iter()
+        .filter_map(|(path, interfaces)| {
+            let properties = interfaces.get(VOLUME_IFACE)?;
+            Some(VolumeInfo::from_properties(path.as_str(), properties))
+        })
+        .filter(|volume| pool.is_none_or(|pool| volume.pool == pool))
+        .collect();
+    volumes.sort_by(|a, b| (&a.pool, &a.vid).cmp(&(&b.pool, &b.vid)));
+    Ok(volumes)
+}
+
+async fn list(context: &Context, pool: Option<&str>) -> Result<()> {
+    let volumes = all_volumes(context, pool).await?;
+    if context.json {
+        return print_json(&volumes);
+    }
+    print_text(&volume_table(&volumes).render())
+}
+
+fn volume_table(volumes: &[VolumeInfo]) -> Table {
+    let mut table = Table::new(&[
+        ("POOL", Align::Left),
+        ("VID", Align::Left),
+        ("SIZE", Align::Right),
+        ("USAGE", Align::Right),
+        ("MODE", Align::Left),
+        ("STATE", Align::Left),
+        ("REVISIONS", Align::Right),
+    ]);
+    for volume in volumes {
+        table.push(vec![
+            volume.pool.clone(),
+            volume.vid.clone(),
+            format_size(volume.size),
+            format_size(volume.usage),
+            volume.mode(),
+            volume.state(),
+            volume.revisions.len().to_string(),
+        ]);
+    }
+    table
+}
+
+/// The volume's object path and its properties.
+async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(OwnedObjectPath, VolumeInfo)> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let properties = context
+        .client
+        .properties(path.as_str(), VOLUME_IFACE)
+        .await?;
+    let info = VolumeInfo::from_properties(path.as_str(), &properties);
+    Ok((path, info))
+}
+
+async fn info(context: &Context, volume: &VolumeRef) -> Result<()> {
+    let (_, info) = fetch(context, volume).await?;
+    if context.json {
+        return print_json(&info);
+    }
+    print_text(&render_fields(&volume_fields(&info)))
+}
+
+fn volume_fields(volume: &VolumeInfo) -> Vec<(&'static str, String)> {
+    let newest = volume.revisions.last().map(|revision| revision.timestamp);
+    vec![
+        ("Pool", volume.pool.clone()),
+        ("Vid", volume.vid.clone()),
+        (
+            "Size",
+            format!("{} ({} bytes)", format_size(volume.size), volume.size),
+        ),
+        ("Usage", format_size(volume.usage)),
+        ("Rw", yes_no(volume.rw)),
+        ("Snap on start", yes_no(volume.snap_on_start)),
+        ("Save on stop", yes_no(volume.save_on_stop)),
+        (
+            "Source",
+            volume.source.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
+        ("Ephemeral", yes_no(volume.ephemeral)),
+        ("Revisions to keep", volume.revisions_to_keep.to_string()),
+        ("Snapshots disabled", yes_no(volume.snapshots_disabled)),
+        ("State", volume.state()),
+        ("Revisions", volume.revisions.len().to_string()),
+        ("Newest revision", or_dash(newest, iso_utc)),
+        ("Block device", volume.block_device_path.clone()),
+    ]
+}
+
+async fn create(context: &Context, args: VolumeCreateArgs) -> Result<()> {
+    let pool = context.client.pool_path(&args.volume.pool).await?;
+    let body = (
+        args.volume.vid.as_str(),
+        volume_config(&args),
+        context.client.options(),
+    );
+    let path: OwnedObjectPath = context
+        .client
+        .call(pool.as_str(), POOL_IFACE, "CreateVolume", &body)
+        .await?;
+    print_path_for_scripts(context, &path)
+}
+
+/// The `config` map of CreateVolume: only what was given, so the pool's defaults apply.
+fn volume_config(args: &VolumeCreateArgs) -> crate::proxies::Options {
+    let mut config = crate::proxies::Options::new();
+    if let Some(size) = args.size {
+        config.insert("size", Variant::from(size));
+    }
+    let flags = [
+        ("rw", args.rw),
+        ("snap_on_start", args.snap_on_start),
+        ("save_on_stop", args.save_on_stop),
+        ("ephemeral", args.ephemeral),
+    ];
+    for (key, flag) in flags.into_iter().filter(|(_, flag)| *flag) {
+        config.insert(key, Variant::from(flag));
+    }
+    if let Some(source) = &args.source {
+        config.insert("source", Variant::from(source.clone()));
+    }
+    if let Some(revisions) = args.revisions_to_keep {
+        config.insert("revisions_to_keep", Variant::from(revisions));
+    }
+    config
+}
+
+async fn start(context: &Context, volume: &VolumeRef) -> Result<()> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let options = (context.client.options(),);
+    let device: String = context
+        .client
+        .call(path.as_str(), VOLUME_IFACE, "Start", &options)
+        .await?;
+    if context.json {
+        return print_json(&json!({ "block_device_path": device }));
+    }
+    print_text(&format!("{device}\n"))
+}
+
+/// A method taking only options and returning nothing (Stop, Remove).
+async fn call_simple(context: &Context, volume: &VolumeRef, method: &str) -> Result<()> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let options = (context.client.options(),);
+    context
+        .client
+        .call(path.as_str(), VOLUME_IFACE, method, &options)
+        .await
+}
+
+async fn verify(context: &Context, volume: &VolumeRef) -> Result<()> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let proxy = VolumeProxy::builder(context.client.connection())
+        .path(path)
+        .build()
+        .await?;
+    let valid = proxy.verify(&context.client.options()).await?;
+    if context.json {
+        print_json(&json!({ "valid": valid }))?;
+    }
+    match valid {
+        true => Ok(()),
+        false => Err(CliError::Failed(format!(
+            "volume {}:{} failed verification",
+            volume.pool, volume.vid
+        ))),
+    }
+}
+
+async fn revert(context: &Context, volume: &VolumeRef, revision: Option<String>) -> Result<()> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let body = (revision.unwrap_or_default(), context.client.options());
+    context
+        .client
+        .call(path.as_str(), VOLUME_IFACE, "Revert", &body)
+        .await
+}
+
+/// Resize; on a pool without reflinks a large resize copies, and publishes a job.
+async fn resize(
+    context: &Context,
+    volume: &VolumeRef,
+    size: u64,
+    allow_shrink: bool,
+) -> Result<()> {
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    let mut options = context.client.options();
+    if allow_shrink {
+        options.insert("allow_shrink", Variant::from(true));
+    }
+    let interrupt = Interrupt::install();
+    let label = format!("resize {}:{}", volume.pool, volume.vid);
+    let watch =
+        JobWatch::subscribe(&context.client, path.as_str(), label, context.progress).await?;
+    let body = (size, options);
+    let call = context
+        .client
+        .call(path.as_str(), VOLUME_IFACE, "Resize", &body);
+    let result = run_following_job(&context.client, watch, &interrupt, call).await;
+    result.map_err(|error| error.with_flag_hint("allow_shrink", "--allow-shrink"))
+}
+
+#[derive(Serialize)]
+struct RevisionRow<'r> {
+    id: &'r str,
+    timestamp: i64,
+    time: String,
+}
+
+async fn revisions(context: &Context, volume: &VolumeRef) -> Result<()> {
+    let (_, info) = fetch(context, volume).await?;
+    if context.json {
+        let rows: Vec<RevisionRow<'_>> = info.revisions.iter().map(revision_row).collect();
+        return print_json(&rows);
+    }
+    print_text(&revision_table(&info.revisions).render())
+}
+
+fn revision_row(revision: &Revision) -> RevisionRow<'_> {
+    RevisionRow {
+        id: &revision.id,
+        timestamp: revision.timestamp,
+        time: iso_utc(revision.timestamp),
+    }
+}
+
+fn revision_table(revisions: &[Revision]) -> Table {
+    let mut table = Table::new(&[("REVISION", Align::Right), ("TIMESTAMP", Align::Left)]);
+    for revision in revisions {
+        table.push(vec![revision.id.clone(), iso_utc(revision.timestamp)]);
+    }
+    table
+}
+
+async fn set(
+    context: &Context,
+    volume: &VolumeRef,
+    property: VolumeProperty,
+    value: &str,
+) -> Result<()> {
+    let (name, value) = match property {
+        VolumeProperty::Rw => ("Rw", Variant::from(parse_bool(value)?)),
+        VolumeProperty::RevisionsToKeep => {
+            ("RevisionsToKeep", Variant::from(parse_revisions(value)?))
+        }
+        VolumeProperty::Ephemeral => ("Ephemeral", Variant::from(parse_bool(value)?)),
+    };
+    let path = context
+        .client
+        .volume_path(&volume.pool, &volume.vid)
+        .await?;
+    context
+        .client
+        .set_property(path.as_str(), VOLUME_IFACE, name, value)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn create_args(args: &[&str]) -> VolumeCreateArgs {
+        let argv = ["qubes-storage", "volume", "create", "p", "appvms/a/private"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+        let Command::Volume(VolumeCommand::Create(create)) = cli.command else {
+            unreachable!()
+        };
+        create
+    }
+
+    #[test]
+    fn config_holds_only_what_was_given() {
+        let config = volume_config(&create_args(&["--size", "2G", "--rw"]));
+        let mut keys: Vec<&str> = config.keys().copied().collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["rw", "size"]);
+        assert_eq!(config["size"], Variant::from(2u64 << 30));
+    }
+
+    #[test]
+    fn snapshot_config_names_its_source() {
+        let config = volume_config(&create_args(&[
+            "--snap-on-start",
+            "--source",
+            "vm-templates/t/root",
+        ]));
+        assert_eq!(config["snap_on_start"], Variant::from(true));
+        assert_eq!(config["source"], Variant::from("vm-templates/t/root"));
+    }
+
+    #[test]
+    fn revisions_print_as_iso_utc() {
+        let revisions = [
+            Revision {
+                id: "9".into(),
+                timestamp: 1_700_000_000,
+            },
+            Revision {
+                id: "10".into(),
+                timestamp: 1_700_000_100,
+            },
+        ];
+        assert_eq!(
+            revision_table(&revisions).render(),
+            "REVISION  TIMESTAMP\n\
+             \x20      9  2023-11-14T22:13:20Z\n\
+             \x20     10  2023-11-14T22:15:00Z\n"
+        );
+    }
+
+    #[test]
+    fn volume_table_shows_sizes_mode_and_state() {
+        let volume = VolumeInfo {
+            pool: "p".into(),
+            vid: "appvms/work/private".into(),
+            name: "private".into(),
+            size: 2 << 30,
+            usage: 512 << 20,
+            rw: true,
+            snap_on_start: false,
+            save_on_stop: true,
+            source: None,
+            revisions_to_keep: 1,
+            ephemeral: false,
+            snapshots_disabled: false,
+            is_dirty: false,
+            is_outdated: false,
+            started: false,
+            revisions: vec![Revision {
+                id: "1".into(),
+                timestamp: 0,
+            }],
+            block_device_path: String::new(),
+        };
+        assert_eq!(
+            volume_table(&[volume]).render(),
+            "POOL  VID                     SIZE      USAGE  MODE     STATE    REVISIONS\n\
+             p     appvms/work/private  2.0 GiB  512.0 MiB  rw,save  stopped          1\n"
+        );
+    }
+}

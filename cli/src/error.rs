@@ -1,0 +1,312 @@
+//! The CLI's one error type and its exit codes.
+//!
+//! A D-Bus error reply keeps its name (which picks the exit code) and its message
+//! (one sentence from the service, shown as `qubes-storage: <message>`). zbus hands
+//! standard `org.freedesktop.DBus.Error.*` names over as `Error::FDO` and every other
+//! name as `Error::MethodError`; both end up in [`CliError::Service`]. Failing to reach
+//! the bus or the service is its own kind, so scripts can tell "the storage service is
+//! down" from "the storage service said no".
+
+use std::fmt;
+
+use zbus::DBusError;
+
+const STORAGE_ERROR_PREFIX: &str = "org.qubes.Storage.Error.";
+const FDO_ERROR_PREFIX: &str = "org.freedesktop.DBus.Error.";
+
+/// Exit codes, documented in `--help` and the man page (see `args::EXIT_CODES_HELP`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const ALREADY_EXISTS: u8 = 4;
+    pub const BUSY: u8 = 5;
+    pub const NOT_SUPPORTED: u8 = 6;
+    pub const NO_SPACE: u8 = 7;
+    pub const CANCELLED: u8 = 8;
+    pub const ACCESS_DENIED: u8 = 9;
+    pub const UNREACHABLE: u8 = 10;
+}
+
+#[derive(Debug)]
+pub enum CliError {
+    /// The service (or the bus on its behalf) replied with a D-Bus error.
+    Service { name: String, message: String },
+    /// No bus, or no service on it.
+    Unreachable(String),
+    /// An argument the service would refuse anyway, caught before calling.
+    Usage(String),
+    /// The operation ran but did not succeed (e.g. Verify said no).
+    Failed(String),
+    /// A local file could not be read or written.
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The user interrupted the operation, and it was undone.
+    Cancelled(String),
+    /// The service answered something the contract does not allow.
+    Protocol(String),
+}
+
+pub type Result<T> = std::result::Result<T, CliError>;
+
+impl CliError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> CliError {
+        CliError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Service { name, .. } => exit_code_for_error_name(name),
+            CliError::Unreachable(_) => exit::UNREACHABLE,
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Failed(_) | CliError::Io { .. } | CliError::Protocol(_) => exit::FAILED,
+            CliError::Cancelled(_) => exit::CANCELLED,
+        }
+    }
+
+    /// Points at the command-line flag when the service's message names the option
+    /// key behind it (`allow_shrink` → `--allow-shrink`).
+    pub fn with_flag_hint(self, option: &str, flag: &str) -> CliError {
+        match self {
+            CliError::Service { name, message } if message.contains(option) => {
+                let message = format!("{message} (command-line flag: {flag})");
+                CliError::Service { name, message }
+            }
+            other => other,
+        }
+    }
+
+    /// The service's error name, when there is one (for `--json` error output).
+    pub fn error_name(&self) -> Option<&str> {
+        match self {
+            CliError::Service { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// The exit code for a D-Bus error name.
+pub fn exit_code_for_error_name(name: &str) -> u8 {
+    if let Some(kind) = name.strip_prefix(STORAGE_ERROR_PREFIX) {
+        return match kind {
+            "NotFound" => exit::NOT_FOUND,
+            "AlreadyExists" => exit::ALREADY_EXISTS,
+            "InvalidArgument" => exit::USAGE,
+            "Busy" => exit::BUSY,
+            "NotSupported" => exit::NOT_SUPPORTED,
+            "NoSpace" => exit::NO_SPACE,
+            "Cancelled" => exit::CANCELLED,
+            _ => exit::FAILED,
+        };
+    }
+    match name.strip_prefix(FDO_ERROR_PREFIX) {
+        Some("AccessDenied" | "InteractiveAuthorizationRequired" | "AuthFailed") => {
+            exit::ACCESS_DENIED
+        }
+        Some("ServiceUnknown" | "NameHasNoOwner" | "NoServer" | "Disconnected" | "NoReply") => {
+            exit::UNREACHABLE
+        }
+        Some("UnknownObject") => exit::NOT_FOUND,
+        Some("InvalidArgs") => exit::USAGE,
+        _ => exit::FAILED,
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Service { name, message }
+                if name.ends_with(".InteractiveAuthorizationRequired") =>
+            {
+                write!(
+                    f,
+                    "{message} (run it from a terminal without --no-interaction to authenticate)"
+                )
+            }
+            CliError::Service { message, .. } => f.write_str(message),
+            CliError::Unreachable(message)
+            | CliError::Usage(message)
+            | CliError::Failed(message)
+            | CliError::Cancelled(message)
+            | CliError::Protocol(message) => f.write_str(message),
+            CliError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<zbus::Error> for CliError {
+    fn from(error: zbus::Error) -> CliError {
+        match error {
+            zbus::Error::MethodError(name, detail, _) => {
+                service_error(name.as_str(), detail.as_deref())
+            }
+            zbus::Error::FDO(fdo) => CliError::from(*fdo),
+            zbus::Error::InputOutput(io) => CliError::Unreachable(format!("lost the bus: {io}")),
+            other => CliError::Protocol(format!(
+                "unexpected reply from the storage service: {other}"
+            )),
+        }
+    }
+}
+
+impl From<zbus::fdo::Error> for CliError {
+    fn from(error: zbus::fdo::Error) -> CliError {
+        match error {
+            zbus::fdo::Error::ZBus(inner) => CliError::from(inner),
+            fdo => service_error(fdo.name().as_str(), fdo.description()),
+        }
+    }
+}
+
+/// An error reply, named; a missing or empty message falls back to the name.
+fn service_error(name: &str, message: Option<&str>) -> CliError {
+    let message = match message {
+        Some(text) if !text.is_empty() => text.to_owned(),
+        _ => name.to_owned(),
+    };
+    if exit_code_for_error_name(name) == exit::UNREACHABLE {
+        return CliError::Unreachable(format!("the storage service is not reachable: {message}"));
+    }
+    CliError::Service {
+        name: name.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(kind: &str) -> String {
+        format!("org.qubes.Storage.Error.{kind}")
+    }
+
+    #[test]
+    fn storage_error_kinds_map_to_their_exit_codes() {
+        let expected = [
+            ("Failed", 1),
+            ("InvalidArgument", 2),
+            ("NotFound", 3),
+            ("AlreadyExists", 4),
+            ("Busy", 5),
+            ("NotSupported", 6),
+            ("NoSpace", 7),
+            ("Cancelled", 8),
+        ];
+        for (kind, code) in expected {
+            assert_eq!(exit_code_for_error_name(&storage(kind)), code, "{kind}");
+        }
+    }
+
+    #[test]
+    fn unknown_storage_kind_is_failed() {
+        assert_eq!(
+            exit_code_for_error_name(&storage("SomethingNew")),
+            exit::FAILED
+        );
+    }
+
+    #[test]
+    fn authorization_failures_share_one_code() {
+        for name in [
+            "org.freedesktop.DBus.Error.AccessDenied",
+            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+        ] {
+            assert_eq!(exit_code_for_error_name(name), exit::ACCESS_DENIED);
+        }
+    }
+
+    #[test]
+    fn missing_service_is_unreachable() {
+        assert_eq!(
+            exit_code_for_error_name("org.freedesktop.DBus.Error.ServiceUnknown"),
+            exit::UNREACHABLE
+        );
+        assert_eq!(
+            exit_code_for_error_name("org.freedesktop.DBus.Error.NameHasNoOwner"),
+            exit::UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn foreign_error_names_are_failed() {
+        assert_eq!(exit_code_for_error_name("com.example.Oops"), exit::FAILED);
+        assert_eq!(
+            exit_code_for_error_name("org.freedesktop.DBus.Error.UnknownMethod"),
+            1
+        );
+    }
+
+    #[test]
+    fn method_error_keeps_name_and_shows_only_the_message() {
+        let reply = zbus::fdo::Error::AccessDenied("not allowed to remove pool p".into());
+        let error = CliError::from(zbus::Error::from(reply));
+        assert_eq!(error.exit_code(), exit::ACCESS_DENIED);
+        assert_eq!(error.to_string(), "not allowed to remove pool p");
+        assert_eq!(
+            error.error_name(),
+            Some("org.freedesktop.DBus.Error.AccessDenied")
+        );
+    }
+
+    #[test]
+    fn storage_error_reply_keeps_its_name_and_message() {
+        let call = zbus::Message::method_call("/org/qubes/Storage", "RemovePool")
+            .build(&())
+            .unwrap();
+        let reply = zbus::Message::error(&call.header(), storage("Busy").as_str())
+            .build(&("pool p still holds 3 volumes",))
+            .unwrap();
+        let error = CliError::from(zbus::Error::from(reply));
+        assert_eq!(error.exit_code(), exit::BUSY);
+        assert_eq!(error.to_string(), "pool p still holds 3 volumes");
+        assert_eq!(error.error_name(), Some(storage("Busy").as_str()));
+    }
+
+    #[test]
+    fn service_unknown_reply_becomes_unreachable() {
+        let reply = zbus::fdo::Error::ServiceUnknown("The name is not activatable".into());
+        let error = CliError::from(zbus::Error::from(reply));
+        assert!(matches!(error, CliError::Unreachable(_)));
+        assert_eq!(error.exit_code(), exit::UNREACHABLE);
+    }
+
+    #[test]
+    fn empty_message_falls_back_to_the_error_name() {
+        let error = service_error(&storage("Busy"), Some(""));
+        assert_eq!(error.to_string(), storage("Busy"));
+        assert_eq!(error.exit_code(), exit::BUSY);
+    }
+
+    #[test]
+    fn option_keys_in_messages_get_their_flag() {
+        let error = service_error(&storage("InvalidArgument"), Some("pass allow_shrink=true"));
+        let error = error.with_flag_hint("allow_shrink", "--allow-shrink");
+        assert_eq!(
+            error.to_string(),
+            "pass allow_shrink=true (command-line flag: --allow-shrink)"
+        );
+        let other =
+            service_error(&storage("Busy"), Some("busy")).with_flag_hint("allow_shrink", "x");
+        assert_eq!(other.to_string(), "busy");
+    }
+
+    #[test]
+    fn interactive_authorization_hint_is_added() {
+        let error = service_error(
+            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+            Some("authentication is required to create pool p"),
+        );
+        assert!(error
+            .to_string()
+            .starts_with("authentication is required to create pool p ("));
+    }
+}
