@@ -30,9 +30,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 use zbus::connection::Builder;
+use zbus::message::Type as MessageType;
 use zbus::names::BusName;
 use zbus::proxy::CacheProperties;
-use zbus::{Connection, DBusError, OwnedObjectPath, Variant};
+use zbus::{Connection, DBusError, Message, MessageStream, OwnedObjectPath, Variant};
 
 pub use common_fs::{FsType, LoopFs, MIB};
 pub use proxies::{JobProxy, ManagerProxy, Opts, PoolProxy, VolumeProxy};
@@ -95,6 +96,135 @@ pub fn assert_error<T: std::fmt::Debug>(result: zbus::Result<T>, name: &str) -> 
                 error_message(&err)
             );
             error_message(&err)
+        }
+    }
+}
+
+// ---- ordering ----
+
+/// A match rule registered through zbus's own (reference-counted) bookkeeping, so a
+/// proxy that adds and drops the same rule cannot remove it from the bus; its own
+/// filtered stream is drained, and readers use the ordered `MessageStream::from(conn)`.
+pub struct Subscription {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    pub async fn new(conn: &Connection, rule: zbus::MatchRule<'static>) -> Subscription {
+        let mut stream = MessageStream::for_match_rule(rule, conn, None)
+            .await
+            .expect("AddMatch");
+        let task = tokio::spawn(async move { while stream.next().await.is_some() {} });
+        Subscription { task }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Makes the bus deliver every signal of the service to `conn` while the result lives.
+pub async fn watch_service_signals(conn: &Connection) -> Subscription {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(SERVICE)
+        .build()
+        .unwrap();
+    Subscription::new(conn, rule).await
+}
+
+/// What one call produced, in the order the client saw it.
+pub struct CallTrace {
+    /// The method return or error.
+    pub reply: Message,
+    /// Every signal of the service that arrived before the reply.
+    pub signals_before: Vec<Message>,
+}
+
+impl CallTrace {
+    /// The signals named `member` that arrived before the reply.
+    pub fn before(&self, member: &str) -> Vec<&Message> {
+        self.signals_before
+            .iter()
+            .filter(|m| member_of(m) == member)
+            .collect()
+    }
+
+    /// The changed properties of the PropertiesChanged signals before the reply on
+    /// `path` (merged, later values win).
+    pub fn changed_properties(&self, path: &str) -> HashMap<String, zbus::OwnedVariant> {
+        let mut changed = HashMap::new();
+        for msg in self.before("PropertiesChanged") {
+            if msg.header().path().is_some_and(|p| p.as_str() == path) {
+                let (_, props, _): (String, HashMap<String, zbus::OwnedVariant>, Vec<String>) =
+                    msg.body().deserialize().expect("PropertiesChanged body");
+                changed.extend(props);
+            }
+        }
+        changed
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.reply.message_type() == MessageType::Error
+    }
+}
+
+pub fn member_of(msg: &Message) -> String {
+    msg.header()
+        .member()
+        .map(|m| m.to_string())
+        .unwrap_or_default()
+}
+
+/// Sends one method call to the service and collects, in socket order, the signals
+/// that arrived before its reply (the client must watch the service's signals).
+pub async fn call_traced<B>(
+    conn: &Connection,
+    path: &str,
+    iface: &str,
+    method: &str,
+    body: &B,
+) -> CallTrace
+where
+    B: serde::Serialize + zbus::DynamicType,
+{
+    let mut stream = MessageStream::from(conn);
+    let call = Message::method_call(path, method)
+        .destination(SERVICE)
+        .interface(iface)
+        .build(body)
+        .unwrap();
+    let serial = call.primary_header().serial_num();
+    conn.send(&call).await.expect("send");
+    let mut signals_before = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let msg = next
+            .expect("no reply in time")
+            .expect("stream ended")
+            .expect("bad message");
+        let header = msg.header();
+        match header.message_type() {
+            MessageType::Signal
+                if header
+                    .sender()
+                    .is_some_and(|s| s.as_str() != "org.freedesktop.DBus") =>
+            {
+                signals_before.push(msg.clone())
+            }
+            MessageType::MethodReturn | MessageType::Error
+                if header.reply_serial() == Some(serial) =>
+            {
+                drop(header);
+                return CallTrace {
+                    reply: msg,
+                    signals_before,
+                };
+            }
+            _ => {}
         }
     }
 }
@@ -348,6 +478,7 @@ impl Drop for Daemon {
 /// Fields drop in order: the service stops before the filesystems are unmounted.
 pub struct Harness {
     daemon: Option<Daemon>,
+    service_signals: Option<Subscription>,
     pub conn: Connection,
     filesystems: Vec<LoopFs>,
     polkit: Option<Polkitd>,
@@ -379,6 +510,7 @@ impl Harness {
             .expect("temp dir");
         let mut harness = Harness {
             daemon: None,
+            service_signals: None,
             conn,
             filesystems: Vec::new(),
             polkit,
@@ -404,6 +536,9 @@ impl Harness {
 
     pub async fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "the daemon runs already");
+        if self.service_signals.is_none() {
+            self.service_signals = Some(watch_service_signals(&self.conn).await);
+        }
         let daemon =
             Daemon::start(&self.bus, &self.conn, &self.state_dir(), &self.log_path()).await;
         self.daemon = Some(daemon);

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
-use super::SERVICE;
+use super::{Subscription, SERVICE};
 
 const MARKER_PATH: &str = "/org/qubes/StorageTest/Marker";
 const MARKER_IFACE: &str = "org.qubes.StorageTest";
@@ -36,12 +36,12 @@ pub struct Recorder {
     markers: watch::Receiver<u64>,
     next_marker: u64,
     task: tokio::task::JoinHandle<()>,
+    _subscriptions: [Subscription; 2],
 }
 
 impl Recorder {
     pub async fn start(conn: &Connection) -> Recorder {
         let stream = MessageStream::from(conn);
-        let dbus = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
         let from_service = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .sender(SERVICE)
@@ -52,8 +52,10 @@ impl Recorder {
             .path(MARKER_PATH)
             .build()
             .unwrap();
-        dbus.add_match_rule(from_service).await.expect("AddMatch");
-        dbus.add_match_rule(markers_rule).await.expect("AddMatch");
+        let subscriptions = [
+            Subscription::new(conn, from_service).await,
+            Subscription::new(conn, markers_rule).await,
+        ];
         let signals = Arc::new(Mutex::new(Vec::new()));
         let (marker_tx, markers) = watch::channel(0);
         let task = tokio::spawn(record(stream, Arc::clone(&signals), marker_tx));
@@ -63,6 +65,7 @@ impl Recorder {
             markers,
             next_marker: 0,
             task,
+            _subscriptions: subscriptions,
         }
     }
 
