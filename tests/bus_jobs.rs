@@ -1,0 +1,210 @@
+//! Jobs: a cross-filesystem ImportVolume (an ext4 pool into a btrfs pool) cannot
+//! reflink, so it copies bytes and publishes a Job object with progress; `Cancel` — and
+//! SIGTERM of the service — stop it, the method fails with `Cancelled`, and the
+//! destination is exactly as before.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use common::common_fs::{names_in, pattern};
+use common::{assert_error, call_traced, opts, FsType, Harness, VolumeProxy, MIB};
+use futures_util::StreamExt;
+use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
+
+const IMAGE: u64 = 512 * MIB;
+const JOBS: &str = "/org/qubes/Storage/jobs/";
+
+struct CopySetup {
+    h: Harness,
+    source: OwnedObjectPath,
+    destination: OwnedObjectPath,
+    destination_dir: PathBuf,
+}
+
+/// A 512 MiB source image on ext4 with 1 MiB of data in every 2 MiB, and an empty
+/// destination volume on btrfs.
+async fn copy_setup() -> CopySetup {
+    let mut h = Harness::start().await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 2048 * MIB).await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 2048 * MIB).await;
+    let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
+    fill(&h.volume(&source).await).await;
+    let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
+    let pool_dir = h.pool(&btrfs).await.dir_path().await.unwrap();
+    let destination_dir = PathBuf::from(pool_dir).join("appvms/clone");
+    CopySetup {
+        h,
+        source,
+        destination,
+        destination_dir,
+    }
+}
+
+async fn fill(volume: &VolumeProxy<'_>) {
+    let fd = volume.import_data(IMAGE, opts()).await.unwrap();
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    for chunk in 0..IMAGE / (2 * MIB) {
+        let offset = chunk * 2 * MIB;
+        file.write_all_at(&pattern(11, offset, MIB as usize), offset)
+            .unwrap();
+    }
+    drop(file);
+    volume.import_data_end(true, opts()).await.unwrap();
+}
+
+fn is_job_signal(msg: &Message, member: &str) -> bool {
+    let header = msg.header();
+    header.path().is_some_and(|p| p.as_str().starts_with(JOBS))
+        && header.member().is_some_and(|m| m.as_str() == member)
+}
+
+/// State of the destination that a cancelled import must not change.
+async fn destination_state(s: &CopySetup) -> (Vec<String>, Vec<(String, i64)>, u64) {
+    let v = s.h.volume(&s.destination).await;
+    (
+        names_in(&s.destination_dir),
+        v.revisions().await.unwrap(),
+        v.size().await.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_filesystem_import_publishes_a_job_with_progress() {
+    let s = copy_setup().await;
+    let trace = call_traced(
+        &s.h.conn,
+        s.destination.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportVolume",
+        &(s.source.clone(), opts()),
+    )
+    .await;
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    let added: Vec<_> = trace.before("InterfacesAdded");
+    let (job, ifaces): (
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, OwnedVariant>>,
+    ) = added
+        .iter()
+        .map(|m| m.body().deserialize().unwrap())
+        .find(|(p, _): &(OwnedObjectPath, _)| p.as_str().starts_with(JOBS))
+        .expect("a Job object appeared");
+    let props = &ifaces["org.qubes.Storage.Job"];
+    assert_eq!(
+        props["Operation"],
+        OwnedVariant::from(zbus::Str::from("ImportVolume"))
+    );
+    let objects = Vec::<OwnedObjectPath>::try_from(props["Objects"].try_clone().unwrap()).unwrap();
+    assert_eq!(objects, vec![s.destination.clone(), s.source.clone()]);
+    assert_eq!(u64::try_from(&props["BytesTotal"]).unwrap(), IMAGE / 2);
+    assert!(bool::try_from(&props["Cancelable"]).unwrap());
+    assert_eq!(u32::try_from(&props["StartedByUID"]).unwrap(), 0);
+    let start_us = u64::try_from(&props["StartTime"]).unwrap();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(
+        start_us <= now_us && now_us - start_us < 600_000_000,
+        "StartTime {start_us}"
+    );
+    let done: Vec<u64> = trace
+        .signals_before
+        .iter()
+        .filter(|m| {
+            m.header()
+                .path()
+                .is_some_and(|p| p.as_str() == job.as_str())
+                && common::member_of(m) == "PropertiesChanged"
+        })
+        .filter_map(|m| {
+            let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+                m.body().deserialize().unwrap();
+            changed.get("BytesDone").map(|v| u64::try_from(v).unwrap())
+        })
+        .collect();
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "BytesDone went backwards: {done:?}"
+    );
+    assert_eq!(
+        done.last(),
+        Some(&(IMAGE / 2)),
+        "the final progress is announced"
+    );
+    let completed = trace.before("Completed");
+    assert_eq!(completed.len(), 1);
+    assert_eq!(
+        completed[0].body().deserialize::<(bool, String)>().unwrap(),
+        (true, String::new())
+    );
+    let removed = trace.before("InterfacesRemoved");
+    assert!(removed.iter().any(|m| m
+        .body()
+        .deserialize::<(OwnedObjectPath, Vec<String>)>()
+        .unwrap()
+        .0
+        == job));
+    let v = s.h.volume(&s.destination).await;
+    assert_eq!(v.size().await.unwrap(), IMAGE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
+    let s = copy_setup().await;
+    let before = destination_state(&s).await;
+    let mut stream = MessageStream::from(&s.h.conn);
+    let destination = s.h.volume(&s.destination).await;
+    let source = s.source.clone();
+    let import =
+        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
+    let job = loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg, "PropertiesChanged") {
+            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        }
+    };
+    drop(stream);
+    s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
+    assert_error(import.await.unwrap(), "Cancelled");
+    assert_eq!(
+        destination_state(&s).await,
+        before,
+        "a cancelled import changed the destination"
+    );
+    let objects = common::oracle::managed_objects(&s.h.conn).await;
+    assert!(
+        !objects.keys().any(|p| p.starts_with(JOBS)),
+        "the job object stayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
+    let mut s = copy_setup().await;
+    let before = destination_state(&s).await;
+    let mut stream = MessageStream::from(&s.h.conn);
+    let destination = s.h.volume(&s.destination).await;
+    let source = s.source.clone();
+    let import =
+        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
+    loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg, "PropertiesChanged") {
+            break;
+        }
+    }
+    drop(stream);
+    let daemon = s.h.take_daemon();
+    daemon.send_sigterm();
+    assert_error(import.await.unwrap(), "Cancelled");
+    let status = tokio::task::spawn_blocking(move || daemon.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    s.h.start_daemon().await;
+    assert_eq!(destination_state(&s).await, before);
+}

@@ -1,0 +1,86 @@
+//! Restarts: after SIGTERM (clean exit 0) and after SIGKILL, every pool and volume is
+//! back at the same path with the same properties, a started volume still started. The
+//! first GetManagedObjects after the name reappears already holds every object (the
+//! name is requested only after all objects are exported).
+
+mod common;
+
+use common::oracle::managed_objects;
+use common::{opts, opts_of, FsType, Harness, MIB};
+use zbus::Variant;
+
+/// Two pools (btrfs, ext4) with an origin holding revisions, a started volume, a
+/// snapshot volume and a volatile one.
+async fn populate(h: &mut Harness) {
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 256 * MIB).await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 256 * MIB).await;
+    let template = h
+        .origin_volume(&btrfs, "vm-templates/fedora/root", 8 * MIB)
+        .await;
+    let t = h.volume(&template).await;
+    t.start(opts()).await.unwrap();
+    t.stop(opts()).await.unwrap();
+    let snapshot = opts_of([
+        ("snap_on_start", Variant::from(true)),
+        ("source", Variant::from("vm-templates/fedora/root")),
+    ]);
+    let root = h.create_volume(&btrfs, "appvms/work/root", snapshot).await;
+    h.volume(&root).await.start(opts()).await.unwrap();
+    let private = h.origin_volume(&ext4, "appvms/work/private", 4 * MIB).await;
+    let p = h.volume(&private).await;
+    p.set_revisions_to_keep(2).await.unwrap();
+    p.start(opts()).await.unwrap();
+    let volatile = opts_of([("size", Variant::from(MIB)), ("rw", Variant::from(true))]);
+    h.create_volume(&ext4, "appvms/work/volatile", volatile)
+        .await;
+    h.pool(&ext4)
+        .await
+        .set_ephemeral_volatile(true)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_is_back_after_sigterm() {
+    let mut h = Harness::start().await;
+    populate(&mut h).await;
+    let before = managed_objects(&h.conn).await;
+    h.restart().await;
+    let after = managed_objects(&h.conn).await;
+    assert_eq!(before, after);
+    assert!(after.len() >= 6, "{:?}", after.keys());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_is_back_after_sigkill() {
+    let mut h = Harness::start().await;
+    populate(&mut h).await;
+    let before = managed_objects(&h.conn).await;
+    h.kill_and_restart().await;
+    let after = managed_objects(&h.conn).await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_started_before_a_restart_stops_with_a_commit_after_it() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let path = h.origin_volume(&pool, "appvms/work/private", 4 * MIB).await;
+    h.volume(&path).await.start(opts()).await.unwrap();
+    h.kill_and_restart().await;
+    let v = h.volume(&path).await;
+    assert!(v.started().await.unwrap());
+    v.stop(opts()).await.unwrap();
+    assert!(!v.started().await.unwrap());
+    assert_eq!(v.revisions().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly_and_releases_the_name() {
+    let mut h = Harness::start().await;
+    h.stop_daemon();
+    let dbus = zbus::fdo::DBusProxy::new(&h.conn).await.unwrap();
+    let name = zbus::names::BusName::try_from(common::SERVICE).unwrap();
+    assert!(!dbus.name_has_owner(name).await.unwrap());
+    assert!(h.log().contains("stopped"), "{}", h.log());
+}
