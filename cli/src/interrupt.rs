@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
 const EXIT_ON_SECOND_INTERRUPT: i32 = 130;
@@ -19,24 +20,30 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
-    /// Starts listening for Ctrl-C (SIGINT).
+    /// Starts listening for Ctrl-C (SIGINT). The handler is in place when this
+    /// returns, so a SIGINT from then on is never the default "terminate". Must be
+    /// called inside the tokio runtime.
     pub fn install() -> Interrupt {
         let interrupt = Interrupt {
             requested: Arc::new(AtomicBool::new(false)),
             notify: Arc::new(Notify::new()),
         };
-        let listener = interrupt.clone();
-        tokio::spawn(async move { listener.listen().await });
+        match signal(SignalKind::interrupt()) {
+            Ok(sigint) => {
+                tokio::spawn(interrupt.clone().listen(sigint));
+            }
+            Err(error) => eprintln!("qubes-storage: Ctrl-C cannot be caught: {error}"),
+        }
         interrupt
     }
 
-    async fn listen(self) {
-        if tokio::signal::ctrl_c().await.is_err() {
+    async fn listen(self, mut sigint: Signal) {
+        if sigint.recv().await.is_none() {
             return;
         }
         self.requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if sigint.recv().await.is_some() {
             eprintln!("qubes-storage: interrupted again; not waiting for the service");
             std::process::exit(EXIT_ON_SECOND_INTERRUPT);
         }

@@ -36,7 +36,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return report(&CliError::io("cannot start the async runtime", error), json),
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // A copy abandoned on Ctrl-C may still block on stdin: do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => report(&error, json),
     }

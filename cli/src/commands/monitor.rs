@@ -5,7 +5,8 @@
 //! `path_namespace=`), or one volume (`path=`). The volume's path is encoded here, so
 //! a volume can be watched before it exists. Jobs are shown when their `Objects` name
 //! something in scope (jobs already running are learnt from `GetManagedObjects` at
-//! start). Service (re)starts show as `service appeared`/`service vanished`.
+//! start). Service (re)starts show as `service appeared`/`service vanished`. A line on
+//! stderr says when the subscriptions are in place (scripts can wait for it).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -129,6 +130,16 @@ impl Scope {
         }
     }
 
+    /// What is watched, for the greeting on stderr.
+    fn describe(&self) -> String {
+        match &self.path {
+            None | Some(PathScope::All) => "the storage service".to_owned(),
+            Some(PathScope::Exact(path) | PathScope::Namespace(path)) => {
+                Subject::of_path(path).to_string()
+            }
+        }
+    }
+
     fn rule_scope(&self) -> PathScope {
         self.path.clone().unwrap_or(PathScope::All)
     }
@@ -165,6 +176,7 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
     ];
     let mut stream = signals::subscribe(context.client.connection(), rules).await?;
     learn_running_jobs(context, &mut scope).await?;
+    eprintln!("Monitoring {}; press Ctrl-C to stop.", scope.describe());
     let mut stdout = std::io::stdout().lock();
     while let Some(message) = stream.next().await {
         for event in events_of(&mut scope, &message) {

@@ -1,0 +1,437 @@
+//! The `qubes-storage` binary against the real `qubes-storaged` on a private bus, with
+//! pools on loop-mounted btrfs (reflinks) and ext4 (copies, so jobs). Each test owns
+//! its world (bus, service, filesystems). Fixtures: `tests/common`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const VID: &str = "appvms/work/private";
+
+/// A rw, save-on-stop volume of `size` (e.g. "64M").
+fn origin(world: &World, pool: &str, vid: &str, size: &str) {
+    world
+        .cli(&[
+            "volume",
+            "create",
+            pool,
+            vid,
+            "--size",
+            size,
+            "--rw",
+            "--save-on-stop",
+        ])
+        .ok();
+}
+
+fn files_equal(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
+}
+
+#[test]
+fn pool_create_list_info_remove() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 128 * MIB);
+    let pools = world.cli(&["--json", "pool", "list"]).ok().json();
+    assert_eq!(pools[0]["name"], "p1");
+    assert_eq!(pools[0]["dir_path"], dir.to_str().unwrap());
+    let table = world.cli(&["pool", "list"]).ok().stdout;
+    assert!(table.starts_with("NAME") && table.contains("p1"), "{table}");
+    let info = world.cli(&["--json", "pool", "info", "p1"]).ok().json();
+    assert_eq!(info["driver"], "file-reflink");
+    world.cli(&["pool", "remove", "p1"]).ok();
+    assert_eq!(
+        world.cli(&["--json", "pool", "list"]).ok().json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn no_interaction_option_is_accepted_by_every_call() {
+    let mut world = World::start();
+    let dir = world.mount(FsType::Btrfs, 128 * MIB).join("p1");
+    let quiet = |args: &[&str]| world.cli(&[&["--no-interaction"], args].concat()).ok();
+    quiet(&["pool", "create", "p1", "--dir", dir.to_str().unwrap()]);
+    quiet(&[
+        "volume",
+        "create",
+        "p1",
+        VID,
+        "--size",
+        "1M",
+        "--rw",
+        "--save-on-stop",
+    ]);
+    quiet(&["volume", "start", "p1", VID]);
+    quiet(&["volume", "stop", "p1", VID]);
+    quiet(&["volume", "info", "p1", VID]);
+    quiet(&["volume", "verify", "p1", VID]);
+    quiet(&["volume", "set", "p1", VID, "revisions-to-keep", "2"]);
+    quiet(&["volume", "remove", "p1", VID]);
+    quiet(&["pool", "remove", "p1"]);
+}
+
+#[test]
+fn missing_pool_exits_3_with_the_service_message() {
+    let world = World::start();
+    let run = world.cli(&["pool", "info", "nope"]).fails_with(3);
+    assert!(run.stderr.contains("nope"), "{run:?}");
+}
+
+#[test]
+fn json_errors_name_the_error_on_stdout() {
+    let world = World::start();
+    let run = world
+        .cli(&["--json", "volume", "list", "nope"])
+        .fails_with(3);
+    let error = run.json();
+    assert_eq!(error["error"], "org.qubes.Storage.Error.NotFound");
+    assert_eq!(error["exit_status"], 3);
+}
+
+#[test]
+fn duplicate_pool_exits_4() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 128 * MIB);
+    world
+        .cli(&["pool", "create", "p1", "--dir", dir.to_str().unwrap()])
+        .fails_with(4);
+}
+
+#[test]
+fn pool_without_reflinks_is_refused_with_the_flag_named() {
+    let mut world = World::start();
+    let dir = world.mount(FsType::Ext4, 64 * MIB).join("p1");
+    let run = world
+        .cli(&["pool", "create", "p1", "--dir", dir.to_str().unwrap()])
+        .fails_with(6);
+    assert!(run.stderr.contains("--no-setup-check"), "{run:?}");
+}
+
+#[test]
+fn absent_service_exits_10() {
+    let world = World::without_service();
+    world.cli(&["pool", "list"]).fails_with(10);
+}
+
+#[test]
+fn unreachable_bus_exits_10() {
+    let run = cli_on_bus("unix:path=/nonexistent/bus", &["pool", "list"]);
+    run.fails_with(10);
+}
+
+#[test]
+fn started_volume_prints_its_device_and_refuses_removal() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "16M");
+    let device = world.cli(&["volume", "start", "p1", VID]).ok().stdout;
+    assert_eq!(
+        device.trim(),
+        dir.join("appvms/work/private-dirty.img").to_str().unwrap()
+    );
+    world.cli(&["volume", "remove", "p1", VID]).fails_with(5);
+    world.cli(&["volume", "stop", "p1", VID]).ok();
+    world.cli(&["volume", "remove", "p1", VID]).ok();
+    assert_eq!(
+        world.cli(&["--json", "volume", "list"]).ok().json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn stop_adds_a_revision_listed_with_an_iso_timestamp() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "16M");
+    world.cli(&["volume", "start", "p1", VID]).ok();
+    world.cli(&["volume", "stop", "p1", VID]).ok();
+    let revisions = world
+        .cli(&["--json", "volume", "revisions", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(revisions.as_array().unwrap().len(), 1, "{revisions}");
+    let time = revisions[0]["time"].as_str().unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    let table = world.cli(&["volume", "revisions", "p1", VID]).ok().stdout;
+    assert!(
+        table.starts_with("REVISION  TIMESTAMP\n") && table.contains(time),
+        "{table}"
+    );
+}
+
+#[test]
+fn created_volume_shows_in_list_and_info() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "1.5M");
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(
+        (info["size"].as_u64(), info["rw"].as_bool()),
+        (Some(3 * MIB / 2), Some(true))
+    );
+    let table = world.cli(&["volume", "list", "p1"]).ok().stdout;
+    assert!(
+        table.contains("appvms/work/private") && table.contains("1.5 MiB"),
+        "{table}"
+    );
+}
+
+#[test]
+fn shrinking_needs_allow_shrink() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "16M");
+    let run = world
+        .cli(&["volume", "resize", "p1", VID, "8M"])
+        .fails_with(2);
+    assert!(run.stderr.contains("--allow-shrink"), "{run:?}");
+    world
+        .cli(&["volume", "resize", "p1", VID, "8M", "--allow-shrink"])
+        .ok();
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+}
+
+#[test]
+fn import_then_export_keeps_content_and_holes() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 256 * MIB);
+    origin(&world, "p1", VID, "64M");
+    let image = world.scratch().join("in.img");
+    write_sparse_file(&image, 64 * MIB, &[(MIB, 2 * MIB), (40 * MIB, MIB)], 7);
+    world
+        .cli(&["volume", "import", "p1", VID, image.to_str().unwrap()])
+        .ok();
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "p1", VID, exported.to_str().unwrap()])
+        .ok();
+    assert!(files_equal(&image, &exported));
+    assert!(allocated_bytes(&exported) < 8 * MIB, "export is not sparse");
+}
+
+#[test]
+fn import_from_stdin_needs_a_size() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "1M");
+    let data = pattern(3, 0, MIB as usize);
+    world
+        .cli_with_input(&["volume", "import", "p1", VID, "-"], &data)
+        .fails_with(2);
+    world
+        .cli_with_input(&["volume", "import", "p1", VID, "-", "--size", "1M"], &data)
+        .ok();
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "p1", VID, exported.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read(&exported).unwrap(), data);
+}
+
+#[test]
+fn short_stdin_fails_and_leaves_no_import_file() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "2M");
+    let run = world.cli_with_input(
+        &["volume", "import", "p1", VID, "-", "--size", "2M"],
+        &[1u8; 1000],
+    );
+    let run = run.fails_with(1);
+    assert!(run.stderr.contains("ended after 1000"), "{run:?}");
+    assert!(!dir.join("appvms/work/private-import.img").exists());
+}
+
+#[test]
+fn clone_across_filesystems_copies_the_content() {
+    let mut world = World::start();
+    world.pool("src", FsType::Btrfs, 256 * MIB);
+    world.pool("dst", FsType::Ext4, 256 * MIB);
+    origin(&world, "src", VID, "32M");
+    origin(&world, "dst", VID, "1M");
+    let image = world.scratch().join("in.img");
+    write_sparse_file(&image, 32 * MIB, &[(0, 4 * MIB), (20 * MIB, 4 * MIB)], 11);
+    world
+        .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
+        .ok();
+    world
+        .cli(&["--progress", "volume", "clone", "src", VID, "dst", VID])
+        .ok();
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "dst", VID, exported.to_str().unwrap()])
+        .ok();
+    assert!(files_equal(&image, &exported));
+}
+
+#[test]
+fn ctrl_c_during_import_leaves_the_volume_unchanged() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 256 * MIB);
+    origin(&world, "p1", VID, "4M");
+    let original = world.scratch().join("original.img");
+    write_sparse_file(&original, 4 * MIB, &[(0, 4 * MIB)], 5);
+    world
+        .cli(&["volume", "import", "p1", VID, original.to_str().unwrap()])
+        .ok();
+
+    let args = ["volume", "import", "p1", VID, "-", "--size", "64M"];
+    let mut import = world.spawn(&args, Stdio::piped(), Stdio::piped());
+    let mut stdin = import.0.stdin.take().expect("stdin");
+    stdin
+        .write_all(&pattern(9, 0, MIB as usize))
+        .expect("feed the import");
+    let import_file = dir.join("appvms/work/private-import.img");
+    wait_until("the import file exists", || import_file.exists());
+    kill(Pid::from_raw(import.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let run = wait_output(import);
+    drop(stdin);
+
+    let run = run.fails_with(8);
+    assert!(run.stderr.contains("cancelled"), "{run:?}");
+    assert!(!import_file.exists(), "the import file stayed");
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "p1", VID, exported.to_str().unwrap()])
+        .ok();
+    assert!(files_equal(&original, &exported));
+}
+
+/// Lines of a child's pipe, as they come, through a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The first line matching `wanted`, within the deadline.
+#[track_caller]
+fn expect_line(lines: &mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("no matching line in time");
+        if wanted(&line) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn monitor_prints_the_watched_volume_signals_as_json() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "4M");
+    origin(&world, "p1", "appvms/other/private", "4M");
+    let mut monitor = world.spawn(
+        &["--json", "monitor", "p1", VID],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let stderr = lines_of(monitor.0.stderr.take().unwrap());
+    let stdout = lines_of(monitor.0.stdout.take().unwrap());
+    expect_line(&stderr, |line| {
+        line.starts_with("Monitoring p1:appvms/work/private")
+    });
+
+    world
+        .cli(&["volume", "start", "p1", "appvms/other/private"])
+        .ok();
+    world.cli(&["volume", "start", "p1", VID]).ok();
+    let line = expect_line(&stdout, |line| line.contains("VolumeStarted"));
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["subject"], "p1:appvms/work/private");
+    assert!(event["args"]["block_device_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("private-dirty.img"));
+    drop(monitor);
+}
+
+#[test]
+fn monitor_shows_the_job_of_a_copying_clone() {
+    let mut world = World::start();
+    world.pool("src", FsType::Btrfs, 256 * MIB);
+    world.pool("dst", FsType::Ext4, 256 * MIB);
+    origin(&world, "src", VID, "16M");
+    origin(&world, "dst", VID, "1M");
+    let mut monitor = world.spawn(&["monitor", "dst", VID], Stdio::null(), Stdio::piped());
+    let stderr = lines_of(monitor.0.stderr.take().unwrap());
+    let stdout = lines_of(monitor.0.stdout.take().unwrap());
+    expect_line(&stderr, |line| line.starts_with("Monitoring"));
+    world.cli(&["volume", "clone", "src", VID, "dst", VID]).ok();
+    let added = expect_line(&stdout, |line| {
+        line.contains(" job ") && line.contains(" added")
+    });
+    assert!(added.contains("Operation=ImportVolume"), "{added}");
+    let imported = expect_line(&stdout, |line| line.contains("VolumeImported"));
+    assert!(
+        imported.ends_with("dst:appvms/work/private VolumeImported success=true"),
+        "{imported}"
+    );
+    drop(monitor);
+}
+
+/// A file of `size` bytes that is all data (a 1 MiB pattern repeated): copies of it
+/// take real time.
+fn write_dense_file(path: &Path, size: u64) {
+    let block = pattern(13, 0, MIB as usize);
+    let mut file = std::fs::File::create(path).expect("create");
+    for _ in 0..size / MIB {
+        file.write_all(&block).expect("write");
+    }
+}
+
+#[test]
+fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
+    let mut world = World::start();
+    world.pool("src", FsType::Btrfs, 1024 * MIB);
+    world.pool("dst", FsType::Ext4, 1024 * MIB);
+    origin(&world, "src", VID, "512M");
+    origin(&world, "dst", VID, "1M");
+    let image = world.scratch().join("in.img");
+    write_dense_file(&image, 512 * MIB);
+    world
+        .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
+        .ok();
+
+    let args = ["--progress", "volume", "clone", "src", VID, "dst", VID];
+    let mut clone = world.spawn(&args, Stdio::null(), Stdio::piped());
+    let stderr = lines_of(clone.0.stderr.take().unwrap());
+    expect_line(&stderr, |line| {
+        line.starts_with("clone src:appvms/work/private")
+    });
+    kill(Pid::from_raw(clone.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let status = wait_child(&mut clone.0).expect("the clone did not end in time");
+    let rest: Vec<String> = stderr.try_iter().collect();
+
+    assert_eq!(status.code(), Some(8), "stderr: {rest:?}");
+    let info = world
+        .cli(&["--json", "volume", "info", "dst", VID])
+        .ok()
+        .json();
+    assert_eq!(info["size"].as_u64(), Some(MIB), "the destination changed");
+    assert_eq!(info["revisions"], serde_json::json!([]));
+}

@@ -1,0 +1,416 @@
+//! The CLI's test world: a private dbus-daemon (system-bus-like configuration in a
+//! temp directory), the real `qubes-storaged` serving on it with a temp state
+//! directory, pools on real loop-mounted filesystems, and the real `qubes-storage`
+//! binary run as a child process with `--bus <address>`.
+//!
+//! The daemon binary belongs to another package, so cargo does not build it for this
+//! one's tests: the first test builds it with the same cargo and profile (`cargo build
+//! -p qubes-storaged --bin qubes-storaged`) into the same target directory.
+//!
+//! Every process is a child kept in a guard whose `Drop` stops it (SIGTERM, then
+//! SIGKILL after a deadline) and reaps it; nothing else is signalled. Waiting for the
+//! service polls `NameHasOwner` with a deadline. Fields drop in order: the daemon stops
+//! before the filesystems are unmounted, the bus goes last.
+
+#![allow(dead_code)]
+
+#[path = "../../../engine/tests/common_fs/mod.rs"]
+pub mod common_fs;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+pub use common_fs::{allocated_bytes, pattern, write_sparse_file, FsType, LoopFs, MIB};
+
+pub const SERVICE: &str = "org.qubes.Storage";
+pub const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+const CLI: &str = env!("CARGO_BIN_EXE_qubes-storage");
+
+/// The daemon binary, built once per test run with this run's cargo and profile.
+fn daemon_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out_dir = Path::new(CLI)
+            .parent()
+            .expect("the CLI binary has a directory");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "qubes-storaged",
+                "--bin",
+                "qubes-storaged",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if out_dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("cannot run cargo to build qubes-storaged");
+        assert!(status.success(), "building qubes-storaged failed: {status}");
+        out_dir.join("qubes-storaged")
+    })
+}
+
+/// Stops our child: `signal`, up to [`DEADLINE`] to exit, then SIGKILL; reaps it.
+pub fn stop_child(child: &mut Child, signal: Signal) -> ExitStatus {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    wait_child(child).unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().expect("cannot reap a child")
+    })
+}
+
+/// Waits up to [`DEADLINE`] for our child to exit.
+pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A child process stopped and reaped when dropped.
+pub struct Guarded(pub Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        stop_child(&mut self.0, Signal::SIGKILL);
+    }
+}
+
+/// A private dbus-daemon.
+struct TestBus {
+    child: Guarded,
+    address: String,
+}
+
+impl TestBus {
+    fn start(dir: &Path) -> TestBus {
+        let config = dir.join("bus.conf");
+        std::fs::write(&config, bus_config(&dir.join("bus.sock"))).expect("write bus.conf");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start dbus-daemon");
+        // dbus-daemon prints its address once it listens: that is the readiness signal.
+        let mut address = String::new();
+        let stdout = child.stdout.take().expect("dbus-daemon stdout");
+        BufReader::new(stdout)
+            .read_line(&mut address)
+            .expect("read the bus address");
+        let address = address.trim().to_owned();
+        assert!(!address.is_empty(), "dbus-daemon printed no address");
+        TestBus {
+            child: Guarded(child),
+            address,
+        }
+    }
+}
+
+fn bus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
+/// Polls `NameHasOwner(name)` until true; fails early if `child` exits.
+fn wait_for_name(address: &str, name: &str, child: &mut Child, log: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let connection = zbus::connection::Builder::address(address)
+            .build()
+            .await
+            .expect("connect to the test bus");
+        let dbus = zbus::fdo::DBusProxy::new(&connection)
+            .await
+            .expect("DBus proxy");
+        let bus_name = zbus::names::BusName::try_from(name).expect("bus name");
+        let deadline = Instant::now() + DEADLINE;
+        while !dbus
+            .name_has_owner(bus_name.clone())
+            .await
+            .expect("NameHasOwner")
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before it appeared; log:\n{}",
+                    read(log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not appear; log:\n{}",
+                read(log)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    });
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// What one CLI run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit status 0 and returns the run.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "qubes-storage failed: {self:?}");
+        self
+    }
+
+    /// Asserts the exit status and a plain `qubes-storage: <message>` on stderr.
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stderr.starts_with("qubes-storage: "), "{self:?}");
+        assert!(
+            !self.stderr.contains("MethodError") && !self.stderr.contains("{ "),
+            "{self:?}"
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs the CLI on the bus at `address`, with no world around it.
+pub fn cli_on_bus(address: &str, args: &[&str]) -> Run {
+    let output = Command::new(CLI)
+        .arg("--bus")
+        .arg(address)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qubes-storage");
+    Run::from_output(output)
+}
+
+/// Bus + service + filesystems + a temp directory for files.
+pub struct World {
+    daemon: Option<Guarded>,
+    filesystems: Vec<LoopFs>,
+    bus: TestBus,
+    dir: TempDir,
+}
+
+impl World {
+    /// A bus with the service on it.
+    pub fn start() -> World {
+        let mut world = World::without_service();
+        world.start_daemon();
+        world
+    }
+
+    /// A bus with nobody serving org.qubes.Storage.
+    pub fn without_service() -> World {
+        common_fs::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("qsd-cli-")
+            .tempdir()
+            .expect("temp dir");
+        let bus = TestBus::start(dir.path());
+        World {
+            daemon: None,
+            filesystems: Vec::new(),
+            bus,
+            dir,
+        }
+    }
+
+    fn start_daemon(&mut self) {
+        let log_path = self.dir.path().join("daemon.log");
+        let log = std::fs::File::create(&log_path).expect("daemon log");
+        let mut child = Command::new(daemon_binary())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .arg("--bus-address")
+            .arg(&self.bus.address)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start qubes-storaged");
+        wait_for_name(&self.bus.address, SERVICE, &mut child, &log_path);
+        self.daemon = Some(Guarded(child));
+    }
+
+    /// A scratch directory for the test's own files.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh filesystem mounted for this world.
+    pub fn mount(&mut self, fs_type: FsType, size: u64) -> PathBuf {
+        let fs = LoopFs::new(fs_type, size);
+        let path = fs.path().to_owned();
+        self.filesystems.push(fs);
+        path
+    }
+
+    /// Creates pool `name` on a fresh filesystem through the CLI; its directory.
+    pub fn pool(&mut self, name: &str, fs_type: FsType, size: u64) -> PathBuf {
+        let dir = self.mount(fs_type, size).join(name);
+        let mut args = vec!["pool", "create", name, "--dir", dir.to_str().unwrap()];
+        if !fs_type.has_reflink() {
+            args.push("--no-setup-check");
+        }
+        self.cli(&args).ok();
+        dir
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(CLI);
+        command
+            .arg("--bus")
+            .arg(&self.bus.address)
+            .args(args)
+            .env_remove("QUBES_STORAGE_BUS");
+        command
+    }
+
+    /// Runs the CLI with no stdin.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let output = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run qubes-storage");
+        Run::from_output(output)
+    }
+
+    /// Runs the CLI with `input` on stdin.
+    pub fn cli_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        let mut child = self.spawn(args, Stdio::piped(), Stdio::piped());
+        let mut stdin = child.0.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let output = wait_output(child);
+        let _ = writer.join();
+        output
+    }
+
+    /// Starts the CLI in the background; stdout is piped, stderr as given.
+    pub fn spawn(&self, args: &[&str], stdin: Stdio, stderr: Stdio) -> Guarded {
+        let child = self
+            .command(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start qubes-storage");
+        Guarded(child)
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("daemon.log"))
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- qubes-storaged log ----\n{}", self.log());
+        }
+        // Stop the service before the filesystems it holds files on are unmounted.
+        self.daemon.take();
+    }
+}
+
+/// Waits (with the deadline) for a spawned CLI and collects what it printed.
+pub fn wait_output(mut child: Guarded) -> Run {
+    let stdout = child.0.stdout.take();
+    let stderr = child.0.stderr.take();
+    let read_all = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = read_all(stdout.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stderr = read_all(stderr.map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let status = wait_child(&mut child.0).expect("qubes-storage did not finish in time");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` after the deadline.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(POLL);
+    }
+}
