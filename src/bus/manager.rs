@@ -130,6 +130,7 @@ fn pool_spec(name: PoolName, options: &Options) -> Result<PoolSpec, BoxDBusError
 
 #[interface(name = "org.qubes.Storage.Manager", introspection_docs = false)]
 impl ManagerIface {
+    #[zbus(out_args("pool"))]
     async fn create_pool(
         &self,
         name: &str,
@@ -149,6 +150,7 @@ impl ManagerIface {
         self.remove_pool_now(name, options, &header).await
     }
 
+    #[zbus(out_args("pool"))]
     async fn get_pool(
         &self,
         name: &str,
@@ -159,6 +161,7 @@ impl ManagerIface {
         Ok(self.svc.registry.require_pool(&name)?.path.clone())
     }
 
+    #[zbus(out_args("pools"))]
     async fn list_pools(
         &self,
         options: RawOptions,

@@ -138,6 +138,7 @@ fn volume_spec(config: Options) -> Result<VolumeSpec, BoxDBusError> {
 #[interface(name = "org.qubes.Storage.Pool", introspection_docs = false)]
 impl PoolIface {
     /// Register a volume and create its files (R§3.3 + R§3.4).
+    #[zbus(out_args("volume"))]
     async fn create_volume(
         &self,
         vid: &str,
@@ -148,6 +149,7 @@ impl PoolIface {
         self.create_volume_now(vid, config, options, &header).await
     }
 
+    #[zbus(out_args("volume"))]
     async fn get_volume(
         &self,
         vid: &str,
@@ -162,6 +164,7 @@ impl PoolIface {
         Ok(self.svc.registry.require_volume(&vol)?.path.clone())
     }
 
+    #[zbus(out_args("volumes"))]
     async fn list_volumes(
         &self,
         options: RawOptions,

@@ -175,6 +175,7 @@ fn parse_revision(text: &str) -> Result<Option<u64>, StorageError> {
 #[interface(name = "org.qubes.Storage.Volume", introspection_docs = false)]
 impl VolumeIface {
     /// Start the volume (R§3.7); returns the block device path.
+    #[zbus(out_args("block_device_path"))]
     async fn start(
         &self,
         options: RawOptions,
@@ -213,6 +214,7 @@ impl VolumeIface {
     }
 
     /// True when the image the next start needs exists (R§3.5); else NotFound.
+    #[zbus(out_args("valid"))]
     async fn verify(&self, options: RawOptions) -> Result<bool, zbus::BoxDBusError> {
         Options::parse(options, &[])?;
         let vol = self.obj.vol.clone();
@@ -284,6 +286,7 @@ impl VolumeIface {
     }
 
     /// A read-only fd of the committed image.
+    #[zbus(out_args("fd"))]
     async fn export(
         &self,
         options: RawOptions,
@@ -304,6 +307,7 @@ impl VolumeIface {
     }
 
     /// A write-only fd of a fresh import file of `size` bytes (R§3.17).
+    #[zbus(out_args("fd"))]
     async fn import_data(
         &self,
         size: u64,
