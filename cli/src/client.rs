@@ -89,6 +89,7 @@ impl Client {
         B: serde::Serialize + DynamicType,
         R: for<'d> zbus::wire::DynamicDeserialize<'d>,
     {
+        tracing::debug!(path, interface, method, interaction = ?self.interaction, "call");
         let proxy = Proxy::new(&self.connection, SERVICE, path, interface).await?;
         let reply = proxy
             .call_with_flags(method, self.interaction.flags(), body)

@@ -20,6 +20,7 @@ mod signals;
 mod size;
 mod sparse_copy;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,6 +29,7 @@ use crate::error::{exit, CliError};
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    init_logging(cli.verbose);
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -43,6 +45,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => report(&error, json),
     }
+}
+
+/// Logs go to stderr, quiet unless `-v` (info) or `-vv` (debug); `RUST_LOG` wins.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "qubes_storage=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .init();
 }
 
 /// Prints the error for people (stderr) and, with `--json`, for scripts (stdout).

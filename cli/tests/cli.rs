@@ -214,9 +214,12 @@ fn import_then_export_keeps_content_and_holes() {
     origin(&world, "p1", VID, "64M");
     let image = world.scratch().join("in.img");
     write_sparse_file(&image, 64 * MIB, &[(MIB, 2 * MIB), (40 * MIB, MIB)], 7);
-    world
-        .cli(&["volume", "import", "p1", VID, image.to_str().unwrap()])
-        .ok();
+    let run = world.cli(&["-v", "volume", "import", "p1", VID, image.to_str().unwrap()]);
+    let log = run.ok().stderr;
+    assert!(
+        log.contains("sparse file copy") && log.contains("bytes=67108864"),
+        "{log}"
+    );
     let exported = world.scratch().join("out.img");
     world
         .cli(&["volume", "export", "p1", VID, exported.to_str().unwrap()])

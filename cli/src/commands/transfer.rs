@@ -172,6 +172,8 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
         .volume_path(&args.volume.pool, &args.volume.vid)
         .await?;
     let interrupt = Interrupt::install();
+    let (pool, vid) = (&args.volume.pool, &args.volume.vid);
+    tracing::info!(op = "import", %pool, %vid, bytes = size, input = %name, "ImportData");
     let body = (size, context.client.options());
     let fd: zbus::OwnedFd = context
         .client
@@ -191,6 +193,7 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
         }
     };
     let success = copied.is_ok();
+    tracing::info!(op = "import", %pool, %vid, bytes = size, success, "ImportDataEnd");
     let end: Result<()> = context
         .client
         .call(
@@ -213,6 +216,17 @@ fn write_import(
     control: &Control<'_>,
 ) -> std::result::Result<(), CopyError> {
     let target_is_file = target.metadata().map_err(CopyError::Write)?.is_file();
+    let method = match (&input, target_is_file) {
+        (Input::Seekable(_), true) => "sparse file copy",
+        (Input::Stream(_), true) => "sparse stream copy",
+        (_, false) => "stream copy",
+    };
+    tracing::info!(
+        op = "import",
+        method,
+        bytes = size,
+        "writing the import file"
+    );
     match (input, target_is_file) {
         (Input::Seekable(source), true) => {
             sparse_copy::copy_file_sparse(&source, target, size, control)?
@@ -343,6 +357,8 @@ async fn export_into(
         .metadata()
         .map_err(|error| CliError::io("cannot size the exported image", error))?
         .len();
+    let (pool, vid) = (&volume.pool, &volume.vid);
+    tracing::info!(op = "export", %pool, %vid, bytes = size, "Export");
     let bar = context.progress.byte_bar(&label("export", volume), size);
     if interrupt.is_requested() {
         return Err(ExportError::Copy(CopyError::Cancelled));
@@ -361,11 +377,19 @@ fn write_export(
     control: &Control<'_>,
 ) -> std::result::Result<(), CopyError> {
     match output {
-        Output::SparseFile { file, .. } => {
+        Output::SparseFile { file, path, .. } => {
+            let method = "sparse file copy";
+            tracing::info!(op = "export", method, bytes = size, path = %path.display(), "writing");
             file.set_len(0).map_err(CopyError::Write)?;
             sparse_copy::copy_file_sparse(source, &file, size, control)
         }
         Output::Stream(mut file) => {
+            tracing::info!(
+                op = "export",
+                method = "stream copy",
+                bytes = size,
+                "writing"
+            );
             let mut reader = source;
             sparse_copy::copy_stream(&mut reader, &mut file, size, control)
         }
@@ -388,6 +412,7 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
     );
     let watch =
         JobWatch::subscribe(&context.client, target.as_str(), label, context.progress).await?;
+    tracing::info!(op = "clone", source = %source.as_str(), target = %target.as_str(), "ImportVolume");
     let body = (source, context.client.options());
     let call = context
         .client
