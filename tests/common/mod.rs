@@ -270,6 +270,12 @@ impl TestBus {
             .prefix("qsd-bus-")
             .tempdir()
             .expect("temp dir");
+        // Unprivileged test callers (setpriv) must reach the socket.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod the bus directory");
         let config = dir.path().join("bus.conf");
         std::fs::write(&config, bus_config(&dir.path().join("bus.sock"))).expect("write bus.conf");
         let mut child = Command::new("dbus-daemon")
@@ -469,6 +475,38 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         stop_child(&mut self.child, Signal::SIGTERM);
+    }
+}
+
+// ---- unprivileged callers ----
+
+/// The uid and gid unprivileged test calls run as (`nobody`).
+pub const NOBODY: u32 = 65534;
+
+/// `gdbus call --address … ARGS` as `nobody` (the bus takes the uid from the socket):
+/// `Ok(stdout)` or `Err(stderr)`, which names the D-Bus error.
+pub async fn gdbus_as_nobody(bus: &TestBus, args: &[&str]) -> Result<String, String> {
+    let output = tokio::process::Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .args([
+            "gdbus",
+            "call",
+            "--address",
+            bus.address(),
+            "--dest",
+            SERVICE,
+        ])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run setpriv gdbus");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
 
