@@ -53,6 +53,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_name = "system|session|ADDRESS",
         default_value = "system",
         env = "QUBES_STORAGE_BUS",
@@ -61,24 +62,30 @@ pub struct Cli {
     pub bus: BusChoice,
 
     /// Print machine-readable JSON on stdout instead of tables (no progress bars)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Never ask for authentication: fail with exit status 9 instead of prompting
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_interaction: bool,
 
     /// Show progress bars even when stderr is not a terminal (as one line a second)
-    #[arg(long, global = true, conflicts_with = "no_progress")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "no_progress"
+    )]
     pub progress: bool,
 
     /// Never show progress bars
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
 
     /// Log each call and file operation on stderr (-vv: also D-Bus details);
     /// RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true,
+        help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     #[command(subcommand)]
