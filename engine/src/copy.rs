@@ -18,7 +18,7 @@
 //! 5. fchmod 0600, fsync, rename over `dst`, fsync(dir) (in `replace_with`).
 //!
 //! A copy is therefore two durable steps (`mkdir`, `replace`) for the crash tests.
-//! Progress: `copy_started(total data bytes)` before a byte copy, `copy_advanced(done)`
+//! Progress: `copy_started(total data bytes)` before a byte copy that moves data, `copy_advanced(done)`
 //! at most once per [`PROGRESS_STEP`] and at the end, `copy_finished(success)` once
 //! the replace is over (success or not). A reflink or an empty copy is silent. The
 //! cancel token is polled before every chunk and once more before the commit.
@@ -243,10 +243,13 @@ impl CopyJob<'_> {
         let ranges = sys::data_ranges(self.src, limit)
             .io_ctx(|| format!("cannot find the data ranges of {}", self.src_label))?;
         let total: u64 = ranges.iter().map(|&(_, len)| len).sum();
-        self.ctx
-            .progress()
-            .copy_started(self.ctx.operation(), total);
-        self.progress_started.set(true);
+        // A copy with no data (an empty image) is instant: nothing to report.
+        if total > 0 {
+            self.ctx
+                .progress()
+                .copy_started(self.ctx.operation(), total);
+            self.progress_started.set(true);
+        }
         let mut mover = RangeMover::new(self.src, temp);
         let mut reported = 0;
         'ranges: for (offset, len) in ranges {

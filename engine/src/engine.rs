@@ -240,7 +240,7 @@ impl Engine {
         let v = Volume::new(&pool.dir_path, config.clone());
         Ok(VolumeInfo {
             pool: vol.pool.clone(),
-            size: v.size(),
+            size: v.visible_size(source.as_ref()),
             usage: v.usage(),
             ephemeral: config.ephemeral_effective(pool.ephemeral_volatile),
             snapshots_disabled: config.snapshots_disabled(),

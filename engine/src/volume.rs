@@ -503,6 +503,19 @@ impl<'a> Volume<'a> {
         self.current_image().map_or(self.config.size, |m| m.size())
     }
 
+    /// The size as callers see it: [`Self::size`], except that a halted snapshot
+    /// volume reports its source's image size — what its next start will produce (the
+    /// reference reported a nominal size that start ignores, R§9.1 item 6).
+    pub fn visible_size(&self, source: Option<&SourceView>) -> u64 {
+        let snapshot_halted = self.config.snap_on_start && self.current_image().is_none();
+        match source.filter(|_| snapshot_halted) {
+            Some(s) => {
+                std::fs::symlink_metadata(s.paths.clean()).map_or(self.config.size, |m| m.size())
+            }
+            None => self.size(),
+        }
+    }
+
     /// R§3.21: allocated bytes of dirty, else clean, else 0.
     pub fn usage(&self) -> u64 {
         self.current_image().map_or(0, |m| m.blocks() * 512)
