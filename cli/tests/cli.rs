@@ -380,6 +380,12 @@ fn monitor_shows_the_job_of_a_copying_clone() {
     world.pool("dst", FsType::Ext4, 256 * MIB);
     origin(&world, "src", VID, "16M");
     origin(&world, "dst", VID, "1M");
+    // A clone that moves data publishes a job (one without data is instant and silent).
+    let image = world.scratch().join("in.img");
+    write_dense_file(&image, 16 * MIB);
+    world
+        .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
+        .ok();
     let mut monitor = world.spawn(&["monitor", "dst", VID], Stdio::null(), Stdio::piped());
     let stderr = lines_of(monitor.0.stderr.take().unwrap());
     let stdout = lines_of(monitor.0.stdout.take().unwrap());
