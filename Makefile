@@ -18,7 +18,7 @@
 # `make install` builds first (a no-op when up to date); NO_BUILD=1 installs the
 # binaries already in RELEASE_DIR without running cargo.
 # After installing on a live system: systemctl daemon-reload; busctl call
-# org.freedesktop.DBus / org.freedesktop.DBus ReloadConfig (or restart dbus).
+# org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
