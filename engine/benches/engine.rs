@@ -1,1 +1,535 @@
-fn main() {}
+//! Engine benchmark (`cargo bench -p qubes-storage-engine`, root only; not a timed
+//! test: it prints a table and asserts nothing). On loop-mounted btrfs, XFS
+//! (`-m reflink=1`) and ext4 (`setup_check = false`) it builds a 2 GiB origin volume
+//! holding 800 MiB of data in 2000 scattered ranges, then times the engine's create,
+//! start, stop (with commit), revert and clone (import_volume within the pool; on ext4
+//! the hole-preserving byte copy) — medians of several runs — beside floors measured in
+//! the same run on the same filesystem:
+//!
+//! * a durable copy of the image: raw FICLONE + fsync of the clone (btrfs, XFS), or
+//!   `cp --sparse=always` + fsync (ext4);
+//! * rename of a copy of the image + fsync(dir); its unlink + fsync(dir); a new sparse
+//!   file and a new 1 KiB file created and fsynced; mkdir + fsync(parent);
+//! * for reference `cp --reflink=always` (btrfs, XFS).
+//!
+//! Each operation's floor is the sum of the durable steps it cannot avoid (see
+//! [`Floors::of`]); the target is ≤ 1.5× the floor. On ext4 the engine's byte copy is
+//! also compared with `cp --sparse=always` + fsync for time and allocated blocks
+//! (targets: not slower, not more blocks). PASS/MISS is printed, never asserted. The
+//! mounts are undone by `LoopFs`'s `Drop`, also on panic. `QSD_BENCH_FS=btrfs|xfs|ext4`
+//! runs one filesystem only.
+
+#[path = "../tests/common_fs/mod.rs"]
+mod common_fs;
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common_fs::{allocated_bytes, command, pattern, run_ok, FsType, LoopFs, MIB};
+use qubes_storage_engine::copy::{self, CopyOptions};
+use qubes_storage_engine::{
+    Engine, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
+};
+
+const GIB: u64 = 1 << 30;
+const IMAGE_SIZE: u64 = 2 * GIB;
+/// 2000 ranges of 400 KiB (781 MiB), one per 1 MiB slot, 48 slots left empty.
+const RANGES: u64 = 2000;
+const RANGE_LEN: u64 = 400 << 10;
+const TARGET_RATIO: f64 = 1.5;
+const POOL: &str = "bench";
+const VID: &str = "appvms/bench/private";
+
+// ---- timing ----
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+fn sync_all() {
+    rustix::fs::sync();
+}
+
+fn ctx() -> OpCtx {
+    OpCtx::quiet("bench")
+}
+
+// ---- floors ----
+
+/// The unavoidable costs, measured on this filesystem.
+#[derive(Debug, Default)]
+struct Floors {
+    /// A durable copy of the image: FICLONE + fsync, or cp --sparse=always + fsync.
+    copy: Duration,
+    /// The raw FICLONE ioctl alone (reflink filesystems).
+    ficlone: Option<Duration>,
+    /// `cp --reflink=always` (reflink filesystems), for reference.
+    cp_reflink: Option<Duration>,
+    /// rename of a copy of the image + fsync(dir).
+    rename: Duration,
+    /// unlink of a copy of the image + fsync(dir).
+    unlink: Duration,
+    /// A new sparse 2 GiB file: create, ftruncate, fchmod, fsync.
+    new_file: Duration,
+    /// A new 1 KiB file (the pool's state file): create, write, fchmod, fsync.
+    small_file: Duration,
+    /// mkdir + fsync(parent) (the VM directory).
+    mkdir: Duration,
+}
+
+impl Floors {
+    /// The floor of each operation: the durable steps it cannot avoid.
+    fn of(&self, op: &str) -> Duration {
+        let (copy, rename, unlink, new_file) = (self.copy, self.rename, self.unlink, self.new_file);
+        match op {
+            // VM directory, sparse clean, precache (a copy of an empty file), state file
+            "create" => self.mkdir + 2 * (new_file + rename) + self.small_file + rename,
+            // precache → dirty
+            "start" => rename,
+            // revision copy, prune the old revision, unlink precache, dirty → clean, precache copy
+            "stop" => 2 * (copy + rename) + 2 * unlink + rename,
+            // revision copy, unlink precache, revision → clean, precache copy
+            "revert" => 2 * (copy + rename) + unlink + rename,
+            // import copy, revision of the empty clean, unlink precache, import → clean, precache copy
+            "clone" => 2 * (copy + rename) + (new_file + rename) + unlink + rename,
+            _ => unreachable!("no floor for {op}"),
+        }
+    }
+}
+
+fn new_file_floor(dir: &Path, runs: usize, content: &[u8], size: u64) -> Duration {
+    let path = dir.join("new-file");
+    let samples = (0..runs)
+        .map(|_| {
+            let (took, _) = timed(|| {
+                let file = File::create(&path).unwrap();
+                file.write_all_at(content, 0).unwrap();
+                file.set_len(size).unwrap();
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                file.sync_all().unwrap();
+            });
+            std::fs::remove_file(&path).unwrap();
+            took
+        })
+        .collect();
+    median(samples)
+}
+
+fn mkdir_floor(dir: &Path, runs: usize) -> Duration {
+    let sub = dir.join("new-dir");
+    let samples = (0..runs)
+        .map(|_| {
+            let (took, _) = timed(|| {
+                std::fs::create_dir(&sub).unwrap();
+                fsync_dir(dir);
+            });
+            std::fs::remove_dir(&sub).unwrap();
+            took
+        })
+        .collect();
+    median(samples)
+}
+
+fn fsync_dir(dir: &Path) {
+    File::open(dir).unwrap().sync_all().unwrap();
+}
+
+fn unlink_durably(path: &Path) -> Duration {
+    timed(|| {
+        std::fs::remove_file(path).unwrap();
+        fsync_dir(path.parent().unwrap());
+    })
+    .0
+}
+
+/// What one way of copying the image durably costs: the copy (+ fsync), then a rename
+/// of the copy + fsync(dir), then its unlink + fsync(dir); medians.
+struct CopyFloor {
+    copy: Duration,
+    /// The raw FICLONE ioctl or the cp process alone, without the fsync.
+    copy_alone: Duration,
+    rename: Duration,
+    unlink: Duration,
+    allocated: u64,
+}
+
+/// `copy(dst)` makes a copy of the image at `dst` and returns the time of the copy
+/// without its fsync; the fsync, rename and unlink are timed here.
+fn copy_floor(dir: &Path, runs: usize, copy: impl Fn(&Path) -> Duration) -> CopyFloor {
+    let (dst, renamed) = (dir.join("floor-copy"), dir.join("floor-copy-renamed"));
+    let (mut copies, mut alones, mut renames, mut unlinks, mut allocated) =
+        (vec![], vec![], vec![], vec![], 0);
+    for _ in 0..runs {
+        sync_all();
+        let alone = copy(&dst);
+        let (fsync, _) = timed(|| File::open(&dst).unwrap().sync_all().unwrap());
+        allocated = allocated_bytes(&dst);
+        let (rename, _) = timed(|| {
+            std::fs::rename(&dst, &renamed).unwrap();
+            fsync_dir(dir);
+        });
+        alones.push(alone);
+        copies.push(alone + fsync);
+        renames.push(rename);
+        unlinks.push(unlink_durably(&renamed));
+    }
+    CopyFloor {
+        copy: median(copies),
+        copy_alone: median(alones),
+        rename: median(renames),
+        unlink: median(unlinks),
+        allocated,
+    }
+}
+
+/// The raw FICLONE ioctl into a fresh file.
+fn ficlone(image: &Path, dst: &Path) -> Duration {
+    let src = File::open(image).unwrap();
+    let out = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .unwrap();
+    let (took, result) = timed(|| rustix::fs::ioctl_ficlone(&out, &src));
+    result.expect("FICLONE");
+    took
+}
+
+fn cp(args: &[&str], src: &Path, dst: &Path) -> Duration {
+    let mut cmd = command("cp", args);
+    cmd.arg(src).arg(dst);
+    timed(|| run_ok(cmd)).0
+}
+
+fn cp_reflink(image: &Path, dir: &Path, runs: usize) -> Duration {
+    let dst = dir.join("cp-reflink");
+    let samples = (0..runs)
+        .map(|_| {
+            let took = cp(&["--reflink=always"], image, &dst);
+            std::fs::remove_file(&dst).unwrap();
+            took
+        })
+        .collect();
+    median(samples)
+}
+
+// ---- the pool under test ----
+
+struct Bench {
+    fs: LoopFs,
+    engine: Engine,
+    pool: PoolName,
+    pool_dir: PathBuf,
+    scratch: PathBuf,
+    runs: usize,
+}
+
+impl Bench {
+    fn new(fs_type: FsType, fs_size: u64, runs: usize) -> Bench {
+        let fs = LoopFs::new(fs_type, fs_size);
+        let engine = Engine::open(&fs.path().join("state")).expect("Engine::open");
+        let pool = PoolName::parse(POOL).unwrap();
+        let pool_dir = fs.path().join("pool");
+        let spec = PoolSpec {
+            name: pool.clone(),
+            dir_path: pool_dir.clone(),
+            setup_check: fs_type.has_reflink(),
+            revisions_to_keep: RevisionsToKeep::DEFAULT,
+            ephemeral_volatile: false,
+        };
+        engine.create_pool(spec).expect("create pool");
+        let scratch = fs.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        Bench {
+            fs,
+            engine,
+            pool,
+            pool_dir,
+            scratch,
+            runs,
+        }
+    }
+
+    fn vol(&self, vid: &str) -> VolumeRef {
+        VolumeRef {
+            pool: self.pool.clone(),
+            vid: Vid::parse(vid).unwrap(),
+        }
+    }
+
+    fn clean(&self) -> PathBuf {
+        self.pool_dir.join("appvms/bench/private.img")
+    }
+
+    fn create_origin(&self, vid: &str) {
+        let spec = VolumeSpec {
+            size: IMAGE_SIZE,
+            rw: true,
+            save_on_stop: true,
+            ..Default::default()
+        };
+        self.engine
+            .create_volume(&self.vol(vid), spec, &ctx())
+            .expect("create volume");
+    }
+
+    fn remove(&self, vid: &str) {
+        self.engine
+            .remove_volume(&self.vol(vid), &ctx())
+            .expect("remove volume");
+    }
+
+    /// Median time of creating a fresh origin volume (removed again untimed).
+    fn time_create(&self) -> Duration {
+        let samples = (0..self.runs)
+            .map(|i| {
+                let vid = format!("appvms/create{i}/private");
+                let (took, _) = timed(|| self.create_origin(&vid));
+                self.remove(&vid);
+                took
+            })
+            .collect();
+        median(samples)
+    }
+
+    /// The benchmark volume: 800 MiB of data in 2000 ranges of a 2 GiB image, written
+    /// through import_data as the import script would, then committed and synced.
+    fn fill_volume(&self) {
+        self.create_origin(VID);
+        let vol = self.vol(VID);
+        let file = self
+            .engine
+            .import_data(&vol, IMAGE_SIZE, &ctx())
+            .expect("import_data");
+        let block = pattern(1, 0, RANGE_LEN as usize);
+        let slot_count = IMAGE_SIZE / MIB;
+        for i in 0..RANGES {
+            let slot = i * slot_count / RANGES;
+            let offset = slot * MIB + (i * 37 % 150) * 4096;
+            let mut data = block.clone();
+            data[..8].copy_from_slice(&i.to_le_bytes());
+            file.write_all_at(&data, offset).expect("write data");
+        }
+        file.sync_data().expect("fdatasync");
+        drop(file);
+        self.engine
+            .import_data_end(&vol, true, &ctx())
+            .expect("import_data_end");
+        sync_all();
+    }
+
+    /// Median times of start and of stop (with commit), alternating.
+    fn time_start_stop(&self) -> (Duration, Duration) {
+        let vol = self.vol(VID);
+        let (mut starts, mut stops) = (Vec::new(), Vec::new());
+        for _ in 0..self.runs {
+            sync_all();
+            starts.push(timed(|| self.engine.start(&vol, &ctx()).expect("start")).0);
+            sync_all();
+            stops.push(timed(|| self.engine.stop(&vol, &ctx()).expect("stop")).0);
+        }
+        (median(starts), median(stops))
+    }
+
+    fn time_revert(&self) -> Duration {
+        let vol = self.vol(VID);
+        let samples = (0..self.runs)
+            .map(|_| {
+                sync_all();
+                timed(|| self.engine.revert(&vol, None, &ctx()).expect("revert")).0
+            })
+            .collect();
+        median(samples)
+    }
+
+    /// Median time of import_volume of the benchmark volume into a fresh volume.
+    fn time_clone(&self) -> Duration {
+        let source = self.vol(VID);
+        let samples = (0..self.runs)
+            .map(|i| {
+                let vid = format!("appvms/clone{i}/private");
+                self.create_origin(&vid);
+                sync_all();
+                let (took, _) = timed(|| {
+                    self.engine
+                        .import_volume(&self.vol(&vid), &source, &ctx())
+                        .expect("clone")
+                });
+                self.remove(&vid);
+                took
+            })
+            .collect();
+        median(samples)
+    }
+
+    fn measure_floors(&self, fs_type: FsType) -> (Floors, CopyFloor) {
+        let image = self.clean();
+        let copy = if fs_type.has_reflink() {
+            copy_floor(&self.scratch, self.runs, |dst| ficlone(&image, dst))
+        } else {
+            copy_floor(&self.scratch, self.runs, |dst| {
+                cp(&["--sparse=always"], &image, dst)
+            })
+        };
+        let floors = Floors {
+            copy: copy.copy,
+            ficlone: fs_type.has_reflink().then_some(copy.copy_alone),
+            cp_reflink: fs_type
+                .has_reflink()
+                .then(|| cp_reflink(&image, &self.scratch, self.runs)),
+            rename: copy.rename,
+            unlink: copy.unlink,
+            new_file: new_file_floor(&self.scratch, 10, &[], IMAGE_SIZE),
+            small_file: new_file_floor(&self.scratch, 10, &[b'x'; 1024], 1024),
+            mkdir: mkdir_floor(&self.scratch, 10),
+        };
+        (floors, copy)
+    }
+
+    /// The engine's own copy of the image (the copy engine's fallback on ext4):
+    /// median time and the copy's allocated bytes.
+    fn time_engine_copy(&self) -> (Duration, u64) {
+        let dst = self.scratch.join("engine-copy");
+        let (mut samples, mut allocated) = (Vec::new(), 0);
+        for _ in 0..self.runs {
+            sync_all();
+            let (took, result) =
+                timed(|| copy::copy_path(&self.clean(), &dst, CopyOptions::default(), &ctx()));
+            result.expect("engine copy");
+            allocated = allocated_bytes(&dst);
+            samples.push(took);
+            std::fs::remove_file(&dst).unwrap();
+        }
+        (median(samples), allocated)
+    }
+}
+
+// ---- report ----
+
+fn print_row(fs: FsType, op: &str, took: Duration, floor: Duration) {
+    let ratio = took.as_secs_f64() / floor.as_secs_f64().max(1e-9);
+    let target = verdict(ratio <= TARGET_RATIO);
+    println!(
+        "{:<6} {:<8} {:>12} {:>12} {:>7.2}  {target} (≤{TARGET_RATIO}×)",
+        fs.name(),
+        op,
+        ms(took),
+        ms(floor),
+        ratio
+    );
+}
+
+fn print_floors(fs: FsType, floors: &Floors) {
+    let mut parts = vec![
+        format!("durable copy {}", ms(floors.copy)),
+        format!("rename+fsync(dir) {}", ms(floors.rename)),
+        format!("unlink copy+fsync(dir) {}", ms(floors.unlink)),
+        format!("new sparse file+fsync {}", ms(floors.new_file)),
+        format!("new 1 KiB file+fsync {}", ms(floors.small_file)),
+        format!("mkdir+fsync(parent) {}", ms(floors.mkdir)),
+    ];
+    if let Some(ficlone) = floors.ficlone {
+        parts.push(format!("raw FICLONE {}", ms(ficlone)));
+    }
+    if let Some(cp_reflink) = floors.cp_reflink {
+        parts.push(format!("cp --reflink=always {}", ms(cp_reflink)));
+    }
+    println!("{:<6} floors: {}", fs.name(), parts.join(", "));
+}
+
+fn print_ext4_copy(engine: (Duration, u64), cp: &CopyFloor) {
+    let (took, allocated) = engine;
+    println!(
+        "ext4   engine copy {} vs cp --sparse=always+fsync {} (cp alone {}): {}",
+        ms(took),
+        ms(cp.copy),
+        ms(cp.copy_alone),
+        verdict(took <= cp.copy)
+    );
+    println!(
+        "ext4   allocated: engine copy {} MiB vs cp --sparse=always {} MiB: {}",
+        allocated / MIB,
+        cp.allocated / MIB,
+        verdict(allocated <= cp.allocated)
+    );
+}
+
+fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
+    let started = Instant::now();
+    let bench = Bench::new(fs_type, fs_size, runs);
+    let create = bench.time_create();
+    bench.fill_volume();
+    let (floors, copy_floor) = bench.measure_floors(fs_type);
+    let (start, stop) = bench.time_start_stop();
+    let revert = bench.time_revert();
+    let clone = bench.time_clone();
+    for (op, took) in [
+        ("create", create),
+        ("start", start),
+        ("stop", stop),
+        ("revert", revert),
+        ("clone", clone),
+    ] {
+        print_row(fs_type, op, took, floors.of(op));
+    }
+    print_floors(fs_type, &floors);
+    if !fs_type.has_reflink() {
+        print_ext4_copy(bench.time_engine_copy(), &copy_floor);
+    }
+    println!(
+        "{:<6} ({} runs per figure, {:.0} s, on {})",
+        fs_type.name(),
+        runs,
+        started.elapsed().as_secs_f64(),
+        bench.fs.path().display()
+    );
+}
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("the engine benchmark needs root (it makes loop-mounted filesystems)");
+        std::process::exit(1);
+    }
+    println!(
+        "2 GiB image, {} MiB of data in {RANGES} ranges; medians",
+        RANGES * RANGE_LEN / MIB
+    );
+    println!(
+        "{:<6} {:<8} {:>12} {:>12} {:>7}  target",
+        "fs", "op", "median", "floor", "ratio"
+    );
+    let only = std::env::var("QSD_BENCH_FS").ok();
+    let wanted = |fs: FsType| only.as_deref().is_none_or(|name| name == fs.name());
+    for (fs_type, fs_size, runs) in [
+        (FsType::Btrfs, 4 * GIB, 5),
+        (FsType::Xfs, 4 * GIB, 5),
+        (FsType::Ext4, 10 * GIB, 3),
+    ] {
+        if wanted(fs_type) {
+            bench_fs(fs_type, fs_size, runs);
+        }
+    }
+}
