@@ -164,12 +164,9 @@ async fn job_matches_its_xml_file() {
     let src = h.volume(&source).await;
     let fd = src.import_data(256 * MIB, opts()).await.unwrap();
     let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    let block = common::common_fs::pattern(5, 0, MIB as usize);
     for chunk in 0..256u64 {
-        file.write_all_at(
-            &common::common_fs::pattern(5, chunk, MIB as usize),
-            chunk * MIB,
-        )
-        .unwrap();
+        file.write_all_at(&block, chunk * MIB).unwrap();
     }
     drop(file);
     src.import_data_end(true, opts()).await.unwrap();

@@ -14,7 +14,8 @@ use common::{assert_error, call_traced, opts, FsType, Harness, VolumeProxy, MIB}
 use futures_util::StreamExt;
 use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
-const IMAGE: u64 = 512 * MIB;
+/// The source image: 1 GiB, half of it data, so a copy outlasts the test's reaction.
+const IMAGE: u64 = 1024 * MIB;
 const JOBS: &str = "/org/qubes/Storage/jobs/";
 
 struct CopySetup {
@@ -24,12 +25,12 @@ struct CopySetup {
     destination_dir: PathBuf,
 }
 
-/// A 512 MiB source image on ext4 with 1 MiB of data in every 2 MiB, and an empty
+/// A 1 GiB source image on ext4 with 1 MiB of data in every 2 MiB, and an empty
 /// destination volume on btrfs.
 async fn copy_setup() -> CopySetup {
     let mut h = Harness::start().await;
-    let ext4 = h.pool_on("slow", FsType::Ext4, 2048 * MIB).await;
-    let btrfs = h.pool_on("fast", FsType::Btrfs, 2048 * MIB).await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 4096 * MIB).await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 3072 * MIB).await;
     let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
     fill(&h.volume(&source).await).await;
     let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
@@ -46,10 +47,12 @@ async fn copy_setup() -> CopySetup {
 async fn fill(volume: &VolumeProxy<'_>) {
     let fd = volume.import_data(IMAGE, opts()).await.unwrap();
     let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    // One pattern buffer, stamped with its offset, keeps a debug build fast.
+    let mut block = pattern(11, 0, MIB as usize);
     for chunk in 0..IMAGE / (2 * MIB) {
         let offset = chunk * 2 * MIB;
-        file.write_all_at(&pattern(11, offset, MIB as usize), offset)
-            .unwrap();
+        block[..8].copy_from_slice(&offset.to_le_bytes());
+        file.write_all_at(&block, offset).unwrap();
     }
     drop(file);
     volume.import_data_end(true, opts()).await.unwrap();
@@ -207,4 +210,30 @@ async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
     assert!(status.success(), "exit status {status}");
     s.h.start_daemon().await;
     assert_eq!(destination_state(&s).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_copy_reads_answer_and_a_property_write_is_busy_at_once() {
+    let s = copy_setup().await;
+    let mut stream = MessageStream::from(&s.h.conn);
+    let destination = s.h.volume(&s.destination).await;
+    let source = s.source.clone();
+    let import =
+        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
+    let job = loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg, "PropertiesChanged") {
+            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        }
+    };
+    drop(stream);
+    let objects = common::oracle::managed_objects(&s.h.conn).await;
+    assert!(
+        objects.contains_key(job.as_str()),
+        "GetManagedObjects during the copy lists the job"
+    );
+    assert_error(s.h.volume(&s.destination).await.set_rw(false).await, "Busy");
+    s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
+    assert_error(import.await.unwrap(), "Cancelled");
+    assert!(s.h.volume(&s.destination).await.rw().await.unwrap());
 }

@@ -9,7 +9,6 @@
 //! through this table only (see notes/zbus6-and-polkit.md on locking).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use qubes_storage_engine::{ErrorKind, PoolInfo, PoolName, VolumeInfo, VolumeRef};
@@ -34,17 +33,11 @@ pub struct VolumeObject {
     published: Mutex<VolumeProps>,
     /// Serialises refreshes, so a later engine read is never overwritten by an earlier one.
     refresh: tokio::sync::Mutex<()>,
-    /// Method calls running on this volume.
-    busy: AtomicUsize,
-}
-
-/// Counts a method call as running on a volume while it lives.
-pub struct BusyGuard(Arc<VolumeObject>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// Held by a call for its whole engine work. Method calls wait for it; property
+    /// writes only try it: a write runs under zbus's object-tree read lock, and waiting
+    /// there (for the engine's lock of this vid) behind a copy that needs the tree's
+    /// write lock to publish its Job would deadlock.
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl VolumeObject {
@@ -52,13 +45,14 @@ impl VolumeObject {
         lock(&self.published)
     }
 
-    pub fn mark_busy(self: &Arc<Self>) -> BusyGuard {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        BusyGuard(Arc::clone(self))
+    /// Waits until no other call works on this volume (method calls).
+    pub async fn enter(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
     }
 
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst) > 0
+    /// Enters only if no other call works on this volume (property writes).
+    pub fn try_enter(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.gate.try_lock().ok()
     }
 }
 
@@ -158,7 +152,7 @@ impl Service {
             vol: vol.clone(),
             published: Mutex::new(VolumeProps::of(info)),
             refresh: tokio::sync::Mutex::new(()),
-            busy: AtomicUsize::new(0),
+            gate: tokio::sync::Mutex::new(()),
         });
         lock(&self.registry.volumes).insert(vol, Arc::clone(&object));
         let iface = VolumeIface::new(Arc::clone(self), Arc::clone(&object));

@@ -85,8 +85,8 @@ impl VolumeIface {
         self.svc
             .authorize(header, self.permission(action), options)
             .await?;
+        let _gate = self.obj.enter().await;
         let guard = self.svc.begin()?;
-        let _busy = self.obj.mark_busy();
         let vol = self.obj.vol.clone();
         tracing::info!(method, pool = %vol.pool, vid = %vol.vid, "call");
         let mut involved = vec![self.obj.path.clone()];
@@ -109,8 +109,8 @@ impl VolumeIface {
         })
     }
 
-    /// A property write: authorize, refuse while a call runs on the volume (the write
-    /// would wait for it while zbus holds its object tree lock), set, announce.
+    /// A property write: authorize, refuse (`Busy`) while a call works on the volume
+    /// (see `VolumeObject::try_enter`), set, announce.
     async fn set_property<F>(
         &self,
         name: &'static str,
@@ -126,13 +126,13 @@ impl VolumeIface {
         self.svc
             .authorize(&header, self.permission(Action::ManageVolumes), &no_options)
             .await?;
-        if self.obj.is_busy() {
+        let Some(_gate) = self.obj.try_enter() else {
             return Err(StorageError::Busy(format!(
                 "The {}: another call on this volume is running; set {name} when it has finished.",
                 self.obj.vol
             ))
             .into());
-        }
+        };
         let _guard = self.svc.begin()?;
         let vol = self.obj.vol.clone();
         tracing::info!(method = "Set", property = name, pool = %vol.pool, vid = %vol.vid, "call");
