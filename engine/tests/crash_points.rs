@@ -1,24 +1,27 @@
-//! Crash-point tests (issue 2): for every durable step k of start, stop/commit, revert,
-//! resize, import (import_data + import_data_end) and import_volume, the operation runs
-//! in a child process (`qsd-crash-runner`) that aborts right after step k
+//! Crash-point tests (issue 2): for every durable step k of an operation, the operation
+//! runs in a child process (`qsd-crash-runner`) that aborts right after step k
 //! (`QSD_CRASH_AFTER_STEP=k`, see `src/failpoint.rs`). Then the volume is recovered the
 //! way the daemon does it (a fresh `Engine::open` on the same state directory, then
 //! `stop` of every volume, R§5.4) and checked:
 //!
-//! * right after the crash, the committed image is exactly the old or exactly the new
-//!   state (whole-file comparison with a model of each state), every revision is one of
-//!   the allowed sets for "before" / "in between" / "after", a started session's dirty
-//!   image is intact, and the engine's started/dirty/size view matches the files;
+//! * right after the crash, every image is exactly the old or exactly the new state
+//!   (whole-file comparison with a model of each state), the revisions are one of the
+//!   allowed sets for "before" / "in between" / "after", a started session's dirty
+//!   image is intact, no temp file exists, and the engine's started/dirty/size view
+//!   matches the files;
 //! * after recovery the same holds, nothing is started any more, and no committed
 //!   data was lost (the old image is the clean image or a revision);
-//! * the interrupted operation can be completed (retried) and a further full session
-//!   (start, write, stop) works, commits the old image as a revision and leaves no temp
-//!   or import file.
+//! * the interrupted operation can be completed (retried) and a further full operation
+//!   (start, write, stop) works and leaves no temp or import file.
 //!
-//! Each state of the volume is an 8 MiB image that is zero except for a 64 KiB pattern
-//! at offsets 0 and 5 MiB, one pattern per state ("E" = empty, "A", "B", …), so a file
-//! is identified by its content alone. The runs happen on btrfs (reflinks) and on ext4
-//! with `setup_check = false` (the byte-copy fallback).
+//! Operations: start, stop (commit), revert, resize (halted), import (import_data +
+//! import_data_end) and import_volume of an origin volume; start and stop of an origin
+//! with snapshots disabled; start of a snapshot volume; create and remove. Each runs on
+//! btrfs (reflinks) and on ext4 with `setup_check = false` (the byte-copy fallback).
+//!
+//! Each state of a volume is an 8 MiB image that is zero except for a 64 KiB pattern at
+//! offsets 0 and 5 MiB, one pattern per state ("E" = empty, "A", "B", …), so a file is
+//! identified by its content alone.
 //!
 //! Needs root (loop mounts) and the `failpoints` feature (`cargo test --all-features`).
 
@@ -27,7 +30,7 @@
 mod common_fs;
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,7 +39,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use common_fs::{FsType, LoopFs};
 use qubes_storage_engine::layout::VolumePaths;
 use qubes_storage_engine::{
-    revision, Engine, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
+    revision, Engine, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef,
+    VolumeSpec,
 };
 
 const MIB: u64 = 1 << 20;
@@ -47,6 +51,8 @@ const PATTERN_OFFSETS: [u64; 2] = [0, 5 * MIB];
 const POOL: &str = "p";
 const VID: &str = "appvms/vm1/private";
 const SOURCE_VID: &str = "appvms/vm2/private";
+/// A snapshot (snap_on_start) volume of [`VID`].
+const SNAPSHOT_VID: &str = "appvms/vm3/root";
 const REVISIONS_TO_KEEP: i64 = 3;
 const SIGABRT: i32 = 6;
 
@@ -198,7 +204,7 @@ impl World {
     /// Temp files (`<final name>~XXXXXXXX`) of either volume.
     fn temps(&self) -> Vec<String> {
         let mut temps = Vec::new();
-        for vid in [VID, SOURCE_VID] {
+        for vid in [VID, SOURCE_VID, SNAPSHOT_VID] {
             let paths = self.paths(vid);
             let Ok(entries) = std::fs::read_dir(paths.dir()) else {
                 continue;
@@ -294,11 +300,21 @@ fn assert_clean_one_of(w: &World, allowed: &[&str], when: &str) -> String {
     clean
 }
 
-/// The engine's view (started, dirty, size) agrees with the files.
+/// The engine's view (started, dirty, size) of `vid` agrees with the files, and no
+/// temp file is left (a crash happens between durable steps, never inside one).
 #[track_caller]
-fn assert_engine_view_matches_files(w: &World, engine: &Engine, when: &str) {
-    let info = engine.volume_info(&vref(VID)).expect("volume_info");
-    let paths = w.paths(VID);
+fn assert_engine_view_matches_files(w: &World, engine: &Engine, vid: &str, when: &str) {
+    assert!(
+        w.temps().is_empty(),
+        "{when}: temp files left: {:?}",
+        w.temps()
+    );
+    let info = match engine.volume_info(&vref(vid)) {
+        Ok(info) => info,
+        Err(e) if e.kind() == ErrorKind::NotFound => return, // create/remove: not registered
+        Err(e) => panic!("{when}: volume_info: {e}"),
+    };
+    let paths = w.paths(vid);
     let dirty = paths.dirty().symlink_metadata().ok();
     assert_eq!(
         info.started,
@@ -307,32 +323,33 @@ fn assert_engine_view_matches_files(w: &World, engine: &Engine, when: &str) {
     );
     assert_eq!(
         info.is_dirty,
-        dirty.is_some(),
+        dirty.is_some() && info.config.save_on_stop,
         "{when}: is_dirty vs dirty image"
     );
-    let image = dirty
-        .or_else(|| paths.clean().symlink_metadata().ok())
-        .expect("an image exists");
-    assert_eq!(info.size, image.len(), "{when}: size vs image file");
-    assert!(
-        w.temps().is_empty(),
-        "{when}: temp files left: {:?}",
-        w.temps()
-    );
+    let image = dirty.or_else(|| paths.clean().symlink_metadata().ok());
+    let size = image.map_or(info.config.size, |m| m.len());
+    assert_eq!(info.size, size, "{when}: size vs image file");
 }
 
 // ---- the operations under test ----
 
-/// One operation: how to prepare it (on top of [`build_history`]), the runner's
+/// One operation: the history it starts from and how to prepare it, the runner's
 /// arguments, what the disk may hold right after a crash, what it must hold after the
-/// daemon-like recovery, and how a user completes the operation afterwards.
+/// daemon-like recovery, how a user completes the operation afterwards and which
+/// further operation must then work.
 struct Case {
     name: &'static str,
+    /// The volume the operation works on.
+    vid: &'static str,
+    /// The committed state before the operation.
+    history: fn(&World, &Engine),
     prepare: fn(&World, &Engine),
     args: fn(&World) -> Vec<String>,
     check_crashed: fn(&World),
     check_recovered: fn(&World),
     complete: fn(&World, &Engine),
+    /// A further full operation after the completion.
+    further: fn(&World, &Engine),
 }
 
 fn nothing(_: &World, _: &Engine) {}
@@ -340,6 +357,8 @@ fn nothing(_: &World, _: &Engine) {}
 fn start_case() -> Case {
     Case {
         name: "start",
+        vid: VID,
+        history: build_history,
         prepare: nothing,
         args: |_| vec!["start".into()],
         check_crashed: |w| {
@@ -361,12 +380,15 @@ fn start_case() -> Case {
             );
         },
         complete: nothing,
+        further: further_session_works,
     }
 }
 
 fn stop_case() -> Case {
     Case {
         name: "stop",
+        vid: VID,
+        history: build_history,
         prepare: |w, engine| {
             let dirty = engine.start(&vref(VID), &ctx()).expect("start");
             write_state(&dirty, 'D');
@@ -413,12 +435,15 @@ fn stop_case() -> Case {
             );
         },
         complete: nothing,
+        further: further_session_works,
     }
 }
 
 fn revert_case() -> Case {
     Case {
         name: "revert",
+        vid: VID,
+        history: build_history,
         prepare: nothing,
         args: |_| vec!["revert".into(), "2".into()],
         check_crashed: check_revert_state,
@@ -440,6 +465,7 @@ fn revert_case() -> Case {
                 "the pre-revert state is kept: {revisions:?}"
             );
         },
+        further: further_session_works,
     }
 }
 
@@ -476,6 +502,8 @@ fn check_revert_state(w: &World) {
 fn resize_case() -> Case {
     Case {
         name: "resize",
+        vid: VID,
+        history: build_history,
         prepare: nothing,
         args: |_| vec!["resize".into(), RESIZED.to_string()],
         check_crashed: check_resize_state,
@@ -492,6 +520,7 @@ fn resize_case() -> Case {
                 "size and persisted nominal size"
             );
         },
+        further: further_session_works,
     }
 }
 
@@ -514,6 +543,8 @@ fn check_resize_state(w: &World) {
 fn import_case() -> Case {
     Case {
         name: "import",
+        vid: VID,
+        history: build_history,
         prepare: |w, _| {
             std::fs::write(w.run_dir.join("g.img"), model('G', IMAGE_SIZE).as_slice()).unwrap()
         },
@@ -538,6 +569,7 @@ fn import_case() -> Case {
             }
             assert_eq!(w.clean(), some("G"));
         },
+        further: further_session_works,
     }
 }
 
@@ -545,6 +577,8 @@ fn import_case() -> Case {
 fn import_volume_case() -> Case {
     Case {
         name: "import-volume",
+        vid: VID,
+        history: build_history,
         prepare: |_, engine| {
             create_origin(engine, SOURCE_VID);
             session(engine, SOURCE_VID, 'H');
@@ -565,6 +599,7 @@ fn import_volume_case() -> Case {
                 "the source is untouched"
             );
         },
+        further: further_session_works,
     }
 }
 
@@ -608,14 +643,301 @@ fn check_import_state(w: &World, new: &str) {
     }
 }
 
+// ---- other volume kinds ----
+
+fn origin_spec(revisions_to_keep: Option<RevisionsToKeep>) -> VolumeSpec {
+    VolumeSpec {
+        size: IMAGE_SIZE,
+        rw: true,
+        save_on_stop: true,
+        revisions_to_keep,
+        ..Default::default()
+    }
+}
+
+/// Snapshots disabled (revisions_to_keep −1): clean = A, no revision, no precache.
+fn build_snapshots_disabled_history(w: &World, engine: &Engine) {
+    create_pool(w, engine);
+    let spec = origin_spec(Some(RevisionsToKeep::DISABLED));
+    engine
+        .create_volume(&vref(VID), spec, &ctx())
+        .expect("create volume");
+    session(engine, VID, 'A');
+    assert_eq!((w.clean(), w.precache()), (some("A"), None));
+    assert!(w.revisions().is_empty());
+}
+
+/// [`build_history`] plus a snapshot volume of it, halted.
+fn build_snapshot_history(w: &World, engine: &Engine) {
+    build_history(w, engine);
+    let spec = VolumeSpec {
+        size: IMAGE_SIZE,
+        rw: true,
+        snap_on_start: true,
+        source: Some(Vid::parse(VID).unwrap()),
+        ..Default::default()
+    };
+    let snapshot = vref(SNAPSHOT_VID);
+    engine
+        .create_volume(&snapshot, spec, &ctx())
+        .expect("create snapshot volume");
+}
+
+/// (clean, dirty) of the volume with snapshots disabled is one of `allowed`.
+#[track_caller]
+fn assert_images_one_of(w: &World, allowed: &[(Option<&str>, Option<&str>)], when: &str) {
+    let images = (w.clean(), w.dirty());
+    let found = allowed
+        .iter()
+        .any(|(c, d)| images == (c.map(str::to_owned), d.map(str::to_owned)));
+    assert!(
+        found,
+        "{when}: (clean, dirty) = {images:?}, expected one of {allowed:?}"
+    );
+    assert!(
+        w.revisions().is_empty() && w.precache().is_none(),
+        "{when}: no revision, no precache"
+    );
+}
+
+fn snapshots_disabled_start_case() -> Case {
+    Case {
+        name: "start-snapshots-disabled",
+        vid: VID,
+        history: build_snapshots_disabled_history,
+        prepare: nothing,
+        args: |_| vec!["start".into()],
+        check_crashed: |w| {
+            assert_images_one_of(w, &[(Some("A"), None), (None, Some("A"))], "crash")
+        },
+        check_recovered: |w| assert_images_one_of(w, &[(Some("A"), None)], "recovery"),
+        complete: nothing,
+        further: further_session_without_revisions,
+    }
+}
+
+fn snapshots_disabled_stop_case() -> Case {
+    Case {
+        name: "stop-snapshots-disabled",
+        vid: VID,
+        history: build_snapshots_disabled_history,
+        prepare: |w, engine| {
+            let dirty = engine.start(&vref(VID), &ctx()).expect("start");
+            write_state(&dirty, 'D');
+            assert_eq!((w.clean(), w.dirty()), (None, some("D")));
+        },
+        args: |_| vec!["stop".into()],
+        check_crashed: |w| {
+            assert_images_one_of(w, &[(None, Some("D")), (Some("D"), None)], "crash")
+        },
+        check_recovered: |w| assert_images_one_of(w, &[(Some("D"), None)], "recovery"),
+        complete: nothing,
+        further: further_session_without_revisions,
+    }
+}
+
+/// Start, write F, stop on a volume with snapshots disabled: F is committed in place.
+fn further_session_without_revisions(w: &World, engine: &Engine) {
+    let before = w.clean().expect("clean image before the further session");
+    let dirty = engine.start(&vref(VID), &ctx()).expect("further start");
+    assert_eq!(
+        w.dirty(),
+        Some(before),
+        "the VM writes into the committed image"
+    );
+    write_state(&dirty, 'F');
+    engine.stop(&vref(VID), &ctx()).expect("further stop");
+    assert_images_one_of(w, &[(Some("F"), None)], "further session");
+}
+
+fn snapshot_start_case() -> Case {
+    Case {
+        name: "start-snapshot",
+        vid: SNAPSHOT_VID,
+        history: build_snapshot_history,
+        prepare: nothing,
+        args: |_| vec!["start".into()],
+        check_crashed: |w| {
+            let paths = w.paths(SNAPSHOT_VID);
+            let dirty = state_of(&paths.dirty());
+            assert!(
+                [None, some("C")].contains(&dirty),
+                "snapshot dirty {dirty:?}"
+            );
+            if let Ok(own) = paths.clean().metadata() {
+                let source = w.paths(VID).clean().metadata().unwrap();
+                assert_eq!(
+                    (own.dev(), own.ino()),
+                    (source.dev(), source.ino()),
+                    "the hardlink"
+                );
+            }
+            assert_source_untouched(w);
+        },
+        check_recovered: |w| {
+            let paths = w.paths(SNAPSHOT_VID);
+            assert!(
+                !paths.dirty().exists() && !paths.clean().exists(),
+                "the recovery stop clears the snapshot"
+            );
+            assert_source_untouched(w);
+        },
+        complete: nothing,
+        further: |w, engine| {
+            let snapshot = vref(SNAPSHOT_VID);
+            let dirty = engine
+                .start(&snapshot, &ctx())
+                .expect("further start of the snapshot");
+            assert_eq!(
+                state_of(&dirty),
+                some("C"),
+                "the snapshot starts from the source"
+            );
+            write_state(&dirty, 'F');
+            engine
+                .stop(&snapshot, &ctx())
+                .expect("further stop of the snapshot");
+            assert!(!dirty.exists() && !w.paths(SNAPSHOT_VID).clean().exists());
+            assert_source_untouched(w);
+        },
+    }
+}
+
+/// The snapshot's source keeps its committed state.
+#[track_caller]
+fn assert_source_untouched(w: &World) {
+    assert_eq!(
+        (w.clean(), w.dirty()),
+        (some("C"), None),
+        "the source's images"
+    );
+    assert_eq!(w.revisions(), ["1E", "2A", "3B"], "the source's revisions");
+}
+
+fn is_registered(w: &World) -> bool {
+    match w.engine().volume_info(&vref(VID)) {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => panic!("volume_info: {e}"),
+    }
+}
+
+fn create_case() -> Case {
+    Case {
+        name: "create",
+        vid: VID,
+        history: create_pool,
+        prepare: nothing,
+        args: |_| vec!["create".into(), IMAGE_SIZE.to_string()],
+        check_crashed: check_create_state,
+        check_recovered: check_create_state,
+        complete: |w, engine| {
+            if !is_registered(w) {
+                create_after_a_crash(w, engine);
+            }
+            assert_eq!(w.clean(), some("E"), "a created volume is empty");
+        },
+        further: further_session_works,
+    }
+}
+
+fn check_create_state(w: &World) {
+    let (clean, precache) = (w.clean(), w.precache());
+    if is_registered(w) {
+        assert_eq!(
+            (clean, precache),
+            (some("E"), some("E")),
+            "a registered volume is complete"
+        );
+    } else {
+        assert!([None, some("E")].contains(&clean), "clean {clean:?}");
+        assert!(
+            [None, some("E")].contains(&precache),
+            "precache {precache:?}"
+        );
+    }
+    assert!(w.revisions().is_empty());
+}
+
+/// A retried create refuses leftover files (AlreadyExists) unless told to adopt them.
+fn create_after_a_crash(w: &World, engine: &Engine) {
+    let leftovers = w.clean().is_some() || w.precache().is_some();
+    match engine.create_volume(&vref(VID), origin_spec(None), &ctx()) {
+        Ok(_) => assert!(!leftovers, "create succeeded over leftover files"),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && leftovers => {
+            let spec = VolumeSpec {
+                adopt: true,
+                ..origin_spec(None)
+            };
+            engine
+                .create_volume(&vref(VID), spec, &ctx())
+                .expect("create with adopt");
+        }
+        Err(e) => panic!("create after a crash: {e}"),
+    }
+}
+
+fn remove_case() -> Case {
+    Case {
+        name: "remove",
+        vid: VID,
+        history: build_history,
+        prepare: nothing,
+        args: |_| vec!["remove".into()],
+        check_crashed: check_remove_state,
+        check_recovered: check_remove_state,
+        complete: |w, engine| {
+            if !is_registered(w) && w.paths(VID).dir().exists() {
+                create_after_a_crash(w, engine);
+            }
+            if is_registered(w) {
+                engine
+                    .remove_volume(&vref(VID), &ctx())
+                    .expect("retry remove");
+            }
+            assert!(!w.paths(VID).dir().exists(), "the VM directory is gone");
+        },
+        further: |w, engine| {
+            create_origin(engine, VID);
+            assert_eq!(w.clean(), some("E"), "a re-created volume is empty");
+            further_session_works(w, engine);
+            assert_eq!(
+                w.revisions(),
+                ["1E"],
+                "no revision of the removed volume leaks"
+            );
+        },
+    }
+}
+
+fn check_remove_state(w: &World) {
+    let (clean, precache) = (w.clean(), w.precache());
+    if is_registered(w) {
+        assert_eq!(
+            (clean, precache),
+            (some("C"), some("C")),
+            "a registered volume is intact"
+        );
+        assert_eq!(w.revisions(), ["1E", "2A", "3B"]);
+    } else {
+        assert!([None, some("C")].contains(&clean), "clean {clean:?}");
+        assert!(
+            [None, some("C")].contains(&precache),
+            "precache {precache:?}"
+        );
+        let allowed: &[&[&str]] = &[&["1E", "2A", "3B"], &["2A", "3B"], &["3B"], &[]];
+        assert_revisions_one_of(w, allowed, "remove removes the oldest revision first");
+    }
+}
+
 // ---- the driver ----
 
-fn run_runner(w: &World, args: &[String], crash_after: Option<u64>) -> Output {
+fn run_runner(w: &World, vid: &str, args: &[String], crash_after: Option<u64>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qsd-crash-runner"));
     command
         .arg(&w.state_dir)
         .arg(POOL)
-        .arg(VID)
+        .arg(vid)
         .args(args)
         .env_remove("QSD_CRASH_AFTER_STEP");
     if let Some(k) = crash_after {
@@ -678,7 +1000,7 @@ fn further_session_works(w: &World, engine: &Engine) {
 fn prepared_world(fs: &LoopFs, case: &Case, tag: &str) -> World {
     let w = World::new(fs, &format!("{}-{tag}", case.name));
     let engine = w.engine();
-    build_history(&w, &engine);
+    (case.history)(&w, &engine);
     (case.prepare)(&w, &engine);
     w
 }
@@ -686,25 +1008,30 @@ fn prepared_world(fs: &LoopFs, case: &Case, tag: &str) -> World {
 /// Checks after the runner ended (crashed or not), then recovery and completion.
 fn check_and_recover(w: &World, case: &Case, when: &str) {
     let engine = w.engine();
-    assert_engine_view_matches_files(w, &engine, when);
+    assert_engine_view_matches_files(w, &engine, case.vid, when);
     (case.check_crashed)(w);
     recover_like_the_daemon(&engine);
-    assert_engine_view_matches_files(w, &engine, when);
-    assert_eq!(
-        w.dirty(),
-        None,
+    assert_engine_view_matches_files(w, &engine, case.vid, when);
+    let dirty = w.paths(case.vid).dirty();
+    assert!(
+        !dirty.exists(),
         "{when}: nothing is started after the recovery"
     );
     (case.check_recovered)(w);
     (case.complete)(w, &engine);
-    further_session_works(w, &engine);
+    (case.further)(w, &engine);
+    assert!(
+        w.temps().is_empty(),
+        "{when}: temp files left: {:?}",
+        w.temps()
+    );
 }
 
 /// Run `case` once without a crash to count its steps, then crash it after each step.
 fn crash_after_every_step(fs_type: FsType, case: Case) {
     let fs = LoopFs::new(fs_type, 512 * MIB);
     let w = prepared_world(&fs, &case, "full");
-    let output = run_runner(&w, &(case.args)(&w), None);
+    let output = run_runner(&w, case.vid, &(case.args)(&w), None);
     assert!(
         output.status.success(),
         "{} without crash failed: {}",
@@ -719,7 +1046,7 @@ fn crash_after_every_step(fs_type: FsType, case: Case) {
     let mut step_names = Vec::new();
     for k in 1..=steps {
         let w = prepared_world(&fs, &case, &k.to_string());
-        let output = run_runner(&w, &(case.args)(&w), Some(k));
+        let output = run_runner(&w, case.vid, &(case.args)(&w), Some(k));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
             output.status.signal(),
@@ -801,4 +1128,54 @@ fn ext4_import_crash_leaves_old_or_imported_image() {
 #[test]
 fn ext4_import_volume_crash_leaves_old_or_cloned_image() {
     crash_after_every_step(FsType::Ext4, import_volume_case());
+}
+
+#[test]
+fn btrfs_start_snapshots_disabled_crash_leaves_one_image() {
+    crash_after_every_step(FsType::Btrfs, snapshots_disabled_start_case());
+}
+
+#[test]
+fn btrfs_stop_snapshots_disabled_crash_leaves_one_image() {
+    crash_after_every_step(FsType::Btrfs, snapshots_disabled_stop_case());
+}
+
+#[test]
+fn btrfs_start_snapshot_crash_leaves_the_source_intact() {
+    crash_after_every_step(FsType::Btrfs, snapshot_start_case());
+}
+
+#[test]
+fn btrfs_create_crash_leaves_nothing_or_an_empty_volume() {
+    crash_after_every_step(FsType::Btrfs, create_case());
+}
+
+#[test]
+fn btrfs_remove_crash_leaves_no_mixed_files() {
+    crash_after_every_step(FsType::Btrfs, remove_case());
+}
+
+#[test]
+fn ext4_start_snapshots_disabled_crash_leaves_one_image() {
+    crash_after_every_step(FsType::Ext4, snapshots_disabled_start_case());
+}
+
+#[test]
+fn ext4_stop_snapshots_disabled_crash_leaves_one_image() {
+    crash_after_every_step(FsType::Ext4, snapshots_disabled_stop_case());
+}
+
+#[test]
+fn ext4_start_snapshot_crash_leaves_the_source_intact() {
+    crash_after_every_step(FsType::Ext4, snapshot_start_case());
+}
+
+#[test]
+fn ext4_create_crash_leaves_nothing_or_an_empty_volume() {
+    crash_after_every_step(FsType::Ext4, create_case());
+}
+
+#[test]
+fn ext4_remove_crash_leaves_no_mixed_files() {
+    crash_after_every_step(FsType::Ext4, remove_case());
 }

@@ -15,6 +15,8 @@
 //! | `resize <bytes>`                 | `resize` (shrinking allowed)                         |
 //! | `import <content file>`          | `import_data(size)`, write the file, fdatasync, `import_data_end(true)` |
 //! | `import-volume <pool> <vid>`     | `import_volume` from that volume                     |
+//! | `create <bytes>`                 | `create_volume` of an origin (save_on_stop, rw)      |
+//! | `remove`                         | `remove_volume`                                      |
 //!
 //! Output: one line `steps=<n>` on stdout (the durable steps the operation completed),
 //! exit status 0 on success, 1 with the error on stderr on failure, 2 on bad usage. A
@@ -25,7 +27,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use qubes_storage_engine::{failpoint, Engine, EngineError, OpCtx, PoolName, Vid, VolumeRef};
+use qubes_storage_engine::{
+    failpoint, Engine, EngineError, OpCtx, PoolName, Vid, VolumeRef, VolumeSpec,
+};
 
 /// One parsed command line.
 struct Invocation {
@@ -41,10 +45,13 @@ enum Operation {
     Resize(u64),
     Import(PathBuf),
     ImportVolume(VolumeRef),
+    CreateOrigin(u64),
+    Remove,
 }
 
 const USAGE: &str = "usage: qsd-crash-runner <state dir> <pool> <vid> \
-    start | stop | revert [id] | resize <bytes> | import <content file> | import-volume <pool> <vid>";
+    start | stop | revert [id] | resize <bytes> | import <content file> | import-volume <pool> <vid> \
+    | create <bytes> | remove";
 
 fn volume_ref(pool: &str, vid: &str) -> Result<VolumeRef, String> {
     let pool = PoolName::parse(pool).map_err(|e| format!("bad pool name {pool:?}: {e}"))?;
@@ -66,6 +73,8 @@ fn parse_operation(args: &[String]) -> Result<Operation, String> {
         ["resize", size] => Ok(Operation::Resize(number(size)?)),
         ["import", file] => Ok(Operation::Import(PathBuf::from(file))),
         ["import-volume", pool, vid] => Ok(Operation::ImportVolume(volume_ref(pool, vid)?)),
+        ["create", size] => Ok(Operation::CreateOrigin(number(size)?)),
+        ["remove"] => Ok(Operation::Remove),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -104,18 +113,34 @@ fn import(
         .map_err(|e| e.to_string())
 }
 
+fn origin_spec(size: u64) -> VolumeSpec {
+    VolumeSpec {
+        size,
+        rw: true,
+        save_on_stop: true,
+        ..Default::default()
+    }
+}
+
+fn engine_result<T>(result: Result<T, EngineError>) -> Result<(), String> {
+    result.map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn run(invocation: &Invocation) -> Result<(), String> {
     let engine = Engine::open(&invocation.state_dir).map_err(|e| e.to_string())?;
     let vol = &invocation.volume;
     let ctx = OpCtx::quiet("crash-runner");
-    let engine_result = |r: Result<_, EngineError>| r.map(|_| ()).map_err(|e| e.to_string());
     match &invocation.operation {
-        Operation::Start => engine_result(engine.start(vol, &ctx).map(|_| ())),
+        Operation::Start => engine_result(engine.start(vol, &ctx)),
         Operation::Stop => engine_result(engine.stop(vol, &ctx)),
         Operation::Revert(id) => engine_result(engine.revert(vol, *id, &ctx)),
         Operation::Resize(size) => engine_result(engine.resize(vol, *size, true, &ctx)),
         Operation::Import(content) => import(&engine, vol, content, &ctx),
         Operation::ImportVolume(source) => engine_result(engine.import_volume(vol, source, &ctx)),
+        Operation::CreateOrigin(size) => {
+            engine_result(engine.create_volume(vol, origin_spec(*size), &ctx))
+        }
+        Operation::Remove => engine_result(engine.remove_volume(vol, &ctx)),
     }
 }
 
