@@ -69,9 +69,10 @@ impl JobState {
         self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Done / total; a copy of no data bytes (all holes) has nothing left to do.
     fn fraction(&self, done: u64) -> f64 {
         if self.total == 0 {
-            0.0
+            1.0
         } else {
             (done as f64 / self.total as f64).min(1.0)
         }
