@@ -355,3 +355,47 @@ impl JobIface {
         message: &str,
     ) -> zbus::Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(total: u64) -> JobState {
+        JobState {
+            path: path::job_path(1),
+            operation: "ImportVolume".to_owned(),
+            objects: Vec::new(),
+            total,
+            started: Instant::now(),
+            start_time_us: micros_since_epoch(),
+            started_by: 0,
+            cancel: CancelToken::new(),
+            published: Mutex::new(Progress::default()),
+        }
+    }
+
+    #[test]
+    fn progress_is_the_done_fraction_capped_at_one() {
+        let job = state(200);
+        assert_eq!(job.fraction(50), 0.25);
+        assert_eq!(job.fraction(400), 1.0);
+        assert_eq!(state(0).fraction(0), 1.0);
+    }
+
+    #[test]
+    fn publishing_announces_done_progress_and_rate_once_per_change() {
+        let job = state(100);
+        let changed = job.publish(10);
+        let names: Vec<_> = changed.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec!["BytesDone", "Progress", "Rate"]);
+        assert_eq!(changed[0].1, OwnedVariant::from(10u64));
+        assert_eq!(job.progress().done, 10);
+    }
+
+    #[test]
+    fn completion_message_says_why_a_copy_ended() {
+        assert_eq!(completion_message(true, false), "");
+        assert!(completion_message(false, true).contains("cancelled"));
+        assert!(completion_message(false, false).contains("failed"));
+    }
+}
