@@ -237,3 +237,39 @@ async fn during_a_copy_reads_answer_and_a_property_write_is_busy_at_once() {
     assert_error(import.await.unwrap(), "Cancelled");
     assert!(s.h.volume(&s.destination).await.rw().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_starter_or_root_may_cancel_a_job() {
+    let s = copy_setup().await;
+    let mut stream = MessageStream::from(&s.h.conn);
+    let destination = s.h.volume(&s.destination).await;
+    let source = s.source.clone();
+    let import =
+        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
+    let job = loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg, "PropertiesChanged") {
+            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        }
+    };
+    drop(stream);
+    let args = [
+        "--object-path",
+        job.as_str(),
+        "--method",
+        "org.qubes.Storage.Job.Cancel",
+        "@a{sv} {}",
+    ];
+    let refused = common::gdbus_as_nobody(&s.h.bus, &args).await;
+    s.h.job(&job)
+        .await
+        .cancel(opts())
+        .await
+        .expect("root may cancel");
+    let err = refused.expect_err("nobody cancelled root's job");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied"),
+        "{err}"
+    );
+    assert_error(import.await.unwrap(), "Cancelled");
+}
