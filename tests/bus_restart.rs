@@ -84,3 +84,22 @@ async fn sigterm_exits_cleanly_and_releases_the_name() {
     assert!(!dbus.name_has_owner(name).await.unwrap());
     assert!(h.log().contains("stopped"), "{}", h.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_bus_flag_the_system_bus_address_from_the_environment_is_served() {
+    let bus = common::TestBus::start();
+    let conn = bus.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = common::Daemon::start_with(
+        &bus,
+        &conn,
+        &dir.path().join("state"),
+        &log,
+        common::BusArg::SystemBusEnv,
+    )
+    .await;
+    let manager = common::ManagerProxy::new(&conn).await.unwrap();
+    assert!(manager.list_pools(opts()).await.unwrap().is_empty());
+    assert!(daemon.terminate().success());
+}

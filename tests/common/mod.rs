@@ -423,18 +423,39 @@ pub struct Daemon {
     child: Child,
 }
 
+/// How the service finds the test bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusArg {
+    /// `--bus-address ADDRESS`.
+    Flag,
+    /// `DBUS_SYSTEM_BUS_ADDRESS` in the environment, no flag: the system-bus default.
+    SystemBusEnv,
+}
+
 impl Daemon {
     pub async fn start(bus: &TestBus, conn: &Connection, state_dir: &Path, log: &Path) -> Daemon {
+        Daemon::start_with(bus, conn, state_dir, log, BusArg::Flag).await
+    }
+
+    pub async fn start_with(
+        bus: &TestBus,
+        conn: &Connection,
+        state_dir: &Path,
+        log: &Path,
+        bus_arg: BusArg,
+    ) -> Daemon {
         let log_file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .expect("daemon log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qubes-storaged"))
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--bus-address")
-            .arg(bus.address())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qubes-storaged"));
+        command.arg("--state-dir").arg(state_dir);
+        match bus_arg {
+            BusArg::Flag => command.arg("--bus-address").arg(bus.address()),
+            BusArg::SystemBusEnv => command.env("DBUS_SYSTEM_BUS_ADDRESS", bus.address()),
+        };
+        let mut child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
