@@ -723,3 +723,16 @@ async fn unknown_method_option_is_invalid_argument_naming_the_key() {
         "a refused call changed something"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_volume_into_a_full_pool_is_no_space_and_changes_nothing() {
+    let (mut h, _, path) = with_origin().await;
+    let big = h.volume(&path).await;
+    import(&big, &data(6, 24 * MIB as usize)).await;
+    let tiny = h.pool_on("tiny", FsType::Ext4, 16 * MIB).await;
+    let full = h.origin_volume(&tiny, "appvms/full/private", MIB).await;
+    let v = h.volume(&full).await;
+    let before = (v.revisions().await.unwrap(), exported(&v).await);
+    assert_error(v.import_volume(&path.as_ref(), opts()).await, "NoSpace");
+    assert_eq!((v.revisions().await.unwrap(), exported(&v).await), before);
+}
