@@ -142,3 +142,20 @@ async fn without_polkit_only_root_may_change_anything() {
         .await
         .expect("root may");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn property_writes_never_prompt_even_when_the_caller_allows_it() {
+    let (h, volume) = with_volume(true).await;
+    let args = [
+        "--interactive",
+        "--object-path",
+        volume.as_str(),
+        "--method",
+        "org.freedesktop.DBus.Properties.Set",
+        "org.qubes.Storage.Volume",
+        "Rw",
+        "<false>",
+    ];
+    let err = gdbus_as_nobody(&h.bus, &args).await.unwrap_err();
+    assert!(err.contains(INTERACTION_REQUIRED), "{err}");
+}

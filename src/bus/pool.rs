@@ -54,13 +54,14 @@ impl PoolIface {
     {
         let header =
             header.ok_or_else(|| StorageError::failed("A property write without a message."))?;
-        let no_options = Options::parse(RawOptions::new(), &[])?;
         let permission = Permission {
             action: Action::ManagePools,
             pool: Some(self.obj.name.as_str()),
             vid: None,
         };
-        self.svc.authorize(&header, permission, &no_options).await?;
+        self.svc
+            .authorize_property_write(&header, permission)
+            .await?;
         let _guard = self.svc.begin()?;
         let pool = self.obj.name.clone();
         tracing::info!(method = "Set", property = name, pool = %pool, "call");

@@ -95,6 +95,19 @@ impl Service {
         .await
     }
 
+    /// The authorization check of a property write, never interactive: zbus runs a
+    /// setter under its object-tree read lock, so an authentication dialog open for it
+    /// would hold up every object added or removed meanwhile (and, behind that waiting
+    /// writer, every other call). A caller that needs to authenticate does so through a
+    /// method (polkit's `auth_admin_keep` then covers the write).
+    pub async fn authorize_property_write(
+        &self,
+        header: &Header<'_>,
+        permission: Permission<'_>,
+    ) -> Result<(), BoxDBusError> {
+        authz::authorize(&self.auth, header, permission, true).await
+    }
+
     /// Registers a mutating call as running (refused while shutting down).
     pub fn begin(&self) -> Result<OpGuard, StorageError> {
         self.inflight.begin()

@@ -122,9 +122,8 @@ impl VolumeIface {
     {
         let header =
             header.ok_or_else(|| StorageError::failed("A property write without a message."))?;
-        let no_options = Options::parse(RawOptions::new(), &[])?;
         self.svc
-            .authorize(&header, self.permission(Action::ManageVolumes), &no_options)
+            .authorize_property_write(&header, self.permission(Action::ManageVolumes))
             .await?;
         let Some(_gate) = self.obj.try_enter() else {
             return Err(StorageError::Busy(format!(
