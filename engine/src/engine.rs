@@ -352,15 +352,8 @@ impl Engine {
         };
         let v = Volume::new(&pool_config.dir_path, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
-        let leftovers = v.existing_images().map_err(|e| e.on(vol))?;
         if !spec.adopt {
-            if let Some(first) = leftovers.first() {
-                return Err(EngineError::already_exists(format!(
-                    "files of this volume already exist ({}); pass adopt=true to register them, or remove them",
-                    first.display()
-                ))
-                .on(vol));
-            }
+            Self::clear_leftovers(vol, &v, ctx)?;
             v.create(ctx).map_err(|e| e.on(vol))?;
         }
         let registered = self.update_pool(&vol.pool, |r| {
@@ -381,6 +374,25 @@ impl Engine {
         self.volume_info(vol)
     }
 
+    /// Files of an unregistered vid: data-free ones (what a create interrupted by a
+    /// crash leaves) are removed; anything holding data makes this `AlreadyExists` —
+    /// CreateVolume never deletes what a user wrote.
+    fn clear_leftovers(vol: &VolumeRef, v: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
+        let leftovers = v.existing_images().map_err(|e| e.on(vol))?;
+        let Some(first) = leftovers.first() else {
+            return Ok(());
+        };
+        if holds_no_data(&leftovers, v) {
+            info!(pool = %vol.pool, vid = %vol.vid, "removing data-free leftovers of an unregistered volume");
+            return v.remove_all_images(ctx).map_err(|e| e.on(vol));
+        }
+        Err(EngineError::already_exists(format!(
+            "files of this volume already exist ({}); pass adopt=true to register them, or remove them",
+            first.display()
+        ))
+        .on(vol))
+    }
+
     /// `Busy` while started or while another volume snapshots it (R§3.6).
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         let _span = Self::span(vol, ctx).entered();
@@ -393,22 +405,28 @@ impl Engine {
         if v.is_started() {
             return Err(EngineError::busy("cannot remove a started volume").on(vol));
         }
+        // Files first, then the registration: a crash in between leaves a registered
+        // volume with some files gone, and Remove can simply be called again.
+        let pools = self.read();
+        let record = pools
+            .get(&vol.pool)
+            .ok_or_else(|| pool_not_found(&vol.pool))?;
+        if let Some(user) = record
+            .volumes
+            .values()
+            .find(|c| c.source.as_ref() == Some(&vol.vid))
+        {
+            return Err(
+                EngineError::busy(format!("volume {} uses it as its source", user.vid)).on(vol),
+            );
+        }
+        drop(pools);
+        v.remove(ctx).map_err(|e| e.on(vol))?;
         self.update_pool(&vol.pool, |r| {
-            if let Some(user) = r
-                .volumes
-                .values()
-                .find(|c| c.source.as_ref() == Some(&vol.vid))
-            {
-                return Err(EngineError::busy(format!(
-                    "volume {} uses it as its source",
-                    user.vid
-                )));
-            }
             r.volumes.remove(&vol.vid);
             Ok(())
         })
         .map_err(|e| e.on(vol))?;
-        v.remove(ctx).map_err(|e| e.on(vol))?;
         info!(pool = %vol.pool, vid = %vol.vid, "volume removed");
         Ok(())
     }
@@ -542,6 +560,16 @@ impl Engine {
             v.import_volume(&src, ctx)
         })
     }
+}
+
+/// Leftover images hold nothing a user wrote: no revision among them, and none has an
+/// allocated block (a freshly created image is all hole).
+fn holds_no_data(leftovers: &[PathBuf], v: &Volume<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let images = [v.paths.clean(), v.paths.dirty(), v.paths.precache()];
+    leftovers
+        .iter()
+        .all(|p| images.contains(p) && std::fs::symlink_metadata(p).is_ok_and(|m| m.blocks() == 0))
 }
 
 /// R§1.3: `ephemeral = true` only for volatile-type volumes (not snap_on_start, not

@@ -89,6 +89,15 @@ impl EngineError {
         )
     }
 
+    /// The same failure told from the caller's side: `reason` replaces the inner
+    /// phrase ("cannot copy a to a" → "cannot resize to N bytes"), kind and OS error stay.
+    pub fn with_reason(err: EngineError, reason: impl Into<String>) -> Self {
+        EngineError {
+            reason: reason.into(),
+            ..err
+        }
+    }
+
     /// Names the object the error is about ("volume appvms/work/private in pool p"),
     /// unless an inner layer already did.
     pub fn on(mut self, object: impl fmt::Display) -> Self {

@@ -349,13 +349,16 @@ impl<'a> Volume<'a> {
         ) && old != size
         {
             // A new inode: revisions and readers of the exported image are untouched.
+            // The precache stays until the new image exists (a crash in between leaves
+            // a precache whose size and mtime no longer match: start discards it).
             let clean = self.paths.clean();
-            durable::remove(&self.paths.precache())?;
             let opts = CopyOptions {
                 dst_size: Some(size),
                 copy_mtime: false,
             };
-            copy::copy_path(&clean, &clean, opts, ctx)?;
+            copy::copy_path(&clean, &clean, opts, ctx).map_err(|e| {
+                EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
+            })?;
             self.refresh_precache(ctx);
         }
         self.config.size = size;
