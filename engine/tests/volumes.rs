@@ -871,6 +871,22 @@ fn create_refuses_existing_files_and_adopt_registers_them(t: FsType) {
         vec![5],
         "ids continue from the existing ones"
     );
+    // Leftovers that hold no data (a create interrupted by a crash) are not in the way.
+    fs::create_dir(f.path("appvms/crashed")).unwrap();
+    let leftover = File::create(f.path("appvms/crashed/private.img")).unwrap();
+    leftover.set_len(MIB).unwrap();
+    let crashed = f.vref("appvms/crashed/private");
+    let spec = VolumeSpec {
+        size: 2 * MIB,
+        rw: true,
+        save_on_stop: true,
+        ..Default::default()
+    };
+    let info = f
+        .engine
+        .create_volume(&crashed, spec, &OpCtx::quiet("CreateVolume"))
+        .unwrap();
+    assert_eq!(info.size, 2 * MIB);
 }
 
 fn symlinked_vm_directory_is_refused(t: FsType) {
