@@ -16,8 +16,9 @@ Usage: qubes-storaged [--state-dir DIR] [--bus-address ADDRESS]
 Serves org.qubes.Storage on the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured).
 
 Options:
-  --state-dir DIR         where pool and volume configuration is kept
-                          (default /var/lib/qubes-storaged)
+  --state-dir DIR         where pool and volume configuration is kept (default: the
+                          first entry of $STATE_DIRECTORY, which systemd's
+                          StateDirectory= sets, else /var/lib/qubes-storaged)
   --bus-address ADDRESS   serve on this bus instead of the system bus
   -h, --help              print this help
   -V, --version           print the version";
@@ -28,9 +29,19 @@ enum Command {
     Version,
 }
 
+/// systemd passes StateDirectory= as `$STATE_DIRECTORY` (colon-separated when several),
+/// so the unit and the daemon can never disagree on it.
+fn default_state_dir(from_systemd: Option<String>) -> PathBuf {
+    from_systemd
+        .as_deref()
+        .and_then(|dirs| dirs.split(':').next())
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from)
+}
+
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = DaemonConfig {
-        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        state_dir: default_state_dir(std::env::var("STATE_DIRECTORY").ok()),
         bus_address: None,
     };
     while let Some(arg) = args.next() {
@@ -103,5 +114,23 @@ fn main() -> ExitCode {
             tracing::error!("{err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dir_comes_from_systemd_when_it_sets_one() {
+        assert_eq!(default_state_dir(None), PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(
+            default_state_dir(Some(String::new())),
+            PathBuf::from(DEFAULT_STATE_DIR)
+        );
+        assert_eq!(
+            default_state_dir(Some("/var/lib/qubes-storaged:/var/lib/other".into())),
+            PathBuf::from("/var/lib/qubes-storaged")
+        );
     }
 }
