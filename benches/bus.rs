@@ -92,6 +92,8 @@ const CREATES_PER_ROUND: usize = 20;
 const WARMUP: usize = 10;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
 const AUTH_ROUNDS: usize = 2;
+/// The one volume of the pool `pk` the authorization figures use.
+const AUTH_VID: &str = "appvms/pk/private";
 const POLKIT_PAIRS: usize = 50;
 const POLKIT_SETS: usize = 100;
 
@@ -234,17 +236,27 @@ impl Client {
         Ok(Client { conn })
     }
 
+    /// A method call to the service.
     async fn call<B, R>(&self, path: &str, iface: &str, method: &str, body: &B) -> zbus::Result<R>
     where
         B: serde::Serialize + DynamicType,
         R: DeserializeOwned + Type,
     {
-        // The bus driver answers its own interface; everything else is the service's.
-        let destination = if iface == "org.freedesktop.DBus" {
-            "org.freedesktop.DBus"
-        } else {
-            SERVICE
-        };
+        self.call_on(SERVICE, path, iface, method, body).await
+    }
+
+    async fn call_on<B, R>(
+        &self,
+        destination: &str,
+        path: &str,
+        iface: &str,
+        method: &str,
+        body: &B,
+    ) -> zbus::Result<R>
+    where
+        B: serde::Serialize + DynamicType,
+        R: DeserializeOwned + Type,
+    {
         let reply = self
             .conn
             .call_method(Some(destination), path, Some(iface), method, body)
@@ -252,15 +264,45 @@ impl Client {
         reply.body().deserialize()
     }
 
+    async fn bus_driver<B, R>(&self, method: &str, body: &B) -> zbus::Result<R>
+    where
+        B: serde::Serialize + DynamicType,
+        R: DeserializeOwned + Type,
+    {
+        let driver = "org.freedesktop.DBus";
+        self.call_on(driver, "/org/freedesktop/DBus", driver, method, body)
+            .await
+    }
+
+    /// polkit's own answer for this connection (a `system-bus-name` subject, as the
+    /// daemon asks it) to `run-volumes`, without details; an error unless authorized.
+    async fn polkit_check(&self) -> BenchResult<()> {
+        let name = self.conn.unique_name().ok_or("no unique name")?.to_string();
+        let subject_details: HashMap<&str, Variant> = [("name", Variant::from(name.as_str()))]
+            .into_iter()
+            .collect();
+        let subject = ("system-bus-name", subject_details);
+        // Only a trusted caller may pass details; the daemon does, a client may not.
+        let details: HashMap<&str, &str> = HashMap::new();
+        let body = (subject, "org.qubes.storage.run-volumes", details, 0u32, "");
+        let (authorized, challenge, _): (bool, bool, HashMap<String, String>) = self
+            .call_on(
+                POLKIT_NAME,
+                "/org/freedesktop/PolicyKit1/Authority",
+                "org.freedesktop.PolicyKit1.Authority",
+                "CheckAuthorization",
+                &body,
+            )
+            .await?;
+        match authorized {
+            true => Ok(()),
+            false => Err(format!("polkit did not authorize (challenge: {challenge})").into()),
+        }
+    }
+
     /// The trivial round trip: `GetId` on the bus driver.
     async fn get_id(&self) -> zbus::Result<String> {
-        self.call(
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "GetId",
-            &(),
-        )
-        .await
+        self.bus_driver("GetId", &()).await
     }
 
     async fn get_property(
@@ -367,6 +409,8 @@ async fn bus_pairs(client: &Client, volume: &str, pairs: usize) -> BenchResult<P
 struct AuthTimings {
     pairs: PairTimings,
     set: Vec<Duration>,
+    /// `CheckAuthorization` asked by the caller itself: polkitd's part of the cost.
+    polkit: Vec<Duration>,
 }
 
 impl AuthTimings {
@@ -374,6 +418,7 @@ impl AuthTimings {
         self.pairs.start.extend(more.pairs.start);
         self.pairs.stop.extend(more.pairs.stop);
         self.set.extend(more.set);
+        self.polkit.extend(more.polkit);
     }
 }
 
@@ -393,7 +438,8 @@ async fn auth_workload(client: &Client, volume: &str, pool: &str) -> BenchResult
     if read_back != expected {
         return Err(format!("RevisionsToKeep reads {read_back} after setting {expected}").into());
     }
-    Ok(AuthTimings { pairs, set })
+    let polkit = time_async!(POLKIT_SETS, |_i| client.polkit_check());
+    Ok(AuthTimings { pairs, set, polkit })
 }
 
 fn revisions_value(i: usize) -> i32 {
@@ -521,6 +567,37 @@ impl EngineSide {
 
     fn volume_info(&self, vol: &VolumeRef, n: usize) -> BenchResult<Vec<Duration>> {
         time_sync(n, || Ok(self.engine.volume_info(vol)?))
+    }
+
+    /// Start/Stop calls per second of `threads` threads for [`THROUGHPUT_WINDOW`],
+    /// thread i on volume `vm<i>`: what the daemon's figure is to be compared with.
+    fn throughput(&self, threads: usize) -> BenchResult<f64> {
+        let volumes: Vec<VolumeRef> = (0..threads)
+            .map(|i| self.volume(&format!("appvms/vm{i}/private")))
+            .collect::<BenchResult<_>>()?;
+        let begun = Instant::now();
+        let deadline = begun + THROUGHPUT_WINDOW;
+        let total = std::thread::scope(|scope| {
+            let workers: Vec<_> = volumes
+                .iter()
+                .map(|vol| scope.spawn(move || self.pairs_until(vol, deadline)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().map_err(|_| "an engine thread panicked")?)
+                .sum::<BenchResult<u64>>()
+        })?;
+        Ok(total as f64 / begun.elapsed().as_secs_f64())
+    }
+
+    /// Start/Stop pairs until `deadline`; the number of calls.
+    fn pairs_until(&self, vol: &VolumeRef, deadline: Instant) -> BenchResult<u64> {
+        let mut calls = 0;
+        while Instant::now() < deadline {
+            self.pair(vol)?;
+            calls += 2;
+        }
+        Ok(calls)
     }
 }
 
@@ -819,14 +896,7 @@ async fn start_daemon(
 async fn wait_for_name(watcher: &Client, name: &str, proc: &mut Proc) -> BenchResult<()> {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let owned: bool = watcher
-            .call(
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                &(name,),
-            )
-            .await?;
+        let owned: bool = watcher.bus_driver("NameHasOwner", &(name,)).await?;
         if owned {
             return Ok(());
         }
@@ -861,7 +931,8 @@ struct LatencyTimings {
 /// Everything the report prints.
 struct Report {
     latency: LatencyTimings,
-    throughput: Vec<(Workload, usize, f64)>,
+    /// (what, clients or threads, calls/s)
+    throughput: Vec<(&'static str, usize, f64)>,
     root: AuthTimings,
     user: AuthTimings,
     load_before: String,
@@ -894,8 +965,12 @@ fn measure_all(
     for workload in [Workload::GetId, Workload::ReadSize, Workload::StartStop] {
         for clients in [1, MAX_CLIENTS] {
             let rate = runtime.block_on(run_throughput(address, &volumes, clients, workload))?;
-            throughput.push((workload, clients, rate));
+            throughput.push((workload.label(), clients, rate));
         }
+    }
+    for threads in [1, MAX_CLIENTS] {
+        let rate = world.engine.throughput(threads)?;
+        throughput.push(("engine start+stop, in-process threads", threads, rate));
     }
     println!("measuring the cost of polkit (root vs {BENCH_USER}, {AUTH_ROUNDS} rounds each) …");
     let (root, user) = measure_auth(runtime, world, &client, user)?;
@@ -1011,9 +1086,7 @@ fn measure_auth(
         let pool = client
             .create_pool("pk", &world.fs.path().join("pkpool"))
             .await?;
-        let volume = client
-            .create_volume(pool.as_str(), "appvms/pk/private")
-            .await?;
+        let volume = client.create_volume(pool.as_str(), AUTH_VID).await?;
         BenchResult::Ok((volume.to_string(), pool.to_string()))
     })?;
     let mut root = AuthTimings::default();
@@ -1087,6 +1160,7 @@ mod child {
                 print_timings("start", &timings.pairs.start);
                 print_timings("stop", &timings.pairs.stop);
                 print_timings("set", &timings.set);
+                print_timings("polkit", &timings.polkit);
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -1109,6 +1183,7 @@ mod child {
                 Some("start") => &mut timings.pairs.start,
                 Some("stop") => &mut timings.pairs.stop,
                 Some("set") => &mut timings.set,
+                Some("polkit") => &mut timings.polkit,
                 _ => return Err(format!("unexpected line from the client: {line:?}").into()),
             };
             for word in words {
@@ -1228,8 +1303,8 @@ impl Report {
 
     fn print_throughput(&self) {
         println!("{:<44} {:>8} {:>12}", "throughput", "clients", "calls/s");
-        for (workload, clients, rate) in &self.throughput {
-            println!("{:<44} {clients:>8} {rate:>12.0}", workload.label());
+        for (label, clients, rate) in &self.throughput {
+            println!("{label:<44} {clients:>8} {rate:>12.0}");
         }
         println!("  (Start+Stop: pairs/s = calls/s ÷ 2)");
         println!();
@@ -1254,6 +1329,11 @@ impl Report {
             ),
             ("Volume.Stop", &self.root.pairs.stop, &self.user.pairs.stop),
             ("Set Pool.RevisionsToKeep", &self.root.set, &self.user.set),
+            (
+                "polkit CheckAuthorization, direct",
+                &self.root.polkit,
+                &self.user.polkit,
+            ),
         ];
         for (label, root, user) in rows {
             let (root, user) = (Samples::of(root.clone()), Samples::of(user.clone()));
@@ -1268,8 +1348,10 @@ impl Report {
             );
         }
         println!(
-            "  root: the uid-0 fast path (no polkit round trip); user: {BENCH_USER}, granted \
-             every org.qubes.storage.* action by a polkit rule; polkit p50 = user − root"
+            "  root: the daemon's uid-0 fast path (no polkit round trip); user: {BENCH_USER}, \
+             granted every org.qubes.storage.* action by a polkit rule;\n  \
+             CheckAuthorization direct: each caller asks polkitd about itself \
+             (run-volumes), without the daemon; last column = user p50 − root p50"
         );
     }
 }
