@@ -321,7 +321,10 @@ async fn revert_without_revisions_is_not_found() {
     let v = h.volume(&path).await;
     assert_error(v.revert("", opts()).await, "NotFound");
     assert_error(v.revert("7", opts()).await, "NotFound");
-    assert_error(v.revert("seven", opts()).await, "InvalidArgument");
+    // Anything that is not an id as Revisions lists it names no revision (fix 7).
+    for malformed in ["seven", "+7", "07"] {
+        assert_error(v.revert(malformed, opts()).await, "NotFound");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,9 +119,11 @@ impl From<Vid> for String {
     }
 }
 
-/// A pool name: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$` (Qubes allows `[A-Za-z0-9_.-]`;
-/// the first character is restricted so that `.` and `..` cannot be names, because the
-/// name is also a file name in the state directory).
+/// A pool name: `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`. Qubes allows `[A-Za-z0-9_.-]`; the
+/// first character is restricted so that `.` and `..` cannot be names (the name is also
+/// a file name in the state directory), and to a letter so that the contract's path
+/// escaping and sd-bus's `sd_bus_path_encode` (which also escapes a leading digit) give
+/// the same object path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PoolName(String);
@@ -129,14 +131,14 @@ pub struct PoolName(String);
 impl PoolName {
     pub fn parse(s: &str) -> Result<PoolName> {
         let mut chars = s.chars();
-        let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
             && s.len() <= 64
             && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if ok {
             Ok(PoolName(s.to_owned()))
         } else {
             Err(EngineError::invalid(format!(
-                "invalid pool name {s:?}: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$"
+                "invalid pool name {s:?}: it must match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$"
             )))
         }
     }
@@ -252,7 +254,7 @@ mod tests {
 
     #[test]
     fn pool_name_refuses_dots_and_slashes() {
-        for bad in ["", ".", "..", "a/b", "-x", "a b", "ä"] {
+        for bad in ["", ".", "..", "a/b", "-x", "a b", "ä", "1pool"] {
             assert!(PoolName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(PoolName::parse("varlibqubes").is_ok());

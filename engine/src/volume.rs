@@ -431,6 +431,9 @@ impl<'a> Volume<'a> {
     /// R§3.19 with fix 1: clone the committed image of `source` (any pool) into this
     /// volume. A no-op for volumes that are not save_on_stop.
     pub fn import_volume(&self, source: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
+        if self.is_started() {
+            return Err(EngineError::busy("cannot import into a started volume"));
+        }
         if !self.config.save_on_stop {
             info!(vid = %self.config.vid, "import_volume: not save_on_stop, nothing to do");
             return Ok(());

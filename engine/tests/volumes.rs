@@ -676,6 +676,21 @@ fn imports_are_refused_while_started_and_start_while_importing(t: FsType) {
         .import_data_end(&v, false, &OpCtx::quiet("ImportDataEnd"))
         .unwrap();
     f.start(&v);
+    // Also a started volume that is not save_on_stop (fix 1 applies to every kind).
+    let scratch = f.create(
+        "appvms/work/volatile",
+        VolumeSpec {
+            size: MIB,
+            rw: true,
+            ..Default::default()
+        },
+    );
+    f.start(&scratch);
+    let err = f
+        .engine
+        .import_volume(&scratch, &other, &OpCtx::quiet("ImportVolume"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
 }
 
 fn import_volume_clones_and_takes_the_source_size(t: FsType) {

@@ -79,9 +79,12 @@ pub fn interaction_required(message: String) -> BoxDBusError {
     Box::new(zbus::fdo::Error::InteractiveAuthorizationRequired(message))
 }
 
-/// Makes a message one sentence: capitalised first letter, final full stop.
+/// Makes a message one sentence: capitalised first word (unless it is an identifier
+/// such as `revisions_to_keep`), final full stop.
 fn sentence(mut text: String) -> String {
-    if let Some(first) = text.chars().next() {
+    let first_word = text.split(' ').next().unwrap_or("");
+    let is_word = first_word.chars().all(|c| c.is_ascii_lowercase());
+    if let Some(first) = text.chars().next().filter(|_| is_word) {
         let upper: String = first.to_uppercase().collect();
         text.replace_range(..first.len_utf8(), &upper);
     }

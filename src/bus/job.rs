@@ -284,7 +284,7 @@ impl JobIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &"the job")?;
         let sender = header
             .sender()
             .ok_or_else(|| StorageError::failed("A call without a sender."))?;

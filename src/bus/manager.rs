@@ -49,7 +49,7 @@ impl ManagerIface {
             ))
             .into());
         }
-        let options = Options::parse(options, &CREATE_POOL_KEYS)?;
+        let options = Options::parse(options, &CREATE_POOL_KEYS, &format!("pool {name}"))?;
         let spec = pool_spec(name, &options)?;
         let permission = Permission {
             action: Action::ManagePools,
@@ -82,7 +82,7 @@ impl ManagerIface {
         header: &Header<'_>,
     ) -> Result<(), BoxDBusError> {
         let name = PoolName::parse(name).map_err(engine_to_bus)?;
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &format!("pool {name}"))?;
         let permission = Permission {
             action: Action::ManagePools,
             pool: Some(name.as_str()),
@@ -116,7 +116,9 @@ fn pool_spec(name: PoolName, options: &Options) -> Result<PoolSpec, BoxDBusError
         .into());
     }
     let revisions_to_keep = match options.signed("revisions_to_keep")? {
-        Some(n) => RevisionsToKeep::new(n).map_err(engine_to_bus)?,
+        Some(n) => {
+            RevisionsToKeep::new(n).map_err(|e| engine_to_bus(e.on(format!("pool {}", name))))?
+        }
         None => RevisionsToKeep::DEFAULT,
     };
     Ok(PoolSpec {
@@ -156,7 +158,7 @@ impl ManagerIface {
         name: &str,
         options: RawOptions,
     ) -> Result<OwnedObjectPath, zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &"the storage manager")?;
         let name = PoolName::parse(name).map_err(engine_to_bus)?;
         Ok(self.svc.registry.require_pool(&name)?.path.clone())
     }
@@ -166,7 +168,7 @@ impl ManagerIface {
         &self,
         options: RawOptions,
     ) -> Result<Vec<OwnedObjectPath>, zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &"the storage manager")?;
         Ok(self
             .svc
             .registry

@@ -20,20 +20,30 @@ pub type RawOptions = HashMap<String, OwnedVariant>;
 #[derive(Debug)]
 pub struct Options {
     what: &'static str,
+    /// The object the call is about, named in every error ("volume x in pool p").
+    object: String,
     map: RawOptions,
 }
 
 impl Options {
-    /// Method options: `known` plus [`NO_USER_INTERACTION`].
-    pub fn parse(map: RawOptions, known: &[&str]) -> Result<Options, StorageError> {
-        let options = Options::check(map, known, "option", &[NO_USER_INTERACTION])?;
+    /// Method options: `known` plus [`NO_USER_INTERACTION`], for a call on `object`.
+    pub fn parse(
+        map: RawOptions,
+        known: &[&str],
+        object: &dyn std::fmt::Display,
+    ) -> Result<Options, StorageError> {
+        let options = Options::check(map, known, "option", &[NO_USER_INTERACTION], object)?;
         options.bool(NO_USER_INTERACTION)?;
         Ok(options)
     }
 
     /// A configuration map (CreateVolume's `config`): exactly the keys in `known`.
-    pub fn parse_config(map: RawOptions, known: &[&str]) -> Result<Options, StorageError> {
-        Options::check(map, known, "configuration key", &[])
+    pub fn parse_config(
+        map: RawOptions,
+        known: &[&str],
+        object: &dyn std::fmt::Display,
+    ) -> Result<Options, StorageError> {
+        Options::check(map, known, "configuration key", &[], object)
     }
 
     fn check(
@@ -41,7 +51,9 @@ impl Options {
         known: &[&str],
         what: &'static str,
         always: &[&str],
+        object: &dyn std::fmt::Display,
     ) -> Result<Options, StorageError> {
+        let object = object.to_string();
         let mut unknown: Vec<&str> = map
             .keys()
             .map(String::as_str)
@@ -49,9 +61,9 @@ impl Options {
             .collect();
         unknown.sort_unstable();
         match unknown.first() {
-            None => Ok(Options { what, map }),
+            None => Ok(Options { what, object, map }),
             Some(key) => Err(StorageError::invalid(format!(
-                "Unknown {what} {key:?}; known: {}.",
+                "{object}: unknown {what} {key:?}; known: {}.",
                 known_list(known, always)
             ))),
         }
@@ -105,7 +117,8 @@ impl Options {
         match read(unwrap_variant(value)) {
             Some(v) => Ok(Some(v)),
             None => Err(StorageError::invalid(format!(
-                "The {} {key:?} must be {expected}, not a value of type {}.",
+                "{}: the {} {key:?} must be {expected}, not a value of type {}.",
+                self.object,
                 self.what,
                 value.value_signature()
             ))),
@@ -160,8 +173,13 @@ mod tests {
         let err = Options::parse(
             raw(vec![("alow_shrink", Variant::Bool(true))]),
             &["allow_shrink"],
+            &"volume v in pool p",
         )
         .unwrap_err();
+        assert!(err
+            .description()
+            .unwrap()
+            .starts_with("volume v in pool p: unknown option"));
         assert_eq!(
             err.name().as_str(),
             "org.qubes.Storage.Error.InvalidArgument"
@@ -171,10 +189,14 @@ mod tests {
 
     #[test]
     fn no_user_interaction_is_known_everywhere() {
-        let options =
-            Options::parse(raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]), &[]).unwrap();
+        let options = Options::parse(
+            raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]),
+            &[],
+            &"x",
+        )
+        .unwrap();
         assert!(options.no_user_interaction());
-        assert!(!Options::parse(RawOptions::new(), &[])
+        assert!(!Options::parse(RawOptions::new(), &[], &"x")
             .unwrap()
             .no_user_interaction());
     }
@@ -184,6 +206,7 @@ mod tests {
         let err = Options::parse(
             raw(vec![(NO_USER_INTERACTION, Variant::Str("yes".into()))]),
             &[],
+            &"x",
         )
         .unwrap_err();
         assert!(matches!(err, StorageError::InvalidArgument(_)));
@@ -194,6 +217,7 @@ mod tests {
         let err = Options::parse_config(
             raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]),
             &["size"],
+            &"x",
         );
         assert!(err.is_err());
     }
@@ -207,6 +231,7 @@ mod tests {
                 ("c", Variant::I64(-5)),
             ]),
             &["a", "b", "c"],
+            &"x",
         )
         .unwrap();
         assert_eq!(options.unsigned("a").unwrap(), Some(7));
@@ -217,7 +242,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_key_and_expected_type() {
-        let options = Options::parse(raw(vec![("rw", Variant::U32(1))]), &["rw"]).unwrap();
+        let options = Options::parse(raw(vec![("rw", Variant::U32(1))]), &["rw"], &"x").unwrap();
         let err = options.bool("rw").unwrap_err();
         let text = err.description().unwrap().to_owned();
         assert!(

@@ -81,8 +81,12 @@ impl PoolIface {
         header: &Header<'_>,
     ) -> Result<OwnedObjectPath, BoxDBusError> {
         let vid = Vid::parse(vid).map_err(engine_to_bus)?;
-        let spec = volume_spec(Options::parse_config(config, &VOLUME_CONFIG_KEYS)?)?;
-        let options = Options::parse(options, &["adopt"])?;
+        let spec = volume_spec(Options::parse_config(
+            config,
+            &VOLUME_CONFIG_KEYS,
+            &self.obj.describe(),
+        )?)?;
+        let options = Options::parse(options, &["adopt"], &self.obj.describe())?;
         let spec = VolumeSpec {
             adopt: options.bool("adopt")?.unwrap_or(false),
             ..spec
@@ -156,7 +160,7 @@ impl PoolIface {
         vid: &str,
         options: RawOptions,
     ) -> Result<OwnedObjectPath, zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &self.obj.describe())?;
         let vid = Vid::parse(vid).map_err(engine_to_bus)?;
         let vol = VolumeRef {
             pool: self.obj.name.clone(),
@@ -170,7 +174,7 @@ impl PoolIface {
         &self,
         options: RawOptions,
     ) -> Result<Vec<OwnedObjectPath>, zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &self.obj.describe())?;
         Ok(self
             .svc
             .registry
@@ -211,7 +215,8 @@ impl PoolIface {
         value: i32,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let value = RevisionsToKeep::new(i64::from(value)).map_err(engine_to_bus)?;
+        let value = RevisionsToKeep::new(i64::from(value))
+            .map_err(|e| engine_to_bus(e.on(self.obj.describe())))?;
         self.set_property("RevisionsToKeep", header, move |e, p| {
             e.set_pool_revisions_to_keep(p, value)
         })

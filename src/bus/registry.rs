@@ -65,6 +65,11 @@ pub struct PoolObject {
 }
 
 impl PoolObject {
+    /// "pool <name>", as error messages name it.
+    pub fn describe(&self) -> String {
+        format!("pool {}", self.name)
+    }
+
     pub fn props(&self) -> MutexGuard<'_, PoolProps> {
         lock(&self.published)
     }

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use qubes_storage_engine::{Engine, OpCtx, Result as EngineResult, RevisionsToKeep, VolumeRef};
+use qubes_storage_engine::{
+    Engine, EngineError, OpCtx, Result as EngineResult, RevisionsToKeep, VolumeRef,
+};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, BoxDBusError, ObjectPath, OwnedObjectPath};
@@ -159,16 +161,22 @@ enum Afterwards {
     Unexport,
 }
 
-/// A revision argument: `""` is the highest id.
-fn parse_revision(text: &str) -> Result<Option<u64>, StorageError> {
+/// A revision argument: `""` is the highest id; otherwise a revision id exactly as
+/// `Revisions` lists it (decimal digits, no sign, no leading zero). Anything else names
+/// no revision: `NotFound`, like an unknown id (fix 7).
+fn parse_revision(text: &str, vol: &VolumeRef) -> Result<Option<u64>, StorageError> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
-        StorageError::invalid(format!(
-            "Revision {text:?} is not a revision id (a decimal number)."
+    let canonical = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    match text.parse() {
+        Ok(id) if canonical => Ok(Some(id)),
+        _ => Err(EngineError::not_found(format!(
+            "has no revision {text:?} (revision ids are decimal numbers)"
         ))
-    })
+        .on(vol)
+        .into()),
+    }
 }
 
 #[interface(name = "org.qubes.Storage.Volume", introspection_docs = false)]
@@ -180,7 +188,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<String, zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         let path = self
             .run(
                 "Start",
@@ -200,7 +208,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         self.run(
             "Stop",
             &header,
@@ -215,7 +223,7 @@ impl VolumeIface {
     /// True when the image the next start needs exists (R§3.5); else NotFound.
     #[zbus(out_args("valid"))]
     async fn verify(&self, options: RawOptions) -> Result<bool, zbus::BoxDBusError> {
-        Options::parse(options, &[])?;
+        Options::parse(options, &[], &self.obj.vol)?;
         let vol = self.obj.vol.clone();
         self.svc
             .blocking(move |e| e.verify(&vol))
@@ -230,7 +238,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         let remove = |e: &Engine, v: &VolumeRef, ctx: &OpCtx| e.remove_volume(v, ctx);
         self.run_then(
             "Remove",
@@ -251,8 +259,8 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
-        let revision = parse_revision(revision)?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
+        let revision = parse_revision(revision, &self.obj.vol)?;
         self.run(
             "Revert",
             &header,
@@ -271,7 +279,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &["allow_shrink"])?;
+        let options = Options::parse(options, &["allow_shrink"], &self.obj.vol)?;
         let allow_shrink = options.bool("allow_shrink")?.unwrap_or(false);
         self.run(
             "Resize",
@@ -291,7 +299,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<zbus::OwnedFd, zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         let file = self
             .run(
                 "Export",
@@ -313,7 +321,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<zbus::OwnedFd, zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         let file = self
             .run(
                 "ImportData",
@@ -334,7 +342,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         self.run(
             "ImportDataEnd",
             &header,
@@ -353,7 +361,7 @@ impl VolumeIface {
         options: RawOptions,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let options = Options::parse(options, &[])?;
+        let options = Options::parse(options, &[], &self.obj.vol)?;
         let source_ref = path::volume_ref_of_path(&source)
             .and_then(|r| self.svc.registry.volume(&r))
             .ok_or_else(|| StorageError::not_found(format!("No volume at {source}.")))?;
@@ -436,7 +444,8 @@ impl VolumeIface {
         value: i32,
         #[zbus(header)] header: Option<Header<'_>>,
     ) -> Result<(), zbus::BoxDBusError> {
-        let value = RevisionsToKeep::new(i64::from(value)).map_err(engine_to_bus)?;
+        let value = RevisionsToKeep::new(i64::from(value))
+            .map_err(|e| engine_to_bus(e.on(&self.obj.vol)))?;
         self.set_property("RevisionsToKeep", header, move |e, v| {
             e.set_revisions_to_keep(v, value)
         })
