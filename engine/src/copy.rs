@@ -369,6 +369,37 @@ impl<'a> RangeMover<'a> {
     }
 }
 
+/// Copy the open `src` into a new file without a name in `dir` (O_TMPFILE), returned
+/// open read-write and rewound: a private, consistent snapshot of an image that someone
+/// may write in place later (the export of a snapshots-disabled volume). A reflink
+/// where possible, else the hole-preserving copy with progress and cancellation.
+pub fn copy_to_anonymous(src: &File, dir: &Path, ctx: &OpCtx) -> Result<File> {
+    let src_label = describe_open_file(src);
+    let meta = src
+        .metadata()
+        .io_ctx(|| format!("cannot stat {src_label}"))?;
+    let temp = anonymous_file(dir)?;
+    let job = CopyJob {
+        src,
+        src_label: &src_label,
+        src_len: meta.len(),
+        src_mtime: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+        dst: dir,
+        opts: CopyOptions::default(),
+        ctx,
+        progress_started: Cell::new(false),
+    };
+    let result = job.fill(&temp);
+    if job.progress_started.get() {
+        ctx.progress().copy_finished(result.is_ok());
+    }
+    job.log(&result?);
+    Ok(temp)
+}
+
 /// The reflink probe (R§4.4, deliberate fix 4): write real data (and fsync it) into an
 /// anonymous O_TMPFILE in `dir`, FICLONE it into a second one. Fallback errnos → false;
 /// other errors (EACCES, EPERM, …) propagate. Leaves no name behind.

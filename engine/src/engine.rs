@@ -133,7 +133,10 @@ impl Engine {
             if pools.contains_key(&spec.name) {
                 return Err(EngineError::already_exists("a pool of that name exists").on(object));
             }
-            if let Some(other) = pools.values().find(|r| r.pool.dir_path == spec.dir_path) {
+            if let Some(other) = pools
+                .values()
+                .find(|r| same_dir(&r.pool.dir_path, &spec.dir_path))
+            {
                 return Err(EngineError::already_exists(format!(
                     "pool {} already uses {}",
                     other.pool.name,
@@ -143,6 +146,20 @@ impl Engine {
             }
         }
         pool::setup(&spec).map_err(|e| e.on(&object))?;
+        if let Some(other) = self
+            .read()
+            .values()
+            .find(|r| same_dir(&r.pool.dir_path, &spec.dir_path))
+        {
+            // Only reachable through a path that names the directory differently
+            // (a symlink, `..`, a bind mount) and was created just now by a race.
+            return Err(EngineError::already_exists(format!(
+                "pool {} already uses {}",
+                other.pool.name,
+                spec.dir_path.display()
+            ))
+            .on(object));
+        }
         let record = PoolRecord {
             pool: PoolConfig {
                 name: spec.name.clone(),
@@ -298,6 +315,9 @@ impl Engine {
             ));
         }
         if let Some(source) = &spec.source {
+            if *source == vol.vid {
+                return Err(EngineError::invalid("a volume cannot be its own source"));
+            }
             if !pool.volumes.contains_key(source) {
                 return Err(EngineError::not_found(format!(
                     "source volume {source} is not in pool {}",
@@ -333,6 +353,18 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
         let _span = Self::span(vol, ctx).entered();
+        let source = spec.source.clone();
+        self.with_source_locked(vol, source.as_ref(), || {
+            self.create_volume_locked(vol, spec, ctx)
+        })
+    }
+
+    fn create_volume_locked(
+        &self,
+        vol: &VolumeRef,
+        spec: VolumeSpec,
+        ctx: &OpCtx,
+    ) -> Result<VolumeInfo> {
         let lock = self.locks.get(vol);
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
@@ -352,7 +384,9 @@ impl Engine {
         };
         let v = Volume::new(&pool_config.dir_path, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
-        if !spec.adopt {
+        if spec.adopt {
+            Self::check_adoptable(&v).map_err(|e| e.on(vol))?;
+        } else {
             Self::clear_leftovers(vol, &v, ctx)?;
             v.create(ctx).map_err(|e| e.on(vol))?;
         }
@@ -372,6 +406,18 @@ impl Engine {
         info!(pool = %vol.pool, vid = %vol.vid, adopt = spec.adopt, "volume created");
         drop(guard);
         self.volume_info(vol)
+    }
+
+    /// Committed data can only be adopted by a save_on_stop volume: the next start or
+    /// stop of any other kind deletes its clean image.
+    fn check_adoptable(v: &Volume<'_>) -> Result<()> {
+        let committed = v.paths.clean().exists() || !revision::list(&v.paths)?.is_empty();
+        if committed && !v.config.save_on_stop {
+            return Err(EngineError::invalid(
+                "cannot adopt committed data as a volume that is not save_on_stop (its next start or stop would delete it)",
+            ));
+        }
+        Ok(())
     }
 
     /// Files of an unregistered vid: data-free ones (what a create interrupted by a
@@ -405,6 +451,8 @@ impl Engine {
         if v.is_started() {
             return Err(EngineError::busy("cannot remove a started volume").on(vol));
         }
+        self.refuse_while_importing(vol, "remove the volume")
+            .map_err(|e| e.on(vol))?;
         // Files first, then the registration: a crash in between leaves a registered
         // volume with some files gone, and Remove can simply be called again.
         let pools = self.read();
@@ -460,9 +508,26 @@ impl Engine {
                     "cannot enable or disable snapshots (revisions_to_keep -1) while the volume is started",
                 ));
             }
+            if let Some(consumer) = switching.then(|| self.started_consumer(vol, v.pool_dir)).flatten() {
+                return Err(EngineError::busy(format!(
+                    "cannot enable or disable snapshots (revisions_to_keep -1) while volume {consumer}, which snapshots it, is started"
+                )));
+            }
             v.config.revisions_to_keep = value;
             Ok(())
         })
+    }
+
+    /// A started volume of the pool whose source is `vol`.
+    fn started_consumer(&self, vol: &VolumeRef, pool_dir: &Path) -> Option<Vid> {
+        let pools = self.read();
+        let record = pools.get(&vol.pool)?;
+        record
+            .volumes
+            .values()
+            .filter(|c| c.source.as_ref() == Some(&vol.vid))
+            .find(|c| Volume::new(pool_dir, (*c).clone()).is_started())
+            .map(|c| c.vid.clone())
     }
 
     /// `true` is `InvalidArgument` for snap_on_start, save_on_stop or read-only volumes.
@@ -477,15 +542,37 @@ impl Engine {
 
     /// R§3.7; returns the block device path (the dirty image).
     pub fn start(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<PathBuf> {
-        if self
-            .importing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(vol)
-        {
-            return Err(EngineError::busy("cannot start while an import is in progress").on(vol));
-        }
-        self.with_volume(vol, ctx, |v, source| v.start(source, ctx))
+        let (_, config, _) = self.lookup(vol)?;
+        self.with_source_locked(vol, config.source.as_ref(), || {
+            self.with_volume(vol, ctx, |v, source| {
+                self.refuse_while_importing(vol, "start")?;
+                v.start(source, ctx)
+            })
+        })
+    }
+
+    /// Run `f` holding the lock of a snapshot volume's source, so the source cannot
+    /// start, commit, switch snapshots off or be removed between the snapshot's checks
+    /// and its hardlink. Lock order: source, then consumer (a source never locks its
+    /// consumers).
+    fn with_source_locked<T>(
+        &self,
+        vol: &VolumeRef,
+        source: Option<&Vid>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        // A volume is never its own source (refused by validation); don't lock twice.
+        let source = source.filter(|vid| **vid != vol.vid);
+        let lock = source.map(|vid| {
+            self.locks.get(&VolumeRef {
+                pool: vol.pool.clone(),
+                vid: vid.clone(),
+            })
+        });
+        let _guard = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+        f()
     }
 
     /// R§3.8, idempotent.
@@ -504,7 +591,10 @@ impl Engine {
 
     /// R§3.13; `None` = highest id. `NotFound` without revisions or for an unknown id.
     pub fn revert(&self, vol: &VolumeRef, revision: Option<u64>, ctx: &OpCtx) -> Result<()> {
-        self.with_volume(vol, ctx, |v, _| v.revert(revision, ctx).map(|_| ()))
+        self.with_volume(vol, ctx, |v, _| {
+            self.refuse_while_importing(vol, "revert")?;
+            v.revert(revision, ctx).map(|_| ())
+        })
     }
 
     /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`.
@@ -515,37 +605,51 @@ impl Engine {
         allow_shrink: bool,
         ctx: &OpCtx,
     ) -> Result<()> {
-        self.with_volume(vol, ctx, |v, _| v.resize(size, allow_shrink, ctx))
+        self.with_volume(vol, ctx, |v, _| {
+            self.refuse_while_importing(vol, "resize")?;
+            v.resize(size, allow_shrink, ctx)
+        })
     }
 
     /// A read-only open file of the committed image; stays consistent while later
     /// commits replace the file (they rename a new inode over it).
-    pub fn export(&self, vol: &VolumeRef) -> Result<File> {
-        let (pool, config, _) = self.lookup(vol)?;
-        let v = Volume::new(&pool.dir_path, config);
-        v.check_dirs()
-            .and_then(|_| v.export())
-            .map_err(|e| e.on(vol))
+    pub fn export(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<File> {
+        self.with_volume(vol, ctx, |v, _| v.export(ctx))
     }
 
     /// R§3.17: a fresh sparse import file of `size` bytes; returns it opened write-only.
     pub fn import_data(&self, vol: &VolumeRef, size: u64, ctx: &OpCtx) -> Result<File> {
-        let file = self.with_volume(vol, ctx, |v, _| v.import_data(size))?;
-        self.importing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(vol.clone());
-        Ok(file)
+        self.with_volume(vol, ctx, |v, _| {
+            self.refuse_while_importing(vol, "start another import")?;
+            let file = v.import_data(size)?;
+            self.importing_set().insert(vol.clone());
+            Ok(file)
+        })
     }
 
-    /// R§3.18.
+    /// R§3.18. Ends the import in progress (also one left by a client that went away:
+    /// `false` discards it).
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
-        let out = self.with_volume(vol, ctx, |v, _| v.import_data_end(success, ctx));
-        self.importing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(vol);
-        out
+        self.with_volume(vol, ctx, |v, _| {
+            let out = v.import_data_end(success, ctx);
+            self.importing_set().remove(vol);
+            out
+        })
+    }
+
+    fn importing_set(&self) -> std::sync::MutexGuard<'_, HashSet<VolumeRef>> {
+        self.importing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Between ImportData and ImportDataEnd the import file is the importer's: nothing
+    /// else may replace, commit or delete it. Called under the volume's lock.
+    fn refuse_while_importing(&self, vol: &VolumeRef, what: &str) -> Result<()> {
+        if self.importing_set().contains(vol) {
+            return Err(EngineError::busy(format!(
+                "cannot {what} while an import is in progress (end it with ImportDataEnd)"
+            )));
+        }
+        Ok(())
     }
 
     /// R§3.19: clone `source` (any pool) into `vol`.
@@ -555,10 +659,24 @@ impl Engine {
         }
         let (src_pool, src_config, _) = self.lookup(source)?;
         self.with_volume(vol, ctx, |v, _| {
+            self.refuse_while_importing(vol, "import another volume")?;
             let src = Volume::new(&src_pool.dir_path, src_config);
             src.check_dirs()?;
             v.import_volume(&src, ctx)
         })
+    }
+}
+
+/// The same directory, however it is named: equal paths, or the same inode
+/// (symlinks, `..`, bind mounts). Two pools on one directory would have two sets of
+/// locks over the same files.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => crate::sys::same_inode(&a, &b),
+        _ => false,
     }
 }
 

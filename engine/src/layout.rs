@@ -108,7 +108,11 @@ pub fn match_revision_name(volume_name: &str, file_name: &str) -> Option<Result<
     if !glob_timestamp_shape(ts) {
         return None;
     }
-    Some(parse_revision_parts(id, ts).ok_or(()))
+    // Only a name this code would write counts: `07@…` or a 60th second parse, but
+    // the file could then never be found again by its (id, timestamp) — a stray.
+    let parsed = parse_revision_parts(id, ts)
+        .filter(|&(id, t)| revision_file_name(volume_name, id, t) == file_name);
+    Some(parsed.ok_or(()))
 }
 
 fn parse_revision_name(volume_name: &str, file_name: &str) -> Option<(u64, i64)> {
@@ -180,6 +184,16 @@ mod tests {
 
     #[test]
     fn stray_revision_shaped_names_are_recognised_but_do_not_parse() {
+        for not_canonical in [
+            "private.img.07@2024-05-01T12:00:03Z",
+            "private.img.7@2024-05-01T12:00:60Z",
+        ] {
+            assert_eq!(
+                match_revision_name("private", not_canonical),
+                Some(Err(())),
+                "{not_canonical}"
+            );
+        }
         assert_eq!(
             match_revision_name("private", "private.img.x@2024-05-01T12:00:03Z"),
             Some(Err(()))

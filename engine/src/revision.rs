@@ -70,7 +70,15 @@ pub fn add(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revis
     let meta = std::fs::symlink_metadata(&clean)
         .io_ctx(|| format!("cannot take a revision of {}", clean.display()))?;
     let timestamp = meta.mtime();
-    let id = list(paths)?.last().map_or(1, |r| r.id + 1);
+    let id = match list(paths)?.last() {
+        None => 1,
+        Some(last) => last.id.checked_add(1).ok_or_else(|| {
+            EngineError::new(
+                crate::error::ErrorKind::Failed,
+                format!("revision ids are exhausted (a revision {} exists)", last.id),
+            )
+        })?,
+    };
     let revision = Revision { id, timestamp };
     copy::copy_path(
         &clean,

@@ -210,6 +210,7 @@ impl<'a> Volume<'a> {
                     )));
                 }
                 self.ensure_vm_dir()?;
+                self.keep_committed_session(source, ctx)?;
                 durable::remove(&self.paths.clean())?;
                 durable::hardlink(&source.paths.clean(), &self.paths.clean())?;
                 copy::copy_path(&self.paths.clean(), &dirty, CopyOptions::default(), ctx)?;
@@ -224,6 +225,24 @@ impl<'a> Volume<'a> {
             block_device_path: dirty.display().to_string(),
         });
         Ok(dirty)
+    }
+
+    /// An origin_snapshot volume whose own clean image is not the source's inode holds
+    /// its last committed session: keep it as a revision before the start replaces it
+    /// with the source (the reference lost it, R§1.4).
+    fn keep_committed_session(&self, source: &SourceView, ctx: &OpCtx) -> Result<()> {
+        if self.kind() != VolumeKind::OriginSnapshot {
+            return Ok(());
+        }
+        let own = std::fs::symlink_metadata(self.paths.clean());
+        let theirs = std::fs::symlink_metadata(source.paths.clean());
+        match (own, theirs) {
+            (Ok(own), Ok(theirs)) if !sys::same_inode(&own, &theirs) => {
+                revision::add(&self.paths, self.keep(), ctx)?;
+                revision::prune(&self.paths, self.keep(), ctx).map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// R§3.7 B, origin: use the precache if it matches clean, else copy clean.
@@ -319,7 +338,14 @@ impl<'a> Volume<'a> {
         let target = revision::find(&self.paths, id)?;
         let target_path = self.paths.revision(target.id, target.timestamp);
         if exists(&self.paths.clean()) {
-            revision::add(&self.paths, self.keep(), ctx)?;
+            // As in the reference, the current state survives as a revision unless
+            // revisions_to_keep is 0 — also with snapshots disabled (-1).
+            let keep = if self.config.revisions_to_keep.get() == 0 {
+                0
+            } else {
+                self.keep().max(1)
+            };
+            revision::add(&self.paths, keep, ctx)?;
         }
         durable::remove(&self.paths.precache())?;
         durable::rename(&target_path, &self.paths.clean())?;
@@ -372,7 +398,7 @@ impl<'a> Volume<'a> {
     }
 
     /// The committed image, opened read-only (R§3.16).
-    pub fn export(&self) -> Result<File> {
+    pub fn export(&self, ctx: &OpCtx) -> Result<File> {
         if !self.config.save_on_stop {
             return Err(EngineError::not_supported(
                 "cannot export: the volume is not save_on_stop",
@@ -383,7 +409,13 @@ impl<'a> Volume<'a> {
                 "cannot export: the volume is started with snapshots disabled, so it has no committed image",
             ));
         }
-        durable::open_read(&self.paths.clean())
+        let clean = durable::open_read(&self.paths.clean())?;
+        if self.config.snapshots_disabled() {
+            // The next start renames this very inode into the VM's image, which the VM
+            // then writes in place: export a private snapshot of it instead.
+            return copy::copy_to_anonymous(&clean, self.paths.dir(), ctx);
+        }
+        Ok(clean)
     }
 
     fn refuse_import(&self) -> Result<()> {
@@ -440,7 +472,7 @@ impl<'a> Volume<'a> {
         }
         self.refuse_import()?;
         let src = source
-            .export()
+            .export(ctx)
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         self.ensure_vm_dir()?;
         let import = self.paths.import();

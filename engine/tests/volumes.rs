@@ -188,6 +188,13 @@ on_every_fs!(
     verify_checks_the_image_the_next_start_needs,
     stop_is_idempotent_and_never_started_volume_stops,
     volumes_of_one_vm_start_in_parallel,
+    export_of_a_snapshots_disabled_volume_is_a_private_snapshot,
+    origin_snapshot_keeps_its_last_session_when_it_starts_again,
+    revert_with_snapshots_disabled_keeps_the_current_state,
+    an_import_in_progress_keeps_every_other_change_out,
+    adopting_committed_data_needs_save_on_stop,
+    one_directory_cannot_be_two_pools,
+    snapshots_cannot_be_toggled_while_a_consumer_runs,
 );
 
 fn create_origin_makes_sparse_clean_and_precache_with_its_mtime(t: FsType) {
@@ -513,7 +520,7 @@ fn halted_resize_makes_a_new_inode_and_leaves_revisions(t: FsType) {
     f.session(&v, 0, b"keep");
     let clean = f.path("appvms/work/private.img");
     let before = ino(&clean);
-    let exported = f.engine.export(&v).unwrap();
+    let exported = f.engine.export(&v, &OpCtx::quiet("Export")).unwrap();
     let ctx = OpCtx::quiet("Resize");
     f.engine.resize(&v, 6 * MIB, false, &ctx).unwrap();
     assert_eq!(
@@ -574,7 +581,7 @@ fn export_stays_consistent_while_a_commit_replaces_the_image(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin("appvms/work/private", MIB, 1);
     f.session(&v, 0, b"old");
-    let mut exported = f.engine.export(&v).unwrap();
+    let mut exported = f.engine.export(&v, &OpCtx::quiet("Export")).unwrap();
     f.session(&v, 0, b"new");
     let mut buf = [0u8; 3];
     exported.read_exact(&mut buf).unwrap();
@@ -589,7 +596,10 @@ fn export_stays_consistent_while_a_commit_replaces_the_image(t: FsType) {
         },
     );
     assert_eq!(
-        f.engine.export(&vol).unwrap_err().kind(),
+        f.engine
+            .export(&vol, &OpCtx::quiet("Export"))
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotSupported
     );
 }
@@ -1005,4 +1015,184 @@ fn volumes_of_one_vm_start_in_parallel(t: FsType) {
     for v in &vols {
         assert!(!f.engine.volume_info(v).unwrap().started);
     }
+}
+
+fn export_of_a_snapshots_disabled_volume_is_a_private_snapshot(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, -1);
+    f.session(&v, 0, b"committed");
+    let mut exported = f.engine.export(&v, &OpCtx::quiet("Export")).unwrap();
+    // The next start renames the committed inode into the VM's image: the export
+    // must not see the VM's writes.
+    let dirty = f.start(&v);
+    write_at(&dirty, 0, b"live data");
+    let mut buf = [0u8; 9];
+    exported.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"committed");
+    assert_eq!(
+        files_in(&f.path("appvms/work")),
+        vec!["private-dirty.img"],
+        "the snapshot has no name"
+    );
+}
+
+fn origin_snapshot_keeps_its_last_session_when_it_starts_again(t: FsType) {
+    let f = Fixture::new(t);
+    let src = f.origin("vm-templates/t/private", MIB, 1);
+    f.session(&src, 0, b"S");
+    let v = f.create(
+        "appvms/a/private",
+        VolumeSpec {
+            rw: true,
+            snap_on_start: true,
+            save_on_stop: true,
+            source: Some(src.vid.clone()),
+            revisions_to_keep: Some(RevisionsToKeep::new(3).unwrap()),
+            ..Default::default()
+        },
+    );
+    f.session(&v, 0, b"X");
+    f.start(&v);
+    f.stop(&v);
+    let info = f.engine.volume_info(&v).unwrap();
+    let kept: Vec<Vec<u8>> = info
+        .revisions
+        .iter()
+        .map(|r| {
+            read_at(
+                &f.path(&format!(
+                    "appvms/a/{}",
+                    qubes_storage_engine::layout::revision_file_name("private", r.id, r.timestamp)
+                )),
+                0,
+                1,
+            )
+        })
+        .collect();
+    assert!(
+        kept.contains(&b"X".to_vec()),
+        "the committed session X survives as a revision: {kept:?}"
+    );
+}
+
+fn revert_with_snapshots_disabled_keeps_the_current_state(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 2);
+    f.session(&v, 0, b"A");
+    f.session(&v, 0, b"B");
+    f.engine
+        .set_revisions_to_keep(&v, RevisionsToKeep::DISABLED)
+        .unwrap();
+    f.engine
+        .revert(&v, Some(2), &OpCtx::quiet("Revert"))
+        .unwrap();
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 1), b"A");
+    let newest = *f.engine.volume_info(&v).unwrap().revisions.last().unwrap();
+    let path = f.path(&format!(
+        "appvms/work/{}",
+        qubes_storage_engine::layout::revision_file_name("private", newest.id, newest.timestamp)
+    ));
+    assert_eq!(
+        read_at(&path, 0, 1),
+        b"B",
+        "the state before the revert is a revision"
+    );
+}
+
+fn an_import_in_progress_keeps_every_other_change_out(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    let other = f.origin("appvms/other/private", MIB, 1);
+    f.session(&v, 0, b"A");
+    let _w = f
+        .engine
+        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    let import = f.path("appvms/work/private-import.img");
+    let refusals = [
+        f.engine.start(&v, &OpCtx::quiet("Start")).unwrap_err(),
+        f.engine
+            .revert(&v, None, &OpCtx::quiet("Revert"))
+            .unwrap_err(),
+        f.engine
+            .resize(&v, 2 * MIB, false, &OpCtx::quiet("Resize"))
+            .unwrap_err(),
+        f.engine
+            .remove_volume(&v, &OpCtx::quiet("Remove"))
+            .unwrap_err(),
+        f.engine
+            .import_volume(&v, &other, &OpCtx::quiet("ImportVolume"))
+            .unwrap_err(),
+        f.engine
+            .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+            .unwrap_err(),
+    ];
+    for err in refusals {
+        assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+        assert!(err.to_string().contains("import is in progress"), "{err}");
+    }
+    assert!(exists(&import), "the importer's file is untouched");
+    f.engine
+        .import_data_end(&v, false, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap();
+    f.engine.revert(&v, None, &OpCtx::quiet("Revert")).unwrap();
+}
+
+fn adopting_committed_data_needs_save_on_stop(t: FsType) {
+    let f = Fixture::new(t);
+    fs::create_dir(f.path("appvms/old")).unwrap();
+    fs::write(f.path("appvms/old/root.img"), vec![7u8; 4096]).unwrap();
+    let v = f.vref("appvms/old/root");
+    let spec = VolumeSpec {
+        size: MIB,
+        rw: true,
+        adopt: true,
+        ..Default::default()
+    };
+    let err = f
+        .engine
+        .create_volume(&v, spec, &OpCtx::quiet("CreateVolume"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(
+        fs::read(f.path("appvms/old/root.img")).unwrap(),
+        vec![7u8; 4096]
+    );
+}
+
+fn one_directory_cannot_be_two_pools(t: FsType) {
+    let f = Fixture::new(t);
+    let alias = f.path("../alias");
+    std::os::unix::fs::symlink(&f.dir, &alias).unwrap();
+    let name = PoolName::parse("again").unwrap();
+    let err = f
+        .engine
+        .create_pool(pool_spec(&name, &alias, false))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(f.engine.pool_names(), vec![f.pool.clone()]);
+}
+
+fn snapshots_cannot_be_toggled_while_a_consumer_runs(t: FsType) {
+    let f = Fixture::new(t);
+    let root = f.origin("vm-templates/t/root", MIB, 1);
+    let snap = f.create(
+        "appvms/a/root",
+        VolumeSpec {
+            snap_on_start: true,
+            source: Some(root.vid.clone()),
+            ..Default::default()
+        },
+    );
+    f.start(&snap);
+    let err = f
+        .engine
+        .set_revisions_to_keep(&root, RevisionsToKeep::DISABLED)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert!(err.to_string().contains("appvms/a/root"), "{err}");
+    f.stop(&snap);
+    f.engine
+        .set_revisions_to_keep(&root, RevisionsToKeep::DISABLED)
+        .unwrap();
 }

@@ -307,7 +307,7 @@ impl VolumeIface {
                 &options,
                 Action::Export,
                 vec![],
-                |e, v, _| e.export(v),
+                |e, v, ctx| e.export(v, ctx),
             )
             .await?;
         Ok(zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)))
