@@ -74,6 +74,57 @@ impl Fixture {
         )
     }
 
+    /// A snap_on_start volume of `source`.
+    fn snapshot(&self, vid: &str, source: &VolumeRef) -> VolumeRef {
+        self.create(
+            vid,
+            VolumeSpec {
+                snap_on_start: true,
+                source: Some(source.vid.clone()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// An origin_snapshot volume (snap_on_start and save_on_stop) of `source`.
+    fn origin_snapshot(&self, vid: &str, source: &VolumeRef, rtk: i64) -> VolumeRef {
+        self.create(
+            vid,
+            VolumeSpec {
+                rw: true,
+                snap_on_start: true,
+                save_on_stop: true,
+                source: Some(source.vid.clone()),
+                revisions_to_keep: Some(RevisionsToKeep::new(rtk).unwrap()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A read-write volatile volume.
+    fn volatile(&self, vid: &str, size: u64) -> VolumeRef {
+        self.create(
+            vid,
+            VolumeSpec {
+                size,
+                rw: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The content of a revision file, `len` bytes from 0.
+    fn revision_content(
+        &self,
+        v: &VolumeRef,
+        r: qubes_storage_engine::Revision,
+        len: usize,
+    ) -> Vec<u8> {
+        let name =
+            qubes_storage_engine::layout::revision_file_name(v.vid.name(), r.id, r.timestamp);
+        read_at(&self.dir.join(v.vid.vm_dir()).join(name), 0, len)
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
@@ -264,11 +315,10 @@ fn origin_session_commits_and_keeps_previous_state_as_revision(t: FsType) {
     );
     let info = f.engine.volume_info(&v).unwrap();
     assert_eq!(info.revisions.len(), 1);
-    let rev = &info.revisions[0];
-    assert!(is_all_zero(&f.dir.join(format!(
-        "appvms/work/{}",
-        qubes_storage_engine::layout::revision_file_name("private", rev.id, rev.timestamp)
-    ))));
+    assert!(f
+        .revision_content(&v, info.revisions[0], MIB as usize)
+        .iter()
+        .all(|&b| b == 0));
 }
 
 fn revisions_are_pruned_to_revisions_to_keep_by_numeric_id(t: FsType) {
@@ -407,14 +457,7 @@ fn snapshot_volume_starts_from_source_and_detects_outdated(t: FsType) {
     let f = Fixture::new(t);
     let root = f.origin("vm-templates/fedora/root", 4 * MIB, 1);
     f.session(&root, 0, b"template v1");
-    let snap = f.create(
-        "appvms/work/root",
-        VolumeSpec {
-            snap_on_start: true,
-            source: Some(root.vid.clone()),
-            ..Default::default()
-        },
-    );
+    let snap = f.snapshot("appvms/work/root", &root);
     assert!(
         !exists(&f.path("appvms/work/root.img")),
         "snapshot volumes have no files while halted"
@@ -460,14 +503,7 @@ fn snapshot_volume_starts_from_source_and_detects_outdated(t: FsType) {
 
 fn volatile_volume_is_empty_each_start_and_keeps_a_manual_resize(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.create(
-        "appvms/work/volatile",
-        VolumeSpec {
-            size: 4 * MIB,
-            rw: true,
-            ..Default::default()
-        },
-    );
+    let v = f.volatile("appvms/work/volatile", 4 * MIB);
     assert!(!exists(&f.path("appvms/work/volatile.img")));
     let dirty = f.start(&v);
     let meta = fs::metadata(&dirty).unwrap();
@@ -490,17 +526,7 @@ fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {
     let f = Fixture::new(t);
     let src = f.origin("vm-templates/t/private", MIB, 1);
     f.session(&src, 0, b"S");
-    let v = f.create(
-        "appvms/a/private",
-        VolumeSpec {
-            rw: true,
-            snap_on_start: true,
-            save_on_stop: true,
-            source: Some(src.vid.clone()),
-            revisions_to_keep: Some(RevisionsToKeep::new(2).unwrap()),
-            ..Default::default()
-        },
-    );
+    let v = f.origin_snapshot("appvms/a/private", &src, 2);
     let dirty = f.start(&v);
     assert_eq!(read_at(&dirty, 0, 1), b"S");
     write_at(&dirty, 0, b"X");
@@ -587,14 +613,7 @@ fn export_stays_consistent_while_a_commit_replaces_the_image(t: FsType) {
     exported.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"old");
     assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 3), b"new");
-    let vol = f.create(
-        "appvms/work/volatile",
-        VolumeSpec {
-            size: MIB,
-            rw: true,
-            ..Default::default()
-        },
-    );
+    let vol = f.volatile("appvms/work/volatile", MIB);
     assert_eq!(
         f.engine
             .export(&vol, &OpCtx::quiet("Export"))
@@ -687,14 +706,7 @@ fn imports_are_refused_while_started_and_start_while_importing(t: FsType) {
         .unwrap();
     f.start(&v);
     // Also a started volume that is not save_on_stop (fix 1 applies to every kind).
-    let scratch = f.create(
-        "appvms/work/volatile",
-        VolumeSpec {
-            size: MIB,
-            rw: true,
-            ..Default::default()
-        },
-    );
+    let scratch = f.volatile("appvms/work/volatile", MIB);
     f.start(&scratch);
     let err = f
         .engine
@@ -940,14 +952,7 @@ fn symlinked_vm_directory_is_refused(t: FsType) {
 fn verify_checks_the_image_the_next_start_needs(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin("vm-templates/t/root", MIB, 1);
-    let snap = f.create(
-        "appvms/a/root",
-        VolumeSpec {
-            snap_on_start: true,
-            source: Some(v.vid.clone()),
-            ..Default::default()
-        },
-    );
+    let snap = f.snapshot("appvms/a/root", &v);
     f.engine.verify(&v).unwrap();
     f.engine.verify(&snap).unwrap();
     fs::remove_file(f.path("vm-templates/t/root.img")).unwrap();
@@ -979,23 +984,9 @@ fn volumes_of_one_vm_start_in_parallel(t: FsType) {
     let f = Fixture::new(t);
     let tmpl = f.origin("vm-templates/t/root", 4 * MIB, 1);
     let vols = [
-        f.create(
-            "appvms/a/root",
-            VolumeSpec {
-                snap_on_start: true,
-                source: Some(tmpl.vid.clone()),
-                ..Default::default()
-            },
-        ),
+        f.snapshot("appvms/a/root", &tmpl),
         f.origin("appvms/a/private", 4 * MIB, 1),
-        f.create(
-            "appvms/a/volatile",
-            VolumeSpec {
-                size: 4 * MIB,
-                rw: true,
-                ..Default::default()
-            },
-        ),
+        f.volatile("appvms/a/volatile", 4 * MIB),
     ];
     std::thread::scope(|s| {
         for v in &vols {
@@ -1040,17 +1031,7 @@ fn origin_snapshot_keeps_its_last_session_when_it_starts_again(t: FsType) {
     let f = Fixture::new(t);
     let src = f.origin("vm-templates/t/private", MIB, 1);
     f.session(&src, 0, b"S");
-    let v = f.create(
-        "appvms/a/private",
-        VolumeSpec {
-            rw: true,
-            snap_on_start: true,
-            save_on_stop: true,
-            source: Some(src.vid.clone()),
-            revisions_to_keep: Some(RevisionsToKeep::new(3).unwrap()),
-            ..Default::default()
-        },
-    );
+    let v = f.origin_snapshot("appvms/a/private", &src, 3);
     f.session(&v, 0, b"X");
     f.start(&v);
     f.stop(&v);
@@ -1058,16 +1039,7 @@ fn origin_snapshot_keeps_its_last_session_when_it_starts_again(t: FsType) {
     let kept: Vec<Vec<u8>> = info
         .revisions
         .iter()
-        .map(|r| {
-            read_at(
-                &f.path(&format!(
-                    "appvms/a/{}",
-                    qubes_storage_engine::layout::revision_file_name("private", r.id, r.timestamp)
-                )),
-                0,
-                1,
-            )
-        })
+        .map(|&r| f.revision_content(&v, r, 1))
         .collect();
     assert!(
         kept.contains(&b"X".to_vec()),
@@ -1088,12 +1060,8 @@ fn revert_with_snapshots_disabled_keeps_the_current_state(t: FsType) {
         .unwrap();
     assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 1), b"A");
     let newest = *f.engine.volume_info(&v).unwrap().revisions.last().unwrap();
-    let path = f.path(&format!(
-        "appvms/work/{}",
-        qubes_storage_engine::layout::revision_file_name("private", newest.id, newest.timestamp)
-    ));
     assert_eq!(
-        read_at(&path, 0, 1),
+        f.revision_content(&v, newest, 1),
         b"B",
         "the state before the revert is a revision"
     );
@@ -1176,14 +1144,7 @@ fn one_directory_cannot_be_two_pools(t: FsType) {
 fn snapshots_cannot_be_toggled_while_a_consumer_runs(t: FsType) {
     let f = Fixture::new(t);
     let root = f.origin("vm-templates/t/root", MIB, 1);
-    let snap = f.create(
-        "appvms/a/root",
-        VolumeSpec {
-            snap_on_start: true,
-            source: Some(root.vid.clone()),
-            ..Default::default()
-        },
-    );
+    let snap = f.snapshot("appvms/a/root", &root);
     f.start(&snap);
     let err = f
         .engine
