@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use authz_support::accounts::{Accounts, RunnersRule};
 use authz_support::client::{
     get_all, get_managed_objects, get_property, i, introspect, o, set_property, t, DbusCall,
-    PyClient, Reply, Who, PROPERTIES,
+    PyClient, Reply, Who,
 };
 use authz_support::lease::{self, Lease};
 use authz_support::snapshot::Tree;
@@ -299,18 +299,12 @@ fn volume_mutations(objects: &Objects) -> Vec<Mutation> {
 
 /// Each way of making `call` and the refusal the contract gives a caller without
 /// rights: interaction not allowed → InteractiveAuthorizationRequired; allowed (flag,
-/// and the option not set) but no agent → AccessDenied. Property writes are the
-/// exception: the service never lets them prompt, whatever the flag (a dialog would
-/// run under zbus's object-tree lock; `Service::authorize_property_write`), so they
-/// are always InteractiveAuthorizationRequired.
+/// and the option not set) but no agent → AccessDenied. (Property writes never prompt,
+/// `Service::authorize_property_write`, but with the flag they too are AccessDenied.)
 fn denial_variants(call: &DbusCall) -> Vec<(DbusCall, &'static str)> {
-    let interactive_refusal = match call.iface.as_str() {
-        PROPERTIES => INTERACTION_REQUIRED,
-        _ => ACCESS_DENIED,
-    };
     let mut variants = vec![
         (call.clone(), INTERACTION_REQUIRED),
-        (call.clone().interactive(), interactive_refusal),
+        (call.clone().interactive(), ACCESS_DENIED),
     ];
     if call.takes_options() {
         variants.push((call.clone().no_user_interaction(), INTERACTION_REQUIRED));

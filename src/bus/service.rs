@@ -105,7 +105,7 @@ impl Service {
         header: &Header<'_>,
         permission: Permission<'_>,
     ) -> Result<(), BoxDBusError> {
-        authz::authorize(&self.auth, header, permission, true).await
+        authz::authorize_without_prompt(&self.auth, header, permission).await
     }
 
     /// Registers a mutating call as running (refused while shutting down).
