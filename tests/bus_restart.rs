@@ -87,11 +87,11 @@ async fn sigterm_exits_cleanly_and_releases_the_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_bus_flag_the_system_bus_address_from_the_environment_is_served() {
-    let bus = common::TestBus::start();
+    let bus = common::TestBus::permissive();
     let conn = bus.connect().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
-    let daemon = common::Daemon::start_with(
+    let daemon = common::start_daemon(
         &bus,
         &conn,
         &dir.path().join("state"),

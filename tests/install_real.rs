@@ -28,15 +28,17 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use authz_support::client::{u, DbusCall, PyClient, Who};
 use authz_support::lease::Exclusive;
 use authz_support::{ACCESS_DENIED, INTERACTION_REQUIRED, POLKIT_ACTIONS_LOCK};
-use common::{opts, opts_of, wait_for_name, ManagerProxy, PoolProxy, VolumeProxy, MIB};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::{opts, opts_of, ManagerProxy, PoolProxy, VolumeProxy, MIB};
+use qubes_storaged_testkit::bus::{wait_for_name, Bus, Include};
+use qubes_storaged_testkit::polkit::Polkitd;
+use qubes_storaged_testkit::process::Guard;
+use qubes_storaged_testkit::users::{Groups, NOBODY};
+use qubes_storaged_testkit::workspace;
 use serde_json::json;
 use tempfile::TempDir;
 use zbus::proxy::CacheProperties;
@@ -47,28 +49,19 @@ const PREFIX: &str = "/usr/local";
 const UNIT: &str = "/usr/local/lib/systemd/system/qubes-storaged.service";
 const DAEMON: &str = "/usr/local/sbin/qubes-storaged";
 const CLI: &str = "/usr/local/bin/qubes-storage";
-const POLKIT: &str = "org.freedesktop.PolicyKit1";
 /// systemd's PATH for system services.
 const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const NOBODY: Who = Who::User {
-    uid: 65534,
-    gid: 65534,
+const NOBODY_CALLER: Who = Who::User {
+    uid: NOBODY.uid,
+    gid: NOBODY.gid,
 };
-const DEADLINE: Duration = Duration::from_secs(20);
 const VID: &str = "appvms/installed/private";
 
 // ---- make install / uninstall ----
 
 /// The directory of the binaries this test run built.
 fn bin_dir() -> PathBuf {
-    let daemon = Path::new(env!("CARGO_BIN_EXE_qubes-storaged"));
-    let dir = daemon.parent().unwrap().to_owned();
-    assert!(
-        dir.join("qubes-storage").exists(),
-        "the CLI is not built next to the daemon in {}: run the tests with --workspace",
-        dir.display()
-    );
-    dir
+    workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
 }
 
 /// `make -s TARGET` in the repository, installing the test build into the real tree.
@@ -295,124 +288,13 @@ fn service_section(text: &str) -> HashMap<String, String> {
 
 // ---- processes ----
 
-/// A child stopped by its PID (SIGTERM, SIGKILL after the deadline) and reaped on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn terminate(&mut self) -> ExitStatus {
-        if let Ok(Some(status)) = self.0.try_wait() {
-            return status;
-        }
-        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + DEADLINE;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        self.0.wait().expect("reap a child")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// A dbus-daemon configured like the system bus: its default policy (from
-/// `/usr/share/dbus-1/system.conf`), then every policy in the directories the system
-/// bus reads. Its own socket; no activation.
-struct SystemLikeBus {
-    _daemon: Proc,
-    address: String,
-    _dir: TempDir,
-}
-
-impl SystemLikeBus {
-    fn start() -> SystemLikeBus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Unprivileged callers must reach the socket inside.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let config = dir.path().join("system.conf");
-        fs::write(&config, bus_config(&dir.path().join("socket"))).unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg("--nofork")
-            .arg("--print-address=1")
-            .arg(format!("--config-file={}", config.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        let stdout = child.stdout.take().expect("dbus-daemon stdout");
-        let daemon = Proc(child);
-        let mut address = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut address)
-            .expect("read the bus address");
-        assert!(!address.trim().is_empty(), "dbus-daemon printed no address");
-        SystemLikeBus {
-            _daemon: daemon,
-            address: address.trim().to_owned(),
-            _dir: dir,
-        }
-    }
-
-    async fn connect(&self) -> Connection {
-        zbus::connection::Builder::address(self.address.as_str())
-            .build()
-            .await
-            .expect("connect to the system-like bus")
-    }
-}
-
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
-          send_member="UpdateActivationEnvironment"/>
-  </policy>
-  <includedir>/usr/share/dbus-1/system.d</includedir>
-  <includedir>/etc/dbus-1/system.d</includedir>
-</busconfig>
-"#,
-        socket = socket.display(),
-    )
-}
-
-/// polkitd on the bus; it reads the installed actions.
-async fn start_polkitd(bus: &SystemLikeBus, conn: &Connection) -> Proc {
-    let mut child = Command::new("/usr/lib/polkit-1/polkitd")
-        .arg("--no-debug")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start polkitd");
-    wait_for_name(conn, POLKIT, &mut child, None).await;
-    Proc(child)
+/// A dbus-daemon configured like the system bus: its default policy, then every policy
+/// in the directories the system bus reads.
+fn system_like_bus() -> Bus {
+    Bus::system_like(&[
+        Include::Dir("/usr/share/dbus-1/system.d".into()),
+        Include::Dir("/etc/dbus-1/system.d".into()),
+    ])
 }
 
 /// The installed daemon, started as the unit says: ExecStart= as the command line,
@@ -426,13 +308,13 @@ async fn start_polkitd(bus: &SystemLikeBus, conn: &Connection) -> Proc {
 /// real state. STATE_DIRECTORY is set to the same directory, as systemd would.
 async fn start_daemon(
     unit: &Unit,
-    bus: &SystemLikeBus,
+    bus: &Bus,
     conn: &Connection,
     state: &Path,
     log: &Path,
-) -> Proc {
+) -> Guard {
     let log_file = File::create(log).expect("daemon log");
-    let mut child = Command::new("/bin/sh")
+    let child = Command::new("/bin/sh")
         .arg("-c")
         .arg(r#"umask "$1" && shift && exec "$@""#)
         .arg("sh")
@@ -442,7 +324,7 @@ async fn start_daemon(
         .arg(state)
         .env_clear()
         .env("PATH", SERVICE_PATH)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
         .env("STATE_DIRECTORY", state)
         .env("RUST_LOG", "info")
         .current_dir("/")
@@ -451,8 +333,9 @@ async fn start_daemon(
         .stderr(log_file)
         .spawn()
         .expect("start the installed daemon");
-    wait_for_name(conn, &unit.bus_name, &mut child, Some(log)).await;
-    Proc(child)
+    let mut daemon = Guard::new("the installed qubes-storaged", child);
+    wait_for_name(conn, &unit.bus_name, &mut daemon, Some(log)).await;
+    daemon
 }
 
 // ---- calls ----
@@ -549,7 +432,7 @@ async fn nobody_may_read_but_not_write(address: &str, volume: &OwnedObjectPath) 
         start.clone().interactive(),
         own.clone(),
     ];
-    let replies = client.call_all(address, NOBODY, &calls).await;
+    let replies = client.call_all(address, NOBODY_CALLER, &calls).await;
     assert_eq!(
         replies[0].value(&list),
         &json!(["/org/qubes/Storage/pools/installed"])
@@ -577,8 +460,8 @@ async fn nobody_may_read_but_not_write(address: &str, volume: &OwnedObjectPath) 
 /// The installed CLI, as root or as nobody, lists the pool.
 fn installed_cli_lists_the_pool(address: &str, as_nobody: bool) {
     let mut command = if as_nobody {
-        let mut setpriv = Command::new("/usr/bin/setpriv");
-        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", CLI]);
+        let mut setpriv = NOBODY.setpriv(Groups::Cleared);
+        setpriv.arg(CLI);
         setpriv
     } else {
         Command::new(CLI)
@@ -651,15 +534,16 @@ async fn installs_for_real_serves_as_the_unit_says_and_uninstalls_cleanly() {
     fs::create_dir(&state).unwrap();
     fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
     let log = work.path().join("daemon.log");
-    let bus = SystemLikeBus::start();
+    let bus = system_like_bus();
     let conn = bus.connect().await;
-    let polkitd = start_polkitd(&bus, &conn).await;
+    // The actions are the installed ones; this test holds their lock exclusively.
+    let polkitd = Polkitd::start_with_installed_actions(&bus, &conn).await;
     let mut daemon = start_daemon(&unit, &bus, &conn, &state, &log).await;
 
     let volume = root_uses_the_service(&conn, &work.path().join("pool")).await;
-    nobody_may_read_but_not_write(&bus.address, &volume).await;
-    installed_cli_lists_the_pool(&bus.address, false);
-    installed_cli_lists_the_pool(&bus.address, true);
+    nobody_may_read_but_not_write(bus.address(), &volume).await;
+    installed_cli_lists_the_pool(bus.address(), false);
+    installed_cli_lists_the_pool(bus.address(), true);
     let status = daemon.terminate();
     let log_text = fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(

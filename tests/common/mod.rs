@@ -1,10 +1,10 @@
-//! The bus test harness: a private dbus-daemon started from its own configuration file
-//! in a temp directory (system-bus-like, policy allowing everything, EXTERNAL auth, a
-//! unix socket in the temp directory), optionally polkitd attached to it, and the real
-//! `qubes-storaged` binary with a temp state directory, serving on that bus. Every
-//! process is a child kept in a struct whose `Drop` stops it (SIGTERM, then SIGKILL
-//! after a deadline) and waits for it; nothing else is ever signalled. Waiting for the
-//! service is done by watching its name appear on the bus, with a deadline.
+//! The bus test harness: a private dbus-daemon with a policy allowing everything,
+//! optionally polkitd attached to it, and the real `qubes-storaged` binary with a temp
+//! state directory, serving on that bus — all from `qubes-storaged-testkit` (every
+//! process a child stopped by PID and reaped on drop; waits watch the bus with a
+//! deadline). This module adds what the service's tests share on top: the [`Harness`]
+//! that wires them together, error and option helpers, ordered call traces, the
+//! signal oracle and the contract's proxies.
 //!
 //! Pools live on real loop-mounted filesystems (`common_fs::LoopFs`, shared with the
 //! engine tests), unmounted after the daemon has stopped.
@@ -13,41 +13,32 @@
 
 #![allow(dead_code)]
 
-#[path = "../../engine/tests/common_fs/mod.rs"]
-pub mod common_fs;
 pub mod oracle;
 pub mod proxies;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tempfile::TempDir;
-use zbus::connection::Builder;
 use zbus::message::Type as MessageType;
-use zbus::names::BusName;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, DBusError, Message, MessageStream, OwnedObjectPath, Variant};
 
-pub use common_fs::{FsType, LoopFs, MIB};
 pub use proxies::{JobProxy, ManagerProxy, Opts, PoolProxy, VolumeProxy};
+pub use qubes_storaged_testkit::bus::Bus as TestBus;
+pub use qubes_storaged_testkit::common_fs;
+pub use qubes_storaged_testkit::daemon::{BusArg, Daemon, DaemonSpec, SERVICE};
+pub use qubes_storaged_testkit::polkit::Polkitd;
+pub use qubes_storaged_testkit::users::NOBODY;
+pub use qubes_storaged_testkit::{FsType, LoopFs, MIB};
 
-pub const SERVICE: &str = "org.qubes.Storage";
-const POLKIT: &str = "org.freedesktop.PolicyKit1";
-/// How long a process gets to appear on the bus or to exit after SIGTERM.
-const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(20);
-const POLICY_SOURCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/polkit/org.qubes.storage.policy"
-);
-const POLICY_INSTALLED: &str = "/usr/share/polkit-1/actions/org.qubes.storage.policy";
+use qubes_storaged_testkit::bus::log_tail;
+use qubes_storaged_testkit::process::DEADLINE;
+use qubes_storaged_testkit::users::gdbus_call_as;
+
+/// The daemon this test run built.
+const DAEMON_BINARY: &str = env!("CARGO_BIN_EXE_qubes-storaged");
 
 /// An empty `a{sv}`.
 pub fn opts() -> Opts<'static> {
@@ -229,306 +220,31 @@ where
     }
 }
 
-// ---- processes ----
+// ---- the service ----
 
-/// Waits up to [`DEADLINE`] for our child to exit.
-fn wait_child(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Sends `signal` to our child, waits up to [`DEADLINE`], then SIGKILLs and reaps it.
-fn stop_child(child: &mut Child, signal: Signal) -> ExitStatus {
-    if let Ok(Some(status)) = child.try_wait() {
-        return status;
-    }
-    let _ = kill(Pid::from_raw(child.id() as i32), signal);
-    wait_child(child).unwrap_or_else(|| {
-        let _ = child.kill();
-        child.wait().expect("cannot reap a child")
-    })
-}
-
-/// A private dbus-daemon.
-pub struct TestBus {
-    child: Child,
-    address: String,
-    _dir: TempDir,
-}
-
-impl TestBus {
-    pub fn start() -> TestBus {
-        let dir = tempfile::Builder::new()
-            .prefix("qsd-bus-")
-            .tempdir()
-            .expect("temp dir");
-        // Unprivileged test callers (setpriv) must reach the socket.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod the bus directory");
-        let config = dir.path().join("bus.conf");
-        std::fs::write(&config, bus_config(&dir.path().join("bus.sock"))).expect("write bus.conf");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            // It complains that a container forbids raising its fd limit; nothing else.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start dbus-daemon");
-        // dbus-daemon prints its address once it listens: that line is the readiness signal.
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("dbus-daemon stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the bus address");
-        let address = line.trim().to_owned();
-        assert!(!address.is_empty(), "dbus-daemon printed no address");
-        TestBus {
-            child,
-            address,
-            _dir: dir,
-        }
-    }
-
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub async fn connect(&self) -> Connection {
-        Builder::address(self.address.as_str())
-            .build()
-            .await
-            .expect("cannot connect to the test bus")
-    }
-}
-
-impl Drop for TestBus {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Signal::SIGTERM);
-    }
-}
-
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
-    )
-}
-
-/// Waits until `name` has an owner on the bus; fails early if `child` exits.
-pub async fn wait_for_name(conn: &Connection, name: &str, child: &mut Child, log: Option<&Path>) {
-    let dbus = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
-    let mut owners = dbus
-        .receive_name_owner_changed_with_args(&[(0, name)])
-        .await
-        .expect("match");
-    let bus_name = BusName::try_from(name).expect("bus name");
-    let deadline = Instant::now() + DEADLINE;
-    while !dbus
-        .name_has_owner(bus_name.clone())
-        .await
-        .expect("NameHasOwner")
-    {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{name} exited ({status}) before it appeared on the bus{}",
-                log_tail(log)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not appear on the bus{}",
-            log_tail(log)
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), owners.next()).await;
-    }
-}
-
-fn log_tail(log: Option<&Path>) -> String {
-    log.and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|text| format!("; its log:\n{text}"))
-        .unwrap_or_default()
-}
-
-/// polkitd on the test bus, with the service's actions installed.
-pub struct Polkitd {
-    child: Child,
-}
-
-impl Polkitd {
-    pub async fn start(bus: &TestBus, conn: &Connection) -> Polkitd {
-        install_policy();
-        let mut child = Command::new("/usr/lib/polkit-1/polkitd")
-            .arg("--no-debug")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start polkitd");
-        wait_for_name(conn, POLKIT, &mut child, None).await;
-        Polkitd { child }
-    }
-}
-
-impl Drop for Polkitd {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Signal::SIGTERM);
-    }
-}
-
-/// polkitd reads actions only from /usr/share/polkit-1/actions. The file is installed
-/// when missing or different and left in place (tests of several binaries run at once,
-/// so one test removing it would break another's polkitd).
-fn install_policy() {
-    let wanted = std::fs::read(POLICY_SOURCE).expect("read polkit/org.qubes.storage.policy");
-    if std::fs::read(POLICY_INSTALLED).ok().as_deref() != Some(&wanted[..]) {
-        let staged = format!("{POLICY_INSTALLED}.{}", std::process::id());
-        std::fs::write(&staged, &wanted).expect("stage the polkit policy");
-        std::fs::rename(&staged, POLICY_INSTALLED).expect("install the polkit policy");
-    }
-}
-
-/// The service under test.
-pub struct Daemon {
-    child: Child,
-}
-
-/// How the service finds the test bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BusArg {
-    /// `--bus-address ADDRESS`.
-    Flag,
-    /// `DBUS_SYSTEM_BUS_ADDRESS` in the environment, no flag: the system-bus default.
-    SystemBusEnv,
-}
-
-impl Daemon {
-    pub async fn start(bus: &TestBus, conn: &Connection, state_dir: &Path, log: &Path) -> Daemon {
-        Daemon::start_with(bus, conn, state_dir, log, BusArg::Flag).await
-    }
-
-    pub async fn start_with(
-        bus: &TestBus,
-        conn: &Connection,
-        state_dir: &Path,
-        log: &Path,
-        bus_arg: BusArg,
-    ) -> Daemon {
-        let log_file = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("daemon log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_qubes-storaged"));
-        command.arg("--state-dir").arg(state_dir);
-        match bus_arg {
-            BusArg::Flag => command.arg("--bus-address").arg(bus.address()),
-            BusArg::SystemBusEnv => command.env("DBUS_SYSTEM_BUS_ADDRESS", bus.address()),
-        };
-        let mut child = command
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start qubes-storaged");
-        wait_for_name(conn, SERVICE, &mut child, Some(log)).await;
-        Daemon { child }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM and wait; the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
-        stop_child(&mut self.child, Signal::SIGTERM)
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(mut self) {
-        stop_child(&mut self.child, Signal::SIGKILL);
-    }
-
-    /// Sends SIGTERM without waiting (the caller watches what happens meanwhile).
-    pub fn send_sigterm(&self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("kill");
-    }
-
-    /// Waits for the exit that a signal sent earlier causes; panics after the deadline.
-    pub fn wait_exit(mut self) -> ExitStatus {
-        wait_child(&mut self.child).expect("qubes-storaged did not exit in time")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Signal::SIGTERM);
-    }
+/// Starts this build's daemon on `bus` (see [`DaemonSpec`]).
+pub async fn start_daemon(
+    bus: &TestBus,
+    conn: &Connection,
+    state_dir: &Path,
+    log: &Path,
+    bus_arg: BusArg,
+) -> Daemon {
+    let spec = DaemonSpec {
+        bus_arg,
+        ..DaemonSpec::new(Path::new(DAEMON_BINARY), state_dir, log)
+    };
+    Daemon::start(&spec, bus, conn).await
 }
 
 // ---- unprivileged callers ----
 
-/// The uid and gid unprivileged test calls run as (`nobody`).
-pub const NOBODY: u32 = 65534;
-
-/// `gdbus call --address … ARGS` as `nobody` (the bus takes the uid from the socket):
-/// `Ok(stdout)` or `Err(stderr)`, which names the D-Bus error.
+/// `gdbus call --address … --dest org.qubes.Storage ARGS` as `nobody` (the bus takes
+/// the uid from the socket): `Ok(stdout)` or `Err(stderr)`, which names the D-Bus error.
 pub async fn gdbus_as_nobody(bus: &TestBus, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new("setpriv")
-        .arg(format!("--reuid={NOBODY}"))
-        .arg(format!("--regid={NOBODY}"))
-        .arg("--clear-groups")
-        .args([
-            "gdbus",
-            "call",
-            "--address",
-            bus.address(),
-            "--dest",
-            SERVICE,
-        ])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run setpriv gdbus");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    let mut all = vec!["--dest", SERVICE];
+    all.extend_from_slice(args);
+    gdbus_call_as(&NOBODY, bus.address(), &all).await
 }
 
 // ---- the whole setup ----
@@ -556,7 +272,7 @@ impl Harness {
 
     async fn start_with(polkit: bool) -> Harness {
         common_fs::require_root();
-        let bus = TestBus::start();
+        let bus = TestBus::permissive();
         let conn = bus.connect().await;
         let polkit = if polkit {
             Some(Polkitd::start(&bus, &conn).await)
@@ -598,8 +314,14 @@ impl Harness {
         if self.service_signals.is_none() {
             self.service_signals = Some(watch_service_signals(&self.conn).await);
         }
-        let daemon =
-            Daemon::start(&self.bus, &self.conn, &self.state_dir(), &self.log_path()).await;
+        let daemon = start_daemon(
+            &self.bus,
+            &self.conn,
+            &self.state_dir(),
+            &self.log_path(),
+            BusArg::Flag,
+        )
+        .await;
         self.daemon = Some(daemon);
     }
 

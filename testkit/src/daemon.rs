@@ -1,0 +1,114 @@
+//! The service under test: the real `qubes-storaged` binary, given by path (a test of
+//! the root package passes `env!("CARGO_BIN_EXE_qubes-storaged")`, the CLI's tests the
+//! binary they built, the bench its release build), with a state directory and a log
+//! file (its stderr, appended to, so a restart continues the same log), serving on a
+//! private [`Bus`]. It is ready when its name appears on the bus. Dropping it sends
+//! SIGTERM and waits (SIGKILL after the deadline).
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::sys::signal::Signal;
+use zbus::Connection;
+
+use crate::bus::{wait_for_name, Bus};
+use crate::process::Guard;
+
+/// The service's name on the bus.
+pub const SERVICE: &str = "org.qubes.Storage";
+
+/// How the service finds the test bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusArg {
+    /// `--bus-address ADDRESS`.
+    Flag,
+    /// `DBUS_SYSTEM_BUS_ADDRESS` in the environment, no flag: the system-bus default.
+    SystemBusEnv,
+}
+
+/// How to start the service.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonSpec<'a> {
+    pub binary: &'a Path,
+    pub state_dir: &'a Path,
+    /// Its stderr, appended to.
+    pub log: &'a Path,
+    pub bus_arg: BusArg,
+    /// `RUST_LOG` for it; `None` leaves the environment's (the daemon's default is
+    /// `info`).
+    pub log_filter: Option<&'a str>,
+}
+
+impl<'a> DaemonSpec<'a> {
+    /// `binary` with `--bus-address` and the environment's log filter.
+    pub fn new(binary: &'a Path, state_dir: &'a Path, log: &'a Path) -> DaemonSpec<'a> {
+        DaemonSpec {
+            binary,
+            state_dir,
+            log,
+            bus_arg: BusArg::Flag,
+            log_filter: None,
+        }
+    }
+}
+
+/// The running service.
+pub struct Daemon {
+    child: Guard,
+}
+
+impl Daemon {
+    /// Starts the service on `bus` and waits (watching through `conn`) until it owns
+    /// its name; a failure message carries its log.
+    pub async fn start(spec: &DaemonSpec<'_>, bus: &Bus, conn: &Connection) -> Daemon {
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(spec.log)
+            .expect("daemon log");
+        let mut command = Command::new(spec.binary);
+        command.arg("--state-dir").arg(spec.state_dir);
+        match spec.bus_arg {
+            BusArg::Flag => command.arg("--bus-address").arg(bus.address()),
+            BusArg::SystemBusEnv => command.env("DBUS_SYSTEM_BUS_ADDRESS", bus.address()),
+        };
+        if let Some(filter) = spec.log_filter {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", spec.binary.display()));
+        let mut child = Guard::new("qubes-storaged", child);
+        wait_for_name(conn, SERVICE, &mut child, Some(spec.log)).await;
+        Daemon { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// SIGTERM and wait; the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.child.terminate()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        self.child.kill();
+    }
+
+    /// Sends SIGTERM without waiting (the caller watches what happens meanwhile).
+    pub fn send_sigterm(&self) {
+        self.child.signal(Signal::SIGTERM).expect("kill");
+    }
+
+    /// Waits for the exit that a signal sent earlier causes; panics after the deadline.
+    pub fn wait_exit(mut self) -> ExitStatus {
+        self.child
+            .wait()
+            .expect("qubes-storaged did not exit in time")
+    }
+}
