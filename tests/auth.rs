@@ -18,8 +18,8 @@ struct World {
     root: Connection,
     service: GuardedService,
     _polkitd: Option<Polkitd>,
-    bus: PrivateBus,
-    _files: PolkitFiles,
+    bus: Bus,
+    _machine: MachineFixtures,
 }
 
 impl World {
@@ -32,9 +32,8 @@ impl World {
     }
 
     async fn start(polkit: bool) -> World {
-        let files = PolkitFiles::install();
-        test_user();
-        let bus = PrivateBus::start();
+        let machine = MachineFixtures::hold();
+        let bus = policy_bus();
         let root = bus.connect().await;
         let polkitd = match polkit {
             true => Some(Polkitd::start(&bus, &root).await),
@@ -46,7 +45,7 @@ impl World {
             service,
             _polkitd: polkitd,
             bus,
-            _files: files,
+            _machine: machine,
         }
     }
 }

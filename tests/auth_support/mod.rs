@@ -4,28 +4,25 @@
 //! project's polkit actions and one test rule where polkitd reads them, an unprivileged
 //! user, and a tiny service whose one method is guarded by `Authorizer::check`.
 //!
+//! The bus, polkitd, the rule's lease and the user come from `qubes-storaged-testkit`.
 //! Unprivileged calls are made by separate processes (`gdbus`, `python3-dbus`) started
 //! with `setpriv` as that user, since the bus takes a caller's uid from its socket.
-//! Every process started here is a `Child` killed by PID and reaped in `Drop`.
 
 #![allow(dead_code)]
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use qubes_storaged::auth::{Action, AuthError, AuthRequest, Authorizer};
-use rustix::fs::{flock, FlockOperation};
-use tempfile::TempDir;
-use zbus::connection::Builder;
+use qubes_storaged_testkit::bus::Include;
+use qubes_storaged_testkit::polkit::RuleFile;
+use qubes_storaged_testkit::users::{gdbus_call_as, Account, Groups, UserSpec, Users};
+use qubes_storaged_testkit::workspace;
 use zbus::message::{Flags, Header};
-use zbus::names::BusName;
 use zbus::Connection;
+
+pub use qubes_storaged_testkit::bus::Bus;
+pub use qubes_storaged_testkit::polkit::Polkitd;
 
 pub const SERVICE: &str = "org.qubes.Storage";
 pub const TEST_PATH: &str = "/org/qubes/Storage/authtest";
@@ -34,13 +31,11 @@ pub const TEST_POOL: &str = "testpool";
 /// The vid the test rule lets [`TEST_USER`] manage without authentication.
 pub const RULED_VID: &str = "appvms/ruled/private";
 pub const TEST_USER: &str = "qsd-authtest";
-const POLKIT: &str = "org.freedesktop.PolicyKit1";
-const DEADLINE: Duration = Duration::from_secs(20);
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const ACTIONS_INSTALLED: &str = "/usr/share/polkit-1/actions/org.qubes.storage.policy";
 const RULE_INSTALLED: &str = "/etc/polkit-1/rules.d/49-qubes-storaged-authtest.rules";
-const RULE_LOCK: &str = "/run/lock/qubes-storaged-authtest-rule.lock";
+/// The rule's lease: `/run/lock/qubes-storaged-authtest-rule.lock`.
+const RULE_LEASE: &str = "qubes-storaged-authtest-rule";
+const USER_LEASE: &str = "qubes-storaged-authtest-user";
 
 /// A polkit rule that uses both details the authorizer passes.
 fn rule_text() -> String {
@@ -55,192 +50,40 @@ polkit.addRule(function(action, subject) {{
     )
 }
 
-// ---- polkit files ----
+// ---- machine-wide fixtures ----
 
-/// The project's actions and the test rule, installed where polkitd reads them.
-///
-/// The actions file is installed when missing or different and left in place, like
-/// the bus harness (`tests/common`) does: tests of several binaries run at once and
-/// may share it. The rule is this file's own: every user holds a shared `flock` on
-/// [`RULE_LOCK`]; whoever ends and then gets the lock exclusively removes the rule.
-pub struct PolkitFiles {
-    lock: File,
+/// The test rule where polkitd reads it and the test user, for as long as any test
+/// (of any binary) holds them; the last holder removes them. Polkitd installs the
+/// project's actions itself.
+pub struct MachineFixtures {
+    _rule: RuleFile,
+    _user: Users,
 }
 
-impl PolkitFiles {
-    pub fn install() -> PolkitFiles {
-        install_if_different(Path::new(ACTIONS_INSTALLED), &actions_text());
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(RULE_LOCK)
-            .expect("open the rule lock");
-        flock(&lock, FlockOperation::LockExclusive).expect("lock the rule");
-        install_if_different(Path::new(RULE_INSTALLED), rule_text().as_bytes());
-        flock(&lock, FlockOperation::LockShared).expect("share the rule lock");
-        PolkitFiles { lock }
-    }
-}
-
-impl Drop for PolkitFiles {
-    fn drop(&mut self) {
-        let _ = flock(&self.lock, FlockOperation::Unlock);
-        if flock(&self.lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
-            let _ = fs::remove_file(RULE_INSTALLED);
-            let _ = flock(&self.lock, FlockOperation::Unlock);
+impl MachineFixtures {
+    pub fn hold() -> MachineFixtures {
+        let user = Users::hold(
+            USER_LEASE,
+            &[],
+            &[UserSpec {
+                name: TEST_USER,
+                groups: &[],
+            }],
+        );
+        let rule = RuleFile::hold(RULE_LEASE, RULE_INSTALLED, rule_text());
+        MachineFixtures {
+            _rule: rule,
+            _user: user,
         }
     }
 }
 
-fn actions_text() -> Vec<u8> {
-    fs::read(Path::new(REPO).join("polkit/org.qubes.storage.policy")).expect("read the policy")
-}
-
-fn install_if_different(path: &Path, wanted: &[u8]) {
-    if fs::read(path).ok().as_deref() == Some(wanted) {
-        return;
-    }
-    let staged = path.with_extension(format!("staged.{}", std::process::id()));
-    fs::write(&staged, wanted).expect("stage a polkit file");
-    fs::set_permissions(&staged, fs::Permissions::from_mode(0o644)).expect("chmod");
-    fs::rename(&staged, path).expect("install a polkit file");
-}
-
-// ---- processes ----
-
-/// A child process that is killed (by its PID) and reaped when dropped.
-pub struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A dbus-daemon with a system-bus-like policy, including the project's bus policy.
-pub struct PrivateBus {
-    daemon: Reaped,
-    address: String,
-    _dir: TempDir,
-}
-
-impl PrivateBus {
-    pub fn start() -> PrivateBus {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The unprivileged caller must reach the socket inside.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let config = dir.path().join("bus.conf");
-        fs::write(&config, bus_config(&dir.path().join("socket"))).unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg("--nofork")
-            .arg("--print-address=1")
-            .arg(format!("--config-file={}", config.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dbus-daemon");
-        let mut address = String::new();
-        let stdout = child.stdout.take().expect("dbus-daemon stdout");
-        BufReader::new(stdout)
-            .read_line(&mut address)
-            .expect("read the bus address");
-        let daemon = Reaped(child);
-        assert!(!address.trim().is_empty(), "dbus-daemon printed no address");
-        PrivateBus {
-            daemon,
-            address: address.trim().to_owned(),
-            _dir: dir,
-        }
-    }
-
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub async fn connect(&self) -> Connection {
-        Builder::address(self.address.as_str())
-            .build()
-            .await
-            .expect("connect to the private bus")
-    }
-}
-
-/// The system bus's default policy (`/usr/share/dbus-1/system.conf`) in short, then the
-/// policies of polkit and of this project.
-fn bus_config(socket: &Path) -> String {
-    let ours = Path::new(REPO).join("systemd/org.qubes.Storage.conf");
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
-  <include>{ours}</include>
-</busconfig>
-"#,
-        socket = socket.display(),
-        ours = ours.display(),
-    )
-}
-
-/// polkitd attached to a private bus.
-pub struct Polkitd {
-    _child: Reaped,
-}
-
-impl Polkitd {
-    pub async fn start(bus: &PrivateBus, conn: &Connection) -> Polkitd {
-        let dbus = zbus::fdo::DBusProxy::new(conn)
-            .await
-            .expect("bus driver proxy");
-        let mut owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, POLKIT)])
-            .await
-            .expect("follow polkitd's name");
-        let child = Command::new("/usr/lib/polkit-1/polkitd")
-            .arg("--no-debug")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start polkitd");
-        let polkitd = Polkitd {
-            _child: Reaped(child),
-        };
-        let name = BusName::try_from(POLKIT).unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        while !dbus
-            .name_has_owner(name.clone())
-            .await
-            .expect("NameHasOwner")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "polkitd did not appear on the bus"
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(200), owners.next()).await;
-        }
-        polkitd
-    }
+/// A bus with the system bus's default policy, then polkit's and the project's.
+pub fn policy_bus() -> Bus {
+    Bus::system_like(&[
+        Include::File("/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf".into()),
+        Include::File(workspace::path("systemd/org.qubes.Storage.conf")),
+    ])
 }
 
 // ---- the guarded service ----
@@ -285,7 +128,7 @@ pub struct GuardedService {
 }
 
 impl GuardedService {
-    pub async fn start(bus: &PrivateBus) -> GuardedService {
+    pub async fn start(bus: &Bus) -> GuardedService {
         let conn = bus.connect().await;
         let authorizer = Authorizer::new(&conn).await;
         let check_times = Arc::new(Mutex::new(Vec::new()));
@@ -335,69 +178,26 @@ pub async fn call_as_root(
         .map(|_| ())
 }
 
-/// The unprivileged test user, created once (`useradd --system`) if missing.
-#[derive(Debug, Clone, Copy)]
-pub struct TestUser {
-    pub uid: u32,
-    pub gid: u32,
+/// The unprivileged test user (held by [`MachineFixtures`]).
+pub fn test_user() -> Account {
+    Account::look_up(TEST_USER).expect("the test user exists (MachineFixtures holds it)")
 }
 
-pub fn test_user() -> TestUser {
-    static USER: OnceLock<TestUser> = OnceLock::new();
-    *USER.get_or_init(|| {
-        if nix::unistd::User::from_name(TEST_USER).unwrap().is_none() {
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(TEST_USER)
-                .status()
-                .expect("run useradd");
-            assert!(status.success(), "useradd {TEST_USER} failed: {status}");
-        }
-        let user = nix::unistd::User::from_name(TEST_USER)
-            .unwrap()
-            .expect("the test user exists");
-        TestUser {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        }
-    })
-}
-
-/// `setpriv` arguments that run a program as the test user, without groups.
+/// A command that runs a program as the test user, without groups.
 fn as_test_user() -> tokio::process::Command {
-    let user = test_user();
-    let mut command = tokio::process::Command::new("setpriv");
-    command
-        .arg(format!("--reuid={}", user.uid))
-        .arg(format!("--regid={}", user.gid))
-        .arg("--clear-groups")
-        .kill_on_drop(true);
+    let mut command = tokio::process::Command::from(test_user().setpriv(Groups::Cleared));
+    command.kill_on_drop(true);
     command
 }
 
 /// What an unprivileged `gdbus call` ended with: `Ok(stdout)` or `Err(stderr)`.
-pub async fn gdbus_as_user(bus: &PrivateBus, args: &[&str]) -> Result<String, String> {
-    let output = as_test_user()
-        .args(["gdbus", "call", "--address", bus.address()])
-        .args(args)
-        .output()
-        .await
-        .expect("run gdbus");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+pub async fn gdbus_as_user(bus: &Bus, args: &[&str]) -> Result<String, String> {
+    gdbus_call_as(&test_user(), bus.address(), args).await
 }
 
 /// `ManageVolume(TEST_POOL, vid)` as the test user.
 pub async fn manage_volume_as_user(
-    bus: &PrivateBus,
+    bus: &Bus,
     vid: &str,
     interactive: bool,
 ) -> Result<String, String> {
@@ -415,7 +215,7 @@ pub async fn manage_volume_as_user(
 
 /// `count` calls of `ManageVolume(TEST_POOL, vid)` as the test user over one
 /// connection (python3-dbus); fails on the first error.
-pub async fn repeat_as_user(bus: &PrivateBus, vid: &str, count: usize) -> Result<(), String> {
+pub async fn repeat_as_user(bus: &Bus, vid: &str, count: usize) -> Result<(), String> {
     let script = format!(
         "import dbus, sys\n\
          bus = dbus.bus.BusConnection(sys.argv[1])\n\
