@@ -26,9 +26,8 @@ use authz_support::client::{
     get_all, get_managed_objects, get_property, i, introspect, o, set_property, t, DbusCall,
     PyClient, Reply, Who,
 };
-use authz_support::lease::{self, Lease};
 use authz_support::snapshot::Tree;
-use authz_support::{ACCESS_DENIED, INTERACTION_REQUIRED, POLKIT_ACTIONS_LOCK};
+use authz_support::{ACCESS_DENIED, INTERACTION_REQUIRED};
 use common::{opts, opts_of, FsType, Harness, MIB};
 use serde_json::{json, Value};
 use zbus::{OwnedObjectPath, Variant};
@@ -68,7 +67,7 @@ struct Objects {
 }
 
 /// Everything one test needs. Fields drop in order: the service stops (and its
-/// filesystem is unmounted) before the users, the rule and the lease go.
+/// filesystem is unmounted) before the users and the rule go.
 struct World {
     h: Harness,
     objects: Objects,
@@ -76,7 +75,6 @@ struct World {
     client: PyClient,
     accounts: Accounts,
     _rule: Option<RunnersRule>,
-    _actions: Lease,
 }
 
 /// A mutating call and the object its refusal must name.
@@ -103,7 +101,6 @@ impl World {
     }
 
     async fn start_with(rule: bool) -> World {
-        let actions = lease::shared(POLKIT_ACTIONS_LOCK);
         let accounts = Accounts::hold();
         // Before polkitd starts, so that it reads the rule at once.
         let rule = rule.then(RunnersRule::hold);
@@ -117,7 +114,6 @@ impl World {
             client: PyClient::new(),
             accounts,
             _rule: rule,
-            _actions: actions,
         }
     }
 
@@ -134,11 +130,11 @@ impl World {
     }
 
     fn plain(&self) -> Who {
-        self.accounts.plain.who()
+        Who::from(self.accounts.plain)
     }
 
     fn runner(&self) -> Who {
-        self.accounts.runner.who()
+        Who::from(self.accounts.runner)
     }
 
     /// The files and the properties, as root sees them.

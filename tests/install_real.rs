@@ -14,8 +14,8 @@
 //! the bus harness installs and leaves for every bus test) are restored byte-identical
 //! right after `make uninstall` — also when the test fails — and directories the
 //! install created are removed. While this runs it holds the flock
-//! `/run/lock/qubes-storaged-install-test.lock` exclusively; the tests of
-//! `tests/bus_authz.rs` hold it shared while their polkitd runs, so they never see the
+//! `/run/lock/qubes-storaged-install-test.lock` exclusively; every other test's
+//! polkitd (testkit's `Polkitd::start`) holds it shared while it runs, so none sees the
 //! actions file missing. The binaries are the debug builds next to
 //! `CARGO_BIN_EXE_qubes-storaged` (`NO_BUILD=1 RELEASE_DIR=…`); the CLI must have been
 //! built too (`cargo test --workspace`).
@@ -31,11 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use authz_support::client::{u, DbusCall, PyClient, Who};
-use authz_support::lease::Exclusive;
-use authz_support::{ACCESS_DENIED, INTERACTION_REQUIRED, POLKIT_ACTIONS_LOCK};
+use authz_support::{ACCESS_DENIED, INTERACTION_REQUIRED};
 use common::{opts, opts_of, ManagerProxy, PoolProxy, VolumeProxy, MIB};
 use qubes_storaged_testkit::bus::{wait_for_name, Bus, Include};
-use qubes_storaged_testkit::polkit::Polkitd;
+use qubes_storaged_testkit::lease::Exclusive;
+use qubes_storaged_testkit::polkit::{Polkitd, ACTIONS_LOCK};
 use qubes_storaged_testkit::process::Guard;
 use qubes_storaged_testkit::users::{Groups, NOBODY};
 use qubes_storaged_testkit::workspace;
@@ -111,7 +111,7 @@ struct RealInstall {
 
 impl RealInstall {
     fn install() -> RealInstall {
-        let lock = Exclusive::take(POLKIT_ACTIONS_LOCK);
+        let lock = Exclusive::take(ACTIONS_LOCK);
         let manifest: Vec<PathBuf> = make_ok("install-manifest")
             .lines()
             .map(PathBuf::from)

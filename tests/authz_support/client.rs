@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use qubes_storaged_testkit::users::{setpriv, Account, Groups};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -77,6 +78,15 @@ json.dump([call(bus, spec) for spec in json.load(sys.stdin)], sys.stdout)
 pub enum Who {
     Root,
     User { uid: u32, gid: u32 },
+}
+
+impl From<Account> for Who {
+    fn from(account: Account) -> Who {
+        Who::User {
+            uid: account.uid,
+            gid: account.gid,
+        }
+    }
 }
 
 /// One method call.
@@ -302,13 +312,9 @@ impl PyClient {
         let mut command = match who {
             Who::Root => tokio::process::Command::new("/usr/bin/python3"),
             Who::User { uid, gid } => {
-                let mut setpriv = tokio::process::Command::new("/usr/bin/setpriv");
-                setpriv
-                    .arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--init-groups")
-                    .arg("/usr/bin/python3");
-                setpriv
+                let mut setpriv = setpriv(uid, gid, Groups::Login);
+                setpriv.arg("/usr/bin/python3");
+                tokio::process::Command::from(setpriv)
             }
         };
         command.arg(self.script()).current_dir("/");
