@@ -1,0 +1,749 @@
+//! The reference driver's own test scenarios (R§7) that `volumes.rs` does not restate,
+//! run through the engine on real loop-mounted btrfs, XFS and ext4 (ext4 pools use
+//! setup_check=false):
+//!
+//! * precache staleness (R§7.1 test_100/101/110/111): a precache whose mtime (ns) or
+//!   size differs from the committed image is discarded by Start; without a committed
+//!   image Start is `NotFound` and the precache stays; a matching one is renamed;
+//! * is_outdated after the source reverts to an older revision of the same size
+//!   (test_201, R§3.20: inode comparison, not mtime);
+//! * Clear (admin test_810) and an import truncated to nothing (test_012);
+//! * remove after a snapshots-disabled session (test_120);
+//! * live resize of a started volume seen by its loop device (R§3.15);
+//! * pool usage and included_in (R§3.22, R§3.23, test_006);
+//! * CreatePool's reflink probe (R§3.1, §7.3);
+//! * a read-only save_on_stop volume (integration test_002);
+//! * a running snapshots-disabled source refusing snapshots, clones and exports
+//!   (integration test_006).
+//!
+//! Needs root (loop mounts).
+
+mod common_fs;
+
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common_fs::{run_ok, FsType, LoopDevice, LoopFs, MIB};
+use qubes_storage_engine::layout::VolumePaths;
+use qubes_storage_engine::{
+    Engine, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
+};
+
+const VID: &str = "appvms/work/private";
+
+/// One engine with one pool `p` at `<mount>/pool` on a fresh filesystem.
+struct Fixture {
+    // Field order: the engine goes before the mount it uses.
+    engine: Engine,
+    pool: PoolName,
+    dir: PathBuf,
+    _state: tempfile::TempDir,
+    fs: LoopFs,
+}
+
+impl Fixture {
+    fn new(fs_type: FsType) -> Fixture {
+        let fs = LoopFs::new(fs_type, 512 * MIB);
+        let state = tempfile::tempdir().unwrap();
+        let engine = Engine::open(state.path()).unwrap();
+        let pool = PoolName::parse("p").unwrap();
+        let dir = fs.path().join("pool");
+        engine
+            .create_pool(pool_spec(&pool, &dir, fs_type.has_reflink()))
+            .unwrap();
+        Fixture {
+            engine,
+            pool,
+            dir,
+            _state: state,
+            fs,
+        }
+    }
+
+    /// Another pool of this engine at `<mount>/<rel>`.
+    fn add_pool(&self, name: &str, rel: &str) -> PoolName {
+        let name = PoolName::parse(name).unwrap();
+        let dir = self.fs.path().join(rel);
+        self.engine
+            .create_pool(pool_spec(&name, &dir, self.fs.fs_type().has_reflink()))
+            .unwrap();
+        name
+    }
+
+    fn vref(&self, vid: &str) -> VolumeRef {
+        VolumeRef {
+            pool: self.pool.clone(),
+            vid: Vid::parse(vid).unwrap(),
+        }
+    }
+
+    fn paths(&self, vid: &str) -> VolumePaths {
+        VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
+    }
+
+    fn create_in(&self, vol: &VolumeRef, spec: VolumeSpec) {
+        self.engine
+            .create_volume(vol, spec, &OpCtx::quiet("CreateVolume"))
+            .unwrap();
+    }
+
+    fn origin(&self, vid: &str, size: u64, rtk: i64) -> VolumeRef {
+        let v = self.vref(vid);
+        self.create_in(&v, origin_spec(size, rtk));
+        v
+    }
+
+    fn snapshot_of(&self, vid: &str, source: &VolumeRef) -> VolumeRef {
+        let v = self.vref(vid);
+        let spec = VolumeSpec {
+            rw: true,
+            snap_on_start: true,
+            source: Some(source.vid.clone()),
+            ..Default::default()
+        };
+        self.create_in(&v, spec);
+        v
+    }
+
+    fn start(&self, v: &VolumeRef) -> PathBuf {
+        self.engine.start(v, &OpCtx::quiet("Start")).unwrap()
+    }
+
+    fn stop(&self, v: &VolumeRef) {
+        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
+    }
+
+    /// One VM session: start, write `data` at `offset`, stop.
+    fn session(&self, v: &VolumeRef, offset: u64, data: &[u8]) {
+        let dirty = self.start(v);
+        write_at(&dirty, offset, data);
+        self.stop(v);
+    }
+
+    /// ImportData of `data.len()` bytes, write them, ImportDataEnd(true).
+    fn import(&self, v: &VolumeRef, data: &[u8]) {
+        let mut w = self
+            .engine
+            .import_data(v, data.len() as u64, &OpCtx::quiet("ImportData"))
+            .unwrap();
+        w.write_all(data).unwrap();
+        w.sync_all().unwrap();
+        drop(w);
+        self.engine
+            .import_data_end(v, true, &OpCtx::quiet("ImportDataEnd"))
+            .unwrap();
+    }
+
+    /// The file of the newest revision of `vid`.
+    fn newest_revision(&self, vid: &str) -> PathBuf {
+        let info = self.engine.volume_info(&self.vref(vid)).unwrap();
+        let r = info.revisions.last().expect("a revision");
+        self.paths(vid).revision(r.id, r.timestamp)
+    }
+}
+
+fn pool_spec(name: &PoolName, dir: &Path, setup_check: bool) -> PoolSpec {
+    PoolSpec {
+        name: name.clone(),
+        dir_path: dir.to_owned(),
+        setup_check,
+        revisions_to_keep: RevisionsToKeep::DEFAULT,
+        ephemeral_volatile: false,
+    }
+}
+
+fn origin_spec(size: u64, rtk: i64) -> VolumeSpec {
+    VolumeSpec {
+        size,
+        rw: true,
+        save_on_stop: true,
+        revisions_to_keep: Some(RevisionsToKeep::new(rtk).unwrap()),
+        ..Default::default()
+    }
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn is_all_zero(path: &Path) -> bool {
+    fs::read(path).unwrap().iter().all(|&b| b == 0)
+}
+
+fn ino(path: &Path) -> u64 {
+    fs::symlink_metadata(path).unwrap().ino()
+}
+
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Give `path` the mtime of `like` (to the nanosecond).
+fn copy_mtime(like: &Path, path: &Path) {
+    let mtime = fs::metadata(like).unwrap().modified().unwrap();
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.set_times(FileTimes::new().set_modified(mtime))
+        .unwrap();
+    file.sync_all().unwrap();
+}
+
+/// Give `path` the mtime of `like` moved by one nanosecond within the same second.
+fn one_nanosecond_from(like: &Path, path: &Path) {
+    let nanos = std::time::Duration::from_nanos(1);
+    let mtime = fs::metadata(like).unwrap().modified().unwrap();
+    let moved = if mtime_ns(like).1 > 0 {
+        mtime - nanos
+    } else {
+        mtime + nanos
+    };
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.set_times(FileTimes::new().set_modified(moved))
+        .unwrap();
+}
+
+fn mtime_ns(path: &Path) -> (i64, i64) {
+    let m = fs::metadata(path).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+/// Generates one test per filesystem for each scenario function.
+macro_rules! on_every_fs {
+    ($($name:ident),* $(,)?) => {
+        mod btrfs { $( #[test] fn $name() { super::$name(super::FsType::Btrfs) } )* }
+        mod xfs { $( #[test] fn $name() { super::$name(super::FsType::Xfs) } )* }
+        mod ext4 { $( #[test] fn $name() { super::$name(super::FsType::Ext4) } )* }
+    };
+}
+
+on_every_fs!(
+    matching_precache_becomes_the_started_image_by_rename,
+    precache_of_an_older_commit_is_discarded_and_start_uses_clean,
+    precache_of_another_size_is_discarded_even_with_clean_mtime,
+    start_without_clean_is_not_found_and_keeps_the_precache,
+    snapshot_is_outdated_after_source_reverts_to_older_same_size_revision,
+    clear_commits_a_zero_image_and_keeps_the_old_data_revertible,
+    import_truncated_to_nothing_commits_an_empty_image,
+    snapshots_disabled_volume_stops_to_clean_only_and_removes_to_nothing,
+    live_resize_grows_the_started_image_in_place_and_its_loop_device,
+    pool_usage_is_reported_and_none_once_the_directory_is_gone,
+    read_only_volume_starts_with_its_committed_content_and_keeps_it,
+    running_snapshots_disabled_source_refuses_snapshot_clone_and_export,
+);
+
+// ---- R§7.1 test_100/101/110/111: precache staleness ----
+
+/// test_100: after create and after an import, the precache matches clean (content,
+/// size, mtime to the ns) and Start renames it: the started image is its inode.
+fn matching_precache_becomes_the_started_image_by_rename(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 1, 1);
+    let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
+    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
+    f.import(&v, b"\x01");
+    assert_eq!(fs::read(&clean).unwrap(), b"\x01");
+    assert_eq!(fs::read(&precache).unwrap(), b"\x01");
+    assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
+    let precache_ino = ino(&precache);
+    let dirty = f.start(&v);
+    assert_eq!(ino(&dirty), precache_ino, "the precache was renamed");
+    assert_eq!(fs::read(&dirty).unwrap(), b"\x01");
+    assert!(!exists(&precache));
+}
+
+/// test_110: a precache left over from the previous commit (as if precache maintenance
+/// had been bypassed), same size, its mtime one nanosecond off clean's: Start discards
+/// it and copies clean.
+fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 1, 1);
+    let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
+    let saved = f.paths(VID).dir().join("saved-precache");
+    fs::hard_link(&precache, &saved).unwrap();
+    f.import(&v, b"\x01");
+    fs::rename(&saved, &precache).unwrap();
+    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
+    assert_eq!(fs::metadata(&precache).unwrap().len(), 1, "same size");
+    // Only the nanoseconds differ: within clean's second, one nanosecond apart.
+    one_nanosecond_from(&clean, &precache);
+    let (pre, cur) = (mtime_ns(&precache), mtime_ns(&clean));
+    assert_eq!(pre.0, cur.0, "same second");
+    assert_eq!(pre.1.abs_diff(cur.1), 1, "one nanosecond apart");
+    // Held open so that its inode number cannot be reused by the started image.
+    let stale = File::open(&precache).unwrap();
+    let stale_ino = stale.metadata().unwrap().ino();
+    let dirty = f.start(&v);
+    assert_eq!(
+        fs::read(&dirty).unwrap(),
+        b"\x01",
+        "the started image is clean's"
+    );
+    assert_ne!(ino(&dirty), stale_ino);
+    assert!(!exists(&precache), "the stale precache is deleted");
+}
+
+/// The size alone makes a precache stale: same mtime (ns) as clean, one byte longer.
+fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 1, 1);
+    f.import(&v, b"\x01");
+    let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
+    OpenOptions::new()
+        .write(true)
+        .open(&precache)
+        .unwrap()
+        .set_len(2)
+        .unwrap();
+    copy_mtime(&clean, &precache);
+    assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
+    // Held open so that its inode number cannot be reused by the started image.
+    let stale = File::open(&precache).unwrap();
+    let stale_ino = stale.metadata().unwrap().ino();
+    let dirty = f.start(&v);
+    assert_eq!(
+        fs::read(&dirty).unwrap(),
+        b"\x01",
+        "clean's size and content"
+    );
+    assert_ne!(ino(&dirty), stale_ino);
+    assert!(!exists(&precache));
+}
+
+/// test_101/111: without clean, Start is `NotFound` naming the volume, nothing is
+/// started and the precache stays — matching or stale.
+fn start_without_clean_is_not_found_and_keeps_the_precache(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 1, 1);
+    f.import(&v, b"\x01");
+    let paths = f.paths(VID);
+    fs::remove_file(paths.clean()).unwrap();
+    let precache_ino = ino(&paths.precache());
+    for case in ["matching precache", "stale precache"] {
+        let err = f.engine.start(&v, &OpCtx::quiet("Start")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{case}: {err}");
+        assert!(err.to_string().contains(VID), "{case}: {err}");
+        assert!(!exists(&paths.dirty()), "{case}: not started");
+        assert_eq!(
+            ino(&paths.precache()),
+            precache_ino,
+            "{case}: precache kept"
+        );
+        assert_eq!(fs::read(paths.precache()).unwrap(), b"\x01");
+        // Make it stale for the second round.
+        move_mtime_one_second_later(&paths.precache());
+    }
+}
+
+fn move_mtime_one_second_later(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    let later = mtime + std::time::Duration::from_secs(1);
+    file.set_times(FileTimes::new().set_modified(later))
+        .unwrap();
+}
+
+// ---- test_201 / R§3.20 ----
+
+/// The source reverts to an older revision of the same size, whose mtime is then made
+/// equal to the snapshot's image: only the inode differs, and that is outdated.
+fn snapshot_is_outdated_after_source_reverts_to_older_same_size_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let root = f.origin("vm-templates/t/root", MIB, 3);
+    f.session(&root, 0, b"v1");
+    f.session(&root, 0, b"v2");
+    let snap = f.snapshot_of("appvms/a/root", &root);
+    let dirty = f.start(&snap);
+    assert_eq!(read_at(&dirty, 0, 2), b"v2");
+    assert!(!f.engine.volume_info(&snap).unwrap().is_outdated);
+    let v1 = f.engine.volume_info(&root).unwrap().revisions[1].id;
+    f.engine
+        .revert(&root, Some(v1), &OpCtx::quiet("Revert"))
+        .unwrap();
+    let (source_clean, own_clean) = (
+        f.paths("vm-templates/t/root").clean(),
+        f.paths("appvms/a/root").clean(),
+    );
+    assert_eq!(read_at(&source_clean, 0, 2), b"v1");
+    copy_mtime(&own_clean, &source_clean);
+    assert_eq!(mtime_ns(&source_clean), mtime_ns(&own_clean));
+    assert_eq!(
+        fs::metadata(&source_clean).unwrap().len(),
+        fs::metadata(&own_clean).unwrap().len()
+    );
+    assert!(f.engine.volume_info(&snap).unwrap().is_outdated);
+    f.stop(&snap);
+    let dirty = f.start(&snap);
+    assert_eq!(
+        read_at(&dirty, 0, 2),
+        b"v1",
+        "the next start sees the revert"
+    );
+    assert!(!f.engine.volume_info(&snap).unwrap().is_outdated);
+}
+
+// ---- admin test_810 (Clear) and test_012 ----
+
+/// Clear = ImportData(current size) + ImportDataEnd(true) without writing: the
+/// committed image is all zeros of the same size, the old data a revertible revision.
+fn clear_commits_a_zero_image_and_keeps_the_old_data_revertible(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 2 * MIB, 2);
+    f.session(&v, MIB, b"test data");
+    let size = f.engine.volume_info(&v).unwrap().size;
+    let w = f
+        .engine
+        .import_data(&v, size, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    drop(w);
+    f.engine
+        .import_data_end(&v, true, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap();
+    let clean = f.paths(VID).clean();
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 2 * MIB);
+    assert!(is_all_zero(&clean), "a cleared volume is empty");
+    assert!(!exists(&f.paths(VID).import()));
+    assert_eq!(read_at(&f.newest_revision(VID), MIB, 9), b"test data");
+    f.engine.revert(&v, None, &OpCtx::quiet("Revert")).unwrap();
+    assert_eq!(
+        read_at(&clean, MIB, 9),
+        b"test data",
+        "the clear is undoable"
+    );
+}
+
+/// test_012: the writer truncates the import file to nothing; the commit is an empty
+/// image, and the import file is gone.
+fn import_truncated_to_nothing_commits_an_empty_image(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, MIB, 1);
+    f.session(&v, 0, b"test data");
+    let w = f
+        .engine
+        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .unwrap();
+    let import = f.paths(VID).import();
+    assert_ne!(import, f.engine.volume_info(&v).unwrap().block_device_path);
+    w.set_len(0).unwrap();
+    drop(w);
+    f.engine
+        .import_data_end(&v, true, &OpCtx::quiet("ImportDataEnd"))
+        .unwrap();
+    assert!(!exists(&import));
+    assert!(fs::read(f.paths(VID).clean()).unwrap().is_empty());
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, 0);
+}
+
+// ---- test_120 ----
+
+fn snapshots_disabled_volume_stops_to_clean_only_and_removes_to_nothing(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, MIB, -1);
+    let paths = f.paths(VID);
+    let dirty = f.start(&v);
+    assert_eq!(dirty, f.dir.join("appvms/work/private-dirty.img"));
+    assert!(!exists(&paths.clean()) && !exists(&paths.precache()));
+    f.stop(&v);
+    assert!(!exists(&dirty) && exists(&paths.clean()) && !exists(&paths.precache()));
+    f.engine.remove_volume(&v, &OpCtx::quiet("Remove")).unwrap();
+    assert!(!exists(paths.dir()), "the VM directory is gone");
+    assert!(files_in(&f.dir.join("appvms")).is_empty());
+    assert!(f.engine.volume_vids(&f.pool).unwrap().is_empty());
+}
+
+// ---- R§3.15 live resize ----
+
+/// A loop device attached to the started image sees the new size; the file grew in
+/// place (same inode, data kept); the stop commits the new size, persisted.
+fn live_resize_grows_the_started_image_in_place_and_its_loop_device(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, 4 * MIB, 1);
+    let dirty = f.start(&v);
+    write_at(&dirty, MIB, b"live");
+    let inode = ino(&dirty);
+    let device = LoopDevice::attach(&dirty);
+    assert_eq!(device.size_bytes(), 4 * MIB);
+    f.engine
+        .resize(&v, 8 * MIB, false, &OpCtx::quiet("Resize"))
+        .unwrap();
+    assert_eq!(
+        device.size_bytes(),
+        8 * MIB,
+        "the loop device re-read its size"
+    );
+    assert_eq!(ino(&dirty), inode, "resized in place");
+    assert_eq!(fs::metadata(&dirty).unwrap().len(), 8 * MIB);
+    assert_eq!(read_at(&dirty, MIB, 4), b"live");
+    drop(device);
+    f.stop(&v);
+    let clean = f.paths(VID).clean();
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 8 * MIB);
+    assert_eq!(read_at(&clean, MIB, 4), b"live");
+    let reopened = Engine::open(f.engine.state_dir()).unwrap();
+    let info = reopened.volume_info(&v).unwrap();
+    assert_eq!((info.size, info.config.size), (8 * MIB, 8 * MIB));
+}
+
+// ---- R§3.22 / test_006, R§3.23 ----
+
+fn pool_usage_is_reported_and_none_once_the_directory_is_gone(t: FsType) {
+    let f = Fixture::new(t);
+    let (size, used) = f.engine.pool_info(&f.pool).unwrap().usage.expect("usage");
+    let st = rustix::fs::statvfs(&f.dir).unwrap();
+    assert_eq!(size, st.f_blocks * st.f_frsize, "the whole filesystem");
+    assert!(used > 0 && used <= size, "usage {used} of {size}");
+    fs::create_dir(f.fs.path().join("sub")).unwrap();
+    let moving = f.add_pool("moving", "sub/pool");
+    assert!(f.engine.pool_info(&moving).unwrap().usage.is_some());
+    fs::rename(f.fs.path().join("sub"), f.fs.path().join("gone")).unwrap();
+    let info = f.engine.pool_info(&moving).unwrap();
+    assert_eq!(info.usage, None, "no directory, no usage");
+    assert_eq!(info.included_in, None);
+}
+
+#[test]
+fn included_in_names_the_pool_whose_directory_contains_this_one() {
+    let f = Fixture::new(FsType::Ext4);
+    let outer = f.add_pool("outer", "outer");
+    let inner = f.add_pool("inner", "outer/nested");
+    std::os::unix::fs::symlink(f.fs.path().join("outer"), f.fs.path().join("alias")).unwrap();
+    let aliased = f.add_pool("aliased", "alias/other");
+    let sibling = f.add_pool("sibling", "outer-x");
+    let included_in = |p: &PoolName| f.engine.pool_info(p).unwrap().included_in;
+    assert_eq!(included_in(&inner), Some(outer.clone()));
+    assert_eq!(included_in(&aliased), Some(outer.clone()), "by realpath");
+    assert_eq!(
+        included_in(&sibling),
+        None,
+        "a name prefix is not a path prefix"
+    );
+    assert_eq!(included_in(&outer), None);
+    assert_eq!(included_in(&f.pool), None);
+}
+
+// ---- R§3.1 / §7.3: CreatePool's reflink probe ----
+
+fn probing_spec(name: &str, dir: &Path) -> PoolSpec {
+    pool_spec(&PoolName::parse(name).unwrap(), dir, true)
+}
+
+#[test]
+fn ext4_setup_check_is_not_supported_and_removes_only_a_directory_it_made() {
+    let fs = LoopFs::new(FsType::Ext4, 64 * MIB);
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::open(state.path()).unwrap();
+    let fresh = fs.path().join("fresh");
+    let err = engine
+        .create_pool(probing_spec("fresh", &fresh))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
+    assert!(err.to_string().contains("setup_check=false"), "{err}");
+    assert!(err.to_string().contains("pool fresh"), "{err}");
+    assert!(!exists(&fresh), "the directory it created is removed");
+    let existing = fs.path().join("existing");
+    fs::create_dir(&existing).unwrap();
+    fs::write(existing.join("keep"), b"x").unwrap();
+    let err = engine
+        .create_pool(probing_spec("existing", &existing))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotSupported, "{err}");
+    assert_eq!(
+        files_in(&existing),
+        ["keep"],
+        "an existing directory is left alone"
+    );
+    assert!(engine.pool_names().is_empty());
+}
+
+fn setup_check_on_reflink_fs_creates_the_class_directories(t: FsType) {
+    let fs = LoopFs::new(t, 512 * MIB);
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::open(state.path()).unwrap();
+    let dir = fs.path().join("pool");
+    let config = engine.create_pool(probing_spec("p", &dir)).unwrap();
+    assert!(config.setup_check);
+    assert_eq!(
+        files_in(&dir),
+        ["appvms", "vm-templates"],
+        "and nothing else"
+    );
+    for class in ["appvms", "vm-templates"] {
+        assert!(fs::symlink_metadata(dir.join(class)).unwrap().is_dir());
+    }
+}
+
+#[test]
+fn btrfs_setup_check_creates_the_class_directories() {
+    setup_check_on_reflink_fs_creates_the_class_directories(FsType::Btrfs);
+}
+
+#[test]
+fn xfs_setup_check_creates_the_class_directories() {
+    setup_check_on_reflink_fs_creates_the_class_directories(FsType::Xfs);
+}
+
+/// `chattr +i` on a directory, undone on drop (also when the test panics).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Immutable {
+        run_ok(common_fs::command(
+            "chattr",
+            ["+i".as_ref(), dir.as_os_str()],
+        ));
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = common_fs::command("chattr", ["-i".as_ref(), self.0.as_os_str()]).output();
+    }
+}
+
+/// An immutable directory stops even root: the probe's permission error is a failure
+/// of its own, not "cannot reflink", and nothing is registered or created.
+fn probe_permission_error_is_not_not_supported(t: FsType) {
+    let fs = LoopFs::new(t, 256 * MIB);
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::open(state.path()).unwrap();
+    let dir = fs.path().join("frozen");
+    fs::create_dir(&dir).unwrap();
+    let guard = Immutable::set(&dir);
+    let err = engine
+        .create_pool(probing_spec("frozen", &dir))
+        .unwrap_err();
+    drop(guard);
+    assert_ne!(err.kind(), ErrorKind::NotSupported, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    assert!(err.to_string().contains("not permitted"), "{err}");
+    assert!(files_in(&dir).is_empty());
+    assert!(engine.pool_names().is_empty());
+}
+
+#[test]
+fn ext4_probe_permission_error_is_not_not_supported() {
+    probe_permission_error_is_not_not_supported(FsType::Ext4);
+}
+
+#[test]
+fn btrfs_probe_permission_error_is_not_not_supported() {
+    probe_permission_error_is_not_not_supported(FsType::Btrfs);
+}
+
+// ---- integration test_002 ----
+
+/// rw=false changes nothing on disk (the hypervisor enforces read-only): the volume
+/// starts from its committed image and its stop commits the same bytes.
+fn read_only_volume_starts_with_its_committed_content_and_keeps_it(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.vref(VID);
+    let spec = VolumeSpec {
+        rw: false,
+        ..origin_spec(MIB, 1)
+    };
+    f.create_in(&v, spec);
+    let mut content = vec![0u8; MIB as usize];
+    content[4096..4105].copy_from_slice(b"committed");
+    f.import(&v, &content);
+    let dirty = f.start(&v);
+    assert_eq!(fs::read(&dirty).unwrap(), content);
+    f.stop(&v);
+    let info = f.engine.volume_info(&v).unwrap();
+    assert!(!info.config.rw && !info.started);
+    assert_eq!(fs::read(f.paths(VID).clean()).unwrap(), content);
+    assert_eq!(fs::read(f.newest_revision(VID)).unwrap(), content);
+}
+
+// ---- integration test_006 (revisions_to_keep −1 source) ----
+
+/// Everything the running source is refused for, each leaving the target untouched.
+fn refusals_while_source_runs(
+    f: &Fixture,
+    source: &VolumeRef,
+    consumer: &VolumeRef,
+    clones: &[VolumeRef],
+) {
+    let err = f
+        .engine
+        .start(consumer, &OpCtx::quiet("Start"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "snapshot start: {err}");
+    assert!(!f.engine.volume_info(consumer).unwrap().started);
+    assert!(
+        !exists(&f.paths(&consumer.vid.to_string()).clean()),
+        "no hardlink"
+    );
+    for dst in clones {
+        let err = f
+            .engine
+            .import_volume(dst, source, &OpCtx::quiet("ImportVolume"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy, "clone into {dst}: {err}");
+        let info = f.engine.volume_info(dst).unwrap();
+        assert!(
+            info.revisions.is_empty(),
+            "clone into {dst}: nothing committed"
+        );
+    }
+    let err = f
+        .engine
+        .export(source, &OpCtx::quiet("Export"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "export: {err}");
+}
+
+fn running_snapshots_disabled_source_refuses_snapshot_clone_and_export(t: FsType) {
+    let f = Fixture::new(t);
+    let source = f.origin("appvms/vm1/private", MIB, -1);
+    f.session(&source, 0, b"A");
+    let consumer = f.snapshot_of("appvms/vm2/private", &source);
+    let near = f.origin("appvms/vm3/private", MIB, 1);
+    let other = f.add_pool("other", "other");
+    let far = VolumeRef {
+        pool: other,
+        vid: Vid::parse("appvms/vm4/private").unwrap(),
+    };
+    f.create_in(&far, origin_spec(MIB, 1));
+    let dirty = f.start(&source);
+    write_at(&dirty, 0, b"B");
+    refusals_while_source_runs(&f, &source, &consumer, &[near.clone(), far.clone()]);
+    f.stop(&source);
+    let consumer_dirty = f.start(&consumer);
+    assert_eq!(read_at(&consumer_dirty, 0, 1), b"B");
+    f.engine
+        .import_volume(&near, &source, &OpCtx::quiet("ImportVolume"))
+        .unwrap();
+    assert_eq!(read_at(&f.paths("appvms/vm3/private").clean(), 0, 1), b"B");
+    f.engine
+        .import_volume(&far, &source, &OpCtx::quiet("ImportVolume"))
+        .unwrap();
+    let far_clean = VolumePaths::new(&f.fs.path().join("other"), &far.vid).clean();
+    assert_eq!(read_at(&far_clean, 0, 1), b"B");
+    let mut exported = f.engine.export(&source, &OpCtx::quiet("Export")).unwrap();
+    let mut first = [0u8; 1];
+    exported.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"B");
+}
