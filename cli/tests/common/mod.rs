@@ -1,37 +1,34 @@
-//! The CLI's test world: a private dbus-daemon (system-bus-like configuration in a
-//! temp directory), the real `qubes-storaged` serving on it with a temp state
-//! directory, pools on real loop-mounted filesystems, and the real `qubes-storage`
-//! binary run as a child process with `--bus <address>`.
+//! The CLI's test world: a private dbus-daemon (permissive policy, in a temp
+//! directory), the real `qubes-storaged` serving on it with a temp state directory,
+//! pools on real loop-mounted filesystems — all from `qubes-storaged-testkit` — and
+//! the real `qubes-storage` binary run as a child process with `--bus <address>`.
 //!
 //! The daemon binary belongs to another package, so cargo does not build it for this
 //! one's tests: the first test builds it with the same cargo and profile (`cargo build
 //! -p qubes-storaged --bin qubes-storaged`) into the same target directory.
 //!
-//! Every process is a child kept in a guard whose `Drop` stops it (SIGTERM, then
-//! SIGKILL after a deadline) and reaps it; nothing else is signalled. Waiting for the
-//! service polls `NameHasOwner` with a deadline. Fields drop in order: the daemon stops
-//! before the filesystems are unmounted, the bus goes last.
+//! Every process is a child kept in a guard that stops it by PID and reaps it: the
+//! daemon and a spawned CLI are SIGKILLed when dropped, the bus gets SIGTERM. Waiting
+//! for the service watches its name on the bus with a deadline. Fields drop in order:
+//! the daemon stops before the filesystems are unmounted, the bus goes last.
 
 #![allow(dead_code)]
 
-#[path = "../../../engine/tests/common_fs/mod.rs"]
-pub mod common_fs;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use qubes_storaged_testkit::bus::{block_on, Bus};
+use qubes_storaged_testkit::daemon::{Daemon, DaemonSpec};
 use tempfile::TempDir;
 
-pub use common_fs::{allocated_bytes, pattern, write_sparse_file, FsType, LoopFs, MIB};
+pub use qubes_storaged_testkit::common_fs::{
+    self, allocated_bytes, pattern, write_sparse_file, FsType, LoopFs, MIB,
+};
+pub use qubes_storaged_testkit::process::{wait_child, KilledOnDrop as Guarded, DEADLINE, POLL};
 
-pub const SERVICE: &str = "org.qubes.Storage";
-pub const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(20);
 const CLI: &str = env!("CARGO_BIN_EXE_qubes-storage");
 
 /// The daemon binary, built once per test run with this run's cargo and profile.
@@ -61,136 +58,6 @@ fn daemon_binary() -> &'static Path {
         assert!(status.success(), "building qubes-storaged failed: {status}");
         out_dir.join("qubes-storaged")
     })
-}
-
-/// Stops our child: `signal`, up to [`DEADLINE`] to exit, then SIGKILL; reaps it.
-pub fn stop_child(child: &mut Child, signal: Signal) -> ExitStatus {
-    if let Ok(Some(status)) = child.try_wait() {
-        return status;
-    }
-    let _ = kill(Pid::from_raw(child.id() as i32), signal);
-    wait_child(child).unwrap_or_else(|| {
-        let _ = child.kill();
-        child.wait().expect("cannot reap a child")
-    })
-}
-
-/// Waits up to [`DEADLINE`] for our child to exit.
-pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// A child process stopped and reaped when dropped.
-pub struct Guarded(pub Child);
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        stop_child(&mut self.0, Signal::SIGKILL);
-    }
-}
-
-/// A private dbus-daemon.
-struct TestBus {
-    child: Guarded,
-    address: String,
-}
-
-impl TestBus {
-    fn start(dir: &Path) -> TestBus {
-        let config = dir.join("bus.conf");
-        std::fs::write(&config, bus_config(&dir.join("bus.sock"))).expect("write bus.conf");
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start dbus-daemon");
-        // dbus-daemon prints its address once it listens: that is the readiness signal.
-        let mut address = String::new();
-        let stdout = child.stdout.take().expect("dbus-daemon stdout");
-        BufReader::new(stdout)
-            .read_line(&mut address)
-            .expect("read the bus address");
-        let address = address.trim().to_owned();
-        assert!(!address.is_empty(), "dbus-daemon printed no address");
-        TestBus {
-            child: Guarded(child),
-            address,
-        }
-    }
-}
-
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
-    )
-}
-
-/// Polls `NameHasOwner(name)` until true; fails early if `child` exits.
-fn wait_for_name(address: &str, name: &str, child: &mut Child, log: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let connection = zbus::connection::Builder::address(address)
-            .build()
-            .await
-            .expect("connect to the test bus");
-        let dbus = zbus::fdo::DBusProxy::new(&connection)
-            .await
-            .expect("DBus proxy");
-        let bus_name = zbus::names::BusName::try_from(name).expect("bus name");
-        let deadline = Instant::now() + DEADLINE;
-        while !dbus
-            .name_has_owner(bus_name.clone())
-            .await
-            .expect("NameHasOwner")
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{name} exited ({status}) before it appeared; log:\n{}",
-                    read(log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not appear; log:\n{}",
-                read(log)
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    });
 }
 
 fn read(path: &Path) -> String {
@@ -253,9 +120,9 @@ pub fn cli_on_bus(address: &str, args: &[&str]) -> Run {
 
 /// Bus + service + filesystems + a temp directory for files.
 pub struct World {
-    daemon: Option<Guarded>,
+    daemon: Option<Daemon>,
     filesystems: Vec<LoopFs>,
-    bus: TestBus,
+    bus: Bus,
     dir: TempDir,
 }
 
@@ -274,7 +141,7 @@ impl World {
             .prefix("qsd-cli-")
             .tempdir()
             .expect("temp dir");
-        let bus = TestBus::start(dir.path());
+        let bus = Bus::permissive();
         World {
             daemon: None,
             filesystems: Vec::new(),
@@ -284,19 +151,14 @@ impl World {
     }
 
     fn start_daemon(&mut self) {
-        let log_path = self.dir.path().join("daemon.log");
-        let log = std::fs::File::create(&log_path).expect("daemon log");
-        let mut child = Command::new(daemon_binary())
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--bus-address")
-            .arg(&self.bus.address)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start qubes-storaged");
-        wait_for_name(&self.bus.address, SERVICE, &mut child, &log_path);
-        self.daemon = Some(Guarded(child));
+        let state_dir = self.dir.path().join("state");
+        let log = self.dir.path().join("daemon.log");
+        let spec = DaemonSpec::new(daemon_binary(), &state_dir, &log);
+        let daemon = block_on(async {
+            let conn = self.bus.connect().await;
+            Daemon::start(&spec, &self.bus, &conn).await
+        });
+        self.daemon = Some(daemon);
     }
 
     /// A scratch directory for the test's own files.
@@ -327,7 +189,7 @@ impl World {
         let mut command = Command::new(CLI);
         command
             .arg("--bus")
-            .arg(&self.bus.address)
+            .arg(self.bus.address())
             .args(args)
             .env_remove("QUBES_STORAGE_BUS");
         command
@@ -378,7 +240,9 @@ impl Drop for World {
             eprintln!("---- qubes-storaged log ----\n{}", self.log());
         }
         // Stop the service before the filesystems it holds files on are unmounted.
-        self.daemon.take();
+        if let Some(daemon) = self.daemon.take() {
+            daemon.kill();
+        }
     }
 }
 
