@@ -12,7 +12,7 @@
 //! for the service watches its name on the bus with a deadline. Fields drop in order:
 //! the daemon stops before the filesystems are unmounted, the bus goes last.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
