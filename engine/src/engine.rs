@@ -14,7 +14,9 @@ use tracing::info;
 use crate::context::OpCtx;
 use crate::error::{EngineError, IoContext, Result};
 use crate::lock::VidLocks;
-use crate::model::{PoolConfig, PoolInfo, VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
+use crate::model::{
+    PoolConfig, PoolInfo, VolumeConfig, VolumeInfo, VolumeKind, VolumeRef, VolumeSpec,
+};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
 use crate::pool;
 use crate::revision;
@@ -577,7 +579,25 @@ impl Engine {
 
     /// R§3.8, idempotent.
     pub fn stop(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
-        self.with_volume(vol, ctx, |v, _| v.stop(ctx).map(|_| ()))
+        self.with_volume(vol, ctx, |v, _| {
+            self.persist_volatile_size(vol, v)?;
+            v.stop(ctx).map(|_| ())
+        })
+    }
+
+    /// A started volatile volume's image size becomes its nominal size at stop (so a
+    /// manual resize survives): saved before the image is deleted, so a crash between
+    /// the two cannot forget it.
+    fn persist_volatile_size(&self, vol: &VolumeRef, v: &mut Volume<'_>) -> Result<()> {
+        if v.config.kind() != VolumeKind::Volatile || !v.is_started() || v.size() == v.config.size {
+            return Ok(());
+        }
+        v.config.size = v.size();
+        let config = v.config.clone();
+        self.update_pool(&vol.pool, |r| {
+            r.volumes.insert(vol.vid.clone(), config);
+            Ok(())
+        })
     }
 
     /// R§3.5: Ok when the image the next start needs exists.
@@ -632,7 +652,12 @@ impl Engine {
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
             let out = v.import_data_end(success, ctx);
-            self.importing_set().remove(vol);
+            // A commit that failed (a full disk) keeps the written import file: the
+            // import stays in progress, so nothing deletes it before a retry or
+            // ImportDataEnd(false).
+            if out.is_ok() || !success {
+                self.importing_set().remove(vol);
+            }
             out
         })
     }

@@ -243,6 +243,17 @@ fn ext4_import_data_end_on_full_disk_is_no_space_and_the_retry_commits_the_impor
     assert_eq!(pool.revisions(VID), revisions, "revisions unchanged");
     assert_eq!(pool.temps(VID), Vec::<String>::new());
     assert_content(&paths.import(), 2, "the written import is kept for a retry");
+    let start = pool.engine.start(&vol, &ctx()).unwrap_err();
+    assert_eq!(
+        start.kind(),
+        ErrorKind::Busy,
+        "the import is still in progress: {start}"
+    );
+    assert_content(
+        &paths.import(),
+        2,
+        "a refused start leaves the import alone",
+    );
 
     free_disk(&pool.fs, &filler);
     pool.engine
