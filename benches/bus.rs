@@ -19,35 +19,36 @@
 //!   2 ms target for Start and Stop, both as the difference of the medians and as the
 //!   median of the differences of adjacent calls;
 //! - Start/Stop and a `Pool.RevisionsToKeep` write as root (the authorizer's uid-0
-//!   fast path) and as the unprivileged user `qsd-bench` (created if missing), whom a
-//!   polkit rule present only during the run grants the service's actions; that client
+//!   fast path) and as the unprivileged user `qsd-bench` (created for the run and removed
+//!   after it), whom a polkit rule present only during the run grants the service's
+//!   actions; that client
 //!   is this binary re-executed with [`CHILD_ARG`] under the user's uid. The daemon's
 //!   debug lines of its authorizer confirm which path every call took.
 //!
 //! The figures are only as quiet as the machine: the report prints the load average.
-//! Needs root (loop mounts, polkitd, setuid). Every process started is a child that is
-//! kept and waited for; the mount, the rule file and an installed policy file are
-//! undone by guards' `Drop`, also when the run fails.
-
-#[path = "../engine/tests/common_fs/mod.rs"]
-mod common_fs;
+//! Needs root (loop mounts, polkitd, setuid). The bus, polkitd, the daemon, the user
+//! and the rule come from `qubes-storaged-testkit`: every process started is a child
+//! that is kept and waited for; the mount, the rule file and the user are undone by
+//! guards' `Drop`, also when the run fails (a failure while setting up panics). The
+//! project's polkit actions are installed if missing or different and left in place,
+//! as the tests do.
 
 use std::collections::HashMap;
 use std::error::Error;
-use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use common_fs::{FsType, LoopFs, MIB};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{Pid, User};
 use qubes_storage_engine::{
     Engine, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
 };
+use qubes_storaged_testkit::bus::Bus;
+use qubes_storaged_testkit::daemon::{Daemon, DaemonSpec, SERVICE};
+use qubes_storaged_testkit::polkit::{Polkitd, RuleFile, POLKIT_NAME};
+use qubes_storaged_testkit::users::{Account, UserSpec, Users};
+use qubes_storaged_testkit::{FsType, LoopFs, MIB};
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 use zbus::connection::Builder;
@@ -58,26 +59,15 @@ type Opts<'a> = HashMap<&'a str, Variant<'a>>;
 
 /// argv[1] of the re-executed unprivileged client.
 const CHILD_ARG: &str = "--unprivileged-client";
-const SERVICE: &str = "org.qubes.Storage";
-const POLKIT_NAME: &str = "org.freedesktop.PolicyKit1";
 const VOLUME_IFACE: &str = "org.qubes.Storage.Volume";
 const POOL_IFACE: &str = "org.qubes.Storage.Pool";
 const PROPS_IFACE: &str = "org.freedesktop.DBus.Properties";
 const BENCH_USER: &str = "qsd-bench";
-const POLICY_SOURCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/polkit/org.qubes.storage.policy"
-);
-const POLICY_INSTALLED: &str = "/usr/share/polkit-1/actions/org.qubes.storage.policy";
 const RULE_FILE: &str = "/etc/polkit-1/rules.d/10-qsd-bench.rules";
 const TARGET_OVERHEAD_MS: f64 = 2.0;
 /// The daemon's log: `info` as in production, plus the authorizer's per-call decisions
 /// (debug), so the report can show which path each caller's calls took.
 const DAEMON_LOG_FILTER: &str = "info,qubes_storaged::auth=debug";
-
-/// How long a child gets to appear on the bus, or to exit after SIGTERM.
-const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(10);
 
 // ---- the workload's size (keeps a run at about a minute plus the build) ----
 
@@ -136,7 +126,8 @@ fn run() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let user = bench_user()?;
+    let users = bench_users();
+    let user = users.account(BENCH_USER);
     let world = World::build(&runtime)?;
     let result = measure_all(&runtime, &world, &user);
     if result.is_err() {
@@ -603,81 +594,15 @@ impl EngineSide {
 
 // ---- processes, files, the world ----
 
-/// A child process we started: SIGTERM on drop, SIGKILL after [`DEADLINE`], reaped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + DEADLINE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                if !status.success() && status.signal() != Some(Signal::SIGTERM as i32) {
-                    eprintln!("bench bus: {} exited with {status}", self.name);
-                }
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        eprintln!("bench bus: {} ignored SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A file this run wrote and removes when dropped.
-struct OwnedFile {
-    path: PathBuf,
-}
-
-impl OwnedFile {
-    fn write(path: &str, contents: &[u8]) -> BenchResult<OwnedFile> {
-        std::fs::write(path, contents).map_err(|e| format!("cannot write {path}: {e}"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-        tracing::info!(
-            op = "write",
-            path,
-            bytes = contents.len(),
-            "bench file installed"
-        );
-        Ok(OwnedFile { path: path.into() })
-    }
-}
-
-impl Drop for OwnedFile {
-    fn drop(&mut self) {
-        let path = self.path.display().to_string();
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => tracing::info!(op = "remove", path, "bench file removed"),
-            Err(error) => eprintln!("bench bus: cannot remove {path}: {error}"),
-        }
-    }
-}
-
 /// Everything a run sets up. Fields drop in declaration order: the service and its
 /// bus stop before the rule file goes and before the filesystem is unmounted.
 struct World {
-    _daemon: Proc,
-    _polkitd: Proc,
-    _dbus: Proc,
-    bus_address: String,
+    _daemon: Daemon,
+    _polkitd: Polkitd,
+    bus: Bus,
     engine: EngineSide,
-    _rule: OwnedFile,
-    _policy: Option<OwnedFile>,
+    _rule: RuleFile,
     daemon_log: PathBuf,
-    _bus_dir: TempDir,
     _state: TempDir,
     fs: LoopFs,
 }
@@ -691,30 +616,32 @@ impl World {
             &state.path().join("engine-state"),
             &fs.path().join("enginepool"),
         )?;
-        let policy = install_policy()?;
-        let rule = OwnedFile::write(RULE_FILE, polkit_rule().as_bytes())?;
-        let bus_dir = tempfile::Builder::new()
-            .prefix("qsd-bench-bus-")
-            .tempdir()?;
-        let (dbus, bus_address) = start_dbus(bus_dir.path())?;
+        let rule = RuleFile::hold("qubes-storaged-bench-rule", RULE_FILE, polkit_rule());
+        let bus = Bus::permissive();
         let daemon_log = state.path().join("daemon.log");
+        let state_dir = state.path().join("daemon-state");
+        let binary = Path::new(env!("CARGO_BIN_EXE_qubes-storaged"));
+        println!(
+            "daemon binary: {} (built by cargo bench, release profile)",
+            binary.display()
+        );
+        let spec = DaemonSpec {
+            log_filter: Some(DAEMON_LOG_FILTER),
+            ..DaemonSpec::new(binary, &state_dir, &daemon_log)
+        };
         let (polkitd, daemon) = runtime.block_on(async {
-            let watcher = Client::connect(&bus_address).await?;
-            let polkitd = start_polkitd(&watcher, &bus_address).await?;
-            let state_dir = state.path().join("daemon-state");
-            let daemon = start_daemon(&watcher, &bus_address, &state_dir, &daemon_log).await?;
-            BenchResult::Ok((polkitd, daemon))
-        })?;
+            let watcher = bus.connect().await;
+            let polkitd = Polkitd::start(&bus, &watcher).await;
+            let daemon = Daemon::start(&spec, &bus, &watcher).await;
+            (polkitd, daemon)
+        });
         Ok(World {
             _daemon: daemon,
             _polkitd: polkitd,
-            _dbus: dbus,
-            bus_address,
+            bus,
             engine,
             _rule: rule,
-            _policy: policy,
             daemon_log,
-            _bus_dir: bus_dir,
             _state: state,
             fs,
         })
@@ -770,144 +697,17 @@ fn polkit_rule() -> String {
     )
 }
 
-/// polkitd reads actions only from /usr/share/polkit-1/actions: install the policy
-/// when absent (and remove it afterwards); an installed one is left alone.
-fn install_policy() -> BenchResult<Option<OwnedFile>> {
-    if Path::new(POLICY_INSTALLED).exists() {
-        return Ok(None);
-    }
-    let policy = std::fs::read(POLICY_SOURCE)?;
-    Ok(Some(OwnedFile::write(POLICY_INSTALLED, &policy)?))
-}
-
-/// The bench user's passwd entry, created (`useradd -r -M`) when missing.
-fn bench_user() -> BenchResult<User> {
-    if let Some(user) = User::from_name(BENCH_USER)? {
-        return Ok(user);
-    }
-    println!("creating the system user {BENCH_USER} (useradd -r -M)");
-    let status = Command::new("useradd")
-        .args(["-r", "-M", BENCH_USER])
-        .status()?;
-    if !status.success() {
-        return Err(format!("useradd {BENCH_USER} failed ({status})").into());
-    }
-    Ok(User::from_name(BENCH_USER)?.ok_or("useradd succeeded but the user is missing")?)
-}
-
-/// A private system-like bus in `dir` (made reachable for the bench user).
-fn start_dbus(dir: &Path) -> BenchResult<(Proc, String)> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    let config = dir.join("bus.conf");
-    let text = bus_config(&dir.join("bus.sock"));
-    std::fs::write(&config, &text)?;
-    tracing::info!(op = "write", path = %config.display(), bytes = text.len(), "bus config");
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", config.display()))
-        .args(["--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start dbus-daemon: {e}"))?;
-    let stdout = child.stdout.take().ok_or("dbus-daemon has no stdout")?;
-    let dbus = Proc {
-        name: "dbus-daemon",
-        child,
-    };
-    // dbus-daemon prints its address once it listens: that line is the readiness signal.
-    let mut address = String::new();
-    BufReader::new(stdout).read_line(&mut address)?;
-    let address = address.trim().to_owned();
-    if address.is_empty() {
-        return Err("dbus-daemon printed no address".into());
-    }
-    Ok((dbus, address))
-}
-
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
+/// The bench user, created for the run if missing and removed after it (unless another
+/// run still holds it).
+fn bench_users() -> Users {
+    Users::hold(
+        "qubes-storaged-bench-user",
+        &[],
+        &[UserSpec {
+            name: BENCH_USER,
+            groups: &[],
+        }],
     )
-}
-
-async fn start_polkitd(watcher: &Client, address: &str) -> BenchResult<Proc> {
-    let child = Command::new("/usr/lib/polkit-1/polkitd")
-        .arg("--no-debug")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", address)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start polkitd: {e}"))?;
-    let mut polkitd = Proc {
-        name: "polkitd",
-        child,
-    };
-    wait_for_name(watcher, POLKIT_NAME, &mut polkitd).await?;
-    Ok(polkitd)
-}
-
-async fn start_daemon(
-    watcher: &Client,
-    address: &str,
-    state_dir: &Path,
-    log: &Path,
-) -> BenchResult<Proc> {
-    let binary = env!("CARGO_BIN_EXE_qubes-storaged");
-    println!("daemon binary: {binary} (built by cargo bench, release profile)");
-    let child = Command::new(binary)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--bus-address")
-        .arg(address)
-        .env("RUST_LOG", DAEMON_LOG_FILTER)
-        .stdout(Stdio::null())
-        .stderr(File::create(log)?)
-        .spawn()
-        .map_err(|e| format!("cannot start {binary}: {e}"))?;
-    let mut daemon = Proc {
-        name: "qubes-storaged",
-        child,
-    };
-    wait_for_name(watcher, SERVICE, &mut daemon).await?;
-    Ok(daemon)
-}
-
-/// Polls `NameHasOwner` until `name` is owned; fails if `proc` exits first or after
-/// [`DEADLINE`].
-async fn wait_for_name(watcher: &Client, name: &str, proc: &mut Proc) -> BenchResult<()> {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let owned: bool = watcher.bus_driver("NameHasOwner", &(name,)).await?;
-        if owned {
-            return Ok(());
-        }
-        if let Some(status) = proc.exited() {
-            return Err(format!("{} exited ({status}) before owning {name}", proc.name).into());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{} did not own {name} within {DEADLINE:?}", proc.name).into());
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 // ---- the measurements ----
@@ -942,10 +742,10 @@ struct Report {
 fn measure_all(
     runtime: &tokio::runtime::Runtime,
     world: &World,
-    user: &User,
+    user: &Account,
 ) -> BenchResult<Report> {
     let load_before = load_average();
-    let address = world.bus_address.as_str();
+    let address = world.bus.address();
     let pools_dir = world.fs.path();
     let (client, bus_pool, volumes) = runtime.block_on(async {
         let client = Client::connect(address).await?;
@@ -1079,9 +879,9 @@ fn measure_auth(
     runtime: &tokio::runtime::Runtime,
     world: &World,
     client: &Client,
-    user: &User,
+    user: &Account,
 ) -> BenchResult<(AuthTimings, AuthTimings)> {
-    let address = world.bus_address.as_str();
+    let address = world.bus.address();
     let (volume, pool) = runtime.block_on(async {
         let pool = client
             .create_pool("pk", &world.fs.path().join("pkpool"))
@@ -1110,13 +910,13 @@ fn run_unprivileged(
     address: &str,
     volume: &str,
     pool: &str,
-    user: &User,
+    user: &Account,
 ) -> BenchResult<AuthTimings> {
     let exe = std::env::current_exe()?;
     let output = Command::new(&exe)
         .args([CHILD_ARG, address, volume, pool])
-        .uid(user.uid.as_raw())
-        .gid(user.gid.as_raw())
+        .uid(user.uid)
+        .gid(user.gid)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {} as {BENCH_USER}: {e}", exe.display()))?;
@@ -1228,7 +1028,7 @@ fn row(label: &str, durations: &[Duration]) {
 }
 
 impl Report {
-    fn print(&self, world: &World, user: &User) {
+    fn print(&self, world: &World, user: &Account) {
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!();
         println!("qubes-storaged over a private dbus-daemon, pools on one loop-mounted btrfs");
@@ -1358,8 +1158,8 @@ impl Report {
 
 /// Which path the authorizer took, from the daemon's log: every call of the bench user
 /// must have gone through polkit (and been allowed), root's through the fast path.
-fn print_auth_decisions(world: &World, user: &User) {
-    let (by_root, by_polkit) = world.authorized_counts(user.uid.as_raw());
+fn print_auth_decisions(world: &World, user: &Account) {
+    let (by_root, by_polkit) = world.authorized_counts(user.uid);
     let expected = AUTH_ROUNDS * (3 * WARMUP + 2 * POLKIT_PAIRS + POLKIT_SETS);
     let verdict = if by_polkit == expected {
         "as expected"
