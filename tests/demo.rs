@@ -5,15 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qubes_storaged_testkit::workspace;
+
 fn bin_dir() -> PathBuf {
-    let daemon = PathBuf::from(env!("CARGO_BIN_EXE_qubes-storaged"));
-    let dir = daemon.parent().unwrap().to_owned();
-    assert!(
-        dir.join("qubes-storage").exists(),
-        "the CLI is not built next to the daemon in {}: run the tests with --workspace",
-        dir.display()
-    );
-    dir
+    workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
 }
 
 fn demo_dirs() -> Vec<String> {
