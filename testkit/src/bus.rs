@@ -56,12 +56,12 @@ pub struct Bus {
 impl Bus {
     /// A bus whose policy allows everything.
     pub fn permissive() -> Bus {
-        Bus::start(|socket| config(socket, PERMISSIVE_POLICY, &[]))
+        Bus::start(|socket| config(socket, &permissive_policy(), &[]))
     }
 
     /// A bus with the system bus's default policy, then `includes`.
     pub fn system_like(includes: &[Include]) -> Bus {
-        Bus::start(|socket| config(socket, SYSTEM_POLICY, includes))
+        Bus::start(|socket| config(socket, &system_policy(), includes))
     }
 
     fn start(config_for: impl FnOnce(&Path) -> String) -> Bus {
@@ -124,41 +124,46 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-const PERMISSIVE_POLICY: &str = r#"  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
+/// Signals and replies flow, and anything may be received: the same on both buses.
+const SIGNALS_AND_REPLIES: &str = r#"    <allow send_type="signal"/>
     <allow send_requested_reply="true" send_type="method_return"/>
     <allow send_requested_reply="true" send_type="error"/>
     <allow receive_type="method_call"/>
     <allow receive_type="method_return"/>
     <allow receive_type="error"/>
     <allow receive_type="signal"/>
-  </policy>
 "#;
 
-/// The default policy of `/usr/share/dbus-1/system.conf`.
-const SYSTEM_POLICY: &str = r#"  <policy context="default">
-    <allow user="*"/>
+const PERMISSIVE_CALLS: &str = r#"    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+"#;
+
+/// The default policy of `/usr/share/dbus-1/system.conf`: no names, no calls, but to
+/// the bus driver.
+const SYSTEM_CALLS: &str = r#"    <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+"#;
+
+const SYSTEM_BUS_DRIVER: &str = r#"    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
     <allow send_destination="org.freedesktop.DBus"
            send_interface="org.freedesktop.DBus.Introspectable"/>
     <allow send_destination="org.freedesktop.DBus"
            send_interface="org.freedesktop.DBus.Properties"/>
     <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
           send_member="UpdateActivationEnvironment"/>
-  </policy>
 "#;
+
+fn permissive_policy() -> String {
+    format!("  <policy context=\"default\">\n{PERMISSIVE_CALLS}{SIGNALS_AND_REPLIES}  </policy>\n")
+}
+
+fn system_policy() -> String {
+    format!(
+        "  <policy context=\"default\">\n{SYSTEM_CALLS}{SIGNALS_AND_REPLIES}{SYSTEM_BUS_DRIVER}  </policy>\n"
+    )
+}
 
 fn config(socket: &Path, policy: &str, includes: &[Include]) -> String {
     let includes: String = includes.iter().map(Include::element).collect();
