@@ -278,6 +278,10 @@ pub struct VolumeCreateArgs {
     /// Discard the volume's content on stop
     #[arg(long)]
     pub ephemeral: bool,
+    /// Register image files that already exist in the pool directory (a volume of an
+    /// existing Qubes pool) instead of refusing; nothing on disk is changed
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

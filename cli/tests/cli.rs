@@ -444,3 +444,44 @@ fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
     assert_eq!(info["size"].as_u64(), Some(MIB), "the destination changed");
     assert_eq!(info["revisions"], serde_json::json!([]));
 }
+
+#[test]
+fn an_existing_pools_volume_is_refused_then_adopted_as_it_is() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 128 * MIB);
+    // A volume of an existing Qubes pool: its committed image and one revision.
+    std::fs::create_dir(dir.join("appvms/old")).unwrap();
+    std::fs::write(dir.join("appvms/old/private.img"), vec![7u8; 8192]).unwrap();
+    std::fs::write(
+        dir.join("appvms/old/private.img.4@2024-05-01T12:00:03Z"),
+        [1u8; 512],
+    )
+    .unwrap();
+    let args = [
+        "volume",
+        "create",
+        "p1",
+        "appvms/old/private",
+        "--rw",
+        "--save-on-stop",
+    ];
+    let refused = world.cli(&args).fails_with(4);
+    assert!(refused.stderr.contains("adopt"), "{}", refused.stderr);
+    world.cli(&[&args[..], &["--adopt"]].concat()).ok();
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", "appvms/old/private"])
+        .ok();
+    assert_eq!(info.json()["size"], 8192, "{}", info.stdout);
+    assert_eq!(
+        std::fs::read(dir.join("appvms/old/private.img")).unwrap(),
+        vec![7u8; 8192]
+    );
+    let revisions = world
+        .cli(&["volume", "revisions", "p1", "appvms/old/private"])
+        .ok();
+    assert!(
+        revisions.stdout.contains("2024-05-01T12:00:03Z"),
+        "{}",
+        revisions.stdout
+    );
+}

@@ -150,11 +150,11 @@ fn volume_fields(volume: &VolumeInfo) -> Vec<(&'static str, String)> {
 
 async fn create(context: &Context, args: VolumeCreateArgs) -> Result<()> {
     let pool = context.client.pool_path(&args.volume.pool).await?;
-    let body = (
-        args.volume.vid.as_str(),
-        volume_config(&args),
-        context.client.options(),
-    );
+    let mut options = context.client.options();
+    if args.adopt {
+        options.insert("adopt", Variant::from(true));
+    }
+    let body = (args.volume.vid.as_str(), volume_config(&args), options);
     let path: OwnedObjectPath = context
         .client
         .call(pool.as_str(), POOL_IFACE, "CreateVolume", &body)
