@@ -48,6 +48,9 @@ pub struct OpCtx {
     cancel: CancelToken,
     events: Mutex<Vec<Event>>,
     subject: Mutex<Option<VolumeRef>>,
+    /// Who asked (the bus layer puts the caller's unique bus name here): an import
+    /// remembers its owner, so it can be abandoned when the owner goes away.
+    caller: Option<String>,
 }
 
 impl OpCtx {
@@ -62,12 +65,23 @@ impl OpCtx {
             cancel,
             events: Mutex::new(Vec::new()),
             subject: Mutex::new(None),
+            caller: None,
         }
     }
 
     /// A context with no progress reporting and no cancellation (tests, internal use).
     pub fn quiet(operation: impl Into<String>) -> Self {
         Self::new(operation, Arc::new(NoProgress), CancelToken::new())
+    }
+
+    /// The same context, on behalf of `caller`.
+    pub fn with_caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = Some(caller.into());
+        self
+    }
+
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
     }
 
     pub fn operation(&self) -> &str {

@@ -4,7 +4,7 @@
 //! vid, shared by every caller) for their whole duration, so different volumes work in
 //! parallel and one volume's operations are serialised.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -39,8 +39,9 @@ pub struct Engine {
     store: Store,
     pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
     locks: VidLocks,
-    /// Volumes between ImportData and ImportDataEnd: Start is refused meanwhile.
-    importing: Mutex<HashSet<VolumeRef>>,
+    /// Volumes between ImportData and ImportDataEnd, with the caller that opened the
+    /// import: every other change is refused meanwhile.
+    importing: Mutex<HashMap<VolumeRef, Option<String>>>,
 }
 
 fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -64,7 +65,7 @@ impl Engine {
             store,
             pools: RwLock::new(pools),
             locks: VidLocks::default(),
-            importing: Mutex::new(HashSet::new()),
+            importing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -642,7 +643,8 @@ impl Engine {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
             let file = v.import_data(size)?;
-            self.importing_set().insert(vol.clone());
+            let owner = ctx.caller().map(str::to_owned);
+            self.importing_set().insert(vol.clone(), owner);
             Ok(file)
         })
     }
@@ -662,14 +664,39 @@ impl Engine {
         })
     }
 
-    fn importing_set(&self) -> std::sync::MutexGuard<'_, HashSet<VolumeRef>> {
+    fn importing_set(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeRef, Option<String>>> {
         self.importing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The volumes whose import `caller` opened and has not ended.
+    pub fn imports_of(&self, caller: &str) -> Vec<VolumeRef> {
+        let importing = self.importing_set();
+        importing
+            .iter()
+            .filter(|(_, owner)| owner.as_deref() == Some(caller))
+            .map(|(vol, _)| vol.clone())
+            .collect()
+    }
+
+    /// The caller that opened `vol`'s import went away without ending it: discard the
+    /// import as ImportDataEnd(false) would. Returns whether there was one to discard
+    /// (an import ended meanwhile, or opened by someone else, is left alone).
+    pub fn abandon_import(&self, vol: &VolumeRef, caller: &str, ctx: &OpCtx) -> Result<bool> {
+        self.with_volume(vol, ctx, |v, _| {
+            if self.importing_set().get(vol).and_then(Option::as_deref) != Some(caller) {
+                return Ok(false);
+            }
+            info!(pool = %vol.pool, vid = %vol.vid, caller, "the importer went away: discarding its import");
+            let out = v.import_data_end(false, ctx);
+            self.importing_set().remove(vol);
+            out.map(|_| true)
+        })
     }
 
     /// Between ImportData and ImportDataEnd the import file is the importer's: nothing
     /// else may replace, commit or delete it. Called under the volume's lock.
     fn refuse_while_importing(&self, vol: &VolumeRef, what: &str) -> Result<()> {
-        if self.importing_set().contains(vol) {
+        if self.importing_set().contains_key(vol) {
             return Err(EngineError::busy(format!(
                 "cannot {what} while an import is in progress (end it with ImportDataEnd)"
             )));

@@ -246,6 +246,7 @@ on_every_fs!(
     adopting_committed_data_needs_save_on_stop,
     one_directory_cannot_be_two_pools,
     snapshots_cannot_be_toggled_while_a_consumer_runs,
+    an_import_abandoned_by_its_owner_is_discarded_and_others_are_not,
 );
 
 fn create_origin_makes_sparse_clean_and_precache_with_its_mtime(t: FsType) {
@@ -1156,4 +1157,28 @@ fn snapshots_cannot_be_toggled_while_a_consumer_runs(t: FsType) {
     f.engine
         .set_revisions_to_keep(&root, RevisionsToKeep::DISABLED)
         .unwrap();
+}
+
+fn an_import_abandoned_by_its_owner_is_discarded_and_others_are_not(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    f.session(&v, 0, b"kept");
+    let ctx = OpCtx::quiet("ImportData").with_caller(":1.42");
+    let _w = f.engine.import_data(&v, MIB, &ctx).unwrap();
+    assert_eq!(f.engine.imports_of(":1.42"), vec![v.clone()]);
+    assert!(f.engine.imports_of(":1.43").is_empty());
+    // Someone else going away changes nothing.
+    assert!(!f
+        .engine
+        .abandon_import(&v, ":1.43", &OpCtx::quiet("Abandon"))
+        .unwrap());
+    assert!(exists(&f.path("appvms/work/private-import.img")));
+    let ctx = OpCtx::quiet("Abandon");
+    assert!(f.engine.abandon_import(&v, ":1.42", &ctx).unwrap());
+    let kinds: Vec<_> = ctx.take_events().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::Imported { success: false }]);
+    assert!(!exists(&f.path("appvms/work/private-import.img")));
+    assert_eq!(read_at(&f.path("appvms/work/private.img"), 0, 4), b"kept");
+    assert!(f.engine.imports_of(":1.42").is_empty());
+    f.start(&v);
 }

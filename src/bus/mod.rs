@@ -6,10 +6,12 @@
 
 pub mod authz;
 pub mod daemon;
+pub mod departures;
 pub mod error;
 pub mod inflight;
 pub mod job;
 pub mod manager;
+pub mod object_manager;
 pub mod options;
 pub mod path;
 pub mod pool;

@@ -146,8 +146,12 @@ impl Service {
         F: FnOnce(&Engine, &OpCtx) -> EngineResult<T> + Send + 'static,
     {
         let token = guard.token().clone();
+        let caller = call.caller.as_ref().map(|name| name.to_string());
         let sink = Arc::new(JobSink::new(Arc::clone(self), call, token.clone()));
-        let ctx = OpCtx::new(sink.operation(), sink, token);
+        let mut ctx = OpCtx::new(sink.operation(), sink, token);
+        if let Some(caller) = caller {
+            ctx = ctx.with_caller(caller);
+        }
         let ran = self
             .blocking(move |engine| {
                 let result = f(engine, &ctx);
