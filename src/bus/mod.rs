@@ -11,7 +11,6 @@ pub mod error;
 pub mod inflight;
 pub mod job;
 pub mod manager;
-pub mod object_manager;
 pub mod options;
 pub mod path;
 pub mod pool;
