@@ -2,10 +2,14 @@
 //! recorded and replayed onto the first GetManagedObjects; the result must equal the
 //! last GetManagedObjects — and that must equal what a freshly restarted service (which
 //! reads everything from disk again) reports, so the announced state is the real one.
+//! Every snapshot lists objects with their interfaces only: no entry without one (a
+//! bare parent node such as `/org/qubes/Storage/pools`) is allowed.
 
 mod common;
 
-use common::oracle::{assert_replay_matches, managed_objects, Recorder};
+use common::oracle::{
+    assert_every_entry_has_an_interface, assert_replay_matches, managed_objects, Recorder,
+};
 use common::{opts, opts_of, FsType, Harness, VolumeProxy, MIB};
 use std::io::Write;
 use zbus::{OwnedObjectPath, Variant};
@@ -96,6 +100,11 @@ async fn replayed_signals_match_the_final_state_and_the_state_on_disk() {
     let mut recorder = Recorder::start(&h.conn).await;
     recorder.flush().await;
     let first = managed_objects(&h.conn).await;
+    assert_every_entry_has_an_interface(&first);
+    assert!(
+        first.contains_key(fast.as_str()),
+        "the first snapshot lists the pool"
+    );
 
     let slow_options = opts_of([
         ("dir_path", Variant::from(slow_dir.to_str().unwrap())),
@@ -146,6 +155,7 @@ async fn replayed_signals_match_the_final_state_and_the_state_on_disk() {
 
     recorder.flush().await;
     let last = managed_objects(&h.conn).await;
+    assert_every_entry_has_an_interface(&last);
     let signals = recorder.signals();
     assert!(
         signals.len() > 50,

@@ -14,6 +14,7 @@ use zbus::connection::Builder;
 use zbus::Connection;
 
 use crate::bus::manager::ManagerIface;
+use crate::bus::object_manager::ObjectManagerIface;
 use crate::bus::path::MANAGER_PATH;
 use crate::bus::service::Service;
 use crate::bus::BUS_NAME;
@@ -77,10 +78,13 @@ async fn connect(config: &DaemonConfig) -> zbus::Result<Connection> {
     builder.build().await
 }
 
-/// The Manager, the ObjectManager, then every persisted pool and volume.
+/// The ObjectManager first (every object exported below it is then announced with
+/// InterfacesAdded), the Manager, then every persisted pool and volume.
 async fn export_all(svc: &Arc<Service>) -> Result<(), DaemonError> {
     let server = svc.conn().object_server();
-    server.at(MANAGER_PATH, zbus::fdo::ObjectManager).await?;
+    server
+        .at(MANAGER_PATH, ObjectManagerIface::new(Arc::clone(svc)))
+        .await?;
     server
         .at(MANAGER_PATH, ManagerIface::new(Arc::clone(svc)))
         .await?;

@@ -154,11 +154,17 @@ impl JobSink {
             svc: Arc::clone(&self.svc),
             state: Arc::clone(&state),
         };
-        self.svc
+        self.svc.registry.add_job(state.path.clone());
+        if let Err(err) = self
+            .svc
             .conn()
             .object_server()
             .at(state.path.clone(), iface)
-            .await?;
+            .await
+        {
+            self.svc.registry.remove_job(&state.path);
+            return Err(err);
+        }
         tracing::info!(job = number, op = operation, bytes = total, "job started");
         let (done, updates) = watch::channel(0);
         let publisher = tokio::spawn(publish_progress(
@@ -193,6 +199,7 @@ impl JobSink {
         if let Ok(emitter) = SignalEmitter::new(conn, state.path.clone()) {
             let _ = JobIface::completed(&emitter, success, message).await;
         }
+        self.svc.registry.remove_job(&state.path);
         if let Err(err) = conn
             .object_server()
             .remove::<JobIface, _>(state.path.clone())

@@ -11,6 +11,7 @@ pub mod error;
 pub mod inflight;
 pub mod job;
 pub mod manager;
+pub mod object_manager;
 pub mod options;
 pub mod path;
 pub mod pool;

@@ -2,7 +2,11 @@
 //! with the property values it last announced), exporting and unexporting them on the
 //! object server (which emits InterfacesAdded / InterfacesRemoved through the
 //! ObjectManager at `/org/qubes/Storage`), and refreshing their announced values from
-//! the engine with one PropertiesChanged per object for whatever changed.
+//! the engine with one PropertiesChanged per object for whatever changed. The paths of
+//! the running Job objects are listed here too, so that GetManagedObjects
+//! (`object_manager.rs`) can name every object the service serves from this table.
+//! An object enters the table before it is put on the object server and leaves it
+//! before it is taken off.
 //!
 //! Nothing here touches the object server's tree while reading or refreshing: property
 //! getters and setters run under zbus's tree lock, so they must reach other objects
@@ -80,6 +84,7 @@ impl PoolObject {
 pub struct Registry {
     pools: Mutex<BTreeMap<PoolName, Arc<PoolObject>>>,
     volumes: Mutex<BTreeMap<VolumeRef, Arc<VolumeObject>>>,
+    jobs: Mutex<Vec<OwnedObjectPath>>,
 }
 
 impl Registry {
@@ -101,6 +106,26 @@ impl Registry {
             .filter(|v| &v.vol.pool == pool)
             .cloned()
             .collect()
+    }
+
+    /// Every exported volume.
+    pub fn volumes(&self) -> Vec<Arc<VolumeObject>> {
+        lock(&self.volumes).values().cloned().collect()
+    }
+
+    /// The paths of the running Job objects.
+    pub fn jobs(&self) -> Vec<OwnedObjectPath> {
+        lock(&self.jobs).clone()
+    }
+
+    /// Lists a Job object (before it is put on the object server).
+    pub fn add_job(&self, path: OwnedObjectPath) {
+        lock(&self.jobs).push(path);
+    }
+
+    /// Unlists a Job object (before it is taken off the object server).
+    pub fn remove_job(&self, path: &OwnedObjectPath) {
+        lock(&self.jobs).retain(|listed| listed != path);
     }
 
     /// The volumes whose `Source` is `vol` (their IsOutdated follows its commits).

@@ -8,8 +8,9 @@
 //! through the bus and waits until the marker comes back.
 //!
 //! `Usage` and `UsageDetails` are live (EmitsChangedSignal=false) and left out of the
-//! comparison; so are nodes without interfaces (zbus lists pure parent nodes such as
-//! `/org/qubes/Storage/pools` with an empty dictionary).
+//! comparison. Every entry of GetManagedObjects must carry at least one interface (the
+//! specification's ObjectManager lists objects with their interfaces, not the bare
+//! parent nodes such as `/org/qubes/Storage/pools`); [`managed_objects`] asserts it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -126,8 +127,30 @@ async fn record(
     }
 }
 
-/// GetManagedObjects of the service, normalised.
+/// GetManagedObjects of the service, without the live properties; asserts that every
+/// entry has an interface.
 pub async fn managed_objects(conn: &Connection) -> Objects {
+    let objects = raw_managed_objects(conn).await;
+    assert_every_entry_has_an_interface(&objects);
+    normalise(objects)
+}
+
+/// Panics naming the entries of GetManagedObjects without any interface.
+#[track_caller]
+pub fn assert_every_entry_has_an_interface(objects: &Objects) {
+    let empty: Vec<&String> = objects
+        .iter()
+        .filter(|(_, ifaces)| ifaces.is_empty())
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "GetManagedObjects lists objects without interfaces: {empty:?}"
+    );
+}
+
+/// GetManagedObjects of the service as it came, in sorted maps.
+pub async fn raw_managed_objects(conn: &Connection) -> Objects {
     let manager = zbus::fdo::ObjectManagerProxy::builder(conn)
         .destination(SERVICE)
         .path("/org/qubes/Storage")
@@ -151,10 +174,10 @@ pub async fn managed_objects(conn: &Connection) -> Objects {
             .collect();
         out.insert(path.to_string(), ifaces);
     }
-    normalise(out)
+    out
 }
 
-/// Drops live properties and interface-less nodes.
+/// Drops the live properties.
 pub fn normalise(objects: Objects) -> Objects {
     objects
         .into_iter()
@@ -168,7 +191,6 @@ pub fn normalise(objects: Objects) -> Objects {
                 .collect::<BTreeMap<_, _>>();
             (path, ifaces)
         })
-        .filter(|(_, ifaces)| !ifaces.is_empty())
         .collect()
 }
 
