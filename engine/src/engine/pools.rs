@@ -40,41 +40,34 @@ impl Engine {
         })
     }
 
-    /// Pool setup (R§3.1) then registration; a refused pool leaves no directory behind.
-    pub fn create_pool(&self, spec: PoolSpec) -> Result<PoolConfig> {
-        let object = format!("pool {}", spec.name);
-        {
-            let pools = self.read();
-            if pools.contains_key(&spec.name) {
-                return Err(EngineError::already_exists("a pool of that name exists").on(object));
-            }
-            if let Some(other) = pools
-                .values()
-                .find(|r| same_dir(&r.pool.dir_path, &spec.dir_path))
-            {
-                return Err(EngineError::already_exists(format!(
-                    "pool {} already uses {}",
-                    other.pool.name,
-                    spec.dir_path.display()
-                ))
-                .on(object));
-            }
+    /// `AlreadyExists` when the name is taken or another pool uses the same directory,
+    /// however it is named.
+    fn refuse_taken(&self, spec: &PoolSpec) -> Result<()> {
+        let pools = self.read();
+        if pools.contains_key(&spec.name) {
+            return Err(EngineError::already_exists("a pool of that name exists"));
         }
-        pool::setup(&spec).map_err(|e| e.on(&object))?;
-        if let Some(other) = self
-            .read()
+        match pools
             .values()
             .find(|r| same_dir(&r.pool.dir_path, &spec.dir_path))
         {
-            // Only reachable through a path that names the directory differently
-            // (a symlink, `..`, a bind mount) and was created just now by a race.
-            return Err(EngineError::already_exists(format!(
+            Some(other) => Err(EngineError::already_exists(format!(
                 "pool {} already uses {}",
                 other.pool.name,
                 spec.dir_path.display()
-            ))
-            .on(object));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// Pool setup (R§3.1) then registration; a refused pool leaves no directory behind.
+    pub fn create_pool(&self, spec: PoolSpec) -> Result<PoolConfig> {
+        let object = format!("pool {}", spec.name);
+        self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
+        pool::setup(&spec).map_err(|e| e.on(&object))?;
+        // Again now that the directory exists: a path that names a taken directory
+        // differently (a symlink, `..`, a bind mount) may only resolve to it now.
+        self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
         let record = PoolRecord {
             pool: PoolConfig {
                 name: spec.name.clone(),
