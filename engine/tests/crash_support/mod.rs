@@ -10,8 +10,9 @@
 //! 64 KiB pattern at offsets 0 and 5 MiB, one pattern per state ("E" = empty, "A", "B",
 //! …), so a file is identified by its content alone ([`state_of`]).
 //!
-//! The same mechanism as `crash_points.rs`, with the volume under test named by each
-//! case instead of fixed, so that cases of other volume kinds can use it.
+//! Shared by `crash_points.rs` and `crash_points_more.rs`; each case names the volume
+//! under test. Support modules are compiled into each test binary that declares them,
+//! and no binary uses every item, hence `#![allow(dead_code)]` (shared test support).
 
 #![allow(dead_code)]
 
