@@ -16,52 +16,31 @@
 //! * a running snapshots-disabled source refusing snapshots, clones and exports
 //!   (integration test_006).
 //!
+//! The fixture and the file helpers are shared with `volumes.rs` (`scenario_support`).
+//!
 //! Needs root (loop mounts).
 
 mod common_fs;
+mod scenario_support;
 
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common_fs::{run_ok, FsType, LoopDevice, LoopFs, MIB};
 use qubes_storage_engine::layout::VolumePaths;
 use qubes_storage_engine::{
-    Engine, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
+    Engine, ErrorKind, OpCtx, PoolName, PoolSpec, Vid, VolumeRef, VolumeSpec,
+};
+use scenario_support::{
+    exists, files_in, is_all_zero, on_every_fs, origin_spec, pool_spec, read_at, write_at, Fixture,
 };
 
 const VID: &str = "appvms/work/private";
 
-/// One engine with one pool `p` at `<mount>/pool` on a fresh filesystem.
-struct Fixture {
-    // Field order: the engine goes before the mount it uses.
-    engine: Engine,
-    pool: PoolName,
-    dir: PathBuf,
-    _state: tempfile::TempDir,
-    fs: LoopFs,
-}
-
+/// The helpers of these scenarios beside the shared ones.
 impl Fixture {
-    fn new(fs_type: FsType) -> Fixture {
-        let fs = LoopFs::new(fs_type, 512 * MIB);
-        let state = tempfile::tempdir().unwrap();
-        let engine = Engine::open(state.path()).unwrap();
-        let pool = PoolName::parse("p").unwrap();
-        let dir = fs.path().join("pool");
-        engine
-            .create_pool(pool_spec(&pool, &dir, fs_type.has_reflink()))
-            .unwrap();
-        Fixture {
-            engine,
-            pool,
-            dir,
-            _state: state,
-            fs,
-        }
-    }
-
     /// Another pool of this engine at `<mount>/<rel>`.
     fn add_pool(&self, name: &str, rel: &str) -> PoolName {
         let name = PoolName::parse(name).unwrap();
@@ -70,29 +49,6 @@ impl Fixture {
             .create_pool(pool_spec(&name, &dir, self.fs.fs_type().has_reflink()))
             .unwrap();
         name
-    }
-
-    fn vref(&self, vid: &str) -> VolumeRef {
-        VolumeRef {
-            pool: self.pool.clone(),
-            vid: Vid::parse(vid).unwrap(),
-        }
-    }
-
-    fn paths(&self, vid: &str) -> VolumePaths {
-        VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
-    }
-
-    fn create_in(&self, vol: &VolumeRef, spec: VolumeSpec) {
-        self.engine
-            .create_volume(vol, spec, &OpCtx::quiet("CreateVolume"))
-            .unwrap();
-    }
-
-    fn origin(&self, vid: &str, size: u64, rtk: i64) -> VolumeRef {
-        let v = self.vref(vid);
-        self.create_in(&v, origin_spec(size, rtk));
-        v
     }
 
     fn snapshot_of(&self, vid: &str, source: &VolumeRef) -> VolumeRef {
@@ -105,21 +61,6 @@ impl Fixture {
         };
         self.create_in(&v, spec);
         v
-    }
-
-    fn start(&self, v: &VolumeRef) -> PathBuf {
-        self.engine.start(v, &OpCtx::quiet("Start")).unwrap()
-    }
-
-    fn stop(&self, v: &VolumeRef) {
-        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
-    }
-
-    /// One VM session: start, write `data` at `offset`, stop.
-    fn session(&self, v: &VolumeRef, offset: u64, data: &[u8]) {
-        let dirty = self.start(v);
-        write_at(&dirty, offset, data);
-        self.stop(v);
     }
 
     /// ImportData of `data.len()` bytes, write them, ImportDataEnd(true).
@@ -144,62 +85,8 @@ impl Fixture {
     }
 }
 
-fn pool_spec(name: &PoolName, dir: &Path, setup_check: bool) -> PoolSpec {
-    PoolSpec {
-        name: name.clone(),
-        dir_path: dir.to_owned(),
-        setup_check,
-        revisions_to_keep: RevisionsToKeep::DEFAULT,
-        ephemeral_volatile: false,
-    }
-}
-
-fn origin_spec(size: u64, rtk: i64) -> VolumeSpec {
-    VolumeSpec {
-        size,
-        rw: true,
-        save_on_stop: true,
-        revisions_to_keep: Some(RevisionsToKeep::new(rtk).unwrap()),
-        ..Default::default()
-    }
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
-
-fn is_all_zero(path: &Path) -> bool {
-    fs::read(path).unwrap().iter().all(|&b| b == 0)
-}
-
 fn ino(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
-}
-
-fn exists(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Give `path` the mtime of `like` (to the nanosecond).
@@ -228,15 +115,6 @@ fn one_nanosecond_from(like: &Path, path: &Path) {
 fn mtime_ns(path: &Path) -> (i64, i64) {
     let m = fs::metadata(path).unwrap();
     (m.mtime(), m.mtime_nsec())
-}
-
-/// Generates one test per filesystem for each scenario function.
-macro_rules! on_every_fs {
-    ($($name:ident),* $(,)?) => {
-        mod btrfs { $( #[test] fn $name() { super::$name(super::FsType::Btrfs) } )* }
-        mod xfs { $( #[test] fn $name() { super::$name(super::FsType::Xfs) } )* }
-        mod ext4 { $( #[test] fn $name() { super::$name(super::FsType::Ext4) } )* }
-    };
 }
 
 on_every_fs!(

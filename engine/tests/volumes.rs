@@ -1,79 +1,27 @@
 //! Engine scenarios on real loop-mounted btrfs, XFS and ext4: every volume kind, the
 //! reference's behaviour statements (R§7) restated for the engine, and each deliberate
 //! fix of the contract. Every scenario runs on each filesystem (ext4 pools use
-//! setup_check=false, so every snapshot there is the hole-preserving copy).
+//! setup_check=false, so every snapshot there is the hole-preserving copy). The fixture
+//! and the file helpers are shared with `reference_scenarios.rs` (`scenario_support`).
 
 mod common_fs;
+mod scenario_support;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common_fs::{FsType, LoopFs};
+use common_fs::{FsType, LoopFs, MIB};
 use qubes_storage_engine::{
-    Engine, ErrorKind, EventKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef,
-    VolumeSpec,
+    Engine, ErrorKind, EventKind, OpCtx, PoolName, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
+};
+use scenario_support::{
+    exists, files_in, is_all_zero, on_every_fs, pool_spec, read_at, write_at, Fixture,
 };
 
-const MIB: u64 = 1 << 20;
-
-struct Fixture {
-    // Field order: the engine goes before the mounts it uses.
-    engine: Engine,
-    pool: PoolName,
-    dir: PathBuf,
-    _state: tempfile::TempDir,
-    _fs: LoopFs,
-}
-
+/// The helpers of these scenarios beside the shared ones.
 impl Fixture {
-    fn new(fs_type: FsType) -> Fixture {
-        let fs = LoopFs::new(fs_type, 512 * MIB);
-        let state = tempfile::tempdir().unwrap();
-        let engine = Engine::open(state.path()).unwrap();
-        let pool = PoolName::parse("p").unwrap();
-        let dir = fs.path().join("pool");
-        engine
-            .create_pool(pool_spec(&pool, &dir, fs_type != FsType::Ext4))
-            .unwrap();
-        Fixture {
-            engine,
-            pool,
-            dir,
-            _state: state,
-            _fs: fs,
-        }
-    }
-
-    fn vref(&self, vid: &str) -> VolumeRef {
-        VolumeRef {
-            pool: self.pool.clone(),
-            vid: Vid::parse(vid).unwrap(),
-        }
-    }
-
-    fn create(&self, vid: &str, spec: VolumeSpec) -> VolumeRef {
-        let v = self.vref(vid);
-        self.engine
-            .create_volume(&v, spec, &OpCtx::quiet("CreateVolume"))
-            .unwrap();
-        v
-    }
-
-    fn origin(&self, vid: &str, size: u64, rtk: i64) -> VolumeRef {
-        self.create(
-            vid,
-            VolumeSpec {
-                size,
-                rw: true,
-                save_on_stop: true,
-                revisions_to_keep: Some(RevisionsToKeep::new(rtk).unwrap()),
-                ..Default::default()
-            },
-        )
-    }
-
     /// A snap_on_start volume of `source`.
     fn snapshot(&self, vid: &str, source: &VolumeRef) -> VolumeRef {
         self.create(
@@ -129,21 +77,6 @@ impl Fixture {
         self.dir.join(rel)
     }
 
-    fn start(&self, v: &VolumeRef) -> PathBuf {
-        self.engine.start(v, &OpCtx::quiet("Start")).unwrap()
-    }
-
-    fn stop(&self, v: &VolumeRef) {
-        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
-    }
-
-    /// One VM session: start, write `data` at `offset`, stop.
-    fn session(&self, v: &VolumeRef, offset: u64, data: &[u8]) {
-        let dirty = self.start(v);
-        write_at(&dirty, offset, data);
-        self.stop(v);
-    }
-
     fn revision_ids(&self, v: &VolumeRef) -> Vec<u64> {
         self.engine
             .volume_info(v)
@@ -155,61 +88,8 @@ impl Fixture {
     }
 }
 
-fn pool_spec(name: &PoolName, dir: &Path, setup_check: bool) -> PoolSpec {
-    PoolSpec {
-        name: name.clone(),
-        dir_path: dir.to_owned(),
-        setup_check,
-        revisions_to_keep: RevisionsToKeep::DEFAULT,
-        ephemeral_volatile: false,
-    }
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
-
-fn is_all_zero(path: &Path) -> bool {
-    fs::read(path).unwrap().iter().all(|&b| b == 0)
-}
-
 fn ino(path: &Path) -> u64 {
     fs::metadata(path).unwrap().ino()
-}
-
-fn exists(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-/// Generates one test per filesystem for each scenario function.
-macro_rules! on_every_fs {
-    ($($name:ident),* $(,)?) => {
-        mod btrfs { $( #[test] fn $name() { super::$name(super::FsType::Btrfs) } )* }
-        mod xfs { $( #[test] fn $name() { super::$name(super::FsType::Xfs) } )* }
-        mod ext4 { $( #[test] fn $name() { super::$name(super::FsType::Ext4) } )* }
-    };
 }
 
 on_every_fs!(
