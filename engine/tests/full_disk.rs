@@ -1,5 +1,6 @@
 //! Full-disk tests: on a small loop-mounted filesystem filled to the last block, an
-//! operation that needs space for data fails with [`ErrorKind::NoSpace`] and a message
+//! operation that needs space for data fails with
+//! [`ErrorKind::NoSpace`](qubes_storage_engine::ErrorKind::NoSpace) and a message
 //! naming the volume, and leaves everything committed as it was — the clean image,
 //! the revisions, the dirty image of a started volume (so the commit can be retried),
 //! the source of a clone — with no temp or import file behind. After the space is
@@ -11,119 +12,42 @@
 //! full ext4 and a full btrfs pool (byte copy across filesystems). ext4 pools use
 //! `setup_check = false`.
 //!
+//! The pool, the filler and the content model are shared with `full_disk_more.rs`
+//! (`full_disk_support`).
+//!
 //! Needs root (loop mounts).
 
 mod common_fs;
+mod full_disk_support;
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-use common_fs::{pattern, FsType, LoopFs, MIB};
-use qubes_storage_engine::layout::VolumePaths;
-use qubes_storage_engine::{
-    revision, Engine, EngineError, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid,
-    VolumeRef, VolumeSpec,
-};
+use common_fs::{FsType, LoopFs, MIB};
+use full_disk_support::{assert_no_space, ctx, fill_disk, free_disk, write_content_at, Pool};
+use qubes_storage_engine::{revision, Engine, PoolSpec, RevisionsToKeep, Vid, VolumeSpec};
 
-const IMAGE_SIZE: u64 = 32 * MIB;
 /// 16 ranges of 1 MiB, 2 MiB apart: 16 MiB of data in a 32 MiB image.
-const DATA_RANGES: u64 = 16;
+const IMAGE_SIZE: u64 = 32 * MIB;
 const VID: &str = "appvms/vm1/private";
 const SNAPSHOT_VID: &str = "appvms/vm1/root";
 const FS_SIZE: u64 = 128 * MIB;
-/// After filling, less than this may stay free (a few blocks the filler cannot use).
-const FILL_SLACK: u64 = 256 * 1024;
 
-fn ctx() -> OpCtx {
-    OpCtx::quiet("full-disk-test")
-}
-
-fn data_ranges() -> impl Iterator<Item = (u64, u64)> {
-    (0..DATA_RANGES).map(|i| (i * 2 * MIB, MIB))
-}
-
-/// The image of content `seed`: zeros except the data ranges.
-fn model(seed: u64, size: u64) -> Vec<u8> {
-    let mut image = vec![0u8; size as usize];
-    for (offset, len) in data_ranges() {
-        let at = offset as usize;
-        image[at..at + len as usize].copy_from_slice(&pattern(seed, offset, len as usize));
-    }
-    image
-}
-
-/// Overwrite the data ranges of an image with content `seed` (no new allocation when
-/// the ranges are already allocated).
+/// Overwrite the data ranges of an image with content `seed`.
 fn write_content(path: &Path, seed: u64) {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open image");
-    for (offset, len) in data_ranges() {
-        file.write_all_at(&pattern(seed, offset, len as usize), offset)
-            .expect("write data");
-    }
-    file.sync_all().expect("fsync image");
+    write_content_at(path, seed, IMAGE_SIZE);
 }
 
 #[track_caller]
 fn assert_content(path: &Path, seed: u64, size: u64, what: &str) {
-    let data = std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", path.display()));
-    assert_eq!(
-        data.len() as u64,
-        size,
-        "{what}: size of {}",
-        path.display()
-    );
-    assert!(
-        data == model(seed, size),
-        "{what}: {} does not hold content {seed}",
-        path.display()
-    );
+    full_disk_support::assert_content(path, seed, IMAGE_SIZE, size, what);
 }
 
-/// A pool on a filesystem plus its engine.
-struct Pool {
-    fs: LoopFs,
-    engine: Engine,
-    name: PoolName,
-    dir: PathBuf,
-}
-
+/// The helpers of these tests beside the shared ones.
 impl Pool {
     fn new(fs_type: FsType, name: &str, revisions_to_keep: i64) -> Pool {
         let fs = LoopFs::new(fs_type, FS_SIZE);
-        let dir = fs.path().join("pool");
-        let engine = Engine::open(&fs.path().join("state")).expect("Engine::open");
-        let name = PoolName::parse(name).unwrap();
-        let spec = PoolSpec {
-            name: name.clone(),
-            dir_path: dir.clone(),
-            setup_check: fs_type.has_reflink(),
-            revisions_to_keep: RevisionsToKeep::new(revisions_to_keep).unwrap(),
-            ephemeral_volatile: false,
-        };
-        engine.create_pool(spec).expect("create pool");
-        Pool {
-            fs,
-            engine,
-            name,
-            dir,
-        }
-    }
-
-    fn vol(&self, vid: &str) -> VolumeRef {
-        VolumeRef {
-            pool: self.name.clone(),
-            vid: Vid::parse(vid).unwrap(),
-        }
-    }
-
-    fn paths(&self, vid: &str) -> VolumePaths {
-        VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
+        Pool::on_fs(fs, name, RevisionsToKeep::new(revisions_to_keep).unwrap())
     }
 
     fn create(&self, vid: &str, spec: VolumeSpec) {
@@ -184,54 +108,6 @@ impl Pool {
             .map(|n| n.to_string_lossy().into_owned())
             .collect()
     }
-}
-
-/// Fill the filesystem holding `dir` to the last block with one file; returns it.
-fn fill_disk(fs: &LoopFs) -> PathBuf {
-    let path = fs.path().join("filler");
-    let mut file = File::create(&path).expect("create filler");
-    for chunk_size in [MIB as usize, 4096] {
-        let chunk = vec![0xA5u8; chunk_size];
-        loop {
-            match file.write(&chunk) {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => break,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
-                    break
-                }
-                Err(e) => panic!("cannot fill the disk: {e}"),
-            }
-        }
-    }
-    let _ = file.sync_all();
-    assert!(
-        fs.free_bytes() < FILL_SLACK,
-        "the disk is not full: {} bytes free",
-        fs.free_bytes()
-    );
-    path
-}
-
-fn free_disk(fs: &LoopFs, filler: &Path) {
-    std::fs::remove_file(filler).expect("remove filler");
-    let dir = File::open(fs.path()).expect("open mount point");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-#[track_caller]
-fn assert_no_space(result: Result<impl std::fmt::Debug, EngineError>, vol: &VolumeRef) {
-    let err = result.expect_err("the operation must fail on a full disk");
-    assert_eq!(err.kind(), ErrorKind::NoSpace, "kind of: {err}");
-    let message = err.to_string();
-    eprintln!("full disk: {message}");
-    assert!(
-        message.contains(&vol.to_string()),
-        "the message names the volume: {message}"
-    );
-    assert!(
-        message.contains("no space left on device"),
-        "the message says why: {message}"
-    );
 }
 
 #[test]

@@ -10,114 +10,47 @@
 //! * CreateVolume of a VM's first volume (its directory needs a block);
 //! * Start of an origin volume without a precache (a byte copy of the clean image).
 //!
+//! The pool, the filler and the content model are shared with `full_disk.rs`
+//! (`full_disk_support`).
+//!
 //! Needs root (loop mounts).
 
 mod common_fs;
+mod full_disk_support;
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common_fs::{pattern, FsType, LoopFs, MIB};
-use qubes_storage_engine::layout::VolumePaths;
-use qubes_storage_engine::{
-    revision, Engine, EngineError, ErrorKind, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid,
-    VolumeRef, VolumeSpec,
-};
+use common_fs::{FsType, LoopFs, MIB};
+use full_disk_support::{assert_no_space, ctx, fill_disk, free_disk, Pool};
+use qubes_storage_engine::{revision, EngineError, ErrorKind, RevisionsToKeep, VolumeSpec};
 
-const IMAGE_SIZE: u64 = 16 * MIB;
 /// 8 ranges of 1 MiB, 2 MiB apart: 8 MiB of data in a 16 MiB image.
-const DATA_RANGES: u64 = 8;
+const IMAGE_SIZE: u64 = 16 * MIB;
 const VID: &str = "appvms/vm1/private";
 const FS_SIZE: u64 = 96 * MIB;
-/// After filling, less than this may stay free (a few blocks the filler cannot use).
-const FILL_SLACK: u64 = 256 * 1024;
-
-fn ctx() -> OpCtx {
-    OpCtx::quiet("full-disk-test")
-}
-
-fn data_ranges() -> impl Iterator<Item = (u64, u64)> {
-    (0..DATA_RANGES).map(|i| (i * 2 * MIB, MIB))
-}
-
-/// The image of content `seed`: zeros except the data ranges.
-fn model(seed: u64) -> Vec<u8> {
-    let mut image = vec![0u8; IMAGE_SIZE as usize];
-    for (offset, len) in data_ranges() {
-        let at = offset as usize;
-        image[at..at + len as usize].copy_from_slice(&pattern(seed, offset, len as usize));
-    }
-    image
-}
 
 /// Write content `seed` into the data ranges of an image.
 fn write_content(file: &File, seed: u64) {
-    for (offset, len) in data_ranges() {
-        file.write_all_at(&pattern(seed, offset, len as usize), offset)
-            .expect("write data");
-    }
-    file.sync_all().expect("fsync image");
+    full_disk_support::write_content(file, seed, IMAGE_SIZE);
 }
 
 fn write_content_at(path: &Path, seed: u64) {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open image");
-    write_content(&file, seed);
+    full_disk_support::write_content_at(path, seed, IMAGE_SIZE);
 }
 
 #[track_caller]
 fn assert_content(path: &Path, seed: u64, what: &str) {
-    let data = std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", path.display()));
-    assert!(
-        data == model(seed),
-        "{what}: {} does not hold content {seed}",
-        path.display()
-    );
+    full_disk_support::assert_content(path, seed, IMAGE_SIZE, IMAGE_SIZE, what);
 }
 
-/// An ext4 pool (setup_check=false) and its engine; the engine goes first on drop.
-struct Pool {
-    engine: Engine,
-    name: PoolName,
-    dir: PathBuf,
-    fs: LoopFs,
-}
-
+/// The helpers of these tests beside the shared ones.
 impl Pool {
+    /// An ext4 pool (setup_check=false).
     fn new() -> Pool {
         let fs = LoopFs::new(FsType::Ext4, FS_SIZE);
-        let dir = fs.path().join("pool");
-        let engine = Engine::open(&fs.path().join("state")).expect("Engine::open");
-        let name = PoolName::parse("p").unwrap();
-        let spec = PoolSpec {
-            name: name.clone(),
-            dir_path: dir.clone(),
-            setup_check: false,
-            revisions_to_keep: RevisionsToKeep::DEFAULT,
-            ephemeral_volatile: false,
-        };
-        engine.create_pool(spec).expect("create pool");
-        Pool {
-            engine,
-            name,
-            dir,
-            fs,
-        }
-    }
-
-    fn vol(&self, vid: &str) -> VolumeRef {
-        VolumeRef {
-            pool: self.name.clone(),
-            vid: Vid::parse(vid).unwrap(),
-        }
-    }
-
-    fn paths(&self, vid: &str) -> VolumePaths {
-        VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
+        Pool::on_fs(fs, "p", RevisionsToKeep::DEFAULT)
     }
 
     fn create_origin(&self, vid: &str, revisions_to_keep: i64) -> Result<(), EngineError> {
@@ -171,54 +104,6 @@ impl Pool {
             .filter(|n| paths.is_own_temp(n))
             .collect()
     }
-}
-
-/// Fill the filesystem to the last block with one file; returns it.
-fn fill_disk(fs: &LoopFs) -> PathBuf {
-    let path = fs.path().join("filler");
-    let file = File::create(&path).expect("create filler");
-    let mut offset = 0;
-    for chunk_size in [MIB as usize, 4096] {
-        let chunk = vec![0xA5u8; chunk_size];
-        loop {
-            match file.write_at(&chunk, offset) {
-                Ok(n) if n > 0 => offset += n as u64,
-                Ok(_) => break,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
-                    break
-                }
-                Err(e) => panic!("cannot fill the disk: {e}"),
-            }
-        }
-    }
-    let _ = file.sync_all();
-    assert!(
-        fs.free_bytes() < FILL_SLACK,
-        "the disk is not full: {} bytes free",
-        fs.free_bytes()
-    );
-    path
-}
-
-fn free_disk(fs: &LoopFs, filler: &Path) {
-    std::fs::remove_file(filler).expect("remove filler");
-    let dir = File::open(fs.path()).expect("open mount point");
-    rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-#[track_caller]
-fn assert_no_space(result: Result<impl std::fmt::Debug, EngineError>, vol: &VolumeRef) {
-    let err = result.expect_err("the operation must fail on a full disk");
-    assert_eq!(err.kind(), ErrorKind::NoSpace, "kind of: {err}");
-    let message = err.to_string();
-    assert!(
-        message.contains(&vol.to_string()),
-        "the message names the volume: {message}"
-    );
-    assert!(
-        message.contains("no space left on device"),
-        "the message says why: {message}"
-    );
 }
 
 #[test]
