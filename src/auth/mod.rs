@@ -6,6 +6,8 @@
 //! 1. The caller's uid, from the bus (cached per unique name, see `callers`). uid 0 is
 //!    allowed at once: polkit authorizes root for everything, so asking it would only
 //!    cost a millisecond. This is also what keeps root working when polkit is down.
+//!    So is the service's own uid, when it does not run as root (the demo, a user's
+//!    private bus): such a caller can already do everything the service can.
 //! 2. Everyone else: polkit, with the caller's `system-bus-name` subject and the
 //!    details `pool` and `vid`, interactively only if the request allows it.
 //! 3. polkit's answer becomes `Ok`, `InteractionRequired` (a challenge the caller did
@@ -51,13 +53,15 @@ pub struct Authorizer {
 struct Inner {
     callers: CallerUids,
     polkit: Polkit,
+    /// The uid the service runs as.
+    own_uid: u32,
 }
 
 /// How a check came out, before it is turned into the caller's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    /// uid 0, allowed without asking polkit.
-    Root,
+    /// uid 0 or the service's own uid, allowed without asking polkit.
+    Privileged,
     Polkit(PolkitAnswer),
 }
 
@@ -68,6 +72,7 @@ impl Authorizer {
         let inner = Inner {
             callers: CallerUids::watch(conn).await,
             polkit: Polkit::new(conn).await,
+            own_uid: rustix::process::geteuid().as_raw(),
         };
         Authorizer {
             inner: Arc::new(inner),
@@ -81,7 +86,7 @@ impl Authorizer {
             None => None,
         };
         let verdict = match uid {
-            Some(0) => Verdict::Root,
+            Some(uid) if uid == 0 || uid == self.inner.own_uid => Verdict::Privileged,
             _ => Verdict::Polkit(self.inner.polkit.ask(header, &req).await),
         };
         let outcome = outcome_of(verdict, &req);
@@ -98,7 +103,7 @@ impl Authorizer {
 /// The contract's mapping of a verdict onto the caller's result.
 fn outcome_of(verdict: Verdict, req: &AuthRequest<'_>) -> Result<(), AuthError> {
     let refusal = match verdict {
-        Verdict::Root | Verdict::Polkit(PolkitAnswer::Authorized) => return Ok(()),
+        Verdict::Privileged | Verdict::Polkit(PolkitAnswer::Authorized) => return Ok(()),
         Verdict::Polkit(PolkitAnswer::Challenge) if !req.allow_interaction => {
             return Err(AuthError::interaction_required(req))
         }
@@ -142,7 +147,7 @@ mod tests {
 
     #[test]
     fn root_is_allowed() {
-        assert!(outcome_of(Verdict::Root, &request(false)).is_ok());
+        assert!(outcome_of(Verdict::Privileged, &request(false)).is_ok());
     }
 
     #[test]
