@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use common::common_fs::{names_in, pattern};
-use common::{assert_error, call_traced, opts, FsType, Harness, VolumeProxy, MIB};
+use common::common_fs::names_in;
+use common::{assert_error, call_traced, fill_scattered, opts, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
@@ -32,7 +31,7 @@ async fn copy_setup() -> CopySetup {
     let ext4 = h.pool_on("slow", FsType::Ext4, 4096 * MIB).await;
     let btrfs = h.pool_on("fast", FsType::Btrfs, 3072 * MIB).await;
     let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
-    fill(&h.volume(&source).await).await;
+    fill_scattered(&h.volume(&source).await, IMAGE, 11).await;
     let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
     let pool_dir = h.pool(&btrfs).await.dir_path().await.unwrap();
     let destination_dir = PathBuf::from(pool_dir).join("appvms/clone");
@@ -44,24 +43,27 @@ async fn copy_setup() -> CopySetup {
     }
 }
 
-async fn fill(volume: &VolumeProxy<'_>) {
-    let fd = volume.import_data(IMAGE, opts()).await.unwrap();
-    let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-    // One pattern buffer, stamped with its offset, keeps a debug build fast.
-    let mut block = pattern(11, 0, MIB as usize);
-    for chunk in 0..IMAGE / (2 * MIB) {
-        let offset = chunk * 2 * MIB;
-        block[..8].copy_from_slice(&offset.to_le_bytes());
-        file.write_all_at(&block, offset).unwrap();
-    }
-    drop(file);
-    volume.import_data_end(true, opts()).await.unwrap();
-}
-
 fn is_job_signal(msg: &Message, member: &str) -> bool {
     let header = msg.header();
     header.path().is_some_and(|p| p.as_str().starts_with(JOBS))
         && header.member().is_some_and(|m| m.as_str() == member)
+}
+
+/// Starts ImportVolume (a byte copy) in the background and returns its Job's path once
+/// the Job reports progress, with the running call.
+async fn start_copy(s: &CopySetup) -> (OwnedObjectPath, tokio::task::JoinHandle<zbus::Result<()>>) {
+    let mut stream = MessageStream::from(&s.h.conn);
+    let destination = s.h.volume(&s.destination).await;
+    let source = s.source.clone();
+    let import =
+        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
+    let job = loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg, "PropertiesChanged") {
+            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        }
+    };
+    (job, import)
 }
 
 /// State of the destination that a cancelled import must not change.
@@ -159,18 +161,7 @@ async fn cross_filesystem_import_publishes_a_job_with_progress() {
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;
     let before = destination_state(&s).await;
-    let mut stream = MessageStream::from(&s.h.conn);
-    let destination = s.h.volume(&s.destination).await;
-    let source = s.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    let job = loop {
-        let msg = stream.next().await.expect("stream").expect("message");
-        if is_job_signal(&msg, "PropertiesChanged") {
-            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
-        }
-    };
-    drop(stream);
+    let (job, import) = start_copy(&s).await;
     s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
     assert_error(import.await.unwrap(), "Cancelled");
     assert_eq!(
@@ -189,18 +180,7 @@ async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
 async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
     let mut s = copy_setup().await;
     let before = destination_state(&s).await;
-    let mut stream = MessageStream::from(&s.h.conn);
-    let destination = s.h.volume(&s.destination).await;
-    let source = s.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    loop {
-        let msg = stream.next().await.expect("stream").expect("message");
-        if is_job_signal(&msg, "PropertiesChanged") {
-            break;
-        }
-    }
-    drop(stream);
+    let (_job, import) = start_copy(&s).await;
     let daemon = s.h.take_daemon();
     daemon.send_sigterm();
     assert_error(import.await.unwrap(), "Cancelled");
@@ -215,18 +195,7 @@ async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn during_a_copy_reads_answer_and_a_property_write_is_busy_at_once() {
     let s = copy_setup().await;
-    let mut stream = MessageStream::from(&s.h.conn);
-    let destination = s.h.volume(&s.destination).await;
-    let source = s.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    let job = loop {
-        let msg = stream.next().await.expect("stream").expect("message");
-        if is_job_signal(&msg, "PropertiesChanged") {
-            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
-        }
-    };
-    drop(stream);
+    let (job, import) = start_copy(&s).await;
     let objects = common::oracle::managed_objects(&s.h.conn).await;
     assert!(
         objects.contains_key(job.as_str()),
@@ -241,18 +210,7 @@ async fn during_a_copy_reads_answer_and_a_property_write_is_busy_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_starter_or_root_may_cancel_a_job() {
     let s = copy_setup().await;
-    let mut stream = MessageStream::from(&s.h.conn);
-    let destination = s.h.volume(&s.destination).await;
-    let source = s.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    let job = loop {
-        let msg = stream.next().await.expect("stream").expect("message");
-        if is_job_signal(&msg, "PropertiesChanged") {
-            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
-        }
-    };
-    drop(stream);
+    let (job, import) = start_copy(&s).await;
     let args = [
         "--object-path",
         job.as_str(),

@@ -9,12 +9,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use common::common_fs::pattern;
 use common::oracle::{raw_managed_objects, Objects, Recorder};
-use common::{member_of, opts, opts_of, FsType, Harness, VolumeProxy, MIB, SERVICE};
+use common::{fill_scattered, member_of, opts, opts_of, FsType, Harness, MIB, SERVICE};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use zbus::object_server::Interface;
@@ -52,7 +50,7 @@ async fn fixture() -> Fixture {
     let slow = h.pool_on("slow", FsType::Ext4, 4096 * MIB).await;
     let fast = h.pool_on("fast", FsType::Btrfs, 3072 * MIB).await;
     let source = h.origin_volume(&slow, "vm-templates/big/root", MIB).await;
-    fill(&h.volume(&source).await).await;
+    fill_scattered(&h.volume(&source).await, IMAGE, 7).await;
     let destination = h.origin_volume(&fast, "appvms/clone/root", MIB).await;
     Fixture {
         h,
@@ -60,19 +58,6 @@ async fn fixture() -> Fixture {
         source,
         destination,
     }
-}
-
-async fn fill(volume: &VolumeProxy<'_>) {
-    let fd = volume.import_data(IMAGE, opts()).await.unwrap();
-    let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
-    let mut block = pattern(7, 0, MIB as usize);
-    for chunk in 0..IMAGE / (2 * MIB) {
-        let offset = chunk * 2 * MIB;
-        block[..8].copy_from_slice(&offset.to_le_bytes());
-        file.write_all_at(&block, offset).unwrap();
-    }
-    drop(file);
-    volume.import_data_end(true, opts()).await.unwrap();
 }
 
 fn paths<'a>(objects: impl IntoIterator<Item = &'a OwnedObjectPath>) -> BTreeSet<String> {
