@@ -4,7 +4,9 @@
 //!
 //! - [`bus`]: the `org.qubes.Storage` objects, their methods, properties and signals,
 //!   Job objects for long copies, and the daemon's startup and shutdown;
-//! - [`auth`]: polkit authorization of every mutating call.
+//! - [`auth`]: polkit authorization of every mutating call;
+//! - [`memory`]: the allocator policy that gives large replies' memory back.
 
 pub mod auth;
 pub mod bus;
+pub mod memory;

@@ -193,7 +193,7 @@ async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn during_a_copy_reads_answer_and_a_property_write_is_busy_at_once() {
+async fn during_a_copy_reads_answer_and_a_property_write_is_busy_instead_of_waiting() {
     let s = copy_setup().await;
     let (job, import) = start_copy(&s).await;
     let objects = common::oracle::managed_objects(&s.h.conn).await;

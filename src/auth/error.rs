@@ -34,6 +34,8 @@ pub(crate) enum Refusal {
     PolkitUnreachable,
     /// polkit answered the check with an error.
     PolkitFailed,
+    /// polkit did not answer in time.
+    PolkitSilent,
 }
 
 impl Refusal {
@@ -49,6 +51,9 @@ impl Refusal {
             }
             Refusal::PolkitFailed => {
                 "polkit could not decide, and without its answer only root may make changes"
+            }
+            Refusal::PolkitSilent => {
+                "polkit did not answer in time, and without its answer only root may make changes"
             }
         }
     }
@@ -117,6 +122,7 @@ mod tests {
             action: Action::ManageVolumes,
             pool: Some("varlibqubes"),
             vid: Some("appvms/work/private"),
+            dir_path: None,
             allow_interaction: false,
         }
     }
@@ -137,6 +143,7 @@ mod tests {
             action: Action::ManagePools,
             pool: Some("p1"),
             vid: None,
+            dir_path: None,
             allow_interaction: true,
         };
         let error = AuthError::access_denied(&req, Refusal::PolkitUnreachable);

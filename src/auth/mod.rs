@@ -39,6 +39,8 @@ pub struct AuthRequest<'a> {
     pub action: Action,
     pub pool: Option<&'a str>,
     pub vid: Option<&'a str>,
+    /// CreatePool's directory, passed to rules as the detail `dir_path`.
+    pub dir_path: Option<&'a str>,
     /// The call carries ALLOW_INTERACTIVE_AUTHORIZATION and its option
     /// `auth.no_user_interaction` is not true.
     pub allow_interaction: bool,
@@ -94,6 +96,11 @@ impl Authorizer {
         outcome
     }
 
+    /// The uid `caller` connected with, from the bus (cached per unique name).
+    pub async fn uid_of(&self, caller: &zbus::names::UniqueName<'_>) -> Option<u32> {
+        self.inner.callers.uid_of(caller).await
+    }
+
     /// How many callers' uids are remembered now (diagnostics and tests).
     pub fn cached_callers(&self) -> usize {
         self.inner.callers.len()
@@ -112,6 +119,7 @@ fn outcome_of(verdict: Verdict, req: &AuthRequest<'_>) -> Result<(), AuthError> 
         Verdict::Polkit(PolkitAnswer::Dismissed) => Refusal::Dismissed,
         Verdict::Polkit(PolkitAnswer::Unreachable) => Refusal::PolkitUnreachable,
         Verdict::Polkit(PolkitAnswer::Failed) => Refusal::PolkitFailed,
+        Verdict::Polkit(PolkitAnswer::Silent) => Refusal::PolkitSilent,
     };
     Err(AuthError::access_denied(req, refusal))
 }
@@ -141,6 +149,7 @@ mod tests {
             action: Action::Import,
             pool: Some("p"),
             vid: Some("appvms/a/private"),
+            dir_path: None,
             allow_interaction,
         }
     }

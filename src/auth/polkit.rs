@@ -32,7 +32,14 @@ pub(crate) enum PolkitAnswer {
     Unreachable,
     /// polkit answered with an error (e.g. the caller vanished meanwhile).
     Failed,
+    /// No answer within [`NON_INTERACTIVE_LIMIT`] / [`INTERACTIVE_LIMIT`].
+    Silent,
 }
+
+/// How long a check may take when nobody is asked for a password.
+const NON_INTERACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
+/// How long a check may take while an authentication dialog may be open.
+const INTERACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The client of `org.freedesktop.PolicyKit1.Authority`.
 pub(crate) struct Polkit {
@@ -67,12 +74,18 @@ impl Polkit {
         };
         let details = details_of(req);
         let flags = flags_of(req);
-        match authority
-            .check_authorization(&subject, req.action.id(), &details, flags, "")
-            .await
-        {
-            Ok(result) => answer_of(&result, req.allow_interaction),
-            Err(error) => answer_of_error(&error, req),
+        let limit = match req.allow_interaction {
+            true => INTERACTIVE_LIMIT,
+            false => NON_INTERACTIVE_LIMIT,
+        };
+        let check = authority.check_authorization(&subject, req.action.id(), &details, flags, "");
+        match tokio::time::timeout(limit, check).await {
+            Ok(Ok(result)) => answer_of(&result, req.allow_interaction),
+            Ok(Err(error)) => answer_of_error(&error, req),
+            Err(_) => {
+                tracing::warn!(action = %req.action, ?limit, "polkit did not answer in time");
+                PolkitAnswer::Silent
+            }
         }
     }
 }
@@ -85,6 +98,9 @@ fn details_of<'a>(req: &AuthRequest<'a>) -> HashMap<&'static str, &'a str> {
     }
     if let Some(vid) = req.vid {
         details.insert("vid", vid);
+    }
+    if let Some(dir_path) = req.dir_path {
+        details.insert("dir_path", dir_path);
     }
     details
 }
@@ -179,6 +195,7 @@ mod tests {
             action: Action::RunVolumes,
             pool: Some("p"),
             vid: None,
+            dir_path: None,
             allow_interaction: false,
         };
         let details = details_of(&req);
@@ -192,6 +209,7 @@ mod tests {
             action: Action::Export,
             pool: None,
             vid: None,
+            dir_path: None,
             allow_interaction: true,
         };
         assert_eq!(

@@ -82,6 +82,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    qubes_storaged::memory::tune();
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {

@@ -1,23 +1,33 @@
-//! Startup and shutdown of the service. Startup: open the engine's state, connect to
-//! the bus, export every object (Manager, ObjectManager, each persisted pool and
-//! volume), and only then request the name `org.qubes.Storage`, so a client that sees
-//! the name sees every object. Shutdown on SIGTERM or SIGINT: refuse new calls, cancel
-//! the running ones (their copies stop, the engine removes partial files), wait for
-//! them to end, release the name.
+//! Start-up and shutdown of the service.
+//!
+//! Start-up: open the engine's state (which refuses a second engine on the same state
+//! directory), connect to the bus, start the outbox, serve every persisted pool and
+//! volume — straight into the registry, without a signal each: nobody can be listening
+//! before the name is owned — then take method calls and follow departures, and only
+//! then request the name `org.qubes.Storage`, without queueing and without allowing
+//! replacement (contract rev 2): a client that sees the name sees every object, and a
+//! second instance exits with one sentence naming the first.
+//!
+//! Shutdown on SIGTERM or SIGINT: refuse new calls, cancel the running ones (their
+//! copies stop, the engine removes partial files), wait for them to end and for their
+//! replies to leave, release the name.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use qubes_storage_engine::Engine;
+use qubes_storage_engine::{Engine, PoolName, VolumeRef};
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::connection::Builder;
+use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
+use zbus::names::{BusName, WellKnownName};
 use zbus::Connection;
 
-use crate::bus::manager::ManagerIface;
-use crate::bus::object_manager::ObjectManagerIface;
-use crate::bus::path::MANAGER_PATH;
+use crate::bus::objects::{Object, PoolObject, VolumeObject};
+use crate::bus::outbox::Outbox;
+use crate::bus::registry::Registry;
 use crate::bus::service::Service;
-use crate::bus::BUS_NAME;
+use crate::bus::values::{PoolValues, VolumeValues};
+use crate::bus::{departures, dispatch, BUS_NAME};
 
 /// Where the daemon keeps its state and which bus it serves.
 #[derive(Debug, Clone)]
@@ -30,14 +40,18 @@ pub struct DaemonConfig {
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot open the state directory: {0}")]
+    #[error("{0}")]
     State(#[from] qubes_storage_engine::EngineError),
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
+    #[error("D-Bus: {0}")]
+    BusDriver(#[from] zbus::fdo::Error),
     #[error("cannot install a signal handler: {0}")]
     Signal(#[from] std::io::Error),
     #[error("the connection to the bus was lost")]
     BusLost,
+    #[error("{0}")]
+    AlreadyRunning(String),
     #[error("an engine task failed; see the log above")]
     Task,
 }
@@ -51,10 +65,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         .await
         .map_err(|_| DaemonError::Task)??;
     let conn = connect(&config).await?;
-    let svc = Service::new(Arc::new(engine), conn.clone()).await;
-    export_all(&svc).await?;
-    crate::bus::departures::spawn(Arc::clone(&svc)).await?;
-    conn.request_name(BUS_NAME).await?;
+    let registry = Arc::new(Registry::default());
+    let (outbox, _sender) = Outbox::start(conn.clone(), Arc::clone(&registry));
+    let svc = Service::new(Arc::new(engine), conn.clone(), registry, outbox).await;
+    serve_persisted(&svc).await?;
+    dispatch::serve(Arc::clone(&svc)).await?;
+    departures::watch(Arc::clone(&svc)).await?;
+    request_name(&conn).await?;
     tracing::info!(name = BUS_NAME, state_dir = %config.state_dir.display(), "serving");
     let lost = tokio::select! {
         _ = terminate.recv() => false,
@@ -65,7 +82,11 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     if lost {
         return Err(DaemonError::BusLost);
     }
-    let _ = conn.release_name(BUS_NAME).await;
+    if let Ok(bus) = DBusProxy::new(&conn).await {
+        let _ = bus
+            .release_name(WellKnownName::from_static_str_unchecked(BUS_NAME))
+            .await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -78,60 +99,88 @@ async fn connect(config: &DaemonConfig) -> zbus::Result<Connection> {
     builder.build().await
 }
 
-/// The ObjectManager first (every object exported below it is then announced with
-/// InterfacesAdded), the Manager, then every persisted pool and volume.
-async fn export_all(svc: &Arc<Service>) -> Result<(), DaemonError> {
-    let server = svc.conn().object_server();
-    server
-        .at(MANAGER_PATH, ObjectManagerIface::new(Arc::clone(svc)))
+/// Requests the name without queueing and without allowing replacement.
+async fn request_name(conn: &Connection) -> Result<(), DaemonError> {
+    let bus = DBusProxy::new(conn).await?;
+    let name = WellKnownName::from_static_str_unchecked(BUS_NAME);
+    let reply = bus
+        .request_name(name.clone(), RequestNameFlags::DO_NOT_QUEUE)
         .await?;
-    server
-        .at(MANAGER_PATH, ManagerIface::new(Arc::clone(svc)))
-        .await?;
-    let engine_pools = svc.blocking(|e| e.pool_names()).await.unwrap_or_default();
-    for pool in engine_pools {
-        let name = pool.clone();
-        let info = svc
-            .blocking(move |e| e.pool_info(&name))
-            .await
-            .map_err(|_| DaemonError::Task)??;
-        svc.export_pool(&info).await?;
-        export_volumes_of(svc, pool).await?;
+    match reply {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => Ok(()),
+        RequestNameReply::Exists | RequestNameReply::InQueue => Err(DaemonError::AlreadyRunning(
+            owner_sentence(&bus, name).await,
+        )),
     }
+}
+
+/// "another qubes-storaged (pid N, connection :1.x) already serves …".
+async fn owner_sentence(bus: &DBusProxy<'_>, name: WellKnownName<'static>) -> String {
+    let owner = bus.get_name_owner(BusName::WellKnown(name)).await.ok();
+    let pid = match &owner {
+        Some(owner) => bus
+            .get_connection_unix_process_id(BusName::Unique(owner.as_ref().to_owned()))
+            .await
+            .ok(),
+        None => None,
+    };
+    let who = match (pid, &owner) {
+        (Some(pid), Some(owner)) => format!(" (pid {pid}, connection {})", owner.as_str()),
+        (None, Some(owner)) => format!(" (connection {})", owner.as_str()),
+        _ => String::new(),
+    };
+    format!("another instance{who} already serves {BUS_NAME} on this bus; stop it first")
+}
+
+/// Serves every persisted pool and volume, before the name is owned.
+async fn serve_persisted(svc: &Arc<Service>) -> Result<(), DaemonError> {
+    let objects = svc
+        .blocking(read_persisted)
+        .await
+        .map_err(|_| DaemonError::Task)??;
+    let (mut pools, mut volumes) = (0usize, 0usize);
+    for object in objects {
+        match &object {
+            Object::Pool(_) => pools += 1,
+            _ => volumes += 1,
+        }
+        svc.registry.insert(object);
+    }
+    tracing::info!(pools, volumes, "objects served");
     Ok(())
 }
 
-async fn export_volumes_of(
-    svc: &Arc<Service>,
-    pool: qubes_storage_engine::PoolName,
-) -> Result<(), DaemonError> {
-    let name = pool.clone();
-    let vids = svc
-        .blocking(move |e| e.volume_vids(&name))
-        .await
-        .map_err(|_| DaemonError::Task)??;
-    let mut exported = 0usize;
-    for vid in vids {
-        let vol = qubes_storage_engine::VolumeRef {
+/// Every persisted pool, each followed by its volumes. One volume that cannot be read
+/// must not keep every other one off the bus: it is logged and left out.
+fn read_persisted(engine: &Engine) -> Result<Vec<Object>, DaemonError> {
+    let mut objects = Vec::new();
+    for pool in engine.pool_names() {
+        let info = engine.pool_info(&pool)?;
+        objects.push(Object::Pool(Arc::new(PoolObject::new(
+            pool.clone(),
+            PoolValues::of(&info),
+        ))));
+        objects.extend(read_volumes(engine, &pool)?);
+    }
+    Ok(objects)
+}
+
+fn read_volumes(engine: &Engine, pool: &PoolName) -> Result<Vec<Object>, DaemonError> {
+    let mut objects = Vec::new();
+    for vid in engine.volume_vids(pool)? {
+        let vol = VolumeRef {
             pool: pool.clone(),
             vid,
         };
-        let read = vol.clone();
-        match svc
-            .blocking(move |e| e.volume_info(&read))
-            .await
-            .map_err(|_| DaemonError::Task)?
-        {
-            Ok(info) => {
-                svc.export_volume(&info).await?;
-                exported += 1;
-            }
-            // One unreadable volume must not keep every other one off the bus.
+        match engine.volume_info(&vol) {
+            Ok(info) => objects.push(Object::Volume(Arc::new(VolumeObject::new(
+                vol,
+                VolumeValues::of(&info),
+            )))),
             Err(err) => {
-                tracing::error!(pool = %vol.pool, vid = %vol.vid, error = %err, "volume not exported")
+                tracing::error!(pool = %vol.pool, vid = %vol.vid, error = %err, "volume not served")
             }
         }
     }
-    tracing::info!(pool = %pool, volumes = exported, "pool exported");
-    Ok(())
+    Ok(objects)
 }

@@ -1,82 +1,178 @@
-//! The errors the service replies with: `org.qubes.Storage.Error.*`, one variant per
-//! engine [`ErrorKind`] (mapped one to one), each carrying one human sentence that names
-//! the object and the reason. Authorization failures use the two standard names
-//! (`org.freedesktop.DBus.Error.AccessDenied` and `…InteractiveAuthorizationRequired`).
-//! Messages are built from `Display` texts only — never `Debug`, never a backtrace.
+//! The one error type of the bus layer, [`BusError`]: every failed call is replied with
+//! it. Two families of names:
 //!
-//! Interface methods return `Result<T, zbus::BoxDBusError>` written out in full (the
-//! `#[interface]` macro recognises the literal name `Result`); `?` converts a
-//! [`StorageError`] or an [`EngineError`] into it.
+//! - `org.qubes.Storage.Error.*`, one per engine [`ErrorKind`] (mapped one to one);
+//! - the standard `org.freedesktop.DBus.Error.*` names the D-Bus specification and the
+//!   contract prescribe: `AccessDenied` / `InteractiveAuthorizationRequired` for
+//!   authorization, `UnknownObject` / `UnknownInterface` / `UnknownMethod` /
+//!   `UnknownProperty` / `PropertyReadOnly` / `InvalidArgs` for calls that do not fit the
+//!   introspection, `LimitsExceeded` for a reply larger than the bus accepts.
+//!
+//! The message is one human sentence naming the object and the reason, built from
+//! `Display` texts only (never `Debug`, never a backtrace). Caller-supplied text is
+//! quoted through [`quote`], which keeps at most [`QUOTE_LIMIT`] characters, so a 1 MiB
+//! name is never echoed back in full.
+
+use std::fmt;
 
 use qubes_storage_engine::{EngineError, ErrorKind};
-use zbus::BoxDBusError;
+use zbus::message::Header;
+use zbus::Message;
 
-/// The service's own error names.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "org.qubes.Storage.Error")]
-pub enum StorageError {
-    Failed(String),
-    NotFound(String),
-    AlreadyExists(String),
-    InvalidArgument(String),
-    Busy(String),
-    NotSupported(String),
-    NoSpace(String),
-    Cancelled(String),
+/// At most this many characters of caller-supplied text appear in a message.
+pub const QUOTE_LIMIT: usize = 100;
+
+/// The standard error names the service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standard {
+    AccessDenied,
+    InteractiveAuthorizationRequired,
+    UnknownObject,
+    UnknownInterface,
+    UnknownMethod,
+    UnknownProperty,
+    PropertyReadOnly,
+    InvalidArgs,
+    LimitsExceeded,
 }
 
-impl StorageError {
-    pub fn of_kind(kind: ErrorKind, message: String) -> StorageError {
-        match kind {
-            ErrorKind::Failed => StorageError::Failed(message),
-            ErrorKind::NotFound => StorageError::NotFound(message),
-            ErrorKind::AlreadyExists => StorageError::AlreadyExists(message),
-            ErrorKind::InvalidArgument => StorageError::InvalidArgument(message),
-            ErrorKind::Busy => StorageError::Busy(message),
-            ErrorKind::NotSupported => StorageError::NotSupported(message),
-            ErrorKind::NoSpace => StorageError::NoSpace(message),
-            ErrorKind::Cancelled => StorageError::Cancelled(message),
+impl Standard {
+    fn name(self) -> &'static str {
+        match self {
+            Standard::AccessDenied => "org.freedesktop.DBus.Error.AccessDenied",
+            Standard::InteractiveAuthorizationRequired => {
+                "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+            }
+            Standard::UnknownObject => "org.freedesktop.DBus.Error.UnknownObject",
+            Standard::UnknownInterface => "org.freedesktop.DBus.Error.UnknownInterface",
+            Standard::UnknownMethod => "org.freedesktop.DBus.Error.UnknownMethod",
+            Standard::UnknownProperty => "org.freedesktop.DBus.Error.UnknownProperty",
+            Standard::PropertyReadOnly => "org.freedesktop.DBus.Error.PropertyReadOnly",
+            Standard::InvalidArgs => "org.freedesktop.DBus.Error.InvalidArgs",
+            Standard::LimitsExceeded => "org.freedesktop.DBus.Error.LimitsExceeded",
+        }
+    }
+}
+
+/// A failed call: its error name and sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusError {
+    /// `org.qubes.Storage.Error.<kind>`.
+    Storage { kind: ErrorKind, message: String },
+    /// `org.freedesktop.DBus.Error.<name>`.
+    Standard { name: Standard, message: String },
+}
+
+pub type BusResult<T> = Result<T, BusError>;
+
+impl BusError {
+    pub fn storage(kind: ErrorKind, message: impl Into<String>) -> BusError {
+        BusError::Storage {
+            kind,
+            message: sentence(message.into()),
         }
     }
 
-    /// A message for errors that have no engine kind (a task that died, a bus failure).
-    pub fn failed(message: impl Into<String>) -> StorageError {
-        StorageError::Failed(message.into())
+    pub fn standard(name: Standard, message: impl Into<String>) -> BusError {
+        BusError::Standard {
+            name,
+            message: sentence(message.into()),
+        }
     }
 
-    pub fn invalid(message: impl Into<String>) -> StorageError {
-        StorageError::InvalidArgument(message.into())
+    pub fn failed(message: impl Into<String>) -> BusError {
+        BusError::storage(ErrorKind::Failed, message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> StorageError {
-        StorageError::NotFound(message.into())
+    pub fn invalid(message: impl Into<String>) -> BusError {
+        BusError::storage(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> BusError {
+        BusError::storage(ErrorKind::NotFound, message)
+    }
+
+    pub fn busy(message: impl Into<String>) -> BusError {
+        BusError::storage(ErrorKind::Busy, message)
+    }
+
+    pub fn access_denied(message: impl Into<String>) -> BusError {
+        BusError::standard(Standard::AccessDenied, message)
+    }
+
+    pub fn interaction_required(message: impl Into<String>) -> BusError {
+        BusError::standard(Standard::InteractiveAuthorizationRequired, message)
+    }
+
+    pub fn invalid_args(message: impl Into<String>) -> BusError {
+        BusError::standard(Standard::InvalidArgs, message)
+    }
+
+    /// The engine's error kind, if this is a storage error.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            BusError::Storage { kind, .. } => Some(*kind),
+            BusError::Standard { .. } => None,
+        }
+    }
+
+    /// The D-Bus error name.
+    pub fn name(&self) -> String {
+        match self {
+            BusError::Storage { kind, .. } => {
+                format!("org.qubes.Storage.Error.{}", kind_name(*kind))
+            }
+            BusError::Standard { name, .. } => name.name().to_owned(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            BusError::Storage { message, .. } | BusError::Standard { message, .. } => message,
+        }
+    }
+
+    /// The error reply to the call with `header`.
+    pub fn reply_to(&self, header: &Header<'_>) -> zbus::Result<Message> {
+        Message::error(header, self.name()).build(&(self.message(),))
     }
 }
 
-impl From<EngineError> for StorageError {
-    fn from(err: EngineError) -> StorageError {
-        StorageError::of_kind(err.kind(), sentence(err.to_string()))
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name(), self.message())
     }
 }
 
-impl From<StorageError> for BoxDBusError {
-    fn from(err: StorageError) -> BoxDBusError {
-        Box::new(err)
+impl From<EngineError> for BusError {
+    fn from(err: EngineError) -> BusError {
+        BusError::storage(err.kind(), err.to_string())
     }
 }
 
-/// An engine error straight into the boxed reply error (`?` needs one `From` step).
-pub fn engine_to_bus(err: EngineError) -> BoxDBusError {
-    StorageError::from(err).into()
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Failed => "Failed",
+        ErrorKind::NotFound => "NotFound",
+        ErrorKind::AlreadyExists => "AlreadyExists",
+        ErrorKind::InvalidArgument => "InvalidArgument",
+        ErrorKind::Busy => "Busy",
+        ErrorKind::NotSupported => "NotSupported",
+        ErrorKind::NoSpace => "NoSpace",
+        ErrorKind::Cancelled => "Cancelled",
+    }
 }
 
-/// The two standard authorization failures.
-pub fn access_denied(message: String) -> BoxDBusError {
-    Box::new(zbus::fdo::Error::AccessDenied(message))
-}
-
-pub fn interaction_required(message: String) -> BoxDBusError {
-    Box::new(zbus::fdo::Error::InteractiveAuthorizationRequired(message))
+/// Caller-supplied text for a message: Rust-quoted, at most [`QUOTE_LIMIT`] characters
+/// of it (then `…`).
+pub fn quote(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(QUOTE_LIMIT).collect();
+    if chars.next().is_some() {
+        format!("{:?}…", head)
+    } else {
+        format!("{head:?}")
+    }
 }
 
 /// Makes a message one sentence: capitalised first word (unless it is an identifier
@@ -88,7 +184,7 @@ fn sentence(mut text: String) -> String {
         let upper: String = first.to_uppercase().collect();
         text.replace_range(..first.len_utf8(), &upper);
     }
-    if !text.ends_with('.') {
+    if !text.ends_with('.') && !text.ends_with('?') {
         text.push('.');
     }
     text
@@ -97,7 +193,6 @@ fn sentence(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::DBusError;
 
     #[test]
     fn every_engine_kind_keeps_its_name() {
@@ -112,11 +207,8 @@ mod tests {
             (ErrorKind::Cancelled, "Cancelled"),
         ];
         for (kind, name) in kinds {
-            let err = StorageError::from(EngineError::new(kind, "why"));
-            assert_eq!(
-                err.name().as_str(),
-                format!("org.qubes.Storage.Error.{name}")
-            );
+            let err = BusError::from(EngineError::new(kind, "why"));
+            assert_eq!(err.name(), format!("org.qubes.Storage.Error.{name}"));
         }
     }
 
@@ -124,10 +216,29 @@ mod tests {
     fn message_is_the_engine_sentence() {
         let err =
             EngineError::busy("the volume is started").on("volume appvms/a/private in pool p");
-        let err = StorageError::from(err);
         assert_eq!(
-            err.description(),
-            Some("Volume appvms/a/private in pool p: the volume is started.")
+            BusError::from(err).message(),
+            "Volume appvms/a/private in pool p: the volume is started."
         );
+    }
+
+    #[test]
+    fn standard_errors_keep_the_freedesktop_names() {
+        let err = BusError::standard(Standard::LimitsExceeded, "too big");
+        assert_eq!(err.name(), "org.freedesktop.DBus.Error.LimitsExceeded");
+        assert_eq!(err.message(), "Too big.");
+    }
+
+    #[test]
+    fn quoting_keeps_at_most_the_limit() {
+        let long = "x".repeat(1 << 20);
+        let quoted = quote(&long);
+        assert!(
+            quoted.chars().count() <= QUOTE_LIMIT + 3,
+            "{}",
+            quoted.len()
+        );
+        assert!(quoted.ends_with('…'));
+        assert_eq!(quote("ab"), "\"ab\"");
     }
 }

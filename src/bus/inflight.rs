@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use qubes_storage_engine::CancelToken;
 use tokio::sync::Notify;
 
-use crate::bus::error::StorageError;
+use crate::bus::error::BusError;
 
 #[derive(Default)]
 struct State {
@@ -55,10 +55,10 @@ impl Inflight {
     }
 
     /// Registers a new operation, unless the service is shutting down.
-    pub fn begin(self: &Arc<Self>) -> Result<OpGuard, StorageError> {
+    pub fn begin(self: &Arc<Self>) -> Result<OpGuard, BusError> {
         let mut state = self.lock();
         if state.closing {
-            return Err(StorageError::failed(
+            return Err(BusError::failed(
                 "The storage service is shutting down; try again when it is back.",
             ));
         }

@@ -1,20 +1,26 @@
 //! `org.qubes.Storage.Manager` at `/org/qubes/Storage`: pools come and go here.
-//! CreatePool runs the pool setup (R§3.1) on the blocking pool, exports the pool object
-//! (InterfacesAdded) and announces the other pools' `IncludedIn` if it changed, all
-//! before replying. RemovePool never deletes files.
+//! CreatePool runs the pool setup (R§3.1) as an engine operation; the outbox then
+//! serves the pool (InterfacesAdded) and announces the other pools' `IncludedIn` if it
+//! changed, all before the reply. RemovePool never deletes files. GetPool and ListPools
+//! are reads of the served objects.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use qubes_storage_engine::{PoolName, PoolSpec, RevisionsToKeep, DRIVER};
-use zbus::message::Header;
-use zbus::{interface, BoxDBusError, OwnedObjectPath};
+use zbus::{OwnedObjectPath, Variant};
 
 use crate::auth::Action;
-use crate::bus::authz::Permission;
-use crate::bus::error::{engine_to_bus, StorageError};
+use crate::bus::authz::{Permission, Prompt};
+use crate::bus::call::{Answer, Call};
+use crate::bus::error::{quote, BusError, BusResult, Standard};
+use crate::bus::live;
+use crate::bus::objects::{Object, PoolObject};
 use crate::bus::options::{Options, RawOptions};
+use crate::bus::outbox::Item;
+use crate::bus::reply;
 use crate::bus::service::Service;
+use crate::bus::values::{Entry, PoolValues};
 
 const CREATE_POOL_KEYS: [&str; 4] = [
     "dir_path",
@@ -26,98 +32,110 @@ const CREATE_POOL_KEYS: [&str; 4] = [
 /// The capability words clients can probe.
 pub const FEATURES: [&str; 3] = ["jobs", "fd-import", "fd-export"];
 
-pub struct ManagerIface {
-    svc: Arc<Service>,
+/// The Manager's properties (all constant).
+pub fn entries() -> Vec<Entry<'static>> {
+    vec![
+        ("Version", Variant::from(env!("CARGO_PKG_VERSION"))),
+        ("Drivers", Variant::from(vec![DRIVER])),
+        ("Features", Variant::from(FEATURES.to_vec())),
+    ]
 }
 
-impl ManagerIface {
-    pub fn new(svc: Arc<Service>) -> ManagerIface {
-        ManagerIface { svc }
+/// Answers a call of `member` on the Manager.
+pub async fn answer(svc: &Arc<Service>, call: &Call, member: &str) -> BusResult<Answer> {
+    match member {
+        "CreatePool" => create_pool(svc, call).await,
+        "RemovePool" => remove_pool(svc, call).await,
+        "GetPool" => get_pool(call),
+        "ListPools" => list_pools(call),
+        _ => Err(BusError::standard(
+            Standard::UnknownMethod,
+            format!("org.qubes.Storage.Manager has no method {}", quote(member)),
+        )),
     }
+}
 
-    async fn create_pool_now(
-        &self,
-        name: &str,
-        driver: &str,
-        options: RawOptions,
-        header: &Header<'_>,
-    ) -> Result<OwnedObjectPath, BoxDBusError> {
-        let name = PoolName::parse(name).map_err(engine_to_bus)?;
-        if driver != DRIVER {
-            return Err(StorageError::NotSupported(format!(
-                "Pool {name}: driver {driver:?} is not supported; the drivers are: {DRIVER}."
-            ))
-            .into());
-        }
-        let options = Options::parse(options, &CREATE_POOL_KEYS, &format!("pool {name}"))?;
-        let spec = pool_spec(name, &options)?;
-        let permission = Permission {
-            action: Action::ManagePools,
-            pool: Some(spec.name.as_str()),
-            vid: None,
-        };
-        self.svc.authorize(header, permission, &options).await?;
-        let _guard = self.svc.begin()?;
-        tracing::info!(method = "CreatePool", pool = %spec.name, dir = %spec.dir_path.display(), "call");
-        let config = self
-            .svc
-            .blocking(move |e| e.create_pool(spec))
-            .await?
-            .map_err(engine_to_bus)?;
-        let name = config.name.clone();
-        let info = self
-            .svc
-            .blocking(move |e| e.pool_info(&name))
-            .await?
-            .map_err(engine_to_bus)?;
-        let path = self.svc.export_pool(&info).await?;
-        self.svc.refresh_pools().await;
-        Ok(path)
+fn parse_name(name: &str) -> BusResult<PoolName> {
+    PoolName::parse(name).map_err(BusError::from)
+}
+
+async fn create_pool(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
+    let (name, driver, raw): (String, String, RawOptions) = call.args()?;
+    let name = parse_name(&name)?;
+    if driver != DRIVER {
+        return Err(BusError::storage(
+            qubes_storage_engine::ErrorKind::NotSupported,
+            format!(
+                "Pool {name}: driver {} is not supported; the drivers are: {DRIVER}",
+                quote(&driver)
+            ),
+        ));
     }
-
-    async fn remove_pool_now(
-        &self,
-        name: &str,
-        options: RawOptions,
-        header: &Header<'_>,
-    ) -> Result<(), BoxDBusError> {
-        let name = PoolName::parse(name).map_err(engine_to_bus)?;
-        let options = Options::parse(options, &[], &format!("pool {name}"))?;
-        let permission = Permission {
-            action: Action::ManagePools,
-            pool: Some(name.as_str()),
-            vid: None,
-        };
-        self.svc.authorize(header, permission, &options).await?;
-        let _guard = self.svc.begin()?;
-        tracing::info!(method = "RemovePool", pool = %name, "call");
-        let pool = name.clone();
-        self.svc
-            .blocking(move |e| e.remove_pool(&pool))
-            .await?
-            .map_err(engine_to_bus)?;
-        self.svc.unexport_pool(&name).await?;
-        self.svc.refresh_pools().await;
+    let options = Options::parse(raw, &CREATE_POOL_KEYS, &format!("pool {name}"))?;
+    let spec = pool_spec(name, &options)?;
+    let mut permission = Permission::on_pool(Action::ManagePools, spec.name.as_str());
+    permission.dir_path = Some(spec.dir_path.display().to_string());
+    let prompt = Prompt::Allowed {
+        no_user_interaction: options.no_user_interaction(),
+    };
+    svc.authorize(&call.header(), &[permission], prompt).await?;
+    tracing::info!(method = "CreatePool", pool = %spec.name, dir = %spec.dir_path.display(), "call");
+    let path = crate::bus::path::pool_path(&spec.name);
+    svc.operate(call, Vec::new(), move |work| {
+        let config = work.engine.create_pool(spec)?;
+        let info = work.engine.pool_info(&config.name)?;
+        let object = Arc::new(PoolObject::new(config.name.clone(), PoolValues::of(&info)));
+        work.refresh.outbox.send(Item::Export {
+            object: Object::Pool(object),
+            live: vec![("UsageDetails", live::usage_details(&info))],
+        });
+        work.refresh.pools();
         Ok(())
-    }
+    })
+    .await?;
+    call.reply(&(path,))
+}
+
+async fn remove_pool(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
+    let (name, raw): (String, RawOptions) = call.args()?;
+    let name = parse_name(&name)?;
+    let options = Options::parse(raw, &[], &format!("pool {name}"))?;
+    let permission = Permission::on_pool(Action::ManagePools, name.as_str());
+    let prompt = Prompt::Allowed {
+        no_user_interaction: options.no_user_interaction(),
+    };
+    svc.authorize(&call.header(), &[permission], prompt).await?;
+    tracing::info!(method = "RemovePool", pool = %name, "call");
+    let object = svc.registry.pool(&name);
+    svc.operate(call, Vec::new(), move |work| {
+        work.engine.remove_pool(&name)?;
+        if let Some(object) = object {
+            work.refresh
+                .outbox
+                .send(Item::Unexport(Object::Pool(object)));
+        }
+        work.refresh.pools();
+        Ok(())
+    })
+    .await?;
+    call.done()
 }
 
 /// CreatePool's options as the engine's spec.
-fn pool_spec(name: PoolName, options: &Options) -> Result<PoolSpec, BoxDBusError> {
+fn pool_spec(name: PoolName, options: &Options) -> BusResult<PoolSpec> {
     let dir_path = options.string("dir_path")?.ok_or_else(|| {
-        StorageError::invalid(format!("Pool {name}: the option dir_path is required."))
+        BusError::invalid(format!("Pool {name}: the option dir_path is required"))
     })?;
     let dir_path = PathBuf::from(dir_path);
     if !dir_path.is_absolute() {
-        return Err(StorageError::invalid(format!(
-            "Pool {name}: dir_path {} is not an absolute path.",
-            dir_path.display()
-        ))
-        .into());
+        return Err(BusError::invalid(format!(
+            "Pool {name}: dir_path {} is not an absolute path",
+            quote(&dir_path.display().to_string())
+        )));
     }
     let revisions_to_keep = match options.signed("revisions_to_keep")? {
         Some(n) => {
-            RevisionsToKeep::new(n).map_err(|e| engine_to_bus(e.on(format!("pool {}", name))))?
+            RevisionsToKeep::new(n).map_err(|e| BusError::from(e.on(format!("pool {name}"))))?
         }
         None => RevisionsToKeep::DEFAULT,
     };
@@ -130,66 +148,21 @@ fn pool_spec(name: PoolName, options: &Options) -> Result<PoolSpec, BoxDBusError
     })
 }
 
-#[interface(name = "org.qubes.Storage.Manager", introspection_docs = false)]
-impl ManagerIface {
-    #[zbus(out_args("pool"))]
-    async fn create_pool(
-        &self,
-        name: &str,
-        driver: &str,
-        options: RawOptions,
-        #[zbus(header)] header: Header<'_>,
-    ) -> Result<OwnedObjectPath, zbus::BoxDBusError> {
-        self.create_pool_now(name, driver, options, &header).await
-    }
+fn get_pool(call: &Call) -> BusResult<Answer> {
+    let (name, raw): (String, RawOptions) = call.args()?;
+    Options::parse(raw, &[], &"the storage manager")?;
+    let name = parse_name(&name)?;
+    Ok(call.read(move |registry, msg| match registry.pool(&name) {
+        Some(pool) => reply::build(&msg.header(), &(pool.path.clone(),), "GetPool"),
+        None => Err(BusError::not_found(format!("Pool {name} does not exist"))),
+    }))
+}
 
-    async fn remove_pool(
-        &self,
-        name: &str,
-        options: RawOptions,
-        #[zbus(header)] header: Header<'_>,
-    ) -> Result<(), zbus::BoxDBusError> {
-        self.remove_pool_now(name, options, &header).await
-    }
-
-    #[zbus(out_args("pool"))]
-    async fn get_pool(
-        &self,
-        name: &str,
-        options: RawOptions,
-    ) -> Result<OwnedObjectPath, zbus::BoxDBusError> {
-        Options::parse(options, &[], &"the storage manager")?;
-        let name = PoolName::parse(name).map_err(engine_to_bus)?;
-        Ok(self.svc.registry.require_pool(&name)?.path.clone())
-    }
-
-    #[zbus(out_args("pools"))]
-    async fn list_pools(
-        &self,
-        options: RawOptions,
-    ) -> Result<Vec<OwnedObjectPath>, zbus::BoxDBusError> {
-        Options::parse(options, &[], &"the storage manager")?;
-        Ok(self
-            .svc
-            .registry
-            .pools()
-            .iter()
-            .map(|p| p.path.clone())
-            .collect())
-    }
-
-    #[zbus(property(emits_changed_signal = "const"))]
-    async fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_owned()
-    }
-
-    #[zbus(property(emits_changed_signal = "const"))]
-    async fn drivers(&self) -> Vec<String> {
-        vec![DRIVER.to_owned()]
-    }
-
-    #[zbus(property(emits_changed_signal = "const"))]
-    async fn features(&self) -> Vec<String> {
-        FEATURES.iter().map(|f| (*f).to_owned()).collect()
-    }
+fn list_pools(call: &Call) -> BusResult<Answer> {
+    let (raw,): (RawOptions,) = call.args()?;
+    Options::parse(raw, &[], &"the storage manager")?;
+    Ok(call.read(|registry, msg| {
+        let paths: Vec<OwnedObjectPath> = registry.pools().iter().map(|p| p.path.clone()).collect();
+        reply::build(&msg.header(), &(paths,), "ListPools")
+    }))
 }

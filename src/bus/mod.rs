@@ -1,24 +1,49 @@
 //! The D-Bus layer: the only code that knows object paths, D-Bus types and error
 //! names. It turns calls into engine calls (on tokio's blocking pool), engine results
 //! into replies, engine events into signals, and copies into Job objects. The contract
-//! it implements is `spec/dbus-api.md`; the introspection of every interface is kept in
-//! `dbus/*.xml` (a test compares them with the running service).
+//! it implements is `spec/dbus-api.md`; the interfaces are described once, in
+//! `dbus/*.xml`, which the service embeds and serves.
+//!
+//! How the files stack (each imports only those below it):
+//!
+//! - `daemon` — start-up and shutdown;
+//! - `dispatch` — routes each call to its handler;
+//! - handlers: `manager`, `pool`, `volume`, `job`, `properties` (+ `setters`),
+//!   `object_manager`, `standard`; and `departures` (callers leaving the bus);
+//! - `pipeline` — authorize → gate → engine → refresh → signals, for every change;
+//! - `jobs`, `refresh`, `live`, `call`, `authz`, `service`;
+//! - `outbox` — the one sender of signals and replies, in order;
+//! - `registry`, `objects`, `signals`, `reply`, `values`, `interfaces`, `options`,
+//!   `path`, `inflight`, `error`.
 
 pub mod authz;
+pub mod call;
 pub mod daemon;
 pub mod departures;
+pub mod dispatch;
 pub mod error;
 pub mod inflight;
+pub mod interfaces;
 pub mod job;
+pub mod jobs;
+pub mod live;
 pub mod manager;
 pub mod object_manager;
+pub mod objects;
 pub mod options;
+pub mod outbox;
 pub mod path;
+pub mod pipeline;
 pub mod pool;
-pub mod props;
+pub mod properties;
+pub mod refresh;
 pub mod registry;
+pub mod reply;
 pub mod service;
+pub mod setters;
 pub mod signals;
+pub mod standard;
+pub mod values;
 pub mod volume;
 
 /// The well-known name of the service.

@@ -1,147 +1,200 @@
 //! `org.freedesktop.DBus.ObjectManager` at `/org/qubes/Storage`: GetManagedObjects
-//! lists exactly the objects that serve one of the service's interfaces — every pool,
-//! volume and running job — each with the same dictionary `Properties.GetAll` returns.
+//! lists every pool, volume and running job with the same properties GetAll returns.
 //!
-//! Why not zbus's own `fdo::ObjectManager`: zbus 6.2 lists every descendant node of the
-//! object tree, also the interface-less parents that only lead to objects
-//! (`/org/qubes/Storage/pools`, `…/pools/<P>/volumes`, `/org/qubes/Storage/jobs`), each
-//! with an empty dictionary. The D-Bus specification's ObjectManager reports objects
-//! with their interfaces; empty entries are noise every client has to skip.
+//! It is the one read whose reply grows with the whole service (about 1.5 KiB per
+//! volume), so it is built with care:
 //!
-//! What stays zbus's: InterfacesAdded and InterfacesRemoved. `ObjectServer::at` and
-//! `ObjectServer::remove` emit them from the closest ancestor that serves an interface
-//! *named* `org.freedesktop.DBus.ObjectManager` (zbus compares the name, not the type),
-//! so this interface, registered under that name, keeps them coming. Its signals are
-//! declared here with zbus's argument names and types only so that introspection is the
-//! same as with zbus's interface; zbus's own emitter sends them.
+//! - the outbox takes the snapshot at the reply's place in the sequence of
+//!   announcements — only `Arc` references to each object's announced values, a few
+//!   milliseconds for 10 000 volumes — and later signals wait until the reply is out,
+//!   so a client that applies the signals after the reply is never behind;
+//! - the body is serialised on the blocking pool straight from those values (a custom
+//!   `Serialize`, no intermediate maps), measured first and refused with
+//!   `LimitsExceeded` if it would not fit on the bus (`reply.rs`);
+//! - at most `LARGE_READS` (`service.rs`) are built at a time, so concurrent callers cannot
+//!   multiply the memory a reply needs; after a large reply is sent its memory is
+//!   given back (`memory.rs`).
 //!
-//! The objects come from the registry (an object enters it before it is put on the
-//! object server and leaves it before it is taken off); one listed but not (or no
-//! longer) on the object server is left out. The properties are read through zbus's
-//! `Interface::get_all` on the object's own interface instance — the code
-//! `Properties.GetAll` runs — one object at a time, without holding zbus's object-tree
-//! lock while a getter runs.
+//! InterfacesAdded / InterfacesRemoved are sent by the outbox as objects come and go.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use zbus::fdo::ManagedObjects;
-use zbus::names::InterfaceName;
-use zbus::object_server::{Interface, SignalEmitter};
-use zbus::{
-    interface, Connection, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant, Variant,
-};
+use qubes_storage_engine::Engine;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use zbus::{OwnedObjectPath, OwnedVariant, Type};
 
-use crate::bus::job::JobIface;
-use crate::bus::pool::PoolIface;
+use crate::bus::call::{self, Answer, Call};
+use crate::bus::error::{quote, BusError, BusResult, Standard};
+use crate::bus::interfaces::{JOB, POOL, VOLUME};
+use crate::bus::live;
+use crate::bus::objects::{JobObject, Object, PoolObject, VolumeObject};
+use crate::bus::outbox::Outgoing;
+use crate::bus::reply;
 use crate::bus::service::Service;
-use crate::bus::volume::VolumeIface;
+use crate::bus::values::{Entry, JobProgress, PoolValues, VolumeValues};
 
-/// The ObjectManager of the service's root object.
-pub struct ObjectManagerIface {
-    svc: Arc<Service>,
-}
-
-impl ObjectManagerIface {
-    pub fn new(svc: Arc<Service>) -> ObjectManagerIface {
-        ObjectManagerIface { svc }
-    }
-
-    /// Every pool, volume and job the registry lists and the object server serves.
-    async fn managed_objects(
-        &self,
-        server: &ObjectServer,
-        conn: &Connection,
-    ) -> zbus::fdo::Result<ManagedObjects> {
-        let registry = &self.svc.registry;
-        let pools: Vec<_> = registry.pools().iter().map(|p| p.path.clone()).collect();
-        let volumes: Vec<_> = registry.volumes().iter().map(|v| v.path.clone()).collect();
-        let mut objects = ManagedObjects::new();
-        add_objects::<PoolIface>(&mut objects, server, conn, pools).await?;
-        add_objects::<VolumeIface>(&mut objects, server, conn, volumes).await?;
-        add_objects::<JobIface>(&mut objects, server, conn, registry.jobs()).await?;
-        Ok(objects)
+/// Answers a call of `member` of the ObjectManager.
+pub async fn answer(svc: &Arc<Service>, call: &Call, member: &str) -> BusResult<Answer> {
+    match member {
+        "GetManagedObjects" => get_managed_objects(svc, call).await,
+        _ => Err(BusError::standard(
+            Standard::UnknownMethod,
+            format!(
+                "org.freedesktop.DBus.ObjectManager has no method {}",
+                quote(member)
+            ),
+        )),
     }
 }
 
-/// Adds each of `paths` that serves `I`, with `I`'s properties.
-async fn add_objects<I: Interface>(
-    objects: &mut ManagedObjects,
-    server: &ObjectServer,
-    conn: &Connection,
-    paths: Vec<OwnedObjectPath>,
-) -> zbus::fdo::Result<()> {
-    for path in paths {
-        if let Some(properties) = properties_of::<I>(server, conn, &path).await? {
-            let interfaces = HashMap::from([(I::name().into(), properties)]);
-            objects.insert(path, interfaces);
+async fn get_managed_objects(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
+    let permit = Arc::clone(&svc.large_reads)
+        .acquire_owned()
+        .await
+        .map_err(|_| BusError::failed("The service is shutting down"))?;
+    let engine = Arc::clone(svc.engine());
+    let msg = call.message().clone();
+    Ok(Answer::Read(Box::new(move |registry| {
+        let snapshot: Vec<Snapshot> = registry.objects().into_iter().map(Snapshot::of).collect();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let body = ManagedObjects::read(snapshot, &engine);
+            let answer = reply::build(&msg.header(), &(body,), "GetManagedObjects");
+            if let Outgoing::Ready(message) = call::outgoing(&msg, answer) {
+                let _ = reply_tx.send(message);
+            }
+        });
+        Outgoing::Later(reply_rx)
+    })))
+}
+
+/// One object and the values it had announced when the snapshot was taken.
+enum Snapshot {
+    Pool(Arc<PoolObject>, Arc<PoolValues>),
+    Volume(Arc<VolumeObject>, Arc<VolumeValues>),
+    Job(Arc<JobObject>, JobProgress),
+}
+
+impl Snapshot {
+    fn of(object: Object) -> Snapshot {
+        match object {
+            Object::Pool(p) => {
+                let values = p.values();
+                Snapshot::Pool(p, values)
+            }
+            Object::Volume(v) => {
+                let values = v.values();
+                Snapshot::Volume(v, values)
+            }
+            Object::Job(j) => {
+                let progress = j.announced();
+                Snapshot::Job(j, progress)
+            }
         }
     }
-    Ok(())
-}
 
-/// `Properties.GetAll` of interface `I` at `path`; `None` when `path` does not serve it
-/// (not yet exported, or just removed).
-async fn properties_of<I: Interface>(
-    server: &ObjectServer,
-    conn: &Connection,
-    path: &OwnedObjectPath,
-) -> zbus::fdo::Result<Option<HashMap<String, OwnedVariant>>> {
-    let iface = match server.interface::<_, I>(path.as_ref()).await {
-        Ok(iface) => iface,
-        Err(zbus::Error::InterfaceNotFound) => return Ok(None),
-        Err(err) => return Err(err.into()),
-    };
-    let instance = iface.get().await;
-    let properties = instance
-        .get_all(server, conn, None, iface.signal_emitter())
-        .await?;
-    Ok(Some(properties))
-}
-
-#[interface(
-    name = "org.freedesktop.DBus.ObjectManager",
-    introspection_docs = false
-)]
-impl ObjectManagerIface {
-    /// Every object of the service that has an interface, with each interface's
-    /// properties (as GetAll returns them).
-    async fn get_managed_objects(
-        &self,
-        #[zbus(object_server)] server: &ObjectServer,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<ManagedObjects, zbus::fdo::Error> {
-        self.managed_objects(server, conn).await
+    fn path(&self) -> &OwnedObjectPath {
+        match self {
+            Snapshot::Pool(p, _) => &p.path,
+            Snapshot::Volume(v, _) => &v.path,
+            Snapshot::Job(j, _) => &j.path,
+        }
     }
 
-    /// Declared for introspection; zbus emits it from `ObjectServer::at`.
-    #[zbus(signal)]
-    pub async fn interfaces_added(
-        emitter: &SignalEmitter<'_>,
-        object_path: ObjectPath<'_>,
-        interfaces_and_properties: HashMap<InterfaceName<'_>, HashMap<&str, Variant<'_>>>,
-    ) -> zbus::Result<()>;
+    fn interface(&self) -> &'static str {
+        match self {
+            Snapshot::Pool(..) => POOL,
+            Snapshot::Volume(..) => VOLUME,
+            Snapshot::Job(..) => JOB,
+        }
+    }
 
-    /// Declared for introspection; zbus emits it from `ObjectServer::remove`.
-    #[zbus(signal)]
-    pub async fn interfaces_removed(
-        emitter: &SignalEmitter<'_>,
-        object_path: ObjectPath<'_>,
-        interfaces: Cow<'_, [InterfaceName<'_>]>,
-    ) -> zbus::Result<()>;
+    fn entries(&self) -> Vec<Entry<'_>> {
+        match self {
+            Snapshot::Pool(_, values) => values.entries(),
+            Snapshot::Volume(v, values) => values.entries(&v.vol),
+            Snapshot::Job(j, progress) => {
+                let mut entries = j.identity.entries();
+                entries.extend(progress.entries());
+                entries
+            }
+        }
+    }
+
+    /// The live property of the object (read now), if it has one.
+    fn live(&self, engine: &Engine) -> Option<Entry<'static>> {
+        match self {
+            Snapshot::Pool(p, _) => live::pool_usage_details(engine, &p.name)
+                .ok()
+                .map(|v| ("UsageDetails", v)),
+            Snapshot::Volume(v, _) => live::volume_usage(engine, &v.vol)
+                .ok()
+                .map(|u| ("Usage", u)),
+            Snapshot::Job(..) => None,
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The body of GetManagedObjects: `a{oa{sa{sv}}}`, serialised from the snapshot.
+struct ManagedObjects {
+    items: Vec<(Snapshot, Option<Entry<'static>>)>,
+}
 
-    /// zbus emits InterfacesAdded / InterfacesRemoved for the objects below a node that
-    /// serves an interface of this name. (That introspection is the same as zbus's own
-    /// ObjectManager is checked against the running service in
-    /// tests/bus_object_manager.rs.)
-    #[test]
-    fn has_the_name_zbus_emits_the_object_signals_for() {
-        assert_eq!(ObjectManagerIface::name(), zbus::fdo::ObjectManager::name());
+impl ManagedObjects {
+    fn read(snapshot: Vec<Snapshot>, engine: &Engine) -> ManagedObjects {
+        let items = snapshot
+            .into_iter()
+            .map(|s| {
+                let live = s.live(engine);
+                (s, live)
+            })
+            .collect();
+        ManagedObjects { items }
+    }
+}
+
+impl Type for ManagedObjects {
+    const SIGNATURE: &'static zbus::Signature =
+        <HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedVariant>>>>::SIGNATURE;
+}
+
+impl Serialize for ManagedObjects {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.items.len()))?;
+        for item in &self.items {
+            map.serialize_entry(item.0.path(), &Interfaces(item))?;
+        }
+        map.end()
+    }
+}
+
+/// `a{sa{sv}}` of one object: its one interface.
+struct Interfaces<'a>(&'a (Snapshot, Option<Entry<'static>>));
+
+impl Serialize for Interfaces<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0 .0.interface(), &Properties(self.0))?;
+        map.end()
+    }
+}
+
+/// `a{sv}` of one object's interface.
+struct Properties<'a>(&'a (Snapshot, Option<Entry<'static>>));
+
+impl Serialize for Properties<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (snapshot, live) = self.0;
+        let entries = snapshot.entries();
+        let mut map =
+            serializer.serialize_map(Some(entries.len() + usize::from(live.is_some())))?;
+        for (name, value) in entries.iter().chain(live.iter()) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use zbus::{OwnedVariant, Variant};
 
-use crate::bus::error::StorageError;
+use crate::bus::error::{quote, BusError};
 
 /// The option every method knows: never prompt for authentication.
 pub const NO_USER_INTERACTION: &str = "auth.no_user_interaction";
@@ -31,7 +31,7 @@ impl Options {
         map: RawOptions,
         known: &[&str],
         object: &dyn std::fmt::Display,
-    ) -> Result<Options, StorageError> {
+    ) -> Result<Options, BusError> {
         let options = Options::check(map, known, "option", &[NO_USER_INTERACTION], object)?;
         options.bool(NO_USER_INTERACTION)?;
         Ok(options)
@@ -42,7 +42,7 @@ impl Options {
         map: RawOptions,
         known: &[&str],
         object: &dyn std::fmt::Display,
-    ) -> Result<Options, StorageError> {
+    ) -> Result<Options, BusError> {
         Options::check(map, known, "configuration key", &[], object)
     }
 
@@ -52,7 +52,7 @@ impl Options {
         what: &'static str,
         always: &[&str],
         object: &dyn std::fmt::Display,
-    ) -> Result<Options, StorageError> {
+    ) -> Result<Options, BusError> {
         let object = object.to_string();
         let mut unknown: Vec<&str> = map
             .keys()
@@ -62,8 +62,9 @@ impl Options {
         unknown.sort_unstable();
         match unknown.first() {
             None => Ok(Options { what, object, map }),
-            Some(key) => Err(StorageError::invalid(format!(
-                "{object}: unknown {what} {key:?}; known: {}.",
+            Some(key) => Err(BusError::invalid(format!(
+                "{object}: unknown {what} {}; known: {}",
+                quote(key),
                 known_list(known, always)
             ))),
         }
@@ -77,14 +78,14 @@ impl Options {
             .unwrap_or(false)
     }
 
-    pub fn bool(&self, key: &str) -> Result<Option<bool>, StorageError> {
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, BusError> {
         self.typed(key, "a boolean (b)", |v| match v {
             Variant::Bool(b) => Some(*b),
             _ => None,
         })
     }
 
-    pub fn string(&self, key: &str) -> Result<Option<String>, StorageError> {
+    pub fn string(&self, key: &str) -> Result<Option<String>, BusError> {
         self.typed(key, "a string (s)", |v| match v {
             Variant::Str(s) => Some(s.as_str().to_owned()),
             _ => None,
@@ -92,14 +93,14 @@ impl Options {
     }
 
     /// A non-negative integer (`t` preferred).
-    pub fn unsigned(&self, key: &str) -> Result<Option<u64>, StorageError> {
+    pub fn unsigned(&self, key: &str) -> Result<Option<u64>, BusError> {
         self.typed(key, "a non-negative integer (t)", |v| {
             integer_of(v).and_then(|n| u64::try_from(n).ok())
         })
     }
 
     /// A signed integer (`i` or `x` preferred).
-    pub fn signed(&self, key: &str) -> Result<Option<i64>, StorageError> {
+    pub fn signed(&self, key: &str) -> Result<Option<i64>, BusError> {
         self.typed(key, "an integer (i)", |v| {
             integer_of(v).and_then(|n| i64::try_from(n).ok())
         })
@@ -110,16 +111,17 @@ impl Options {
         key: &str,
         expected: &str,
         read: impl Fn(&Variant<'_>) -> Option<T>,
-    ) -> Result<Option<T>, StorageError> {
+    ) -> Result<Option<T>, BusError> {
         let Some(value) = self.map.get(key) else {
             return Ok(None);
         };
         match read(unwrap_variant(value)) {
             Some(v) => Ok(Some(v)),
-            None => Err(StorageError::invalid(format!(
-                "{}: the {} {key:?} must be {expected}, not a value of type {}.",
+            None => Err(BusError::invalid(format!(
+                "{}: the {} {} must be {expected}, not a value of type {}",
                 self.object,
                 self.what,
+                quote(key),
                 value.value_signature()
             ))),
         }
@@ -159,7 +161,6 @@ fn known_list(known: &[&str], always: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zbus::DBusError;
 
     fn raw(entries: Vec<(&str, Variant<'static>)>) -> RawOptions {
         entries
@@ -177,14 +178,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err
-            .description()
-            .unwrap()
-            .starts_with("volume v in pool p: unknown option"));
-        assert_eq!(
-            err.name().as_str(),
-            "org.qubes.Storage.Error.InvalidArgument"
-        );
-        assert!(err.description().unwrap().contains("\"alow_shrink\""));
+            .message()
+            .starts_with("Volume v in pool p: unknown option"));
+        assert_eq!(err.name(), "org.qubes.Storage.Error.InvalidArgument");
+        assert!(err.message().contains("\"alow_shrink\""));
     }
 
     #[test]
@@ -209,7 +206,10 @@ mod tests {
             &"x",
         )
         .unwrap_err();
-        assert!(matches!(err, StorageError::InvalidArgument(_)));
+        assert_eq!(
+            err.kind(),
+            Some(qubes_storage_engine::ErrorKind::InvalidArgument)
+        );
     }
 
     #[test]
@@ -244,7 +244,7 @@ mod tests {
     fn wrong_type_names_key_and_expected_type() {
         let options = Options::parse(raw(vec![("rw", Variant::U32(1))]), &["rw"], &"x").unwrap();
         let err = options.bool("rw").unwrap_err();
-        let text = err.description().unwrap().to_owned();
+        let text = err.message().to_owned();
         assert!(
             text.contains("\"rw\"") && text.contains("boolean"),
             "{text}"

@@ -3,6 +3,10 @@
 //! `[A-Za-z0-9]` becomes `_` plus two lowercase hex digits, and the empty string becomes
 //! `_` alone. Decoding is the inverse; it refuses anything the encoder cannot produce, so
 //! one path names one object and one object has one path.
+//!
+//! [`Node`] classifies a path syntactically — which kind of object it would name — so
+//! the dispatcher can route a call before it asks the registry whether the object
+//! exists.
 
 use qubes_storage_engine::{PoolName, Vid, VolumeRef};
 use zbus::{ObjectPath, OwnedObjectPath};
@@ -12,6 +16,62 @@ pub const MANAGER_PATH: &str = "/org/qubes/Storage";
 const POOLS_PREFIX: &str = "/org/qubes/Storage/pools/";
 const JOBS_PREFIX: &str = "/org/qubes/Storage/jobs/";
 const VOLUMES_SEGMENT: &str = "/volumes/";
+
+/// What a path would name, before anyone checks that it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// `/`, `/org`, `/org/qubes`: nodes that only lead to the service; the one child.
+    Ancestor(&'static str),
+    /// `/org/qubes/Storage`: the Manager and the ObjectManager.
+    Manager,
+    /// `/org/qubes/Storage/pools`.
+    Pools,
+    Pool(PoolName),
+    /// `/org/qubes/Storage/pools/<P>/volumes`.
+    Volumes(PoolName),
+    Volume(VolumeRef),
+    /// `/org/qubes/Storage/jobs`.
+    Jobs,
+    Job(u64),
+}
+
+impl Node {
+    /// The node a path names; `None` for a path the service can never serve.
+    pub fn of(path: &str) -> Option<Node> {
+        match path {
+            "/" => return Some(Node::Ancestor("org")),
+            "/org" => return Some(Node::Ancestor("qubes")),
+            "/org/qubes" => return Some(Node::Ancestor("Storage")),
+            MANAGER_PATH => return Some(Node::Manager),
+            "/org/qubes/Storage/pools" => return Some(Node::Pools),
+            "/org/qubes/Storage/jobs" => return Some(Node::Jobs),
+            _ => {}
+        }
+        if let Some(number) = path.strip_prefix(JOBS_PREFIX) {
+            return job_number(number).map(Node::Job);
+        }
+        let rest = path.strip_prefix(POOLS_PREFIX)?;
+        let mut parts = rest.split('/');
+        let pool = PoolName::parse(&decode_element(parts.next()?)?).ok()?;
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => Some(Node::Pool(pool)),
+            (Some("volumes"), None, _) => Some(Node::Volumes(pool)),
+            (Some("volumes"), Some(vid), None) => {
+                let vid = Vid::parse(&decode_element(vid)?).ok()?;
+                Some(Node::Volume(VolumeRef { pool, vid }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A job number as its path writes it: decimal, no sign, no leading zero.
+fn job_number(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
 
 /// Encodes `name` as one object path element (`sd_bus_path_encode`).
 pub fn encode_element(name: &str) -> String {
@@ -169,6 +229,40 @@ mod tests {
     fn decoding_refuses_what_the_encoder_never_writes() {
         for bad in ["_2F", "_2", "a_", "_61", "a_zz", "_c3", "a-b", ""] {
             assert_eq!(decode_element(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nodes_are_classified_by_path() {
+        let vol = VolumeRef {
+            pool: PoolName::parse("p").unwrap(),
+            vid: Vid::parse("appvms/a/private").unwrap(),
+        };
+        assert_eq!(Node::of("/"), Some(Node::Ancestor("org")));
+        assert_eq!(Node::of(MANAGER_PATH), Some(Node::Manager));
+        assert_eq!(
+            Node::of(volume_path(&vol).as_str()),
+            Some(Node::Volume(vol.clone()))
+        );
+        assert_eq!(
+            Node::of("/org/qubes/Storage/pools/p/volumes"),
+            Some(Node::Volumes(vol.pool.clone()))
+        );
+        assert_eq!(
+            Node::of("/org/qubes/Storage/pools/p"),
+            Some(Node::Pool(vol.pool))
+        );
+        assert_eq!(Node::of("/org/qubes/Storage/jobs/12"), Some(Node::Job(12)));
+        for bad in [
+            "/org/qubes/Storage/jobs/012",
+            "/org/qubes/Storage/jobs/x",
+            "/org/qubes/Storage/pools/p/other",
+            "/org/qubes/Storage/pools/p/volumes/x/y",
+            "/org/qubes/Storage/pools/p/volumes/bad",
+            "/org/qubes/Storage/pools/1p",
+            "/org/qubes/Other",
+        ] {
+            assert_eq!(Node::of(bad), None, "{bad}");
         }
     }
 

@@ -1,293 +1,209 @@
-//! The exported pool and volume objects: a table from engine names to objects (each
-//! with the property values it last announced), exporting and unexporting them on the
-//! object server (which emits InterfacesAdded / InterfacesRemoved through the
-//! ObjectManager at `/org/qubes/Storage`), and refreshing their announced values from
-//! the engine with one PropertiesChanged per object for whatever changed. The paths of
-//! the running Job objects are listed here too, so that GetManagedObjects
-//! (`object_manager.rs`) can name every object the service serves from this table.
-//! An object enters the table before it is put on the object server and leaves it
-//! before it is taken off.
+//! The table of served objects: pools (each with its volumes and an index of which
+//! volumes use which as their source) and running jobs. Calls read it to route and to
+//! list; only the outbox writes it (`outbox.rs`), as it announces each object's arrival
+//! or departure, so the table and the InterfacesAdded / InterfacesRemoved a client has
+//! seen never disagree.
 //!
-//! Nothing here touches the object server's tree while reading or refreshing: property
-//! getters and setters run under zbus's tree lock, so they must reach other objects
-//! through this table only (see notes/zbus6-and-polkit.md on locking).
+//! Every lookup is by key (O(log n) in the pool's size); nothing here scans all
+//! volumes except the listings that return all of them.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use qubes_storage_engine::{ErrorKind, PoolInfo, PoolName, VolumeInfo, VolumeRef};
-use zbus::OwnedObjectPath;
+use qubes_storage_engine::{PoolName, Vid, VolumeRef};
 
-use crate::bus::error::StorageError;
-use crate::bus::path;
-use crate::bus::pool::PoolIface;
-use crate::bus::props::{changed, Entry, PoolProps, VolumeProps};
-use crate::bus::service::Service;
-use crate::bus::signals;
-use crate::bus::volume::VolumeIface;
+use crate::bus::objects::{JobObject, Object, PoolObject, VolumeObject};
+use crate::bus::path::{self, Node};
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+struct PoolEntry {
+    object: Arc<PoolObject>,
+    volumes: BTreeMap<Vid, Arc<VolumeObject>>,
+    /// Source vid → the vids of the volumes snapshotting it.
+    consumers: BTreeMap<Vid, BTreeSet<Vid>>,
 }
 
-/// An exported volume.
-pub struct VolumeObject {
-    pub vol: VolumeRef,
-    pub path: OwnedObjectPath,
-    published: Mutex<VolumeProps>,
-    /// Serialises refreshes, so a later engine read is never overwritten by an earlier one.
-    refresh: tokio::sync::Mutex<()>,
-    /// Held by a call for its whole engine work. Method calls wait for it; property
-    /// writes only try it: a write runs under zbus's object-tree read lock, and waiting
-    /// there (for the engine's lock of this vid) behind a copy that needs the tree's
-    /// write lock to publish its Job would deadlock.
-    gate: tokio::sync::Mutex<()>,
+#[derive(Default)]
+struct Tables {
+    pools: BTreeMap<PoolName, PoolEntry>,
+    jobs: BTreeMap<u64, Arc<JobObject>>,
 }
 
-impl VolumeObject {
-    pub fn props(&self) -> MutexGuard<'_, VolumeProps> {
-        lock(&self.published)
-    }
-
-    /// Waits until no other call works on this volume (method calls).
-    pub async fn enter(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.gate.lock().await
-    }
-
-    /// Enters only if no other call works on this volume (property writes).
-    pub fn try_enter(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        self.gate.try_lock().ok()
-    }
-}
-
-/// An exported pool.
-pub struct PoolObject {
-    pub name: PoolName,
-    pub path: OwnedObjectPath,
-    published: Mutex<PoolProps>,
-    refresh: tokio::sync::Mutex<()>,
-}
-
-impl PoolObject {
-    /// "pool <name>", as error messages name it.
-    pub fn describe(&self) -> String {
-        format!("pool {}", self.name)
-    }
-
-    pub fn props(&self) -> MutexGuard<'_, PoolProps> {
-        lock(&self.published)
-    }
-}
-
-/// The table of exported objects.
+/// The served objects.
 #[derive(Default)]
 pub struct Registry {
-    pools: Mutex<BTreeMap<PoolName, Arc<PoolObject>>>,
-    volumes: Mutex<BTreeMap<VolumeRef, Arc<VolumeObject>>>,
-    jobs: Mutex<Vec<OwnedObjectPath>>,
+    tables: RwLock<Tables>,
 }
 
 impl Registry {
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn pool(&self, name: &PoolName) -> Option<Arc<PoolObject>> {
-        lock(&self.pools).get(name).cloned()
+        self.read().pools.get(name).map(|e| Arc::clone(&e.object))
     }
 
     pub fn pools(&self) -> Vec<Arc<PoolObject>> {
-        lock(&self.pools).values().cloned().collect()
+        self.read()
+            .pools
+            .values()
+            .map(|e| Arc::clone(&e.object))
+            .collect()
     }
 
     pub fn volume(&self, vol: &VolumeRef) -> Option<Arc<VolumeObject>> {
-        lock(&self.volumes).get(vol).cloned()
+        let tables = self.read();
+        tables.pools.get(&vol.pool)?.volumes.get(&vol.vid).cloned()
     }
 
+    /// The volumes of a pool, ordered by vid.
     pub fn volumes_of(&self, pool: &PoolName) -> Vec<Arc<VolumeObject>> {
-        lock(&self.volumes)
-            .values()
-            .filter(|v| &v.vol.pool == pool)
-            .cloned()
-            .collect()
+        self.read()
+            .pools
+            .get(pool)
+            .map(|e| e.volumes.values().cloned().collect())
+            .unwrap_or_default()
     }
 
-    /// Every exported volume.
-    pub fn volumes(&self) -> Vec<Arc<VolumeObject>> {
-        lock(&self.volumes).values().cloned().collect()
-    }
-
-    /// The paths of the running Job objects.
-    pub fn jobs(&self) -> Vec<OwnedObjectPath> {
-        lock(&self.jobs).clone()
-    }
-
-    /// Lists a Job object (before it is put on the object server).
-    pub fn add_job(&self, path: OwnedObjectPath) {
-        lock(&self.jobs).push(path);
-    }
-
-    /// Unlists a Job object (before it is taken off the object server).
-    pub fn remove_job(&self, path: &OwnedObjectPath) {
-        lock(&self.jobs).retain(|listed| listed != path);
+    pub fn job(&self, number: u64) -> Option<Arc<JobObject>> {
+        self.read().jobs.get(&number).cloned()
     }
 
     /// The volumes whose `Source` is `vol` (their IsOutdated follows its commits).
-    pub fn dependents(&self, vol: &VolumeObject) -> Vec<Arc<VolumeObject>> {
-        self.volumes_of(&vol.vol.pool)
-            .into_iter()
-            .filter(|v| v.props().source == vol.path)
+    pub fn dependents(&self, vol: &VolumeRef) -> Vec<Arc<VolumeObject>> {
+        let tables = self.read();
+        let Some(entry) = tables.pools.get(&vol.pool) else {
+            return Vec::new();
+        };
+        let Some(consumers) = entry.consumers.get(&vol.vid) else {
+            return Vec::new();
+        };
+        consumers
+            .iter()
+            .filter_map(|vid| entry.volumes.get(vid).cloned())
             .collect()
     }
 
-    /// The pool object, or `NotFound` naming the pool.
-    pub fn require_pool(&self, name: &PoolName) -> Result<Arc<PoolObject>, StorageError> {
-        self.pool(name)
-            .ok_or_else(|| StorageError::not_found(format!("Pool {name} does not exist.")))
-    }
-
-    /// The volume object, or `NotFound` naming the volume.
-    pub fn require_volume(&self, vol: &VolumeRef) -> Result<Arc<VolumeObject>, StorageError> {
-        self.volume(vol)
-            .ok_or_else(|| StorageError::not_found(format!("The {vol} does not exist.")))
-    }
-}
-
-impl Service {
-    /// Exports a pool object (InterfacesAdded).
-    pub async fn export_pool(self: &Arc<Self>, info: &PoolInfo) -> zbus::Result<OwnedObjectPath> {
-        let name = info.config.name.clone();
-        let object = Arc::new(PoolObject {
-            path: path::pool_path(&name),
-            name: name.clone(),
-            published: Mutex::new(PoolProps::of(info)),
-            refresh: tokio::sync::Mutex::new(()),
-        });
-        lock(&self.registry.pools).insert(name, Arc::clone(&object));
-        let iface = PoolIface::new(Arc::clone(self), Arc::clone(&object));
-        self.conn()
-            .object_server()
-            .at(object.path.clone(), iface)
-            .await?;
-        Ok(object.path.clone())
-    }
-
-    /// Exports a volume object (InterfacesAdded).
-    pub async fn export_volume(
-        self: &Arc<Self>,
-        info: &VolumeInfo,
-    ) -> zbus::Result<OwnedObjectPath> {
-        let vol = VolumeRef {
-            pool: info.pool.clone(),
-            vid: info.config.vid.clone(),
-        };
-        let object = Arc::new(VolumeObject {
-            path: path::volume_path(&vol),
-            vol: vol.clone(),
-            published: Mutex::new(VolumeProps::of(info)),
-            refresh: tokio::sync::Mutex::new(()),
-            gate: tokio::sync::Mutex::new(()),
-        });
-        lock(&self.registry.volumes).insert(vol, Arc::clone(&object));
-        let iface = VolumeIface::new(Arc::clone(self), Arc::clone(&object));
-        self.conn()
-            .object_server()
-            .at(object.path.clone(), iface)
-            .await?;
-        Ok(object.path.clone())
-    }
-
-    /// Removes a volume object (InterfacesRemoved).
-    pub async fn unexport_volume(&self, vol: &VolumeRef) -> zbus::Result<()> {
-        let removed = lock(&self.registry.volumes).remove(vol);
-        if let Some(object) = removed {
-            self.conn()
-                .object_server()
-                .remove::<VolumeIface, _>(object.path.clone())
-                .await?;
+    /// Every object with an interface, pools and their volumes first, then jobs.
+    pub fn objects(&self) -> Vec<Object> {
+        let tables = self.read();
+        let mut out = Vec::new();
+        for entry in tables.pools.values() {
+            out.push(Object::Pool(Arc::clone(&entry.object)));
+            out.extend(entry.volumes.values().cloned().map(Object::Volume));
         }
-        Ok(())
+        out.extend(tables.jobs.values().cloned().map(Object::Job));
+        out
     }
 
-    /// Removes a pool object (InterfacesRemoved).
-    pub async fn unexport_pool(&self, name: &PoolName) -> zbus::Result<()> {
-        let removed = lock(&self.registry.pools).remove(name);
-        if let Some(object) = removed {
-            self.conn()
-                .object_server()
-                .remove::<PoolIface, _>(object.path.clone())
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Reads a volume again and announces what changed, except the properties in
-    /// `except` (a property setter's own value, which zbus announces itself).
-    pub async fn refresh_volume(&self, object: &VolumeObject, except: &[&str]) {
-        let _serial = object.refresh.lock().await;
-        let vol = object.vol.clone();
-        let info = match self.blocking(move |engine| engine.volume_info(&vol)).await {
-            Ok(Ok(info)) => info,
-            Ok(Err(err)) if err.kind() == ErrorKind::NotFound => return,
-            Ok(Err(err)) => return tracing::warn!(error = %err, "cannot read the volume again"),
-            Err(_) => return,
-        };
-        let new = VolumeProps::of(&info);
-        let diff = {
-            let mut published = object.props();
-            let diff = changed(&published.entries(), new.entries());
-            *published = new;
-            diff
-        };
-        self.announce(&object.path, "org.qubes.Storage.Volume", diff, except)
-            .await;
-    }
-
-    /// A volume and the volumes that use it as their source.
-    pub async fn refresh_volume_and_dependents(&self, object: &VolumeObject, except: &[&str]) {
-        self.refresh_volume(object, except).await;
-        for dependent in self.registry.dependents(object) {
-            self.refresh_volume(&dependent, &[]).await;
+    /// The object at a node, if one with an interface is served there.
+    pub fn object_at(&self, node: &Node) -> Option<Object> {
+        match node {
+            Node::Pool(name) => self.pool(name).map(Object::Pool),
+            Node::Volume(vol) => self.volume(vol).map(Object::Volume),
+            Node::Job(number) => self.job(*number).map(Object::Job),
+            _ => None,
         }
     }
 
-    /// Reads a pool again and announces what changed (except `except`).
-    pub async fn refresh_pool(&self, object: &PoolObject, except: &[&str]) {
-        let _serial = object.refresh.lock().await;
-        let name = object.name.clone();
-        let info = match self.blocking(move |engine| engine.pool_info(&name)).await {
-            Ok(Ok(info)) => info,
-            Ok(Err(err)) if err.kind() == ErrorKind::NotFound => return,
-            Ok(Err(err)) => return tracing::warn!(error = %err, "cannot read the pool again"),
-            Err(_) => return,
+    /// The names of a node's children, or `None` when the node does not exist.
+    pub fn children(&self, node: &Node) -> Option<Vec<String>> {
+        let tables = self.read();
+        let names = match node {
+            Node::Ancestor(child) => vec![(*child).to_owned()],
+            Node::Manager => {
+                let mut names = vec!["pools".to_owned()];
+                if !tables.jobs.is_empty() {
+                    names.push("jobs".to_owned());
+                }
+                names
+            }
+            Node::Pools => tables
+                .pools
+                .keys()
+                .map(|name| path::encode_element(name.as_str()))
+                .collect(),
+            Node::Pool(name) => {
+                let entry = tables.pools.get(name)?;
+                match entry.volumes.is_empty() {
+                    true => Vec::new(),
+                    false => vec!["volumes".to_owned()],
+                }
+            }
+            Node::Volumes(name) => tables
+                .pools
+                .get(name)?
+                .volumes
+                .keys()
+                .map(|vid| path::encode_element(&vid.to_string()))
+                .collect(),
+            Node::Volume(vol) => {
+                tables.pools.get(&vol.pool)?.volumes.get(&vol.vid)?;
+                Vec::new()
+            }
+            Node::Jobs => tables.jobs.keys().map(|n| n.to_string()).collect(),
+            Node::Job(number) => {
+                tables.jobs.get(number)?;
+                Vec::new()
+            }
         };
-        let new = PoolProps::of(&info);
-        let diff = {
-            let mut published = object.props();
-            let diff = changed(&published.entries(), new.entries());
-            *published = new;
-            diff
-        };
-        self.announce(&object.path, "org.qubes.Storage.Pool", diff, except)
-            .await;
+        Some(names)
     }
 
-    /// Every pool (IncludedIn of any pool may change when one comes or goes).
-    pub async fn refresh_pools(&self) {
-        for pool in self.registry.pools() {
-            self.refresh_pool(&pool, &[]).await;
+    /// Serves an object (the outbox, as it announces it).
+    pub(crate) fn insert(&self, object: Object) {
+        let mut tables = self.write();
+        match object {
+            Object::Pool(pool) => {
+                let entry = PoolEntry {
+                    object: pool,
+                    volumes: BTreeMap::new(),
+                    consumers: BTreeMap::new(),
+                };
+                tables.pools.insert(entry.object.name.clone(), entry);
+            }
+            Object::Volume(volume) => {
+                let Some(entry) = tables.pools.get_mut(&volume.vol.pool) else {
+                    tracing::error!(vid = %volume.vol.vid, "a volume of an unserved pool");
+                    return;
+                };
+                if let Some(source) = volume.values().source.clone() {
+                    let consumers = entry.consumers.entry(source).or_default();
+                    consumers.insert(volume.vol.vid.clone());
+                }
+                entry.volumes.insert(volume.vol.vid.clone(), volume);
+            }
+            Object::Job(job) => {
+                tables.jobs.insert(job.number, job);
+            }
         }
     }
 
-    async fn announce(
-        &self,
-        path: &OwnedObjectPath,
-        iface: &'static str,
-        diff: Vec<Entry>,
-        except: &[&str],
-    ) {
-        let diff: Vec<Entry> = diff
-            .into_iter()
-            .filter(|(name, _)| !except.contains(name))
-            .collect();
-        if let Err(err) = signals::properties_changed(self.conn(), path, iface, &diff).await {
-            tracing::warn!(error = %err, path = %path.as_str(), "cannot emit PropertiesChanged");
+    /// Stops serving an object (the outbox, as it announces its removal); returns
+    /// whether it was served.
+    pub(crate) fn remove(&self, object: &Object) -> bool {
+        let mut tables = self.write();
+        match object {
+            Object::Pool(pool) => tables.pools.remove(&pool.name).is_some(),
+            Object::Volume(volume) => {
+                let Some(entry) = tables.pools.get_mut(&volume.vol.pool) else {
+                    return false;
+                };
+                if let Some(source) = volume.values().source.as_ref() {
+                    if let Some(consumers) = entry.consumers.get_mut(source) {
+                        consumers.remove(&volume.vol.vid);
+                        if consumers.is_empty() {
+                            entry.consumers.remove(source);
+                        }
+                    }
+                }
+                entry.volumes.remove(&volume.vol.vid).is_some()
+            }
+            Object::Job(job) => tables.jobs.remove(&job.number).is_some(),
         }
     }
 }

@@ -1,77 +1,61 @@
-//! The state every interface object shares — the engine, the bus connection, the
-//! authorizer, the object registry and the table of running operations — and the two
-//! ways engine code runs: [`Service::blocking`] for reads and quick calls, and
-//! [`Service::operate`] for volume operations, which get an [`OpCtx`] whose progress
-//! sink publishes Job objects and whose cancel token shutdown and `Job.Cancel` trip.
-//! Engine calls block (file I/O), so both run on tokio's blocking pool: the executor
+//! The state every part of the bus layer shares: the engine, the bus connection, the
+//! authorizer, the registry of served objects, the outbox that announces and replies,
+//! the table of running operations and the job numbers. Engine calls block (file I/O),
+//! so they run on tokio's blocking pool through [`Service::blocking`]: the executor
 //! never waits for a disk.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use qubes_storage_engine::{Engine, Event, OpCtx, Result as EngineResult};
+use qubes_storage_engine::Engine;
 use zbus::message::Header;
-use zbus::names::OwnedUniqueName;
-use zbus::{BoxDBusError, Connection, OwnedObjectPath};
+use zbus::names::UniqueName;
+use zbus::Connection;
 
 use crate::auth::Authorizer;
-use crate::bus::authz::{self, Permission};
-use crate::bus::error::StorageError;
+use crate::bus::authz::{self, Permission, Prompt};
+use crate::bus::error::BusError;
 use crate::bus::inflight::{Inflight, OpGuard};
-use crate::bus::job::JobSink;
-use crate::bus::options::Options;
+use crate::bus::outbox::Outbox;
 use crate::bus::registry::Registry;
+
+/// How many replies that list every object (GetManagedObjects) are built at once.
+pub const LARGE_READS: usize = 2;
 
 /// The shared state of the service.
 pub struct Service {
     engine: Arc<Engine>,
     conn: Connection,
     auth: Authorizer,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    pub outbox: Outbox,
     inflight: Arc<Inflight>,
-    pub jobs: crate::bus::job::JobNumbers,
-}
-
-/// Who runs an operation and on what, for the Job objects its copies publish.
-pub struct Call {
-    /// The D-Bus method, e.g. `ImportVolume`.
-    pub method: &'static str,
-    /// The volume objects involved (destination first).
-    pub objects: Vec<OwnedObjectPath>,
-    /// The caller's unique bus name.
-    pub caller: Option<OwnedUniqueName>,
-}
-
-impl Call {
-    pub fn new(method: &'static str, objects: Vec<OwnedObjectPath>, header: &Header<'_>) -> Call {
-        let caller = header.sender().map(|s| s.to_owned().into());
-        Call {
-            method,
-            objects,
-            caller,
-        }
-    }
-}
-
-/// What an engine operation produced: its result and the events it emitted.
-pub struct Outcome<T> {
-    pub result: EngineResult<T>,
-    pub events: Vec<Event>,
+    job_numbers: AtomicU64,
+    /// Bounds the GetManagedObjects replies built at the same time.
+    pub large_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
-    pub async fn new(engine: Arc<Engine>, conn: Connection) -> Arc<Service> {
+    pub async fn new(
+        engine: Arc<Engine>,
+        conn: Connection,
+        registry: Arc<Registry>,
+        outbox: Outbox,
+    ) -> Arc<Service> {
         let auth = Authorizer::new(&conn).await;
         Arc::new(Service {
             engine,
             conn,
             auth,
-            registry: Registry::default(),
+            registry,
+            outbox,
             inflight: Arc::new(Inflight::default()),
-            jobs: Default::default(),
+            job_numbers: AtomicU64::new(0),
+            large_reads: Arc::new(tokio::sync::Semaphore::new(LARGE_READS)),
         })
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
@@ -79,41 +63,33 @@ impl Service {
         &self.conn
     }
 
-    /// The authorization check of a mutating call; the error is the reply.
+    /// Checks every permission of a call; the first refusal is the reply.
     pub async fn authorize(
         &self,
         header: &Header<'_>,
-        permission: Permission<'_>,
-        options: &Options,
-    ) -> Result<(), BoxDBusError> {
-        authz::authorize(
-            &self.auth,
-            header,
-            permission,
-            options.no_user_interaction(),
-        )
-        .await
+        permissions: &[Permission],
+        prompt: Prompt,
+    ) -> Result<(), BusError> {
+        authz::authorize(&self.auth, header, permissions, prompt).await
     }
 
-    /// The authorization check of a property write, never interactive: zbus runs a
-    /// setter under its object-tree read lock, so an authentication dialog open for it
-    /// would hold up every object added or removed meanwhile (and, behind that waiting
-    /// writer, every other call). A caller that needs to authenticate does so through a
-    /// method (polkit's `auth_admin_keep` then covers the write).
-    pub async fn authorize_property_write(
-        &self,
-        header: &Header<'_>,
-        permission: Permission<'_>,
-    ) -> Result<(), BoxDBusError> {
-        authz::authorize_without_prompt(&self.auth, header, permission).await
+    /// The uid a caller connected with (cached per unique name).
+    pub async fn uid_of(&self, caller: &UniqueName<'_>) -> Option<u32> {
+        self.auth.uid_of(caller).await
     }
 
     /// Registers a mutating call as running (refused while shutting down).
-    pub fn begin(&self) -> Result<OpGuard, StorageError> {
+    pub fn begin(&self) -> Result<OpGuard, BusError> {
         self.inflight.begin()
     }
 
-    /// Shutdown: refuse new calls, cancel the running ones, wait for them to end.
+    /// The next Job number: increasing, never reused while the service runs.
+    pub fn next_job_number(&self) -> u64 {
+        self.job_numbers.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Shutdown: refuse new calls, cancel the running ones, wait for them to end, then
+    /// for their announcements and replies to leave.
     pub async fn drain(&self) {
         let running = self.inflight.close_and_cancel();
         tracing::info!(
@@ -121,10 +97,11 @@ impl Service {
             "shutting down: cancelled the running operations, waiting for them"
         );
         self.inflight.wait_idle().await;
+        self.outbox.flush().await;
     }
 
     /// Runs `f` on the blocking pool.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, BusError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> T + Send + 'static,
@@ -134,39 +111,7 @@ impl Service {
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "an engine task died");
-                StorageError::failed("The storage engine failed unexpectedly; see the service log.")
+                BusError::failed("The storage engine failed unexpectedly; see the service log.")
             })
-    }
-
-    /// Runs a volume operation on the blocking pool with a context whose copies become
-    /// Job objects and whose cancel token is `guard`'s.
-    pub async fn operate<T, F>(self: &Arc<Self>, guard: &OpGuard, call: Call, f: F) -> Outcome<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Engine, &OpCtx) -> EngineResult<T> + Send + 'static,
-    {
-        let token = guard.token().clone();
-        let caller = call.caller.as_ref().map(|name| name.to_string());
-        let sink = Arc::new(JobSink::new(Arc::clone(self), call, token.clone()));
-        let mut ctx = OpCtx::new(sink.operation(), sink, token);
-        if let Some(caller) = caller {
-            ctx = ctx.with_caller(caller);
-        }
-        let ran = self
-            .blocking(move |engine| {
-                let result = f(engine, &ctx);
-                (result, ctx.take_events())
-            })
-            .await;
-        match ran {
-            Ok((result, events)) => Outcome { result, events },
-            Err(_) => Outcome {
-                result: Err(qubes_storage_engine::EngineError::new(
-                    qubes_storage_engine::ErrorKind::Failed,
-                    "the storage engine failed unexpectedly; see the service log",
-                )),
-                events: Vec::new(),
-            },
-        }
     }
 }

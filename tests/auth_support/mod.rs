@@ -111,6 +111,7 @@ impl AuthTest {
             action: Action::ManageVolumes,
             pool: Some(pool),
             vid: Some(vid),
+            dir_path: None,
             allow_interaction,
         };
         let started = Instant::now();

@@ -40,6 +40,13 @@ impl Engine {
         })
     }
 
+    /// The allocated bytes of a volume's current image (R§3.21), without the rest of
+    /// its live view: what a property read of `Usage` needs, one stat.
+    pub fn volume_usage(&self, vol: &VolumeRef) -> Result<u64> {
+        let (pool, config, _) = self.lookup(vol)?;
+        Ok(Volume::new(&pool.dir_path, config).usage())
+    }
+
     pub(super) fn effective_config(
         &self,
         vol: &VolumeRef,

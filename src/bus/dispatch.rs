@@ -1,0 +1,203 @@
+//! The dispatcher: every method call addressed to the service arrives here, from one
+//! message stream that is only drained — each call gets a task of its own at once, so
+//! a call that waits (for polkit, for a volume's gate, for a copy) never holds up the
+//! stream, zbus's reader of the connection, or any other call.
+//!
+//! A call is routed by its path (`path::Node`), interface and member; it must fit the
+//! introspection (`interfaces.rs`): an unknown object, interface or method and
+//! arguments of the wrong signature are refused with the standard error names before
+//! any handler runs. The handler's answer — a reply, an error or a read — goes to the
+//! outbox, which sends it after everything the call queued before it.
+//!
+//! The service does not use zbus's `ObjectServer`: its tree lock and per-interface
+//! locks, held across awaits, were what let one waiting call freeze the whole service.
+//! Nothing here holds a lock across an await.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use zbus::message::Type as MessageType;
+use zbus::{MatchRule, Message, MessageStream};
+
+use crate::bus::call::{Answer, Call};
+use crate::bus::error::{quote, BusError, BusResult, Standard};
+use crate::bus::interfaces::{
+    interfaces, INTROSPECTABLE, JOB, MANAGER, OBJECT_MANAGER, PEER, POOL, PROPERTIES, VOLUME,
+};
+use crate::bus::objects::Object;
+use crate::bus::outbox::Item;
+use crate::bus::path::Node;
+use crate::bus::properties::{self, Target};
+use crate::bus::service::Service;
+use crate::bus::{job, manager, object_manager, pool, standard, volume};
+
+/// How many calls may wait in the stream before the dispatcher takes them (it takes
+/// them as fast as it can spawn a task).
+const QUEUED_CALLS: usize = 1024;
+
+/// Starts taking method calls; returns once the stream is subscribed.
+pub async fn serve(svc: Arc<Service>) -> zbus::Result<()> {
+    let conn = svc.conn().clone();
+    let mut rule = MatchRule::builder().msg_type(MessageType::MethodCall);
+    if let Some(name) = conn.unique_name() {
+        rule = rule.destination(name.to_owned());
+    }
+    let capacity = NonZeroUsize::new(QUEUED_CALLS).expect("nonzero");
+    let mut calls = MessageStream::for_match_rule(rule.build()?, &conn, Some(capacity)).await?;
+    tokio::spawn(async move {
+        while let Some(msg) = calls.next().await {
+            match msg {
+                Ok(msg) => {
+                    tokio::spawn(answer(Arc::clone(&svc), msg));
+                }
+                Err(err) => tracing::debug!(error = %err, "an unreadable message"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Answers one call: route, run, queue the answer.
+async fn answer(svc: Arc<Service>, msg: Message) {
+    let call = Call::new(msg);
+    let answered = route(&svc, &call).await;
+    if call.no_reply_expected() {
+        return;
+    }
+    let item = match answered {
+        Ok(Answer::Reply(reply)) => Item::Send(reply),
+        Ok(Answer::Read(read)) => Item::Read(read),
+        Err(err) => match err.reply_to(&call.header()) {
+            Ok(reply) => Item::Send(reply),
+            Err(build) => {
+                tracing::error!(error = %build, "cannot build an error reply");
+                return;
+            }
+        },
+    };
+    svc.outbox.send(item);
+}
+
+/// The interfaces a node serves.
+pub fn served(node: &Node) -> &'static [&'static str] {
+    const PLAIN: &[&str] = &[PEER, INTROSPECTABLE, PROPERTIES];
+    match node {
+        Node::Manager => &[PEER, INTROSPECTABLE, PROPERTIES, OBJECT_MANAGER, MANAGER],
+        Node::Pool(_) => &[PEER, INTROSPECTABLE, PROPERTIES, POOL],
+        Node::Volume(_) => &[PEER, INTROSPECTABLE, PROPERTIES, VOLUME],
+        Node::Job(_) => &[PEER, INTROSPECTABLE, PROPERTIES, JOB],
+        _ => PLAIN,
+    }
+}
+
+async fn route(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
+    let header = call.header();
+    let path = header
+        .path()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let unknown_object = || {
+        BusError::standard(
+            Standard::UnknownObject,
+            format!("There is no object at {}", quote(&path)),
+        )
+    };
+    let node = Node::of(&path).ok_or_else(unknown_object)?;
+    if svc.registry.children(&node).is_none() {
+        return Err(unknown_object());
+    }
+    let object = svc.registry.object_at(&node);
+    let member = call.member();
+    let served = served(&node);
+    let iface = match header.interface() {
+        Some(iface) => served
+            .iter()
+            .copied()
+            .find(|s| *s == iface.as_str())
+            .ok_or_else(|| {
+                BusError::standard(
+                    Standard::UnknownInterface,
+                    format!("The object at {path} has no interface {}", quote(iface)),
+                )
+            })?,
+        None => interface_of_member(served, &member)?,
+    };
+    check_signature(call, iface, &member)?;
+    match (iface, object) {
+        (PEER, _) => standard::peer(call, &member),
+        (INTROSPECTABLE, _) => standard::introspect(call, &node, served),
+        (PROPERTIES, object) => {
+            let target = Target {
+                node: &node,
+                path: &path,
+                served,
+                object,
+            };
+            properties::answer(svc, call, target, &member).await
+        }
+        (OBJECT_MANAGER, _) => object_manager::answer(svc, call, &member).await,
+        (MANAGER, _) => manager::answer(svc, call, &member).await,
+        (POOL, Some(Object::Pool(p))) => pool::answer(svc, call, &p, &member).await,
+        (VOLUME, Some(Object::Volume(v))) => volume::answer(svc, call, &v, &member).await,
+        (JOB, Some(Object::Job(j))) => job::answer(svc, call, &j, &member).await,
+        _ => Err(unknown_object()),
+    }
+}
+
+/// A call without an interface field: the one served interface that has the member.
+fn interface_of_member(served: &[&'static str], member: &str) -> BusResult<&'static str> {
+    served
+        .iter()
+        .copied()
+        .find(|iface| interfaces().expect(iface).methods.contains_key(member))
+        .ok_or_else(|| {
+            BusError::standard(
+                Standard::UnknownMethod,
+                format!("There is no method {}", quote(member)),
+            )
+        })
+}
+
+/// The member exists and the arguments have the signature the introspection declares.
+fn check_signature(call: &Call, iface: &str, member: &str) -> BusResult<()> {
+    let spec = interfaces().expect(iface);
+    let method = spec.methods.get(member).ok_or_else(|| {
+        BusError::standard(
+            Standard::UnknownMethod,
+            format!("{iface} has no method {}", quote(member)),
+        )
+    })?;
+    let body = call.message().body();
+    let found = body.signature().to_string_no_parens();
+    if found != method.input {
+        return Err(BusError::invalid_args(format!(
+            "{iface}.{member} takes arguments of type ({}), not ({})",
+            method.input,
+            quote(&found)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_serves_the_standard_interfaces() {
+        for node in [
+            Node::Ancestor("org"),
+            Node::Manager,
+            Node::Pools,
+            Node::Jobs,
+            Node::Job(1),
+        ] {
+            let served = served(&node);
+            for iface in [PEER, INTROSPECTABLE, PROPERTIES] {
+                assert!(served.contains(&iface), "{node:?} {iface}");
+            }
+        }
+        assert!(served(&Node::Manager).contains(&OBJECT_MANAGER));
+    }
+}

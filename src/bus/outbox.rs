@@ -1,0 +1,231 @@
+//! The outbox: the one place that changes what the service announces, and the one
+//! sender of every signal and every reply, in order.
+//!
+//! Anything — a call task, the engine's thread copying data, the departures worker —
+//! queues [`Item`]s with [`Outbox::send`], which never waits. One task, the sequencer,
+//! takes them in order: it applies each change to the registry and to the objects'
+//! announced values and turns it into the message that announces it (the diff goes out
+//! as one PropertiesChanged; an object's arrival as InterfacesAdded), and it answers the
+//! reads that report announced state ([`Item::Read`]) at their place in the sequence.
+//! A second task, the sender, puts the messages on the connection in the same order;
+//! a read whose reply takes long to serialise (GetManagedObjects of 10 000 volumes)
+//! holds later messages back until its reply is out, without holding up the sequencer.
+//!
+//! What this guarantees by construction: a client that subscribes and then reads sees
+//! every change either in the reply or in a signal after it, never only in a signal
+//! before it; the signals of a call go out before its reply; nothing that announces
+//! state ever waits for zbus's locks (the service does not use zbus's object server),
+//! for an engine lock, or for polkit.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use zbus::{Connection, Message};
+
+use crate::bus::interfaces::{JOB, POOL, VOLUME};
+use crate::bus::objects::{JobObject, Object, PoolObject, VolumeObject};
+use crate::bus::registry::Registry;
+use crate::bus::signals;
+use crate::bus::values::{changed, Entry, JobProgress, PoolValues, VolumeValues};
+
+/// A message whose size makes it worth giving memory back to the system after it left.
+const LARGE_MESSAGE: usize = 1024 * 1024;
+
+/// A reply composed from the registry at its place in the sequence.
+pub type ReadFn = Box<dyn FnOnce(&Registry) -> Outgoing + Send>;
+
+/// One thing to announce, change or send.
+pub enum Item {
+    /// Serve an object and announce it (InterfacesAdded). `live` holds the values of the
+    /// properties that are read live (Usage, UsageDetails) as of its creation.
+    Export {
+        object: Object,
+        live: Vec<Entry<'static>>,
+    },
+    /// Stop serving an object and announce it (InterfacesRemoved).
+    Unexport(Object),
+    /// New values of a volume; the changed ones go out in one PropertiesChanged.
+    Volume(Arc<VolumeObject>, VolumeValues),
+    Pool(Arc<PoolObject>, PoolValues),
+    Job(Arc<JobObject>, JobProgress),
+    /// A message built elsewhere (a domain signal, a reply that reports no state).
+    Send(Message),
+    Read(ReadFn),
+    /// Resolved once everything queued before it is on the connection.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the sender puts on the connection next.
+pub enum Outgoing {
+    Ready(Message),
+    /// A reply still being serialised; later messages wait for it. A dropped sender
+    /// (the serialising task failed) means no reply: the caller sees NoReply.
+    Later(oneshot::Receiver<Message>),
+    /// A marker: resolved when reached.
+    Reached(oneshot::Sender<()>),
+    Nothing,
+}
+
+/// The queue into the outbox; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+impl Outbox {
+    /// Starts the sequencer and the sender on the current runtime.
+    pub fn start(conn: Connection, registry: Arc<Registry>) -> (Outbox, JoinHandle<()>) {
+        let (tx, items) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(sequence(items, out_tx, registry));
+        let sender = tokio::spawn(send_in_order(out_rx, conn));
+        (Outbox { tx }, sender)
+    }
+
+    /// Queues an item; never waits. After shutdown the item is dropped.
+    pub fn send(&self, item: Item) {
+        if self.tx.send(item).is_err() {
+            tracing::debug!("the outbox is closed; an announcement was dropped");
+        }
+    }
+
+    /// Returns once everything queued so far is on the connection.
+    pub async fn flush(&self) {
+        let (done, reached) = oneshot::channel();
+        self.send(Item::Flush(done));
+        let _ = reached.await;
+    }
+}
+
+async fn sequence(
+    mut items: mpsc::UnboundedReceiver<Item>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    registry: Arc<Registry>,
+) {
+    while let Some(item) = items.recv().await {
+        let outgoing = apply(item, &registry);
+        if out.send(outgoing).is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies one item to the registry and the announced values; returns what to send.
+fn apply(item: Item, registry: &Registry) -> Outgoing {
+    let built = match item {
+        Item::Export { object, live } => export(object, live, registry),
+        Item::Unexport(object) => unexport(&object, registry),
+        Item::Volume(object, values) => announce_volume(&object, values),
+        Item::Pool(object, values) => announce_pool(&object, values),
+        Item::Job(object, progress) => announce_job(&object, progress),
+        Item::Send(message) => Ok(Some(message)),
+        Item::Read(read) => return read(registry),
+        Item::Flush(done) => return Outgoing::Reached(done),
+    };
+    match built {
+        Ok(Some(message)) => Outgoing::Ready(message),
+        Ok(None) => Outgoing::Nothing,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build an announcement");
+            Outgoing::Nothing
+        }
+    }
+}
+
+fn export(
+    object: Object,
+    live: Vec<Entry<'static>>,
+    registry: &Registry,
+) -> zbus::Result<Option<Message>> {
+    registry.insert(object.clone());
+    let path = object.path().as_ref();
+    let message = match &object {
+        Object::Pool(pool) => {
+            let values = pool.values();
+            let mut entries = values.entries();
+            entries.extend(live);
+            signals::interfaces_added(&path, POOL, &entries)?
+        }
+        Object::Volume(volume) => {
+            let values = volume.values();
+            let mut entries = values.entries(&volume.vol);
+            entries.extend(live);
+            signals::interfaces_added(&path, VOLUME, &entries)?
+        }
+        Object::Job(job) => {
+            let mut entries = job.identity.entries();
+            entries.extend(job.announced().entries());
+            signals::interfaces_added(&path, JOB, &entries)?
+        }
+    };
+    Ok(Some(message))
+}
+
+fn unexport(object: &Object, registry: &Registry) -> zbus::Result<Option<Message>> {
+    if !registry.remove(object) {
+        return Ok(None);
+    }
+    let iface = match object {
+        Object::Pool(_) => POOL,
+        Object::Volume(_) => VOLUME,
+        Object::Job(_) => JOB,
+    };
+    signals::interfaces_removed(&object.path().as_ref(), iface).map(Some)
+}
+
+fn announce_volume(object: &VolumeObject, values: VolumeValues) -> zbus::Result<Option<Message>> {
+    let new = Arc::new(values);
+    let old = object.announce(Arc::clone(&new));
+    let diff = changed(&old.entries(&object.vol), new.entries(&object.vol));
+    properties_changed(object.path.as_ref(), VOLUME, &diff)
+}
+
+fn announce_pool(object: &PoolObject, values: PoolValues) -> zbus::Result<Option<Message>> {
+    let new = Arc::new(values);
+    let old = object.announce(Arc::clone(&new));
+    let diff = changed(&old.entries(), new.entries());
+    properties_changed(object.path.as_ref(), POOL, &diff)
+}
+
+fn announce_job(object: &JobObject, progress: JobProgress) -> zbus::Result<Option<Message>> {
+    let old = object.announce(progress);
+    let diff = changed(&old.entries(), progress.entries());
+    properties_changed(object.path.as_ref(), JOB, &diff)
+}
+
+fn properties_changed(
+    path: zbus::ObjectPath<'_>,
+    iface: &str,
+    diff: &[Entry<'_>],
+) -> zbus::Result<Option<Message>> {
+    if diff.is_empty() {
+        return Ok(None);
+    }
+    signals::properties_changed(&path, iface, diff).map(Some)
+}
+
+async fn send_in_order(mut out: mpsc::UnboundedReceiver<Outgoing>, conn: Connection) {
+    while let Some(outgoing) = out.recv().await {
+        let message = match outgoing {
+            Outgoing::Ready(message) => message,
+            Outgoing::Later(reply) => match reply.await {
+                Ok(message) => message,
+                Err(_) => continue,
+            },
+            Outgoing::Reached(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            Outgoing::Nothing => continue,
+        };
+        let size = message.data().len();
+        if let Err(err) = conn.send(&message).await {
+            tracing::warn!(error = %err, "cannot send a message");
+        }
+        drop(message);
+        if size >= LARGE_MESSAGE {
+            crate::memory::give_back();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The announced property values of pools, volumes and jobs — the one table of
+//! properties. Each object keeps the values it last announced; after every call that
+//! may change an object the bus layer reads the engine's live view again, and the
+//! properties whose values differ go out in one `PropertiesChanged` carrying the new
+//! values, before the reply of the call. Get, GetAll, GetManagedObjects and
+//! InterfacesAdded are all served from [`VolumeValues::entries`] and its siblings, so
+//! what a client reads and what the signals said never disagree.
+//!
+//! Not here: `Usage` and `UsageDetails`, which change with every write of a running VM,
+//! are read live and never announced (see `live.rs`). The names and types here must
+//! match `dbus/*.xml`; the tests at the bottom check them.
+
+use qubes_storage_engine::{PoolInfo, VolumeInfo, VolumeRef};
+use zbus::{ObjectPath, OwnedObjectPath, Variant};
+
+use crate::bus::path;
+
+/// One property's name and value.
+pub type Entry<'a> = (&'static str, Variant<'a>);
+
+/// The announced state of a volume (all but `Usage`), compact: object paths and the
+/// name are derived from the volume's identity when they are serialised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeValues {
+    pub size: u64,
+    pub rw: bool,
+    pub snap_on_start: bool,
+    pub save_on_stop: bool,
+    pub source: Option<qubes_storage_engine::Vid>,
+    pub revisions_to_keep: i32,
+    pub ephemeral: bool,
+    pub snapshots_disabled: bool,
+    pub is_dirty: bool,
+    pub is_outdated: bool,
+    pub started: bool,
+    pub revisions: Vec<(u64, i64)>,
+    pub block_device_path: String,
+}
+
+impl VolumeValues {
+    pub fn of(info: &VolumeInfo) -> VolumeValues {
+        let config = &info.config;
+        VolumeValues {
+            size: info.size,
+            rw: config.rw,
+            snap_on_start: config.snap_on_start,
+            save_on_stop: config.save_on_stop,
+            source: config.source.clone(),
+            revisions_to_keep: config.revisions_to_keep.get(),
+            ephemeral: info.ephemeral,
+            snapshots_disabled: info.snapshots_disabled,
+            is_dirty: info.is_dirty,
+            is_outdated: info.is_outdated,
+            started: info.started,
+            revisions: info.revisions.iter().map(|r| (r.id, r.timestamp)).collect(),
+            block_device_path: info.block_device_path.display().to_string(),
+        }
+    }
+
+    /// Every announced property of the volume `vol`, by its D-Bus name.
+    pub fn entries<'a>(&'a self, vol: &'a VolumeRef) -> Vec<Entry<'a>> {
+        let source = match &self.source {
+            Some(vid) => path::volume_path(&VolumeRef {
+                pool: vol.pool.clone(),
+                vid: vid.clone(),
+            }),
+            None => path::no_object(),
+        };
+        let revisions: Vec<(String, i64)> = self
+            .revisions
+            .iter()
+            .map(|(id, ts)| (id.to_string(), *ts))
+            .collect();
+        vec![
+            ("Vid", Variant::from(owned_str(vol.vid.to_string()))),
+            ("Name", Variant::from(vol.vid.name())),
+            ("Pool", object(path::pool_path(&vol.pool))),
+            ("Size", Variant::from(self.size)),
+            ("Rw", Variant::from(self.rw)),
+            ("SnapOnStart", Variant::from(self.snap_on_start)),
+            ("SaveOnStop", Variant::from(self.save_on_stop)),
+            ("Source", object(source)),
+            ("RevisionsToKeep", Variant::from(self.revisions_to_keep)),
+            ("Ephemeral", Variant::from(self.ephemeral)),
+            ("SnapshotsDisabled", Variant::from(self.snapshots_disabled)),
+            ("IsDirty", Variant::from(self.is_dirty)),
+            ("IsOutdated", Variant::from(self.is_outdated)),
+            ("Started", Variant::from(self.started)),
+            ("Revisions", Variant::from(revisions)),
+            (
+                "BlockDevicePath",
+                Variant::from(self.block_device_path.as_str()),
+            ),
+        ]
+    }
+}
+
+/// The announced state of a pool (all but `UsageDetails`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolValues {
+    pub name: String,
+    pub dir_path: String,
+    pub setup_check: bool,
+    pub revisions_to_keep: i32,
+    pub ephemeral_volatile: bool,
+    pub included_in: String,
+}
+
+impl PoolValues {
+    pub fn of(info: &PoolInfo) -> PoolValues {
+        let config = &info.config;
+        PoolValues {
+            name: config.name.to_string(),
+            dir_path: config.dir_path.display().to_string(),
+            setup_check: config.setup_check,
+            revisions_to_keep: config.revisions_to_keep.get(),
+            ephemeral_volatile: config.ephemeral_volatile,
+            included_in: info
+                .included_in
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn entries(&self) -> Vec<Entry<'_>> {
+        vec![
+            ("Name", Variant::from(self.name.as_str())),
+            ("Driver", Variant::from(qubes_storage_engine::DRIVER)),
+            ("DirPath", Variant::from(self.dir_path.as_str())),
+            ("SetupCheck", Variant::from(self.setup_check)),
+            ("RevisionsToKeep", Variant::from(self.revisions_to_keep)),
+            ("EphemeralVolatile", Variant::from(self.ephemeral_volatile)),
+            ("IncludedIn", Variant::from(self.included_in.as_str())),
+        ]
+    }
+}
+
+/// What a Job announces as its copy advances.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobProgress {
+    pub done: u64,
+    pub rate: u64,
+    pub fraction: f64,
+}
+
+impl JobProgress {
+    pub fn entries(&self) -> Vec<Entry<'static>> {
+        vec![
+            ("Progress", Variant::from(self.fraction)),
+            ("BytesDone", Variant::from(self.done)),
+            ("Rate", Variant::from(self.rate)),
+        ]
+    }
+}
+
+/// The constant properties of a Job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobIdentity {
+    pub operation: String,
+    pub objects: Vec<OwnedObjectPath>,
+    pub total: u64,
+    pub start_time_us: u64,
+    pub started_by: u32,
+}
+
+impl JobIdentity {
+    pub fn entries(&self) -> Vec<Entry<'_>> {
+        let objects: Vec<ObjectPath<'_>> = self.objects.iter().map(|p| p.as_ref()).collect();
+        vec![
+            ("Operation", Variant::from(self.operation.as_str())),
+            ("Objects", Variant::from(objects)),
+            ("BytesTotal", Variant::from(self.total)),
+            ("StartTime", Variant::from(self.start_time_us)),
+            ("Cancelable", Variant::from(true)),
+            ("StartedByUID", Variant::from(self.started_by)),
+        ]
+    }
+}
+
+/// The entries of `new` whose values differ from `old`'s (same names, same order).
+pub fn changed<'a>(old: &[Entry<'_>], new: Vec<Entry<'a>>) -> Vec<Entry<'a>> {
+    new.into_iter()
+        .filter(|(name, value)| old.iter().find(|(n, _)| n == name).map(|(_, v)| v) != Some(value))
+        .collect()
+}
+
+fn object(path: OwnedObjectPath) -> Variant<'static> {
+    Variant::from(path.into_inner())
+}
+
+fn owned_str(text: String) -> zbus::Str<'static> {
+    zbus::Str::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::interfaces::{interfaces, Emits, JOB, POOL, VOLUME};
+    use qubes_storage_engine::{
+        PoolConfig, PoolName, Revision, RevisionsToKeep, Vid, VolumeConfig,
+    };
+    use std::path::PathBuf;
+
+    fn info() -> VolumeInfo {
+        let vid = Vid::parse("appvms/work/root").unwrap();
+        VolumeInfo {
+            pool: PoolName::parse("p").unwrap(),
+            config: VolumeConfig {
+                vid: vid.clone(),
+                size: 10,
+                rw: true,
+                snap_on_start: true,
+                save_on_stop: false,
+                source: Some(Vid::parse("vm-templates/fedora/root").unwrap()),
+                revisions_to_keep: RevisionsToKeep::DEFAULT,
+                ephemeral: None,
+            },
+            size: 10,
+            usage: 0,
+            ephemeral: false,
+            snapshots_disabled: false,
+            is_dirty: false,
+            is_outdated: false,
+            started: false,
+            revisions: vec![Revision {
+                id: 2,
+                timestamp: 100,
+            }],
+            block_device_path: PathBuf::from("/p/appvms/work/root-dirty.img"),
+        }
+    }
+
+    fn vol() -> VolumeRef {
+        VolumeRef {
+            pool: PoolName::parse("p").unwrap(),
+            vid: Vid::parse("appvms/work/root").unwrap(),
+        }
+    }
+
+    fn pool_values() -> PoolValues {
+        PoolValues::of(&PoolInfo {
+            config: PoolConfig {
+                name: PoolName::parse("p").unwrap(),
+                dir_path: PathBuf::from("/p"),
+                setup_check: true,
+                revisions_to_keep: RevisionsToKeep::DEFAULT,
+                ephemeral_volatile: false,
+            },
+            usage: None,
+            included_in: None,
+        })
+    }
+
+    fn job_entries() -> Vec<Entry<'static>> {
+        let identity = JobIdentity {
+            operation: "ImportVolume".into(),
+            objects: vec![path::no_object()],
+            total: 1,
+            start_time_us: 2,
+            started_by: 0,
+        };
+        let mut entries: Vec<Entry<'static>> = identity
+            .entries()
+            .into_iter()
+            .map(|(n, v)| (n, v.try_to_owned().unwrap().into()))
+            .collect();
+        entries.extend(JobProgress::default().entries());
+        entries
+    }
+
+    /// Every announced entry is a property of the interface with the same type, and
+    /// every property of the interface is announced — except those read live.
+    fn assert_matches_xml(iface: &str, entries: &[Entry<'_>]) {
+        let spec = interfaces().expect(iface);
+        for (name, value) in entries {
+            let prop = spec
+                .properties
+                .get(*name)
+                .unwrap_or_else(|| panic!("{iface}.{name} is not in the XML"));
+            assert_eq!(
+                value.value_signature().to_string(),
+                prop.signature,
+                "{name}"
+            );
+            assert_ne!(prop.emits, Emits::Never, "{name} is live, not announced");
+        }
+        for (name, prop) in &spec.properties {
+            let announced = entries.iter().any(|(n, _)| n == name);
+            assert_eq!(announced, prop.emits != Emits::Never, "{iface}.{name}");
+        }
+    }
+
+    #[test]
+    fn volume_table_matches_the_introspection() {
+        let values = VolumeValues::of(&info());
+        assert_matches_xml(VOLUME, &values.entries(&vol()));
+    }
+
+    #[test]
+    fn pool_table_matches_the_introspection() {
+        assert_matches_xml(POOL, &pool_values().entries());
+    }
+
+    #[test]
+    fn job_table_matches_the_introspection() {
+        assert_matches_xml(JOB, &job_entries());
+    }
+
+    #[test]
+    fn volume_values_name_objects_by_path() {
+        let values = VolumeValues::of(&info());
+        let vol = vol();
+        let entries = values.entries(&vol);
+        let get = |name: &str| entries.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(
+            get("Pool"),
+            Variant::from(ObjectPath::try_from("/org/qubes/Storage/pools/p").unwrap())
+        );
+        assert_eq!(
+            get("Source"),
+            Variant::from(
+                ObjectPath::try_from(
+                    "/org/qubes/Storage/pools/p/volumes/vm_2dtemplates_2ffedora_2froot"
+                )
+                .unwrap()
+            )
+        );
+        assert_eq!(get("Name"), Variant::from("root"));
+    }
+
+    #[test]
+    fn diff_holds_only_the_changed_values() {
+        let vol = vol();
+        let before = VolumeValues::of(&info());
+        let mut after_info = info();
+        after_info.started = true;
+        after_info.size = 20;
+        let after = VolumeValues::of(&after_info);
+        let diff = changed(&before.entries(&vol), after.entries(&vol));
+        let names: Vec<_> = diff.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec!["Size", "Started"]);
+        assert_eq!(diff[0].1, Variant::from(20u64));
+        assert!(changed(&after.entries(&vol), after.entries(&vol)).is_empty());
+    }
+}
