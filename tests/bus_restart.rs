@@ -103,3 +103,29 @@ async fn without_a_bus_flag_the_system_bus_address_from_the_environment_is_serve
     assert!(manager.list_pools(opts()).await.unwrap().is_empty());
     assert!(daemon.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_announces_nothing_its_objects_are_served_before_the_name() {
+    let mut h = Harness::start().await;
+    populate(&mut h).await;
+    let before = managed_objects(&h.conn).await;
+    h.stop_daemon();
+    // Every InterfacesAdded on the bus, from anyone.
+    let watcher = h.bus.connect().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .member("InterfacesAdded")
+        .build()
+        .unwrap();
+    let mut added = zbus::MessageStream::for_match_rule(rule, &watcher, None)
+        .await
+        .unwrap();
+    h.start_daemon().await;
+    // The reply to this call comes after any signal the service sent before it.
+    assert_eq!(managed_objects(&watcher).await, before);
+    let early = futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut added));
+    assert!(
+        early.is_none(),
+        "the restarted service announced objects: {early:?}"
+    );
+}

@@ -46,6 +46,16 @@ pub enum CloneOutcome {
 /// about 2 GiB anyway).
 const COPY_RANGE_MAX_CALL: u64 = 1 << 30;
 
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another
+/// open file description holds it (EWOULDBLOCK).
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// FICLONE `src` into `dst` (which must be a fresh, empty file opened for writing).
 pub fn ficlone(dst: &File, src: &File) -> io::Result<CloneOutcome> {
     match rustix::fs::ioctl_ficlone(dst, src) {

@@ -11,7 +11,7 @@ use qubes_storaged::bus::daemon::{self, DaemonConfig};
 const DEFAULT_STATE_DIR: &str = "/var/lib/qubes-storaged";
 
 const USAGE: &str = "\
-Usage: qubes-storaged [--state-dir DIR] [--bus-address ADDRESS]
+Usage: qubes-storaged [--state-dir DIR] [--bus-address ADDRESS] [--max-message-size BYTES]
 
 Serves org.qubes.Storage on the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured).
 
@@ -20,6 +20,10 @@ Options:
                           first entry of $STATE_DIRECTORY, which systemd's
                           StateDirectory= sets, else /var/lib/qubes-storaged)
   --bus-address ADDRESS   serve on this bus instead of the system bus
+  --max-message-size BYTES
+                          the bus's largest message (dbus-daemon's max_message_size,
+                          default 33554432); larger replies are refused with
+                          org.freedesktop.DBus.Error.LimitsExceeded
   -h, --help              print this help
   -V, --version           print the version";
 
@@ -43,6 +47,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
     let mut config = DaemonConfig {
         state_dir: default_state_dir(std::env::var("STATE_DIRECTORY").ok()),
         bus_address: None,
+        max_message_size: qubes_storaged::bus::reply::BUS_MESSAGE_LIMIT,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -60,6 +65,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         match flag.as_str() {
             "--state-dir" => config.state_dir = PathBuf::from(value("--state-dir")?),
             "--bus-address" => config.bus_address = Some(value("--bus-address")?),
+            "--max-message-size" => {
+                let text = value("--max-message-size")?;
+                config.max_message_size = text.parse().map_err(|_| {
+                    format!("--max-message-size needs a number of bytes, not {text:?}")
+                })?;
+            }
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             other => return Err(format!("unknown argument {other:?}")),

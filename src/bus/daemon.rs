@@ -35,6 +35,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// `None`: the system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured).
     pub bus_address: Option<String>,
+    /// The bus's largest message (dbus-daemon's `max_message_size`); larger replies
+    /// are refused with `LimitsExceeded`.
+    pub max_message_size: usize,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -58,6 +61,7 @@ pub enum DaemonError {
 
 /// Runs the service until SIGTERM/SIGINT (Ok) or until the bus goes away (Err).
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+    crate::bus::reply::set_limit(config.max_message_size);
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let state_dir = config.state_dir.clone();

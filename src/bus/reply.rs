@@ -6,6 +6,8 @@
 //! for every reply, whatever its method: a read of 100 000 volumes must never take the
 //! service off the bus.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::Serialize;
 use zbus::message::Header;
 use zbus::wire::serialized::Context;
@@ -17,7 +19,20 @@ use crate::bus::error::{BusError, Standard};
 /// The largest message dbus-daemon accepts by default (`max_message_size`).
 pub const BUS_MESSAGE_LIMIT: usize = 32 * 1024 * 1024;
 /// Room left for the message header (path, interface, member, destination…).
-const HEADER_ALLOWANCE: usize = 64 * 1024;
+const HEADER_ALLOWANCE: usize = 4 * 1024;
+
+/// The largest message the bus carries, as configured (`--max-message-size`).
+static LIMIT: AtomicUsize = AtomicUsize::new(BUS_MESSAGE_LIMIT);
+
+/// Sets the largest message the bus carries (a bus configured with another
+/// `max_message_size` than dbus-daemon's default).
+pub fn set_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+fn limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
+}
 
 /// The method return carrying `body`, or `LimitsExceeded` if it would be too large.
 pub fn build<B>(header: &Header<'_>, body: &B, what: &str) -> Result<Message, BusError>
@@ -27,7 +42,7 @@ where
     let size = zbus::wire::serialized_size(Context::new(LE, 0), body)
         .map_err(|err| BusError::failed(format!("Cannot encode the reply: {err}")))?;
     let size = *size;
-    if size + HEADER_ALLOWANCE > BUS_MESSAGE_LIMIT {
+    if size + HEADER_ALLOWANCE > limit() {
         return Err(too_large(what, size));
     }
     Message::method_return(header)
@@ -41,7 +56,7 @@ fn too_large(what: &str, size: usize) -> BusError {
         format!(
             "The reply to {what} would be {} MiB, more than the bus carries ({} MiB); ask for less (per pool, per object)",
             size.div_ceil(1024 * 1024),
-            BUS_MESSAGE_LIMIT / (1024 * 1024)
+            limit().div_ceil(1024 * 1024)
         ),
     )
 }

@@ -59,6 +59,12 @@ impl Bus {
         Bus::start(|socket| config(socket, &permissive_policy(), &[]))
     }
 
+    /// A permissive bus whose largest message is `bytes` (`max_message_size`).
+    pub fn permissive_with_message_limit(bytes: usize) -> Bus {
+        let limit = format!("  <limit name=\"max_message_size\">{bytes}</limit>\n");
+        Bus::start(|socket| config(socket, &(permissive_policy() + &limit), &[]))
+    }
+
     /// A bus with the system bus's default policy, then `includes`.
     pub fn system_like(includes: &[Include]) -> Bus {
         Bus::start(|socket| config(socket, &system_policy(), includes))

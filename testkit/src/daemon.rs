@@ -38,6 +38,8 @@ pub struct DaemonSpec<'a> {
     /// `RUST_LOG` for it; `None` leaves the environment's (the daemon's default is
     /// `info`).
     pub log_filter: Option<&'a str>,
+    /// More arguments (e.g. `--max-message-size`).
+    pub extra_args: &'a [&'a str],
 }
 
 impl<'a> DaemonSpec<'a> {
@@ -49,6 +51,7 @@ impl<'a> DaemonSpec<'a> {
             log,
             bus_arg: BusArg::Flag,
             log_filter: None,
+            extra_args: &[],
         }
     }
 }
@@ -73,6 +76,7 @@ impl Daemon {
             BusArg::Flag => command.arg("--bus-address").arg(bus.address()),
             BusArg::SystemBusEnv => command.env("DBUS_SYSTEM_BUS_ADDRESS", bus.address()),
         };
+        command.args(spec.extra_args);
         if let Some(filter) = spec.log_filter {
             command.env("RUST_LOG", filter);
         }
@@ -88,6 +92,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.exited().is_none()
     }
 
     /// SIGTERM and wait; the exit status.

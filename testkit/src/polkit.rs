@@ -83,6 +83,11 @@ impl Polkitd {
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }
+
+    /// Sends `signal` (SIGSTOP and SIGCONT make a polkitd that does not answer).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.child.signal(signal).expect("signal polkitd");
+    }
 }
 
 /// Installs the project's actions where polkitd reads them, if missing or different,

@@ -242,9 +242,14 @@ pub async fn start_daemon(
 /// `gdbus call --address … --dest org.qubes.Storage ARGS` as `nobody` (the bus takes
 /// the uid from the socket): `Ok(stdout)` or `Err(stderr)`, which names the D-Bus error.
 pub async fn gdbus_as_nobody(bus: &TestBus, args: &[&str]) -> Result<String, String> {
+    gdbus_as_nobody_at(bus.address(), args).await
+}
+
+/// [`gdbus_as_nobody`] on the bus at `address` (from a task that does not own the bus).
+pub async fn gdbus_as_nobody_at(address: &str, args: &[&str]) -> Result<String, String> {
     let mut all = vec!["--dest", SERVICE];
     all.extend_from_slice(args);
-    gdbus_call_as(&NOBODY, bus.address(), &all).await
+    gdbus_call_as(&NOBODY, address, &all).await
 }
 
 // ---- the whole setup ----
@@ -259,6 +264,8 @@ pub struct Harness {
     polkit: Option<Polkitd>,
     pub bus: TestBus,
     dir: TempDir,
+    /// More arguments for the service.
+    daemon_args: Vec<String>,
 }
 
 impl Harness {
@@ -270,9 +277,22 @@ impl Harness {
         Harness::start_with(true).await
     }
 
+    /// A harness whose bus carries messages of at most `bytes`, and a service told so.
+    pub async fn start_with_message_limit(bytes: usize) -> Harness {
+        Harness::start_on(
+            TestBus::permissive_with_message_limit(bytes),
+            false,
+            Some(bytes),
+        )
+        .await
+    }
+
     async fn start_with(polkit: bool) -> Harness {
+        Harness::start_on(TestBus::permissive(), polkit, None).await
+    }
+
+    async fn start_on(bus: TestBus, polkit: bool, message_limit: Option<usize>) -> Harness {
         common_fs::require_root();
-        let bus = TestBus::permissive();
         let conn = bus.connect().await;
         let polkit = if polkit {
             Some(Polkitd::start(&bus, &conn).await)
@@ -291,6 +311,9 @@ impl Harness {
             polkit,
             bus,
             dir,
+            daemon_args: message_limit
+                .map(|bytes| vec!["--max-message-size".to_owned(), bytes.to_string()])
+                .unwrap_or_default(),
         };
         harness.start_daemon().await;
         harness
@@ -314,19 +337,28 @@ impl Harness {
         if self.service_signals.is_none() {
             self.service_signals = Some(watch_service_signals(&self.conn).await);
         }
-        let daemon = start_daemon(
-            &self.bus,
-            &self.conn,
-            &self.state_dir(),
-            &self.log_path(),
-            BusArg::Flag,
-        )
-        .await;
+        let args: Vec<&str> = self.daemon_args.iter().map(String::as_str).collect();
+        let state_dir = self.state_dir();
+        let log = self.log_path();
+        let spec = DaemonSpec {
+            extra_args: &args,
+            ..DaemonSpec::new(Path::new(DAEMON_BINARY), &state_dir, &log)
+        };
+        let daemon = Daemon::start(&spec, &self.bus, &self.conn).await;
         self.daemon = Some(daemon);
+    }
+
+    /// The harness's polkitd (started by [`Harness::with_polkit`]).
+    pub fn polkitd(&self) -> &Polkitd {
+        self.polkit.as_ref().expect("the harness runs polkitd")
     }
 
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the daemon runs")
+    }
+
+    pub fn daemon_mut(&mut self) -> &mut Daemon {
+        self.daemon.as_mut().expect("the daemon runs")
     }
 
     /// Takes the running daemon out (to signal it by hand).
@@ -453,15 +485,20 @@ impl Drop for Harness {
 /// stamped with its offset; `seed` picks the pattern): enough scattered data that a
 /// copy across filesystems is a byte copy with a Job, while a debug build stays fast.
 pub async fn fill_scattered(volume: &VolumeProxy<'_>, size: u64, seed: u64) {
-    use std::os::unix::fs::FileExt;
     let fd = volume.import_data(size, opts()).await.unwrap();
     let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    write_scattered(&file, size, seed);
+    drop(file);
+    volume.import_data_end(true, opts()).await.unwrap();
+}
+
+/// Writes the data of [`fill_scattered`] into an import file.
+pub fn write_scattered(file: &std::fs::File, size: u64, seed: u64) {
+    use std::os::unix::fs::FileExt;
     let mut block = common_fs::pattern(seed, 0, MIB as usize);
     for chunk in 0..size / (2 * MIB) {
         let offset = chunk * 2 * MIB;
         block[..8].copy_from_slice(&offset.to_le_bytes());
         file.write_all_at(&block, offset).unwrap();
     }
-    drop(file);
-    volume.import_data_end(true, opts()).await.unwrap();
 }

@@ -33,6 +33,8 @@ pub struct PoolSpec {
 }
 
 pub struct Engine {
+    /// Held for the engine's life: one engine per state directory.
+    _instance: crate::instance::InstanceLock,
     state_dir: PathBuf,
     store: Store,
     pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
@@ -52,6 +54,7 @@ impl Engine {
     pub fn open(state_dir: &Path) -> Result<Engine> {
         std::fs::create_dir_all(state_dir)
             .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        let instance = crate::instance::InstanceLock::acquire(state_dir)?;
         let store = Store::open(state_dir)?;
         let pools = store
             .load()?
@@ -59,6 +62,7 @@ impl Engine {
             .map(|r| (r.pool.name.clone(), r))
             .collect();
         Ok(Engine {
+            _instance: instance,
             state_dir: state_dir.to_owned(),
             store,
             pools: RwLock::new(pools),

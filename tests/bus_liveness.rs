@@ -1,0 +1,328 @@
+//! The service stays responsive whatever one call waits for. Each test makes one call
+//! wait — for a long copy, for a stopped polkitd, behind a busy volume while a thousand
+//! callers leave the bus — and meanwhile probes the service with an unrelated
+//! `ListPools` and a property `Get` on another volume, which must be answered within
+//! [`PROBE_LIMIT`] every time. Before the bus layer had its own dispatcher each of these
+//! froze the whole service (zbus's object-server lock held by a call that waited): the
+//! probes then hung for as long as the wait lasted (seconds, or for ever).
+//!
+//! [`PROBE_LIMIT`] is a liveness bound, not a speed figure: the probes cross
+//! dbus-daemon, which these tests keep busy, on a small machine doing gigabytes of
+//! copies. Each test prints its slowest probe; `cargo bench --bench bus` measures the
+//! latency of unrelated calls during a long copy on a quiet machine.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{
+    fill_scattered, gdbus_as_nobody_at, opts, opts_of, FsType, Harness, VolumeProxy, MIB,
+};
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+
+use zbus::{Connection, Message, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+
+/// How fast an unrelated call must be answered while another call waits.
+const PROBE_LIMIT: Duration = Duration::from_millis(500);
+/// A probe that takes this long has hung: the test fails instead of waiting for it.
+const HUNG: Duration = Duration::from_secs(5);
+const JOBS: &str = "/org/qubes/Storage/jobs/";
+
+/// What the probes measured.
+#[derive(Debug, Default)]
+struct Probes {
+    count: usize,
+    slowest: Duration,
+}
+
+/// One `ListPools` and one `Get` of `Size` of `other`; the time each took.
+async fn probe_once(h: &Harness, other: &VolumeProxy<'_>) -> [Duration; 2] {
+    let manager = h.manager().await;
+    let started = Instant::now();
+    tokio::time::timeout(HUNG, manager.list_pools(opts()))
+        .await
+        .expect("ListPools hung")
+        .expect("ListPools");
+    let list = started.elapsed();
+    let started = Instant::now();
+    tokio::time::timeout(HUNG, other.size())
+        .await
+        .expect("Get hung")
+        .expect("Get Size");
+    [list, started.elapsed()]
+}
+
+/// Probes the service again and again until `until` is done.
+async fn probe_while<F: std::future::Future>(
+    h: &Harness,
+    other: &OwnedObjectPath,
+    until: F,
+) -> (Probes, F::Output) {
+    let other = h.volume(other).await;
+    let mut probes = Probes::default();
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            out = &mut until => return (probes, out),
+            times = probe_once(h, &other) => {
+                probes.count += 1;
+                probes.slowest = probes.slowest.max(times[0]).max(times[1]);
+            }
+        }
+    }
+}
+
+fn assert_responsive(probes: &Probes, what: &str) {
+    assert!(probes.count > 0, "no probe completed while {what}");
+    assert!(
+        probes.slowest < PROBE_LIMIT,
+        "while {what}, a probe took {:?} ({} probes)",
+        probes.slowest,
+        probes.count
+    );
+    eprintln!(
+        "while {what}: {} probes, slowest {:?}",
+        probes.count, probes.slowest
+    );
+}
+
+fn is_job_signal(msg: &Message) -> bool {
+    msg.header()
+        .path()
+        .is_some_and(|p| p.as_str().starts_with(JOBS))
+}
+
+/// Waits for the first signal of a Job (a copy is running).
+async fn first_job_signal(stream: &mut MessageStream) -> OwnedObjectPath {
+    loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        if is_job_signal(&msg) {
+            return OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        }
+        let header = msg.header();
+        if header.member().is_some_and(|m| m == "InterfacesAdded") {
+            type Interfaces = HashMap<String, HashMap<String, OwnedVariant>>;
+            let (path, _): (OwnedObjectPath, Interfaces) = msg.body().deserialize().unwrap();
+            if path.as_str().starts_with(JOBS) {
+                return path;
+            }
+        }
+    }
+}
+
+/// A template image of `size` bytes (half of them data) on an ext4 pool of
+/// `pool_size` bytes (no reflinks, so snapshots and precaches are byte copies with a
+/// Job), and another volume to probe.
+async fn ext4_template(
+    h: &mut Harness,
+    size: u64,
+    pool_size: u64,
+) -> (OwnedObjectPath, OwnedObjectPath) {
+    let pool = h.pool_on("plain", FsType::Ext4, pool_size).await;
+    let template = h.origin_volume(&pool, "vm-templates/t/root", MIB).await;
+    fill_scattered(&h.volume(&template).await, size, 7).await;
+    let other = h.origin_volume(&pool, "appvms/other/private", MIB).await;
+    (pool, other)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_property_write_to_a_template_being_copied_never_freezes_the_service() {
+    let mut h = Harness::start().await;
+    let (pool, other) = ext4_template(&mut h, 1024 * MIB, 2048 * MIB).await;
+    let template = h
+        .pool(&pool)
+        .await
+        .get_volume("vm-templates/t/root", opts())
+        .await
+        .unwrap();
+    let snapshot = h
+        .create_volume(
+            &pool,
+            "appvms/disp/root",
+            opts_of([
+                ("snap_on_start", Variant::from(true)),
+                ("source", Variant::from("vm-templates/t/root")),
+                ("rw", Variant::from(true)),
+            ]),
+        )
+        .await;
+    let mut stream = MessageStream::from(&h.conn);
+    let snapshot_proxy = h.volume(&snapshot).await;
+    let start = tokio::spawn(async move { snapshot_proxy.start(opts()).await });
+    first_job_signal(&mut stream).await;
+    // A stream nobody reads would stop this connection (zbus waits for room in it).
+    drop(stream);
+    let template_proxy = h.volume(&template).await;
+    let write = tokio::spawn(async move { template_proxy.set_rw(true).await });
+    let (probes, started) = probe_while(&h, &other, start).await;
+    started.unwrap().expect("the snapshot's Start");
+    write.await.unwrap().expect("the write to the template");
+    assert_responsive(
+        &probes,
+        "a snapshot copied its template and the template was written",
+    );
+    assert!(h.volume(&template).await.rw().await.unwrap());
+}
+
+/// A connection that sees every CheckAuthorization sent to polkit on the test bus.
+async fn monitor_polkit_checks(h: &Harness) -> MessageStream {
+    let monitor = h.bus.connect().await;
+    let rule = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
+    monitor
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Monitoring"),
+            "BecomeMonitor",
+            &(vec![rule], 0u32),
+        )
+        .await
+        .expect("BecomeMonitor");
+    MessageStream::from(monitor)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_polkitd_holds_up_only_the_unprivileged_write_waiting_for_it() {
+    let mut h = Harness::with_polkit().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let written = h.origin_volume(&pool, "appvms/a/private", MIB).await;
+    let other = h.origin_volume(&pool, "appvms/b/private", MIB).await;
+    let mut checks = monitor_polkit_checks(&h).await;
+    h.polkitd().signal(Signal::SIGSTOP);
+    let bus = h.bus.address().to_owned();
+    let path = written.to_string();
+    let refused = tokio::spawn(async move {
+        let args = [
+            "--object-path",
+            path.as_str(),
+            "--method",
+            "org.freedesktop.DBus.Properties.Set",
+            "org.qubes.Storage.Volume",
+            "Rw",
+            "<false>",
+        ];
+        gdbus_as_nobody_at(&bus, &args).await
+    });
+    // The write now waits for polkit's answer.
+    checks.next().await.expect("monitor").expect("message");
+    // Root writes another volume and adds objects meanwhile (adding an object needed
+    // the lock the waiting write held when the service used zbus's object server).
+    let root_work = async {
+        let other_proxy = h.volume(&other).await;
+        for n in 0..10 {
+            other_proxy.set_rw(n % 2 == 0).await.expect("root's write");
+            h.origin_volume(&pool, &format!("appvms/new{n}/private"), MIB)
+                .await;
+        }
+    };
+    let (probes, ()) = probe_while(&h, &other, root_work).await;
+    assert_responsive(&probes, "polkitd was stopped during an unprivileged write");
+    h.polkitd().signal(Signal::SIGCONT);
+    let err = refused.await.unwrap().expect_err("nobody may not write");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+        "{err}"
+    );
+    assert!(h.volume(&written).await.rw().await.unwrap());
+}
+
+/// Connects and disconnects `count` clients, `batch` at a time.
+async fn depart(h: &Harness, count: usize, done: &AtomicUsize) {
+    const BATCH: usize = 20;
+    for _ in 0..count / BATCH {
+        let clients = futures_util::future::join_all((0..BATCH).map(|_| h.bus.connect())).await;
+        for client in clients {
+            client.close().await.expect("close");
+        }
+        done.fetch_add(BATCH, Ordering::SeqCst);
+    }
+}
+
+/// ImportDataEnd(true) of `size` bytes on `volume` from a client that leaves the bus
+/// as soon as the commit's precache copy (a Job) runs: the departure handler must
+/// discard its import — and so wait for the volume — while the copy holds it.
+async fn leave_during_a_commit(h: &Harness, volume: &OwnedObjectPath, size: u64) -> Connection {
+    let client = h.bus.connect().await;
+    let proxy = VolumeProxy::builder(&client)
+        .path(volume.clone())
+        .build()
+        .await
+        .unwrap();
+    let fd = proxy.import_data(size, opts()).await.unwrap();
+    common::write_scattered(
+        &std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+        size,
+        5,
+    );
+    let end = Message::method_call(volume.as_str(), "ImportDataEnd")
+        .destination(common::SERVICE)
+        .interface("org.qubes.Storage.Volume")
+        .build(&(true, opts()))
+        .unwrap();
+    client.send(&end).await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
+    let mut h = Harness::start().await;
+    let (pool, other) = ext4_template(&mut h, 64 * MIB, 3072 * MIB).await;
+    let busy = h.origin_volume(&pool, "appvms/busy/private", MIB).await;
+    let late = h.origin_volume(&pool, "appvms/late/private", MIB).await;
+    // Signals are read on a connection of their own: a stream not read while the
+    // probes run would stop the probes' connection.
+    let watcher = h.bus.connect().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(common::SERVICE)
+        .build()
+        .unwrap();
+    let mut stream = MessageStream::for_match_rule(rule, &watcher, None)
+        .await
+        .unwrap();
+    let importer = leave_during_a_commit(&h, &busy, 2048 * MIB).await;
+    let job = first_job_signal(&mut stream).await;
+    importer.close().await.unwrap();
+    let departed = Arc::new(AtomicUsize::new(0));
+    let (probes, ()) = probe_while(&h, &other, depart(&h, 1000, &departed)).await;
+    let objects = common::oracle::managed_objects(&h.conn).await;
+    assert!(
+        objects.contains_key(job.as_str()),
+        "the busy volume's copy ended before the departures: the test proves nothing on this machine"
+    );
+    assert_eq!(departed.load(Ordering::SeqCst), 1000);
+    assert_responsive(&probes, "1000 callers left and a volume was busy");
+    // A departure behind all of those is handled while the copy still runs.
+    let client = h.bus.connect().await;
+    let proxy = VolumeProxy::builder(&client)
+        .path(late.clone())
+        .build()
+        .await
+        .unwrap();
+    drop(proxy.import_data(MIB, opts()).await.unwrap());
+    client.close().await.unwrap();
+    let discarded = loop {
+        let msg = stream.next().await.expect("stream").expect("message");
+        let header = msg.header();
+        if header.path().is_some_and(|p| p.as_str() == late.as_str())
+            && header.member().is_some_and(|m| m == "VolumeImported")
+        {
+            break msg.body().deserialize::<bool>().unwrap();
+        }
+    };
+    assert!(!discarded, "the late importer's import was committed");
+    let objects = common::oracle::managed_objects(&h.conn).await;
+    assert!(
+        objects.contains_key(job.as_str()),
+        "the copy ended before the late departure was handled: the test proves nothing"
+    );
+    let again = h.volume(&late).await.import_data(MIB, opts()).await;
+    assert!(
+        again.is_ok(),
+        "the late import was not discarded: {again:?}"
+    );
+}
