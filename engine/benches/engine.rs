@@ -322,7 +322,7 @@ impl Bench {
         let vol = self.vol(VID);
         let file = self
             .engine
-            .import_data(&vol, IMAGE_SIZE, &ctx())
+            .import_data(&vol, IMAGE_SIZE, false, &ctx())
             .expect("import_data");
         let block = pattern(1, 0, RANGE_LEN as usize);
         let slot_count = IMAGE_SIZE / MIB;

@@ -329,7 +329,9 @@ impl VolumeIface {
                 &options,
                 Action::Import,
                 vec![],
-                move |e, v, ctx| e.import_data(v, size, ctx),
+                // allow_shrink: the bus option is not wired yet, so the old behaviour
+                // (no shrink check) stays until it is.
+                move |e, v, ctx| e.import_data(v, size, true, ctx),
             )
             .await?;
         Ok(zbus::OwnedFd::from(std::os::fd::OwnedFd::from(file)))
