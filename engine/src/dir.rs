@@ -24,11 +24,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::OFlags;
 use rustix::io::Errno;
 
 use crate::error::{EngineError, IoContext, Result};
-use crate::sys::{self, FileType, Stat};
+use crate::sys::{self, FileType, OFlags, Stat};
 
 /// The mode of directories the engine creates (the umask may remove more).
 pub const DIR_MODE: u32 = 0o755;

@@ -43,7 +43,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rand::Rng;
-use rustix::fs::OFlags;
 use rustix::io::Errno;
 use tracing::{debug, info};
 
@@ -51,7 +50,7 @@ use crate::dir::{Access, Dir, DIR_MODE};
 use crate::error::{EngineError, IoContext, Result};
 use crate::failpoint;
 use crate::layout::TEMP_RANDOM_LEN;
-use crate::sys;
+use crate::sys::{self, OFlags};
 
 /// The alphabet of the random part of temp names (Python `tempfile`'s).
 const TEMP_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";

@@ -44,10 +44,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, SeekFrom, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, ResolveFlags, SeekFrom, Timespec, Timestamps};
 use rustix::io::Errno;
 
-pub use rustix::fs::{FileType, Stat};
+pub use rustix::fs::{FileType, OFlags, Stat};
 
 /// What a FICLONE attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +322,19 @@ pub fn access_mode(file: impl AsFd) -> io::Result<OFlags> {
     Ok(rustix::fs::fcntl_getfl(file)? & OFlags::RWMODE)
 }
 
+/// Switch core dumps off for this process (the crash runner aborts hundreds of times).
+pub fn disable_core_dumps() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let maximum = getrlimit(Resource::Core).maximum;
+    let _ = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum,
+        },
+    );
+}
+
 /// The effective uid of this process: the owner the pool directories must have.
 pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
@@ -406,6 +419,37 @@ mod tests {
         assert_eq!(errno_name(Errno::OPNOTSUPP), "EOPNOTSUPP");
         assert_eq!(errno_name(Errno::XDEV), "EXDEV");
         assert_eq!(errno_name(Errno::from_raw_os_error(133)), "errno 133");
+    }
+
+    #[test]
+    fn the_walk_without_openat2_refuses_symlinks_dotdot_and_absolute_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+        let dir = open_dir_path(d.path()).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        assert!(open_walking(dir.as_fd(), "a/b", flags, Mode::empty()).is_ok());
+        for bad in ["link/b", "link", "a/../a", "..", "", "/a", "a//b"] {
+            assert!(
+                open_walking(dir.as_fd(), bad, flags, Mode::empty()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_beneath_refuses_symlinks_anywhere_and_escapes() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+        let dir = open_dir_path(&d.path().join("a")).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        assert!(open_beneath(dir.as_fd(), "b", flags, 0).is_ok());
+        let root = open_dir_path(d.path()).unwrap();
+        let err = open_beneath(root.as_fd(), "link/b", flags, 0).unwrap_err();
+        assert_eq!(Errno::from_io_error(&err), Some(Errno::LOOP));
+        let err = open_beneath(dir.as_fd(), "../a", flags, 0).unwrap_err();
+        assert_eq!(Errno::from_io_error(&err), Some(Errno::XDEV));
     }
 
     #[test]

@@ -144,21 +144,9 @@ fn run(invocation: &Invocation) -> Result<(), String> {
     }
 }
 
-/// A crash must not write a core file per step.
-fn disable_core_dumps() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let maximum = getrlimit(Resource::Core).maximum;
-    let _ = setrlimit(
-        Resource::Core,
-        Rlimit {
-            current: Some(0),
-            maximum,
-        },
-    );
-}
-
 fn main() -> ExitCode {
-    disable_core_dumps();
+    // A crash must not write a core file per step.
+    qubes_storage_engine::sys::disable_core_dumps();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let invocation = match parse_args(&args) {
         Ok(invocation) => invocation,
