@@ -176,7 +176,8 @@ fn copy_labelled(
 ) -> Result<CopyMethod> {
     let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
     let result = durable::replace_at(dst_dir, dst, |temp| job.fill(temp));
-    job.finish(result)
+    job.finish(result.as_ref().ok());
+    result.map(|report| report.method)
 }
 
 impl<'a> CopyJob<'a> {
@@ -208,14 +209,15 @@ impl<'a> CopyJob<'a> {
         })
     }
 
-    /// Report the end of the copy (progress and the log line) and pass its outcome on.
-    fn finish(&self, result: Result<CopyReport>) -> Result<CopyMethod> {
+    /// Report the end of the copy: progress, and the log line of a copy that was made
+    /// (`None`: it failed).
+    fn finish(&self, made: Option<&CopyReport>) {
         if self.progress_started.get() {
-            self.ctx.progress().copy_finished(result.is_ok());
+            self.ctx.progress().copy_finished(made.is_some());
         }
-        let report = result?;
-        self.log(&report);
-        Ok(report.method)
+        if let Some(report) = made {
+            self.log(report);
+        }
     }
 }
 
@@ -425,18 +427,9 @@ pub fn private_copy(src: &File, dir: &Dir, base: &str, ctx: &OpCtx) -> Result<Fi
     let src_label = describe_open_file(src);
     let label = dir.join(&format!("{base} (a private copy)"));
     let job = CopyJob::new(src, &src_label, label, CopyOptions::default(), ctx)?;
-    let mut file = None;
-    let result = durable::unnamed_at(dir, base, |temp| job.fill(temp)).map(|(f, report)| {
-        file = Some(f);
-        report
-    });
-    job.finish(result)?;
-    file.ok_or_else(|| {
-        EngineError::new(
-            crate::error::ErrorKind::Failed,
-            "the private copy was not made",
-        )
-    })
+    let result = durable::unnamed_at(dir, base, |temp| job.fill(temp));
+    job.finish(result.as_ref().ok().map(|(_, report)| report));
+    result.map(|(file, _)| file)
 }
 
 /// The reflink probe (R§4.4, deliberate fix 4): write real data (and fsync it) into an

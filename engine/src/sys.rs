@@ -292,11 +292,6 @@ pub fn fsync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
-/// fsync a directory by path.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fsync(open_dir_path(dir)?)
-}
-
 /// Set atime and mtime of an open file to `(seconds, nanoseconds)`.
 pub fn set_times(file: &File, mtime: (i64, i64)) -> io::Result<()> {
     let time = Timespec {
@@ -315,11 +310,6 @@ pub fn clear_nonblock(file: impl AsFd) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(&file)?;
     rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
     Ok(())
-}
-
-/// The access mode an open file was opened with (O_RDONLY, O_WRONLY or O_RDWR).
-pub fn access_mode(file: impl AsFd) -> io::Result<OFlags> {
-    Ok(rustix::fs::fcntl_getfl(file)? & OFlags::RWMODE)
 }
 
 /// Switch core dumps off for this process (the crash runner aborts hundreds of times).

@@ -244,16 +244,20 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
+    /// The dirty image's entry, if the volume is started.
+    fn dirty_entry(&self) -> Result<Option<Entry>> {
+        match self.vm_dir()? {
+            Some(dir) => dir.entry(&self.paths.dirty_name()),
+            None => Ok(None),
+        }
+    }
+
     /// R§3.6: remove every file of the volume and, if empty, its VM directory.
     pub fn remove(&self, ctx: &OpCtx) -> Result<()> {
         self.remove_all_images(ctx)?;
-        match self
-            .root
-            .map(|root| pool::open_class_dir(root, &self.paths))
-            .transpose()?
-        {
-            Some(Some(class)) => durable::remove_dir_at(&class, self.paths.vm_name()),
-            _ => Ok(()),
+        match pool::open_class_dir(self.root()?, &self.paths)? {
+            Some(class) => durable::remove_dir_at(&class, self.paths.vm_name()),
+            None => Ok(()),
         }
     }
 
@@ -278,12 +282,7 @@ impl<'a> Volume<'a> {
     /// R§3.7. Idempotent: a started volume keeps its dirty image and its session.
     pub fn start(&mut self, source: Option<&SourceView>, ctx: &OpCtx) -> Result<PathBuf> {
         let dirty = self.paths.dirty();
-        if let Some(entry) = self
-            .vm_dir()?
-            .map(|d| d.entry(&self.paths.dirty_name()))
-            .transpose()?
-            .flatten()
-        {
+        if let Some(entry) = self.dirty_entry()? {
             if !entry.is_file() {
                 return Err(not_regular(&dirty, entry.file_type()));
             }
