@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use common_fs::{FsType, MIB};
-use qubes_storage_engine::{Engine, OpCtx, RevisionsToKeep};
+use qubes_storage_engine::{OpCtx, RevisionsToKeep};
 use scenario_support::{on_every_fs, write_at, Fixture};
 
 on_every_fs!(
@@ -67,15 +67,15 @@ fn an_export_made_before_snapshots_are_disabled_never_sees_the_vms_writes(t: FsT
 /// The copy that the first start makes is remembered across a restart of the service.
 #[test]
 fn a_restart_between_disabling_snapshots_and_the_start_still_protects_the_export() {
-    let f = Fixture::new(FsType::Btrfs);
+    let mut f = Fixture::new(FsType::Btrfs);
     let v = f.origin("appvms/work/private", MIB, 1);
     f.session(&v, 0, b"committed");
     let exported = f.engine.export(&v, &OpCtx::quiet("Export")).unwrap();
     f.engine
         .set_revisions_to_keep(&v, RevisionsToKeep::DISABLED)
         .unwrap();
-    let restarted = Engine::open(f.engine.state_dir()).unwrap();
-    let dirty = restarted.start(&v, &OpCtx::quiet("Start")).unwrap();
+    f.restart();
+    let dirty = f.start(&v);
     write_at(&dirty, 0, b"live data");
     let mut buf = [0u8; 9];
     exported.read_exact_at(&mut buf, 0).unwrap();

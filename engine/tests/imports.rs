@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 
 use common_fs::{FsType, MIB};
-use qubes_storage_engine::{Engine, ErrorKind, OpCtx, VolumeRef};
+use qubes_storage_engine::{ErrorKind, OpCtx, VolumeRef};
 use scenario_support::{exists, files_in, on_every_fs, read_at, Fixture};
 
 const VID: &str = "appvms/work/private";
@@ -110,7 +110,7 @@ fn a_stale_import_file_is_never_committed() {
 /// cannot be committed (a new ImportData starts over).
 #[test]
 fn an_import_from_before_a_restart_is_never_committed() {
-    let f = Fixture::new(FsType::Btrfs);
+    let mut f = Fixture::new(FsType::Btrfs);
     let v = f.origin(VID, MIB, 1);
     f.session(&v, 0, b"kept");
     let fd = f
@@ -119,8 +119,9 @@ fn an_import_from_before_a_restart_is_never_committed() {
         .unwrap();
     fd.write_all_at(b"stale", 0).unwrap();
     let before = snapshot_of(&f, 4);
-    let restarted = Engine::open(f.engine.state_dir()).unwrap();
-    let err = restarted
+    f.restart();
+    let err = f
+        .engine
         .import_data_end(&v, true, &quiet("ImportDataEnd"))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
