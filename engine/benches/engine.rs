@@ -1,10 +1,13 @@
 //! Engine benchmark (`cargo bench -p qubes-storage-engine`, root only; not a timed
 //! test: it prints a table and asserts nothing). On loop-mounted btrfs, XFS
 //! (`-m reflink=1`) and ext4 (`setup_check = false`) it builds a 2 GiB origin volume
-//! holding 800 MiB of data in 2000 scattered ranges, then times the engine's create,
-//! start, stop (with commit), revert and clone (import_volume within the pool; on ext4
-//! the hole-preserving byte copy) — medians of several runs — beside floors measured in
-//! the same run on the same filesystem:
+//! holding 800 MiB of data in 2000 scattered ranges through ImportData, then times the
+//! engine's create, start, stop (with commit), revert and clone (import_volume within
+//! the pool; on ext4 the hole-preserving byte copy) — medians of several runs — and
+//! the ImportDataEnd that committed the import (one run: it first replaces the import
+//! file by a private copy, a reflink or on ext4 a byte copy, so that the importer's fd
+//! cannot reach committed data) beside floors measured in the same run on the same
+//! filesystem:
 //!
 //! * a durable copy of the image: raw FICLONE + fsync of the clone (btrfs, XFS), or
 //!   `cp --sparse=always` + fsync (ext4);
@@ -113,6 +116,8 @@ impl Floors {
             "revert" => 2 * (copy + rename) + unlink + rename,
             // import copy, revision of the empty clean, unlink precache, import → clean, precache copy
             "clone" => 2 * (copy + rename) + (new_file + rename) + unlink + rename,
+            // the same: the import file's private copy instead of the clone's copy
+            "import" => self.of("clone"),
             _ => unreachable!("no floor for {op}"),
         }
     }
@@ -317,12 +322,13 @@ impl Bench {
 
     /// The benchmark volume: 800 MiB of data in 2000 ranges of a 2 GiB image, written
     /// through import_data as the import script would, then committed and synced.
-    fn fill_volume(&self) {
+    /// Returns how long the commit (import_data_end) took.
+    fn fill_volume(&self) -> Duration {
         self.create_origin(VID);
         let vol = self.vol(VID);
         let file = self
             .engine
-            .import_data(&vol, IMAGE_SIZE, &ctx())
+            .import_data(&vol, IMAGE_SIZE, false, &ctx())
             .expect("import_data");
         let block = pattern(1, 0, RANGE_LEN as usize);
         let slot_count = IMAGE_SIZE / MIB;
@@ -335,10 +341,11 @@ impl Bench {
         }
         file.sync_data().expect("fdatasync");
         drop(file);
-        self.engine
-            .import_data_end(&vol, true, &ctx())
-            .expect("import_data_end");
         sync_all();
+        let (took, ended) = timed(|| self.engine.import_data_end(&vol, true, &ctx()));
+        ended.expect("import_data_end");
+        sync_all();
+        took
     }
 
     /// Median times of start and of stop (with commit), alternating.
@@ -481,7 +488,7 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
     let started = Instant::now();
     let bench = Bench::new(fs_type, fs_size, runs);
     let create = bench.time_create();
-    bench.fill_volume();
+    let import = bench.fill_volume();
     let (floors, copy_floor) = bench.measure_floors(fs_type);
     let (start, stop) = bench.time_start_stop();
     let revert = bench.time_revert();
@@ -492,6 +499,7 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
         ("stop", stop),
         ("revert", revert),
         ("clone", clone),
+        ("import", import),
     ] {
         print_row(fs_type, op, took, floors.of(op));
     }

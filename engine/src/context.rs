@@ -49,8 +49,12 @@ pub struct OpCtx {
     events: Mutex<Vec<Event>>,
     subject: Mutex<Option<VolumeRef>>,
     /// Who asked (the bus layer puts the caller's unique bus name here): an import
-    /// remembers its owner, so it can be abandoned when the owner goes away.
+    /// remembers its owner, so it can be abandoned when the owner goes away, and only
+    /// the owner may end it.
     caller: Option<String>,
+    /// The caller holds every privilege the service has (the bus layer sets it for uid
+    /// 0): it may end another caller's import.
+    privileged: bool,
 }
 
 impl OpCtx {
@@ -66,6 +70,7 @@ impl OpCtx {
             events: Mutex::new(Vec::new()),
             subject: Mutex::new(None),
             caller: None,
+            privileged: false,
         }
     }
 
@@ -82,6 +87,16 @@ impl OpCtx {
 
     pub fn caller(&self) -> Option<&str> {
         self.caller.as_deref()
+    }
+
+    /// The same context, for a caller that is (or is not) privileged.
+    pub fn with_privileged(mut self, privileged: bool) -> Self {
+        self.privileged = privileged;
+        self
+    }
+
+    pub fn is_privileged(&self) -> bool {
+        self.privileged
     }
 
     pub fn operation(&self) -> &str {

@@ -5,9 +5,13 @@
 //! fills holes. Byte copies report progress to the operation's [`ProgressSink`] and
 //! poll its cancel token between chunks; a cancelled or failed copy leaves nothing.
 //!
+//! Destinations are a file name in an open [`Dir`] (the engine's VM directories, opened
+//! beneath the pool's fd), so a copy never writes through a symlink; sources are open
+//! files or a name in a `Dir`, checked to be regular files.
+//!
 //! The sequence of [`copy_file`] (R§4.1 with our improvements):
-//! 1. [`durable::ensure_dir`] of the destination's directory (a single mkdir, as the
-//!    reference does), then a fresh temp next to `dst`.
+//! 1. A fresh temp next to `dst` (the caller made sure the directory exists; only
+//!    [`copy_path`], for tools and tests, makes it with a single mkdir).
 //! 2. `dst_size == Some(0)`: nothing is moved ([`CopyMethod::Nothing`]).
 //! 3. FICLONE into the fresh temp. On EBADF/EINVAL/EOPNOTSUPP/EXDEV: the data ranges
 //!    of the source (up to `min(source size, dst_size)`) are copied in chunks of at most
@@ -17,7 +21,7 @@
 //! 4. `copy_mtime`: atime and mtime of the temp := the source's mtime (ns).
 //! 5. fchmod 0600, fsync, rename over `dst`, fsync(dir) (in `replace_with`).
 //!
-//! A copy is therefore two durable steps (`mkdir`, `replace`) for the crash tests.
+//! A copy is therefore one durable step (`replace`) for the crash tests.
 //! Progress: `copy_started(total data bytes)` before a byte copy that moves data, `copy_advanced(done)`
 //! at most once per [`PROGRESS_STEP`] and at the end, `copy_finished(success)` once
 //! the replace is over (success or not). A reflink or an empty copy is silent. The
@@ -34,12 +38,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 use tracing::info;
 
 use crate::context::OpCtx;
+use crate::dir::{Access, Dir};
 use crate::durable;
 use crate::error::{EngineError, IoContext, Result};
 use crate::sys::{self, CloneOutcome};
@@ -88,15 +92,49 @@ pub struct CopyOptions {
     pub copy_mtime: bool,
 }
 
-/// Copy the open `src` to a new inode atomically placed at `dst`.
-pub fn copy_file(src: &File, dst: &Path, opts: CopyOptions, ctx: &OpCtx) -> Result<CopyMethod> {
-    copy_labelled(src, &describe_open_file(src), dst, opts, ctx)
+/// Copy the open `src` to a new inode atomically placed at `dst` in `dst_dir`.
+pub fn copy_file(
+    src: &File,
+    dst_dir: &Dir,
+    dst: &str,
+    opts: CopyOptions,
+    ctx: &OpCtx,
+) -> Result<CopyMethod> {
+    copy_labelled(src, &describe_open_file(src), dst_dir, dst, opts, ctx)
 }
 
-/// [`copy_file`] from a path (opened read-only, no symlink follow).
+/// [`copy_file`] from the regular file `src` in `src_dir` (opened read-only, no
+/// symlink follow).
+pub fn copy_at(
+    src_dir: &Dir,
+    src: &str,
+    dst_dir: &Dir,
+    dst: &str,
+    opts: CopyOptions,
+    ctx: &OpCtx,
+) -> Result<CopyMethod> {
+    let file = src_dir.open_file(src, Access::Read)?;
+    let label = src_dir.join(src).display().to_string();
+    copy_labelled(&file, &label, dst_dir, dst, opts, ctx)
+}
+
+/// [`copy_at`] by paths, for tools, tests and benchmarks: the source is opened without
+/// following a final symlink, the destination's directory is made with a single mkdir
+/// if missing.
 pub fn copy_path(src: &Path, dst: &Path, opts: CopyOptions, ctx: &OpCtx) -> Result<CopyMethod> {
-    let file = durable::open_read(src)?;
-    copy_labelled(&file, &src.display().to_string(), dst, opts, ctx)
+    let (src_dir, src_name) = Dir::open_parent_of(src)?;
+    let dst_name = dst
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| EngineError::invalid(format!("{} has no file name", dst.display())))?;
+    let dst_dir = match dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            let (grand, name) = Dir::open_parent_of(parent)?;
+            durable::ensure_dir_at(&grand, &name)?.0
+        }
+        None => Dir::open_path(Path::new("."))?,
+    };
+    copy_at(&src_dir, &src_name, &dst_dir, dst_name, opts, ctx)
 }
 
 /// The path of an open file for log lines (from /proc/self/fd), or its fd number.
@@ -113,8 +151,8 @@ struct CopyJob<'a> {
     src: &'a File,
     src_label: &'a str,
     src_len: u64,
-    src_mtime: Timespec,
-    dst: &'a Path,
+    src_mtime: (i64, i64),
+    dst: PathBuf,
     opts: CopyOptions,
     ctx: &'a OpCtx,
     progress_started: Cell<bool>,
@@ -131,41 +169,56 @@ struct CopyReport {
 fn copy_labelled(
     src: &File,
     src_label: &str,
-    dst: &Path,
+    dst_dir: &Dir,
+    dst: &str,
     opts: CopyOptions,
     ctx: &OpCtx,
 ) -> Result<CopyMethod> {
-    let meta = src
-        .metadata()
-        .io_ctx(|| format!("cannot stat {src_label}"))?;
-    if !meta.is_file() {
-        return Err(EngineError::invalid(format!(
-            "{src_label} is not a regular file"
-        )));
+    let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
+    let result = durable::replace_at(dst_dir, dst, |temp| job.fill(temp));
+    job.finish(result.as_ref().ok());
+    result.map(|report| report.method)
+}
+
+impl<'a> CopyJob<'a> {
+    /// A copy of the regular file `src` to `dst` (the path for log lines).
+    fn new(
+        src: &'a File,
+        src_label: &'a str,
+        dst: PathBuf,
+        opts: CopyOptions,
+        ctx: &'a OpCtx,
+    ) -> Result<CopyJob<'a>> {
+        let meta = src
+            .metadata()
+            .io_ctx(|| format!("cannot stat {src_label}"))?;
+        if !meta.is_file() {
+            return Err(EngineError::invalid(format!(
+                "{src_label} is not a regular file"
+            )));
+        }
+        Ok(CopyJob {
+            src,
+            src_label,
+            src_len: meta.len(),
+            src_mtime: (meta.mtime(), meta.mtime_nsec()),
+            dst,
+            opts,
+            ctx,
+            progress_started: Cell::new(false),
+        })
     }
-    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
-        durable::ensure_dir(dir)?;
+
+    /// Report the end of the copy: progress, and the log line of a copy that was made
+    /// (`None`: it failed).
+    fn finish(&self, made: Option<&CopyReport>) {
+        if self.progress_started.get() {
+            self.ctx.progress().copy_finished(made.is_some());
+        }
+        if let Some(report) = made {
+            self.log(report);
+        }
     }
-    let job = CopyJob {
-        src,
-        src_label,
-        src_len: meta.len(),
-        src_mtime: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        },
-        dst,
-        opts,
-        ctx,
-        progress_started: Cell::new(false),
-    };
-    let result = durable::replace_with(dst, |temp| job.fill(temp));
-    if job.progress_started.get() {
-        ctx.progress().copy_finished(result.is_ok());
-    }
-    let report = result?;
-    job.log(&report);
-    Ok(report.method)
 }
 
 impl CopyJob<'_> {
@@ -180,12 +233,7 @@ impl CopyJob<'_> {
             _ => self.transfer(temp)?,
         };
         if self.opts.copy_mtime {
-            let times = Timestamps {
-                last_access: self.src_mtime,
-                last_modification: self.src_mtime,
-            };
-            rustix::fs::futimens(temp, &times)
-                .map_err(io::Error::from)
+            sys::set_times(temp, self.src_mtime)
                 .io_ctx(|| format!("cannot set the times of the copy of {}", self.src_label))?;
         }
         if self.ctx.is_cancelled() {
@@ -369,35 +417,19 @@ impl<'a> RangeMover<'a> {
     }
 }
 
-/// Copy the open `src` into a new file without a name in `dir` (O_TMPFILE), returned
-/// open read-write and rewound: a private, consistent snapshot of an image that someone
-/// may write in place later (the export of a snapshots-disabled volume). A reflink
-/// where possible, else the hole-preserving copy with progress and cancellation.
-pub fn copy_to_anonymous(src: &File, dir: &Path, ctx: &OpCtx) -> Result<File> {
+/// A private, consistent copy of the open `src` that nobody else can reach, returned
+/// open **read-only**: the export of an image that someone may write in place later (a
+/// snapshots-disabled volume). A reflink where possible, else the hole-preserving copy
+/// with progress and cancellation. The copy is made under a temp name next to `base`
+/// in `dir` ([`durable::unnamed_at`]) and unlinked before it is returned, so the only
+/// reference to it is the read-only fd: its holder can neither write it nor grow it.
+pub fn private_copy(src: &File, dir: &Dir, base: &str, ctx: &OpCtx) -> Result<File> {
     let src_label = describe_open_file(src);
-    let meta = src
-        .metadata()
-        .io_ctx(|| format!("cannot stat {src_label}"))?;
-    let temp = anonymous_file(dir)?;
-    let job = CopyJob {
-        src,
-        src_label: &src_label,
-        src_len: meta.len(),
-        src_mtime: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        },
-        dst: dir,
-        opts: CopyOptions::default(),
-        ctx,
-        progress_started: Cell::new(false),
-    };
-    let result = job.fill(&temp);
-    if job.progress_started.get() {
-        ctx.progress().copy_finished(result.is_ok());
-    }
-    job.log(&result?);
-    Ok(temp)
+    let label = dir.join(&format!("{base} (a private copy)"));
+    let job = CopyJob::new(src, &src_label, label, CopyOptions::default(), ctx)?;
+    let result = durable::unnamed_at(dir, base, |temp| job.fill(temp));
+    job.finish(result.as_ref().ok().map(|(_, report)| report));
+    result.map(|(file, _)| file)
 }
 
 /// The reflink probe (R§4.4, deliberate fix 4): write real data (and fsync it) into an
@@ -406,15 +438,15 @@ pub fn copy_to_anonymous(src: &File, dir: &Path, ctx: &OpCtx) -> Result<File> {
 ///
 /// Where O_TMPFILE is not supported (EOPNOTSUPP, or EISDIR from old kernels) a named
 /// temp `.reflink-probe~XXXXXXXX` is created and unlinked at once.
-pub fn probe_reflink(dir: &Path) -> Result<bool> {
+pub fn probe_reflink_in(dir: &Dir) -> Result<bool> {
     let src = anonymous_file(dir)?;
     src.write_all_at(&[0x5a; PROBE_BYTES], 0)
         .and_then(|()| src.sync_all())
-        .io_ctx(|| format!("cannot write the reflink probe in {}", dir.display()))?;
+        .io_ctx(|| format!("cannot write the reflink probe in {}", dir.path().display()))?;
     let dst = anonymous_file(dir)?;
     let outcome = sys::ficlone(&dst, &src)
-        .io_ctx(|| format!("cannot probe reflink support in {}", dir.display()))?;
-    let path = dir.display();
+        .io_ctx(|| format!("cannot probe reflink support in {}", dir.path().display()))?;
+    let path = dir.path().display();
     match outcome {
         CloneOutcome::Cloned => info!(op = "probe", %path, reflink = true, "reflink probe"),
         CloneOutcome::Unsupported(errno) => {
@@ -425,30 +457,30 @@ pub fn probe_reflink(dir: &Path) -> Result<bool> {
     Ok(outcome == CloneOutcome::Cloned)
 }
 
-/// A read-write file in `dir` without a name: O_TMPFILE, or a named temp unlinked at
-/// once where O_TMPFILE is not supported.
-fn anonymous_file(dir: &Path) -> Result<File> {
-    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
-    match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o600)) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR) => named_unlinked_file(dir),
-        Err(errno) => Err(EngineError::io(
-            format!("cannot create a temporary file in {}", dir.display()),
-            errno.into(),
-        )),
-    }
+/// [`probe_reflink_in`] the directory at `dir`.
+pub fn probe_reflink(dir: &Path) -> Result<bool> {
+    probe_reflink_in(&Dir::open_path(dir)?)
 }
 
-fn named_unlinked_file(dir: &Path) -> Result<File> {
-    let path = durable::temp_path(&dir.join(".reflink-probe"));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .io_ctx(|| format!("cannot create {}", path.display()))?;
-    std::fs::remove_file(&path).io_ctx(|| format!("cannot remove {}", path.display()))?;
-    Ok(file)
+/// A read-write file in `dir` without a name: O_TMPFILE, or a named temp unlinked at
+/// once where O_TMPFILE is not supported.
+fn anonymous_file(dir: &Dir) -> Result<File> {
+    use rustix::io::Errno;
+    match sys::open_unnamed(dir.fd()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(err)
+            if matches!(
+                Errno::from_io_error(&err),
+                Some(Errno::OPNOTSUPP | Errno::ISDIR)
+            ) =>
+        {
+            durable::scratch_at(dir, ".reflink-probe")
+        }
+        Err(err) => Err(EngineError::io(
+            format!("cannot create a temporary file in {}", dir.path().display()),
+            err,
+        )),
+    }
 }
 
 #[cfg(test)]

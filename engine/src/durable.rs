@@ -5,21 +5,25 @@
 //! | primitive        | sequence                                                          |
 //! |------------------|-------------------------------------------------------------------|
 //! | replace          | temp `<dst>~XXXXXXXX` → fill → fchmod 0600 → fsync → rename → fsync(dir) |
-//! | rename           | rename → fsync(dst dir) → fsync(src dir) if different             |
+//! | rename           | check regular → rename → fsync(dst dir) → fsync(src dir) if different |
 //! | remove           | unlink (ENOENT ok) → fsync(dir)                                   |
-//! | mkdir            | mkdir → fsync(parent)                                             |
+//! | mkdir            | mkdir (mode 0755) → fsync(parent)                                 |
 //! | rmdir            | rmdir → fsync(parent)                                             |
-//! | hardlink         | link → fsync(dir)                                                 |
+//! | hardlink         | check regular → link → fsync(dir)                                 |
 //! | in-place truncate| ftruncate → fsync(file)                                           |
 //!
 //! Invariant: a file under a final name is always complete. On any error inside
 //! `replace` the temp file is removed and the destination is untouched (the only
 //! exception is a failing fsync of the directory *after* the rename: the new file is
 //! then in place but its name may not be durable yet, and the error is returned).
-//! Paths handed in are never followed through a final symlink (O_NOFOLLOW), and
-//! directories are refused when they are symlinks.
 //!
-//! Temp files are `<final name>~<8 chars of [a-z0-9_]>` ([`temp_path`]), created with
+//! Every primitive works on a file name relative to an open [`Dir`] (the `*_at`
+//! functions): names never travel through a symlink, and renames and links refuse a
+//! source that is not a regular file (Start with snapshots disabled must never make a
+//! FIFO or a directory the VM's image). [`replace_with`] and [`remove`] take a path,
+//! for the state directory only.
+//!
+//! Temp files are `<final name>~<8 chars of [a-z0-9_]>` ([`temp_name`]), created with
 //! O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, in the destination's directory; a panic inside
 //! `fill` removes the temp as well (a guard's `Drop`).
 //!
@@ -30,74 +34,77 @@
 //! (fsyncs included), calls [`crate::failpoint::step`] exactly once with its name
 //! (`replace`, `rename`, `remove`, `mkdir`, `rmdir`, `hardlink`, `truncate`) — also
 //! when it had nothing to do (a missing file in `remove`, an existing directory in
-//! `ensure_dir`) — so the crash tests can stop the process after step k. Opening and
-//! fsyncing ([`open_read`], [`open_write`], [`fsync_file`]) are not steps.
+//! `ensure_dir_at`) — so the crash tests can stop the process after step k. Opening and
+//! fsyncing ([`fsync_at`]) are not steps.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use rand::Rng;
-use rustix::fs::OFlags;
+use rustix::io::Errno;
 use tracing::{debug, info};
 
+use crate::dir::{Access, Dir, DIR_MODE};
 use crate::error::{EngineError, IoContext, Result};
 use crate::failpoint;
 use crate::layout::TEMP_RANDOM_LEN;
-use crate::sys;
+use crate::sys::{self, OFlags};
 
 /// The alphabet of the random part of temp names (Python `tempfile`'s).
 const TEMP_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_";
-/// How many random names `replace_with` tries before giving up on EEXIST.
+/// How many random names `replace_at` tries before giving up on EEXIST.
 const TEMP_ATTEMPTS: usize = 16;
 /// The mode of every image file.
 const FILE_MODE: u32 = 0o600;
 
-/// A fresh temp name next to `final_path`: `<final name>~<8 random chars of [a-z0-9_]>`.
-pub fn temp_path(final_path: &Path) -> PathBuf {
+/// A fresh temp name for `final_name`: `<final name>~<8 random chars of [a-z0-9_]>`.
+pub fn temp_name(final_name: &str) -> String {
     let mut rng = rand::rng();
     let random: String = (0..TEMP_RANDOM_LEN)
         .map(|_| TEMP_ALPHABET[rng.random_range(0..TEMP_ALPHABET.len())] as char)
         .collect();
-    let mut name = final_path.as_os_str().to_owned();
-    name.push("~");
-    name.push(random);
-    PathBuf::from(name)
-}
-
-/// The directory holding `path` ("." for a bare file name).
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
+    format!("{final_name}~{random}")
 }
 
 /// A temp file that is unlinked when dropped unless [`TempFile::disarm`]ed.
-struct TempFile {
-    path: PathBuf,
+struct TempFile<'a> {
+    dir: &'a Dir,
+    name: String,
     armed: bool,
 }
 
-impl TempFile {
+impl<'a> TempFile<'a> {
     /// Create a fresh temp next to `dst` (O_EXCL, mode 0600, no symlink follow).
-    fn create_next_to(dst: &Path) -> Result<(TempFile, File)> {
+    fn create_next_to(dir: &'a Dir, dst: &str) -> Result<(TempFile<'a>, File)> {
         let mut last_err = None;
         for _ in 0..TEMP_ATTEMPTS {
-            let path = temp_path(dst);
-            match create_exclusive(&path) {
-                Ok(file) => return Ok((TempFile { path, armed: true }, file)),
+            let name = temp_name(dst);
+            match create_exclusive(dir, &name) {
+                Ok(file) => {
+                    return Ok((
+                        TempFile {
+                            dir,
+                            name,
+                            armed: true,
+                        },
+                        file,
+                    ))
+                }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last_err = Some(err),
                 Err(err) => {
-                    let what = format!("cannot create temp file {}", path.display());
+                    let what = format!("cannot create temp file {}", dir.join(&name).display());
                     return Err(EngineError::io(what, err));
                 }
             }
         }
         let err = last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
         Err(EngineError::io(
-            format!("cannot create a temp file next to {}", dst.display()),
+            format!(
+                "cannot create a temp file next to {}",
+                dir.join(dst).display()
+            ),
             err,
         ))
     }
@@ -107,13 +114,14 @@ impl TempFile {
     }
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if self.armed {
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => debug!(op = "remove", path = %self.path.display(), "removed temp file"),
+            let path = self.dir.join(&self.name);
+            match sys::unlink_at(self.dir.fd(), &self.name) {
+                Ok(()) => debug!(op = "remove", path = %path.display(), "removed temp file"),
                 Err(err) => tracing::warn!(
-                    op = "remove", path = %self.path.display(), error = %err,
+                    op = "remove", path = %path.display(), error = %err,
                     "cannot remove temp file"
                 ),
             }
@@ -121,33 +129,40 @@ impl Drop for TempFile {
     }
 }
 
-fn create_exclusive(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
-        .open(path)
+fn create_exclusive(dir: &Dir, name: &str) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+    sys::open_beneath(dir.fd(), name, flags, FILE_MODE).map(File::from)
 }
 
-/// Atomically create or replace `dst`: `fill` writes the content of the fresh temp
+/// Atomically create or replace `dir/dst`: `fill` writes the content of the fresh temp
 /// file (opened read-write) next to it; then fchmod 0600, fsync, rename over `dst`,
-/// fsync of the directory. The directory must exist.
-pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
-    let (mut temp, file) = TempFile::create_next_to(dst)?;
+/// fsync of the directory.
+pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+    let (mut temp, file) = TempFile::create_next_to(dir, dst)?;
     let value = fill(&file)?;
-    let bytes = seal(&file, &temp.path)?;
+    let bytes = seal(&file, &dir.join(&temp.name))?;
     drop(file);
-    let existed = dst.symlink_metadata().is_ok();
-    std::fs::rename(&temp.path, dst)
-        .io_ctx(|| format!("cannot rename {} to {}", temp.path.display(), dst.display()))?;
+    let existed = dir.exists(dst);
+    sys::rename_at(dir.fd(), &temp.name, dir.fd(), dst).io_ctx(|| {
+        format!(
+            "cannot rename {} to {}",
+            dir.join(&temp.name).display(),
+            dir.join(dst).display()
+        )
+    })?;
     temp.disarm();
-    fsync_dir_ctx(parent_of(dst))?;
+    dir.sync()?;
     let op = if existed { "replace" } else { "create" };
-    info!(op, path = %dst.display(), bytes, "file written and renamed into place");
+    info!(op, path = %dir.join(dst).display(), bytes, "file written and renamed into place");
     failpoint::step("replace");
     Ok(value)
+}
+
+/// [`replace_at`] by path, for the state directory (whose path the administrator
+/// chose; pool files always go through a [`Dir`]).
+pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+    let (dir, name) = Dir::open_parent_of(dst)?;
+    replace_at(&dir, &name, fill)
 }
 
 /// fchmod 0600 and fsync a finished temp file; returns its size (for the log).
@@ -162,35 +177,80 @@ fn seal(file: &File, path: &Path) -> Result<u64> {
         .len())
 }
 
-fn fsync_dir_ctx(dir: &Path) -> Result<()> {
-    sys::fsync_dir(dir).io_ctx(|| format!("cannot fsync directory {}", dir.display()))
+/// A file that never gets a final name: a temp next to `base` is filled by `fill`
+/// (opened read-write), opened again **read-only** by name (a regular file, the same
+/// inode), and unlinked; the read-only fd is all that is left of it. Not a durable
+/// step: nothing of it is meant to survive (a crash leaves a temp of `base`, which the
+/// volume's cleanup removes).
+pub fn unnamed_at<T>(
+    dir: &Dir,
+    base: &str,
+    fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<(File, T)> {
+    let (temp, file) = TempFile::create_next_to(dir, base)?;
+    let value = fill(&file)?;
+    let read_only = dir.open_file(&temp.name, Access::Read)?;
+    let (written, reopened) = (sys::stat_fd(&file), sys::stat_fd(&read_only));
+    match (written, reopened) {
+        (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => {}
+        _ => {
+            return Err(EngineError::invalid(format!(
+                "{} changed while it was being written; refusing to use it",
+                dir.join(&temp.name).display()
+            )))
+        }
+    }
+    let path = dir.join(&temp.name);
+    drop(temp); // unlinks the name
+    info!(op = "create", path = %path.display(), "private file created and unlinked (only a read-only fd is left)");
+    Ok((read_only, value))
 }
 
-/// `replace_with` an empty sparse file of `size` bytes (0 blocks allocated).
-pub fn create_sparse(path: &Path, size: u64) -> Result<()> {
-    replace_with(path, |file| {
-        file.set_len(size)
-            .io_ctx(|| format!("cannot truncate {} to {size} bytes", path.display()))
+/// A read-write file in `dir` that has no name: a temp next to `base`, unlinked at once
+/// (where O_TMPFILE is not supported).
+pub fn scratch_at(dir: &Dir, base: &str) -> Result<File> {
+    let (temp, file) = TempFile::create_next_to(dir, base)?;
+    drop(temp);
+    Ok(file)
+}
+
+/// `replace_at` an empty sparse file of `size` bytes (0 blocks allocated).
+pub fn create_sparse_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
+    replace_at(dir, name, |file| {
+        file.set_len(size).io_ctx(|| {
+            format!(
+                "cannot truncate {} to {size} bytes",
+                dir.join(name).display()
+            )
+        })
     })
 }
 
-/// Durable rename within or across directories of one filesystem.
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .io_ctx(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
-    let (from_dir, to_dir) = (parent_of(from), parent_of(to));
-    fsync_dir_ctx(to_dir)?;
-    if from_dir != to_dir {
-        fsync_dir_ctx(from_dir)?;
+/// Durable rename of the regular file `from` within or across directories of one
+/// filesystem; anything but a regular file is refused (`InvalidArgument`) and stays.
+pub fn rename_at(from_dir: &Dir, from: &str, to_dir: &Dir, to: &str) -> Result<()> {
+    let (from_path, to_path) = (from_dir.join(from), to_dir.join(to));
+    from_dir.regular_entry(from)?;
+    sys::rename_at(from_dir.fd(), from, to_dir.fd(), to).io_ctx(|| {
+        format!(
+            "cannot rename {} to {}",
+            from_path.display(),
+            to_path.display()
+        )
+    })?;
+    to_dir.sync()?;
+    if from_dir.path() != to_dir.path() {
+        from_dir.sync()?;
     }
-    info!(op = "rename", from = %from.display(), to = %to.display(), "renamed");
+    info!(op = "rename", from = %from_path.display(), to = %to_path.display(), "renamed");
     failpoint::step("rename");
     Ok(())
 }
 
 /// Durable unlink; a missing file is not an error. Returns whether a file was removed.
-pub fn remove(path: &Path) -> Result<bool> {
-    let removed = match std::fs::remove_file(path) {
+pub fn remove_at(dir: &Dir, name: &str) -> Result<bool> {
+    let path = dir.join(name);
+    let removed = match sys::unlink_at(dir.fd(), name) {
         Ok(()) => true,
         Err(err) if err.kind() == io::ErrorKind::NotFound => false,
         Err(err) => {
@@ -203,7 +263,7 @@ pub fn remove(path: &Path) -> Result<bool> {
     // Nothing unlinked, nothing to make durable: the directory fsync (milliseconds on
     // XFS right after a sync) is only paid for a real removal.
     if removed {
-        fsync_dir_ctx(parent_of(path))?;
+        dir.sync()?;
         info!(op = "remove", path = %path.display(), "removed");
     } else {
         tracing::debug!(op = "remove", path = %path.display(), "already absent");
@@ -212,98 +272,112 @@ pub fn remove(path: &Path) -> Result<bool> {
     Ok(removed)
 }
 
-/// Single `mkdir` (never recursive) + fsync of the parent; fine if `dir` already is a
-/// directory; an error if it is a symlink or anything else. Returns whether it was
-/// created now.
-pub fn ensure_dir(dir: &Path) -> Result<bool> {
-    let created = match check_is_dir(dir)? {
-        true => false,
-        false => make_dir(dir)?,
+/// [`remove_at`] by path, for the state directory.
+pub fn remove(path: &Path) -> Result<bool> {
+    let (dir, name) = Dir::open_parent_of(path)?;
+    remove_at(&dir, &name)
+}
+
+/// Single `mkdir` of `parent/name` (never recursive, mode 0755 minus the umask) +
+/// fsync of the parent; fine if it already is a directory; an error if it is a
+/// symlink or anything else. Returns the directory and whether it was created now.
+pub fn ensure_dir_at(parent: &Dir, name: &str) -> Result<(Dir, bool)> {
+    let path = parent.join(name);
+    let created = match parent.open_subdir(name)? {
+        Some(_) => false,
+        None => make_dir(parent, name)?,
     };
-    info!(op = "mkdir", path = %dir.display(), created, "directory ensured");
+    let dir = parent.open_subdir(name)?.ok_or_else(|| {
+        EngineError::not_found(format!(
+            "{} vanished right after its creation",
+            path.display()
+        ))
+    })?;
+    info!(op = "mkdir", path = %path.display(), created, "directory ensured");
     failpoint::step("mkdir");
-    Ok(created)
+    Ok((dir, created))
 }
 
-/// lstat `dir`: Ok(true) if it is a real directory, Ok(false) if it does not exist,
-/// InvalidArgument for a symlink or anything that is not a directory.
-fn check_is_dir(dir: &Path) -> Result<bool> {
-    match dir.symlink_metadata() {
-        Ok(meta) if meta.is_dir() => Ok(true),
-        Ok(meta) if meta.file_type().is_symlink() => Err(EngineError::invalid(format!(
-            "{} is not a directory (it is a symbolic link, which is never followed)",
-            dir.display()
-        ))),
-        Ok(_) => Err(EngineError::invalid(format!(
-            "{} is not a directory",
-            dir.display()
-        ))),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(EngineError::io(
-            format!("cannot stat {}", dir.display()),
-            err,
-        )),
-    }
-}
-
-/// mkdir (mode 0777 minus umask) + fsync(parent); losing a race to another mkdir is
-/// fine as long as the winner made a directory.
-fn make_dir(dir: &Path) -> Result<bool> {
-    match std::fs::create_dir(dir) {
+/// mkdir + fsync(parent); losing a race to another mkdir is fine (the caller opens the
+/// result as a directory, refusing anything else).
+fn make_dir(parent: &Dir, name: &str) -> Result<bool> {
+    match sys::mkdir_at(parent.fd(), name, DIR_MODE) {
         Ok(()) => {
-            fsync_dir_ctx(parent_of(dir))?;
+            parent.sync()?;
             Ok(true)
         }
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && check_is_dir(dir)? => Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(err) => Err(EngineError::io(
-            format!("cannot create directory {}", dir.display()),
+            format!("cannot create directory {}", parent.join(name).display()),
             err,
         )),
     }
 }
 
-/// rmdir + fsync of the parent; ENOENT and ENOTEMPTY are not errors.
-pub fn remove_dir_if_empty(dir: &Path) -> Result<()> {
-    let removed = match std::fs::remove_dir(dir) {
+/// rmdir of `parent/name` + fsync of the parent; a missing or non-empty directory is
+/// not an error.
+pub fn remove_dir_at(parent: &Dir, name: &str) -> Result<()> {
+    let path = parent.join(name);
+    let removed = match sys::rmdir_at(parent.fd(), name) {
         Ok(()) => true,
         Err(err) if is_missing_or_not_empty(&err) => false,
         Err(err) => {
             return Err(EngineError::io(
-                format!("cannot remove directory {}", dir.display()),
+                format!("cannot remove directory {}", path.display()),
                 err,
             ))
         }
     };
     if removed {
-        fsync_dir_ctx(parent_of(dir))?;
+        parent.sync()?;
     }
-    info!(op = "rmdir", path = %dir.display(), removed, "directory removed if empty");
+    info!(op = "rmdir", path = %path.display(), removed, "directory removed if empty");
     failpoint::step("rmdir");
     Ok(())
 }
 
 fn is_missing_or_not_empty(err: &io::Error) -> bool {
     matches!(
-        rustix::io::Errno::from_io_error(err),
-        Some(rustix::io::Errno::NOENT | rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST)
+        Errno::from_io_error(err),
+        Some(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST)
     )
 }
 
-/// Durable hard link `dst` → inode of `src` (dst must not exist).
-pub fn hardlink(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::hard_link(src, dst)
-        .io_ctx(|| format!("cannot link {} to {}", dst.display(), src.display()))?;
-    fsync_dir_ctx(parent_of(dst))?;
-    info!(op = "hardlink", from = %src.display(), to = %dst.display(), "hard link created");
+/// Durable hard link `dst` → inode of the regular file `src` (dst must not exist).
+/// The new name is checked to be that inode afterwards; were it anything else (the
+/// source swapped meanwhile), it is removed again and the link refused.
+pub fn hardlink_at(src_dir: &Dir, src: &str, dst_dir: &Dir, dst: &str) -> Result<()> {
+    let (src_path, dst_path) = (src_dir.join(src), dst_dir.join(dst));
+    let checked = src_dir.regular_entry(src)?;
+    sys::link_at(src_dir.fd(), src, dst_dir.fd(), dst).io_ctx(|| {
+        format!(
+            "cannot link {} to {}",
+            dst_path.display(),
+            src_path.display()
+        )
+    })?;
+    match dst_dir.entry(dst)? {
+        Some(linked) if linked.same_inode(&checked) => {}
+        _ => {
+            let _ = sys::unlink_at(dst_dir.fd(), dst);
+            return Err(EngineError::invalid(format!(
+                "{} changed while it was being linked; refusing to use it",
+                src_path.display()
+            )));
+        }
+    }
+    dst_dir.sync()?;
+    info!(op = "hardlink", from = %src_path.display(), to = %dst_path.display(), "hard link created");
     failpoint::step("hardlink");
     Ok(())
 }
 
-/// Open an existing file read-write (no symlink follow), ftruncate to `size`, fsync.
-/// Used only for the dirty image of a started volume (R§3.15). ENOENT is reported as
-/// an error of kind NotFound.
-pub fn truncate_in_place(path: &Path, size: u64) -> Result<()> {
-    let file = open_regular(path, OpenOptions::new().read(true).write(true))?;
+/// Open an existing regular file read-write (no symlink follow), ftruncate to `size`,
+/// fsync. Used only for the dirty image of a started volume (R§3.15). A missing file is
+/// `NotFound`.
+pub fn truncate_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
+    let path = dir.join(name);
+    let file = dir.open_file(name, Access::ReadWrite)?;
     file.set_len(size)
         .io_ctx(|| format!("cannot truncate {} to {size} bytes", path.display()))?;
     file.sync_all()
@@ -313,90 +387,13 @@ pub fn truncate_in_place(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// fsync an existing file's data (belt and braces before a commit).
-pub fn fsync_file(path: &Path) -> Result<()> {
-    let file = open_read(path)?;
+/// fsync an existing regular file's data (belt and braces before a commit).
+pub fn fsync_at(dir: &Dir, name: &str) -> Result<()> {
+    let file = dir.open_file(name, Access::Read)?;
     file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
-    debug!(path = %path.display(), "fsynced");
+        .io_ctx(|| format!("cannot fsync {}", dir.join(name).display()))?;
+    debug!(path = %dir.join(name).display(), "fsynced");
     Ok(())
-}
-
-/// Open an existing regular file read-only without following a final symlink.
-pub fn open_read(path: &Path) -> Result<File> {
-    open_regular(path, OpenOptions::new().read(true))
-}
-
-/// Open an existing regular file write-only without following a final symlink.
-pub fn open_write(path: &Path) -> Result<File> {
-    open_regular(path, OpenOptions::new().write(true))
-}
-
-/// Open with O_NOFOLLOW|O_CLOEXEC and refuse anything but a regular file. O_NONBLOCK
-/// keeps a FIFO from blocking the open; it is cleared again on the regular file.
-fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File> {
-    let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let file = match options.custom_flags(flags.bits() as i32).open(path) {
-        Ok(file) => file,
-        Err(err) if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(EngineError::invalid(format!(
-                "{} is a symbolic link, which is never followed",
-                path.display()
-            )))
-        }
-        Err(err) => {
-            return Err(refusal_of_non_regular(path).unwrap_or_else(|| {
-                EngineError::io(format!("cannot open {}", path.display()), err)
-            }))
-        }
-    };
-    let file_type = file
-        .metadata()
-        .io_ctx(|| format!("cannot stat {}", path.display()))?
-        .file_type();
-    if !file_type.is_file() {
-        return Err(not_regular(path, file_type));
-    }
-    clear_nonblock(&file).io_ctx(|| format!("cannot set the flags of {}", path.display()))?;
-    Ok(file)
-}
-
-/// After a failed open (EISDIR for a directory opened for writing, ENXIO for a FIFO
-/// without reader, …): the clear refusal if `path` is something other than a regular
-/// file.
-fn refusal_of_non_regular(path: &Path) -> Option<EngineError> {
-    let file_type = path.symlink_metadata().ok()?.file_type();
-    (!file_type.is_file() && !file_type.is_symlink()).then(|| not_regular(path, file_type))
-}
-
-fn not_regular(path: &Path, file_type: std::fs::FileType) -> EngineError {
-    EngineError::invalid(format!(
-        "{} is not a regular file (it is {})",
-        path.display(),
-        describe_file_type(file_type)
-    ))
-}
-
-fn clear_nonblock(file: &File) -> io::Result<()> {
-    let flags = rustix::fs::fcntl_getfl(file)?;
-    rustix::fs::fcntl_setfl(file, flags - OFlags::NONBLOCK)?;
-    Ok(())
-}
-
-fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
 }
 
 #[cfg(test)]
@@ -405,8 +402,10 @@ mod tests {
     use crate::error::ErrorKind;
     use std::io::{Read, Write};
 
-    fn dir() -> tempfile::TempDir {
-        tempfile::tempdir().expect("tempdir")
+    fn dir() -> (tempfile::TempDir, Dir) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let handle = Dir::open_path(d.path()).unwrap();
+        (d, handle)
     }
 
     fn names_in(dir: &Path) -> Vec<String> {
@@ -419,16 +418,13 @@ mod tests {
     }
 
     #[test]
-    fn temp_path_is_final_name_tilde_and_eight_chars_of_the_alphabet() {
-        let final_path = Path::new("/pool/appvms/work/private.img");
+    fn temp_name_is_final_name_tilde_and_eight_chars_of_the_alphabet() {
         for _ in 0..200 {
-            let temp = temp_path(final_path);
-            let name = temp.file_name().unwrap().to_str().unwrap();
+            let name = temp_name("private.img");
             let (base, random) = name.rsplit_once('~').unwrap();
             assert_eq!(base, "private.img");
             assert_eq!(random.len(), TEMP_RANDOM_LEN);
             assert!(random.bytes().all(|b| TEMP_ALPHABET.contains(&b)), "{name}");
-            assert_eq!(temp.parent(), final_path.parent());
         }
     }
 
@@ -436,36 +432,43 @@ mod tests {
     fn temp_names_are_recognised_by_the_layout() {
         let vid = crate::names::Vid::parse("appvms/work/private").unwrap();
         let paths = crate::layout::VolumePaths::new(Path::new("/pool"), &vid);
-        let temp = temp_path(&paths.dirty());
-        assert!(paths.is_own_temp(temp.file_name().unwrap().to_str().unwrap()));
+        assert!(paths.is_own_temp(&temp_name(&paths.dirty_name())));
     }
 
     #[test]
     fn temp_names_differ() {
-        let a = temp_path(Path::new("x.img"));
-        let b = temp_path(Path::new("x.img"));
-        assert_ne!(a, b);
+        assert_ne!(temp_name("x.img"), temp_name("x.img"));
     }
 
     #[test]
-    fn replace_with_writes_mode_0600_and_leaves_no_temp() {
-        let d = dir();
-        let dst = d.path().join("a.img");
-        replace_with(&dst, |mut f| {
+    fn replace_writes_mode_0600_and_leaves_no_temp() {
+        let (d, dir) = dir();
+        replace_at(&dir, "a.img", |mut f| {
             f.write_all(b"hello").io_ctx(|| "write".into())
         })
         .unwrap();
+        let dst = d.path().join("a.img");
         assert_eq!(std::fs::read(&dst).unwrap(), b"hello");
         assert_eq!(dst.metadata().unwrap().permissions().mode() & 0o7777, 0o600);
         assert_eq!(names_in(d.path()), ["a.img"]);
     }
 
     #[test]
-    fn replace_with_error_removes_temp_and_keeps_dst() {
-        let d = dir();
+    fn replace_with_by_path_writes_the_file() {
+        let (d, _) = dir();
+        let dst = d.path().join("state.json");
+        replace_with(&dst, |mut f| f.write_all(b"{}").io_ctx(|| "write".into())).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), b"{}");
+        assert!(remove(&dst).unwrap());
+        assert!(names_in(d.path()).is_empty());
+    }
+
+    #[test]
+    fn replace_error_removes_temp_and_keeps_dst() {
+        let (d, dir) = dir();
         let dst = d.path().join("a.img");
         std::fs::write(&dst, b"old").unwrap();
-        let err = replace_with(&dst, |mut f| -> Result<()> {
+        let err = replace_at(&dir, "a.img", |mut f| -> Result<()> {
             f.write_all(b"partial").unwrap();
             Err(EngineError::io(
                 "cannot fill",
@@ -479,25 +482,27 @@ mod tests {
     }
 
     #[test]
-    fn replace_with_panic_in_fill_removes_temp() {
-        let d = dir();
-        let dst = d.path().join("a.img");
+    fn replace_panic_in_fill_removes_temp() {
+        let (d, dir) = dir();
         let result = std::panic::catch_unwind(|| {
-            let _ = replace_with(&dst, |_| -> Result<()> { panic!("fill panicked") });
+            let _ = replace_at(&dir, "a.img", |_| -> Result<()> { panic!("fill panicked") });
         });
         assert!(result.is_err());
         assert!(names_in(d.path()).is_empty());
     }
 
     #[test]
-    fn replace_with_gives_a_new_inode() {
+    fn replace_gives_a_new_inode() {
         use std::os::unix::fs::MetadataExt;
-        let d = dir();
+        let (d, dir) = dir();
         let dst = d.path().join("a.img");
         std::fs::write(&dst, b"old").unwrap();
         let before = dst.metadata().unwrap().ino();
         let mut held = File::open(&dst).unwrap();
-        replace_with(&dst, |mut f| f.write_all(b"new").io_ctx(|| "write".into())).unwrap();
+        replace_at(&dir, "a.img", |mut f| {
+            f.write_all(b"new").io_ctx(|| "write".into())
+        })
+        .unwrap();
         assert_ne!(dst.metadata().unwrap().ino(), before);
         let mut old = String::new();
         held.read_to_string(&mut old).unwrap();
@@ -505,136 +510,124 @@ mod tests {
     }
 
     #[test]
+    fn replace_over_a_symlink_replaces_the_link_not_its_target() {
+        let (d, dir) = dir();
+        let target = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(target.path(), b"target").unwrap();
+        std::os::unix::fs::symlink(target.path(), d.path().join("a.img")).unwrap();
+        replace_at(&dir, "a.img", |mut f| {
+            f.write_all(b"new").io_ctx(|| "write".into())
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(target.path()).unwrap(), b"target");
+        assert!(d.path().join("a.img").symlink_metadata().unwrap().is_file());
+    }
+
+    #[test]
     fn create_sparse_allocates_nothing() {
         use std::os::unix::fs::MetadataExt;
-        let d = dir();
-        let path = d.path().join("s.img");
-        create_sparse(&path, 111 << 20).unwrap();
-        let meta = path.metadata().unwrap();
+        let (d, dir) = dir();
+        create_sparse_at(&dir, "s.img", 111 << 20).unwrap();
+        let meta = d.path().join("s.img").metadata().unwrap();
         assert_eq!(meta.len(), 111 << 20);
         assert_eq!(meta.blocks(), 0);
     }
 
     #[test]
     fn remove_reports_whether_a_file_was_there() {
-        let d = dir();
-        let path = d.path().join("f");
-        std::fs::write(&path, b"x").unwrap();
-        assert!(remove(&path).unwrap());
-        assert!(!remove(&path).unwrap());
+        let (d, dir) = dir();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        assert!(remove_at(&dir, "f").unwrap());
+        assert!(!remove_at(&dir, "f").unwrap());
     }
 
     #[test]
     fn ensure_dir_creates_once_and_refuses_symlinks_and_files() {
-        let d = dir();
-        let sub = d.path().join("sub");
-        assert!(ensure_dir(&sub).unwrap());
-        assert!(!ensure_dir(&sub).unwrap());
-        let link = d.path().join("link");
-        std::os::unix::fs::symlink(&sub, &link).unwrap();
-        let err = ensure_dir(&link).unwrap_err();
+        let (d, dir) = dir();
+        assert!(ensure_dir_at(&dir, "sub").unwrap().1);
+        assert!(!ensure_dir_at(&dir, "sub").unwrap().1);
+        std::os::unix::fs::symlink(d.path().join("sub"), d.path().join("link")).unwrap();
+        let err = ensure_dir_at(&dir, "link").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.to_string().contains("is not a directory"), "{err}");
-        let file = d.path().join("file");
-        std::fs::write(&file, b"").unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::write(d.path().join("file"), b"").unwrap();
         assert_eq!(
-            ensure_dir(&file).unwrap_err().kind(),
+            ensure_dir_at(&dir, "file").unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
     }
 
     #[test]
-    fn ensure_dir_is_not_recursive() {
-        let d = dir();
-        let err = ensure_dir(&d.path().join("a/b")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
+    fn ensure_dir_makes_private_directories() {
+        use std::os::unix::fs::MetadataExt;
+        let (d, dir) = dir();
+        ensure_dir_at(&dir, "sub").unwrap();
+        assert_eq!(d.path().join("sub").metadata().unwrap().mode() & 0o022, 0);
     }
 
     #[test]
-    fn remove_dir_if_empty_ignores_missing_and_non_empty() {
-        let d = dir();
+    fn remove_dir_ignores_missing_and_non_empty() {
+        let (d, dir) = dir();
         let sub = d.path().join("sub");
-        remove_dir_if_empty(&sub).unwrap();
+        remove_dir_at(&dir, "sub").unwrap();
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("f"), b"").unwrap();
-        remove_dir_if_empty(&sub).unwrap();
+        remove_dir_at(&dir, "sub").unwrap();
         assert!(sub.is_dir());
         std::fs::remove_file(sub.join("f")).unwrap();
-        remove_dir_if_empty(&sub).unwrap();
+        remove_dir_at(&dir, "sub").unwrap();
         assert!(!sub.exists());
     }
 
     #[test]
     fn hardlink_shares_the_inode_and_refuses_an_existing_dst() {
         use std::os::unix::fs::MetadataExt;
-        let d = dir();
+        let (d, dir) = dir();
         let (a, b) = (d.path().join("a"), d.path().join("b"));
         std::fs::write(&a, b"x").unwrap();
-        hardlink(&a, &b).unwrap();
+        hardlink_at(&dir, "a", &dir, "b").unwrap();
         assert_eq!(a.metadata().unwrap().ino(), b.metadata().unwrap().ino());
-        assert_eq!(hardlink(&a, &b).unwrap_err().kind(), ErrorKind::Failed);
+        assert_eq!(
+            hardlink_at(&dir, "a", &dir, "b").unwrap_err().kind(),
+            ErrorKind::Failed
+        );
+    }
+
+    #[test]
+    fn hardlink_and_rename_refuse_what_is_not_a_regular_file() {
+        let (d, dir) = dir();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("link")).unwrap();
+        for name in ["sub", "link"] {
+            let err = rename_at(&dir, name, &dir, "dst").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}: {err}");
+            let err = hardlink_at(&dir, name, &dir, "dst").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}: {err}");
+        }
+        assert_eq!(names_in(d.path()), ["link", "sub"]);
     }
 
     #[test]
     fn rename_across_directories_moves_the_file() {
-        let d = dir();
-        std::fs::create_dir(d.path().join("x")).unwrap();
-        let (from, to) = (d.path().join("a"), d.path().join("x/b"));
-        std::fs::write(&from, b"x").unwrap();
-        rename(&from, &to).unwrap();
-        assert!(!from.exists());
-        assert_eq!(std::fs::read(&to).unwrap(), b"x");
+        let (d, dir) = dir();
+        let (x, _) = ensure_dir_at(&dir, "x").unwrap();
+        std::fs::write(d.path().join("a"), b"x").unwrap();
+        rename_at(&dir, "a", &x, "b").unwrap();
+        assert!(!d.path().join("a").exists());
+        assert_eq!(std::fs::read(d.path().join("x/b")).unwrap(), b"x");
     }
 
     #[test]
-    fn truncate_in_place_keeps_the_inode_and_reports_missing_as_not_found() {
+    fn truncate_keeps_the_inode_and_reports_missing_as_not_found() {
         use std::os::unix::fs::MetadataExt;
-        let d = dir();
+        let (d, dir) = dir();
         let path = d.path().join("dirty.img");
         std::fs::write(&path, b"abc").unwrap();
         let ino = path.metadata().unwrap().ino();
-        truncate_in_place(&path, 1 << 20).unwrap();
+        truncate_at(&dir, "dirty.img", 1 << 20).unwrap();
         let meta = path.metadata().unwrap();
         assert_eq!((meta.len(), meta.ino()), (1 << 20, ino));
-        let err = truncate_in_place(&d.path().join("missing"), 1).unwrap_err();
+        let err = truncate_at(&dir, "missing", 1).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn opens_refuse_symlinks_directories_and_fifos() {
-        let d = dir();
-        let file = d.path().join("f");
-        std::fs::write(&file, b"x").unwrap();
-        let link = d.path().join("link");
-        std::os::unix::fs::symlink(&file, &link).unwrap();
-        let fifo = d.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        for path in [&link, &fifo, &d.path().to_path_buf()] {
-            let err = open_read(path).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                ErrorKind::InvalidArgument,
-                "{}: {err}",
-                path.display()
-            );
-        }
-        assert_eq!(
-            open_write(&link).unwrap_err().kind(),
-            ErrorKind::InvalidArgument
-        );
-        assert_eq!(
-            open_write(&fifo).unwrap_err().kind(),
-            ErrorKind::InvalidArgument
-        );
-        let f = open_read(&file).unwrap();
-        let flags = rustix::fs::fcntl_getfl(&f).unwrap();
-        assert!(!flags.contains(OFlags::NONBLOCK));
     }
 }

@@ -119,6 +119,23 @@ impl EngineError {
     pub fn os_error(&self) -> Option<&io::Error> {
         self.source.as_ref()
     }
+
+    /// The shortest description of why it failed: the OS error's text ("no space left
+    /// on device"), else the reason.
+    pub fn cause(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| self.reason.clone(), os_error_text)
+    }
+}
+
+/// Only the strerror text of an OS error, lower case, never the Debug form.
+fn os_error_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    text.split(" (os error")
+        .next()
+        .unwrap_or(&text)
+        .to_lowercase()
 }
 
 impl fmt::Display for EngineError {
@@ -128,10 +145,7 @@ impl fmt::Display for EngineError {
         }
         f.write_str(&self.reason)?;
         if let Some(err) = &self.source {
-            // Only the strerror text, never the Debug form.
-            let text = err.to_string();
-            let text = text.split(" (os error").next().unwrap_or(&text);
-            write!(f, " ({})", text.to_lowercase())?;
+            write!(f, " ({})", os_error_text(err))?;
         }
         Ok(())
     }
@@ -168,6 +182,13 @@ mod tests {
             err.to_string(),
             "volume appvms/a/private in pool p: cannot write x (no space left on device)"
         );
+    }
+
+    #[test]
+    fn the_cause_is_the_os_error_text_else_the_reason() {
+        let err = EngineError::io("cannot write x", io::Error::from_raw_os_error(28));
+        assert_eq!(err.cause(), "no space left on device");
+        assert_eq!(EngineError::busy("started").cause(), "started");
     }
 
     #[test]

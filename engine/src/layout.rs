@@ -24,42 +24,81 @@ use crate::names::Vid;
 pub const TEMP_RANDOM_LEN: usize = 8;
 const REVISION_TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
 
-/// All paths of one volume.
+/// All names and paths of one volume. The engine reaches files by [`Self::vm_dir_rel`]
+/// beneath the pool directory's fd and then by file name (see [`crate::dir`]); the
+/// absolute paths are for messages, the block device path and tests.
 #[derive(Debug, Clone)]
 pub struct VolumePaths {
+    pool_dir: PathBuf,
     dir: PathBuf,
+    vm_dir_rel: String,
     name: String,
 }
 
 impl VolumePaths {
     pub fn new(pool_dir: &Path, vid: &Vid) -> VolumePaths {
         VolumePaths {
+            pool_dir: pool_dir.to_owned(),
             dir: pool_dir.join(vid.vm_dir()),
+            vm_dir_rel: vid.vm_dir(),
             name: vid.name().to_owned(),
         }
     }
 
+    /// The pool directory.
+    pub fn pool_dir(&self) -> &Path {
+        &self.pool_dir
+    }
     /// The VM directory holding every file of the volume.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The VM directory relative to the pool directory: `appvms/<vm>`.
+    pub fn vm_dir_rel(&self) -> &str {
+        &self.vm_dir_rel
+    }
+    /// `appvms` or `vm-templates`.
+    pub fn class_dir_name(&self) -> &str {
+        self.vm_dir_rel
+            .split_once('/')
+            .map_or("", |(class, _)| class)
+    }
+    /// The VM's directory name inside its class directory.
+    pub fn vm_name(&self) -> &str {
+        self.vm_dir_rel.split_once('/').map_or("", |(_, vm)| vm)
+    }
     pub fn name(&self) -> &str {
         &self.name
     }
+    pub fn clean_name(&self) -> String {
+        format!("{}.img", self.name)
+    }
+    pub fn dirty_name(&self) -> String {
+        format!("{}-dirty.img", self.name)
+    }
+    pub fn precache_name(&self) -> String {
+        format!("{}-precache.img", self.name)
+    }
+    pub fn import_name(&self) -> String {
+        format!("{}-import.img", self.name)
+    }
+    pub fn revision_name(&self, id: u64, timestamp: i64) -> String {
+        revision_file_name(&self.name, id, timestamp)
+    }
     pub fn clean(&self) -> PathBuf {
-        self.dir.join(format!("{}.img", self.name))
+        self.dir.join(self.clean_name())
     }
     pub fn dirty(&self) -> PathBuf {
-        self.dir.join(format!("{}-dirty.img", self.name))
+        self.dir.join(self.dirty_name())
     }
     pub fn precache(&self) -> PathBuf {
-        self.dir.join(format!("{}-precache.img", self.name))
+        self.dir.join(self.precache_name())
     }
     pub fn import(&self) -> PathBuf {
-        self.dir.join(format!("{}-import.img", self.name))
+        self.dir.join(self.import_name())
     }
     pub fn revision(&self, id: u64, timestamp: i64) -> PathBuf {
-        self.dir.join(revision_file_name(&self.name, id, timestamp))
+        self.dir.join(self.revision_name(id, timestamp))
     }
 
     /// Is `file_name` (an entry of [`Self::dir`]) an incomplete temp file of *this*
@@ -75,12 +114,11 @@ impl VolumePaths {
         {
             return false;
         }
-        let n = &self.name;
-        base == format!("{n}.img")
-            || base == format!("{n}-dirty.img")
-            || base == format!("{n}-precache.img")
-            || base == format!("{n}-import.img")
-            || parse_revision_name(n, base).is_some()
+        base == self.clean_name()
+            || base == self.dirty_name()
+            || base == self.precache_name()
+            || base == self.import_name()
+            || parse_revision_name(&self.name, base).is_some()
     }
 }
 
@@ -153,6 +191,9 @@ mod tests {
     #[test]
     fn file_names_match_the_reference_layout() {
         let p = paths();
+        assert_eq!(p.vm_dir_rel(), "appvms/work");
+        assert_eq!((p.class_dir_name(), p.vm_name()), ("appvms", "work"));
+        assert_eq!(p.dirty_name(), "private-dirty.img");
         assert_eq!(p.clean(), Path::new("/pool/appvms/work/private.img"));
         assert_eq!(p.dirty(), Path::new("/pool/appvms/work/private-dirty.img"));
         assert_eq!(

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod copy;
+pub mod dir;
 pub mod durable;
 pub mod engine;
 pub mod error;

@@ -44,6 +44,12 @@ pub struct VolumeConfig {
     pub revisions_to_keep: RevisionsToKeep,
     /// `None` = the default of R§1.3.
     pub ephemeral: Option<bool>,
+    /// Set when snapshots are disabled (revisions_to_keep switched to −1): the
+    /// committed image may still be read through exports made while they were enabled,
+    /// so the next start gives the VM a copy of it rather than that very inode (an
+    /// export never changes afterwards). Cleared by that start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub committed_image_shared: bool,
 }
 
 /// What `CreateVolume` asks for, before defaults are applied.

@@ -1,48 +1,238 @@
-//! Pool-level file work (R§3.1, §3.22, §3.23): setup with the reflink probe, usage from
-//! statvfs, and which other pool's directory contains this one. Pools never delete
-//! files: removing a pool only forgets its configuration.
+//! Pool-level file work (R§3.1, §3.22, §3.23): where a pool directory may be and who
+//! must own it, setup with the reflink probe (and its undo), opening the class and VM
+//! directories beneath the pool directory's fd, usage from statvfs, and which other
+//! pool's directory contains this one. Pools never delete files: removing a pool only
+//! forgets its configuration.
+//!
+//! A pool directory is refused (`InvalidArgument`, before anything is created) when it
+//! resolves to `/`, `/var` or a path in one of the system's own trees ([`system_tree`]),
+//! or when it, or `appvms/` or `vm-templates/` in it, is not private to the service
+//! (owned by its euid, writable by neither group nor others, [`crate::dir::is_private`]):
+//! whoever may write those directories could swap the VM directories under the service.
+//! Every volume operation checks the same again on the directories it uses
+//! ([`check_private`]).
 
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use tracing::info;
 
 use crate::copy;
+use crate::dir::Dir;
 use crate::durable;
 use crate::engine::PoolSpec;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, IoContext, Result};
+use crate::layout::VolumePaths;
 use crate::model::PoolConfig;
 use crate::names::{PoolName, VmClass};
 use crate::sys;
 
-/// R§3.1: create the directory (single mkdir), probe reflinks when asked (removing a
-/// directory created now if the probe refuses), then `appvms/` and `vm-templates/`.
-pub fn setup(spec: &PoolSpec) -> Result<()> {
-    let dir = &spec.dir_path;
+/// Top-level directories that belong to the system: a pool may be neither one of them
+/// nor inside one (`/lib*` is every top-level name starting with `lib`).
+const SYSTEM_TREES: [&str; 10] = [
+    "bin", "boot", "dev", "etc", "proc", "run", "sbin", "sys", "usr", "lib",
+];
+
+/// The system tree an absolute, resolved path is or lies in (`"/"`, `"/var"`,
+/// `"/etc"`, `"/lib64"`, …), or `None` when a pool may live there.
+pub fn system_tree(path: &Path) -> Option<String> {
+    let mut names = path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(name),
+        _ => None,
+    });
+    let Some(first) = names.next() else {
+        return Some("/".to_owned());
+    };
+    let first = first.to_str()?;
+    let nested = names.next().is_some();
+    let system = SYSTEM_TREES.contains(&first) || first.starts_with("lib");
+    (system || (first == "var" && !nested)).then(|| format!("/{first}"))
+}
+
+/// The path `dir` names once symlinks and `..` are resolved: its realpath, or for a
+/// directory that does not exist yet (setup makes it with a single mkdir) its parent's
+/// realpath and its name.
+fn resolve(dir: &Path) -> Result<PathBuf> {
+    match std::fs::canonicalize(dir) {
+        Ok(path) => return Ok(path),
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            return Err(EngineError::io(
+                format!("cannot resolve {}", dir.display()),
+                err,
+            ))
+        }
+        Err(_) => {}
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(EngineError::invalid(format!(
+            "{} is not a directory name",
+            dir.display()
+        )));
+    };
+    let parent = std::fs::canonicalize(parent).io_ctx(|| {
+        format!(
+            "the parent directory of {} cannot be used (a pool directory is made with a single mkdir)",
+            dir.display()
+        )
+    })?;
+    Ok(parent.join(name))
+}
+
+/// Refuse a pool directory that is relative or that resolves into a system tree.
+fn check_location(dir: &Path) -> Result<()> {
     if !dir.is_absolute() {
         return Err(EngineError::invalid(format!(
             "dir_path {} is not absolute",
             dir.display()
         )));
     }
-    let created = if dir.is_dir() {
-        false
-    } else {
-        durable::ensure_dir(dir)?
-    };
-    let undo = |err: EngineError| {
-        if created {
-            let _ = durable::remove_dir_if_empty(dir);
-        }
-        err
-    };
-    if spec.setup_check && !copy::probe_reflink(dir).map_err(undo)? {
-        return Err(undo(EngineError::not_supported(format!(
-            "the filesystem at {} cannot reflink; if you accept slow VM start/stop and wasted space, pass setup_check=false",
-            dir.display()
-        ))));
+    let resolved = resolve(dir)?;
+    match system_tree(&resolved) {
+        None => Ok(()),
+        Some(tree) => Err(EngineError::invalid(format!(
+            "{} cannot be a pool directory: it resolves to {}, which is {} or inside it, a directory of the system",
+            dir.display(),
+            resolved.display(),
+            tree
+        ))),
     }
+}
+
+/// What [`setup`] made, so that a pool that is not registered in the end leaves
+/// nothing behind ([`Setup::undo`]).
+#[derive(Debug)]
+pub struct Setup {
+    root: Dir,
+    /// The parent and name of the pool directory, when setup created it.
+    created_root: Option<(Dir, String)>,
+    created_classes: Vec<&'static str>,
+}
+
+impl Setup {
+    /// Remove what setup created (class directories, then the pool directory), if
+    /// still empty; best effort, each step logged.
+    pub fn undo(self) {
+        for class in &self.created_classes {
+            let _ = durable::remove_dir_at(&self.root, class);
+        }
+        if let Some((parent, name)) = &self.created_root {
+            let _ = durable::remove_dir_at(parent, name);
+        }
+    }
+}
+
+/// R§3.1, with the checks above first: refuse the location and an existing directory
+/// (or its class directories) that is not private, before anything is created; create
+/// the directory (single mkdir), probe reflinks when asked, then `appvms/` and
+/// `vm-templates/`. On failure everything created is removed again.
+pub fn setup(spec: &PoolSpec) -> Result<Setup> {
+    let dir = &spec.dir_path;
+    check_location(dir)?;
+    let mut setup = open_or_create(dir)?;
+    if let Err(err) = finish_setup(&mut setup, spec) {
+        setup.undo();
+        return Err(err);
+    }
+    Ok(setup)
+}
+
+/// The pool directory: an existing one after its checks, or a new one (single mkdir).
+fn open_or_create(dir: &Path) -> Result<Setup> {
+    match Dir::open_path(dir) {
+        Ok(root) => {
+            check_existing(&root)?;
+            Ok(Setup {
+                root,
+                created_root: None,
+                created_classes: Vec::new(),
+            })
+        }
+        Err(err) if err.kind() == ErrorKind::NotFound => create_root(dir),
+        Err(err) => Err(err),
+    }
+}
+
+fn check_existing(root: &Dir) -> Result<()> {
+    root.check_private()?;
     for class in VmClass::ALL {
-        durable::ensure_dir(&dir.join(class.dir_name())).map_err(undo)?;
+        if let Some(class_dir) = root.open_subdir(class.dir_name())? {
+            class_dir.check_private()?;
+        }
     }
     Ok(())
+}
+
+fn create_root(dir: &Path) -> Result<Setup> {
+    let (parent, name) = Dir::open_parent_of(dir)?;
+    let (root, created) = durable::ensure_dir_at(&parent, &name)?;
+    let setup = Setup {
+        root,
+        created_root: created.then_some((parent, name)),
+        created_classes: Vec::new(),
+    };
+    // Made by someone else between our lookup and our mkdir: check it like any other.
+    if let Err(err) = check_existing(&setup.root) {
+        setup.undo();
+        return Err(err);
+    }
+    Ok(setup)
+}
+
+fn finish_setup(setup: &mut Setup, spec: &PoolSpec) -> Result<()> {
+    if spec.setup_check && !copy::probe_reflink_in(&setup.root)? {
+        return Err(EngineError::not_supported(format!(
+            "the filesystem at {} cannot reflink; if you accept slow VM start/stop and wasted space, pass setup_check=false",
+            spec.dir_path.display()
+        )));
+    }
+    for class in VmClass::ALL {
+        let (class_dir, created) = durable::ensure_dir_at(&setup.root, class.dir_name())?;
+        if created {
+            setup.created_classes.push(class.dir_name());
+        }
+        class_dir.check_private()?;
+    }
+    info!(op = "setup", dir = %spec.dir_path.display(), "pool directory set up");
+    Ok(())
+}
+
+/// Open the pool directory named by the configuration (symlinks in that path are the
+/// administrator's choice; everything below goes through the returned fd).
+pub fn open_root(dir_path: &Path) -> Result<Dir> {
+    Dir::open_path(dir_path)
+}
+
+/// The pool directory and the volume's class directory (when it exists) must be
+/// private to the service: checked before every volume operation.
+pub fn check_private(root: &Dir, paths: &VolumePaths) -> Result<()> {
+    root.check_private()?;
+    match open_class_dir(root, paths)? {
+        Some(class) => class.check_private(),
+        None => Ok(()),
+    }
+}
+
+/// `appvms/` or `vm-templates/` of the volume, beneath the pool directory's fd.
+pub fn open_class_dir(root: &Dir, paths: &VolumePaths) -> Result<Option<Dir>> {
+    root.open_subdir(paths.class_dir_name())
+}
+
+/// The volume's VM directory beneath the pool directory's fd (no symlink anywhere);
+/// `None` when it does not exist.
+pub fn open_vm_dir(root: &Dir, paths: &VolumePaths) -> Result<Option<Dir>> {
+    root.open_subdir(paths.vm_dir_rel())
+}
+
+/// The volume's VM directory, made (single mkdir) if missing. The class directory must
+/// exist (pool setup makes it).
+pub fn ensure_vm_dir(root: &Dir, paths: &VolumePaths) -> Result<Dir> {
+    let class = open_class_dir(root, paths)?.ok_or_else(|| {
+        EngineError::not_found(format!(
+            "{} does not exist (pool setup makes it)",
+            root.join(paths.class_dir_name()).display()
+        ))
+    })?;
+    durable::ensure_dir_at(&class, paths.vm_name()).map(|(dir, _)| dir)
 }
 
 /// `(data_size, data_usage)` of the filesystem holding the pool, or `None` when the
@@ -65,4 +255,67 @@ pub fn included_in<'a>(
         .filter(|p| p.name != this.name)
         .find(|p| std::fs::canonicalize(&p.dir_path).is_ok_and(|theirs| mine.starts_with(theirs)))
         .map(|p| p.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_var_and_the_system_trees_are_refused() {
+        for (path, tree) in [
+            ("/", "/"),
+            ("/var", "/var"),
+            ("/etc", "/etc"),
+            ("/etc/qubes", "/etc"),
+            ("/usr/lib/qubes", "/usr"),
+            ("/lib", "/lib"),
+            ("/lib64/x", "/lib64"),
+            ("/libx32", "/libx32"),
+            ("/bin", "/bin"),
+            ("/boot/efi", "/boot"),
+            ("/dev/shm/p", "/dev"),
+            ("/proc/1", "/proc"),
+            ("/run/qubes", "/run"),
+            ("/sbin", "/sbin"),
+            ("/sys/fs", "/sys"),
+        ] {
+            assert_eq!(
+                system_tree(Path::new(path)).as_deref(),
+                Some(tree),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_places_for_pools_are_allowed() {
+        for path in [
+            "/var/lib/qubes",
+            "/var/lib/qubes/pool2",
+            "/srv/pools/a",
+            "/mnt/data",
+            "/home/user/pool",
+            "/data",
+            "/variety",
+        ] {
+            assert_eq!(system_tree(Path::new(path)), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_relative_pool_directory_is_refused() {
+        let err = check_location(Path::new("var/lib/qubes")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn a_path_through_dotdot_is_judged_by_where_it_resolves() {
+        let d = tempfile::tempdir().unwrap();
+        let sneaky = d.path().join("../../../../../../../../etc");
+        let err = check_location(&sneaky).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("/etc"), "{err}");
+        check_location(&d.path().join("new-pool")).unwrap();
+    }
 }

@@ -4,37 +4,24 @@
 //! revision survives. The timestamp is the clean image's mtime when the revision was
 //! taken (the time the data was last written), whole seconds UTC.
 
-use std::os::unix::fs::MetadataExt;
-
 use tracing::warn;
 
 use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
+use crate::dir::Dir;
 use crate::durable;
-use crate::error::{EngineError, IoContext, Result};
+use crate::error::{EngineError, Result};
 use crate::event::EventKind;
 use crate::layout::{match_revision_name, VolumePaths};
 use crate::model::Revision;
 
-/// The revisions present on disk, ordered by id ascending. A stray file that has the
-/// shape of a revision name but does not parse is ignored with a warning (fix 6).
-pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
-    let entries = match std::fs::read_dir(paths.dir()) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(EngineError::io(
-                format!("cannot list {}", paths.dir().display()),
-                e,
-            ))
-        }
-    };
+/// The revisions present in the VM directory `dir`, ordered by id ascending. A stray
+/// file that has the shape of a revision name but does not parse is ignored with a
+/// warning (fix 6).
+pub fn list_in(dir: &Dir, paths: &VolumePaths) -> Result<Vec<Revision>> {
     let mut revisions = Vec::new();
-    for entry in entries {
-        let entry = entry.io_ctx(|| format!("cannot list {}", paths.dir().display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        match match_revision_name(paths.name(), name) {
+    for name in dir.names()? {
+        match match_revision_name(paths.name(), &name) {
             Some(Ok((id, timestamp))) => revisions.push(Revision { id, timestamp }),
             Some(Err(())) => warn!(
                 file = name,
@@ -47,9 +34,19 @@ pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
     Ok(revisions)
 }
 
+/// [`list_in`] by path, for callers outside the engine (tests, tools): the pool
+/// directory is opened by its path and the VM directory beneath it without following a
+/// symlink. A missing VM directory has no revisions.
+pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
+    match Dir::open_path(paths.pool_dir())?.open_subdir(paths.vm_dir_rel())? {
+        Some(dir) => list_in(&dir, paths),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The revision with `id`, or the highest one for `None`.
-pub fn find(paths: &VolumePaths, id: Option<u64>) -> Result<Revision> {
-    let revisions = list(paths)?;
+pub fn find(dir: &Dir, paths: &VolumePaths, id: Option<u64>) -> Result<Revision> {
+    let revisions = list_in(dir, paths)?;
     let found = match id {
         None => revisions.last().copied(),
         Some(id) => revisions.iter().find(|r| r.id == id).copied(),
@@ -62,15 +59,13 @@ pub fn find(paths: &VolumePaths, id: Option<u64>) -> Result<Revision> {
 
 /// Add a revision from the current clean image (R§3.10), unless `keep` is 0.
 /// Revisions are made even of an empty image: that is what "revert to empty" reverts to.
-pub fn add(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revision>> {
+pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revision>> {
     if keep == 0 {
         return Ok(None);
     }
-    let clean = paths.clean();
-    let meta = std::fs::symlink_metadata(&clean)
-        .io_ctx(|| format!("cannot take a revision of {}", clean.display()))?;
-    let timestamp = meta.mtime();
-    let id = match list(paths)?.last() {
+    let clean = dir.regular_entry(&paths.clean_name())?;
+    let timestamp = clean.mtime().0;
+    let id = match list_in(dir, paths)?.last() {
         None => 1,
         Some(last) => last.id.checked_add(1).ok_or_else(|| {
             EngineError::new(
@@ -80,9 +75,11 @@ pub fn add(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revis
         })?,
     };
     let revision = Revision { id, timestamp };
-    copy::copy_path(
-        &clean,
-        &paths.revision(id, timestamp),
+    copy::copy_at(
+        dir,
+        &paths.clean_name(),
+        dir,
+        &paths.revision_name(id, timestamp),
         CopyOptions::default(),
         ctx,
     )?;
@@ -91,12 +88,12 @@ pub fn add(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revis
 }
 
 /// Delete all but the newest `keep` revisions (R§3.11).
-pub fn prune(paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Vec<Revision>> {
-    let revisions = list(paths)?;
+pub fn prune(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Vec<Revision>> {
+    let revisions = list_in(dir, paths)?;
     let excess = revisions.len().saturating_sub(keep);
     let pruned: Vec<Revision> = revisions.into_iter().take(excess).collect();
     for r in &pruned {
-        durable::remove(&paths.revision(r.id, r.timestamp))?;
+        durable::remove_at(dir, &paths.revision_name(r.id, r.timestamp))?;
         ctx.emit_volume(EventKind::RevisionPruned {
             id: r.id,
             timestamp: r.timestamp,

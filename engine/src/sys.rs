@@ -1,16 +1,27 @@
-//! The one module that owns raw syscalls: FICLONE, copy_file_range, SEEK_DATA /
-//! SEEK_HOLE, fsync of directories, statvfs and LOOP_SET_CAPACITY, plus the
-//! classification of FICLONE and copy_file_range errnos into "fall back" and "fail".
+//! The one module that owns raw syscalls: the directory-relative file operations every
+//! pool change goes through (openat2 beneath a directory, renameat, unlinkat, linkat,
+//! mkdirat, fstatat without following symlinks, reading a directory), FICLONE,
+//! copy_file_range, SEEK_DATA / SEEK_HOLE, fsync, futimens, O_TMPFILE, statvfs and
+//! LOOP_SET_CAPACITY, plus the classification of FICLONE and copy_file_range errnos
+//! into "fall back" and "fail".
 //!
 //! rustix is used (not nix) because it has safe wrappers for FICLONE
-//! (`rustix::fs::ioctl_ficlone`), `copy_file_range`, `SEEK_DATA`/`SEEK_HOLE` and
-//! `statvfs`; the ioctl number comes from the platform's headers through rustix/libc
+//! (`rustix::fs::ioctl_ficlone`), `copy_file_range`, `SEEK_DATA`/`SEEK_HOLE`, `openat2`
+//! and `statvfs`; the ioctl number comes from the platform's headers through rustix/libc
 //! (deliberate fix 5), never from a per-architecture table. The only `unsafe` is the
 //! LOOP_SET_CAPACITY ioctl, which has no wrapper anywhere; its opcode is computed with
 //! `rustix::ioctl::opcode::none(b'L', 7)` (`_IO('L', 7)` = 0x4C07 on every
 //! architecture).
 //!
 //! Kernel facts relied on (see shared notes/copy-engine.md):
+//! * `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
+//!   (Linux ≥ 5.6) refuses a path that would leave the directory (EXDEV) or that has a
+//!   symlink in any component (ELOOP), atomically with the lookup. Where the syscall is
+//!   missing (ENOSYS) [`open_beneath`] walks the components with
+//!   `openat(O_NOFOLLOW)`, refusing `..`, which is as safe for the plain names the
+//!   engine uses.
+//! * `renameat`, `unlinkat`, `linkat` (without AT_SYMLINK_FOLLOW) and `fstatat` with
+//!   AT_SYMLINK_NOFOLLOW act on the last component itself, never on a symlink's target.
 //! * FICLONE fails with EOPNOTSUPP on ext4/tmpfs/XFS-without-reflink, EXDEV across
 //!   filesystems, EINVAL for btrfs datacow↔nodatacow or a non-regular source, EBADF for
 //!   unsuitable open modes. Those four mean "not possible here, copy instead"; every
@@ -26,12 +37,17 @@
 //!   SEEK_DATA support fails with EINVAL, and then the whole file counts as data.
 //!   SEEK_DATA/SEEK_HOLE move the file offset: [`data_ranges`] restores it.
 
+use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags, SeekFrom};
+use rustix::fs::{AtFlags, Mode, ResolveFlags, SeekFrom, Timespec, Timestamps};
 use rustix::io::Errno;
+
+pub use rustix::fs::{FileType, OFlags, Stat};
 
 /// What a FICLONE attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,12 +175,169 @@ pub fn copy_file_range_all(src: &File, dst: &File, offset: u64, len: u64) -> io:
     Ok(done)
 }
 
-/// fsync a directory (makes a rename, link, unlink or mkdir in it durable).
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+/// Open an absolute directory named by the configuration (a pool directory, the state
+/// directory), following symlinks in it: that path is the administrator's choice. Every
+/// path below it goes through [`open_beneath`].
+pub fn open_dir_path(dir: &Path) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
-    rustix::fs::fsync(&fd)?;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+}
+
+/// Open `rel` (plain names joined by `/`) beneath the directory `dir`: no component,
+/// the last included, may be a symlink and the lookup cannot leave `dir`
+/// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS). O_CLOEXEC is always
+/// added. A symlink anywhere fails with ELOOP, an escape with EXDEV. (O_NOFOLLOW is
+/// not added: with O_DIRECTORY it would turn a final symlink's ELOOP into ENOTDIR.)
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlags,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let flags = flags | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let mode = Mode::from_raw_mode(mode);
+    match rustix::fs::openat2(dir, rel, flags, mode, resolve) {
+        Err(Errno::NOSYS) => open_walking(dir, rel, flags | OFlags::NOFOLLOW, mode),
+        other => Ok(other?),
+    }
+}
+
+/// [`open_beneath`] without openat2: one `openat(O_NOFOLLOW)` per component, refusing
+/// `..`, absolute paths and empty components (EXDEV, as openat2 would).
+fn open_walking(dir: BorrowedFd<'_>, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "..") {
+        return Err(Errno::XDEV.into());
+    }
+    let (last, dirs) = parts.split_last().ok_or(Errno::XDEV)?;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut current: Option<OwnedFd> = None;
+    for part in dirs {
+        let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        current = Some(rustix::fs::openat(at, *part, dir_flags, Mode::empty())?);
+    }
+    let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+    Ok(rustix::fs::openat(at, *last, flags, mode)?)
+}
+
+/// O_TMPFILE in `dir`: a read-write regular file without a name, mode 0600.
+pub fn open_unnamed(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(
+        dir,
+        ".",
+        flags,
+        Mode::from_raw_mode(0o600),
+    )?)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// `fstat` of an open file.
+pub fn stat_fd(fd: impl AsFd) -> io::Result<Stat> {
+    Ok(rustix::fs::fstat(fd)?)
+}
+
+/// `renameat`: replaces `to` if it exists (and is not a directory).
+pub fn rename_at(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> io::Result<()> {
+    Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
+}
+
+/// `unlinkat` of a non-directory entry (a symlink itself is removed, not its target).
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// `unlinkat(AT_REMOVEDIR)`: removes an empty directory.
+pub fn rmdir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// `linkat` without AT_SYMLINK_FOLLOW: links the entry itself.
+pub fn link_at(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> io::Result<()> {
+    Ok(rustix::fs::linkat(
+        from_dir,
+        from,
+        to_dir,
+        to,
+        AtFlags::empty(),
+    )?)
+}
+
+/// `mkdirat` (the umask still applies).
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
+}
+
+/// The names in the directory `dir` (without `.` and `..`), read through a fresh open
+/// file description of it.
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    Ok(names)
+}
+
+/// fsync an open file or directory (for a directory: makes a rename, link, unlink or
+/// mkdir in it durable).
+pub fn fsync(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fsync(fd)?)
+}
+
+/// Set atime and mtime of an open file to `(seconds, nanoseconds)`.
+pub fn set_times(file: &File, mtime: (i64, i64)) -> io::Result<()> {
+    let time = Timespec {
+        tv_sec: mtime.0,
+        tv_nsec: mtime.1 as _,
+    };
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    Ok(rustix::fs::futimens(file, &times)?)
+}
+
+/// Clear O_NONBLOCK on an open file (set to keep a FIFO from blocking an open).
+pub fn clear_nonblock(file: impl AsFd) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
     Ok(())
+}
+
+/// Switch core dumps off for this process (the crash runner aborts hundreds of times).
+pub fn disable_core_dumps() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let maximum = getrlimit(Resource::Core).maximum;
+    let _ = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum,
+        },
+    );
+}
+
+/// The effective uid of this process: the owner the pool directories must have.
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// (total bytes, used bytes) of the filesystem holding `dir`, from statvfs:
@@ -246,6 +419,37 @@ mod tests {
         assert_eq!(errno_name(Errno::OPNOTSUPP), "EOPNOTSUPP");
         assert_eq!(errno_name(Errno::XDEV), "EXDEV");
         assert_eq!(errno_name(Errno::from_raw_os_error(133)), "errno 133");
+    }
+
+    #[test]
+    fn the_walk_without_openat2_refuses_symlinks_dotdot_and_absolute_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+        let dir = open_dir_path(d.path()).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        assert!(open_walking(dir.as_fd(), "a/b", flags, Mode::empty()).is_ok());
+        for bad in ["link/b", "link", "a/../a", "..", "", "/a", "a//b"] {
+            assert!(
+                open_walking(dir.as_fd(), bad, flags, Mode::empty()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_beneath_refuses_symlinks_anywhere_and_escapes() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+        let dir = open_dir_path(&d.path().join("a")).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        assert!(open_beneath(dir.as_fd(), "b", flags, 0).is_ok());
+        let root = open_dir_path(d.path()).unwrap();
+        let err = open_beneath(root.as_fd(), "link/b", flags, 0).unwrap_err();
+        assert_eq!(Errno::from_io_error(&err), Some(Errno::LOOP));
+        let err = open_beneath(dir.as_fd(), "../a", flags, 0).unwrap_err();
+        assert_eq!(Errno::from_io_error(&err), Some(Errno::XDEV));
     }
 
     #[test]

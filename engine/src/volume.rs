@@ -6,29 +6,38 @@
 //! State lives in the filesystem: the dirty image exists ⇔ the volume is started;
 //! revisions are the revision files; the size is the image's size. Every change goes
 //! through [`crate::durable`] or [`crate::copy`], so a crash leaves the old or the new
-//! committed state, never a mix.
+//! committed state, never a mix. Files are reached through the VM directory opened
+//! beneath the pool directory's fd ([`crate::pool::open_vm_dir`]), never by path, and
+//! every file that is renamed, linked, opened or handed out must be a regular file.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
 use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
+use crate::dir::{not_regular, Access, Dir, Entry};
 use crate::durable;
-use crate::error::{EngineError, IoContext, Result};
+use crate::error::{EngineError, Result};
 use crate::event::EventKind;
 use crate::layout::VolumePaths;
 use crate::loopdev;
 use crate::model::{Revision, VolumeConfig, VolumeKind};
 use crate::names::Vid;
+use crate::pool;
 use crate::revision;
-use crate::sys;
+
+/// The largest image size: sizes are `off_t`, and must be below 2^63.
+const MAX_SIZE: u64 = i64::MAX as u64;
+/// Sizes are whole sectors.
+const SECTOR: u64 = 512;
 
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
-    pub pool_dir: &'a Path,
+    /// The pool directory, opened for this operation; `None` when it could not be
+    /// opened (getters then see no files).
+    root: Option<&'a Dir>,
     pub config: VolumeConfig,
     pub paths: VolumePaths,
 }
@@ -39,22 +48,55 @@ pub struct SourceView {
     pub config: VolumeConfig,
 }
 
-fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
+/// Refuse an import size that is not whole sectors or too large, and one below the
+/// current size without `allow_shrink` (contract rev 2, like Resize).
+pub fn check_import_size(size: u64, current: u64, allow_shrink: bool) -> Result<()> {
+    if size % SECTOR != 0 || size > MAX_SIZE {
+        return Err(EngineError::invalid(format!(
+            "cannot import {size} bytes: an image size is a multiple of {SECTOR} bytes below 2^63"
+        )));
+    }
+    if size < current && !allow_shrink {
+        return Err(EngineError::invalid(format!(
+            "importing {size} bytes would shrink the volume from {current} bytes and can destroy data; pass allow_shrink=true to do it anyway"
+        )));
+    }
+    Ok(())
 }
 
 impl<'a> Volume<'a> {
-    pub fn new(pool_dir: &'a Path, config: VolumeConfig) -> Self {
+    /// The volume in the pool directory `root`.
+    pub fn new(root: &'a Dir, config: VolumeConfig) -> Self {
+        Self::at(root.path(), Some(root), config)
+    }
+
+    /// The volume in the pool at `pool_dir`, whose directory `root` may not be open
+    /// (a getter on a pool whose directory is missing sees no files).
+    pub fn at(pool_dir: &Path, root: Option<&'a Dir>, config: VolumeConfig) -> Self {
         let paths = VolumePaths::new(pool_dir, &config.vid);
         Volume {
-            pool_dir,
+            root,
             config,
             paths,
         }
     }
 
+    /// The pool directory this view was opened with.
+    pub fn root_dir(&self) -> Option<&'a Dir> {
+        self.root
+    }
+
+    fn root(&self) -> Result<&'a Dir> {
+        self.root.ok_or_else(|| {
+            EngineError::not_found(format!(
+                "the pool directory {} cannot be opened",
+                self.paths.pool_dir().display()
+            ))
+        })
+    }
+
     pub fn source_paths(&self, source: &Vid) -> VolumePaths {
-        VolumePaths::new(self.pool_dir, source)
+        VolumePaths::new(self.paths.pool_dir(), source)
     }
 
     fn kind(&self) -> VolumeKind {
@@ -65,8 +107,40 @@ impl<'a> Volume<'a> {
         self.config.revisions_to_keep.keep()
     }
 
+    /// The VM directory, if it exists (never through a symlink).
+    pub fn vm_dir(&self) -> Result<Option<Dir>> {
+        match self.root {
+            Some(root) => pool::open_vm_dir(root, &self.paths),
+            None => Ok(None),
+        }
+    }
+
+    /// The VM directory of another volume of the pool.
+    fn vm_dir_of(&self, paths: &VolumePaths) -> Result<Option<Dir>> {
+        match self.root {
+            Some(root) => pool::open_vm_dir(root, paths),
+            None => Ok(None),
+        }
+    }
+
+    /// The VM directory, which must exist because `what` is in it.
+    fn existing_vm_dir(&self, what: &Path) -> Result<Dir> {
+        self.vm_dir()?
+            .ok_or_else(|| EngineError::not_found(format!("{} does not exist", what.display())))
+    }
+
+    fn ensure_vm_dir(&self) -> Result<Dir> {
+        pool::ensure_vm_dir(self.root()?, &self.paths)
+    }
+
+    /// The entry `name` of the VM directory (`None` when it, or the directory, is
+    /// missing or unreadable): for getters.
+    fn entry(&self, name: &str) -> Option<Entry> {
+        self.vm_dir().ok().flatten()?.entry(name).ok().flatten()
+    }
+
     pub fn is_started(&self) -> bool {
-        exists(&self.paths.dirty())
+        self.entry(&self.paths.dirty_name()).is_some()
     }
 
     /// R§3.14: save_on_stop and the dirty image exists.
@@ -74,106 +148,123 @@ impl<'a> Volume<'a> {
         self.config.save_on_stop && self.is_started()
     }
 
-    /// Refuse a volume whose class or VM directory is a symlink or not a directory:
-    /// names from callers never escape the pool directory, and neither does a symlink
-    /// planted where a directory should be.
+    /// Refuse a volume whose class or VM directory is a symlink or not a directory, or
+    /// whose pool or class directory is not private to the service: names from callers
+    /// never escape the pool directory, and nobody else can swap what the operation
+    /// then opens beneath it.
     pub fn check_dirs(&self) -> Result<()> {
-        let class_dir = self.pool_dir.join(self.config.vid.class().dir_name());
-        for dir in [class_dir.as_path(), self.paths.dir()] {
-            match std::fs::symlink_metadata(dir) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(EngineError::invalid(format!(
-                        "{} is not a directory (a symlink or another file is in its place); refusing to use it",
-                        dir.display()
-                    )))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(EngineError::io(format!("cannot inspect {}", dir.display()), e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn ensure_vm_dir(&self) -> Result<()> {
-        durable::ensure_dir(self.paths.dir()).map(|_| ())
+        pool::check_private(self.root()?, &self.paths)?;
+        self.vm_dir().map(|_| ())
     }
 
     /// Delete this volume's incomplete temp files (exact names, fix 3) and its import
     /// file.
-    pub fn remove_incomplete(&self) -> Result<()> {
-        let dir = self.paths.dir();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(EngineError::io(format!("cannot list {}", dir.display()), e)),
-        };
-        for entry in entries {
-            let entry = entry.io_ctx(|| format!("cannot list {}", dir.display()))?;
-            if entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| self.paths.is_own_temp(n))
-            {
-                durable::remove(&entry.path())?;
+    fn remove_incomplete(&self, dir: &Dir) -> Result<()> {
+        for name in dir.names()? {
+            if self.paths.is_own_temp(&name) {
+                durable::remove_at(dir, &name)?;
             }
         }
-        durable::remove(&self.paths.import())?;
-        Ok(())
+        durable::remove_at(dir, &self.paths.import_name()).map(|_| ())
     }
 
     /// Files that hold committed or running data of this volume.
     pub fn existing_images(&self) -> Result<Vec<PathBuf>> {
-        let mut found: Vec<PathBuf> = [
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(Vec::new());
+        };
+        let paths = &self.paths;
+        let mut names = vec![
+            paths.clean_name(),
+            paths.dirty_name(),
+            paths.precache_name(),
+        ];
+        names.retain(|name| dir.exists(name));
+        for r in revision::list_in(&dir, paths)? {
+            names.push(paths.revision_name(r.id, r.timestamp));
+        }
+        Ok(names.iter().map(|name| dir.join(name)).collect())
+    }
+
+    /// The image files among `paths` that hold no allocated block and are not
+    /// revisions: what a create interrupted by a crash leaves.
+    pub fn holds_no_data(&self, leftovers: &[PathBuf]) -> bool {
+        let images = [
             self.paths.clean(),
             self.paths.dirty(),
             self.paths.precache(),
-        ]
-        .into_iter()
-        .filter(|p| exists(p))
-        .collect();
-        for r in revision::list(&self.paths)? {
-            found.push(self.paths.revision(r.id, r.timestamp));
-        }
-        Ok(found)
+        ];
+        leftovers.iter().all(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            images.contains(path) && self.entry(name).is_some_and(|e| e.allocated() == 0)
+        })
+    }
+
+    /// Committed data exists: the clean image or a revision.
+    pub fn has_committed_data(&self) -> Result<bool> {
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(false);
+        };
+        Ok(dir.exists(&self.paths.clean_name())
+            || !revision::list_in(&dir, &self.paths)?.is_empty())
     }
 
     /// R§3.6 step 2: incomplete files, import, revisions, clean, precache, dirty.
     pub fn remove_all_images(&self, ctx: &OpCtx) -> Result<()> {
-        self.remove_incomplete()?;
-        revision::prune(&self.paths, 0, ctx)?;
-        for path in [
-            self.paths.clean(),
-            self.paths.precache(),
-            self.paths.dirty(),
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(());
+        };
+        self.remove_incomplete(&dir)?;
+        revision::prune(&dir, &self.paths, 0, ctx)?;
+        let paths = &self.paths;
+        for name in [
+            paths.clean_name(),
+            paths.precache_name(),
+            paths.dirty_name(),
         ] {
-            durable::remove(&path)?;
+            durable::remove_at(&dir, &name)?;
         }
         Ok(())
     }
 
     /// R§3.4 (files only; the caller has checked there are no leftovers to keep).
     pub fn create(&self, ctx: &OpCtx) -> Result<()> {
-        self.remove_incomplete()?;
+        if let Some(dir) = self.vm_dir()? {
+            self.remove_incomplete(&dir)?;
+        }
         if self.kind() == VolumeKind::Origin || self.kind() == VolumeKind::OriginSnapshotsDisabled {
-            self.ensure_vm_dir()?;
-            durable::remove(&self.paths.precache())?;
-            durable::create_sparse(&self.paths.clean(), self.config.size)?;
-            self.refresh_precache(ctx);
+            let dir = self.ensure_vm_dir()?;
+            durable::remove_at(&dir, &self.paths.precache_name())?;
+            durable::create_sparse_at(&dir, &self.paths.clean_name(), self.config.size)?;
+            self.refresh_precache(&dir, ctx);
         }
         Ok(())
+    }
+
+    /// The dirty image's entry, if the volume is started.
+    fn dirty_entry(&self) -> Result<Option<Entry>> {
+        match self.vm_dir()? {
+            Some(dir) => dir.entry(&self.paths.dirty_name()),
+            None => Ok(None),
+        }
     }
 
     /// R§3.6: remove every file of the volume and, if empty, its VM directory.
     pub fn remove(&self, ctx: &OpCtx) -> Result<()> {
         self.remove_all_images(ctx)?;
-        durable::remove_dir_if_empty(self.paths.dir())
+        match pool::open_class_dir(self.root()?, &self.paths)? {
+            Some(class) => durable::remove_dir_at(&class, self.paths.vm_name()),
+            None => Ok(()),
+        }
     }
 
     /// Recreate the precache from clean (R§3.9 step 6) for the kinds that consume it.
     /// A failure only costs speed at the next start, so it is logged, not returned:
     /// the commit it follows has already happened.
-    fn refresh_precache(&self, ctx: &OpCtx) {
+    fn refresh_precache(&self, dir: &Dir, ctx: &OpCtx) {
         if self.kind() != VolumeKind::Origin {
             return;
         }
@@ -181,44 +272,36 @@ impl<'a> Volume<'a> {
             dst_size: None,
             copy_mtime: true,
         };
-        if let Err(err) = copy::copy_path(&self.paths.clean(), &self.paths.precache(), opts, ctx) {
+        let (clean, precache) = (self.paths.clean_name(), self.paths.precache_name());
+        if let Err(err) = copy::copy_at(dir, &clean, dir, &precache, opts, ctx) {
             warn!(vid = %self.config.vid, error = %err, "could not prepare the precache; the next start will copy instead");
-            let _ = durable::remove(&self.paths.precache());
+            let _ = durable::remove_at(dir, &precache);
         }
     }
 
     /// R§3.7. Idempotent: a started volume keeps its dirty image and its session.
-    pub fn start(&self, source: Option<&SourceView>, ctx: &OpCtx) -> Result<PathBuf> {
+    pub fn start(&mut self, source: Option<&SourceView>, ctx: &OpCtx) -> Result<PathBuf> {
         let dirty = self.paths.dirty();
-        if self.is_started() {
+        if let Some(entry) = self.dirty_entry()? {
+            if !entry.is_file() {
+                return Err(not_regular(&dirty, entry.file_type()));
+            }
             info!(vid = %self.config.vid, "already started; reusing {}", dirty.display());
             return Ok(dirty);
         }
-        self.remove_incomplete()?;
+        if let Some(dir) = self.vm_dir()? {
+            self.remove_incomplete(&dir)?;
+        }
         match self.kind() {
-            VolumeKind::OriginSnapshotsDisabled => {
-                revision::prune(&self.paths, 0, ctx)?;
-                durable::remove(&self.paths.precache())?;
-                durable::rename(&self.paths.clean(), &dirty)?;
-            }
+            VolumeKind::OriginSnapshotsDisabled => self.start_in_place(ctx)?,
             VolumeKind::Snapshot | VolumeKind::OriginSnapshot => {
                 let source = source.ok_or_else(|| EngineError::invalid("has no source volume"))?;
-                if source.config.snapshots_disabled() && exists(&source.paths.dirty()) {
-                    return Err(EngineError::busy(format!(
-                        "cannot start: its source {} is started with snapshots disabled",
-                        source.config.vid
-                    )));
-                }
-                self.ensure_vm_dir()?;
-                self.keep_committed_session(source, ctx)?;
-                durable::remove(&self.paths.clean())?;
-                durable::hardlink(&source.paths.clean(), &self.paths.clean())?;
-                copy::copy_path(&self.paths.clean(), &dirty, CopyOptions::default(), ctx)?;
+                self.start_snapshot(source, ctx)?;
             }
             VolumeKind::Origin => self.start_origin(ctx)?,
             VolumeKind::Volatile => {
-                self.ensure_vm_dir()?;
-                durable::create_sparse(&dirty, self.config.size)?;
+                let dir = self.ensure_vm_dir()?;
+                durable::create_sparse_at(&dir, &self.paths.dirty_name(), self.config.size)?;
             }
         }
         ctx.emit_volume(EventKind::Started {
@@ -227,19 +310,78 @@ impl<'a> Volume<'a> {
         Ok(dirty)
     }
 
+    /// R§3.7 A, snapshots disabled: the committed image becomes the VM's image. Unless
+    /// it may still be read through an export made while snapshots were enabled: then
+    /// the VM gets a copy (a reflink where possible), so that export never changes.
+    fn start_in_place(&mut self, ctx: &OpCtx) -> Result<()> {
+        let dir = self.existing_vm_dir(&self.paths.clean())?;
+        let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
+        revision::prune(&dir, &self.paths, 0, ctx)?;
+        durable::remove_at(&dir, &self.paths.precache_name())?;
+        if !self.config.committed_image_shared {
+            return durable::rename_at(&dir, &clean, &dir, &dirty);
+        }
+        let opts = CopyOptions {
+            dst_size: None,
+            copy_mtime: true,
+        };
+        copy::copy_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
+        durable::remove_at(&dir, &clean)?;
+        self.config.committed_image_shared = false;
+        Ok(())
+    }
+
+    /// R§3.7 C, snapshot and origin_snapshot: a hardlink of the source's committed
+    /// image, copied into the VM's image.
+    fn start_snapshot(&self, source: &SourceView, ctx: &OpCtx) -> Result<()> {
+        let source_dir = self.vm_dir_of(&source.paths)?;
+        let source_dirty = source_dir
+            .as_ref()
+            .is_some_and(|d| d.exists(&source.paths.dirty_name()));
+        if source.config.snapshots_disabled() && source_dirty {
+            return Err(EngineError::busy(format!(
+                "cannot start: its source {} is started with snapshots disabled",
+                source.config.vid
+            )));
+        }
+        let source_dir = source_dir.ok_or_else(|| {
+            EngineError::not_found(format!("{} does not exist", source.paths.clean().display()))
+        })?;
+        let dir = self.ensure_vm_dir()?;
+        let clean = self.paths.clean_name();
+        self.keep_committed_session(&dir, &source_dir, source, ctx)?;
+        durable::remove_at(&dir, &clean)?;
+        durable::hardlink_at(&source_dir, &source.paths.clean_name(), &dir, &clean)?;
+        copy::copy_at(
+            &dir,
+            &clean,
+            &dir,
+            &self.paths.dirty_name(),
+            CopyOptions::default(),
+            ctx,
+        )?;
+        Ok(())
+    }
+
     /// An origin_snapshot volume whose own clean image is not the source's inode holds
     /// its last committed session: keep it as a revision before the start replaces it
     /// with the source (the reference lost it, R§1.4).
-    fn keep_committed_session(&self, source: &SourceView, ctx: &OpCtx) -> Result<()> {
+    fn keep_committed_session(
+        &self,
+        dir: &Dir,
+        source_dir: &Dir,
+        source: &SourceView,
+        ctx: &OpCtx,
+    ) -> Result<()> {
         if self.kind() != VolumeKind::OriginSnapshot {
             return Ok(());
         }
-        let own = std::fs::symlink_metadata(self.paths.clean());
-        let theirs = std::fs::symlink_metadata(source.paths.clean());
+        let own = dir.entry(&self.paths.clean_name())?;
+        let theirs = source_dir.entry(&source.paths.clean_name())?;
         match (own, theirs) {
-            (Ok(own), Ok(theirs)) if !sys::same_inode(&own, &theirs) => {
-                revision::add(&self.paths, self.keep(), ctx)?;
-                revision::prune(&self.paths, self.keep(), ctx).map(|_| ())
+            (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
+                revision::add(dir, &self.paths, self.keep(), ctx)?;
+                revision::prune(dir, &self.paths, self.keep(), ctx).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -247,51 +389,56 @@ impl<'a> Volume<'a> {
 
     /// R§3.7 B, origin: use the precache if it matches clean, else copy clean.
     fn start_origin(&self, ctx: &OpCtx) -> Result<()> {
-        let clean = self.paths.clean();
-        let precache = self.paths.precache();
-        let clean_meta = std::fs::symlink_metadata(&clean).io_ctx(|| {
-            format!(
+        let clean_path = self.paths.clean();
+        let missing = || {
+            EngineError::not_found(format!(
                 "cannot start: the committed image {} is missing",
-                clean.display()
-            )
-        })?;
-        if let Ok(pre) = std::fs::symlink_metadata(&precache) {
-            let stale = (pre.mtime(), pre.mtime_nsec(), pre.size())
-                != (
-                    clean_meta.mtime(),
-                    clean_meta.mtime_nsec(),
-                    clean_meta.size(),
-                );
+                clean_path.display()
+            ))
+        };
+        let dir = self.vm_dir()?.ok_or_else(missing)?;
+        let (clean, precache) = (self.paths.clean_name(), self.paths.precache_name());
+        let clean_entry = match dir.regular_entry(&clean) {
+            Err(err) if err.kind() == crate::error::ErrorKind::NotFound => return Err(missing()),
+            other => other?,
+        };
+        if let Some(pre) = dir.entry(&precache)? {
+            let stale = !pre.is_file()
+                || (pre.mtime(), pre.size()) != (clean_entry.mtime(), clean_entry.size());
             if stale {
-                warn!(file = %precache.display(), "removing a stale precache that does not match the committed image");
-                durable::remove(&precache)?;
+                warn!(file = %dir.join(&precache).display(), "removing a stale precache that does not match the committed image");
+                durable::remove_at(&dir, &precache)?;
             }
         }
-        if exists(&precache) {
-            durable::rename(&precache, &self.paths.dirty())
+        let dirty = self.paths.dirty_name();
+        if dir.exists(&precache) {
+            durable::rename_at(&dir, &precache, &dir, &dirty)
         } else {
-            copy::copy_path(&clean, &self.paths.dirty(), CopyOptions::default(), ctx).map(|_| ())
+            copy::copy_at(&dir, &clean, &dir, &dirty, CopyOptions::default(), ctx).map(|_| ())
         }
     }
 
     /// R§3.8, idempotent. Returns whether anything was stopped.
     pub fn stop(&mut self, ctx: &OpCtx) -> Result<bool> {
-        let dirty = self.paths.dirty();
-        if !self.is_started() {
+        let dir = self.vm_dir()?;
+        let dirty = self.paths.dirty_name();
+        let Some(dir) = dir.filter(|d| d.exists(&dirty)) else {
             if !self.config.save_on_stop {
                 // A snapshot's hardlink left behind by an interrupted stop.
-                durable::remove(&self.paths.clean())?;
+                if let Some(dir) = self.vm_dir()? {
+                    durable::remove_at(&dir, &self.paths.clean_name())?;
+                }
             }
             return Ok(false);
-        }
+        };
         let committed = match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => {
-                durable::fsync_file(&dirty)?;
-                durable::rename(&dirty, &self.paths.clean())?;
+                durable::fsync_at(&dir, &dirty)?;
+                durable::rename_at(&dir, &dirty, &dir, &self.paths.clean_name())?;
                 true
             }
             VolumeKind::Origin | VolumeKind::OriginSnapshot => {
-                self.commit(&dirty, ctx)?;
+                self.commit(&dir, &dirty, ctx)?;
                 true
             }
             VolumeKind::Snapshot | VolumeKind::Volatile => {
@@ -299,8 +446,8 @@ impl<'a> Volume<'a> {
                     // Keep a manual resize of the volatile image for the next start.
                     self.config.size = self.size();
                 }
-                durable::remove(&dirty)?;
-                durable::remove(&self.paths.clean())?;
+                durable::remove_at(&dir, &dirty)?;
+                durable::remove_at(&dir, &self.paths.clean_name())?;
                 false
             }
         };
@@ -310,21 +457,22 @@ impl<'a> Volume<'a> {
 
     /// R§3.9: make `from` (dirty or import) the new clean image, keeping the previous
     /// one as a revision.
-    fn commit(&self, from: &Path, ctx: &OpCtx) -> Result<()> {
-        if !exists(from) {
+    fn commit(&self, dir: &Dir, from: &str, ctx: &OpCtx) -> Result<()> {
+        if !dir.exists(from) {
             return Err(EngineError::not_found(format!(
                 "cannot commit: {} does not exist",
-                from.display()
+                dir.join(from).display()
             )));
         }
-        if exists(&self.paths.clean()) {
-            revision::add(&self.paths, self.keep(), ctx)?;
+        let clean = self.paths.clean_name();
+        if dir.exists(&clean) {
+            revision::add(dir, &self.paths, self.keep(), ctx)?;
         }
-        revision::prune(&self.paths, self.keep(), ctx)?;
-        durable::fsync_file(from)?;
-        durable::remove(&self.paths.precache())?;
-        durable::rename(from, &self.paths.clean())?;
-        self.refresh_precache(ctx);
+        revision::prune(dir, &self.paths, self.keep(), ctx)?;
+        durable::fsync_at(dir, from)?;
+        durable::remove_at(dir, &self.paths.precache_name())?;
+        durable::rename_at(dir, from, dir, &clean)?;
+        self.refresh_precache(dir, ctx);
         Ok(())
     }
 
@@ -335,9 +483,14 @@ impl<'a> Volume<'a> {
                 "cannot revert while the volume is started",
             ));
         }
-        let target = revision::find(&self.paths, id)?;
-        let target_path = self.paths.revision(target.id, target.timestamp);
-        if exists(&self.paths.clean()) {
+        let dir = self.vm_dir()?.ok_or_else(|| match id {
+            None => EngineError::not_found("has no revisions"),
+            Some(id) => EngineError::not_found(format!("has no revision {id}")),
+        })?;
+        let target = revision::find(&dir, &self.paths, id)?;
+        let target_name = self.paths.revision_name(target.id, target.timestamp);
+        let clean = self.paths.clean_name();
+        if dir.exists(&clean) {
             // As in the reference, the current state survives as a revision unless
             // revisions_to_keep is 0 — also with snapshots disabled (-1).
             let keep = if self.config.revisions_to_keep.get() == 0 {
@@ -345,11 +498,11 @@ impl<'a> Volume<'a> {
             } else {
                 self.keep().max(1)
             };
-            revision::add(&self.paths, keep, ctx)?;
+            revision::add(&dir, &self.paths, keep, ctx)?;
         }
-        durable::remove(&self.paths.precache())?;
-        durable::rename(&target_path, &self.paths.clean())?;
-        self.refresh_precache(ctx);
+        durable::remove_at(&dir, &self.paths.precache_name())?;
+        durable::rename_at(&dir, &target_name, &dir, &clean)?;
+        self.refresh_precache(&dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }
@@ -365,10 +518,10 @@ impl<'a> Volume<'a> {
                 "shrinking from {old} to {size} bytes can destroy data; pass allow_shrink=true to do it anyway"
             )));
         }
-        let dirty = self.paths.dirty();
         if self.is_started() {
-            durable::truncate_in_place(&dirty, size)?;
-            loopdev::refresh_loop_devices(&dirty)?;
+            let dir = self.existing_vm_dir(&self.paths.dirty())?;
+            durable::truncate_at(&dir, &self.paths.dirty_name(), size)?;
+            loopdev::refresh_loop_devices(&self.paths.dirty())?;
         } else if matches!(
             self.kind(),
             VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled
@@ -377,15 +530,16 @@ impl<'a> Volume<'a> {
             // A new inode: revisions and readers of the exported image are untouched.
             // The precache stays until the new image exists (a crash in between leaves
             // a precache whose size and mtime no longer match: start discards it).
-            let clean = self.paths.clean();
+            let dir = self.existing_vm_dir(&self.paths.clean())?;
+            let clean = self.paths.clean_name();
             let opts = CopyOptions {
                 dst_size: Some(size),
                 copy_mtime: false,
             };
-            copy::copy_path(&clean, &clean, opts, ctx).map_err(|e| {
+            copy::copy_at(&dir, &clean, &dir, &clean, opts, ctx).map_err(|e| {
                 EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
             })?;
-            self.refresh_precache(ctx);
+            self.refresh_precache(&dir, ctx);
         }
         self.config.size = size;
         if old != size {
@@ -397,7 +551,10 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
-    /// The committed image, opened read-only (R§3.16).
+    /// The committed image, opened read-only (R§3.16). What it reads never changes:
+    /// commits, resizes and reverts replace the clean image by a new inode; a volume
+    /// with snapshots disabled (whose clean inode becomes the VM's image at the next
+    /// start) exports a private read-only copy instead.
     pub fn export(&self, ctx: &OpCtx) -> Result<File> {
         if !self.config.save_on_stop {
             return Err(EngineError::not_supported(
@@ -409,11 +566,10 @@ impl<'a> Volume<'a> {
                 "cannot export: the volume is started with snapshots disabled, so it has no committed image",
             ));
         }
-        let clean = durable::open_read(&self.paths.clean())?;
+        let dir = self.existing_vm_dir(&self.paths.clean())?;
+        let clean = dir.open_file(&self.paths.clean_name(), Access::Read)?;
         if self.config.snapshots_disabled() {
-            // The next start renames this very inode into the VM's image, which the VM
-            // then writes in place: export a private snapshot of it instead.
-            return copy::copy_to_anonymous(&clean, self.paths.dir(), ctx);
+            return copy::private_copy(&clean, &dir, &self.paths.clean_name(), ctx);
         }
         Ok(clean)
     }
@@ -430,33 +586,56 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
-    /// R§3.17 with fix 1: a fresh sparse import file, opened write-only.
-    pub fn import_data(&self, size: u64) -> Result<File> {
+    /// R§3.17 with fix 1 and contract rev 2 (whole sectors; shrinking needs
+    /// `allow_shrink`): a fresh sparse import file, opened write-only.
+    pub fn import_data(&self, size: u64, allow_shrink: bool) -> Result<File> {
         self.refuse_import()?;
-        self.ensure_vm_dir()?;
-        durable::create_sparse(&self.paths.import(), size)?;
-        durable::open_write(&self.paths.import())
+        check_import_size(size, self.size(), allow_shrink)?;
+        let dir = self.ensure_vm_dir()?;
+        let import = self.paths.import_name();
+        durable::create_sparse_at(&dir, &import, size)?;
+        dir.open_file(&import, Access::Write)
     }
 
-    /// R§3.18 with fix 8: without an import file nothing changes.
-    pub fn import_data_end(&self, success: bool, ctx: &OpCtx) -> Result<()> {
-        let import = self.paths.import();
-        if success {
-            if !exists(&import) {
-                return Err(EngineError::not_found(
-                    "no import is in progress (the import file does not exist)",
-                ));
-            }
-            if self.is_started() {
-                return Err(EngineError::busy(
-                    "cannot commit an import into a started volume",
-                ));
-            }
-            self.commit(&import, ctx)?;
-        } else {
-            durable::remove(&import)?;
+    /// R§3.18 success, with fix 8 (without an import file nothing changes) and
+    /// contract rev 2: the import file is first replaced by a private copy of itself at
+    /// exactly the declared `size` (a reflink where the pool has them, else a
+    /// hole-preserving byte copy), so that the importer's fd, which keeps writing into
+    /// the old inode, can never reach committed data; then the copy is committed.
+    pub fn commit_import(&self, size: u64, ctx: &OpCtx) -> Result<()> {
+        let import = self.paths.import_name();
+        let dir = self
+            .vm_dir()?
+            .filter(|d| d.exists(&import))
+            .ok_or_else(|| {
+                EngineError::not_found("no import is in progress (the import file does not exist)")
+            })?;
+        if self.is_started() {
+            return Err(EngineError::busy(
+                "cannot commit an import into a started volume",
+            ));
         }
-        ctx.emit_volume(EventKind::Imported { success });
+        let opts = CopyOptions {
+            dst_size: Some(size),
+            copy_mtime: false,
+        };
+        copy::copy_at(&dir, &import, &dir, &import, opts, ctx).map_err(|e| {
+            EngineError::with_reason(
+                e,
+                "cannot make the private copy of the import file that is committed",
+            )
+        })?;
+        self.commit(&dir, &import, ctx)?;
+        ctx.emit_volume(EventKind::Imported { success: true });
+        Ok(())
+    }
+
+    /// R§3.18 failure: delete the import file (a missing one is fine).
+    pub fn discard_import(&self, ctx: &OpCtx) -> Result<()> {
+        if let Some(dir) = self.vm_dir()? {
+            durable::remove_at(&dir, &self.paths.import_name())?;
+        }
+        ctx.emit_volume(EventKind::Imported { success: false });
         Ok(())
     }
 
@@ -474,23 +653,23 @@ impl<'a> Volume<'a> {
         let src = source
             .export(ctx)
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
-        self.ensure_vm_dir()?;
-        let import = self.paths.import();
-        if let Err(err) = copy::copy_file(&src, &import, CopyOptions::default(), ctx) {
-            durable::remove(&import)?;
+        let dir = self.ensure_vm_dir()?;
+        let import = self.paths.import_name();
+        if let Err(err) = copy::copy_file(&src, &dir, &import, CopyOptions::default(), ctx) {
+            durable::remove_at(&dir, &import)?;
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }
-        self.commit(&import, ctx)?;
+        self.commit(&dir, &import, ctx)?;
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
     }
 
-    /// R§3.5: the image the next start needs exists.
+    /// R§3.5: the image the next start needs exists (and is a regular file).
     pub fn verify(&self, source: Option<&SourceView>) -> Result<()> {
-        let needed = if self.config.snap_on_start {
+        let (paths, name) = if self.config.snap_on_start {
             match source {
-                Some(s) => s.paths.clean(),
+                Some(s) => (&s.paths, s.paths.clean_name()),
                 None => {
                     return Err(EngineError::not_found(
                         "its source volume is not registered",
@@ -499,21 +678,37 @@ impl<'a> Volume<'a> {
             }
         } else if self.config.save_on_stop {
             if self.config.snapshots_disabled() && self.is_started() {
-                self.paths.dirty()
+                (&self.paths, self.paths.dirty_name())
             } else {
-                self.paths.clean()
+                (&self.paths, self.paths.clean_name())
             }
         } else {
             return Ok(());
         };
-        if exists(&needed) {
-            Ok(())
-        } else {
-            Err(EngineError::not_found(format!(
+        let path = paths.dir().join(&name);
+        match self
+            .vm_dir_of(paths)
+            .ok()
+            .flatten()
+            .and_then(|d| d.entry(&name).ok().flatten())
+        {
+            Some(entry) if entry.is_file() => Ok(()),
+            Some(entry) => Err(not_regular(&path, entry.file_type())),
+            None => Err(EngineError::not_found(format!(
                 "missing image file {}",
-                needed.display()
-            )))
+                path.display()
+            ))),
         }
+    }
+
+    /// The entry of `source`'s committed image (for getters).
+    fn source_clean(&self, source: &SourceView) -> Option<Entry> {
+        self.vm_dir_of(&source.paths)
+            .ok()
+            .flatten()?
+            .entry(&source.paths.clean_name())
+            .ok()
+            .flatten()
     }
 
     /// R§3.20: the source has committed since this snapshot volume started.
@@ -522,23 +717,22 @@ impl<'a> Volume<'a> {
             return false;
         };
         match (
-            std::fs::symlink_metadata(source.paths.clean()),
-            std::fs::symlink_metadata(self.paths.clean()),
+            self.source_clean(source),
+            self.entry(&self.paths.clean_name()),
         ) {
-            (Ok(a), Ok(b)) => !sys::same_inode(&a, &b),
+            (Some(a), Some(b)) => !a.same_inode(&b),
             _ => false,
         }
     }
 
-    fn current_image(&self) -> Option<std::fs::Metadata> {
-        std::fs::symlink_metadata(self.paths.dirty())
-            .or_else(|_| std::fs::symlink_metadata(self.paths.clean()))
-            .ok()
+    fn current_image(&self) -> Option<Entry> {
+        self.entry(&self.paths.dirty_name())
+            .or_else(|| self.entry(&self.paths.clean_name()))
     }
 
     /// R§3.21: size of dirty, else clean, else the nominal size.
     pub fn size(&self) -> u64 {
-        self.current_image().map_or(self.config.size, |m| m.size())
+        self.current_image().map_or(self.config.size, |e| e.size())
     }
 
     /// The size as callers see it: [`Self::size`], except that a halted snapshot
@@ -547,15 +741,39 @@ impl<'a> Volume<'a> {
     pub fn visible_size(&self, source: Option<&SourceView>) -> u64 {
         let snapshot_halted = self.config.snap_on_start && self.current_image().is_none();
         match source.filter(|_| snapshot_halted) {
-            Some(s) => {
-                std::fs::symlink_metadata(s.paths.clean()).map_or(self.config.size, |m| m.size())
-            }
+            Some(s) => self.source_clean(s).map_or(self.config.size, |e| e.size()),
             None => self.size(),
         }
     }
 
     /// R§3.21: allocated bytes of dirty, else clean, else 0.
     pub fn usage(&self) -> u64 {
-        self.current_image().map_or(0, |m| m.blocks() * 512)
+        self.current_image().map_or(0, |e| e.allocated())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn import_sizes_are_whole_sectors_below_2_pow_63() {
+        check_import_size(0, 0, false).unwrap();
+        check_import_size(4096, 512, false).unwrap();
+        check_import_size(MAX_SIZE - 511, 0, false).unwrap();
+        for bad in [1, 511, 513, 1000, MAX_SIZE + 1, u64::MAX] {
+            let err = check_import_size(bad, 0, true).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_import_below_the_current_size_needs_allow_shrink() {
+        let err = check_import_size(512, 1024, false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("allow_shrink"), "{err}");
+        check_import_size(512, 1024, true).unwrap();
+        check_import_size(1024, 1024, false).unwrap();
     }
 }

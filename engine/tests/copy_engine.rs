@@ -16,6 +16,7 @@ use common_fs::{
     LoopFs, MIB,
 };
 use qubes_storage_engine::copy::{copy_path, probe_reflink, CopyMethod, CopyOptions};
+use qubes_storage_engine::dir::Dir;
 use qubes_storage_engine::{durable, loopdev, CancelToken, ErrorKind, OpCtx, ProgressSink};
 
 // ---- helpers ----
@@ -469,15 +470,16 @@ fn refresh_loop_devices_through_a_symlink_updates_every_device_of_the_file() {
         dir.path().join("link.img"),
         dir.path().join("other.img"),
     );
-    durable::create_sparse(&image, 111 * MIB).unwrap();
-    durable::create_sparse(&other, MIB).unwrap();
+    let handle = Dir::open_path(dir.path()).unwrap();
+    durable::create_sparse_at(&handle, "dirty.img", 111 * MIB).unwrap();
+    durable::create_sparse_at(&handle, "other.img", MIB).unwrap();
     std::os::unix::fs::symlink(&image, &link).unwrap();
     assert_eq!(allocated_bytes(&image), 0);
     let devices = [LoopDevice::attach(&image), LoopDevice::attach(&link)];
     let sizes = |devices: &[LoopDevice]| devices.iter().map(|d| d.size_bytes()).collect::<Vec<_>>();
     assert_eq!(sizes(&devices), [111 * MIB, 111 * MIB]);
 
-    durable::truncate_in_place(&image, 222 * MIB).unwrap();
+    durable::truncate_at(&handle, "dirty.img", 222 * MIB).unwrap();
     assert_eq!(allocated_bytes(&image), 0);
     assert_eq!(loopdev::refresh_loop_devices(&other).unwrap(), 0);
     assert_eq!(sizes(&devices), [111 * MIB, 111 * MIB]);

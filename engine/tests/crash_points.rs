@@ -279,7 +279,7 @@ fn import_case() -> Case {
         complete: |w, engine| {
             if w.clean(VID) == some("C") {
                 let mut file = engine
-                    .import_data(&vref(VID), IMAGE_SIZE, &ctx())
+                    .import_data(&vref(VID), IMAGE_SIZE, false, &ctx())
                     .expect("import_data");
                 std::io::Write::write_all(&mut file, &model('G', IMAGE_SIZE)).unwrap();
                 drop(file);

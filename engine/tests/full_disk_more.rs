@@ -3,9 +3,10 @@
 //! last block, these operations fail with [`ErrorKind::NoSpace`] naming the volume,
 //! lose nothing committed, leave no temp file, and succeed once space is freed:
 //!
-//! * ImportDataEnd(true), whose revision of the old image is a byte copy (creating the
-//!   sparse import file itself needs no space); the written import survives for the
-//!   retry;
+//! * ImportDataEnd(true), whose private copy of the import and revision of the old
+//!   image are byte copies (creating the sparse import file itself needs no space); the
+//!   written import survives for the retry, and until then every other change says
+//!   that an import is pending and how to end it;
 //! * Revert, whose revision of the current image is a byte copy;
 //! * CreateVolume of a VM's first volume (its directory needs a block);
 //! * Start of an origin volume without a precache (a byte copy of the clean image).
@@ -116,7 +117,7 @@ fn ext4_import_data_end_on_full_disk_is_no_space_and_the_retry_commits_the_impor
     let revisions = pool.revisions(VID);
     let import = pool
         .engine
-        .import_data(&vol, IMAGE_SIZE, &ctx())
+        .import_data(&vol, IMAGE_SIZE, false, &ctx())
         .expect("import_data");
     write_content(&import, 2);
     drop(import);
@@ -147,6 +148,55 @@ fn ext4_import_data_end_on_full_disk_is_no_space_and_the_retry_commits_the_impor
     assert_content(&paths.clean(), 2, "clean after the retried commit");
     assert_content(&pool.newest_revision(VID), 1, "the old image as revision");
     assert!(!paths.import().exists());
+}
+
+/// Issue 9 item 11: after the failed commit, Start, Resize and Revert are `Busy` and
+/// say that an import is pending, why, and both ways to end it.
+#[test]
+fn ext4_after_a_failed_import_commit_changes_say_the_import_is_pending_and_how_to_end_it() {
+    let pool = Pool::new();
+    let vol = pool.vol(VID);
+    pool.create_origin(VID, 1).unwrap();
+    pool.session(VID, 1);
+    let import = pool
+        .engine
+        .import_data(&vol, IMAGE_SIZE, false, &ctx())
+        .expect("import_data");
+    write_content(&import, 2);
+    drop(import);
+    let filler = fill_disk(&pool.fs);
+    assert_no_space(pool.engine.import_data_end(&vol, true, &ctx()), &vol);
+    let refusals = [
+        pool.engine.start(&vol, &ctx()).unwrap_err(),
+        pool.engine
+            .resize(&vol, 2 * IMAGE_SIZE, false, &ctx())
+            .unwrap_err(),
+        pool.engine.revert(&vol, None, &ctx()).unwrap_err(),
+    ];
+    for err in refusals {
+        assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+        let message = err.to_string();
+        eprintln!("refused: {message}");
+        for needed in [
+            "import",
+            "pending",
+            "no space left on device",
+            "ImportDataEnd(true)",
+            "ImportDataEnd(false)",
+        ] {
+            assert!(
+                message.contains(needed),
+                "{needed:?} missing from: {message}"
+            );
+        }
+    }
+    free_disk(&pool.fs, &filler);
+    pool.engine
+        .import_data_end(&vol, false, &ctx())
+        .expect("discard the pending import");
+    pool.engine
+        .start(&vol, &ctx())
+        .expect("start after the import ended");
 }
 
 #[test]

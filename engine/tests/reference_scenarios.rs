@@ -63,11 +63,11 @@ impl Fixture {
         v
     }
 
-    /// ImportData of `data.len()` bytes, write them, ImportDataEnd(true).
+    /// ImportData of `data.len()` bytes (whole sectors), write them, ImportDataEnd(true).
     fn import(&self, v: &VolumeRef, data: &[u8]) {
         let mut w = self
             .engine
-            .import_data(v, data.len() as u64, &OpCtx::quiet("ImportData"))
+            .import_data(v, data.len() as u64, false, &OpCtx::quiet("ImportData"))
             .unwrap();
         w.write_all(data).unwrap();
         w.sync_all().unwrap();
@@ -83,6 +83,14 @@ impl Fixture {
         let r = info.revisions.last().expect("a revision");
         self.paths(vid).revision(r.id, r.timestamp)
     }
+}
+
+/// The reference's tests use 1-byte images; sizes are whole sectors since contract
+/// rev 2, so these scenarios use one sector of `byte`.
+const SECTOR: u64 = 512;
+
+fn sector(byte: u8) -> Vec<u8> {
+    vec![byte; SECTOR as usize]
 }
 
 fn ino(path: &Path) -> u64 {
@@ -124,7 +132,7 @@ on_every_fs!(
     start_without_clean_is_not_found_and_keeps_the_precache,
     snapshot_is_outdated_after_source_reverts_to_older_same_size_revision,
     clear_commits_a_zero_image_and_keeps_the_old_data_revertible,
-    import_truncated_to_nothing_commits_an_empty_image,
+    import_truncated_to_nothing_commits_the_declared_size,
     snapshots_disabled_volume_stops_to_clean_only_and_removes_to_nothing,
     live_resize_grows_the_started_image_in_place_and_its_loop_device,
     pool_usage_is_reported_and_none_once_the_directory_is_gone,
@@ -138,17 +146,17 @@ on_every_fs!(
 /// size, mtime to the ns) and Start renames it: the started image is its inode.
 fn matching_precache_becomes_the_started_image_by_rename(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
+    let v = f.origin(VID, SECTOR, 1);
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
-    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
-    f.import(&v, b"\x01");
-    assert_eq!(fs::read(&clean).unwrap(), b"\x01");
-    assert_eq!(fs::read(&precache).unwrap(), b"\x01");
+    assert_eq!(fs::read(&precache).unwrap(), vec![0u8; SECTOR as usize]);
+    f.import(&v, &sector(1));
+    assert_eq!(fs::read(&clean).unwrap(), sector(1));
+    assert_eq!(fs::read(&precache).unwrap(), sector(1));
     assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
     let precache_ino = ino(&precache);
     let dirty = f.start(&v);
     assert_eq!(ino(&dirty), precache_ino, "the precache was renamed");
-    assert_eq!(fs::read(&dirty).unwrap(), b"\x01");
+    assert_eq!(fs::read(&dirty).unwrap(), sector(1));
     assert!(!exists(&precache));
 }
 
@@ -157,14 +165,14 @@ fn matching_precache_becomes_the_started_image_by_rename(t: FsType) {
 /// it and copies clean.
 fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
+    let v = f.origin(VID, SECTOR, 1);
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
     let saved = f.paths(VID).dir().join("saved-precache");
     fs::hard_link(&precache, &saved).unwrap();
-    f.import(&v, b"\x01");
+    f.import(&v, &sector(1));
     fs::rename(&saved, &precache).unwrap();
-    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
-    assert_eq!(fs::metadata(&precache).unwrap().len(), 1, "same size");
+    assert_eq!(fs::read(&precache).unwrap(), vec![0u8; SECTOR as usize]);
+    assert_eq!(fs::metadata(&precache).unwrap().len(), SECTOR, "same size");
     // Only the nanoseconds differ: within clean's second, one nanosecond apart.
     one_nanosecond_from(&clean, &precache);
     let (pre, cur) = (mtime_ns(&precache), mtime_ns(&clean));
@@ -176,7 +184,7 @@ fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
     let dirty = f.start(&v);
     assert_eq!(
         fs::read(&dirty).unwrap(),
-        b"\x01",
+        sector(1),
         "the started image is clean's"
     );
     assert_ne!(ino(&dirty), stale_ino);
@@ -186,14 +194,14 @@ fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
 /// The size alone makes a precache stale: same mtime (ns) as clean, one byte longer.
 fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
-    f.import(&v, b"\x01");
+    let v = f.origin(VID, SECTOR, 1);
+    f.import(&v, &sector(1));
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
     OpenOptions::new()
         .write(true)
         .open(&precache)
         .unwrap()
-        .set_len(2)
+        .set_len(SECTOR + 1)
         .unwrap();
     copy_mtime(&clean, &precache);
     assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
@@ -203,7 +211,7 @@ fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
     let dirty = f.start(&v);
     assert_eq!(
         fs::read(&dirty).unwrap(),
-        b"\x01",
+        sector(1),
         "clean's size and content"
     );
     assert_ne!(ino(&dirty), stale_ino);
@@ -214,8 +222,8 @@ fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
 /// started and the precache stays — matching or stale.
 fn start_without_clean_is_not_found_and_keeps_the_precache(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
-    f.import(&v, b"\x01");
+    let v = f.origin(VID, SECTOR, 1);
+    f.import(&v, &sector(1));
     let paths = f.paths(VID);
     fs::remove_file(paths.clean()).unwrap();
     let precache_ino = ino(&paths.precache());
@@ -229,7 +237,7 @@ fn start_without_clean_is_not_found_and_keeps_the_precache(t: FsType) {
             precache_ino,
             "{case}: precache kept"
         );
-        assert_eq!(fs::read(paths.precache()).unwrap(), b"\x01");
+        assert_eq!(fs::read(paths.precache()).unwrap(), sector(1));
         // Make it stale for the second round.
         move_mtime_one_second_later(&paths.precache());
     }
@@ -293,7 +301,7 @@ fn clear_commits_a_zero_image_and_keeps_the_old_data_revertible(t: FsType) {
     let size = f.engine.volume_info(&v).unwrap().size;
     let w = f
         .engine
-        .import_data(&v, size, &OpCtx::quiet("ImportData"))
+        .import_data(&v, size, false, &OpCtx::quiet("ImportData"))
         .unwrap();
     drop(w);
     f.engine
@@ -312,15 +320,16 @@ fn clear_commits_a_zero_image_and_keeps_the_old_data_revertible(t: FsType) {
     );
 }
 
-/// test_012: the writer truncates the import file to nothing; the commit is an empty
-/// image, and the import file is gone.
-fn import_truncated_to_nothing_commits_an_empty_image(t: FsType) {
+/// test_012, changed by contract rev 2: the writer truncates the import file to
+/// nothing; the committed image still has exactly the declared size (the reference
+/// committed an empty image), all zeros, and the import file is gone.
+fn import_truncated_to_nothing_commits_the_declared_size(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin(VID, MIB, 1);
     f.session(&v, 0, b"test data");
     let w = f
         .engine
-        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, MIB, false, &OpCtx::quiet("ImportData"))
         .unwrap();
     let import = f.paths(VID).import();
     assert_ne!(import, f.engine.volume_info(&v).unwrap().block_device_path);
@@ -330,8 +339,9 @@ fn import_truncated_to_nothing_commits_an_empty_image(t: FsType) {
         .import_data_end(&v, true, &OpCtx::quiet("ImportDataEnd"))
         .unwrap();
     assert!(!exists(&import));
-    assert!(fs::read(f.paths(VID).clean()).unwrap().is_empty());
-    assert_eq!(f.engine.volume_info(&v).unwrap().size, 0);
+    assert_eq!(fs::metadata(f.paths(VID).clean()).unwrap().len(), MIB);
+    assert!(is_all_zero(&f.paths(VID).clean()));
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, MIB);
 }
 
 // ---- test_120 ----

@@ -509,7 +509,7 @@ fn import_data_commits_the_import_file_and_keeps_old_as_revision(t: FsType) {
     let v = f.origin("appvms/work/private", MIB, 1);
     let mut w = f
         .engine
-        .import_data(&v, 3 * MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, 3 * MIB, false, &OpCtx::quiet("ImportData"))
         .unwrap();
     let import = f.path("appvms/work/private-import.img");
     assert_eq!(fs::metadata(&import).unwrap().len(), 3 * MIB);
@@ -534,7 +534,7 @@ fn import_data_commits_the_import_file_and_keeps_old_as_revision(t: FsType) {
     // A failed import changes nothing.
     let _w = f
         .engine
-        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, MIB, true, &OpCtx::quiet("ImportData"))
         .unwrap();
     f.engine
         .import_data_end(&v, false, &OpCtx::quiet("ImportDataEnd"))
@@ -567,7 +567,7 @@ fn imports_are_refused_while_started_and_start_while_importing(t: FsType) {
     f.start(&v);
     let e1 = f
         .engine
-        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, MIB, false, &OpCtx::quiet("ImportData"))
         .unwrap_err();
     let e2 = f
         .engine
@@ -578,7 +578,7 @@ fn imports_are_refused_while_started_and_start_while_importing(t: FsType) {
     f.stop(&v);
     let _w = f
         .engine
-        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, MIB, false, &OpCtx::quiet("ImportData"))
         .unwrap();
     let err = f.engine.start(&v, &OpCtx::quiet("Start")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Busy);
@@ -955,7 +955,7 @@ fn an_import_in_progress_keeps_every_other_change_out(t: FsType) {
     f.session(&v, 0, b"A");
     let _w = f
         .engine
-        .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+        .import_data(&v, MIB, false, &OpCtx::quiet("ImportData"))
         .unwrap();
     let import = f.path("appvms/work/private-import.img");
     let refusals = [
@@ -973,7 +973,7 @@ fn an_import_in_progress_keeps_every_other_change_out(t: FsType) {
             .import_volume(&v, &other, &OpCtx::quiet("ImportVolume"))
             .unwrap_err(),
         f.engine
-            .import_data(&v, MIB, &OpCtx::quiet("ImportData"))
+            .import_data(&v, MIB, false, &OpCtx::quiet("ImportData"))
             .unwrap_err(),
     ];
     for err in refusals {
@@ -1044,7 +1044,7 @@ fn an_import_abandoned_by_its_owner_is_discarded_and_others_are_not(t: FsType) {
     let v = f.origin("appvms/work/private", MIB, 1);
     f.session(&v, 0, b"kept");
     let ctx = OpCtx::quiet("ImportData").with_caller(":1.42");
-    let _w = f.engine.import_data(&v, MIB, &ctx).unwrap();
+    let _w = f.engine.import_data(&v, MIB, false, &ctx).unwrap();
     assert_eq!(f.engine.imports_of(":1.42"), vec![v.clone()]);
     assert!(f.engine.imports_of(":1.43").is_empty());
     // Someone else going away changes nothing.

@@ -215,6 +215,7 @@ mod tests {
                 source: Some(Vid::parse("vm-templates/fedora/root").unwrap()),
                 revisions_to_keep: RevisionsToKeep::DEFAULT,
                 ephemeral: None,
+                committed_image_shared: false,
             },
             size: 10,
             usage: 0,

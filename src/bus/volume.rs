@@ -169,13 +169,13 @@ impl VolumeCall<'_> {
     async fn import_data(&self) -> BusResult<Answer> {
         let (size, raw): (u64, RawOptions) = self.call.args()?;
         let options = self.options(raw, &["allow_shrink"])?;
-        let _allow_shrink = options.bool("allow_shrink")?.unwrap_or(false);
+        let allow_shrink = options.bool("allow_shrink")?.unwrap_or(false);
         let vol = self.vol();
         let change = self.change(Action::Import, &options);
         let file = self
             .svc
             .change_volume(self.call, self.object, change, move |e, ctx| {
-                e.import_data(&vol, size, ctx)
+                e.import_data(&vol, size, allow_shrink, ctx)
             })
             .await?;
         if let Some(caller) = self.call.sender() {

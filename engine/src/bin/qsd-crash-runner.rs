@@ -13,7 +13,7 @@
 //! | `stop`                           | `stop` (commits an origin volume)                    |
 //! | `revert [id]`                    | `revert` (highest revision without id)               |
 //! | `resize <bytes>`                 | `resize` (shrinking allowed)                         |
-//! | `import <content file>`          | `import_data(size)`, write the file, fdatasync, `import_data_end(true)` |
+//! | `import <content file>`          | `import_data(size)` (shrinking allowed), write the file, fdatasync, `import_data_end(true)` |
 //! | `import-volume <pool> <vid>`     | `import_volume` from that volume                     |
 //! | `create <bytes>`                 | `create_volume` of an origin (save_on_stop, rw)      |
 //! | `remove`                         | `remove_volume`                                      |
@@ -101,7 +101,7 @@ fn import(
     let content = std::fs::read(content_file)
         .map_err(|e| format!("cannot read {}: {e}", content_file.display()))?;
     let mut file = engine
-        .import_data(vol, content.len() as u64, ctx)
+        .import_data(vol, content.len() as u64, true, ctx)
         .map_err(|e| e.to_string())?;
     file.write_all(&content)
         .map_err(|e| format!("cannot write the import file: {e}"))?;
@@ -144,21 +144,9 @@ fn run(invocation: &Invocation) -> Result<(), String> {
     }
 }
 
-/// A crash must not write a core file per step.
-fn disable_core_dumps() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let maximum = getrlimit(Resource::Core).maximum;
-    let _ = setrlimit(
-        Resource::Core,
-        Rlimit {
-            current: Some(0),
-            maximum,
-        },
-    );
-}
-
 fn main() -> ExitCode {
-    disable_core_dumps();
+    // A crash must not write a core file per step.
+    qubes_storage_engine::sys::disable_core_dumps();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let invocation = match parse_args(&args) {
         Ok(invocation) => invocation,

@@ -1,6 +1,13 @@
 //! Imports: ImportData / ImportDataEnd with their in-progress bookkeeping (an import
-//! belongs to the caller that opened it and blocks every other change to the volume),
-//! abandoning a departed caller's import, and ImportVolume.
+//! belongs to the caller that opened it, has the size it declared, and blocks every
+//! other change to the volume until it ends), abandoning a departed caller's import,
+//! and ImportVolume.
+//!
+//! Only an import recorded here can be committed: an `-import.img` left from before a
+//! restart, or put there by anyone else, is never committed. Only its owner (the
+//! caller that opened it) or a privileged caller ([`OpCtx::is_privileged`]) may end
+//! it. A commit that fails (a full disk) keeps it in progress, remembering why, so
+//! that every refused change says how to end it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,36 +20,116 @@ use crate::error::{EngineError, Result};
 use crate::model::VolumeRef;
 use crate::volume::Volume;
 
+/// An import between ImportData and ImportDataEnd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// The caller that opened it (the bus layer's unique name), when known.
+    pub owner: Option<String>,
+    /// The size ImportData declared: the committed image has exactly this size.
+    pub size: u64,
+    /// Why its last commit failed, if it did (the import then stays in progress).
+    pub failed_commit: Option<String>,
+}
+
+impl Import {
+    /// Refuse `ctx`'s caller unless it opened the import or is privileged.
+    fn check_owner(&self, ctx: &OpCtx) -> Result<()> {
+        match &self.owner {
+            Some(owner) if ctx.caller() != Some(owner.as_str()) && !ctx.is_privileged() => {
+                Err(EngineError::busy(format!(
+                    "the import in progress belongs to another caller ({owner}); only that caller or root may end it"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Why `what` is refused while this import is in progress, and how to end it.
+    fn refusal(&self, what: &str) -> EngineError {
+        EngineError::busy(match &self.failed_commit {
+            None => {
+                format!("cannot {what} while an import is in progress (end it with ImportDataEnd)")
+            }
+            Some(why) => format!(
+                "cannot {what}: an import into it is pending because its commit failed ({why}); \
+                 end it with ImportDataEnd(true) to commit it again once that is fixed, \
+                 or with ImportDataEnd(false) to discard it"
+            ),
+        })
+    }
+}
+
 impl Engine {
-    /// R§3.17: a fresh sparse import file of `size` bytes; returns it opened write-only.
-    pub fn import_data(&self, vol: &VolumeRef, size: u64, ctx: &OpCtx) -> Result<File> {
+    /// R§3.17: a fresh sparse import file of `size` bytes (whole sectors; below the
+    /// current size only with `allow_shrink`); returns it opened write-only.
+    pub fn import_data(
+        &self,
+        vol: &VolumeRef,
+        size: u64,
+        allow_shrink: bool,
+        ctx: &OpCtx,
+    ) -> Result<File> {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
-            let file = v.import_data(size)?;
-            let owner = ctx.caller().map(str::to_owned);
-            self.importing_set().insert(vol.clone(), owner);
+            let file = v.import_data(size, allow_shrink)?;
+            let import = Import {
+                owner: ctx.caller().map(str::to_owned),
+                size,
+                failed_commit: None,
+            };
+            self.importing_set().insert(vol.clone(), import);
             Ok(file)
         })
     }
 
-    /// R§3.18. Ends the import in progress (also one left by a client that went away:
-    /// `false` discards it).
+    /// R§3.18. Ends the import in progress, for its owner or a privileged caller:
+    /// `true` commits it (`NotFound` when none is in progress), `false` discards it (or
+    /// a stale import file).
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
-            let out = v.import_data_end(success, ctx);
-            // A commit that failed (a full disk) keeps the written import file: the
-            // import stays in progress, so nothing deletes it before a retry or
-            // ImportDataEnd(false).
-            if out.is_ok() || !success {
-                self.importing_set().remove(vol);
+            let import = self.importing_set().get(vol).cloned();
+            if let Some(import) = &import {
+                import.check_owner(ctx)?;
             }
-            out
+            match (success, import) {
+                (false, _) => {
+                    let out = v.discard_import(ctx);
+                    self.importing_set().remove(vol);
+                    out
+                }
+                (true, None) => Err(EngineError::not_found(
+                    "no import is in progress (start one with ImportData)",
+                )),
+                (true, Some(import)) => self.commit_import(vol, v, &import, ctx),
+            }
         })
     }
 
-    pub(super) fn importing_set(
+    /// A commit that failed (a full disk) keeps the written import file: the import
+    /// stays in progress, so nothing deletes it before a retry or ImportDataEnd(false).
+    fn commit_import(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<VolumeRef, Option<String>>> {
+        vol: &VolumeRef,
+        v: &Volume<'_>,
+        import: &Import,
+        ctx: &OpCtx,
+    ) -> Result<()> {
+        let out = v.commit_import(import.size, ctx);
+        let mut importing = self.importing_set();
+        match &out {
+            Ok(()) => {
+                importing.remove(vol);
+            }
+            Err(err) => {
+                if let Some(pending) = importing.get_mut(vol) {
+                    pending.failed_commit = Some(err.cause());
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn importing_set(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeRef, Import>> {
         self.importing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -51,7 +138,7 @@ impl Engine {
         let importing = self.importing_set();
         importing
             .iter()
-            .filter(|(_, owner)| owner.as_deref() == Some(caller))
+            .filter(|(_, import)| import.owner.as_deref() == Some(caller))
             .map(|(vol, _)| vol.clone())
             .collect()
     }
@@ -61,11 +148,12 @@ impl Engine {
     /// (an import ended meanwhile, or opened by someone else, is left alone).
     pub fn abandon_import(&self, vol: &VolumeRef, caller: &str, ctx: &OpCtx) -> Result<bool> {
         self.with_volume(vol, ctx, |v, _| {
-            if self.importing_set().get(vol).and_then(Option::as_deref) != Some(caller) {
+            let owner = self.importing_set().get(vol).and_then(|i| i.owner.clone());
+            if owner.as_deref() != Some(caller) {
                 return Ok(false);
             }
             info!(pool = %vol.pool, vid = %vol.vid, caller, "the importer went away: discarding its import");
-            let out = v.import_data_end(false, ctx);
+            let out = v.discard_import(ctx);
             self.importing_set().remove(vol);
             out.map(|_| true)
         })
@@ -74,12 +162,10 @@ impl Engine {
     /// Between ImportData and ImportDataEnd the import file is the importer's: nothing
     /// else may replace, commit or delete it. Called under the volume's lock.
     pub(super) fn refuse_while_importing(&self, vol: &VolumeRef, what: &str) -> Result<()> {
-        if self.importing_set().contains_key(vol) {
-            return Err(EngineError::busy(format!(
-                "cannot {what} while an import is in progress (end it with ImportDataEnd)"
-            )));
+        match self.importing_set().get(vol) {
+            Some(import) => Err(import.refusal(what)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// R§3.19: clone `source` (any pool) into `vol`.
@@ -90,7 +176,8 @@ impl Engine {
         let (src_pool, src_config, _) = self.lookup(source)?;
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "import another volume")?;
-            let src = Volume::new(&src_pool.dir_path, src_config);
+            let src_root = Self::open_root(&src_pool, source)?;
+            let src = Volume::new(&src_root, src_config);
             src.check_dirs()?;
             v.import_volume(&src, ctx)
         })

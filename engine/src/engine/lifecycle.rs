@@ -16,7 +16,7 @@ impl Engine {
         let (_, config, _) = self.lookup(vol)?;
         self.with_source_locked(vol, config.source.as_ref(), || {
             self.with_volume(vol, ctx, |v, source| {
-                self.refuse_while_importing(vol, "start")?;
+                self.refuse_while_importing(vol, "start the volume")?;
                 v.start(source, ctx)
             })
         })
@@ -49,7 +49,8 @@ impl Engine {
     pub fn verify(&self, vol: &VolumeRef) -> Result<()> {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
-        Volume::new(&pool.dir_path, config)
+        let root = Self::open_root_to_read(&pool);
+        Volume::at(&pool.dir_path, root.as_ref(), config)
             .verify(source.as_ref())
             .map_err(|e| e.on(vol))
     }
@@ -57,7 +58,7 @@ impl Engine {
     /// R§3.13; `None` = highest id. `NotFound` without revisions or for an unknown id.
     pub fn revert(&self, vol: &VolumeRef, revision: Option<u64>, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
-            self.refuse_while_importing(vol, "revert")?;
+            self.refuse_while_importing(vol, "revert the volume")?;
             v.revert(revision, ctx).map(|_| ())
         })
     }
@@ -71,7 +72,7 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
-            self.refuse_while_importing(vol, "resize")?;
+            self.refuse_while_importing(vol, "resize the volume")?;
             v.resize(size, allow_shrink, ctx)
         })
     }

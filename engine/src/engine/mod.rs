@@ -14,12 +14,16 @@ mod pools;
 mod volumes;
 
 use crate::context::OpCtx;
+use crate::dir::Dir;
 use crate::error::{EngineError, IoContext, Result};
 use crate::lock::VidLocks;
 use crate::model::{PoolConfig, VolumeConfig, VolumeRef};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
+use crate::pool;
 use crate::store::{PoolRecord, Store};
 use crate::volume::{SourceView, Volume};
+
+pub use imports::Import;
 
 /// What `CreatePool` asks for.
 #[derive(Debug, Clone)]
@@ -39,9 +43,12 @@ pub struct Engine {
     store: Store,
     pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
     locks: VidLocks,
-    /// Volumes between ImportData and ImportDataEnd, with the caller that opened the
-    /// import: every other change is refused meanwhile.
-    importing: Mutex<HashMap<VolumeRef, Option<String>>>,
+    /// Volumes between ImportData and ImportDataEnd: who opened the import, its
+    /// declared size, a failed commit. Every other change is refused meanwhile.
+    importing: Mutex<HashMap<VolumeRef, Import>>,
+    /// Held for the whole of a CreatePool (checks, setup, registration), so that two
+    /// never both succeed on one directory and none sees another's pending setup.
+    creating_pool: Mutex<()>,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -68,6 +75,7 @@ impl Engine {
             pools: RwLock::new(pools),
             locks: VidLocks::default(),
             importing: Mutex::new(HashMap::new()),
+            creating_pool: Mutex::new(()),
         })
     }
 
@@ -148,7 +156,8 @@ impl Engine {
         ctx.set_subject(vol);
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
-        let mut v = Volume::new(&pool.dir_path, config.clone());
+        let root = Self::open_root(&pool, vol)?;
+        let mut v = Volume::new(&root, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
         let out = op(&mut v, source.as_ref());
         if v.config != config {
@@ -160,6 +169,18 @@ impl Engine {
             .map_err(|e| e.on(vol))?;
         }
         out.map_err(|e| e.on(vol))
+    }
+
+    /// The pool directory for an operation on `vol` (every file below is reached
+    /// through this fd).
+    pub(super) fn open_root(pool: &PoolConfig, vol: &VolumeRef) -> Result<Dir> {
+        pool::open_root(&pool.dir_path).map_err(|e| e.on(vol))
+    }
+
+    /// The pool directory for a getter, `None` when it cannot be opened (a getter then
+    /// sees no files).
+    pub(super) fn open_root_to_read(pool: &PoolConfig) -> Option<Dir> {
+        pool::open_root(&pool.dir_path).ok()
     }
 
     /// Run `f` holding the lock of a snapshot volume's source, so the source cannot

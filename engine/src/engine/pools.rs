@@ -60,14 +60,20 @@ impl Engine {
         }
     }
 
-    /// Pool setup (R§3.1) then registration; a refused pool leaves no directory behind.
+    /// Pool setup (R§3.1) then registration. One CreatePool at a time: two on one
+    /// directory (or one inside another's pending setup) never both succeed. A refused
+    /// or failed pool leaves nothing behind that its setup created.
     pub fn create_pool(&self, spec: PoolSpec) -> Result<PoolConfig> {
         let object = format!("pool {}", spec.name);
+        let _one_at_a_time = self.creating_pool.lock().unwrap_or_else(|e| e.into_inner());
         self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
-        pool::setup(&spec).map_err(|e| e.on(&object))?;
+        let setup = pool::setup(&spec).map_err(|e| e.on(&object))?;
         // Again now that the directory exists: a path that names a taken directory
         // differently (a symlink, `..`, a bind mount) may only resolve to it now.
-        self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
+        if let Err(err) = self.refuse_taken(&spec) {
+            setup.undo();
+            return Err(err.on(object));
+        }
         let record = PoolRecord {
             pool: PoolConfig {
                 name: spec.name.clone(),
@@ -79,10 +85,11 @@ impl Engine {
             volumes: BTreeMap::new(),
         };
         let mut pools = self.write();
-        if pools.contains_key(&spec.name) {
-            return Err(EngineError::already_exists("a pool of that name exists").on(object));
+        if let Err(err) = self.store.save(&record) {
+            drop(pools);
+            setup.undo();
+            return Err(err.on(object));
         }
-        self.store.save(&record).map_err(|e| e.on(&object))?;
         info!(pool = %spec.name, dir = %record.pool.dir_path.display(), "pool created");
         let config = record.pool.clone();
         pools.insert(spec.name, record);

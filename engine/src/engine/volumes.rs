@@ -1,12 +1,11 @@
 //! The volume registry of the facade: live views, creation (defaults, validation,
 //! leftovers and adoption), removal and the writable volume properties.
 
-use std::path::{Path, PathBuf};
-
 use tracing::info;
 
 use super::{pool_not_found, Engine};
 use crate::context::OpCtx;
+use crate::dir::Dir;
 use crate::error::{EngineError, Result};
 use crate::model::{VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
@@ -24,7 +23,12 @@ impl Engine {
     pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
-        let v = Volume::new(&pool.dir_path, config.clone());
+        let root = Self::open_root_to_read(&pool);
+        let v = Volume::at(&pool.dir_path, root.as_ref(), config.clone());
+        let revisions = match v.vm_dir() {
+            Ok(Some(dir)) => revision::list_in(&dir, &v.paths).map_err(|e| e.on(vol))?,
+            Ok(None) | Err(_) => Vec::new(),
+        };
         Ok(VolumeInfo {
             pool: vol.pool.clone(),
             size: v.visible_size(source.as_ref()),
@@ -34,7 +38,7 @@ impl Engine {
             is_dirty: v.is_dirty(),
             is_outdated: v.is_outdated(source.as_ref()),
             started: v.is_started(),
-            revisions: revision::list(&v.paths).map_err(|e| e.on(vol))?,
+            revisions,
             block_device_path: v.paths.dirty(),
             config,
         })
@@ -44,7 +48,8 @@ impl Engine {
     /// its live view: what a property read of `Usage` needs, one stat.
     pub fn volume_usage(&self, vol: &VolumeRef) -> Result<u64> {
         let (pool, config, _) = self.lookup(vol)?;
-        Ok(Volume::new(&pool.dir_path, config).usage())
+        let root = Self::open_root_to_read(&pool);
+        Ok(Volume::at(&pool.dir_path, root.as_ref(), config).usage())
     }
 
     pub(super) fn effective_config(
@@ -80,6 +85,7 @@ impl Engine {
                 .revisions_to_keep
                 .unwrap_or(pool.pool.revisions_to_keep),
             ephemeral: None,
+            committed_image_shared: false,
         };
         Ok(VolumeConfig {
             ephemeral: validate_ephemeral(&config, spec.ephemeral)?,
@@ -126,7 +132,8 @@ impl Engine {
                     .map_err(|e| e.on(vol))?,
             )
         };
-        let v = Volume::new(&pool_config.dir_path, config.clone());
+        let root = Self::open_root(&pool_config, vol)?;
+        let v = Volume::new(&root, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
         if spec.adopt {
             Self::check_adoptable(&v).map_err(|e| e.on(vol))?;
@@ -155,8 +162,7 @@ impl Engine {
     /// Committed data can only be adopted by a save_on_stop volume: the next start or
     /// stop of any other kind deletes its clean image.
     pub(super) fn check_adoptable(v: &Volume<'_>) -> Result<()> {
-        let committed = v.paths.clean().exists() || !revision::list(&v.paths)?.is_empty();
-        if committed && !v.config.save_on_stop {
+        if v.has_committed_data()? && !v.config.save_on_stop {
             return Err(EngineError::invalid(
                 "cannot adopt committed data as a volume that is not save_on_stop (its next start or stop would delete it)",
             ));
@@ -172,7 +178,7 @@ impl Engine {
         let Some(first) = leftovers.first() else {
             return Ok(());
         };
-        if holds_no_data(&leftovers, v) {
+        if v.holds_no_data(&leftovers) {
             info!(pool = %vol.pool, vid = %vol.vid, "removing data-free leftovers of an unregistered volume");
             return v.remove_all_images(ctx).map_err(|e| e.on(vol));
         }
@@ -190,7 +196,8 @@ impl Engine {
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool, config, _) = self.lookup(vol)?;
-        let v = Volume::new(&pool.dir_path, config);
+        let root = Self::open_root(&pool, vol)?;
+        let v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
         if v.is_started() {
             return Err(EngineError::busy("cannot remove a started volume").on(vol));
@@ -252,10 +259,15 @@ impl Engine {
                     "cannot enable or disable snapshots (revisions_to_keep -1) while the volume is started",
                 ));
             }
-            if let Some(consumer) = switching.then(|| self.started_consumer(vol, v.pool_dir)).flatten() {
+            if let Some(consumer) = switching.then(|| self.started_consumer(vol, v.root_dir())).flatten() {
                 return Err(EngineError::busy(format!(
                     "cannot enable or disable snapshots (revisions_to_keep -1) while volume {consumer}, which snapshots it, is started"
                 )));
+            }
+            if switching && value.is_disabled() {
+                // Exports made until now read the committed inode, which the next
+                // start would hand to the VM: that start copies it instead.
+                v.config.committed_image_shared = true;
             }
             v.config.revisions_to_keep = value;
             Ok(())
@@ -263,14 +275,15 @@ impl Engine {
     }
 
     /// A started volume of the pool whose source is `vol`.
-    pub(super) fn started_consumer(&self, vol: &VolumeRef, pool_dir: &Path) -> Option<Vid> {
+    pub(super) fn started_consumer(&self, vol: &VolumeRef, root: Option<&Dir>) -> Option<Vid> {
         let pools = self.read();
         let record = pools.get(&vol.pool)?;
+        let pool_dir = &record.pool.dir_path;
         record
             .volumes
             .values()
             .filter(|c| c.source.as_ref() == Some(&vol.vid))
-            .find(|c| Volume::new(pool_dir, (*c).clone()).is_started())
+            .find(|c| Volume::at(pool_dir, root, (*c).clone()).is_started())
             .map(|c| c.vid.clone())
     }
 
@@ -281,16 +294,6 @@ impl Engine {
             Ok(())
         })
     }
-}
-
-/// Leftover images hold nothing a user wrote: no revision among them, and none has an
-/// allocated block (a freshly created image is all hole).
-fn holds_no_data(leftovers: &[PathBuf], v: &Volume<'_>) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let images = [v.paths.clean(), v.paths.dirty(), v.paths.precache()];
-    leftovers
-        .iter()
-        .all(|p| images.contains(p) && std::fs::symlink_metadata(p).is_ok_and(|m| m.blocks() == 0))
 }
 
 /// R§1.3: `ephemeral = true` only for volatile-type volumes (not snap_on_start, not

@@ -84,6 +84,18 @@ impl Fixture {
         self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
     }
 
+    /// The service restarts: the engine is closed (one engine per state directory),
+    /// then a new one is opened on the same state directory.
+    pub fn restart(&mut self) {
+        let state_dir = self.engine.state_dir().to_owned();
+        let elsewhere = tempfile::tempdir().unwrap();
+        drop(std::mem::replace(
+            &mut self.engine,
+            Engine::open(elsewhere.path()).unwrap(),
+        ));
+        self.engine = Engine::open(&state_dir).unwrap();
+    }
+
     /// One VM session: start, write `data` at `offset`, stop.
     pub fn session(&self, v: &VolumeRef, offset: u64, data: &[u8]) {
         let dirty = self.start(v);

@@ -1,0 +1,218 @@
+//! Imports (issue 9 item 3, contract rev 2): only an import in progress can be
+//! committed (never a stale `-import.img`); the committed image has exactly the
+//! declared size; writes through the import fd after ImportDataEnd(true) never reach
+//! committed data; sizes are whole sectors and shrinking needs `allow_shrink`; only the
+//! caller that opened an import (or a privileged one) may end it. On btrfs, XFS and
+//! ext4 where the filesystem matters (the commit seals the import with a reflink, or a
+//! byte copy without reflinks).
+
+mod common_fs;
+mod scenario_support;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use common_fs::{FsType, MIB};
+use qubes_storage_engine::{ErrorKind, OpCtx, VolumeRef};
+use scenario_support::{exists, files_in, on_every_fs, read_at, Fixture};
+
+const VID: &str = "appvms/work/private";
+
+on_every_fs!(
+    writes_through_the_import_fd_after_the_end_never_reach_committed_data,
+    the_committed_image_has_exactly_the_declared_size,
+);
+
+fn quiet(op: &str) -> OpCtx {
+    OpCtx::quiet(op)
+}
+
+/// The files of the volume's VM directory and the clean image's bytes.
+fn snapshot_of(f: &Fixture, len: usize) -> (Vec<String>, Vec<u8>) {
+    let paths = f.paths(VID);
+    (files_in(paths.dir()), read_at(&paths.clean(), 0, len))
+}
+
+fn writes_through_the_import_fd_after_the_end_never_reach_committed_data(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, MIB, 1);
+    let fd = f
+        .engine
+        .import_data(&v, MIB, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(b"imported", 0).unwrap();
+    f.engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    fd.write_all_at(b"too late", 0).unwrap();
+    fd.write_all_at(b"beyond", 4 * MIB).unwrap();
+    fd.sync_all().unwrap();
+    let clean = f.paths(VID).clean();
+    assert_eq!(read_at(&clean, 0, 8), b"imported");
+    assert_eq!(fs::metadata(&clean).unwrap().len(), MIB);
+    let exported = f.engine.export(&v, &quiet("Export")).unwrap();
+    let mut head = [0u8; 8];
+    exported.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(&head, b"imported");
+    let dirty = f.start(&v);
+    assert_eq!(read_at(&dirty, 0, 8), b"imported");
+}
+
+/// The importer truncates its file to another size: the committed image still has
+/// exactly the declared size (the written bytes within it kept).
+fn the_committed_image_has_exactly_the_declared_size(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, MIB, 1);
+    for (declared, truncated_to) in [(3 * MIB, 5 * MIB + 7), (2 * MIB, 4096)] {
+        let fd = f
+            .engine
+            .import_data(&v, declared, true, &quiet("ImportData"))
+            .unwrap();
+        fd.write_all_at(b"data", 0).unwrap();
+        fd.set_len(truncated_to).unwrap();
+        drop(fd);
+        f.engine
+            .import_data_end(&v, true, &quiet("ImportDataEnd"))
+            .unwrap();
+        let clean = f.paths(VID).clean();
+        assert_eq!(
+            fs::metadata(&clean).unwrap().len(),
+            declared,
+            "{truncated_to}"
+        );
+        assert_eq!(f.engine.volume_info(&v).unwrap().size, declared);
+        assert_eq!(read_at(&clean, 0, 4), b"data");
+    }
+}
+
+/// An `-import.img` that no ImportData opened (left by a crash, or put there) is never
+/// committed: ImportDataEnd(true) is `NotFound` and nothing changes.
+#[test]
+fn a_stale_import_file_is_never_committed() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, MIB, 1);
+    f.session(&v, 0, b"kept");
+    fs::write(f.paths(VID).import(), vec![7u8; MIB as usize]).unwrap();
+    let before = snapshot_of(&f, 4);
+    let err = f
+        .engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string().contains("no import is in progress"),
+        "{err}"
+    );
+    assert_eq!(snapshot_of(&f, 4), before);
+}
+
+/// An import opened before the service restarted is not in progress afterwards: it
+/// cannot be committed (a new ImportData starts over).
+#[test]
+fn an_import_from_before_a_restart_is_never_committed() {
+    let mut f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, MIB, 1);
+    f.session(&v, 0, b"kept");
+    let fd = f
+        .engine
+        .import_data(&v, MIB, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(b"stale", 0).unwrap();
+    let before = snapshot_of(&f, 4);
+    f.restart();
+    let err = f
+        .engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(snapshot_of(&f, 4), before);
+}
+
+#[test]
+fn import_sizes_must_be_whole_sectors_below_2_pow_63() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, MIB, 1);
+    for size in [MIB + 1, MIB + 511, 1 << 63, u64::MAX - 511] {
+        let err = f
+            .engine
+            .import_data(&v, size, true, &quiet("ImportData"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{size}: {err}");
+        assert!(!exists(&f.paths(VID).import()), "{size}");
+    }
+    f.engine
+        .import_data(&v, MIB + 512, false, &quiet("ImportData"))
+        .unwrap();
+}
+
+/// Like Resize: importing less than the current size destroys data, so it needs
+/// `allow_shrink`; refused, nothing changes.
+#[test]
+fn an_import_smaller_than_the_volume_needs_allow_shrink() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, 4 * MIB, 1);
+    f.session(&v, 3 * MIB, b"tail");
+    let before = snapshot_of(&f, 4);
+    let err = f
+        .engine
+        .import_data(&v, MIB, false, &quiet("ImportData"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("allow_shrink"), "{err}");
+    assert_eq!(snapshot_of(&f, 4), before);
+    f.engine
+        .import_data(&v, MIB, true, &quiet("ImportData"))
+        .unwrap();
+    f.engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, MIB);
+}
+
+fn end_as(
+    f: &Fixture,
+    v: &VolumeRef,
+    success: bool,
+    ctx: OpCtx,
+) -> qubes_storage_engine::Result<()> {
+    f.engine.import_data_end(v, success, &ctx)
+}
+
+/// Another caller can neither commit nor discard someone's import (it stays as it
+/// is); a privileged caller can end it.
+#[test]
+fn only_the_caller_that_opened_an_import_or_a_privileged_one_ends_it() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, MIB, 1);
+    f.session(&v, 0, b"kept");
+    let opened = quiet("ImportData").with_caller(":1.42");
+    let fd = f.engine.import_data(&v, MIB, false, &opened).unwrap();
+    fd.write_all_at(b"theirs", 0).unwrap();
+    for success in [true, false] {
+        let err = end_as(&f, &v, success, quiet("ImportDataEnd").with_caller(":1.43")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+        assert!(err.to_string().contains(":1.42"), "{err}");
+        assert_eq!(read_at(&f.paths(VID).import(), 0, 6), b"theirs");
+    }
+    assert_eq!(f.engine.imports_of(":1.42"), vec![v.clone()]);
+    let root = quiet("ImportDataEnd")
+        .with_caller(":1.1")
+        .with_privileged(true);
+    end_as(&f, &v, true, root).unwrap();
+    assert_eq!(read_at(&f.paths(VID).clean(), 0, 6), b"theirs");
+    assert!(f.engine.imports_of(":1.42").is_empty());
+}
+
+/// The owner itself ends its import.
+#[test]
+fn the_caller_that_opened_an_import_ends_it() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin(VID, MIB, 1);
+    let fd = f
+        .engine
+        .import_data(&v, MIB, false, &quiet("ImportData").with_caller(":1.42"))
+        .unwrap();
+    fd.write_all_at(b"mine", 0).unwrap();
+    end_as(&f, &v, true, quiet("ImportDataEnd").with_caller(":1.42")).unwrap();
+    assert_eq!(read_at(&f.paths(VID).clean(), 0, 4), b"mine");
+}

@@ -1,0 +1,188 @@
+//! Where a pool may live and who must own it (issue 9 item 4, contract rev 2): CreatePool
+//! refuses `/`, `/var` and the system's trees (however the path is spelled), a
+//! directory — or `appvms/`, `vm-templates/` in it — that the service does not own or
+//! that group or others may write, and all of it before anything is created; two
+//! CreatePools on one directory never both succeed; and a pool that cannot be
+//! registered leaves nothing behind. On a real loop-mounted btrfs (reflinks do not
+//! matter here: the pools use setup_check=false where the probe is not the point).
+
+mod common_fs;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+
+use common_fs::{names_in, FsType, LoopFs, MIB};
+use qubes_storage_engine::{Engine, ErrorKind, PoolName, PoolSpec, RevisionsToKeep};
+
+/// The uid of `nobody`: a user other than the service.
+const OTHER_UID: u32 = 65534;
+
+/// An engine with its own state directory, and a filesystem for pool directories.
+struct World {
+    engine: Engine,
+    state: tempfile::TempDir,
+    fs: LoopFs,
+}
+
+impl World {
+    fn new() -> World {
+        let fs = LoopFs::new(FsType::Btrfs, 256 * MIB);
+        let state = tempfile::tempdir().unwrap();
+        World {
+            engine: Engine::open(state.path()).unwrap(),
+            state,
+            fs,
+        }
+    }
+
+    /// A fresh directory on the filesystem, owned by root, mode 0755.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.fs.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn create_pool(&self, name: &str, dir: &Path) -> qubes_storage_engine::Result<()> {
+        self.engine.create_pool(spec(name, dir)).map(|_| ())
+    }
+}
+
+fn spec(name: &str, dir: &Path) -> PoolSpec {
+    PoolSpec {
+        name: PoolName::parse(name).unwrap(),
+        dir_path: dir.to_owned(),
+        setup_check: false,
+        revisions_to_keep: RevisionsToKeep::DEFAULT,
+        ephemeral_volatile: false,
+    }
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+}
+
+#[track_caller]
+fn assert_refused(result: qubes_storage_engine::Result<()>, naming: &Path) {
+    let err = result.expect_err("the pool was created");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let named = naming.display().to_string();
+    assert!(
+        err.to_string().contains(&named),
+        "{err} does not name {named}"
+    );
+}
+
+/// A directory of the test's own in /run (a system tree), also reached through a
+/// symlink from the test filesystem: refused either way, and nothing is made in it.
+#[test]
+fn a_pool_in_a_system_tree_is_refused_and_nothing_is_created_there() {
+    let w = World::new();
+    let in_run = tempfile::Builder::new()
+        .prefix("qsd-pool-test-")
+        .tempdir_in("/run")
+        .unwrap();
+    assert_refused(w.create_pool("direct", in_run.path()), in_run.path());
+    let link = w.fs.path().join("to-run");
+    std::os::unix::fs::symlink(in_run.path(), &link).unwrap();
+    assert_refused(w.create_pool("linked", &link), &link);
+    assert!(
+        names_in(in_run.path()).is_empty(),
+        "{:?}",
+        names_in(in_run.path())
+    );
+    assert!(w.engine.pool_names().is_empty());
+}
+
+#[test]
+fn a_pool_directory_owned_by_another_user_is_refused_before_anything_is_created() {
+    let w = World::new();
+    let dir = w.dir("theirs");
+    chown(&dir, OTHER_UID);
+    assert_refused(w.create_pool("p", &dir), &dir);
+    assert!(names_in(&dir).is_empty(), "{:?}", names_in(&dir));
+}
+
+#[test]
+fn a_pool_directory_that_group_or_others_may_write_is_refused() {
+    let w = World::new();
+    for (name, mode) in [("world", 0o777), ("group", 0o775), ("sticky", 0o1777)] {
+        let dir = w.dir(name);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_refused(w.create_pool(name, &dir), &dir);
+        assert!(names_in(&dir).is_empty(), "{name}: {:?}", names_in(&dir));
+    }
+}
+
+#[test]
+fn a_class_directory_not_private_to_the_service_is_refused() {
+    let w = World::new();
+    let dir = w.dir("user-appvms");
+    std::fs::create_dir(dir.join("appvms")).unwrap();
+    chown(&dir.join("appvms"), OTHER_UID);
+    assert_refused(w.create_pool("a", &dir), &dir.join("appvms"));
+    assert_eq!(names_in(&dir), ["appvms"], "vm-templates/ was not created");
+
+    let dir = w.dir("open-templates");
+    std::fs::create_dir(dir.join("vm-templates")).unwrap();
+    let templates = dir.join("vm-templates");
+    std::fs::set_permissions(&templates, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_refused(w.create_pool("t", &dir), &templates);
+    assert_eq!(names_in(&dir), ["vm-templates"], "appvms/ was not created");
+    assert!(w.engine.pool_names().is_empty());
+}
+
+/// Released together, again and again (the old race showed within 20 to 50 rounds):
+/// exactly one of the two pools is created.
+#[test]
+fn two_parallel_create_pools_on_one_directory_never_both_succeed() {
+    let w = World::new();
+    for round in 0..150 {
+        let dir = w.fs.path().join(format!("round{round}"));
+        let start = Barrier::new(2);
+        let outcomes: Vec<_> = std::thread::scope(|s| {
+            let racers: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|side| {
+                    let (w, dir, start) = (&w, &dir, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        w.engine.create_pool(spec(&format!("{side}{round}"), dir))
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let created = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(created, 1, "round {round}: {outcomes:?}");
+        let refused = outcomes.iter().find_map(|o| o.as_ref().err()).unwrap();
+        assert_eq!(refused.kind(), ErrorKind::AlreadyExists, "{refused}");
+    }
+}
+
+/// The state file cannot be written (a directory stands where it would go): the
+/// CreatePool fails and the directory it made is gone again.
+#[test]
+fn a_pool_whose_configuration_cannot_be_saved_leaves_no_directory_behind() {
+    let w = World::new();
+    let blocker = w.state.path().join("pools/q.json");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let dir = w.fs.path().join("new-pool");
+    let err = w.create_pool("q", &dir).unwrap_err();
+    assert!(err.to_string().contains("pool q"), "{err}");
+    assert!(!dir.exists(), "left behind: {:?}", names_in(&dir));
+    assert!(w.engine.pool_names().is_empty());
+}
+
+/// The same in an existing directory: the class directories setup made are removed,
+/// the directory itself (not setup's) stays.
+#[test]
+fn a_pool_in_an_existing_directory_that_cannot_be_saved_removes_what_setup_made() {
+    let w = World::new();
+    std::fs::create_dir_all(w.state.path().join("pools/q.json/in-the-way")).unwrap();
+    let dir = w.dir("existing");
+    std::fs::write(dir.join("keep.txt"), b"mine").unwrap();
+    w.create_pool("q", &dir).unwrap_err();
+    assert_eq!(names_in(&dir), ["keep.txt"]);
+}
