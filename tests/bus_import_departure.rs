@@ -34,7 +34,10 @@ async fn an_import_whose_client_disconnects_is_discarded_and_announced() {
         .build()
         .await
         .unwrap();
-    let fd = theirs.import_data(MIB, opts()).await.expect("ImportData");
+    let fd = theirs
+        .import_data(MIB, common::shrink_ok())
+        .await
+        .expect("ImportData");
     let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
     file.write_all(&[9u8; 4096]).unwrap();
     assert_error(watcher.start(opts()).await, "Busy");
@@ -65,7 +68,10 @@ async fn importing_client(h: &Harness, path: &zbus::OwnedObjectPath) -> zbus::Co
         .build()
         .await
         .unwrap();
-    let fd = proxy.import_data(MIB, opts()).await.expect("ImportData");
+    let fd = proxy
+        .import_data(MIB, common::shrink_ok())
+        .await
+        .expect("ImportData");
     drop(fd);
     client
 }
@@ -79,7 +85,10 @@ async fn another_client_leaving_does_not_touch_an_import() {
         .origin_volume(&pool, "appvms/other/private", 4 * MIB)
         .await;
     let importer = h.volume(&path).await;
-    let fd = importer.import_data(MIB, opts()).await.expect("ImportData");
+    let fd = importer
+        .import_data(MIB, common::shrink_ok())
+        .await
+        .expect("ImportData");
     let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
     file.write_all(&[5u8; 4096]).unwrap();
     drop(file);

@@ -15,7 +15,7 @@ use std::io::Write;
 use zbus::{OwnedObjectPath, Variant};
 
 async fn import(volume: &VolumeProxy<'_>, byte: u8, len: u64) {
-    let fd = volume.import_data(len, opts()).await.unwrap();
+    let fd = volume.import_data(len, common::shrink_ok()).await.unwrap();
     let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
     file.write_all(&vec![byte; len as usize]).unwrap();
     drop(file);
@@ -72,7 +72,7 @@ async fn lifecycle(h: &Harness, [template, root, private, volatile]: &[OwnedObje
     p.resize(2 * MIB, opts_of([("allow_shrink", Variant::from(true))]))
         .await
         .unwrap();
-    let fd = p.import_data(MIB, opts()).await.unwrap();
+    let fd = p.import_data(MIB, common::shrink_ok()).await.unwrap();
     drop(fd);
     p.import_data_end(false, opts()).await.unwrap();
     v.set_ephemeral(true).await.unwrap();

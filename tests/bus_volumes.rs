@@ -37,7 +37,7 @@ async fn exported(volume: &VolumeProxy<'_>) -> Vec<u8> {
 /// ImportData of `data` through the fd, then ImportDataEnd(true).
 async fn import(volume: &VolumeProxy<'_>, data: &[u8]) {
     let fd = volume
-        .import_data(data.len() as u64, opts())
+        .import_data(data.len() as u64, common::shrink_ok())
         .await
         .expect("ImportData");
     let mut file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
@@ -399,7 +399,10 @@ async fn imported_data_comes_back_through_export() {
     let (h, _, path) = with_origin().await;
     let v = h.volume(&path).await;
     let payload = data(7, 3 * MIB as usize);
-    let fd = v.import_data(payload.len() as u64, opts()).await.unwrap();
+    let fd = v
+        .import_data(payload.len() as u64, common::shrink_ok())
+        .await
+        .unwrap();
     let file = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
     file.write_all_at(&payload, 0).unwrap();
     drop(file);
@@ -468,7 +471,7 @@ async fn export_of_a_volume_that_is_not_save_on_stop_is_not_supported() {
 async fn import_data_end_false_discards_the_import() {
     let (h, _, path) = with_origin().await;
     let v = h.volume(&path).await;
-    let fd = v.import_data(MIB, opts()).await.unwrap();
+    let fd = v.import_data(MIB, common::shrink_ok()).await.unwrap();
     drop(fd);
     v.import_data_end(false, opts()).await.unwrap();
     assert!(v.revisions().await.unwrap().is_empty());

@@ -1,7 +1,7 @@
 //! One engine per state directory (contract rev 2): two daemons working on the same
-//! pools would each have their own per-volume locks over the same files. The engine
-//! takes an exclusive `flock` on `<state dir>/lock` when it opens and holds it for its
-//! whole life (the kernel releases it when the process ends, however it ends, so a
+//! pools would each have their own per-volume locks over the same files. The daemon's
+//! engine (`Engine::open_exclusive`) takes an exclusive `flock` on `<state dir>/lock`
+//! when it opens and holds it for its whole life (the kernel releases it when the process ends, however it ends, so a
 //! crash never leaves a stale lock). The file records the holder's pid, so the second
 //! instance can say which one runs.
 

@@ -65,7 +65,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let state_dir = config.state_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&state_dir))
+    let engine = tokio::task::spawn_blocking(move || Engine::open_exclusive(&state_dir))
         .await
         .map_err(|_| DaemonError::Task)??;
     let conn = connect(&config).await?;

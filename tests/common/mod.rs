@@ -45,6 +45,12 @@ pub fn opts() -> Opts<'static> {
     HashMap::new()
 }
 
+/// ImportData's options for an import smaller than the volume (contract rev 2: a
+/// shrink must be asked for).
+pub fn shrink_ok() -> Opts<'static> {
+    opts_of([("allow_shrink", Variant::from(true))])
+}
+
 /// An `a{sv}` from pairs.
 pub fn opts_of<'a>(pairs: impl IntoIterator<Item = (&'a str, Variant<'a>)>) -> Opts<'a> {
     pairs.into_iter().collect()

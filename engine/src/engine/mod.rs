@@ -37,8 +37,8 @@ pub struct PoolSpec {
 }
 
 pub struct Engine {
-    /// Held for the engine's life: one engine per state directory.
-    _instance: crate::instance::InstanceLock,
+    /// Held for the engine's life when opened with [`Engine::open_exclusive`].
+    _instance: Option<crate::instance::InstanceLock>,
     state_dir: PathBuf,
     store: Store,
     pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
@@ -61,7 +61,6 @@ impl Engine {
     pub fn open(state_dir: &Path) -> Result<Engine> {
         std::fs::create_dir_all(state_dir)
             .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
-        let instance = crate::instance::InstanceLock::acquire(state_dir)?;
         let store = Store::open(state_dir)?;
         let pools = store
             .load()?
@@ -69,7 +68,7 @@ impl Engine {
             .map(|r| (r.pool.name.clone(), r))
             .collect();
         Ok(Engine {
-            _instance: instance,
+            _instance: None,
             state_dir: state_dir.to_owned(),
             store,
             pools: RwLock::new(pools),
@@ -77,6 +76,18 @@ impl Engine {
             importing: Mutex::new(HashMap::new()),
             creating_pool: Mutex::new(()),
         })
+    }
+
+    /// [`Engine::open`] for the one engine that serves `state_dir` (the daemon): first
+    /// takes the state directory's instance lock, held until the engine is dropped, so a
+    /// second one fails with `Busy` naming the first's pid.
+    pub fn open_exclusive(state_dir: &Path) -> Result<Engine> {
+        std::fs::create_dir_all(state_dir)
+            .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        let instance = crate::instance::InstanceLock::acquire(state_dir)?;
+        let mut engine = Engine::open(state_dir)?;
+        engine._instance = Some(instance);
+        Ok(engine)
     }
 
     pub fn state_dir(&self) -> &Path {
