@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::CliError;
-use crate::size::parse_size;
+use crate::size::parse_volume_size;
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:
@@ -112,8 +112,9 @@ fn parse_bus(text: &str) -> Result<BusChoice, String> {
     }
 }
 
+/// A volume size: units, whole 512-byte sectors, more than 0 (see `size.rs`).
 fn parse_size_arg(text: &str) -> Result<u64, String> {
-    parse_size(text)
+    parse_volume_size(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,8 +225,8 @@ pub enum VolumeCommand {
     Resize {
         #[command(flatten)]
         volume: VolumeRef,
-        /// New size, e.g. 20G
-        #[arg(value_parser = parse_size_arg)]
+        /// New size, e.g. 20G (a whole number of 512-byte sectors)
+        #[arg(value_parser = parse_size_arg, allow_hyphen_values = true)]
         size: u64,
         /// Allow making the volume smaller (data past the new end is lost)
         #[arg(long)]
@@ -257,8 +258,14 @@ pub enum VolumeCommand {
 pub struct VolumeCreateArgs {
     #[command(flatten)]
     pub volume: VolumeRef,
-    /// Size, e.g. 2G
-    #[arg(long, value_parser = parse_size_arg)]
+    /// Size, e.g. 2G (a whole number of 512-byte sectors); required unless
+    /// --snap-on-start (the source's size) or --adopt (the files' size)
+    #[arg(
+        long,
+        value_parser = parse_size_arg,
+        allow_hyphen_values = true,
+        required_unless_present_any = ["snap_on_start", "adopt"]
+    )]
     pub size: Option<u64>,
     /// Writable by the VM
     #[arg(long)]
@@ -298,9 +305,13 @@ pub struct ImportArgs {
     /// Image file, block device, or - for stdin
     #[arg(value_name = "FILE")]
     pub input: PathBuf,
-    /// Bytes to import; required for stdin, defaults to the file's size
-    #[arg(long, value_parser = parse_size_arg)]
+    /// Bytes to import; required for stdin, defaults to the file's size. The volume
+    /// takes this size
+    #[arg(long, value_parser = parse_size_arg, allow_hyphen_values = true)]
     pub size: Option<u64>,
+    /// Allow an image smaller than the volume (data past its end is lost)
+    #[arg(long)]
+    pub allow_shrink: bool,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +437,47 @@ mod tests {
             error.kind(),
             clap::error::ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn create_needs_a_size_unless_a_snapshot_or_adopted() {
+        let error = parse(&["volume", "create", "p", "appvms/a/private", "--rw"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--size"), "{error}");
+        parse(&["volume", "create", "p", "appvms/a/private", "--adopt"]).unwrap();
+        parse(&[
+            "volume",
+            "create",
+            "p",
+            "appvms/a/root",
+            "--snap-on-start",
+            "--source",
+            "vm-templates/t/root",
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn sizes_must_be_whole_sectors() {
+        for size in ["0", "1", "1000"] {
+            let error = parse(&["volume", "create", "p", "appvms/a/b", "--size", size]);
+            let error = error.unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{size}");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        }
+    }
+
+    #[test]
+    fn negative_sizes_are_refused_without_suggesting_a_separator() {
+        let error = parse(&["volume", "create", "p", "appvms/a/b", "--size", "-5G"]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("a size cannot be negative"), "{text}");
+        assert!(!text.contains("-- -5"), "{text}");
+        let error = parse(&["volume", "resize", "p", "appvms/a/b", "-5G"]).unwrap_err();
+        assert!(error.to_string().contains("cannot be negative"), "{error}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use zbus::DBusError;
 
 const STORAGE_ERROR_PREFIX: &str = "org.qubes.Storage.Error.";
 const FDO_ERROR_PREFIX: &str = "org.freedesktop.DBus.Error.";
+const INTERACTION_REQUIRED: &str = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired";
 
 /// Exit codes, documented in `--help` and the man page (see `args::EXIT_CODES_HELP`).
 pub mod exit {
@@ -82,6 +83,18 @@ impl CliError {
         }
     }
 
+    /// Says how to authenticate when polkit wanted a password it could not ask for;
+    /// `hint` depends on how this run was started (see `client::Interaction`).
+    pub fn with_authentication_hint(self, hint: &str) -> CliError {
+        match self {
+            CliError::Service { name, message } if name == INTERACTION_REQUIRED => {
+                let message = format!("{message} ({hint})");
+                CliError::Service { name, message }
+            }
+            other => other,
+        }
+    }
+
     /// The service's error name, when there is one (for `--json` error output).
     pub fn error_name(&self) -> Option<&str> {
         match self {
@@ -121,14 +134,6 @@ pub fn exit_code_for_error_name(name: &str) -> u8 {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Service { name, message }
-                if name.ends_with(".InteractiveAuthorizationRequired") =>
-            {
-                write!(
-                    f,
-                    "{message} (run it from a terminal without --no-interaction to authenticate)"
-                )
-            }
             CliError::Service { message, .. } => f.write_str(message),
             CliError::Unreachable(message)
             | CliError::Usage(message)
@@ -300,13 +305,24 @@ mod tests {
     }
 
     #[test]
-    fn interactive_authorization_hint_is_added() {
+    fn authentication_hint_is_added_to_interaction_required_only() {
         let error = service_error(
-            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+            INTERACTION_REQUIRED,
             Some("authentication is required to create pool p"),
         );
-        assert!(error
-            .to_string()
-            .starts_with("authentication is required to create pool p ("));
+        assert_eq!(
+            error
+                .with_authentication_hint("run it from a terminal")
+                .to_string(),
+            "authentication is required to create pool p (run it from a terminal)"
+        );
+        let denied = service_error(
+            "org.freedesktop.DBus.Error.AccessDenied",
+            Some("not allowed"),
+        );
+        assert_eq!(
+            denied.with_authentication_hint("x").to_string(),
+            "not allowed"
+        );
     }
 }

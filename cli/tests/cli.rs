@@ -465,7 +465,9 @@ fn an_existing_pools_volume_is_refused_then_adopted_as_it_is() {
         "--rw",
         "--save-on-stop",
     ];
-    let refused = world.cli(&args).fails_with(4);
+    let refused = world
+        .cli(&[&args[..], &["--size", "8K"]].concat())
+        .fails_with(4);
     assert!(refused.stderr.contains("adopt"), "{}", refused.stderr);
     world.cli(&[&args[..], &["--adopt"]].concat()).ok();
     let info = world
