@@ -7,25 +7,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::CliError;
+use crate::error::{exit, CliError};
 use crate::size::parse_volume_size;
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit status:
-  0   success
-  1   the operation failed (org.qubes.Storage.Error.Failed, a local I/O error, anything else)
-  2   usage error, or the service refused an argument (InvalidArgument)
-  3   no such pool, volume or revision (NotFound)
-  4   the pool or volume already exists (AlreadyExists)
-  5   the pool or volume is busy, e.g. a started volume (Busy)
-  6   not supported, e.g. a filesystem without reflinks (NotSupported)
-  7   no space left (NoSpace)
-  8   cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)
-  9   not authorized (AccessDenied, InteractiveAuthorizationRequired)
-  10  the bus or the storage service cannot be reached
-
-Errors are printed as `qubes-storage: <message>` on stderr; with --json, also as a
-JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} on stdout.";
+/// The exit statuses, for `--help` (the man page has its own EXIT STATUS section).
+pub fn exit_status_help() -> String {
+    let mut help = String::from("Exit status:\n");
+    for (code, meaning) in exit::STATUSES {
+        help.push_str(&format!("  {code:<3} {meaning}\n"));
+    }
+    help.push('\n');
+    help.push_str(exit::REPORTING);
+    help
+}
 
 const ABOUT: &str =
     "Manage Qubes OS VM storage pools and volumes through the org.qubes.Storage service";
@@ -45,7 +39,7 @@ On a terminal, commands that need authorization let polkit ask for a password; u
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
-    after_long_help = EXIT_CODES_HELP,
+    after_long_help = exit_status_help(),
     propagate_version = true
 )]
 pub struct Cli {

@@ -15,7 +15,7 @@ const STORAGE_ERROR_PREFIX: &str = "org.qubes.Storage.Error.";
 const FDO_ERROR_PREFIX: &str = "org.freedesktop.DBus.Error.";
 const INTERACTION_REQUIRED: &str = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired";
 
-/// Exit codes, documented in `--help` and the man page (see `args::EXIT_CODES_HELP`).
+/// Exit codes, documented in `--help` and the man page from [`exit::STATUSES`].
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
@@ -28,6 +28,26 @@ pub mod exit {
     pub const CANCELLED: u8 = 8;
     pub const ACCESS_DENIED: u8 = 9;
     pub const UNREACHABLE: u8 = 10;
+
+    /// Every exit status and what it means, for `--help` and the man page.
+    pub const STATUSES: [(u8, &str); 11] = [
+        (OK, "success"),
+        (FAILED, "the operation failed (org.qubes.Storage.Error.Failed, a local I/O error, anything else)"),
+        (USAGE, "usage error, or the service refused an argument (InvalidArgument)"),
+        (NOT_FOUND, "no such pool, volume or revision (NotFound)"),
+        (ALREADY_EXISTS, "the pool or volume already exists (AlreadyExists)"),
+        (BUSY, "the pool or volume is busy, e.g. a started volume (Busy)"),
+        (NOT_SUPPORTED, "not supported, e.g. a filesystem without reflinks (NotSupported)"),
+        (NO_SPACE, "no space left (NoSpace)"),
+        (CANCELLED, "cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)"),
+        (ACCESS_DENIED, "not authorized (AccessDenied, InteractiveAuthorizationRequired)"),
+        (UNREACHABLE, "the bus or the storage service cannot be reached"),
+    ];
+
+    /// How errors are printed, after the table.
+    pub const REPORTING: &str = "Errors are printed as `qubes-storage: <message>` on stderr; with \
+        --json, also as a JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} \
+        on stdout.";
 }
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 mod args;
 mod client;
 mod commands;
+mod completion;
 mod error;
 mod interrupt;
 mod job_watch;
@@ -28,6 +29,7 @@ use clap::Parser;
 use crate::error::{exit, CliError};
 
 fn main() -> ExitCode {
+    completion::answer_if_asked();
     let cli = args::Cli::parse();
     init_logging(cli.verbose);
     let json = cli.json;

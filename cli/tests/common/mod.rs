@@ -170,6 +170,11 @@ impl World {
         self.daemon = Some(daemon);
     }
 
+    /// The address of the world's bus.
+    pub fn bus_address(&self) -> &str {
+        self.bus.address()
+    }
+
     /// A scratch directory for the test's own files.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
