@@ -258,20 +258,6 @@ fn every_installed_man_page_renders_without_a_warning() {
     }
 }
 
-/// man's output for a terminal-less reader, as text: `N\bN` (bold) becomes `N`.
-fn without_overstrike(text: &str) -> String {
-    let mut plain = String::new();
-    for c in text.chars() {
-        match c {
-            '\u{8}' => {
-                plain.pop();
-            }
-            c => plain.push(c),
-        }
-    }
-    plain
-}
-
 #[test]
 fn every_page_a_man_page_refers_to_is_installed() {
     let stage = Stage::new();
