@@ -498,7 +498,10 @@ fn installed_cli_lists_the_pool(address: &str, as_nobody: bool) {
 fn stripped_copy(binary: &Path, dir: &Path) -> PathBuf {
     let copy = dir.join(binary.file_name().unwrap());
     fs::copy(binary, &copy).expect("copy a binary");
-    let status = Command::new("strip").arg(&copy).status().expect("run strip");
+    let status = Command::new("strip")
+        .arg(&copy)
+        .status()
+        .expect("run strip");
     assert!(status.success(), "strip {}", copy.display());
     copy
 }

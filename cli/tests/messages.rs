@@ -225,3 +225,43 @@ fn export_into_a_closed_pipe_names_standard_output() {
         "qubes-storage: export stopped: the reader of standard output went away (broken pipe)\n"
     );
 }
+
+#[test]
+fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
+    let mut world = World::start();
+    world.pool("e", FsType::Ext4, 256 * MIB);
+    origin(&world, "e", "16M");
+    let destination = "appvms/copy/private";
+    let args = [
+        "volume",
+        "create",
+        "e",
+        destination,
+        "--size",
+        "1M",
+        "--rw",
+        "--save-on-stop",
+    ];
+    world.cli(&args).ok();
+    let image = world.scratch().join("data.img");
+    std::fs::write(&image, pattern(4, 0, 16 * MIB as usize)).unwrap();
+    world
+        .cli(&["volume", "import", "e", VID, image.to_str().unwrap()])
+        .ok();
+    let clone = ["--progress", "volume", "clone", "e", VID, "e", destination];
+    let run = world.cli(&clone).ok();
+    assert!(
+        run.stderr
+            .contains("clone e:appvms/work/private to e:appvms/copy/private: "),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("note: this pool cannot reflink"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("commit e:appvms/copy/private (no reflinks: extra copy): 16.0 MiB done"),
+        "{run:?}"
+    );
+}

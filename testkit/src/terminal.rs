@@ -102,10 +102,11 @@ impl Terminal {
             .expect("tmux send-keys failed");
     }
 
-    /// What the terminal shows now, without trailing blank lines.
+    /// Everything the terminal showed (its scrollback too), without trailing blank
+    /// lines.
     pub fn screen(&self) -> String {
         let screen = self
-            .tmux(&["capture-pane", "-p", "-J", "-t", SESSION])
+            .tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", SESSION])
             .unwrap_or_default();
         screen.trim_end().to_owned()
     }

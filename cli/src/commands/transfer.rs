@@ -22,7 +22,7 @@ use super::Context;
 use crate::args::{CloneArgs, ExportArgs, ImportArgs, VolumeRef};
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
-use crate::job_watch::{run_following_job, JobWatch};
+use crate::job_watch::{run_following_job, JobWatch, Labels};
 use crate::paths::VOLUME_IFACE;
 use crate::progress::ProgressMode;
 use crate::props::Props;
@@ -240,17 +240,33 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
     };
     let success = copied.is_ok();
     tracing::info!(op = "import", %pool, %vid, bytes = size, success, "ImportDataEnd");
-    let end: Result<()> = context
-        .client
-        .call(
-            path.as_str(),
-            VOLUME_IFACE,
-            "ImportDataEnd",
-            &(success, context.client.options()),
-        )
-        .await;
+    let end = end_import(context, &args.volume, path.as_str(), success, &interrupt).await;
     copied.map_err(|error| copy_error(error, "import", &name, "the volume's import file"))?;
     end.map_err(|error| error.with_flag_hint("allow_shrink", "--allow-shrink"))
+}
+
+/// ImportDataEnd: a commit (`success`) may copy on a pool without reflinks, so its jobs
+/// are followed; a discard is a plain call.
+async fn end_import(
+    context: &Context,
+    volume: &VolumeRef,
+    path: &str,
+    success: bool,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let body = (success, context.client.options());
+    if !success {
+        return context
+            .client
+            .call(path, VOLUME_IFACE, "ImportDataEnd", &body)
+            .await;
+    }
+    let labels = Labels::commit(&format!("{}:{}", volume.pool, volume.vid));
+    let watch = JobWatch::subscribe(&context.client, path, labels, context.progress).await?;
+    let call = context
+        .client
+        .call(path, VOLUME_IFACE, "ImportDataEnd", &body);
+    run_following_job(&context.client, watch, interrupt, call).await
 }
 
 /// Writes the whole input into the import file and flushes it to disk (as the
@@ -452,12 +468,11 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
         .volume_path(&args.dst_pool, &args.dst_vid)
         .await?;
     let interrupt = Interrupt::install();
-    let label = format!(
-        "clone {}:{} to {}:{}",
-        args.src_pool, args.src_vid, args.dst_pool, args.dst_vid
-    );
+    let destination = format!("{}:{}", args.dst_pool, args.dst_vid);
+    let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
+    let labels = Labels::copy_then_commit(label, &destination);
     let watch =
-        JobWatch::subscribe(&context.client, target.as_str(), label, context.progress).await?;
+        JobWatch::subscribe(&context.client, target.as_str(), labels, context.progress).await?;
     tracing::info!(op = "clone", source = %source.as_str(), target = %target.as_str(), "ImportVolume");
     let body = (source, context.client.options());
     let call = context

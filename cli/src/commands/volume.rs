@@ -13,7 +13,7 @@ use crate::args::{
 };
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
-use crate::job_watch::{run_following_job, JobWatch};
+use crate::job_watch::{run_following_job, JobWatch, Labels};
 use crate::model::{Revision, VolumeInfo};
 use crate::output::{
     iso_utc, or_dash, print_json, print_text, render_fields, yes_no, Align, Table,
@@ -326,9 +326,10 @@ async fn resize(
         options.insert("allow_shrink", Variant::from(true));
     }
     let interrupt = Interrupt::install();
-    let label = format!("resize {}:{}", volume.pool, volume.vid);
+    let name = format!("{}:{}", volume.pool, volume.vid);
+    let labels = Labels::copy_then_commit(format!("resize {name}"), &name);
     let watch =
-        JobWatch::subscribe(&context.client, path.as_str(), label, context.progress).await?;
+        JobWatch::subscribe(&context.client, path.as_str(), labels, context.progress).await?;
     let body = (size, options);
     let call = context
         .client
