@@ -1,5 +1,5 @@
 //! `qubes-storage`: the command-line client of the org.qubes.Storage D-Bus service,
-//! a pure client of `spec/dbus-api.md`. This file only parses the command line, runs
+//! a pure client of `docs/dbus-api.md`. This file only parses the command line, runs
 //! the command on a single-threaded tokio runtime, and turns an error into
 //! `qubes-storage: <message>` on stderr and its exit status (see `error::exit`).
 

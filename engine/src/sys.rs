@@ -10,7 +10,7 @@
 //! `rustix::ioctl::opcode::none(b'L', 7)` (`_IO('L', 7)` = 0x4C07 on every
 //! architecture).
 //!
-//! Kernel facts relied on (see shared notes/copy-engine.md):
+//! Kernel facts relied on (see docs/copy-engine.md):
 //! * FICLONE fails with EOPNOTSUPP on ext4/tmpfs/XFS-without-reflink, EXDEV across
 //!   filesystems, EINVAL for btrfs datacow↔nodatacow or a non-regular source, EBADF for
 //!   unsuitable open modes. Those four mean "not possible here, copy instead"; every

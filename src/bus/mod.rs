@@ -1,7 +1,7 @@
 //! The D-Bus layer: the only code that knows object paths, D-Bus types and error
 //! names. It turns calls into engine calls (on tokio's blocking pool), engine results
 //! into replies, engine events into signals, and copies into Job objects. The contract
-//! it implements is `spec/dbus-api.md`; the introspection of every interface is kept in
+//! it implements is `docs/dbus-api.md`; the introspection of every interface is kept in
 //! `dbus/*.xml` (a test compares them with the running service).
 
 pub mod authz;

@@ -10,7 +10,7 @@
 //!
 //! Nothing here touches the object server's tree while reading or refreshing: property
 //! getters and setters run under zbus's tree lock, so they must reach other objects
-//! through this table only (see notes/zbus6-and-polkit.md on locking).
+//! through this table only (see docs/zbus-and-polkit.md on locking).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
