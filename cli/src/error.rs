@@ -91,11 +91,16 @@ impl CliError {
         }
     }
 
-    /// Points at the command-line flag when the service's message names the option
-    /// key behind it (`allow_shrink` → `--allow-shrink`).
-    pub fn with_flag_hint(self, option: &str, flag: &str) -> CliError {
+    /// Points at the command-line flag when the service refuses with `kind` (e.g.
+    /// `NotSupported`) and its message names the option key behind the flag
+    /// (`setup_check` → `--no-setup-check`). Other refusals that mention the key stay
+    /// as they are: the flag would not help there.
+    pub fn with_flag_hint(self, kind: &str, option: &str, flag: &str) -> CliError {
         match self {
-            CliError::Service { name, message } if message.contains(option) => {
+            CliError::Service { name, message }
+                if name.strip_prefix(STORAGE_ERROR_PREFIX) == Some(kind)
+                    && message.contains(option) =>
+            {
                 let message = format!("{message} (command-line flag: {flag})");
                 CliError::Service { name, message }
             }
@@ -314,14 +319,22 @@ mod tests {
     #[test]
     fn option_keys_in_messages_get_their_flag() {
         let error = service_error(&storage("InvalidArgument"), Some("pass allow_shrink=true"));
-        let error = error.with_flag_hint("allow_shrink", "--allow-shrink");
+        let error = error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink");
         assert_eq!(
             error.to_string(),
             "pass allow_shrink=true (command-line flag: --allow-shrink)"
         );
-        let other =
-            service_error(&storage("Busy"), Some("busy")).with_flag_hint("allow_shrink", "x");
+        let other = service_error(&storage("Busy"), Some("busy"));
+        let other = other.with_flag_hint("InvalidArgument", "allow_shrink", "x");
         assert_eq!(other.to_string(), "busy");
+    }
+
+    #[test]
+    fn other_refusals_that_mention_the_option_get_no_flag() {
+        let refusal = "/etc is a system directory, whatever setup_check says";
+        let error = service_error(&storage("InvalidArgument"), Some(refusal));
+        let error = error.with_flag_hint("NotSupported", "setup_check", "--no-setup-check");
+        assert_eq!(error.to_string(), refusal);
     }
 
     #[test]

@@ -394,7 +394,7 @@ fn monitor_shows_the_job_of_a_copying_clone() {
     let added = expect_line(&stdout, |line| {
         line.contains(" job ") && line.contains(" added")
     });
-    assert!(added.contains("Operation=ImportVolume"), "{added}");
+    assert!(added.contains("Operation=clone"), "{added}");
     let imported = expect_line(&stdout, |line| line.contains("VolumeImported"));
     assert!(
         imported.ends_with("dst:appvms/work/private VolumeImported success=true"),

@@ -224,7 +224,8 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
     let fd: zbus::OwnedFd = context
         .client
         .call(path.as_str(), VOLUME_IFACE, "ImportData", &body)
-        .await?;
+        .await
+        .map_err(|e| e.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"))?;
     let target = File::from(std::os::fd::OwnedFd::from(fd));
     let bar = context
         .progress
@@ -242,7 +243,7 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
     tracing::info!(op = "import", %pool, %vid, bytes = size, success, "ImportDataEnd");
     let end = end_import(context, &args.volume, path.as_str(), success, &interrupt).await;
     copied.map_err(|error| copy_error(error, "import", &name, "the volume's import file"))?;
-    end.map_err(|error| error.with_flag_hint("allow_shrink", "--allow-shrink"))
+    end
 }
 
 /// ImportDataEnd: a commit (`success`) may copy on a pool without reflinks, so its jobs
