@@ -123,7 +123,8 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Show the service's version, drivers and features
     Status,
-    /// Print a shell completion script
+    /// Print a shell completion script. At each TAB it runs qubes-storage (found on
+    /// PATH), which completes pool names and vids from the running service
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
