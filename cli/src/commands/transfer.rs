@@ -225,7 +225,10 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
         .client
         .call(path.as_str(), VOLUME_IFACE, "ImportData", &body)
         .await
-        .map_err(|e| e.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"))?;
+        .map_err(|error| match args.allow_shrink {
+            true => error,
+            false => error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"),
+        })?;
     let target = File::from(std::os::fd::OwnedFd::from(fd));
     let bar = context
         .progress

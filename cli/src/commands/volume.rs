@@ -335,8 +335,10 @@ async fn resize(
         .client
         .call(path.as_str(), VOLUME_IFACE, "Resize", &body);
     let result = run_following_job(&context.client, watch, &interrupt, call).await;
-    result
-        .map_err(|error| error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"))
+    result.map_err(|error| match allow_shrink {
+        true => error,
+        false => error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"),
+    })
 }
 
 #[derive(Serialize)]
