@@ -105,7 +105,7 @@ fn run_monitor(line: &str, env: &[(&str, String)], start_stop: [&str; 2]) -> Opt
     monitor.signal(Signal::SIGINT).expect("interrupt monitor");
     let status = qubes_storaged_testkit::process::wait_child(monitor.child_mut());
     let status = status.expect("monitor ends on Ctrl-C");
-    let rest: Vec<String> = stderr.try_iter().collect();
+    let rest: Vec<String> = stderr.iter().collect();
     // Ending on the Ctrl-C that stops it is how monitor succeeds.
     let stopped = status.success() || status.signal() == Some(Signal::SIGINT as i32);
     let status = match stopped {
