@@ -1,52 +1,60 @@
-//! `make install` / `make uninstall` into a staging DESTDIR: the exact installed tree,
-//! modes, substituted paths, and nothing left behind. Also checks the installed unit
-//! with `systemd-analyze verify`.
+//! `make install` / `make uninstall` into a staging DESTDIR: the exact installed tree
+//! (binaries, manual pages, completion scripts, unit, activation file, policies),
+//! modes, stripped binaries, substituted paths, manual pages that render without a
+//! warning and refer only to installed pages, and nothing left behind. Also checks the
+//! installed unit with `systemd-analyze verify`.
 //!
-//! The binaries are stand-ins (`NO_BUILD=1 RELEASE_DIR=<dir of two scripts>`): the
-//! Makefile's job is where files go, and a release build takes minutes.
+//! The binaries are the debug builds of this test run (`NO_BUILD=1 RELEASE_DIR=…`; a
+//! release build takes minutes), which the Makefile strips like release ones. Each
+//! stage generates its pages and scripts into its own GEN_DIR.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A staging area: `release/` holds the stand-in binaries, `stage/` is the DESTDIR.
+use qubes_storaged_testkit::workspace;
+
+/// The directory of the binaries this test run built.
+fn bin_dir() -> PathBuf {
+    workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
+}
+
+/// A staging area: `stage/` is the DESTDIR, `gen/` the GEN_DIR.
 struct Stage {
     dir: tempfile::TempDir,
 }
 
 impl Stage {
     fn new() -> Stage {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let release = dir.path().join("release");
-        fs::create_dir(&release).unwrap();
-        for name in ["qubes-storaged", "qubes-storage"] {
-            let binary = release.join(name);
-            fs::write(&binary, format!("#!/bin/sh\necho {name}\n")).unwrap();
-            fs::set_permissions(&binary, fs::Permissions::from_mode(0o700)).unwrap();
+        Stage {
+            dir: tempfile::tempdir().expect("tempdir"),
         }
-        Stage { dir }
     }
 
     fn destdir(&self) -> PathBuf {
         self.dir.path().join("stage")
     }
 
-    fn make(&self, target: &str, extra: &[&str]) -> Output {
-        let output = Command::new("make")
+    fn run_make(&self, target: &str, extra: &[&str]) -> Output {
+        Command::new("make")
             .arg("-s")
             .arg("-C")
             .arg(env!("CARGO_MANIFEST_DIR"))
             .arg(target)
             .arg("NO_BUILD=1")
-            .arg(format!(
-                "RELEASE_DIR={}",
-                self.dir.path().join("release").display()
-            ))
+            .arg(format!("RELEASE_DIR={}", bin_dir().display()))
+            .arg(format!("GEN_DIR={}", self.dir.path().join("gen").display()))
             .arg(format!("DESTDIR={}", self.destdir().display()))
             .args(extra)
+            .env_remove("MAKEFLAGS")
             .output()
-            .expect("run make");
+            .expect("run make")
+    }
+
+    #[track_caller]
+    fn make(&self, target: &str, extra: &[&str]) -> Output {
+        let output = self.run_make(target, extra);
         assert!(
             output.status.success(),
             "make {target} failed: {}",
@@ -87,35 +95,86 @@ fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-const USR_TREE: [&str; 6] = [
-    "/usr/bin/qubes-storage",
-    "/usr/lib/systemd/system/qubes-storaged.service",
-    "/usr/sbin/qubes-storaged",
-    "/usr/share/dbus-1/system-services/org.qubes.Storage.service",
-    "/usr/share/dbus-1/system.d/org.qubes.Storage.conf",
-    "/usr/share/polkit-1/actions/org.qubes.storage.policy",
-];
+/// The CLI's manual pages, as `qubes-storage man --out-dir` names them.
+fn cli_pages() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(bin_dir().join("qubes-storage"))
+        .arg("man")
+        .arg("--out-dir")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut pages: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// Everything `make install` must install under `prefix`, sorted.
+fn expected_tree(prefix: &str) -> Vec<String> {
+    let mut tree: Vec<String> = [
+        "/bin/qubes-storage",
+        "/lib/systemd/system/qubes-storaged.service",
+        "/sbin/qubes-storaged",
+        "/share/dbus-1/system-services/org.qubes.Storage.service",
+        "/share/man/man8/qubes-storaged.8",
+        "/share/bash-completion/completions/qubes-storage",
+        "/share/zsh/site-functions/_qubes-storage",
+        "/share/fish/vendor_completions.d/qubes-storage.fish",
+    ]
+    .iter()
+    .map(|path| format!("{prefix}{path}"))
+    .collect();
+    for page in cli_pages() {
+        tree.push(format!("{prefix}/share/man/man1/{page}"));
+    }
+    tree.push("/usr/share/dbus-1/system.d/org.qubes.Storage.conf".to_owned());
+    tree.push("/usr/share/polkit-1/actions/org.qubes.storage.policy".to_owned());
+    tree.sort();
+    tree
+}
+
+fn man_pages(stage: &Stage) -> Vec<String> {
+    stage
+        .installed_files()
+        .into_iter()
+        .filter(|path| path.contains("/share/man/"))
+        .collect()
+}
+
+/// Whether an ELF file still has its symbol table or debug information.
+fn is_stripped(path: &Path) -> bool {
+    let output = Command::new("readelf")
+        .arg("-S")
+        .arg("-W")
+        .arg(path)
+        .output();
+    let sections = String::from_utf8(output.expect("readelf is installed").stdout).unwrap();
+    assert!(
+        sections.contains(".text"),
+        "not an ELF file: {}",
+        path.display()
+    );
+    ![" .symtab ", " .debug_info ", " .debug_line "]
+        .iter()
+        .any(|section| sections.contains(section))
+}
 
 #[test]
-fn install_with_prefix_usr_puts_exactly_six_files_in_place() {
+fn install_with_prefix_usr_puts_exactly_the_manifest_in_place() {
     let stage = Stage::new();
     stage.make("install", &["PREFIX=/usr"]);
-    assert_eq!(stage.installed_files(), USR_TREE);
+    assert_eq!(stage.installed_files(), expected_tree("/usr"));
 }
 
 #[test]
 fn install_with_default_prefix_keeps_policies_where_their_readers_look() {
     let stage = Stage::new();
     stage.make("install", &[]);
-    let expected = [
-        "/usr/local/bin/qubes-storage",
-        "/usr/local/lib/systemd/system/qubes-storaged.service",
-        "/usr/local/sbin/qubes-storaged",
-        "/usr/local/share/dbus-1/system-services/org.qubes.Storage.service",
-        "/usr/share/dbus-1/system.d/org.qubes.Storage.conf",
-        "/usr/share/polkit-1/actions/org.qubes.storage.policy",
-    ];
-    assert_eq!(stage.installed_files(), expected);
+    assert_eq!(stage.installed_files(), expected_tree("/usr/local"));
 }
 
 #[test]
@@ -128,26 +187,144 @@ fn manifest_lists_what_install_installs() {
         .map(str::to_owned)
         .collect();
     listed.sort();
-    assert_eq!(listed, USR_TREE);
+    assert_eq!(listed, expected_tree("/usr"));
 }
 
 #[test]
-fn installed_files_have_their_modes_and_content() {
+fn installed_files_have_their_modes() {
     let stage = Stage::new();
     stage.make("install", &["PREFIX=/usr"]);
-    for installed in USR_TREE {
-        let expected = if installed.contains("bin/") {
-            0o755
-        } else {
-            0o644
+    for installed in stage.installed_files() {
+        let expected = match installed.contains("bin/") {
+            true => 0o755,
+            false => 0o644,
         };
-        assert_eq!(mode_of(&stage.file(installed)), expected, "{installed}");
+        assert_eq!(mode_of(&stage.file(&installed)), expected, "{installed}");
     }
-    let daemon = fs::read_to_string(stage.file("/usr/sbin/qubes-storaged")).unwrap();
-    assert_eq!(daemon, "#!/bin/sh\necho qubes-storaged\n");
     let policy = fs::read(stage.file("/usr/share/polkit-1/actions/org.qubes.storage.policy"));
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("polkit/org.qubes.storage.policy");
     assert_eq!(policy.unwrap(), fs::read(source).unwrap());
+}
+
+#[test]
+fn installed_binaries_are_stripped_and_run() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr"]);
+    for binary in ["/usr/sbin/qubes-storaged", "/usr/bin/qubes-storage"] {
+        let path = stage.file(binary);
+        assert!(is_stripped(&path), "{binary} is not stripped");
+        let version = Command::new(&path).arg("--version").output().unwrap();
+        let name = binary.rsplit('/').next().unwrap();
+        let expected = format!("{name} {}\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(String::from_utf8_lossy(&version.stdout), expected);
+    }
+}
+
+#[test]
+fn no_strip_installs_the_binaries_as_built() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr", "NO_STRIP=1"]);
+    let installed = fs::read(stage.file("/usr/bin/qubes-storage")).unwrap();
+    assert_eq!(
+        installed,
+        fs::read(bin_dir().join("qubes-storage")).unwrap()
+    );
+    stage.make("install-check", &["PREFIX=/usr", "NO_STRIP=1"]);
+}
+
+#[test]
+fn every_installed_man_page_renders_without_a_warning() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr"]);
+    let pages = man_pages(&stage);
+    assert_eq!(pages.len(), cli_pages().len() + 1);
+    for page in pages {
+        let output = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(stage.file(&page))
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man is installed");
+        let warnings = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && warnings.is_empty(),
+            "{page}: {warnings}"
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("NAME") && text.contains("SYNOPSIS"),
+            "{page}: {text}"
+        );
+    }
+}
+
+#[test]
+fn every_page_a_man_page_refers_to_is_installed() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr"]);
+    let pages = man_pages(&stage);
+    let installed: Vec<String> = pages
+        .iter()
+        .map(|page| {
+            let name = page.rsplit('/').next().unwrap();
+            let (stem, section) = name.rsplit_once('.').unwrap();
+            format!("{stem}({section})")
+        })
+        .collect();
+    for page in &pages {
+        let roff = fs::read_to_string(stage.file(page))
+            .unwrap()
+            .replace("\\-", "-");
+        for reference in our_references(&roff) {
+            assert!(
+                installed.contains(&reference),
+                "{page} refers to {reference}"
+            );
+        }
+    }
+}
+
+/// `qubes-storage…(N)` and `qubes-storaged(N)` in a page.
+fn our_references(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (start, _) in text.match_indices("qubes-storage") {
+        let tail = &text[start..];
+        let name_end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(tail.len());
+        let rest = &tail[name_end..];
+        if rest.len() >= 3 && rest.starts_with('(') && &rest[2..3] == ")" {
+            found.push(format!("{}{}", &tail[..name_end], &rest[..3]));
+        }
+    }
+    found
+}
+
+#[test]
+fn installed_completions_are_what_the_cli_prints() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr"]);
+    for (shell, installed) in [
+        (
+            "bash",
+            "/usr/share/bash-completion/completions/qubes-storage",
+        ),
+        ("zsh", "/usr/share/zsh/site-functions/_qubes-storage"),
+        (
+            "fish",
+            "/usr/share/fish/vendor_completions.d/qubes-storage.fish",
+        ),
+    ] {
+        let printed = Command::new(bin_dir().join("qubes-storage"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(
+            fs::read(stage.file(installed)).unwrap(),
+            printed.stdout,
+            "{shell}"
+        );
+    }
 }
 
 #[test]
@@ -176,17 +353,27 @@ fn install_check_rejects_a_stray_file() {
     let stage = Stage::new();
     stage.make("install", &["PREFIX=/usr"]);
     fs::write(stage.file("/usr/share/polkit-1/actions/stray.policy"), "x").unwrap();
-    let output = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(env!("CARGO_MANIFEST_DIR"))
-        .arg("install-check")
-        .arg("PREFIX=/usr")
-        .arg(format!("DESTDIR={}", stage.destdir().display()))
-        .output()
-        .unwrap();
+    let output = stage.run_make("install-check", &["PREFIX=/usr"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("stray.policy"));
+}
+
+#[test]
+fn install_check_rejects_an_unstripped_binary() {
+    let stage = Stage::new();
+    stage.make("install", &["PREFIX=/usr"]);
+    fs::copy(
+        bin_dir().join("qubes-storage"),
+        stage.file("/usr/bin/qubes-storage"),
+    )
+    .unwrap();
+    let output = stage.run_make("install-check", &["PREFIX=/usr"]);
+    assert!(!output.status.success());
+    let complaint = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        complaint.contains("/usr/bin/qubes-storage is not stripped"),
+        "{complaint}"
+    );
 }
 
 #[test]

@@ -17,8 +17,10 @@
 //! `/run/lock/qubes-storaged-install-test.lock` exclusively; every other test's
 //! polkitd (testkit's `Polkitd::start`) holds it shared while it runs, so none sees the
 //! actions file missing. The binaries are the debug builds next to
-//! `CARGO_BIN_EXE_qubes-storaged` (`NO_BUILD=1 RELEASE_DIR=…`); the CLI must have been
-//! built too (`cargo test --workspace`).
+//! `CARGO_BIN_EXE_qubes-storaged` (`NO_BUILD=1 RELEASE_DIR=…`), installed stripped; the
+//! CLI must have been built too (`cargo test --workspace`). The install also puts the
+//! man pages and completion scripts in place (the manifest has them), which this test
+//! removes again like every other file.
 
 mod authz_support;
 mod common;
@@ -64,8 +66,9 @@ fn bin_dir() -> PathBuf {
     workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
 }
 
-/// `make -s TARGET` in the repository, installing the test build into the real tree.
-fn make(target: &str) -> std::process::Output {
+/// `make -s TARGET` in the repository, installing the test build into the real tree;
+/// the man pages and completion scripts are generated into `gen`.
+fn make(target: &str, gen: &Path) -> std::process::Output {
     Command::new("make")
         .arg("-s")
         .arg("-C")
@@ -73,6 +76,7 @@ fn make(target: &str) -> std::process::Output {
         .arg(target)
         .arg("NO_BUILD=1")
         .arg(format!("RELEASE_DIR={}", bin_dir().display()))
+        .arg(format!("GEN_DIR={}", gen.display()))
         .arg(format!("PREFIX={PREFIX}"))
         .arg("DESTDIR=")
         .env_remove("MAKEFLAGS")
@@ -81,8 +85,8 @@ fn make(target: &str) -> std::process::Output {
 }
 
 #[track_caller]
-fn make_ok(target: &str) -> String {
-    let output = make(target);
+fn make_ok(target: &str, gen: &Path) -> String {
+    let output = make(target, gen);
     assert!(
         output.status.success(),
         "make {target} failed: {}",
@@ -105,19 +109,22 @@ struct RealInstall {
     /// Directories the install will create, deepest first.
     new_dirs: Vec<PathBuf>,
     installed: bool,
-    _backups: TempDir,
+    /// The backups and the generated man pages and completion scripts.
+    work: TempDir,
     _lock: Exclusive,
 }
 
 impl RealInstall {
     fn install() -> RealInstall {
         let lock = Exclusive::take(ACTIONS_LOCK);
-        let manifest: Vec<PathBuf> = make_ok("install-manifest")
+        let work = tempfile::tempdir().expect("tempdir");
+        let manifest: Vec<PathBuf> = make_ok("install-manifest", &work.path().join("gen"))
             .lines()
             .map(PathBuf::from)
             .collect();
-        let backups = tempfile::tempdir().expect("tempdir");
-        let saved = back_up_existing(&manifest, backups.path());
+        let backups = work.path().join("backups");
+        fs::create_dir(&backups).unwrap();
+        let saved = back_up_existing(&manifest, &backups);
         let new_dirs = missing_dirs(&manifest);
         // From here on, drop undoes whatever part of the install happened.
         let install = RealInstall {
@@ -125,17 +132,21 @@ impl RealInstall {
             saved,
             new_dirs,
             installed: true,
-            _backups: backups,
+            work,
             _lock: lock,
         };
-        make_ok("install");
+        make_ok("install", &install.gen_dir());
         install
+    }
+
+    fn gen_dir(&self) -> PathBuf {
+        self.work.path().join("gen")
     }
 
     /// `make uninstall`, then the saved files back at once; the manifest files that
     /// `make uninstall` left.
     fn uninstall(&mut self) -> Vec<PathBuf> {
-        let output = make("uninstall");
+        let output = make("uninstall", &self.gen_dir());
         let left = self.existing();
         self.restore();
         self.installed = false;
@@ -181,7 +192,7 @@ impl RealInstall {
 impl Drop for RealInstall {
     fn drop(&mut self) {
         if self.installed {
-            let _ = make("uninstall");
+            let _ = make("uninstall", &self.gen_dir());
             self.restore();
         }
         self.remove_new_dirs();
@@ -483,15 +494,27 @@ fn installed_cli_lists_the_pool(address: &str, as_nobody: bool) {
 
 // ---- the test ----
 
+/// This build's `binary`, stripped as `make install` strips it.
+fn stripped_copy(binary: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join(binary.file_name().unwrap());
+    fs::copy(binary, &copy).expect("copy a binary");
+    let status = Command::new("strip")
+        .arg(&copy)
+        .status()
+        .expect("run strip");
+    assert!(status.success(), "strip {}", copy.display());
+    copy
+}
+
 /// Right after `make install`: every file in place, the binaries are this build.
 fn assert_installed(install: &RealInstall) {
     let missing: Vec<_> = install.manifest.iter().filter(|p| !p.exists()).collect();
     assert!(missing.is_empty(), "not installed: {missing:?}");
-    assert!(same_bytes(
-        Path::new(DAEMON),
-        Path::new(env!("CARGO_BIN_EXE_qubes-storaged"))
-    ));
-    assert!(same_bytes(Path::new(CLI), &bin_dir().join("qubes-storage")));
+    let dir = install.work.path();
+    let daemon = Path::new(env!("CARGO_BIN_EXE_qubes-storaged"));
+    assert!(same_bytes(Path::new(DAEMON), &stripped_copy(daemon, dir)));
+    let cli = bin_dir().join("qubes-storage");
+    assert!(same_bytes(Path::new(CLI), &stripped_copy(&cli, dir)));
     assert_eq!(
         (mode_of(DAEMON), mode_of(CLI), mode_of(UNIT)),
         (0o755, 0o755, 0o644)

@@ -7,25 +7,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::CliError;
-use crate::size::parse_size;
+use crate::error::{exit, CliError};
+use crate::size::parse_volume_size;
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit status:
-  0   success
-  1   the operation failed (org.qubes.Storage.Error.Failed, a local I/O error, anything else)
-  2   usage error, or the service refused an argument (InvalidArgument)
-  3   no such pool, volume or revision (NotFound)
-  4   the pool or volume already exists (AlreadyExists)
-  5   the pool or volume is busy, e.g. a started volume (Busy)
-  6   not supported, e.g. a filesystem without reflinks (NotSupported)
-  7   no space left (NoSpace)
-  8   cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)
-  9   not authorized (AccessDenied, InteractiveAuthorizationRequired)
-  10  the bus or the storage service cannot be reached
-
-Errors are printed as `qubes-storage: <message>` on stderr; with --json, also as a
-JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} on stdout.";
+/// The exit statuses, for `--help` (the man page has its own EXIT STATUS section).
+pub fn exit_status_help() -> String {
+    let mut help = String::from("Exit status:\n");
+    for (code, meaning) in exit::STATUSES {
+        help.push_str(&format!("  {code:<3} {meaning}\n"));
+    }
+    help.push('\n');
+    help.push_str(exit::REPORTING);
+    help
+}
 
 const ABOUT: &str =
     "Manage Qubes OS VM storage pools and volumes through the org.qubes.Storage service";
@@ -45,7 +39,7 @@ On a terminal, commands that need authorization let polkit ask for a password; u
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
-    after_long_help = EXIT_CODES_HELP,
+    after_long_help = exit_status_help(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -112,8 +106,9 @@ fn parse_bus(text: &str) -> Result<BusChoice, String> {
     }
 }
 
+/// A volume size: units, whole 512-byte sectors, more than 0 (see `size.rs`).
 fn parse_size_arg(text: &str) -> Result<u64, String> {
-    parse_size(text)
+    parse_volume_size(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +123,8 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Show the service's version, drivers and features
     Status,
-    /// Print a shell completion script
+    /// Print a shell completion script. At each TAB it runs qubes-storage (found on
+    /// PATH), which completes pool names and vids from the running service
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -224,8 +220,8 @@ pub enum VolumeCommand {
     Resize {
         #[command(flatten)]
         volume: VolumeRef,
-        /// New size, e.g. 20G
-        #[arg(value_parser = parse_size_arg)]
+        /// New size, e.g. 20G (a whole number of 512-byte sectors)
+        #[arg(value_parser = parse_size_arg, allow_hyphen_values = true)]
         size: u64,
         /// Allow making the volume smaller (data past the new end is lost)
         #[arg(long)]
@@ -257,8 +253,14 @@ pub enum VolumeCommand {
 pub struct VolumeCreateArgs {
     #[command(flatten)]
     pub volume: VolumeRef,
-    /// Size, e.g. 2G
-    #[arg(long, value_parser = parse_size_arg)]
+    /// Size, e.g. 2G (a whole number of 512-byte sectors); required unless
+    /// --snap-on-start (the source's size) or --adopt (the files' size)
+    #[arg(
+        long,
+        value_parser = parse_size_arg,
+        allow_hyphen_values = true,
+        required_unless_present_any = ["snap_on_start", "adopt"]
+    )]
     pub size: Option<u64>,
     /// Writable by the VM
     #[arg(long)]
@@ -298,9 +300,13 @@ pub struct ImportArgs {
     /// Image file, block device, or - for stdin
     #[arg(value_name = "FILE")]
     pub input: PathBuf,
-    /// Bytes to import; required for stdin, defaults to the file's size
-    #[arg(long, value_parser = parse_size_arg)]
+    /// Bytes to import; required for stdin, defaults to the file's size. The volume
+    /// takes this size
+    #[arg(long, value_parser = parse_size_arg, allow_hyphen_values = true)]
     pub size: Option<u64>,
+    /// Allow an image smaller than the volume (data past its end is lost)
+    #[arg(long)]
+    pub allow_shrink: bool,
 }
 
 #[derive(Debug, Args)]
@@ -426,6 +432,47 @@ mod tests {
             error.kind(),
             clap::error::ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn create_needs_a_size_unless_a_snapshot_or_adopted() {
+        let error = parse(&["volume", "create", "p", "appvms/a/private", "--rw"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--size"), "{error}");
+        parse(&["volume", "create", "p", "appvms/a/private", "--adopt"]).unwrap();
+        parse(&[
+            "volume",
+            "create",
+            "p",
+            "appvms/a/root",
+            "--snap-on-start",
+            "--source",
+            "vm-templates/t/root",
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn sizes_must_be_whole_sectors() {
+        for size in ["0", "1", "1000"] {
+            let error = parse(&["volume", "create", "p", "appvms/a/b", "--size", size]);
+            let error = error.unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{size}");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        }
+    }
+
+    #[test]
+    fn negative_sizes_are_refused_without_suggesting_a_separator() {
+        let error = parse(&["volume", "create", "p", "appvms/a/b", "--size", "-5G"]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("a size cannot be negative"), "{text}");
+        assert!(!text.contains("-- -5"), "{text}");
+        let error = parse(&["volume", "resize", "p", "appvms/a/b", "-5G"]).unwrap_err();
+        assert!(error.to_string().contains("cannot be negative"), "{error}");
     }
 
     #[test]

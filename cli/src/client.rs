@@ -38,6 +38,17 @@ impl Interaction {
         }
     }
 
+    /// What to do when polkit wanted a password this run could not ask for.
+    fn authentication_hint(self) -> &'static str {
+        match self {
+            Interaction::Forbidden => "run it again without --no-interaction to authenticate",
+            Interaction::Unavailable => {
+                "run it from a terminal to authenticate, or let a polkit rule allow it"
+            }
+            Interaction::Allowed => "no polkit authentication agent could ask for a password",
+        }
+    }
+
     fn flags(self) -> MethodFlags {
         match self {
             Interaction::Allowed => MethodFlags::ALLOW_INTERACTIVE_AUTH,
@@ -93,7 +104,11 @@ impl Client {
         let proxy = Proxy::new(&self.connection, SERVICE, path, interface).await?;
         let reply = proxy
             .call_with_flags(method, self.interaction.flags(), body)
-            .await?;
+            .await
+            .map_err(|error| {
+                CliError::from(error)
+                    .with_authentication_hint(self.interaction.authentication_hint())
+            })?;
         reply.ok_or_else(|| CliError::Protocol(format!("no reply to {method}")))
     }
 
@@ -166,6 +181,16 @@ mod tests {
         assert_eq!(Interaction::choose(false, true), Interaction::Allowed);
         assert_eq!(Interaction::choose(true, true), Interaction::Forbidden);
         assert_eq!(Interaction::choose(false, false), Interaction::Unavailable);
+    }
+
+    #[test]
+    fn authentication_hint_names_only_what_the_user_did() {
+        assert!(Interaction::Forbidden
+            .authentication_hint()
+            .contains("--no-interaction"));
+        assert!(!Interaction::Unavailable
+            .authentication_hint()
+            .contains("--no-interaction"));
     }
 
     #[test]

@@ -13,8 +13,9 @@ use zbus::DBusError;
 
 const STORAGE_ERROR_PREFIX: &str = "org.qubes.Storage.Error.";
 const FDO_ERROR_PREFIX: &str = "org.freedesktop.DBus.Error.";
+const INTERACTION_REQUIRED: &str = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired";
 
-/// Exit codes, documented in `--help` and the man page (see `args::EXIT_CODES_HELP`).
+/// Exit codes, documented in `--help` and the man page from [`exit::STATUSES`].
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
@@ -27,6 +28,26 @@ pub mod exit {
     pub const CANCELLED: u8 = 8;
     pub const ACCESS_DENIED: u8 = 9;
     pub const UNREACHABLE: u8 = 10;
+
+    /// Every exit status and what it means, for `--help` and the man page.
+    pub const STATUSES: [(u8, &str); 11] = [
+        (OK, "success"),
+        (FAILED, "the operation failed (org.qubes.Storage.Error.Failed, a local I/O error, anything else)"),
+        (USAGE, "usage error, or the service refused an argument (InvalidArgument)"),
+        (NOT_FOUND, "no such pool, volume or revision (NotFound)"),
+        (ALREADY_EXISTS, "the pool or volume already exists (AlreadyExists)"),
+        (BUSY, "the pool or volume is busy, e.g. a started volume (Busy)"),
+        (NOT_SUPPORTED, "not supported, e.g. a filesystem without reflinks (NotSupported)"),
+        (NO_SPACE, "no space left (NoSpace)"),
+        (CANCELLED, "cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)"),
+        (ACCESS_DENIED, "not authorized (AccessDenied, InteractiveAuthorizationRequired)"),
+        (UNREACHABLE, "the bus or the storage service cannot be reached"),
+    ];
+
+    /// How errors are printed, after the table.
+    pub const REPORTING: &str = "Errors are printed as `qubes-storage: <message>` on stderr; with \
+        --json, also as a JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} \
+        on stdout.";
 }
 
 #[derive(Debug)]
@@ -70,12 +91,29 @@ impl CliError {
         }
     }
 
-    /// Points at the command-line flag when the service's message names the option
-    /// key behind it (`allow_shrink` → `--allow-shrink`).
-    pub fn with_flag_hint(self, option: &str, flag: &str) -> CliError {
+    /// Points at the command-line flag when the service refuses with `kind` (e.g.
+    /// `NotSupported`) and its message names the option key behind the flag
+    /// (`setup_check` → `--no-setup-check`). Other refusals that mention the key stay
+    /// as they are: the flag would not help there.
+    pub fn with_flag_hint(self, kind: &str, option: &str, flag: &str) -> CliError {
         match self {
-            CliError::Service { name, message } if message.contains(option) => {
+            CliError::Service { name, message }
+                if name.strip_prefix(STORAGE_ERROR_PREFIX) == Some(kind)
+                    && message.contains(option) =>
+            {
                 let message = format!("{message} (command-line flag: {flag})");
+                CliError::Service { name, message }
+            }
+            other => other,
+        }
+    }
+
+    /// Says how to authenticate when polkit wanted a password it could not ask for;
+    /// `hint` depends on how this run was started (see `client::Interaction`).
+    pub fn with_authentication_hint(self, hint: &str) -> CliError {
+        match self {
+            CliError::Service { name, message } if name == INTERACTION_REQUIRED => {
+                let message = format!("{message} ({hint})");
                 CliError::Service { name, message }
             }
             other => other,
@@ -121,14 +159,6 @@ pub fn exit_code_for_error_name(name: &str) -> u8 {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Service { name, message }
-                if name.ends_with(".InteractiveAuthorizationRequired") =>
-            {
-                write!(
-                    f,
-                    "{message} (run it from a terminal without --no-interaction to authenticate)"
-                )
-            }
             CliError::Service { message, .. } => f.write_str(message),
             CliError::Unreachable(message)
             | CliError::Usage(message)
@@ -289,24 +319,43 @@ mod tests {
     #[test]
     fn option_keys_in_messages_get_their_flag() {
         let error = service_error(&storage("InvalidArgument"), Some("pass allow_shrink=true"));
-        let error = error.with_flag_hint("allow_shrink", "--allow-shrink");
+        let error = error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink");
         assert_eq!(
             error.to_string(),
             "pass allow_shrink=true (command-line flag: --allow-shrink)"
         );
-        let other =
-            service_error(&storage("Busy"), Some("busy")).with_flag_hint("allow_shrink", "x");
+        let other = service_error(&storage("Busy"), Some("busy"));
+        let other = other.with_flag_hint("InvalidArgument", "allow_shrink", "x");
         assert_eq!(other.to_string(), "busy");
     }
 
     #[test]
-    fn interactive_authorization_hint_is_added() {
+    fn other_refusals_that_mention_the_option_get_no_flag() {
+        let refusal = "/etc is a system directory, whatever setup_check says";
+        let error = service_error(&storage("InvalidArgument"), Some(refusal));
+        let error = error.with_flag_hint("NotSupported", "setup_check", "--no-setup-check");
+        assert_eq!(error.to_string(), refusal);
+    }
+
+    #[test]
+    fn authentication_hint_is_added_to_interaction_required_only() {
         let error = service_error(
-            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+            INTERACTION_REQUIRED,
             Some("authentication is required to create pool p"),
         );
-        assert!(error
-            .to_string()
-            .starts_with("authentication is required to create pool p ("));
+        assert_eq!(
+            error
+                .with_authentication_hint("run it from a terminal")
+                .to_string(),
+            "authentication is required to create pool p (run it from a terminal)"
+        );
+        let denied = service_error(
+            "org.freedesktop.DBus.Error.AccessDenied",
+            Some("not allowed"),
+        );
+        assert_eq!(
+            denied.with_authentication_hint("x").to_string(),
+            "not allowed"
+        );
     }
 }

@@ -1,14 +1,22 @@
-//! Following the service's Job object while a long method call runs (ImportVolume
-//! for `volume clone`, a copying Resize).
+//! Following the service's Job objects while a long method call runs (ImportVolume for
+//! `volume clone`, a copying Resize, the ImportDataEnd that commits an import).
 //!
-//! The service publishes `/org/qubes/Storage/jobs/<n>` (`org.qubes.Storage.Job`)
-//! while the call is still running and replies only when the work is done. So: subscribe
-//! to `InterfacesAdded`, Job `PropertiesChanged` and `Completed` *before* calling,
-//! adopt the first Job whose `Objects` holds the target volume, and drive a progress bar
-//! from its `BytesDone`/`BytesTotal`. No bar is shown when no job appears (a reflink
-//! clone is instant). Ctrl-C calls the job's `Cancel`; the call then fails with
-//! `Cancelled`. Ctrl-C before any job appeared waits for the call (and cancels the job
-//! should one still appear).
+//! The service publishes `/org/qubes/Storage/jobs/<n>` (`org.qubes.Storage.Job`) for
+//! every byte copy while the call is still running, and replies only when the work is
+//! done. So: subscribe to `InterfacesAdded`, Job `PropertiesChanged` and `Completed`
+//! *before* calling, adopt each Job whose `Objects` holds the target volume, one after
+//! the other, and drive a progress bar from its `BytesDone`/`BytesTotal`. No bar is
+//! shown when no job appears (a reflink is instant).
+//!
+//! One call may copy more than once: on a pool without reflinks a commit also copies
+//! the previous image into a revision (when it holds data) and the new image into the
+//! precache, the spare copy that makes the next start a rename (docs/reference.md,
+//! R§3.9). Those jobs get the commit label, and the first of them a one-line note on
+//! stderr, so a second bar is not a surprise.
+//!
+//! Ctrl-C calls the current job's `Cancel`; the call then fails with `Cancelled`.
+//! Ctrl-C before any job appeared waits for the call (and cancels the job should one
+//! still appear).
 
 use std::future::Future;
 
@@ -32,22 +40,59 @@ struct FollowedJob {
     ended: bool,
 }
 
+/// The labels of a call's bars: its own copy first (when the call makes one), then the
+/// copies of the commit.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    main: Option<String>,
+    commit: String,
+}
+
+impl Labels {
+    /// A call that copies data itself (clone, resize), then commits `volume`.
+    pub fn copy_then_commit(main: String, volume: &str) -> Labels {
+        Labels {
+            main: Some(main),
+            commit: commit_label(volume),
+        }
+    }
+
+    /// A call that only commits `volume` (ImportDataEnd).
+    pub fn commit(volume: &str) -> Labels {
+        Labels {
+            main: None,
+            commit: commit_label(volume),
+        }
+    }
+}
+
+fn commit_label(volume: &str) -> String {
+    format!("commit {volume} (no reflinks: extra copy)")
+}
+
+/// Why a commit copies on a pool without reflinks, said once per run.
+const COMMIT_COPIES_NOTE: &str = "this pool cannot reflink, so the commit copies the \
+    image again: the previous one into a revision, the new one into the precache that \
+    makes the next start a rename (twice the space and time of a copy)";
+
 /// What is being watched, and what has been seen.
 pub struct JobWatch {
     signals: SignalStream,
     target: String,
-    label: String,
+    labels: Labels,
     mode: ProgressMode,
     job: Option<FollowedJob>,
+    /// How many jobs were adopted so far.
+    adopted: usize,
 }
 
 impl JobWatch {
     /// Subscribes to job signals for operations on the object at `target`; a bar
-    /// labelled `label` follows the job once it appears.
+    /// follows each job once it appears.
     pub async fn subscribe(
         client: &Client,
         target: &str,
-        label: String,
+        labels: Labels,
         mode: ProgressMode,
     ) -> Result<JobWatch> {
         let rules = vec![
@@ -59,14 +104,28 @@ impl JobWatch {
         Ok(JobWatch {
             signals,
             target: target.to_owned(),
-            label,
+            labels,
             mode,
             job: None,
+            adopted: 0,
         })
     }
 
+    /// The job being followed, while it runs.
     fn job_path(&self) -> Option<&str> {
-        self.job.as_ref().map(|job| job.path.as_str())
+        self.job
+            .as_ref()
+            .filter(|job| !job.ended)
+            .map(|job| job.path.as_str())
+    }
+
+    /// The label of the next job, and whether it is the first commit copy.
+    fn next_label(&self) -> (String, bool) {
+        match (&self.labels.main, self.adopted) {
+            (Some(main), 0) => (main.clone(), false),
+            (Some(_), 1) | (None, 0) => (self.labels.commit.clone(), true),
+            _ => (self.labels.commit.clone(), false),
+        }
     }
 
     fn handle(&mut self, message: &Message) {
@@ -91,7 +150,7 @@ impl JobWatch {
     }
 
     fn adopt_if_ours(&mut self, message: &Message) {
-        if self.job.is_some() {
+        if self.job_path().is_some() {
             return;
         }
         let Some((path, interfaces)) = signals::interfaces_added(message) else {
@@ -102,7 +161,12 @@ impl JobWatch {
         };
         let info = JobInfo::from_properties(properties);
         if is_in_namespace(&path, JOBS_PATH) && info.objects.contains(&self.target) {
-            let bar = self.mode.byte_bar(&self.label, info.bytes_total);
+            let (label, first_commit_copy) = self.next_label();
+            if first_commit_copy && self.mode != ProgressMode::Hidden {
+                eprintln!("note: {COMMIT_COPIES_NOTE}");
+            }
+            self.adopted += 1;
+            let bar = self.mode.byte_bar(&label, info.bytes_total);
             bar.set_position(info.bytes_done);
             self.job = Some(FollowedJob {
                 path,
@@ -188,10 +252,17 @@ mod tests {
         JobWatch {
             signals: Box::pin(futures_util::stream::empty()),
             target: target.to_owned(),
-            label: "clone".to_owned(),
+            labels: Labels::copy_then_commit("clone".to_owned(), "p:v"),
             mode: ProgressMode::Hidden,
             job: None,
+            adopted: 0,
         }
+    }
+
+    fn job_completed(job: &str) -> Message {
+        Message::signal(job, JOB_IFACE, "Completed")
+            .build(&(true, ""))
+            .unwrap()
     }
 
     fn job_added(job: &str, objects: &[&str], done: u64) -> Message {
@@ -239,6 +310,29 @@ mod tests {
         assert_eq!(watch.job.as_ref().unwrap().info.bytes_done, 0);
         watch.handle(&bytes_done_changed("/org/qubes/Storage/jobs/2", 60));
         assert_eq!(watch.job.as_ref().unwrap().info.bytes_done, 60);
+    }
+
+    #[test]
+    fn the_jobs_after_the_first_are_followed_as_commit_copies() {
+        let mut watch = watch_for("/v/dst");
+        watch.handle(&job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0));
+        assert_eq!(watch.next_label().0, "commit p:v (no reflinks: extra copy)");
+        watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
+        assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/2"));
+        watch.handle(&job_completed("/org/qubes/Storage/jobs/2"));
+        watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
+        assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/3"));
+        assert_eq!(watch.adopted, 2);
+    }
+
+    #[test]
+    fn a_commit_only_call_labels_its_first_job_as_a_commit_copy() {
+        let mut watch = watch_for("/v/dst");
+        watch.labels = Labels::commit("p:v");
+        assert_eq!(
+            watch.next_label(),
+            ("commit p:v (no reflinks: extra copy)".to_owned(), true)
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `qubes-storage`: the command-line client of the org.qubes.Storage D-Bus service,
-//! a pure client of `spec/dbus-api.md`. This file only parses the command line, runs
+//! a pure client of `docs/dbus-api.md`. This file only parses the command line, runs
 //! the command on a single-threaded tokio runtime, and turns an error into
 //! `qubes-storage: <message>` on stderr and its exit status (see `error::exit`).
 
 mod args;
 mod client;
 mod commands;
+mod completion;
 mod error;
 mod interrupt;
 mod job_watch;
@@ -28,6 +29,7 @@ use clap::Parser;
 use crate::error::{exit, CliError};
 
 fn main() -> ExitCode {
+    completion::answer_if_asked();
     let cli = args::Cli::parse();
     init_logging(cli.verbose);
     let json = cli.json;

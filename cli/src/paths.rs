@@ -1,5 +1,5 @@
 //! The service's names and object paths, as fixed by the contract
-//! (`spec/dbus-api.md`): the bus name, the interface names, and the path layout
+//! (`docs/dbus-api.md`): the bus name, the interface names, and the path layout
 //! `/org/qubes/Storage/pools/<P>/volumes/<V>` and `/org/qubes/Storage/jobs/<n>`.
 //!
 //! Path elements use sd-bus's `sd_bus_path_encode` escaping: every byte outside

@@ -394,7 +394,7 @@ fn monitor_shows_the_job_of_a_copying_clone() {
     let added = expect_line(&stdout, |line| {
         line.contains(" job ") && line.contains(" added")
     });
-    assert!(added.contains("Operation=ImportVolume"), "{added}");
+    assert!(added.contains("Operation=clone"), "{added}");
     let imported = expect_line(&stdout, |line| line.contains("VolumeImported"));
     assert!(
         imported.ends_with("dst:appvms/work/private VolumeImported success=true"),
@@ -465,7 +465,9 @@ fn an_existing_pools_volume_is_refused_then_adopted_as_it_is() {
         "--rw",
         "--save-on-stop",
     ];
-    let refused = world.cli(&args).fails_with(4);
+    let refused = world
+        .cli(&[&args[..], &["--size", "8K"]].concat())
+        .fails_with(4);
     assert!(refused.stderr.contains("adopt"), "{}", refused.stderr);
     world.cli(&[&args[..], &["--adopt"]].concat()).ok();
     let info = world

@@ -13,7 +13,7 @@
 //! `rustix::ioctl::opcode::none(b'L', 7)` (`_IO('L', 7)` = 0x4C07 on every
 //! architecture).
 //!
-//! Kernel facts relied on (see shared notes/copy-engine.md):
+//! Kernel facts relied on (see docs/copy-engine.md):
 //! * `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
 //!   (Linux ≥ 5.6) refuses a path that would leave the directory (EXDEV) or that has a
 //!   symlink in any component (ELOOP), atomically with the lookup. Where the syscall is

@@ -1,4 +1,4 @@
-//! The polkit actions of the contract (`spec/dbus-api.md`, "Authorization") and the
+//! The polkit actions of the contract (`docs/dbus-api.md`, "Authorization") and the
 //! words used to name them in messages and logs.
 //!
 //! The action ids here, the `<action id=…>` entries of

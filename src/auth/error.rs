@@ -1,6 +1,6 @@
 //! The one error type of the authorization layer and the sentences it carries.
 //!
-//! The contract (`spec/dbus-api.md`, "Errors") maps authorization failures onto the
+//! The contract (`docs/dbus-api.md`, "Errors") maps authorization failures onto the
 //! standard D-Bus names, as systemd's services do:
 //! `org.freedesktop.DBus.Error.InteractiveAuthorizationRequired` when polkit would allow
 //! the call after authentication but the caller did not allow interaction, and

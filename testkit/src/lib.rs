@@ -3,8 +3,9 @@
 //! what it tests: a private dbus-daemon ([`bus`]), polkitd with the project's actions
 //! and test rules ([`polkit`]), the daemon under test ([`daemon`]), unprivileged test
 //! users ([`users`]), guards that stop and reap every child ([`process`]), `flock`
-//! leases on machine-wide fixtures ([`lease`]) and where the workspace's files and
-//! binaries are ([`workspace`]).
+//! leases on machine-wide fixtures ([`lease`]), a terminal to type into and close
+//! ([`terminal`], tmux) and where the workspace's files and binaries are
+//! ([`workspace`]).
 //!
 //! Everything here runs real things as root: no mock bus, no mock filesystem. Every
 //! process started is a child kept in a guard that stops it by PID and reaps it; no
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod lease;
 pub mod polkit;
 pub mod process;
+pub mod terminal;
 pub mod users;
 pub mod workspace;
 

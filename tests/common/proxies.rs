@@ -1,4 +1,4 @@
-//! Client proxies of the contract's interfaces, written from `spec/dbus-api.md` (not
+//! Client proxies of the contract's interfaces, written from `docs/dbus-api.md` (not
 //! from the service's code), so the tests check the contract rather than echo the
 //! implementation. Properties are never cached: every read is a `Get` on the bus.
 

@@ -2,7 +2,7 @@
 //! service and prints the outcome. [`run`] connects (except for `completions` and
 //! `man`, which need no bus) and dispatches.
 
-mod docs;
+mod man;
 mod monitor;
 mod pool;
 mod service;
@@ -26,8 +26,8 @@ pub struct Context {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
-        Command::Completions { shell } => return docs::print_completions(shell),
-        Command::Man { out_dir } => return docs::print_man(out_dir.as_deref()),
+        Command::Completions { shell } => return crate::completion::print_registration(shell),
+        Command::Man { out_dir } => return man::print_man(out_dir.as_deref()),
         command => command,
     };
     let interaction = Interaction::choose(cli.no_interaction, std::io::stdin().is_terminal());

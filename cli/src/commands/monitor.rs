@@ -95,9 +95,24 @@ impl Event {
         let clock = chrono::Local::now().format("%H:%M:%S%.3f");
         let mut line = format!("{clock} {} {}", self.subject, self.event);
         for (name, value) in &self.args.0 {
-            line.push_str(&format!(" {name}={}", show(value)));
+            let shown = match (name.as_str(), value) {
+                ("Operation", Json::String(method)) => operation_name(method).to_owned(),
+                _ => show(value),
+            };
+            line.push_str(&format!(" {name}={shown}"));
         }
         line
+    }
+}
+
+/// A job's operation as people call it: the service names the method (a clone is
+/// `ImportVolume`, the commit of an import `ImportDataEnd`); `--json` keeps that name.
+fn operation_name(method: &str) -> &str {
+    match method {
+        "ImportVolume" => "clone",
+        "ImportData" | "ImportDataEnd" => "import",
+        "Resize" => "resize",
+        other => other,
     }
 }
 
@@ -355,6 +370,21 @@ mod tests {
         Message::signal(ROOT_PATH, OBJECT_MANAGER_IFACE, "InterfacesAdded")
             .build(&(ObjectPath::try_from(job).unwrap(), interfaces))
             .unwrap()
+    }
+
+    #[test]
+    fn a_clone_job_reads_as_a_clone_in_text_and_keeps_its_method_in_json() {
+        let args = Args(vec![("Operation".to_owned(), Json::from("ImportVolume"))]);
+        let event = Event::new("/org/qubes/Storage/jobs/3", "added", args);
+        assert!(
+            event.to_line().ends_with(" added Operation=clone"),
+            "{}",
+            event.to_line()
+        );
+        assert_eq!(
+            event.args.get("Operation"),
+            Some(&Json::from("ImportVolume"))
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ async fn create(context: &Context, args: PoolCreateArgs) -> Result<()> {
         .client
         .call(ROOT_PATH, MANAGER_IFACE, "CreatePool", &body)
         .await
-        .map_err(|error| error.with_flag_hint("setup_check", "--no-setup-check"))?;
+        .map_err(|error| error.with_flag_hint("NotSupported", "setup_check", "--no-setup-check"))?;
     print_path_for_scripts(context, &path)
 }
 

@@ -22,9 +22,11 @@ use super::Context;
 use crate::args::{CloneArgs, ExportArgs, ImportArgs, VolumeRef};
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
-use crate::job_watch::{run_following_job, JobWatch};
+use crate::job_watch::{run_following_job, JobWatch, Labels};
 use crate::paths::VOLUME_IFACE;
 use crate::progress::ProgressMode;
+use crate::props::Props;
+use crate::size::{check_volume_size, format_size};
 use crate::sparse_copy::{self, Control, CopyError};
 
 /// Where import data comes from.
@@ -51,11 +53,19 @@ fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-fn describe(path: &Path) -> String {
-    if is_stdio(path) {
-        "standard input".to_owned()
-    } else {
-        path.display().to_string()
+/// How an input path is named in messages: `-` is standard input.
+fn describe_input(path: &Path) -> String {
+    match is_stdio(path) {
+        true => "standard input".to_owned(),
+        false => path.display().to_string(),
+    }
+}
+
+/// How an output path is named in messages: `-` is standard output.
+fn describe_output(path: &Path) -> String {
+    match is_stdio(path) {
+        true => "standard output".to_owned(),
+        false => path.display().to_string(),
     }
 }
 
@@ -104,17 +114,45 @@ fn input_length(input: &mut Input) -> Result<Option<u64>> {
     }
 }
 
-/// How many bytes to import: `--size`, or the input's own length (which must agree).
+/// How many bytes to import: `--size`, or the input's own length (which must agree
+/// and, as every volume size, be a whole number of 512-byte sectors).
 fn import_size(requested: Option<u64>, available: Option<u64>, name: &str) -> Result<u64> {
     match (requested, available) {
         (Some(size), Some(length)) if size != length => Err(CliError::Usage(format!(
             "{name} holds {length} bytes, not the {size} given by --size"
         ))),
-        (Some(size), _) | (None, Some(size)) => Ok(size),
+        (Some(size), _) => Ok(size),
+        (None, Some(length)) => check_volume_size(length).map_err(|why| {
+            CliError::Usage(format!(
+                "{name} cannot be imported as it is: {why}; volume sizes are whole \
+                 sectors (pad the image first, e.g. truncate -s %512 {name})"
+            ))
+        }),
         (None, None) => Err(CliError::Usage(format!(
             "importing from {name} needs --size"
         ))),
     }
+}
+
+/// Importing replaces the volume and gives it the image's size: refuse to make it
+/// smaller unless asked (data past the new end would be lost without a word).
+async fn check_shrink(context: &Context, args: &ImportArgs, path: &str, size: u64) -> Result<()> {
+    if args.allow_shrink {
+        return Ok(());
+    }
+    let properties = context.client.properties(path, VOLUME_IFACE).await?;
+    let current = Props(&properties).uint("Size").unwrap_or(0);
+    if size >= current {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "importing {size} bytes would shrink {}:{} from {} to {}, losing the data past \
+         the new end; pass --allow-shrink to do it anyway",
+        args.volume.pool,
+        args.volume.vid,
+        format_size(current),
+        format_size(size),
+    )))
 }
 
 /// A copy's failure for the user; `verb` names the operation (import, export).
@@ -122,6 +160,9 @@ fn copy_error(error: CopyError, verb: &str, input: &str, output: &str) -> CliErr
     match error {
         CopyError::Cancelled => CliError::Cancelled(format!("{verb} cancelled")),
         CopyError::Read(source) => CliError::io(format!("cannot read {input}"), source),
+        CopyError::Write(source) if source.kind() == ErrorKind::BrokenPipe => CliError::Failed(
+            format!("{verb} stopped: the reader of {output} went away (broken pipe)"),
+        ),
         CopyError::Write(source) => CliError::io(format!("cannot write {output}"), source),
         CopyError::ShortInput { expected, got } => {
             CliError::Failed(format!("{input} ended after {got} of {expected} bytes"))
@@ -164,21 +205,30 @@ fn label(verb: &str, volume: &VolumeRef) -> String {
 }
 
 pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
-    let name = describe(&args.input);
+    let name = describe_input(&args.input);
     let mut input = open_input(&args.input)?;
     let size = import_size(args.size, input_length(&mut input)?, &name)?;
     let path = context
         .client
         .volume_path(&args.volume.pool, &args.volume.vid)
         .await?;
+    check_shrink(context, &args, path.as_str(), size).await?;
     let interrupt = Interrupt::install();
     let (pool, vid) = (&args.volume.pool, &args.volume.vid);
     tracing::info!(op = "import", %pool, %vid, bytes = size, input = %name, "ImportData");
-    let body = (size, context.client.options());
+    let mut options = context.client.options();
+    if args.allow_shrink {
+        options.insert("allow_shrink", zbus::Variant::from(true));
+    }
+    let body = (size, options);
     let fd: zbus::OwnedFd = context
         .client
         .call(path.as_str(), VOLUME_IFACE, "ImportData", &body)
-        .await?;
+        .await
+        .map_err(|error| match args.allow_shrink {
+            true => error,
+            false => error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"),
+        })?;
     let target = File::from(std::os::fd::OwnedFd::from(fd));
     let bar = context
         .progress
@@ -194,17 +244,33 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
     };
     let success = copied.is_ok();
     tracing::info!(op = "import", %pool, %vid, bytes = size, success, "ImportDataEnd");
-    let end: Result<()> = context
-        .client
-        .call(
-            path.as_str(),
-            VOLUME_IFACE,
-            "ImportDataEnd",
-            &(success, context.client.options()),
-        )
-        .await;
+    let end = end_import(context, &args.volume, path.as_str(), success, &interrupt).await;
     copied.map_err(|error| copy_error(error, "import", &name, "the volume's import file"))?;
     end
+}
+
+/// ImportDataEnd: a commit (`success`) may copy on a pool without reflinks, so its jobs
+/// are followed; a discard is a plain call.
+async fn end_import(
+    context: &Context,
+    volume: &VolumeRef,
+    path: &str,
+    success: bool,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let body = (success, context.client.options());
+    if !success {
+        return context
+            .client
+            .call(path, VOLUME_IFACE, "ImportDataEnd", &body)
+            .await;
+    }
+    let labels = Labels::commit(&format!("{}:{}", volume.pool, volume.vid));
+    let watch = JobWatch::subscribe(&context.client, path, labels, context.progress).await?;
+    let call = context
+        .client
+        .call(path, VOLUME_IFACE, "ImportDataEnd", &body);
+    run_following_job(&context.client, watch, interrupt, call).await
 }
 
 /// Writes the whole input into the import file and flushes it to disk (as the
@@ -275,7 +341,7 @@ fn open_output(path: &Path) -> Result<Output> {
 }
 
 pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
-    let name = describe(&args.output);
+    let name = describe_output(&args.output);
     let output = open_output(&args.output)?;
     let result = export_into(context, &args.volume, output.clone_handle()?).await;
     let result = result.map_err(|error| match error {
@@ -406,12 +472,11 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
         .volume_path(&args.dst_pool, &args.dst_vid)
         .await?;
     let interrupt = Interrupt::install();
-    let label = format!(
-        "clone {}:{} to {}:{}",
-        args.src_pool, args.src_vid, args.dst_pool, args.dst_vid
-    );
+    let destination = format!("{}:{}", args.dst_pool, args.dst_vid);
+    let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
+    let labels = Labels::copy_then_commit(label, &destination);
     let watch =
-        JobWatch::subscribe(&context.client, target.as_str(), label, context.progress).await?;
+        JobWatch::subscribe(&context.client, target.as_str(), labels, context.progress).await?;
     tracing::info!(op = "clone", source = %source.as_str(), target = %target.as_str(), "ImportVolume");
     let body = (source, context.client.options());
     let call = context
@@ -427,8 +492,34 @@ mod tests {
     #[test]
     fn size_comes_from_the_flag_or_the_file() {
         assert_eq!(import_size(Some(10), None, "stdin").unwrap(), 10);
-        assert_eq!(import_size(None, Some(20), "f").unwrap(), 20);
+        assert_eq!(import_size(None, Some(2048), "f").unwrap(), 2048);
         assert_eq!(import_size(Some(20), Some(20), "f").unwrap(), 20);
+    }
+
+    #[test]
+    fn file_that_is_not_whole_sectors_is_refused_with_a_remedy() {
+        let error = import_size(None, Some(14), "note.txt").unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let text = error.to_string();
+        assert!(
+            text.contains("not a whole number of 512-byte sectors"),
+            "{text}"
+        );
+        assert!(text.contains("truncate -s %512 note.txt"), "{text}");
+    }
+
+    #[test]
+    fn broken_pipe_on_standard_output_names_standard_output() {
+        let error = copy_error(
+            CopyError::Write(std::io::Error::from(ErrorKind::BrokenPipe)),
+            "export",
+            "the volume's image",
+            &describe_output(Path::new("-")),
+        );
+        assert_eq!(
+            error.to_string(),
+            "export stopped: the reader of standard output went away (broken pipe)"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::args::{
 };
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
-use crate::job_watch::{run_following_job, JobWatch};
+use crate::job_watch::{run_following_job, JobWatch, Labels};
 use crate::model::{Revision, VolumeInfo};
 use crate::output::{
     iso_utc, or_dash, print_json, print_text, render_fields, yes_no, Align, Table,
@@ -28,7 +28,7 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
         VolumeCommand::Info(volume) => info(context, &volume).await,
         VolumeCommand::Create(args) => create(context, args).await,
         VolumeCommand::Start(volume) => start(context, &volume).await,
-        VolumeCommand::Stop(volume) => call_simple(context, &volume, "Stop").await,
+        VolumeCommand::Stop(volume) => stop(context, &volume).await,
         VolumeCommand::Verify(volume) => verify(context, &volume).await,
         VolumeCommand::Revert { volume, revision } => revert(context, &volume, revision).await,
         VolumeCommand::Resize {
@@ -144,8 +144,16 @@ fn volume_fields(volume: &VolumeInfo) -> Vec<(&'static str, String)> {
         ("State", volume.state()),
         ("Revisions", volume.revisions.len().to_string()),
         ("Newest revision", or_dash(newest, iso_utc)),
-        ("Block device", volume.block_device_path.clone()),
+        ("Block device", block_device(volume)),
     ]
+}
+
+/// The image handed to the VM exists only while the volume is started.
+fn block_device(volume: &VolumeInfo) -> String {
+    match volume.started {
+        true => volume.block_device_path.clone(),
+        false => "- (made at start)".to_owned(),
+    }
 }
 
 async fn create(context: &Context, args: VolumeCreateArgs) -> Result<()> {
@@ -186,23 +194,72 @@ fn volume_config(args: &VolumeCreateArgs) -> crate::proxies::Options {
     config
 }
 
+/// Start prints the image for the VM on stdout (scripts capture it); a start that
+/// changed nothing says so on stderr.
 async fn start(context: &Context, volume: &VolumeRef) -> Result<()> {
-    let path = context
-        .client
-        .volume_path(&volume.pool, &volume.vid)
-        .await?;
+    let (path, before) = fetch(context, volume).await?;
     let options = (context.client.options(),);
     let device: String = context
         .client
         .call(path.as_str(), VOLUME_IFACE, "Start", &options)
         .await?;
     if context.json {
-        return print_json(&json!({ "block_device_path": device }));
+        return print_json(&json!({ "block_device_path": device, "was_started": before.started }));
+    }
+    if before.started {
+        eprintln!(
+            "{}:{} was already started; nothing changed",
+            volume.pool, volume.vid
+        );
     }
     print_text(&format!("{device}\n"))
 }
 
-/// A method taking only options and returning nothing (Stop, Remove).
+/// Stop, then one sentence on what happened to the session's writes.
+async fn stop(context: &Context, volume: &VolumeRef) -> Result<()> {
+    let (path, before) = fetch(context, volume).await?;
+    let options = (context.client.options(),);
+    context
+        .client
+        .call::<_, ()>(path.as_str(), VOLUME_IFACE, "Stop", &options)
+        .await?;
+    if context.json {
+        return print_json(&json!({ "was_started": before.started }));
+    }
+    let after = fetch(context, volume).await.map(|(_, info)| info).ok();
+    print_text(&format!(
+        "{}\n",
+        stop_outcome(volume, &before, after.as_ref())
+    ))
+}
+
+/// What a stop did, from the volume before and (when it could be read) after.
+fn stop_outcome(volume: &VolumeRef, before: &VolumeInfo, after: Option<&VolumeInfo>) -> String {
+    let name = format!("{}:{}", volume.pool, volume.vid);
+    if !before.started {
+        return format!("{name} was not started; nothing changed");
+    }
+    if !before.save_on_stop {
+        return format!("stopped {name}; its writes are discarded (it does not save on stop)");
+    }
+    if before.snapshots_disabled {
+        return format!(
+            "stopped {name}; the VM's writes are its committed image (snapshots disabled)"
+        );
+    }
+    let newest = |info: &VolumeInfo| info.revisions.last().map(|r| r.id.clone());
+    match after
+        .and_then(newest)
+        .filter(|id| Some(id) != newest(before).as_ref())
+    {
+        Some(id) => {
+            format!("stopped {name}; changes committed, the previous image kept as revision {id}")
+        }
+        None => format!("stopped {name}; changes committed"),
+    }
+}
+
+/// A method taking only options and returning nothing (Remove).
 async fn call_simple(context: &Context, volume: &VolumeRef, method: &str) -> Result<()> {
     let path = context
         .client
@@ -229,7 +286,11 @@ async fn verify(context: &Context, volume: &VolumeRef) -> Result<()> {
         print_json(&json!({ "valid": valid }))?;
     }
     match valid {
-        true => Ok(()),
+        true if context.json => Ok(()),
+        true => print_text(&format!(
+            "{}:{}: its files are in place\n",
+            volume.pool, volume.vid
+        )),
         false => Err(CliError::Failed(format!(
             "volume {}:{} failed verification",
             volume.pool, volume.vid
@@ -265,15 +326,19 @@ async fn resize(
         options.insert("allow_shrink", Variant::from(true));
     }
     let interrupt = Interrupt::install();
-    let label = format!("resize {}:{}", volume.pool, volume.vid);
+    let name = format!("{}:{}", volume.pool, volume.vid);
+    let labels = Labels::copy_then_commit(format!("resize {name}"), &name);
     let watch =
-        JobWatch::subscribe(&context.client, path.as_str(), label, context.progress).await?;
+        JobWatch::subscribe(&context.client, path.as_str(), labels, context.progress).await?;
     let body = (size, options);
     let call = context
         .client
         .call(path.as_str(), VOLUME_IFACE, "Resize", &body);
     let result = run_following_job(&context.client, watch, &interrupt, call).await;
-    result.map_err(|error| error.with_flag_hint("allow_shrink", "--allow-shrink"))
+    result.map_err(|error| match allow_shrink {
+        true => error,
+        false => error.with_flag_hint("InvalidArgument", "allow_shrink", "--allow-shrink"),
+    })
 }
 
 #[derive(Serialize)]
@@ -386,9 +451,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn volume_table_shows_sizes_mode_and_state() {
-        let volume = VolumeInfo {
+    fn private_volume() -> VolumeInfo {
+        VolumeInfo {
             pool: "p".into(),
             vid: "appvms/work/private".into(),
             name: "private".into(),
@@ -408,8 +472,67 @@ mod tests {
                 id: "1".into(),
                 timestamp: 0,
             }],
-            block_device_path: String::new(),
+            block_device_path: "/p/appvms/work/private-dirty.img".into(),
+        }
+    }
+
+    fn private_ref() -> VolumeRef {
+        VolumeRef {
+            pool: "p".into(),
+            vid: "appvms/work/private".into(),
+        }
+    }
+
+    #[test]
+    fn stopping_a_stopped_volume_says_nothing_changed() {
+        let outcome = stop_outcome(&private_ref(), &private_volume(), None);
+        assert_eq!(
+            outcome,
+            "p:appvms/work/private was not started; nothing changed"
+        );
+    }
+
+    #[test]
+    fn stopping_an_origin_names_the_revision_it_kept() {
+        let before = VolumeInfo {
+            started: true,
+            ..private_volume()
         };
+        let mut after = private_volume();
+        after.revisions.push(Revision {
+            id: "2".into(),
+            timestamp: 5,
+        });
+        assert_eq!(
+            stop_outcome(&private_ref(), &before, Some(&after)),
+            "stopped p:appvms/work/private; changes committed, the previous image kept as revision 2"
+        );
+    }
+
+    #[test]
+    fn stopping_a_volatile_volume_says_its_writes_are_gone() {
+        let before = VolumeInfo {
+            started: true,
+            save_on_stop: false,
+            ..private_volume()
+        };
+        let outcome = stop_outcome(&private_ref(), &before, None);
+        assert!(outcome.ends_with("its writes are discarded (it does not save on stop)"));
+    }
+
+    #[test]
+    fn block_device_is_shown_only_while_started() {
+        assert_eq!(block_device(&private_volume()), "- (made at start)");
+        let started = VolumeInfo {
+            started: true,
+            ..private_volume()
+        };
+        assert_eq!(block_device(&started), "/p/appvms/work/private-dirty.img");
+    }
+
+    #[test]
+    fn volume_table_shows_sizes_mode_and_state() {
+        let volume = private_volume();
         assert_eq!(
             volume_table(&[volume]).render(),
             "POOL  VID                     SIZE      USAGE  MODE     STATE    REVISIONS\n\

@@ -100,6 +100,15 @@ impl Run {
         self
     }
 
+    /// Asserts a usage error that the command line parser caught: exit status 2 and
+    /// clap's `error: …` on stderr.
+    #[track_caller]
+    pub fn fails_with_usage(self) -> Run {
+        assert_eq!(self.code, 2, "{self:?}");
+        assert!(self.stderr.starts_with("error: "), "{self:?}");
+        self
+    }
+
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
@@ -159,6 +168,11 @@ impl World {
             Daemon::start(&spec, &self.bus, &conn).await
         });
         self.daemon = Some(daemon);
+    }
+
+    /// The address of the world's bus.
+    pub fn bus_address(&self) -> &str {
+        self.bus.address()
     }
 
     /// A scratch directory for the test's own files.
