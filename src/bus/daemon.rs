@@ -1,7 +1,8 @@
-//! Startup and shutdown of the service. Startup: open the engine's state, connect to
-//! the bus, export every object (Manager, ObjectManager, each persisted pool and
-//! volume), and only then request the name `org.qubes.Storage`, so a client that sees
-//! the name sees every object. Shutdown on SIGTERM or SIGINT: refuse new calls, cancel
+//! Startup and shutdown of the service. Startup: open the engine's state, sweep what
+//! interrupted operations left behind (`Engine::sweep_leftovers`), connect to the
+//! bus, export every object (Manager, ObjectManager, each persisted pool and volume),
+//! and only then request the name `org.qubes.Storage`, so a client that sees the name
+//! sees every object. Shutdown on SIGTERM or SIGINT: refuse new calls, cancel
 //! the running ones (their copies stop, the engine removes partial files), wait for
 //! them to end, release the name.
 
@@ -47,9 +48,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let state_dir = config.state_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&state_dir))
-        .await
-        .map_err(|_| DaemonError::Task)??;
+    let engine = tokio::task::spawn_blocking(move || {
+        let engine = Engine::open(&state_dir)?;
+        engine.sweep_leftovers();
+        Ok::<_, qubes_storage_engine::EngineError>(engine)
+    })
+    .await
+    .map_err(|_| DaemonError::Task)??;
     let conn = connect(&config).await?;
     let svc = Service::new(Arc::new(engine), conn.clone()).await;
     export_all(&svc).await?;
