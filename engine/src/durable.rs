@@ -32,6 +32,10 @@
 //! when it had nothing to do (a missing file in `remove`, an existing directory in
 //! `ensure_dir`) — so the crash tests can stop the process after step k. Opening and
 //! fsyncing ([`open_read`], [`open_write`], [`fsync_file`]) are not steps.
+//!
+//! Every fsync names its site for [`crate::fsync_fault`]: with the test-only feature
+//! `durability-faults` one chosen site can be skipped, to prove that the power-loss
+//! replay notices.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -44,6 +48,7 @@ use tracing::{debug, info};
 
 use crate::error::{EngineError, IoContext, Result};
 use crate::failpoint;
+use crate::fsync_fault;
 use crate::layout::TEMP_RANDOM_LEN;
 use crate::sys;
 
@@ -143,7 +148,7 @@ pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Res
     std::fs::rename(&temp.path, dst)
         .io_ctx(|| format!("cannot rename {} to {}", temp.path.display(), dst.display()))?;
     temp.disarm();
-    fsync_dir_ctx(parent_of(dst))?;
+    fsync_dir_ctx(parent_of(dst), "replace-dir")?;
     let op = if existed { "replace" } else { "create" };
     info!(op, path = %dst.display(), bytes, "file written and renamed into place");
     failpoint::step("replace");
@@ -154,16 +159,28 @@ pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Res
 fn seal(file: &File, path: &Path) -> Result<u64> {
     file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .io_ctx(|| format!("cannot chmod {}", path.display()))?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
+    sync_file(file, "replace-file", path)?;
     Ok(file
         .metadata()
         .io_ctx(|| format!("cannot stat {}", path.display()))?
         .len())
 }
 
-fn fsync_dir_ctx(dir: &Path) -> Result<()> {
+/// fsync `dir`; `site` names the call for [`fsync_fault`].
+fn fsync_dir_ctx(dir: &Path, site: &str) -> Result<()> {
+    if fsync_fault::skipped(site, dir) {
+        return Ok(());
+    }
     sys::fsync_dir(dir).io_ctx(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+/// fsync an open file; `site` names the call for [`fsync_fault`].
+fn sync_file(file: &File, site: &str, path: &Path) -> Result<()> {
+    if fsync_fault::skipped(site, path) {
+        return Ok(());
+    }
+    file.sync_all()
+        .io_ctx(|| format!("cannot fsync {}", path.display()))
 }
 
 /// `replace_with` an empty sparse file of `size` bytes (0 blocks allocated).
@@ -179,9 +196,9 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to)
         .io_ctx(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
     let (from_dir, to_dir) = (parent_of(from), parent_of(to));
-    fsync_dir_ctx(to_dir)?;
+    fsync_dir_ctx(to_dir, "rename-dir")?;
     if from_dir != to_dir {
-        fsync_dir_ctx(from_dir)?;
+        fsync_dir_ctx(from_dir, "rename-source-dir")?;
     }
     info!(op = "rename", from = %from.display(), to = %to.display(), "renamed");
     failpoint::step("rename");
@@ -203,7 +220,7 @@ pub fn remove(path: &Path) -> Result<bool> {
     // Nothing unlinked, nothing to make durable: the directory fsync (milliseconds on
     // XFS right after a sync) is only paid for a real removal.
     if removed {
-        fsync_dir_ctx(parent_of(path))?;
+        fsync_dir_ctx(parent_of(path), "remove-dir")?;
         info!(op = "remove", path = %path.display(), "removed");
     } else {
         tracing::debug!(op = "remove", path = %path.display(), "already absent");
@@ -251,7 +268,7 @@ fn check_is_dir(dir: &Path) -> Result<bool> {
 fn make_dir(dir: &Path) -> Result<bool> {
     match std::fs::create_dir(dir) {
         Ok(()) => {
-            fsync_dir_ctx(parent_of(dir))?;
+            fsync_dir_ctx(parent_of(dir), "mkdir-parent")?;
             Ok(true)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists && check_is_dir(dir)? => Ok(false),
@@ -275,7 +292,7 @@ pub fn remove_dir_if_empty(dir: &Path) -> Result<()> {
         }
     };
     if removed {
-        fsync_dir_ctx(parent_of(dir))?;
+        fsync_dir_ctx(parent_of(dir), "rmdir-parent")?;
     }
     info!(op = "rmdir", path = %dir.display(), removed, "directory removed if empty");
     failpoint::step("rmdir");
@@ -293,7 +310,7 @@ fn is_missing_or_not_empty(err: &io::Error) -> bool {
 pub fn hardlink(src: &Path, dst: &Path) -> Result<()> {
     std::fs::hard_link(src, dst)
         .io_ctx(|| format!("cannot link {} to {}", dst.display(), src.display()))?;
-    fsync_dir_ctx(parent_of(dst))?;
+    fsync_dir_ctx(parent_of(dst), "hardlink-dir")?;
     info!(op = "hardlink", from = %src.display(), to = %dst.display(), "hard link created");
     failpoint::step("hardlink");
     Ok(())
@@ -306,8 +323,7 @@ pub fn truncate_in_place(path: &Path, size: u64) -> Result<()> {
     let file = open_regular(path, OpenOptions::new().read(true).write(true))?;
     file.set_len(size)
         .io_ctx(|| format!("cannot truncate {} to {size} bytes", path.display()))?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
+    sync_file(&file, "truncate-file", path)?;
     info!(op = "truncate", path = %path.display(), bytes = size, "truncated in place");
     failpoint::step("truncate");
     Ok(())
@@ -316,8 +332,7 @@ pub fn truncate_in_place(path: &Path, size: u64) -> Result<()> {
 /// fsync an existing file's data (belt and braces before a commit).
 pub fn fsync_file(path: &Path) -> Result<()> {
     let file = open_read(path)?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
+    sync_file(&file, "commit-file", path)?;
     debug!(path = %path.display(), "fsynced");
     Ok(())
 }

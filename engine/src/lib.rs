@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod failpoint;
+pub mod fsync_fault;
 pub mod layout;
 pub mod lock;
 pub mod loopdev;
