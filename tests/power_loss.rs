@@ -39,4 +39,5 @@ on_every_fs!(
     clone_survives_power_loss => Op::Clone,
     create_survives_power_loss => Op::Create,
     remove_survives_power_loss => Op::Remove,
+    create_pool_on_a_fresh_disk_survives_power_loss => Op::CreatePool,
 );

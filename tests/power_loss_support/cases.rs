@@ -13,17 +13,20 @@
 //! | clone     | WORK  | clean C                         | clean G (ImportVolume of TPL, another pool), revisions 3:B 4:C |
 //! | create    | NEW   | absent                          | registered, clean E                |
 //! | remove    | WORK  | registered                      | absent, no file left               |
+//! | create-pool | pool `r` | an empty file system (no state directory) | pool `r` registered, its directories made |
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 
 use zbus::proxy::CacheProperties;
-use zbus::{Connection, OwnedObjectPath};
+use zbus::{Connection, OwnedObjectPath, Variant};
 
 use super::content::{write_label, Content, IMAGE, RESIZED};
 use super::world::{
-    history, new_volume_config, write_fsynced, Vol, VolState, WorldState, NEW, TPL, WORK,
+    history, new_volume_config, write_fsynced, Disk, Vol, VolState, WorldState, ALL, KEEP, NEW,
+    NEW_POOL, TPL, WORK,
 };
-use crate::common::{opts, PoolProxy, VolumeProxy};
+use crate::common::{opts, opts_of, ManagerProxy, PoolProxy, VolumeProxy};
 
 /// One operation of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +39,13 @@ pub enum Op {
     Clone,
     Create,
     Remove,
+    /// CreatePool on a disk without any state: the daemon's first start creates the
+    /// state directory, then the pool is created.
+    CreatePool,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Start,
         Op::Stop,
         Op::Revert,
@@ -48,6 +54,7 @@ impl Op {
         Op::Clone,
         Op::Create,
         Op::Remove,
+        Op::CreatePool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +67,28 @@ impl Op {
             Op::Clone => "clone",
             Op::Create => "create",
             Op::Remove => "remove",
+            Op::CreatePool => "create-pool",
+        }
+    }
+
+    /// Does the case begin from [`history`] (else from an empty file system)?
+    pub fn has_history(self) -> bool {
+        self != Op::CreatePool
+    }
+
+    /// The pools registered before the operation.
+    pub fn pools_before(self) -> BTreeSet<&'static str> {
+        match self {
+            Op::CreatePool => BTreeSet::new(),
+            _ => BTreeSet::from(["p", "q"]),
+        }
+    }
+
+    /// The pools registered once the operation was acknowledged.
+    pub fn pools_after(self) -> BTreeSet<&'static str> {
+        match self {
+            Op::CreatePool => BTreeSet::from([NEW_POOL]),
+            _ => self.pools_before(),
         }
     }
 
@@ -83,6 +112,9 @@ impl Op {
 
     /// The world when the operation begins.
     pub fn before(self) -> WorldState {
+        if !self.has_history() {
+            return ALL.iter().map(|&v| (v, VolState::absent())).collect();
+        }
         let mut world = history();
         if self == Op::Stop {
             let work = world[&WORK].clone().started(Content::of('D'));
@@ -107,13 +139,14 @@ impl Op {
                 return world;
             }
             Op::Remove => VolState::absent(),
+            Op::CreatePool => return world,
         };
         world.insert(WORK, work);
         world
     }
 
     /// Performs the operation as a caller of the service does.
-    pub async fn perform(self, conn: &Connection) -> zbus::Result<()> {
+    pub async fn perform(self, conn: &Connection, disk: &Disk, reflinks: bool) -> zbus::Result<()> {
         let work = || volume(conn, WORK);
         match self {
             Op::Start => work().await?.start(opts()).await.map(|_| ()),
@@ -131,6 +164,7 @@ impl Op {
                 p.create_volume(NEW.vid, config, opts()).await.map(|_| ())
             }
             Op::Remove => work().await?.remove(opts()).await,
+            Op::CreatePool => create_pool(conn, disk, reflinks).await,
         }
     }
 }
@@ -143,6 +177,24 @@ async fn import(volume: &VolumeProxy<'_>, label: char) -> zbus::Result<()> {
     write_label(&file, label);
     drop(file);
     volume.import_data_end(true, opts()).await
+}
+
+/// CreatePool of [`NEW_POOL`] on the disk (setup_check where reflinks work).
+async fn create_pool(conn: &Connection, disk: &Disk, reflinks: bool) -> zbus::Result<()> {
+    let dir = disk.pool_dir(NEW_POOL);
+    let options = opts_of([
+        ("dir_path", Variant::from(dir.to_str().unwrap())),
+        ("setup_check", Variant::from(reflinks)),
+        ("revisions_to_keep", Variant::from(KEEP as i32)),
+    ]);
+    let manager = ManagerProxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    manager
+        .create_pool(NEW_POOL, "file-reflink", options)
+        .await
+        .map(|_| ())
 }
 
 async fn pool(conn: &Connection, name: &str) -> zbus::Result<PoolProxy<'static>> {

@@ -24,7 +24,7 @@ use qubes_storaged_powercut::Phase;
 use zbus::{Connection, OwnedVariant};
 
 use super::content::{identify, Content, Seen};
-use super::world::{Disk, Vol, VolState, WorldState, ALL};
+use super::world::{Disk, Vol, VolState, WorldState, ALL, POOLS};
 use crate::common::SERVICE;
 
 /// One volume as the daemon serves it.
@@ -86,11 +86,83 @@ pub async fn served_volumes(
     Ok(volumes)
 }
 
+type Objects = std::collections::HashMap<
+    zbus::OwnedObjectPath,
+    std::collections::HashMap<
+        zbus::names::OwnedInterfaceName,
+        std::collections::HashMap<String, OwnedVariant>,
+    >,
+>;
+
+async fn managed_objects(conn: &Connection) -> Result<Objects, String> {
+    let manager = zbus::fdo::ObjectManagerProxy::builder(conn)
+        .destination(SERVICE)
+        .path("/org/qubes/Storage")
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    manager
+        .get_managed_objects()
+        .await
+        .map_err(|e| format!("GetManagedObjects failed: {e}"))
+}
+
 fn value<T: TryFrom<OwnedVariant>>(v: &OwnedVariant) -> Result<T, String>
 where
     T::Error: std::fmt::Display,
 {
     T::try_from(v.try_clone().map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+}
+
+/// The names of the pools the service serves, from GetManagedObjects.
+pub async fn served_pools(conn: &Connection) -> Result<BTreeSet<String>, String> {
+    let objects = managed_objects(conn).await?;
+    let mut pools = BTreeSet::new();
+    for ifaces in objects.values() {
+        if let Some((_, props)) = ifaces
+            .iter()
+            .find(|(i, _)| i.as_str() == "org.qubes.Storage.Pool")
+        {
+            let name = props.get("Name").ok_or("a pool without Name")?;
+            pools.insert(value::<String>(name)?);
+        }
+    }
+    Ok(pools)
+}
+
+/// The pools: registered as the phase requires, and a registered pool has its
+/// directory with `appvms/` and `vm-templates/` (what CreatePool made durable).
+pub fn judge_pools(
+    before: &BTreeSet<&str>,
+    after: &BTreeSet<&str>,
+    served: &BTreeSet<String>,
+    disk: &Disk,
+    phase: Phase,
+) -> Vec<String> {
+    let served: BTreeSet<&str> = served.iter().map(String::as_str).collect();
+    let fine = match phase {
+        Phase::Before => served == *before,
+        Phase::Acknowledged => served == *after,
+        Phase::During => served == *before || served == *after,
+    };
+    let mut problems = Vec::new();
+    if !fine {
+        problems.push(format!(
+            "pools: expected {before:?} before or {after:?} after ({phase:?}); served {served:?}"
+        ));
+    }
+    for pool in served {
+        for class in ["appvms", "vm-templates"] {
+            let dir = disk.pool_dir(pool).join(class);
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "pool {pool} is registered but {} is missing",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// A file's content as a model state; an unknown content shows as label `?`.
@@ -209,7 +281,7 @@ pub fn leftovers_and_short_files(disk: &Disk, seen: &WorldState) -> Vec<String> 
             }
         }
     }
-    for pool in ["p", "q"] {
+    for pool in POOLS {
         problems.extend(temps_below(&disk.pool_dir(pool), false));
     }
     problems.extend(temps_below(&disk.state_dir(), true));

@@ -29,7 +29,8 @@ use zbus::Connection;
 
 use super::cases::Op;
 use super::check::{
-    judge, leftovers_and_short_files, observe, served_matches_files, served_volumes,
+    judge, judge_pools, leftovers_and_short_files, observe, served_matches_files, served_pools,
+    served_volumes,
 };
 use super::report::CaseReport;
 use super::world::{build_history, Disk};
@@ -97,7 +98,7 @@ pub fn run_case(op: Op, fs: FsType, setup: Setup) -> CaseReport {
     runtime.block_on(async {
         let bus = TestBus::permissive();
         let conn = bus.connect().await;
-        let log = record(op, &ws, &bus, &conn, setup).await;
+        let log = record(op, fs, &ws, &bus, &conn, setup).await;
         replay_all(op, fs, &ws, &bus, &conn, &log, setup.plan).await
     })
 }
@@ -115,9 +116,10 @@ fn make_base_image(op: Op, fs: FsType, ws: &Workspace) {
     args.push(ws.base.as_os_str());
     run(mkfs.0, &args).expect("mkfs");
     let mount = ImageMount::new(&ws.base, &ws.disk.mount_point).expect("mount the base image");
-    let engine = build_history(&ws.disk, fs.has_reflink());
-    op.prepare(&engine);
-    drop(engine);
+    if op.has_history() {
+        let engine = build_history(&ws.disk, fs.has_reflink());
+        op.prepare(&engine);
+    }
     mount.close().expect("unmount the base image");
 }
 
@@ -134,6 +136,7 @@ fn daemon_spec<'a>(
 
 async fn record(
     op: Op,
+    fs: FsType,
     ws: &Workspace,
     bus: &TestBus,
     conn: &Connection,
@@ -155,7 +158,7 @@ async fn record(
         .await
         .expect("the daemon starts on the recorded disk");
     recorder.mark("begin");
-    let outcome = op.perform(conn).await;
+    let outcome = op.perform(conn, &ws.disk, fs.has_reflink()).await;
     if outcome.is_ok() {
         recorder.mark("ack");
     }
@@ -244,8 +247,13 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
         Ok(served) => served,
         Err(err) => return vec![format!("the daemon does not serve: {err}")],
     };
+    let pools = match served_pools(conn).await {
+        Ok(pools) => pools,
+        Err(err) => return vec![format!("the daemon does not serve its pools: {err}")],
+    };
     let seen = observe(disk, &served);
-    let mut problems = judge(&op.before(), &op.after(), op.subject(), &seen, phase);
+    let mut problems = judge_pools(&op.pools_before(), &op.pools_after(), &pools, disk, phase);
+    problems.extend(judge(&op.before(), &op.after(), op.subject(), &seen, phase));
     problems.extend(leftovers_and_short_files(disk, &seen));
     problems.extend(served_matches_files(disk, &served));
     problems

@@ -47,6 +47,10 @@ pub const NEW: Vol = Vol {
     vid: "appvms/new/private",
 };
 pub const ALL: [Vol; 4] = [WORK, OTHER, TPL, NEW];
+/// The pool the create-pool case makes.
+pub const NEW_POOL: &str = "r";
+/// Every pool a case may have.
+pub const POOLS: [&str; 3] = ["p", "q", NEW_POOL];
 
 impl Vol {
     pub fn vref(self) -> VolumeRef {
@@ -155,7 +159,7 @@ impl Disk {
     /// The VM directories of every pool.
     pub fn vm_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
-        for pool in ["p", "q"] {
+        for pool in POOLS {
             for class in ["appvms", "vm-templates"] {
                 let Ok(entries) = std::fs::read_dir(self.pool_dir(pool).join(class)) else {
                     continue;
