@@ -14,7 +14,7 @@ use crate::common::FsType;
 /// How many problems a report shows in full.
 const SHOWN: usize = 12;
 
-pub const HEADER: &str = "operation  fs     flushes  boundaries  subsets  failures";
+pub const HEADER: &str = "operation    fs     flushes  boundaries  subsets  failures";
 
 /// What the replays of one case found.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl CaseReport {
 
     pub fn row(&self) -> String {
         format!(
-            "{:<10} {:<6} {:>7} {:>11} {:>8} {:>9}",
+            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>9}",
             self.op.name(),
             self.fs.name(),
             self.flushes,
