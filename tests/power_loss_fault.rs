@@ -34,7 +34,11 @@ fn replay_with_skipped_fsync(op: Op, fs: FsType, site: &'static str) -> CaseRepo
         skip_fsync: Some(site),
     };
     let report = run_case(op, fs, setup);
-    eprintln!("with {site} skipped:\n{}\n{}", power_loss_support::report::HEADER, report.row());
+    eprintln!(
+        "with {site} skipped:\n{}\n{}",
+        power_loss_support::report::HEADER,
+        report.row()
+    );
     report
 }
 

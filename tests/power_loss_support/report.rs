@@ -1,5 +1,6 @@
 //! The outcome of one case as one row of the table "operation × file system × flush
-//! boundaries replayed × failures", printed to stderr and, when
+//! boundaries replayed × failures" (plus the flushes recorded, the subsets replayed and
+//! on how many crash disks the daemon's start-up sweep removed a leftover), printed to stderr and, when
 //! `QSD_POWER_LOSS_TABLE=<file>` is set, appended to that file (`scripts/power-loss`
 //! collects the rows of every case into one table).
 
@@ -14,7 +15,7 @@ use crate::common::FsType;
 /// How many problems a report shows in full.
 const SHOWN: usize = 12;
 
-pub const HEADER: &str = "operation    fs     flushes  boundaries  subsets  failures";
+pub const HEADER: &str = "operation    fs     flushes  boundaries  subsets  swept  failures";
 
 /// What the replays of one case found.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct CaseReport {
     pub boundaries: usize,
     /// Crash states with a subset of the writes after their boundary.
     pub subsets: usize,
+    /// Crash states on which the daemon's start-up sweep removed a leftover.
+    pub swept: usize,
     /// Crash states with at least one problem, by phase.
     pub failures: BTreeMap<Phase, usize>,
     pub problems: Vec<String>,
@@ -40,6 +43,7 @@ impl CaseReport {
             flushes: log.summary().flushes,
             boundaries: 0,
             subsets: 0,
+            swept: 0,
             failures: BTreeMap::new(),
             problems: Vec::new(),
         }
@@ -58,18 +62,23 @@ impl CaseReport {
         self.problems.extend(problems.into_iter().take(room));
     }
 
+    pub fn count_sweep(&mut self, swept: bool) {
+        self.swept += usize::from(swept);
+    }
+
     pub fn failed(&self) -> usize {
         self.failures.values().sum()
     }
 
     pub fn row(&self) -> String {
         format!(
-            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>9}",
+            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>6} {:>9}",
             self.op.name(),
             self.fs.name(),
             self.flushes,
             self.boundaries,
             self.subsets,
+            self.swept,
             self.failed()
         )
     }

@@ -205,6 +205,7 @@ async fn replay_all(
             .take(KEPT_PROBLEMS)
             .map(|p| format!("{what}: {p}"));
         report.add(state, described.collect());
+        report.count_sweep(swept_something(&daemon_log));
         let _ = std::fs::remove_file(&ws.crash);
     }
     report
@@ -257,6 +258,12 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
     problems.extend(leftovers_and_short_files(disk, &seen));
     problems.extend(served_matches_files(disk, &served));
     problems
+}
+
+/// Did the daemon's start-up sweep remove a leftover (its info line)?
+fn swept_something(daemon_log: &Path) -> bool {
+    std::fs::read_to_string(daemon_log)
+        .is_ok_and(|log| log.contains("removing a leftover of an interrupted operation"))
 }
 
 fn log_tail(path: &Path) -> String {
