@@ -110,6 +110,7 @@ pub fn later_writes(log: &WriteLog, b: usize) -> Vec<usize> {
     log.changes_between(b, epoch_end(log, b))
 }
 
+/// The phase of the crash states at boundary `b` (see the module comment).
 pub fn phase(log: &WriteLog, b: usize, marks: Marks) -> Phase {
     let end = epoch_end(log, b);
     if end < marks.begin {
@@ -126,33 +127,48 @@ pub fn crash_states(log: &WriteLog, marks: Marks, plan: &Plan) -> Vec<CrashState
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let all = boundaries(log);
     let chosen = match plan.sample {
-        None => all.clone(),
+        None => all,
         Some(n) => sample(log, &all, marks, n, &mut rng),
     };
-    let flushes = log.flushes();
     let mut states = Vec::new();
     for b in chosen {
-        let flush_number = flushes.iter().take_while(|&&f| f < b).count()
-            + usize::from(flushes.contains(&b))
-            + usize::from(b == log.entries().len());
         let state = CrashState {
             boundary: b,
             extra: Vec::new(),
             phase: phase(log, b, marks),
-            flush_number,
+            flush_number: flush_number(log, b),
         };
-        let later = later_writes(log, b);
-        let subsets = plan.subsets.min(subset_room(later.len()));
-        states.push(state.clone());
-        let first_subset = states.len();
-        while states.len() - first_subset < subsets {
-            let extra = random_subset(&later, &mut rng);
-            if !states[first_subset..].iter().any(|s| s.extra == extra) {
-                states.push(CrashState {
-                    extra,
-                    ..state.clone()
-                });
-            }
+        let subsets = with_subsets(&state, &later_writes(log, b), plan.subsets, &mut rng);
+        states.push(state);
+        states.extend(subsets);
+    }
+    states
+}
+
+/// Which flush boundary `b` is (see [`CrashState::flush_number`]).
+fn flush_number(log: &WriteLog, b: usize) -> usize {
+    let flushes = log.flushes();
+    flushes.iter().take_while(|&&f| f < b).count()
+        + usize::from(flushes.contains(&b))
+        + usize::from(b == log.entries().len())
+}
+
+/// Up to `count` distinct states of `state` plus a random subset of `later`.
+fn with_subsets(
+    state: &CrashState,
+    later: &[usize],
+    count: usize,
+    rng: &mut StdRng,
+) -> Vec<CrashState> {
+    let count = count.min(subset_room(later.len()));
+    let mut states: Vec<CrashState> = Vec::new();
+    while states.len() < count {
+        let extra = random_subset(later, rng);
+        if !states.iter().any(|s| s.extra == extra) {
+            states.push(CrashState {
+                extra,
+                ..state.clone()
+            });
         }
     }
     states

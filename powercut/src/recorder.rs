@@ -11,9 +11,9 @@
 //! * with direct I/O each block request reaches FUSE as exactly one WRITE of the
 //!   request's offset and length (up to 512 KiB), and REQ_OP_FLUSH as one FSYNC;
 //! * with buffered loop I/O the same requests pass through the FUSE file's page cache
-//!   first and a request is split at page boundaries into several WRITEs (an ext4
-//!   journal write of 524 288 bytes at a 1 KiB offset arrived as 1 024 + 523 264
-//!   bytes), so a crash image could hold half of one request where the disk saw one.
+//!   first and a request is split at page boundaries into several WRITEs (a 512 KiB
+//!   ext4 write that began 3 KiB into a page arrived as 1 024 + 523 264 bytes), so a
+//!   crash image could hold half of one request where the disk saw one.
 //!
 //! Either way the flush semantics are right: the loop device advertises a volatile
 //! write cache and no FUA, so the block layer turns a FUA write into write + flush and

@@ -18,6 +18,8 @@
 //! store, fewer barriers) is checked by re-running the same cases.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use qubes_storaged_powercut::crash_image::clone_file;
 use qubes_storaged_powercut::crash_state::later_writes;
@@ -123,6 +125,33 @@ fn make_base_image(op: Op, fs: FsType, ws: &Workspace) {
     mount.close().expect("unmount the base image");
 }
 
+/// The daemon with the `durability-faults` feature. Other test crates rebuild the
+/// daemon binary in this target directory without features (the CLI's tests build it
+/// with plain `cargo build`), so it is built here the same way, with the feature: a
+/// relink of the cached build.
+fn faulty_daemon() -> &'static Path {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "qubes-storaged", "--bin"])
+            .args(["qubes-storaged", "--features", "durability-faults"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let profile = Path::new(DAEMON_BINARY).parent().and_then(Path::file_name);
+        if profile.is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("cannot run cargo to build qubes-storaged");
+        assert!(
+            status.success(),
+            "building qubes-storaged with durability-faults failed: {status}"
+        );
+    });
+    Path::new(DAEMON_BINARY)
+}
+
 fn daemon_spec<'a>(
     ws: &'a Workspace,
     log: &'a Path,
@@ -153,7 +182,14 @@ async fn record(
         .map(|site| ("QSD_SKIP_FSYNC", site))
         .into_iter()
         .collect();
-    let spec = daemon_spec(ws, &log_path, &fault);
+    let binary = match setup.skip_fsync {
+        Some(_) => faulty_daemon(),
+        None => Path::new(DAEMON_BINARY),
+    };
+    let spec = DaemonSpec {
+        binary,
+        ..daemon_spec(ws, &log_path, &fault)
+    };
     let daemon = Daemon::try_start(&spec, bus, conn)
         .await
         .expect("the daemon starts on the recorded disk");
@@ -177,6 +213,15 @@ async fn record(
         "the recorded daemon exited with {status}{}",
         log_tail(&log_path)
     );
+    if let Some(site) = setup.skip_fsync {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(
+            text.contains("durability fault: fsync skipped"),
+            "no fsync at {site} was skipped while recording {}{}",
+            op.name(),
+            log_tail(&log_path)
+        );
+    }
     log
 }
 
