@@ -36,6 +36,10 @@
 //! when it had nothing to do (a missing file in `remove`, an existing directory in
 //! `ensure_dir_at`) — so the crash tests can stop the process after step k. Opening and
 //! fsyncing ([`fsync_at`]) are not steps.
+//!
+//! Every fsync names its site for [`crate::fsync_fault`]: with the test-only feature
+//! `durability-faults` one chosen site can be skipped, to prove that the power-loss
+//! replay notices.
 
 use std::fs::File;
 use std::io;
@@ -49,6 +53,7 @@ use tracing::{debug, info};
 use crate::dir::{Access, Dir, DIR_MODE};
 use crate::error::{EngineError, IoContext, Result};
 use crate::failpoint;
+use crate::fsync_fault;
 use crate::layout::TEMP_RANDOM_LEN;
 use crate::sys::{self, OFlags};
 
@@ -151,7 +156,7 @@ pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>
         )
     })?;
     temp.disarm();
-    dir.sync()?;
+    sync_dir(dir, "replace-dir")?;
     let op = if existed { "replace" } else { "create" };
     info!(op, path = %dir.join(dst).display(), bytes, "file written and renamed into place");
     failpoint::step("replace");
@@ -169,12 +174,28 @@ pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Res
 fn seal(file: &File, path: &Path) -> Result<u64> {
     file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .io_ctx(|| format!("cannot chmod {}", path.display()))?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
+    sync_file(file, "replace-file", path)?;
     Ok(file
         .metadata()
         .io_ctx(|| format!("cannot stat {}", path.display()))?
         .len())
+}
+
+/// fsync a directory; `site` names the call for [`fsync_fault`].
+fn sync_dir(dir: &Dir, site: &str) -> Result<()> {
+    if fsync_fault::skipped(site, dir.path()) {
+        return Ok(());
+    }
+    dir.sync()
+}
+
+/// fsync an open file; `site` names the call for [`fsync_fault`].
+fn sync_file(file: &File, site: &str, path: &Path) -> Result<()> {
+    if fsync_fault::skipped(site, path) {
+        return Ok(());
+    }
+    file.sync_all()
+        .io_ctx(|| format!("cannot fsync {}", path.display()))
 }
 
 /// A file that never gets a final name: a temp next to `base` is filled by `fill`
@@ -238,9 +259,9 @@ pub fn rename_at(from_dir: &Dir, from: &str, to_dir: &Dir, to: &str) -> Result<(
             to_path.display()
         )
     })?;
-    to_dir.sync()?;
+    sync_dir(to_dir, "rename-dir")?;
     if from_dir.path() != to_dir.path() {
-        from_dir.sync()?;
+        sync_dir(from_dir, "rename-source-dir")?;
     }
     info!(op = "rename", from = %from_path.display(), to = %to_path.display(), "renamed");
     failpoint::step("rename");
@@ -263,7 +284,7 @@ pub fn remove_at(dir: &Dir, name: &str) -> Result<bool> {
     // Nothing unlinked, nothing to make durable: the directory fsync (milliseconds on
     // XFS right after a sync) is only paid for a real removal.
     if removed {
-        dir.sync()?;
+        sync_dir(dir, "remove-dir")?;
         info!(op = "remove", path = %path.display(), "removed");
     } else {
         tracing::debug!(op = "remove", path = %path.display(), "already absent");
@@ -303,7 +324,7 @@ pub fn ensure_dir_at(parent: &Dir, name: &str) -> Result<(Dir, bool)> {
 fn make_dir(parent: &Dir, name: &str) -> Result<bool> {
     match sys::mkdir_at(parent.fd(), name, DIR_MODE) {
         Ok(()) => {
-            parent.sync()?;
+            sync_dir(parent, "mkdir-parent")?;
             Ok(true)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -329,7 +350,7 @@ pub fn remove_dir_at(parent: &Dir, name: &str) -> Result<()> {
         }
     };
     if removed {
-        parent.sync()?;
+        sync_dir(parent, "rmdir-parent")?;
     }
     info!(op = "rmdir", path = %path.display(), removed, "directory removed if empty");
     failpoint::step("rmdir");
@@ -366,7 +387,7 @@ pub fn hardlink_at(src_dir: &Dir, src: &str, dst_dir: &Dir, dst: &str) -> Result
             )));
         }
     }
-    dst_dir.sync()?;
+    sync_dir(dst_dir, "hardlink-dir")?;
     info!(op = "hardlink", from = %src_path.display(), to = %dst_path.display(), "hard link created");
     failpoint::step("hardlink");
     Ok(())
@@ -380,8 +401,7 @@ pub fn truncate_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
     let file = dir.open_file(name, Access::ReadWrite)?;
     file.set_len(size)
         .io_ctx(|| format!("cannot truncate {} to {size} bytes", path.display()))?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))?;
+    sync_file(&file, "truncate-file", &path)?;
     info!(op = "truncate", path = %path.display(), bytes = size, "truncated in place");
     failpoint::step("truncate");
     Ok(())
@@ -390,8 +410,7 @@ pub fn truncate_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
 /// fsync an existing regular file's data (belt and braces before a commit).
 pub fn fsync_at(dir: &Dir, name: &str) -> Result<()> {
     let file = dir.open_file(name, Access::Read)?;
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", dir.join(name).display()))?;
+    sync_file(&file, "commit-file", &dir.join(name))?;
     debug!(path = %dir.join(name).display(), "fsynced");
     Ok(())
 }

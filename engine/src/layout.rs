@@ -122,6 +122,25 @@ impl VolumePaths {
     }
 }
 
+/// Is `file_name` an incomplete temp file of *some* volume — one of the final names
+/// of any valid volume name, followed by `~` and the random part? This is how the
+/// service (and the reference driver) names its temps, so such a file is garbage of an
+/// interrupted write, whoever's volume it is; a file the user named otherwise is not.
+pub fn is_volume_temp(file_name: &str) -> bool {
+    let Some((base, _)) = file_name.rsplit_once('~') else {
+        return false;
+    };
+    let name = match base.strip_suffix(".img") {
+        Some(image) => ["-dirty", "-precache", "-import"]
+            .iter()
+            .find_map(|suffix| image.strip_suffix(suffix))
+            .unwrap_or(image),
+        None => base.rsplit_once(".img.").map_or("", |(name, _)| name),
+    };
+    Vid::parse(&format!("appvms/vm/{name}"))
+        .is_ok_and(|vid| VolumePaths::new(Path::new(""), &vid).is_own_temp(file_name))
+}
+
 /// `<name>.img.<id>@<timestamp>Z`.
 pub fn revision_file_name(volume_name: &str, id: u64, timestamp: i64) -> String {
     let ts = DateTime::<Utc>::from_timestamp(timestamp, 0)
@@ -260,6 +279,31 @@ mod tests {
             "private2.img.7@2024-05-01T12:00:03Z",
         ] {
             assert_eq!(match_revision_name("private", name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn temps_of_any_volume_are_recognised_and_nothing_else() {
+        for temp in [
+            "private.img~abc_1234",
+            "root-dirty.img~k3j_9x0q",
+            "my.vol-precache.img~aaaaaaaa",
+            "x-import.img~00000000",
+            "private.img.4@2024-05-01T12:00:03Z~a8b7c6d5",
+        ] {
+            assert!(is_volume_temp(temp), "{temp}");
+        }
+        for other in [
+            "private.img",
+            "private.img~short",
+            "private.img~ABCDEFGH",
+            "notes.txt~abcdefgh",
+            "private.img.07@2024-05-01T12:00:03Z~abcdefgh",
+            "1private.img~abcdefgh",
+            ".reflink-probe~abcdefgh",
+            "private-dirty.img~abcdefgh~abcdefgh",
+        ] {
+            assert!(!is_volume_temp(other), "{other}");
         }
     }
 

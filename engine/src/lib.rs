@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 pub mod failpoint;
 pub mod instance;
+pub mod fsync_fault;
 pub mod layout;
 pub mod lock;
 pub mod loopdev;

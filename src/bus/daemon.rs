@@ -1,7 +1,9 @@
 //! Start-up and shutdown of the service.
 //!
 //! Start-up: open the engine's state (which refuses a second engine on the same state
-//! directory), connect to the bus, start the outbox, serve every persisted pool and
+//! directory), sweep what interrupted operations left behind
+//! (`Engine::sweep_leftovers` — only now, with the state directory locked, is nothing
+//! else working on the pools), connect to the bus, start the outbox, serve every persisted pool and
 //! volume — straight into the registry, without a signal each: nobody can be listening
 //! before the name is owned — then take method calls and follow departures, and only
 //! then request the name `org.qubes.Storage`, without queueing and without allowing
@@ -65,9 +67,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let state_dir = config.state_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open_exclusive(&state_dir))
-        .await
-        .map_err(|_| DaemonError::Task)??;
+    let engine = tokio::task::spawn_blocking(move || {
+        let engine = Engine::open_exclusive(&state_dir)?;
+        engine.sweep_leftovers();
+        Ok::<_, qubes_storage_engine::EngineError>(engine)
+    })
+    .await
+    .map_err(|_| DaemonError::Task)??;
     let conn = connect(&config).await?;
     let registry = Arc::new(Registry::default());
     let (outbox, _sender) = Outbox::start(conn.clone(), Arc::clone(&registry));

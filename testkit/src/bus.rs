@@ -190,6 +190,19 @@ fn config(socket: &Path, policy: &str, includes: &[Include]) -> String {
 /// `child` (the process that is to own it) exits, and after [`DEADLINE`]. A failure
 /// message ends with the text of `log`, if given.
 pub async fn wait_for_name(conn: &Connection, name: &str, child: &mut Guard, log: Option<&Path>) {
+    if let Err(why) = try_wait_for_name(conn, name, child, log).await {
+        panic!("{why}");
+    }
+}
+
+/// [`wait_for_name`] that reports a failure (the child exited first, or the deadline
+/// passed) instead of panicking, for tests that count failures.
+pub async fn try_wait_for_name(
+    conn: &Connection,
+    name: &str,
+    child: &mut Guard,
+    log: Option<&Path>,
+) -> Result<(), String> {
     let dbus = zbus::fdo::DBusProxy::new(conn).await.expect("DBus proxy");
     let mut owners = dbus
         .receive_name_owner_changed_with_args(&[(0, name)])
@@ -203,20 +216,19 @@ pub async fn wait_for_name(conn: &Connection, name: &str, child: &mut Guard, log
         .expect("NameHasOwner")
     {
         if let Some(status) = child.exited() {
-            panic!(
+            return Err(format!(
                 "{} exited ({status}) before {name} appeared on the bus{}",
                 child.name(),
                 log_tail(log)
-            );
+            ));
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not appear on the bus{}",
-            log_tail(log)
-        );
+        if Instant::now() >= deadline {
+            return Err(format!("{name} did not appear on the bus{}", log_tail(log)));
+        }
         // Wakes on the owner change; the timeout is for noticing an early exit.
         let _ = tokio::time::timeout(Duration::from_millis(200), owners.next()).await;
     }
+    Ok(())
 }
 
 /// `"; its log:\n<text>"` for a failure message, or nothing without a log.

@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use nix::sys::signal::Signal;
 use zbus::Connection;
 
-use crate::bus::{wait_for_name, Bus};
+use crate::bus::{try_wait_for_name, Bus};
 use crate::process::Guard;
 
 /// The service's name on the bus.
@@ -40,6 +40,8 @@ pub struct DaemonSpec<'a> {
     pub log_filter: Option<&'a str>,
     /// More arguments (e.g. `--max-message-size`).
     pub extra_args: &'a [&'a str],
+    /// More environment variables for it (e.g. a test-only fault switch).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> DaemonSpec<'a> {
@@ -52,6 +54,7 @@ impl<'a> DaemonSpec<'a> {
             bus_arg: BusArg::Flag,
             log_filter: None,
             extra_args: &[],
+            env: &[],
         }
     }
 }
@@ -65,6 +68,19 @@ impl Daemon {
     /// Starts the service on `bus` and waits (watching through `conn`) until it owns
     /// its name; a failure message carries its log.
     pub async fn start(spec: &DaemonSpec<'_>, bus: &Bus, conn: &Connection) -> Daemon {
+        match Daemon::try_start(spec, bus, conn).await {
+            Ok(daemon) => daemon,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    /// [`Daemon::start`] that reports a service that exits or never owns its name
+    /// (with its log) instead of panicking.
+    pub async fn try_start(
+        spec: &DaemonSpec<'_>,
+        bus: &Bus,
+        conn: &Connection,
+    ) -> Result<Daemon, String> {
         let log_file = File::options()
             .create(true)
             .append(true)
@@ -80,14 +96,17 @@ impl Daemon {
         if let Some(filter) = spec.log_filter {
             command.env("RUST_LOG", filter);
         }
+        for (key, value) in spec.env {
+            command.env(key, value);
+        }
         let child = command
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", spec.binary.display()));
         let mut child = Guard::new("qubes-storaged", child);
-        wait_for_name(conn, SERVICE, &mut child, Some(spec.log)).await;
-        Daemon { child }
+        try_wait_for_name(conn, SERVICE, &mut child, Some(spec.log)).await?;
+        Ok(Daemon { child })
     }
 
     pub fn pid(&self) -> u32 {

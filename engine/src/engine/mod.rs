@@ -11,6 +11,7 @@ use std::sync::{Mutex, RwLock};
 mod imports;
 mod lifecycle;
 mod pools;
+mod sweep;
 mod volumes;
 
 use crate::context::OpCtx;

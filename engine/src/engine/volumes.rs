@@ -204,8 +204,10 @@ impl Engine {
         }
         self.refuse_while_importing(vol, "remove the volume")
             .map_err(|e| e.on(vol))?;
-        // Files first, then the registration: a crash in between leaves a registered
-        // volume with some files gone, and Remove can simply be called again.
+        // The registration first, then the files: a failure or a power cut in between
+        // leaves no registered volume with files missing (the power-loss replay showed
+        // one after every flush of the old order), only complete files of an
+        // unregistered vid, which CreateVolume reports until they are removed.
         let pools = self.read();
         let record = pools
             .get(&vol.pool)
@@ -220,12 +222,12 @@ impl Engine {
             );
         }
         drop(pools);
-        v.remove(ctx).map_err(|e| e.on(vol))?;
         self.update_pool(&vol.pool, |r| {
             r.volumes.remove(&vol.vid);
             Ok(())
         })
         .map_err(|e| e.on(vol))?;
+        v.remove(ctx).map_err(|e| e.on(vol))?;
         info!(pool = %vol.pool, vid = %vol.vid, "volume removed");
         Ok(())
     }
