@@ -2,15 +2,20 @@
 //! modes, substituted paths, and nothing left behind. Also checks the installed unit
 //! with `systemd-analyze verify`.
 //!
-//! The binaries are stand-ins (`NO_BUILD=1 RELEASE_DIR=<dir of two scripts>`): the
-//! Makefile's job is where files go, and a release build takes minutes.
+//! The binaries and the Cockpit page are stand-ins (`NO_BUILD=1 RELEASE_DIR=<dir of
+//! two scripts> PAGE_DIR=<dir of four small files>`): the Makefile's job is where files
+//! go, and a release build takes minutes.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A staging area: `release/` holds the stand-in binaries, `stage/` is the DESTDIR.
+/// The files of the Cockpit package.
+const PAGE_FILES: [&str; 4] = ["index.css", "index.html", "index.js", "manifest.json"];
+
+/// A staging area: `release/` holds the stand-in binaries, `page/` the stand-in
+/// Cockpit package, `stage/` is the DESTDIR.
 struct Stage {
     dir: tempfile::TempDir,
 }
@@ -24,6 +29,11 @@ impl Stage {
             let binary = release.join(name);
             fs::write(&binary, format!("#!/bin/sh\necho {name}\n")).unwrap();
             fs::set_permissions(&binary, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let page = dir.path().join("page");
+        fs::create_dir(&page).unwrap();
+        for name in PAGE_FILES {
+            fs::write(page.join(name), format!("{name}\n")).unwrap();
         }
         Stage { dir }
     }
@@ -42,6 +52,10 @@ impl Stage {
             .arg(format!(
                 "RELEASE_DIR={}",
                 self.dir.path().join("release").display()
+            ))
+            .arg(format!(
+                "PAGE_DIR={}",
+                self.dir.path().join("page").display()
             ))
             .arg(format!("DESTDIR={}", self.destdir().display()))
             .args(extra)
@@ -87,17 +101,21 @@ fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-const USR_TREE: [&str; 6] = [
+const USR_TREE: [&str; 10] = [
     "/usr/bin/qubes-storage",
     "/usr/lib/systemd/system/qubes-storaged.service",
     "/usr/sbin/qubes-storaged",
+    "/usr/share/cockpit/qubes-storage/index.css",
+    "/usr/share/cockpit/qubes-storage/index.html",
+    "/usr/share/cockpit/qubes-storage/index.js",
+    "/usr/share/cockpit/qubes-storage/manifest.json",
     "/usr/share/dbus-1/system-services/org.qubes.Storage.service",
     "/usr/share/dbus-1/system.d/org.qubes.Storage.conf",
     "/usr/share/polkit-1/actions/org.qubes.storage.policy",
 ];
 
 #[test]
-fn install_with_prefix_usr_puts_exactly_six_files_in_place() {
+fn install_with_prefix_usr_puts_exactly_ten_files_in_place() {
     let stage = Stage::new();
     stage.make("install", &["PREFIX=/usr"]);
     assert_eq!(stage.installed_files(), USR_TREE);
@@ -111,6 +129,10 @@ fn install_with_default_prefix_keeps_policies_where_their_readers_look() {
         "/usr/local/bin/qubes-storage",
         "/usr/local/lib/systemd/system/qubes-storaged.service",
         "/usr/local/sbin/qubes-storaged",
+        "/usr/local/share/cockpit/qubes-storage/index.css",
+        "/usr/local/share/cockpit/qubes-storage/index.html",
+        "/usr/local/share/cockpit/qubes-storage/index.js",
+        "/usr/local/share/cockpit/qubes-storage/manifest.json",
         "/usr/local/share/dbus-1/system-services/org.qubes.Storage.service",
         "/usr/share/dbus-1/system.d/org.qubes.Storage.conf",
         "/usr/share/polkit-1/actions/org.qubes.storage.policy",
@@ -145,6 +167,8 @@ fn installed_files_have_their_modes_and_content() {
     }
     let daemon = fs::read_to_string(stage.file("/usr/sbin/qubes-storaged")).unwrap();
     assert_eq!(daemon, "#!/bin/sh\necho qubes-storaged\n");
+    let page = fs::read_to_string(stage.file("/usr/share/cockpit/qubes-storage/index.js"));
+    assert_eq!(page.unwrap(), "index.js\n");
     let policy = fs::read(stage.file("/usr/share/polkit-1/actions/org.qubes.storage.policy"));
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("polkit/org.qubes.storage.policy");
     assert_eq!(policy.unwrap(), fs::read(source).unwrap());

@@ -4,7 +4,9 @@
 //! and test rules ([`polkit`]), the daemon under test ([`daemon`]), unprivileged test
 //! users ([`users`]), guards that stop and reap every child ([`process`]), `flock`
 //! leases on machine-wide fixtures ([`lease`]) and where the workspace's files and
-//! binaries are ([`workspace`]).
+//! binaries are ([`workspace`]); for the Cockpit page's browser tests, Cockpit's web
+//! server with a session on the test bus ([`cockpit`]) and headless Chromium driven
+//! over the DevTools protocol ([`browser`]).
 //!
 //! Everything here runs real things as root: no mock bus, no mock filesystem. Every
 //! process started is a child kept in a guard that stops it by PID and reaps it; no
@@ -18,7 +20,9 @@
 #[path = "../../engine/tests/common_fs/mod.rs"]
 pub mod common_fs;
 
+pub mod browser;
 pub mod bus;
+pub mod cockpit;
 pub mod daemon;
 pub mod lease;
 pub mod polkit;
