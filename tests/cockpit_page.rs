@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cockpit_support::{js, Session, World};
 use common::{FsType, MIB};
+use qubes_storaged_testkit::polkit::RuleFile;
+use qubes_storaged_testkit::users::{gdbus_call_as, Account, UserSpec, Users};
 use zbus::OwnedObjectPath;
 
 fn now_ms() -> u64 {
@@ -170,4 +172,489 @@ fn busctl_start(w: &World, path: &str) {
         "busctl Start failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Every file below `dir` (directories only as the path to a file).
+fn files_below(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
+#[test]
+fn clone_without_reflinks_shows_moving_progress_and_cancel_leaves_nothing() {
+    let mut w = World::start("clone");
+    let slow = w.pool("slow", FsType::Ext4, 3072 * MIB);
+    let copies = w.pool("copies", FsType::Ext4, 3072 * MIB);
+    let source = w.origin(&slow, "vm-templates/big/root", MIB);
+    let proxy = w.volume(&source);
+    let filled = std::time::Instant::now();
+    w.block_on(common::fill_scattered(&proxy, 2048 * MIB, 7));
+    eprintln!("filled the source in {:?}", filled.elapsed());
+    let copies_dir = w.pool_dir(&copies);
+    assert!(files_below(&copies_dir).is_empty());
+    w.open_page(Session::Root);
+    w.click_row_menu("slow", "vm-templates/big/root", "Clone…");
+    w.expect("qs.$('#clone-dialog')", "the clone dialog");
+    let copies_path = js(copies.as_str());
+    w.expect(
+        &format!("qs.setValue(qs.$('#clone-pool'), {copies_path})"),
+        "the pool choice",
+    );
+    w.expect(
+        "qs.$('#clone-vid').value === 'vm-templates/big/root'",
+        "the same vid in the other pool",
+    );
+    // Record each value the bar shows, from the first one on.
+    w.eval(
+        r#"window.qsProgress = [];
+           new MutationObserver(() => {
+               const bar = qs.$('#jobs [role=progressbar]');
+               const value = bar && Number(bar.getAttribute('aria-valuenow'));
+               if (bar && window.qsProgress.at(-1) !== value) window.qsProgress.push(value);
+           }).observe(qs.doc(), { subtree: true, childList: true, attributes: true, characterData: true });
+           true"#,
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#clone-dialog'), 'Clone'))",
+        "the Clone button",
+    );
+    let seen = w.expect(
+        "window.qsProgress.filter(v => v > 0).length >= 2 && window.qsProgress",
+        "the progress bar moved",
+    );
+    eprintln!("progress values seen: {seen}");
+    let title = w.expect(
+        "qs.text('#jobs .pf-v5-c-progress__description')",
+        "the job's title",
+    );
+    assert_eq!(
+        title,
+        "Copying vm-templates/big/root (slow) into vm-templates/big/root (copies)"
+    );
+    w.screenshot("progress");
+    w.expect(
+        "qs.click(qs.$('#jobs .qs-job-cancel'))",
+        "the Cancel button",
+    );
+    let message = w.expect(
+        "qs.$$('[data-message]').map(m => m.textContent).find(t => t.includes('cancelled'))",
+        "the page says the clone was cancelled",
+    );
+    eprintln!("message: {message}");
+    let values: Vec<f64> = serde_json::from_value(seen).expect("numbers");
+    assert!(
+        values.windows(2).all(|v| v[0] <= v[1]),
+        "the bar went backwards: {values:?}"
+    );
+    // Nothing of the clone is left: no volume, no job, no file.
+    w.expect(
+        "!qs.row('copies', 'vm-templates/big/root') && !qs.$('#jobs')",
+        "the clone's row and job are gone",
+    );
+    let pool = w.pool_proxy(&copies);
+    let lookup = w.block_on(pool.get_volume("vm-templates/big/root", common::opts()));
+    common::assert_error(lookup, "NotFound");
+    let objects = w.block_on(common::oracle::managed_objects(&w.h().conn));
+    assert!(
+        !objects
+            .keys()
+            .any(|p| p.starts_with("/org/qubes/Storage/jobs/")),
+        "a job object stayed"
+    );
+    assert_eq!(
+        files_below(&copies_dir),
+        Vec::<String>::new(),
+        "files stayed in the pool"
+    );
+    w.assert_no_page_errors();
+}
+
+// ---- sessions without administrative access ----
+
+const VIEWER: &str = "qsd-web-viewer";
+const OPERATOR: &str = "qsd-web-operator";
+const RULE_PATH: &str = "/etc/polkit-1/rules.d/49-qubes-storaged-cockpit-page.rules";
+
+/// The operator may start and stop the volumes of pool "work", but not its templates;
+/// the viewer gets polkit's defaults (administrators only).
+fn operator_rule() -> String {
+    format!(
+        r#"// Installed by qubes-storaged's tests/cockpit_page.rs while it runs; safe to delete.
+polkit.addRule(function(action, subject) {{
+    if (subject.user == "{OPERATOR}" && action.id == "org.qubes.storage.run-volumes"
+        && action.lookup("pool") == "work") {{
+        var vid = action.lookup("vid");
+        if (vid && vid.indexOf("vm-templates/") == 0)
+            return polkit.Result.NO;
+        return polkit.Result.YES;
+    }}
+}});
+"#
+    )
+}
+
+/// The two test users and the operator's rule, held for the test (taken before the
+/// world, so that polkitd reads the rule at its start).
+struct Visitors {
+    viewer: Account,
+    operator: Account,
+    _rule: RuleFile,
+    _users: Users,
+}
+
+impl Visitors {
+    fn hold() -> Visitors {
+        let users = Users::hold(
+            "qubes-storaged-cockpit-users",
+            &[],
+            &[
+                UserSpec {
+                    name: VIEWER,
+                    groups: &[],
+                },
+                UserSpec {
+                    name: OPERATOR,
+                    groups: &[],
+                },
+            ],
+        );
+        let rule = RuleFile::hold("qubes-storaged-cockpit-rule", RULE_PATH, operator_rule());
+        Visitors {
+            viewer: users.account(VIEWER),
+            operator: users.account(OPERATOR),
+            _rule: rule,
+            _users: users,
+        }
+    }
+}
+
+#[test]
+fn a_user_without_rights_gets_a_read_only_page_that_says_why() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("read-only");
+    w.open_page(Session::User(visitors.viewer));
+    let banner = w.expect("qs.text('#read-only')", "the read-only notice");
+    let banner = banner.as_str().expect("text").to_owned();
+    assert!(
+        banner.contains(VIEWER),
+        "the notice names the user: {banner}"
+    );
+    assert!(
+        banner.contains("administrative access") && banner.contains("polkit"),
+        "the notice says why: {banner}"
+    );
+    // Everything is shown, nothing can be changed.
+    assert_eq!(w.cell("vault", "appvms/vault/private", "State"), "running");
+    let controls = w.eval(
+        "qs.$$('tr.qs-row button, #create-pool, .qs-job-cancel').map(b => b.textContent.trim())\
+            .filter(t => t !== '' && !t.includes('/'))",
+    );
+    assert_eq!(controls, serde_json::json!([]), "the page offers changes");
+    w.screenshot("read-only");
+    w.assert_no_page_errors();
+}
+
+/// The sentence the service answers `account` for Start on the volume at `path`,
+/// asked outside the page (gdbus with the interactive flag, which Cockpit's bridge
+/// sets too).
+fn refusal_of_start(w: &World, account: &Account, path: &str) -> String {
+    let reply = w.block_on(gdbus_call_as(
+        account,
+        &w.bus_address(),
+        &[
+            "--interactive",
+            "--dest",
+            "org.qubes.Storage",
+            "--object-path",
+            path,
+            "--method",
+            "org.qubes.Storage.Volume.Start",
+            "@a{sv} {}",
+        ],
+    ));
+    let error = reply.expect_err("the service refuses");
+    // "GDBus.Error:<name>: <sentence>"
+    let (_, named) = error.split_once("GDBus.Error:").expect("a D-Bus error");
+    let (_, sentence) = named.split_once(": ").expect("an error with a message");
+    sentence.trim().to_owned()
+}
+
+/// Waits for an error message on the page; its text.
+fn error_message(w: &mut World) -> String {
+    let shown = w.expect(
+        "qs.$$('[data-message=danger]').map(m => m.textContent).join('\\n')",
+        "an error message",
+    );
+    shown.as_str().expect("text").to_owned()
+}
+
+#[test]
+fn a_refused_action_shows_the_service_message() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("refused");
+    let vid = "appvms/work/private";
+    let sentence = refusal_of_start(
+        &w,
+        &visitors.viewer,
+        "/org/qubes/Storage/pools/work/volumes/appvms_2fwork_2fprivate",
+    );
+    w.open_page(Session::User(visitors.viewer));
+    w.expect("qs.click(qs.$('#try-anyway'))", "the offer to try anyway");
+    w.expect(
+        "qs.$('#trying')",
+        "the notice that polkit decides each action",
+    );
+    w.click_row_button("work", vid, "Start");
+    let shown = error_message(&mut w);
+    assert!(
+        shown.contains(&format!("Cannot start {vid}")) && shown.contains(&sentence),
+        "the page shows {shown:?}, the service said {sentence:?}"
+    );
+    w.screenshot("refused");
+    assert_eq!(w.cell("work", vid, "State"), "stopped");
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn a_pool_rule_lets_a_user_act_where_it_allows_and_nowhere_else() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("pool-rule");
+    let template = "vm-templates/debian-12/root";
+    let sentence = refusal_of_start(
+        &w,
+        &visitors.operator,
+        "/org/qubes/Storage/pools/work/volumes/vm_2dtemplates_2fdebian_2d12_2froot",
+    );
+    w.open_page(Session::User(visitors.operator));
+    // polkit does not tell an unprivileged caller about rules on pools in advance.
+    w.expect("qs.click(qs.$('#try-anyway'))", "the offer to try anyway");
+    w.click_row_button("work", "appvms/work/private", "Start");
+    w.expect_state("work", "appvms/work/private", "running");
+    w.click_row_button("work", template, "Start");
+    let shown = error_message(&mut w);
+    assert!(
+        shown.contains(&sentence),
+        "the page shows {shown:?}, the service said {sentence:?}"
+    );
+    assert_eq!(w.cell("work", template, "State"), "stopped");
+    w.assert_no_page_errors();
+}
+
+// ---- one volume's page ----
+
+#[test]
+fn volume_page_shows_the_revision_timeline_and_reverts_to_a_chosen_revision() {
+    let (mut w, _) = small_world("volume");
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let config = common::opts_of([
+        ("size", zbus::Variant::from(16 * MIB)),
+        ("rw", zbus::Variant::from(true)),
+        ("save_on_stop", zbus::Variant::from(true)),
+        ("revisions_to_keep", zbus::Variant::from(3i32)),
+    ]);
+    let path = w.block_on(w.h().create_volume(
+        &work.expect("GetPool"),
+        "appvms/mail/private",
+        config,
+    ));
+    let volume = w.volume(&path);
+    for _ in 0..3 {
+        w.block_on(volume.start(common::opts())).expect("Start");
+        w.block_on(volume.stop(common::opts())).expect("Stop");
+    }
+    let ids: Vec<String> = w
+        .block_on(volume.revisions())
+        .expect("Revisions")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    w.open_page(Session::Root);
+    w.expect(
+        "qs.click([...qs.$$('tr.qs-row[data-vid=\"appvms/mail/private\"] button')].find(b => b.textContent === 'appvms/mail/private'))",
+        "the link to the volume's page",
+    );
+    w.expect(
+        "qs.$('#volume-page[data-vid=\"appvms/mail/private\"]')",
+        "the volume's page",
+    );
+    let shown = w.expect(
+        "qs.$$('#revisions tr[data-revision]').length === 4 && qs.$$('#revisions tr[data-revision]').map(r => r.dataset.revision)",
+        "the current state and three revisions",
+    );
+    let mut expected = vec!["current".to_owned()];
+    expected.extend(ids.iter().rev().cloned());
+    assert_eq!(shown, serde_json::json!(expected), "newest first");
+    w.screenshot("volume");
+    // Revert to the middle one.
+    let chosen = ids[1].clone();
+    w.expect(
+        &format!(
+            "qs.click(qs.button(qs.$('#revisions tr[data-revision=\"{chosen}\"]'), 'Revert to this'))"
+        ),
+        "the revert button of the chosen revision",
+    );
+    w.expect(
+        &format!("qs.$('#revert-{chosen}').checked"),
+        "the dialog with the chosen revision selected",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#revert-dialog'), 'Revert'))",
+        "the Revert button",
+    );
+    w.expect(
+        &format!(
+            "qs.$$('#events li').some(e => e.textContent.includes('Reverted to revision {chosen}'))"
+        ),
+        "the timeline tells the revert",
+    );
+    let after: Vec<String> = w
+        .block_on(volume.revisions())
+        .expect("Revisions")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !after.contains(&chosen),
+        "the chosen revision was consumed: {after:?}"
+    );
+    w.assert_no_page_errors();
+}
+
+// ---- actions through dialogs ----
+
+#[test]
+fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
+    let mut w = World::start("dialogs");
+    let fs_root = w.h_mut().mount(FsType::Btrfs, 256 * MIB);
+    let dir = fs_root.join("fresh");
+    w.open_page(Session::Root);
+    // Create a pool.
+    w.expect("qs.click(qs.$('#create-pool'))", "the Create pool button");
+    w.expect("qs.setValue(qs.$('#pool-name'), 'fresh')", "the name field");
+    w.expect(
+        &format!(
+            "qs.setValue(qs.$('#pool-dir'), {})",
+            js(dir.to_str().unwrap())
+        ),
+        "the directory field",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#create-pool-dialog'), 'Create'))",
+        "the Create button",
+    );
+    w.expect(
+        "qs.$('tr.qs-pool-row[data-pool=fresh]') && !qs.$('#create-pool-dialog')",
+        "the new pool's row",
+    );
+    let pool = w.block_on(async {
+        w.h()
+            .manager()
+            .await
+            .get_pool("fresh", common::opts())
+            .await
+    });
+    let pool = pool.expect("the service has the pool");
+    // Create a volume in it.
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Create volume…'))",
+        "Create volume…",
+    );
+    w.expect("qs.setValue(qs.$('#volume-vm'), 'web')", "the VM field");
+    w.expect("qs.setValue(qs.$('#volume-size'), '32M')", "the size field");
+    w.expect(
+        "qs.click(qs.button(qs.$('#create-volume-dialog'), 'Create'))",
+        "the Create button",
+    );
+    assert_eq!(w.cell("fresh", "appvms/web/private", "Size"), "32 MiB");
+    let volume_path = w.block_on(
+        w.pool_proxy(&pool)
+            .get_volume("appvms/web/private", common::opts()),
+    );
+    let volume = w.volume(&volume_path.expect("the service has the volume"));
+    assert_eq!(w.block_on(volume.size()).expect("Size"), 32 * MIB);
+    // Resize it.
+    w.click_row_menu("fresh", "appvms/web/private", "Resize…");
+    w.expect("qs.setValue(qs.$('#resize-size'), '64M')", "the size field");
+    w.expect(
+        "qs.click(qs.button(qs.$('#resize-dialog'), 'Resize'))",
+        "the Resize button",
+    );
+    w.expect(
+        "qs.cell('fresh', 'appvms/web/private', 'Size') === '64 MiB'",
+        "the row shows the new size",
+    );
+    assert_eq!(w.block_on(volume.size()).expect("Size"), 64 * MIB);
+    // A pool with a volume cannot go: the service's sentence, in the dialog.
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
+        "Remove pool…",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    let refusal = w.expect(
+        "qs.text('#remove-pool-dialog .qs-dialog-error')",
+        "the refusal in the dialog",
+    );
+    assert!(
+        refusal.as_str().is_some_and(|t| t.contains("fresh")),
+        "{refusal}"
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Cancel'))",
+        "the Cancel button",
+    );
+    // Remove the volume, then the pool.
+    w.click_row_menu("fresh", "appvms/web/private", "Remove…");
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-volume-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    w.expect(
+        "!qs.row('fresh', 'appvms/web/private')",
+        "the volume's row is gone",
+    );
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
+        "Remove pool…",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    w.expect(
+        "!qs.$('tr.qs-pool-row[data-pool=fresh]')",
+        "the pool's row is gone",
+    );
+    let gone = w.block_on(async {
+        w.h()
+            .manager()
+            .await
+            .get_pool("fresh", common::opts())
+            .await
+    });
+    common::assert_error(gone, "NotFound");
+    w.assert_no_page_errors();
 }

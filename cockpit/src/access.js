@@ -1,19 +1,21 @@
-// Who may change what, known before a button is offered.
+// Who may change what, known (as far as polkit tells) before a button is offered.
 //
 // - With administrative access in Cockpit (`cockpit.permission({ admin: true })`, true
 //   for root and for a session that switched to administrative access) the page's
 //   D-Bus channel runs as root, which the service always allows: every action.
 // - Without it, the calls come from the session's own user and polkit decides each
 //   one (the service passes polkit the caller's bus name and the details `pool` and
-//   `vid`). The page asks polkit the same question beforehand, for the same process —
-//   the bridge, whose pid, start time and uid cockpit's internal bus tells
-//   (`/bridge`, `cockpit.Process`) — per action and pool, without interaction. Only
-//   "yes" enables an action: "yes after authentication" needs an administrator's
-//   password, which Cockpit asks for when the user turns on administrative access,
-//   not per call. Rules that look at the vid can still refuse one volume; the page
-//   then shows the service's sentence.
+//   `vid`). The page asks polkit beforehand, for the same process — the bridge, whose
+//   pid, start time and uid cockpit's internal bus tells (`/bridge`,
+//   `cockpit.Process`) — whether each action is allowed, without interaction. polkit
+//   answers an unprivileged caller only without details, so this is the user's right
+//   in general: "yes" enables the action everywhere; "yes after an administrator
+//   authenticates" is what Cockpit's administrative access is for. A rule that allows
+//   the user some pools or volumes only (it looks at `pool` or `vid`) cannot be seen
+//   in advance: the read-only page offers to try the actions anyway, and the service
+//   then says for each whether it is allowed — its refusal is shown as it words it.
 // - Asked again when polkit announces a change of its rules or actions
-//   (`Authority.Changed`) and when the set of pools changes; never polled.
+//   (`Authority.Changed`); never polled.
 
 export const ACTIONS = {
     managePools: "org.qubes.storage.manage-pools",
@@ -29,16 +31,16 @@ const AUTHORITY = "org.freedesktop.PolicyKit1.Authority";
 const NO_INTERACTION = 0;
 
 export class Access extends EventTarget {
-    constructor(store) {
+    constructor() {
         super();
-        this.store = store;
         /** null while unknown. */
         this.admin = null;
         this.user = null;
-        /** pool path → Set of action ids polkit allows there; "" for no pool. */
-        this.grants = new Map();
+        /** The actions polkit allows the user without details. */
+        this.grants = new Set();
         this.probed = false;
-        this.poolKey = "";
+        /** The user chose to try actions polkit did not promise. */
+        this.trying = false;
         this.generation = 0;
     }
 
@@ -49,7 +51,6 @@ export class Access extends EventTarget {
         });
         this.permission = cockpit.permission({ admin: true });
         this.permission.addEventListener("changed", () => this.update());
-        this.store.subscribe(() => this.poolsMaybeChanged());
         this.update();
     }
 
@@ -64,61 +65,44 @@ export class Access extends EventTarget {
         this.changed();
     }
 
-    poolsMaybeChanged() {
-        const key = [...this.store.pools.keys()].sort().join(" ");
-        if (key === this.poolKey)
-            return;
-        this.poolKey = key;
-        if (this.admin === false)
-            this.probe();
+    /** Offer every action; the service decides each (see the module comment). */
+    tryAnyway(on = true) {
+        this.trying = on;
+        this.changed();
     }
 
-    /** May the user do `action` (an ACTIONS value) in the pool at `poolPath`? */
-    allowed(action, poolPath = "") {
-        if (this.admin)
-            return true;
-        return Boolean(this.grants.get(poolPath)?.has(action));
+    /** Is `action` (an ACTIONS value) offered? */
+    allowed(action) {
+        return Boolean(this.admin || this.trying || this.grants.has(action));
     }
 
-    /** Known, and nothing at all may be changed. */
+    /** Known: not administrator, polkit promises nothing, and not trying. */
     get readOnly() {
-        if (this.admin !== false || !this.probed)
-            return false;
-        return [...this.grants.values()].every(set => set.size === 0);
+        return this.admin === false && this.probed && this.grants.size === 0 && !this.trying;
     }
 
-    /** Known, not administrator, and some things may be changed. */
+    /** Known: not administrator, and some actions are promised or tried. */
     get limited() {
         return this.admin === false && this.probed && !this.readOnly;
     }
 
     async probe() {
         const generation = ++this.generation;
+        const grants = new Set();
         try {
             const polkit = this.polkitClient();
             const subject = await this.subject();
-            const pools = ["", ...this.store.pools.keys()];
-            const grants = new Map();
-            for (const poolPath of pools) {
-                const name = this.store.pools.get(poolPath)?.name;
-                const details = name ? { pool: name } : {};
-                const set = new Set();
-                for (const action of Object.values(ACTIONS)) {
-                    if (await this.check(polkit, subject, action, details))
-                        set.add(action);
-                }
-                grants.set(poolPath, set);
+            for (const action of Object.values(ACTIONS)) {
+                if (await this.check(polkit, subject, action))
+                    grants.add(action);
             }
-            if (generation !== this.generation)
-                return;
-            this.grants = grants;
         } catch (error) {
             // polkit unreachable: the service then allows only root, so nothing.
             console.warn("polkit check failed:", error);
-            if (generation !== this.generation)
-                return;
-            this.grants = new Map();
         }
+        if (generation !== this.generation)
+            return;
+        this.grants = grants;
         this.probed = true;
         this.changed();
     }
@@ -147,9 +131,9 @@ export class Access extends EventTarget {
         return this.subjectValue;
     }
 
-    async check(polkit, subject, action, details) {
+    async check(polkit, subject, action) {
         const [[authorized]] = await polkit.call(AUTHORITY_PATH, AUTHORITY, "CheckAuthorization",
-                                                 [subject, action, details, NO_INTERACTION, ""],
+                                                 [subject, action, {}, NO_INTERACTION, ""],
                                                  { type: "(sa{sv})sa{ss}us" });
         return authorized;
     }

@@ -38,12 +38,10 @@ function Header() {
 function Overview() {
     const [filter, setFilter] = useState(NO_FILTER);
     return (
-        <PageSection>
-            <Stack hasGutter>
-                <StackItem><PoolList onFilter={pool => setFilter({ ...NO_FILTER, pool })} /></StackItem>
-                <StackItem><VolumeList filter={filter} setFilter={setFilter} /></StackItem>
-            </Stack>
-        </PageSection>
+        <>
+            <StackItem><PoolList onFilter={pool => setFilter({ ...NO_FILTER, pool })} /></StackItem>
+            <StackItem><VolumeList filter={filter} setFilter={setFilter} /></StackItem>
+        </>
     );
 }
 
@@ -52,9 +50,9 @@ function Content() {
     const location = useLocation();
     useEvent(service, "state");
     if (service.state !== "ready")
-        return <PageSection><ServiceStatus /></PageSection>;
+        return <StackItem><ServiceStatus /></StackItem>;
     if (location.path[0] === "volume")
-        return <VolumePage poolName={location.options.pool} vid={location.options.vid} />;
+        return <StackItem><VolumePage poolName={location.options.pool} vid={location.options.vid} /></StackItem>;
     return <Overview />;
 }
 
@@ -63,14 +61,14 @@ export function App({ app }) {
         <AppContext.Provider value={app}>
             <Page id="qubes-storage" className="no-masthead-sidebar">
                 <Header />
-                <PageSection className="qs-notices" padding={{ default: "noPadding" }}>
+                <PageSection>
                     <Stack hasGutter>
                         <StackItem><AccessBanner /></StackItem>
                         <StackItem><MessageList /></StackItem>
                         <StackItem><JobsPanel /></StackItem>
+                        <Content />
                     </Stack>
                 </PageSection>
-                <Content />
                 <DialogHost />
             </Page>
         </AppContext.Provider>

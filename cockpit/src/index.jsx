@@ -3,13 +3,15 @@
 // messages, dialogs), then React renders the App into #app.
 
 import "@patternfly/react-core/dist/styles/base.css";
-import "./app.css";
 
 import React from "react";
 import { createRoot } from "react-dom/client";
 
 import { Access } from "./access.js";
 import { App } from "./app.jsx";
+// After the components, whose own styles come with their modules: the page's rules
+// win over PatternFly's at equal specificity.
+import "./app.css";
 import { Dialogs } from "./dialogs.jsx";
 import { Messages } from "./messages.jsx";
 import { Service } from "./service.js";
@@ -18,7 +20,7 @@ import { Store } from "./store.js";
 function main() {
     const store = new Store();
     const service = new Service(store);
-    const access = new Access(store);
+    const access = new Access();
     const app = { store, service, access, messages: new Messages(), dialogs: new Dialogs() };
     // For the browser tests and for looking around in the console.
     window.qubesStorage = app;

@@ -33,9 +33,9 @@ function PoolRow({ pool, counts, onFilter }) {
     const access = useAccess();
     useEffect(() => service.refreshPoolUsage(pool), [service, pool]);
     const actions = [];
-    if (access.allowed(ACTIONS.manageVolumes, pool.path))
+    if (access.allowed(ACTIONS.manageVolumes))
         actions.push({ title: "Create volume…", onClick: () => dialogs.show(close => <CreateVolumeDialog pool={pool} close={close} />) });
-    if (access.allowed(ACTIONS.managePools, pool.path))
+    if (access.allowed(ACTIONS.managePools))
         actions.push({ title: "Remove pool…", onClick: () => dialogs.show(close => <RemovePoolDialog pool={pool} close={close} />) });
     return (
         <Tr data-pool={pool.name} className="qs-pool-row">
@@ -78,8 +78,8 @@ export function PoolList({ onFilter }) {
                                 <Th>Pool</Th>
                                 <Th>Directory</Th>
                                 <Th>Usage</Th>
-                                <Th>Volumes</Th>
-                                <Th>Revisions kept</Th>
+                                <Th modifier="nowrap">Volumes</Th>
+                                <Th modifier="nowrap">Revisions kept</Th>
                                 <Th screenReaderText="Actions" />
                             </Tr>
                         </Thead>

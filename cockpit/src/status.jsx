@@ -2,7 +2,7 @@
 // and why the page is read-only (or limited) for this session.
 
 import React from "react";
-import { Alert, EmptyState, EmptyStateBody, EmptyStateHeader, Spinner } from "@patternfly/react-core";
+import { Alert, AlertActionLink, EmptyState, EmptyStateBody, EmptyStateHeader, Spinner } from "@patternfly/react-core";
 
 import { ACTIONS } from "./access.js";
 import { useAccess, useApp, useEvent } from "./context.js";
@@ -15,38 +15,36 @@ const WORDS = {
     [ACTIONS.export]: "export",
 };
 
-/** "start and stop volumes in work; export in work and fast" */
-function grantsInWords(access, store) {
-    const byAction = new Map();
-    for (const [poolPath, set] of access.grants) {
-        for (const action of set) {
-            const pools = byAction.get(action) || [];
-            pools.push(store.pools.get(poolPath)?.name ?? "any pool");
-            byAction.set(action, pools);
-        }
-    }
-    return [...byAction].map(([action, pools]) => `${WORDS[action]} (${[...new Set(pools)].join(", ")})`).join("; ");
-}
-
 export function AccessBanner() {
     const access = useAccess();
-    const { store } = useApp();
     const user = access.user?.name ?? "this user";
     if (access.readOnly) {
         return (
-            <Alert id="read-only" isInline variant="warning" title="Read-only: you may look, not change">
-                You are logged in as {user} without administrative access, and polkit allows {user} none
-                of the storage actions (org.qubes.storage.*): they need an administrator. Turn on
-                administrative access in Cockpit's top bar to create, start, stop or change volumes, or ask
-                an administrator for a polkit rule.
+            <Alert id="read-only" isInline variant="warning" title="Read-only: you may look, not change"
+                   actionLinks={<AlertActionLink id="try-anyway" onClick={() => access.tryAnyway()}>Try the actions anyway</AlertActionLink>}>
+                You are logged in as {user} without administrative access, and polkit does not allow {user} the
+                storage actions (org.qubes.storage.*): by default they need an administrator. Turn on
+                administrative access in Cockpit's top bar to create, start, stop or change volumes. If a polkit
+                rule allows {user} some pools or volumes only, try the actions anyway: the service then says for
+                each whether it is allowed.
+            </Alert>
+        );
+    }
+    if (access.trying) {
+        return (
+            <Alert id="trying" isInline variant="info" title="Acting without administrative access"
+                   actionLinks={<AlertActionLink onClick={() => access.tryAnyway(false)}>Back to read-only</AlertActionLink>}>
+                As {user}, each action is allowed or refused by polkit when you make it; a refusal is shown with
+                the service's reason.
             </Alert>
         );
     }
     if (access.limited) {
+        const words = [...access.grants].map(a => WORDS[a]).join(", ");
         return (
             <Alert id="limited-access" isInline variant="info" title="Limited access">
-                You are logged in as {user} without administrative access; polkit allows you
-                to {grantsInWords(access, store)}. Everything else needs administrative access.
+                You are logged in as {user} without administrative access; polkit allows you to {words}.
+                Everything else needs administrative access.
             </Alert>
         );
     }

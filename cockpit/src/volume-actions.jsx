@@ -14,7 +14,7 @@ import { RemoveVolumeDialog, ResizeDialog, RevertDialog } from "./volume-dialogs
 export function volumeActions(app, volume) {
     const { access, dialogs, messages, service, store } = app;
     const pool = store.pools.get(volume.pool);
-    const may = action => access.allowed(action, volume.pool);
+    const may = action => access.allowed(action);
     const dialog = render => () => dialogs.show(close => render(close));
     const list = [];
     if (may(ACTIONS.run)) {
@@ -31,7 +31,7 @@ export function volumeActions(app, volume) {
             run: dialog(close => <RevertDialog volume={volume} close={close} />),
         });
     }
-    if (may(ACTIONS.export) && [...store.pools.keys()].some(p => access.allowed(ACTIONS.import, p) && access.allowed(ACTIONS.manageVolumes, p)))
+    if (may(ACTIONS.export) && access.allowed(ACTIONS.import) && access.allowed(ACTIONS.manageVolumes))
         list.push({ id: "clone", label: "Clone…", run: dialog(close => <CloneDialog volume={volume} close={close} />) });
     if (may(ACTIONS.import))
         list.push({ id: "import", label: "Import…", disabled: volume.started, run: dialog(close => <ImportDialog volume={volume} close={close} />) });

@@ -8,7 +8,7 @@ import React, { useEffect } from "react";
 import {
     ActionList, ActionListItem, Breadcrumb, BreadcrumbItem, Button, Card, CardBody, CardTitle,
     DescriptionList, DescriptionListDescription, DescriptionListGroup, DescriptionListTerm,
-    EmptyState, EmptyStateBody, EmptyStateHeader, Flex, FlexItem, PageSection, Title,
+    EmptyState, EmptyStateBody, EmptyStateHeader, Flex, FlexItem, Title,
 } from "@patternfly/react-core";
 import { Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
 
@@ -65,7 +65,7 @@ function Details({ volume }) {
 function Timeline({ volume }) {
     const { dialogs } = useApp();
     const access = useAccess();
-    const mayRevert = access.allowed(ACTIONS.manageVolumes, volume.pool) && !volume.started;
+    const mayRevert = access.allowed(ACTIONS.manageVolumes) && !volume.started;
     const revisions = [...(volume.revisions || [])].reverse();
     const revert = id => dialogs.show(close => <RevertDialog volume={volume} revision={id} close={close} />);
     return (
@@ -154,17 +154,17 @@ export function VolumePage({ poolName, vid }) {
     useEffect(() => { if (volume) service.refreshVolumeUsage(volume) }, [service, volume]);
     if (!volume) {
         return (
-            <PageSection>
+            <div id="volume-page">
                 <Crumbs poolName={poolName} vid={vid} />
                 <EmptyState>
                     <EmptyStateHeader titleText="No such volume" headingLevel="h2" />
                     <EmptyStateBody>The pool {poolName} has no volume {vid} (any more).</EmptyStateBody>
                 </EmptyState>
-            </PageSection>
+            </div>
         );
     }
     return (
-        <PageSection id="volume-page" data-vid={vid} data-pool={poolName}>
+        <div id="volume-page" data-vid={vid} data-pool={poolName}>
             <Crumbs poolName={poolName} vid={vid} />
             <Flex className="qs-volume-header" alignItems={{ default: "alignItemsCenter" }}>
                 <FlexItem><Title headingLevel="h2">{vid}</Title></FlexItem>
@@ -174,6 +174,6 @@ export function VolumePage({ poolName, vid }) {
             <Details volume={volume} />
             <Timeline volume={volume} />
             <Events volume={volume} />
-        </PageSection>
+        </div>
     );
 }

@@ -76,19 +76,19 @@ function Filters({ filter, setFilter, vms, shown, total }) {
                                  onChange={set("text")} onClear={() => setFilter({ ...filter, text: "" })} />
                 </ToolbarItem>
                 <ToolbarItem>
-                    <FormSelect id="filter-pool" aria-label="Pool" value={filter.pool} onChange={set("pool")}>
+                    <FormSelect id="filter-pool" className="qs-filter" aria-label="Pool" value={filter.pool} onChange={set("pool")}>
                         <FormSelectOption value="" label="All pools" />
                         {pools.map(p => <FormSelectOption key={p.path} value={p.path} label={p.name} />)}
                     </FormSelect>
                 </ToolbarItem>
                 <ToolbarItem>
-                    <FormSelect id="filter-vm" aria-label="VM" value={filter.vm} onChange={set("vm")}>
+                    <FormSelect id="filter-vm" className="qs-filter" aria-label="VM" value={filter.vm} onChange={set("vm")}>
                         <FormSelectOption value="" label="All VMs" />
                         {vms.map(vm => <FormSelectOption key={vm} value={vm} label={vm} />)}
                     </FormSelect>
                 </ToolbarItem>
                 <ToolbarItem>
-                    <FormSelect id="filter-state" aria-label="State" value={filter.state} onChange={set("state")}>
+                    <FormSelect id="filter-state" className="qs-filter" aria-label="State" value={filter.state} onChange={set("state")}>
                         <FormSelectOption value="" label="Running and stopped" />
                         <FormSelectOption value="running" label="Running" />
                         <FormSelectOption value="stopped" label="Stopped" />

@@ -167,6 +167,17 @@ impl Browser {
     }
 
     fn send(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+        self.send_within(method, params, session, DEADLINE)
+    }
+
+    /// Sends a command and waits up to `timeout` for its reply.
+    fn send_within(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+        timeout: Duration,
+    ) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -178,11 +189,11 @@ impl Browser {
         self.commands
             .write_all(&bytes)
             .unwrap_or_else(|err| panic!("chromium does not take commands: {err}"));
-        self.reply_to(id, method)
+        self.reply_to(id, method, timeout)
     }
 
-    fn reply_to(&mut self, id: u64, method: &str) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+    fn reply_to(&mut self, id: u64, method: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let message = match self.messages.recv_timeout(left) {
@@ -258,9 +269,17 @@ impl Browser {
 
     /// Evaluates the JS `expression` in the page (awaiting a promise); its value.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
+        self.eval_within(expression, DEADLINE)
+    }
+
+    /// [`Browser::eval`] of an expression that may take up to `timeout` to settle.
+    fn eval_within(&mut self, expression: &str, timeout: Duration) -> Value {
+        let session = self.session.clone();
+        let result = self.send_within(
             "Runtime.evaluate",
             json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            Some(&session),
+            timeout,
         );
         if let Some(details) = result.get("exceptionDetails") {
             let text = details["exception"]["description"]
@@ -290,7 +309,8 @@ impl Browser {
             }})()"#,
             ms = timeout.as_millis()
         );
-        let outcome = self.eval(&script);
+        // The page gives up at `timeout`; its answer then takes a moment to arrive.
+        let outcome = self.eval_within(&script, timeout + Duration::from_secs(10));
         (outcome["ok"] == true).then(|| outcome["value"].clone())
     }
 
