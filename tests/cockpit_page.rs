@@ -658,3 +658,189 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     common::assert_error(gone, "NotFound");
     w.assert_no_page_errors();
 }
+
+// ---- 10 000 volumes ----
+
+const MANY: usize = 10_000;
+/// Every so many volumes is started (its `-dirty.img` exists).
+const STARTED_EVERY: usize = 8;
+
+/// Registers `MANY` origin volumes of 2 500 VMs in the pool's state file and makes
+/// their images, as the daemon would have left them (it is stopped meanwhile): far
+/// faster than ten thousand CreateVolume calls, each of which rewrites the state file.
+fn seed_volumes(state_dir: &std::path::Path, pool: &str, pool_dir: &std::path::Path) {
+    use qubes_storage_engine::layout::VolumePaths;
+    use qubes_storage_engine::store::Store;
+    use qubes_storage_engine::{RevisionsToKeep, Vid, VolumeConfig};
+    let store = Store::open(state_dir).expect("the state directory");
+    let mut records = store.load().expect("the state");
+    let record = records
+        .iter_mut()
+        .find(|r| r.pool.name.as_str() == pool)
+        .expect("the pool's record");
+    let image = |path: std::path::PathBuf| {
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(MIB))
+            .unwrap_or_else(|err| panic!("cannot make {}: {err}", path.display()));
+    };
+    for n in 0..MANY {
+        let name = ["kernel", "private", "root", "volatile"][n % 4];
+        let vid = Vid::parse(&format!("appvms/vm{:04}/{name}", n / 4)).expect("a vid");
+        let paths = VolumePaths::new(pool_dir, &vid);
+        std::fs::create_dir_all(paths.dir()).expect("the VM directory");
+        image(paths.clean());
+        if n % STARTED_EVERY == 0 {
+            image(paths.dirty());
+        }
+        let config = VolumeConfig {
+            vid: vid.clone(),
+            size: MIB,
+            rw: true,
+            snap_on_start: false,
+            save_on_stop: true,
+            source: None,
+            revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
+            ephemeral: None,
+        };
+        record.volumes.insert(vid, config);
+    }
+    store.save(record).expect("save the state");
+}
+
+#[test]
+fn ten_thousand_volumes_are_listed_in_a_window_and_filtered() {
+    let mut w = World::start("many");
+    let pool = w.pool("many", FsType::Btrfs, 512 * MIB);
+    let pool_dir = w.pool_dir(&pool);
+    let state_dir = w.h().state_dir();
+    let restarted = std::time::Instant::now();
+    w.restart_daemon_after(|| seed_volumes(&state_dir, "many", &pool_dir));
+    eprintln!(
+        "seeded and restarted with {MANY} volumes in {:?}",
+        restarted.elapsed()
+    );
+    let opened = std::time::Instant::now();
+    w.open_page(Session::Root);
+    w.expect(
+        &format!("qs.text('#volume-count') === '{MANY} volumes'"),
+        "the page counts every volume",
+    );
+    eprintln!(
+        "the page listed {MANY} volumes {:?} after it was opened",
+        opened.elapsed()
+    );
+    let rendered = w.eval("qs.$$('tr.qs-row').length");
+    assert!(
+        rendered.as_u64().is_some_and(|n| (1..100).contains(&n)),
+        "the list renders a window, not {rendered} rows"
+    );
+    assert_eq!(w.cell("many", "appvms/vm0000/kernel", "State"), "running");
+    assert_eq!(w.cell("many", "appvms/vm0000/private", "State"), "stopped");
+    // The end of the list is a scroll away.
+    w.eval("const s = qs.$('.qs-volumes-scroll'); s.scrollTop = s.scrollHeight; true");
+    assert_eq!(w.cell("many", "appvms/vm2499/volatile", "Size"), "1 MiB");
+    w.screenshot("many");
+    // Filter by VM, then by state.
+    w.expect("qs.setValue(qs.$('#filter-vm'), 'vm1234')", "the VM filter");
+    w.expect(
+        &format!("qs.text('#volume-count') === '4 of {MANY} volumes'"),
+        "the VM's four volumes",
+    );
+    let vids = w.eval("qs.$$('tr.qs-row').map(r => r.dataset.vid)");
+    let expected: Vec<String> = ["kernel", "private", "root", "volatile"]
+        .iter()
+        .map(|name| format!("appvms/vm1234/{name}"))
+        .collect();
+    assert_eq!(vids, serde_json::json!(expected));
+    w.expect("qs.setValue(qs.$('#filter-vm'), '')", "the VM filter");
+    w.expect(
+        "qs.setValue(qs.$('#filter-state'), 'running')",
+        "the state filter",
+    );
+    let running = MANY.div_ceil(STARTED_EVERY);
+    w.expect(
+        &format!("qs.text('#volume-count') === '{running} of {MANY} volumes'"),
+        "the running volumes",
+    );
+    let states =
+        w.eval("[...new Set(qs.$$('tr.qs-row td[data-label=State]').map(c => c.textContent))]");
+    assert_eq!(states, serde_json::json!(["running"]));
+    w.assert_no_page_errors();
+}
+
+// ---- import and export through the browser ----
+
+/// Waits (polling, with the deadline) until `path` exists with `size` bytes and the
+/// browser's partial download beside it is gone.
+fn wait_for_download(path: &std::path::Path, size: u64) {
+    let deadline = std::time::Instant::now() + qubes_storaged_testkit::process::DEADLINE;
+    loop {
+        let done = std::fs::metadata(path).is_ok_and(|m| m.len() == size)
+            && !path.with_extension("img.crdownload").exists();
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no complete download at {}",
+            path.display()
+        );
+        std::thread::sleep(qubes_storaged_testkit::process::POLL);
+    }
+}
+
+#[test]
+fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
+    let (mut w, _) = small_world("transfer");
+    let files = tempfile::tempdir().expect("temp dir");
+    let image = files.path().join("mail.img");
+    let data: Vec<u8> = (0..32 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&image, &data).expect("the image file");
+    w.open_page(Session::Root);
+    // Import.
+    w.click_row_menu("work", "appvms/work/private", "Import…");
+    w.expect("qs.$('#import-dialog input[type=file]')", "the file input");
+    w.browser().set_files(
+        "qs.$('#import-dialog input[type=file]')",
+        &[image.as_path()],
+    );
+    w.expect("qs.$('#import-dialog input[value=\"mail.img\"]') || qs.text('#import-dialog').includes('mail.img')", "the chosen file");
+    w.expect(
+        "qs.click(qs.button(qs.$('#import-dialog'), 'Import'))",
+        "the Import button",
+    );
+    w.expect(
+        "qs.$$('[data-message=info]').some(m => m.textContent.includes('Imported mail.img'))",
+        "the page says the image was imported",
+    );
+    assert_eq!(w.cell("work", "appvms/work/private", "Size"), "32 MiB");
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let path = w.block_on(
+        w.pool_proxy(&work.expect("GetPool"))
+            .get_volume("appvms/work/private", common::opts()),
+    );
+    let volume = w.volume(&path.expect("GetVolume"));
+    let fd = w.block_on(volume.export(common::opts())).expect("Export");
+    let mut committed = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+        &mut committed,
+    )
+    .expect("read the export");
+    assert!(
+        committed == data,
+        "the volume holds other bytes than the file"
+    );
+    // Export.
+    let downloads = files.path().join("downloads");
+    std::fs::create_dir(&downloads).expect("the download directory");
+    w.browser().allow_downloads(&downloads);
+    w.click_row_menu("work", "appvms/work/private", "Export");
+    let exported = downloads.join("work-private.img");
+    wait_for_download(&exported, data.len() as u64);
+    assert!(
+        std::fs::read(&exported).expect("the download") == data,
+        "the download differs from the volume"
+    );
+    w.assert_no_page_errors();
+}

@@ -3,12 +3,14 @@
 // which cockpit's D-Bus channel cannot carry; the project's CLI does exactly this
 // streaming (`qubes-storage volume import|export … -`), so the page runs it through
 // cockpit's stream channel (`superuser: "try"`, like the D-Bus channel: as root with
-// administrative access, else as the user and polkit decides).
+// administrative access, else as the user, and polkit decides).
 //
-// Import: the file is read in 1 MiB slices and sent down the channel; a "ping" after
-// each slice, answered with "pong" by the bridge only once the CLI has taken the data,
-// keeps at most WINDOW bytes in flight, so a 20 GiB image never sits in memory.
-// Cancel closes the channel: the CLI ends and the service discards the unfinished
+// Import: the file is sent down the channel in 1 MiB slices. Cockpit 287 has no
+// acknowledgements from a process channel, and without them the browser would queue
+// the whole image in memory; so a small shell loop between the channel and the CLI
+// passes the data on one slice at a time (`head -c`) and reports each slice the CLI
+// took on the channel's output. The page keeps at most WINDOW bytes unacknowledged.
+// Cancel closes the channel: the CLI ends, and the service discards the unfinished
 // import (an importer that leaves the bus is treated as ImportDataEnd(false)).
 //
 // Export: the browser downloads the CLI's standard output straight from cockpit-ws
@@ -28,20 +30,37 @@ function cliArgs(...args) {
     return [CLI, "--no-interaction", "--no-progress", ...args];
 }
 
+/**
+ * The shell between the channel and the CLI: passes $1 slices of CHUNK bytes on and
+ * writes the number of each after the CLI took it (the pipe to the CLI holds at most
+ * a pipe buffer) to the channel; the CLI's own output goes to stderr, which cockpit
+ * returns as the channel's closing message.
+ */
+const RELAY = `slices=$1; shift
+exec 3>&1
+{ n=0; while [ "$n" -lt "$slices" ]; do head -c ${CHUNK} || exit 1; n=$((n + 1)); echo "$n" >&3; done; } |
+${CLI} --no-interaction --no-progress volume import "$1" "$2" - --size "$3" >&2 3>&-`;
+
 /** Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`. */
 export function importFile(poolName, vid, file, progress) {
+    const slices = Math.ceil(file.size / CHUNK);
     const channel = cockpit.channel({
         payload: "stream",
-        spawn: cliArgs("volume", "import", poolName, vid, "-", "--size", String(file.size)),
+        spawn: ["/bin/sh", "-c", RELAY, "sh", String(slices), poolName, vid, String(file.size)],
         superuser: "try",
         binary: true,
         err: "message",
     });
     let acked = 0;
     let waiter = null;
-    channel.addEventListener("control", (_event, message) => {
-        if (message.command === "pong") {
-            acked = Math.max(acked, Number(message.sequence) || 0);
+    const decoder = new TextDecoder();
+    let text = "";
+    channel.addEventListener("message", (_event, data) => {
+        text += decoder.decode(data, { stream: true });
+        const lines = text.split("\n");
+        text = lines.pop();
+        if (lines.length > 0) {
+            acked = Math.min(file.size, Number(lines[lines.length - 1]) * CHUNK);
             progress(acked);
             waiter?.();
         }
@@ -60,7 +79,6 @@ export function importFile(poolName, vid, file, progress) {
             const data = new Uint8Array(await file.slice(offset, offset + CHUNK).arrayBuffer());
             channel.send(data);
             const sent = offset + data.length;
-            channel.control({ command: "ping", sequence: sent });
             while (sent - acked > WINDOW && channel.valid)
                 await new Promise(resolve => { waiter = resolve });
         }

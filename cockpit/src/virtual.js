@@ -8,9 +8,12 @@ const MARGIN = 10;
 
 /** The rows [first, last) to render in a scroll container `element` of `count` rows. */
 export function visibleRange(scrollTop, viewHeight, rowHeight, count, margin = MARGIN) {
-    const first = Math.max(0, Math.floor(scrollTop / rowHeight) - margin);
-    const last = Math.min(count, Math.ceil((scrollTop + viewHeight) / rowHeight) + margin);
-    return { first, last: Math.max(first, last) };
+    // A position past the end (the list just got shorter) shows the last rows.
+    const inView = Math.ceil(viewHeight / rowHeight);
+    const top = Math.min(Math.floor(scrollTop / rowHeight), Math.max(0, count - inView));
+    const first = Math.max(0, top - margin);
+    const last = Math.min(count, top + inView + margin);
+    return { first, last };
 }
 
 /**

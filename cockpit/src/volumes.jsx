@@ -116,6 +116,12 @@ export function VolumeList({ filter, setFilter }) {
         containerRef(node);
     }, [containerRef]);
 
+    // A new filter shows its first rows.
+    useEffect(() => {
+        if (scroller.current)
+            scroller.current.scrollTop = 0;
+    }, [filter]);
+
     // The real heights of a row and of the head, once rendered.
     useLayoutEffect(() => {
         const row = scroller.current?.querySelector("tbody tr.qs-row");

@@ -12,3 +12,8 @@ test("the window covers the view and a margin, within the list", () => {
     assert.deepEqual(visibleRange(0, 400, 40, 5, 10), { first: 0, last: 5 });
     assert.deepEqual(visibleRange(0, 400, 40, 0, 10), { first: 0, last: 0 });
 });
+
+test("a position past the end of a list that got shorter shows its last rows", () => {
+    assert.deepEqual(visibleRange(399600, 400, 40, 4, 10), { first: 0, last: 4 });
+    assert.deepEqual(visibleRange(399600, 400, 40, 100, 10), { first: 80, last: 100 });
+});

@@ -327,6 +327,32 @@ impl Browser {
         }
     }
 
+    /// Puts the files at `paths` into the file input the JS `expression` evaluates to
+    /// (as if the user chose them; the page sees a `change` event).
+    pub fn set_files(&mut self, expression: &str, paths: &[&Path]) {
+        let found = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": false }),
+        );
+        let object = found["result"]["objectId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element for {expression}: {found}"))
+            .to_owned();
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        self.call(
+            "DOM.setFileInputFiles",
+            json!({ "files": files, "objectId": object }),
+        );
+    }
+
+    /// Lets downloads go to `dir`, under the names the server gives.
+    pub fn allow_downloads(&mut self, dir: &Path) {
+        self.call_browser(
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": dir.display().to_string() }),
+        );
+    }
+
     /// Saves the page as a PNG file at `path`.
     pub fn screenshot(&mut self, path: &Path) {
         let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));

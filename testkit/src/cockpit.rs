@@ -15,6 +15,12 @@
 //! A local session serves one browser connection: when the page's WebSocket closes,
 //! the bridge ends. Start one per test.
 //!
+//! The bridge starts helpers of its own unless their addresses are set: a session bus
+//! (`DBUS_SESSION_BUS_ADDRESS`) and an ssh-agent (`SSH_AUTH_SOCK`). Both are set to
+//! nowhere, so the bridge is the only process of the session (a helper would outlive a
+//! killed bridge, and nothing here would reap it). It works in `XDG_RUNTIME_DIR`, a
+//! directory of the session's user in the temp dir.
+//!
 //! The port: one the kernel just handed out for 127.0.0.1:0, then released and given
 //! to cockpit-ws; if ws cannot bind it (taken meanwhile), another is tried.
 
@@ -146,6 +152,21 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// The session user's own runtime directory (mode 0700), made once.
+fn runtime_dir(spec: &SessionSpec, config: &TempDir) -> PathBuf {
+    let dir = config.path().join("runtime");
+    if !dir.exists() {
+        std::fs::create_dir(&dir).expect("the runtime directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod the runtime directory");
+        if let Some(user) = spec.user {
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                .expect("chown the runtime directory");
+        }
+    }
+    dir
+}
+
 fn start_bridge(spec: &SessionSpec, config: &TempDir) -> Guard {
     let mut command = match spec.user {
         Some(user) => {
@@ -155,18 +176,15 @@ fn start_bridge(spec: &SessionSpec, config: &TempDir) -> Guard {
         }
         None => Command::new(COCKPIT_BRIDGE),
     };
-    let home = spec.user.map_or_else(
-        || config.path().to_owned(),
-        |_| PathBuf::from("/nonexistent"),
-    );
     command
         .env_clear()
         .env("DBUS_SYSTEM_BUS_ADDRESS", &spec.bus_address)
-        // No session bus: a path where none listens.
+        // No session bus and no ssh-agent: addresses where none listens.
         .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+        .env("SSH_AUTH_SOCK", "/nonexistent")
+        .env("XDG_RUNTIME_DIR", runtime_dir(spec, config))
         .env("XDG_DATA_DIRS", joined(&spec.data_dirs, SYSTEM_DATA_DIRS))
         .env("PATH", joined(&spec.bin_dirs, SYSTEM_PATH))
-        .env("HOME", home)
         .env("LANG", "C.UTF-8")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

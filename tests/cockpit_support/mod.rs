@@ -136,6 +136,15 @@ impl World {
         rt.block_on(harness.pool_on(name, fs_type, size))
     }
 
+    /// Stops the daemon (cleanly), runs `meanwhile`, starts it again on the same state.
+    pub fn restart_daemon_after(&mut self, meanwhile: impl FnOnce()) {
+        let rt = &self.rt;
+        let harness = self.harness.as_mut().expect("the harness runs");
+        harness.stop_daemon();
+        meanwhile();
+        rt.block_on(harness.start_daemon());
+    }
+
     /// A save_on_stop, rw volume ("origin") of `size` bytes.
     pub fn origin(&self, pool: &OwnedObjectPath, vid: &str, size: u64) -> OwnedObjectPath {
         self.block_on(self.h().origin_volume(pool, vid, size))
