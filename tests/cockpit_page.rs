@@ -714,7 +714,9 @@ fn ten_thousand_volumes_are_listed_in_a_window_and_filtered() {
     let pool_dir = w.pool_dir(&pool);
     let state_dir = w.h().state_dir();
     let restarted = std::time::Instant::now();
-    w.restart_daemon_after(|| seed_volumes(&state_dir, "many", &pool_dir));
+    w.stop_daemon();
+    seed_volumes(&state_dir, "many", &pool_dir);
+    w.start_daemon();
     eprintln!(
         "seeded and restarted with {MANY} volumes in {:?}",
         restarted.elapsed()
@@ -842,5 +844,26 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         std::fs::read(&exported).expect("the download") == data,
         "the download differs from the volume"
     );
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn the_page_says_when_the_service_is_gone_and_lists_again_when_it_returns() {
+    let (mut w, _) = small_world("restart");
+    w.open_page(Session::Root);
+    w.expect_state("vault", "appvms/vault/private", "running");
+    w.stop_daemon();
+    let absent = w.expect(
+        "qs.text('#service-absent')",
+        "the page says the service is gone",
+    );
+    assert!(
+        absent.as_str().is_some_and(|t| t.contains("not running")),
+        "{absent}"
+    );
+    w.start_daemon();
+    // A restarted service keeps started volumes started.
+    w.expect_state("vault", "appvms/vault/private", "running");
+    assert_eq!(w.cell("work", "appvms/work/private", "State"), "stopped");
     w.assert_no_page_errors();
 }

@@ -136,12 +136,15 @@ impl World {
         rt.block_on(harness.pool_on(name, fs_type, size))
     }
 
-    /// Stops the daemon (cleanly), runs `meanwhile`, starts it again on the same state.
-    pub fn restart_daemon_after(&mut self, meanwhile: impl FnOnce()) {
+    /// Stops the daemon (SIGTERM; asserts a clean exit).
+    pub fn stop_daemon(&mut self) {
+        self.h_mut().stop_daemon();
+    }
+
+    /// Starts the daemon again on the same state; returns when it owns its name.
+    pub fn start_daemon(&mut self) {
         let rt = &self.rt;
         let harness = self.harness.as_mut().expect("the harness runs");
-        harness.stop_daemon();
-        meanwhile();
         rt.block_on(harness.start_daemon());
     }
 
