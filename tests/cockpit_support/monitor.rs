@@ -88,6 +88,30 @@ impl BusMonitor {
         }
     }
 
+    /// Watches, for `span`, the calls of the process `pid` to the service recorded after
+    /// the index `after`; the first that `unexpected` accepts, or None once the span
+    /// passed without one. "The page does not poll" is a statement about a span of
+    /// time: this is the one wait here whose expected end is its deadline.
+    pub async fn unexpected_call_within(
+        &self,
+        pid: u32,
+        after: usize,
+        span: std::time::Duration,
+        unexpected: impl Fn(&Call) -> bool,
+    ) -> Option<Call> {
+        let deadline = tokio::time::Instant::now() + span;
+        loop {
+            let calls = self.calls_to_service_from(pid).await;
+            if let Some((_, call)) = calls.into_iter().find(|(i, c)| *i > after && unexpected(c)) {
+                return Some(call);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(qubes_storaged_testkit::process::POLL).await;
+        }
+    }
+
     /// The calls to the service (by its well-known or unique name) from the process
     /// `pid` so far, each with its index in the record.
     pub async fn calls_to_service_from(&self, pid: u32) -> Vec<(usize, Call)> {
