@@ -39,7 +39,7 @@ function cliArgs(...args) {
 const RELAY = `slices=$1; shift
 exec 3>&1
 { n=0; while [ "$n" -lt "$slices" ]; do head -c ${CHUNK} || exit 1; n=$((n + 1)); echo "$n" >&3; done; } |
-${CLI} --no-interaction --no-progress volume import "$1" "$2" - --size "$3" >&2 3>&-`;
+${cliArgs("volume", "import").join(" ")} "$1" "$2" - --size "$3" >&2 3>&-`;
 
 /** Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`. */
 export function importFile(poolName, vid, file, progress) {
