@@ -163,6 +163,7 @@ fn runtime_dir(spec: &SessionSpec, config: &TempDir) -> PathBuf {
             std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
                 .expect("chown the runtime directory");
         }
+        tracing::info!(op = "mkdir", path = %dir.display(), "the session's runtime directory");
     }
     dir
 }
