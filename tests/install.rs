@@ -6,7 +6,8 @@
 //!
 //! The binaries are the debug builds of this test run (`NO_BUILD=1 RELEASE_DIR=…`; a
 //! release build takes minutes), which the Makefile strips like release ones. Each
-//! stage generates its pages and scripts into its own GEN_DIR.
+//! stage generates its pages and scripts into its own GEN_DIR. The Cockpit page is a
+//! stand-in (`PAGE_DIR=<dir of four small files>`): it has its own browser tests.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -20,16 +21,24 @@ fn bin_dir() -> PathBuf {
     workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
 }
 
-/// A staging area: `stage/` is the DESTDIR, `gen/` the GEN_DIR.
+/// The files of the Cockpit package.
+const PAGE_FILES: [&str; 4] = ["index.css", "index.html", "index.js", "manifest.json"];
+
+/// A staging area: `stage/` is the DESTDIR, `gen/` the GEN_DIR, `page/` the stand-in
+/// Cockpit package.
 struct Stage {
     dir: tempfile::TempDir,
 }
 
 impl Stage {
     fn new() -> Stage {
-        Stage {
-            dir: tempfile::tempdir().expect("tempdir"),
+        let dir = tempfile::tempdir().expect("tempdir");
+        let page = dir.path().join("page");
+        fs::create_dir(&page).unwrap();
+        for name in PAGE_FILES {
+            fs::write(page.join(name), format!("{name}\n")).unwrap();
         }
+        Stage { dir }
     }
 
     fn destdir(&self) -> PathBuf {
@@ -45,6 +54,10 @@ impl Stage {
             .arg("NO_BUILD=1")
             .arg(format!("RELEASE_DIR={}", bin_dir().display()))
             .arg(format!("GEN_DIR={}", self.dir.path().join("gen").display()))
+            .arg(format!(
+                "PAGE_DIR={}",
+                self.dir.path().join("page").display()
+            ))
             .arg(format!("DESTDIR={}", self.destdir().display()))
             .args(extra)
             .env_remove("MAKEFLAGS")
@@ -131,6 +144,9 @@ fn expected_tree(prefix: &str) -> Vec<String> {
     for page in cli_pages() {
         tree.push(format!("{prefix}/share/man/man1/{page}"));
     }
+    for file in PAGE_FILES {
+        tree.push(format!("{prefix}/share/cockpit/qubes-storage/{file}"));
+    }
     tree.push("/usr/share/dbus-1/system.d/org.qubes.Storage.conf".to_owned());
     tree.push("/usr/share/polkit-1/actions/org.qubes.storage.policy".to_owned());
     tree.sort();
@@ -201,6 +217,8 @@ fn installed_files_have_their_modes() {
         };
         assert_eq!(mode_of(&stage.file(&installed)), expected, "{installed}");
     }
+    let page = fs::read_to_string(stage.file("/usr/share/cockpit/qubes-storage/index.js"));
+    assert_eq!(page.unwrap(), "index.js\n");
     let policy = fs::read(stage.file("/usr/share/polkit-1/actions/org.qubes.storage.policy"));
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("polkit/org.qubes.storage.policy");
     assert_eq!(policy.unwrap(), fs::read(source).unwrap());

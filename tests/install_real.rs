@@ -66,6 +66,17 @@ fn bin_dir() -> PathBuf {
     workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")))
 }
 
+/// A stand-in Cockpit package (this test is about the service; the page has its own
+/// browser tests), in the test build's temp directory.
+fn page_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-real-page");
+    fs::create_dir_all(&dir).expect("the stand-in page directory");
+    for name in ["manifest.json", "index.html", "index.js", "index.css"] {
+        fs::write(dir.join(name), format!("{name}\n")).expect("a stand-in page file");
+    }
+    dir
+}
+
 /// `make -s TARGET` in the repository, installing the test build into the real tree;
 /// the man pages and completion scripts are generated into `gen`.
 fn make(target: &str, gen: &Path) -> std::process::Output {
@@ -77,6 +88,7 @@ fn make(target: &str, gen: &Path) -> std::process::Output {
         .arg("NO_BUILD=1")
         .arg(format!("RELEASE_DIR={}", bin_dir().display()))
         .arg(format!("GEN_DIR={}", gen.display()))
+        .arg(format!("PAGE_DIR={}", page_dir().display()))
         .arg(format!("PREFIX={PREFIX}"))
         .arg("DESTDIR=")
         .env_remove("MAKEFLAGS")

@@ -5,7 +5,9 @@
 //! users ([`users`]), guards that stop and reap every child ([`process`]), `flock`
 //! leases on machine-wide fixtures ([`lease`]), a terminal to type into and close
 //! ([`terminal`], tmux) and where the workspace's files and binaries are
-//! ([`workspace`]).
+//! ([`workspace`]); for the Cockpit page's browser tests, Cockpit's web server with a
+//! session on the test bus ([`cockpit`]) and headless Chromium driven over the
+//! DevTools protocol ([`browser`]).
 //!
 //! Everything here runs real things as root: no mock bus, no mock filesystem. Every
 //! process started is a child kept in a guard that stops it by PID and reaps it; no
@@ -19,7 +21,9 @@
 #[path = "../../engine/tests/common_fs/mod.rs"]
 pub mod common_fs;
 
+pub mod browser;
 pub mod bus;
+pub mod cockpit;
 pub mod daemon;
 pub mod lease;
 pub mod polkit;

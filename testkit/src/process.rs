@@ -29,7 +29,12 @@ pub fn signal_child(child: &Child, signal: Signal) -> nix::Result<()> {
 
 /// Waits up to [`DEADLINE`] for our child to exit.
 pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + DEADLINE;
+    wait_child_for(child, DEADLINE)
+}
+
+/// Waits up to `timeout` for our child to exit.
+pub fn wait_child_for(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
@@ -93,6 +98,11 @@ impl Guard {
     /// Waits up to [`DEADLINE`] for an exit that something else caused.
     pub fn wait(&mut self) -> Option<ExitStatus> {
         wait_child(&mut self.child)
+    }
+
+    /// Waits up to `timeout` for an exit that something else caused.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child_for(&mut self.child, timeout)
     }
 
     /// SIGTERM, up to [`DEADLINE`] to exit, then SIGKILL; the exit status.

@@ -1,0 +1,74 @@
+// One dialog at a time: `dialogs.show(close => <SomeDialog close={close} />)` opens it,
+// `close()` ends it. `ActionDialog` is the common shape of the page's dialogs: a
+// PatternFly modal whose primary button runs the action, stays open while it runs, and
+// shows the service's sentence inside the dialog when it fails.
+
+import React, { useState } from "react";
+import { Alert, Button, Form, Modal } from "@patternfly/react-core";
+
+import { useApp, useEvent } from "./context.js";
+import { describe } from "./service.js";
+
+export class Dialogs extends EventTarget {
+    constructor() {
+        super();
+        this.current = null;
+    }
+
+    show(render) {
+        this.current = render;
+        this.dispatchEvent(new Event("changed"));
+    }
+
+    close() {
+        this.current = null;
+        this.dispatchEvent(new Event("changed"));
+    }
+}
+
+export function DialogHost() {
+    const { dialogs } = useApp();
+    useEvent(dialogs, "changed");
+    return dialogs.current ? dialogs.current(() => dialogs.close()) : null;
+}
+
+/**
+ * A modal with a form. `onApply` returns a promise; while it runs the buttons are
+ * disabled; its failure is shown in the dialog. `applyLabel` names the primary
+ * button; `error` is a validation sentence that disables it.
+ */
+export function ActionDialog({ id, title, applyLabel, applyVariant = "primary", close, onApply, error, children, variant = "small" }) {
+    const [busy, setBusy] = useState(false);
+    const [failure, setFailure] = useState(null);
+
+    const apply = event => {
+        event?.preventDefault();
+        if (error || busy)
+            return;
+        setBusy(true);
+        setFailure(null);
+        Promise.resolve()
+                .then(onApply)
+                .then(() => close())
+                .catch(e => {
+                    setFailure(describe(e));
+                    setBusy(false);
+                });
+    };
+
+    return (
+        <Modal id={id} isOpen variant={variant} title={title} onClose={close}
+               actions={[
+                   <Button key="apply" variant={applyVariant} onClick={apply}
+                           isDisabled={Boolean(error) || busy} isLoading={busy}>
+                       {applyLabel}
+                   </Button>,
+                   <Button key="cancel" variant="link" onClick={close} isDisabled={busy}>Cancel</Button>,
+               ]}>
+            {failure && <Alert isInline variant="danger" title={failure} className="qs-dialog-error" />}
+            <Form onSubmit={apply} isHorizontal={false}>
+                {children}
+            </Form>
+        </Modal>
+    );
+}

@@ -1,0 +1,93 @@
+// The pools: name, directory, a usage bar of the filesystem (UsageDetails, read when
+// it went stale), how many volumes and how many of them run, and the pool actions
+// (create a volume in it, remove it). Clicking a pool's name filters the volume list
+// to it.
+
+import React, { useEffect, useMemo } from "react";
+import { Button, Card, CardBody, CardHeader, CardTitle, EmptyState, EmptyStateBody, EmptyStateHeader, Progress } from "@patternfly/react-core";
+import { ActionsColumn, Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
+
+import { ACTIONS } from "./access.js";
+import { useAccess, useApp, useVolumesVersion } from "./context.js";
+import { formatBytes } from "./format.js";
+import { poolCounts } from "./store.js";
+import { CreatePoolDialog, RemovePoolDialog } from "./pool-dialogs.jsx";
+import { CreateVolumeDialog } from "./volume-dialogs.jsx";
+
+function UsageBar({ pool }) {
+    const size = pool.usage?.data_size;
+    const used = pool.usage?.data_usage;
+    if (!size)
+        return <span className="qs-unknown">unknown</span>;
+    const percent = Math.round((1000 * used) / size) / 10;
+    return (
+        <Progress className="qs-usage" size="sm" value={percent} measureLocation="outside"
+                  aria-label={`Usage of ${pool.name}`} valueText={`${percent} %`}
+                  label={`${formatBytes(used)} of ${formatBytes(size)}`}
+                  variant={percent >= 90 ? "danger" : percent >= 75 ? "warning" : undefined} />
+    );
+}
+
+function PoolRow({ pool, counts, onFilter }) {
+    const { service, dialogs } = useApp();
+    const access = useAccess();
+    useEffect(() => service.refreshPoolUsage(pool), [service, pool]);
+    const actions = [];
+    if (access.allowed(ACTIONS.manageVolumes))
+        actions.push({ title: "Create volume…", onClick: () => dialogs.show(close => <CreateVolumeDialog pool={pool} close={close} />) });
+    if (access.allowed(ACTIONS.managePools))
+        actions.push({ title: "Remove pool…", onClick: () => dialogs.show(close => <RemovePoolDialog pool={pool} close={close} />) });
+    return (
+        <Tr data-pool={pool.name} className="qs-pool-row">
+            <Td dataLabel="Pool">
+                <Button variant="link" isInline onClick={() => onFilter(pool.path)}>{pool.name}</Button>
+            </Td>
+            <Td dataLabel="Directory" className="qs-dir">{pool.dirPath}</Td>
+            <Td dataLabel="Usage" width={30}><UsageBar pool={pool} /></Td>
+            <Td dataLabel="Volumes">{counts ? `${counts.total} (${counts.running} running)` : "0"}</Td>
+            <Td dataLabel="Revisions kept">{pool.revisionsToKeep}</Td>
+            <Td isActionCell>{actions.length > 0 && <ActionsColumn items={actions} />}</Td>
+        </Tr>
+    );
+}
+
+export function PoolList({ onFilter }) {
+    const { dialogs, store } = useApp();
+    const version = useVolumesVersion();
+    const access = useAccess();
+    const pools = [...store.pools.values()].sort((a, b) => a.name.localeCompare(b.name));
+    const counts = useMemo(() => poolCounts(store), [store, version]);
+    const create = access.allowed(ACTIONS.managePools) &&
+        <Button id="create-pool" variant="secondary" onClick={() => dialogs.show(close => <CreatePoolDialog close={close} />)}>
+            Create pool
+        </Button>;
+    return (
+        <Card id="pools" className="qs-card">
+            <CardHeader actions={{ actions: create, hasNoOffset: false }}>
+                <CardTitle>Pools</CardTitle>
+            </CardHeader>
+            <CardBody>
+                {pools.length === 0
+                    ? <EmptyState variant="sm">
+                        <EmptyStateHeader titleText="No pools" headingLevel="h3" />
+                        <EmptyStateBody>The service has no pool yet.</EmptyStateBody>
+                    </EmptyState>
+                    : <Table aria-label="Pools" variant="compact">
+                        <Thead>
+                            <Tr>
+                                <Th>Pool</Th>
+                                <Th>Directory</Th>
+                                <Th>Usage</Th>
+                                <Th modifier="nowrap">Volumes</Th>
+                                <Th modifier="nowrap">Revisions kept</Th>
+                                <Th screenReaderText="Actions" />
+                            </Tr>
+                        </Thead>
+                        <Tbody>
+                            {pools.map(p => <PoolRow key={p.path} pool={p} counts={counts.get(p.path)} onFilter={onFilter} />)}
+                        </Tbody>
+                    </Table>}
+            </CardBody>
+        </Card>
+    );
+}

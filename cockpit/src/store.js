@@ -1,0 +1,265 @@
+// What the page knows about the service: pools, volumes and running jobs, built from
+// the one GetManagedObjects at load and kept current by signals only. Cockpit's bridge
+// turns both into "notify" messages ({path: {interface: {property: value} | null}}:
+// InterfacesAdded and PropertiesChanged merge values, null is InterfacesRemoved),
+// which `applyNotify` folds in. Nothing here polls or calls the service; the two
+// properties the service never announces (Volume.Usage, Pool.UsageDetails) are
+// marked stale by any change of their object and read again on demand (service.js).
+//
+// Each change replaces the changed object (so React can compare rows by identity) and
+// bumps `version`, and `volumesVersion` when a volume changed (the sorted volume list
+// of 10 000 rows is rebuilt only then, not for each progress step of a job);
+// listeners run once per notify.
+
+import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, VOLUME_IFACE, poolOfVolumePath } from "./paths.js";
+import { vmOf } from "./format.js";
+
+/** A D-Bus variant as cockpit's JSON gives it ({t, v}) or a plain value. */
+function plain(value) {
+    return value && typeof value === "object" && "t" in value && "v" in value ? value.v : value;
+}
+
+function usageDetails(dict) {
+    const details = {};
+    for (const [key, value] of Object.entries(dict || {}))
+        details[key] = plain(value);
+    return details;
+}
+
+function toPool(path, p, old) {
+    return {
+        ...old,
+        path,
+        name: p.Name ?? old?.name,
+        driver: p.Driver ?? old?.driver,
+        dirPath: p.DirPath ?? old?.dirPath,
+        setupCheck: p.SetupCheck ?? old?.setupCheck,
+        revisionsToKeep: p.RevisionsToKeep ?? old?.revisionsToKeep,
+        ephemeralVolatile: p.EphemeralVolatile ?? old?.ephemeralVolatile,
+        includedIn: p.IncludedIn ?? old?.includedIn,
+        usage: p.UsageDetails ? usageDetails(p.UsageDetails) : old?.usage,
+        usageStale: p.UsageDetails === undefined,
+    };
+}
+
+const VOLUME_PROPS = {
+    Vid: "vid",
+    Name: "name",
+    Pool: "pool",
+    Size: "size",
+    Usage: "usage",
+    Rw: "rw",
+    SnapOnStart: "snapOnStart",
+    SaveOnStop: "saveOnStop",
+    Source: "source",
+    RevisionsToKeep: "revisionsToKeep",
+    Ephemeral: "ephemeral",
+    SnapshotsDisabled: "snapshotsDisabled",
+    IsDirty: "isDirty",
+    IsOutdated: "isOutdated",
+    Started: "started",
+    BlockDevicePath: "blockDevicePath",
+};
+
+function toVolume(path, p, old) {
+    const volume = { ...old, path };
+    for (const [dbus, key] of Object.entries(VOLUME_PROPS)) {
+        if (p[dbus] !== undefined)
+            volume[key] = plain(p[dbus]);
+    }
+    if (p.Revisions !== undefined)
+        volume.revisions = p.Revisions.map(([id, timestamp]) => ({ id, timestamp: Number(timestamp) }));
+    volume.pool = volume.pool || poolOfVolumePath(path);
+    volume.vm = vmOf(volume.vid);
+    // Usage is never announced: a value that came now is fresh, any other change
+    // makes the old one stale.
+    volume.usageStale = p.Usage === undefined;
+    return volume;
+}
+
+const JOB_PROPS = {
+    Operation: "operation",
+    Objects: "objects",
+    Progress: "progress",
+    BytesTotal: "bytesTotal",
+    BytesDone: "bytesDone",
+    Rate: "rate",
+    StartTime: "startTime",
+    Cancelable: "cancelable",
+    StartedByUID: "startedByUID",
+};
+
+function toJob(path, p, old) {
+    const job = { ...old, path };
+    for (const [dbus, key] of Object.entries(JOB_PROPS)) {
+        if (p[dbus] !== undefined)
+            job[key] = plain(p[dbus]);
+    }
+    return job;
+}
+
+export class Store {
+    constructor() {
+        this.pools = new Map();
+        this.volumes = new Map();
+        this.jobs = new Map();
+        this.manager = {};
+        /** Domain signals per volume path, newest last: {member, args, at}. */
+        this.events = new Map();
+        this.version = 0;
+        this.volumesVersion = 0;
+        this.listeners = new Set();
+    }
+
+    subscribe(listener) {
+        this.listeners.add(listener);
+        return () => this.listeners.delete(listener);
+    }
+
+    changed(volumes = false) {
+        this.version += 1;
+        if (volumes)
+            this.volumesVersion += 1;
+        for (const listener of this.listeners)
+            listener(this.version);
+    }
+
+    /** Folds one notify message of cockpit's dbus channel in. */
+    applyNotify(notify) {
+        let volumes = false;
+        for (const [path, interfaces] of Object.entries(notify)) {
+            for (const [iface, props] of Object.entries(interfaces)) {
+                this.applyInterface(path, iface, props);
+                volumes ||= iface === VOLUME_IFACE || iface === POOL_IFACE;
+            }
+        }
+        this.changed(volumes);
+    }
+
+    applyInterface(path, iface, props) {
+        const table = { [POOL_IFACE]: this.pools, [VOLUME_IFACE]: this.volumes, [JOB_IFACE]: this.jobs }[iface];
+        if (iface === MANAGER_IFACE) {
+            if (props)
+                this.manager = { ...this.manager, ...Object.fromEntries(Object.entries(props).map(([k, v]) => [k, plain(v)])) };
+            return;
+        }
+        if (!table)
+            return;
+        if (props === null) {
+            table.delete(path);
+            if (iface === VOLUME_IFACE)
+                this.events.delete(path);
+            return;
+        }
+        const build = { [POOL_IFACE]: toPool, [VOLUME_IFACE]: toVolume, [JOB_IFACE]: toJob }[iface];
+        table.set(path, build(path, props, table.get(path)));
+        if (iface === VOLUME_IFACE)
+            this.markPoolUsageStale(table.get(path).pool);
+    }
+
+    markPoolUsageStale(poolPath) {
+        const pool = this.pools.get(poolPath);
+        if (pool && !pool.usageStale)
+            this.pools.set(poolPath, { ...pool, usageStale: true });
+    }
+
+    /** A fresh Usage read for a volume (service.js). */
+    setVolumeUsage(path, usage) {
+        const volume = this.volumes.get(path);
+        if (!volume)
+            return;
+        this.volumes.set(path, { ...volume, usage, usageStale: false });
+        this.changed(true);
+    }
+
+    setPoolUsage(path, details) {
+        const pool = this.pools.get(path);
+        if (!pool)
+            return;
+        this.pools.set(path, { ...pool, usage: usageDetails(details), usageStale: false });
+        this.changed(true);
+    }
+
+    /** A domain signal of a volume (VolumeStarted, RevisionAdded, …), for its timeline. */
+    recordEvent(path, member, args) {
+        const list = this.events.get(path) || [];
+        this.events.set(path, [...list, { member, args, at: Date.now() }].slice(-50));
+        const volume = this.volumes.get(path);
+        if (volume)
+            this.volumes.set(path, { ...volume, usageStale: true });
+        this.changed(true);
+    }
+
+    /** Everything goes (the service left the bus). */
+    clear() {
+        this.pools.clear();
+        this.volumes.clear();
+        this.jobs.clear();
+        this.events.clear();
+        this.manager = {};
+        this.changed(true);
+    }
+
+    poolByName(name) {
+        for (const pool of this.pools.values()) {
+            if (pool.name === name)
+                return pool;
+        }
+        return null;
+    }
+
+    volumeAt(poolName, vid) {
+        for (const volume of this.volumes.values()) {
+            if (volume.vid === vid && this.pools.get(volume.pool)?.name === poolName)
+                return volume;
+        }
+        return null;
+    }
+}
+
+/** Code-point order: names are ASCII (the contract's name rules), and 10 000 rows sort fast. */
+function compare(a, b) {
+    return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Volumes sorted by pool name and vid, filtered by pool path, VM and state. */
+export function filterVolumes(store, { pool = "", vm = "", state = "", text = "" } = {}) {
+    const needle = text.trim().toLowerCase();
+    const rows = [];
+    for (const volume of store.volumes.values()) {
+        if (pool && volume.pool !== pool)
+            continue;
+        if (vm && volume.vm !== vm)
+            continue;
+        if (state && (state === "running") !== Boolean(volume.started))
+            continue;
+        if (needle && !volume.vid.toLowerCase().includes(needle))
+            continue;
+        rows.push(volume);
+    }
+    const poolName = volume => store.pools.get(volume.pool)?.name || "";
+    rows.sort((a, b) => compare(poolName(a), poolName(b)) || compare(a.vid, b.vid));
+    return rows;
+}
+
+/** The VM names of all volumes, sorted, for the VM filter. */
+export function vmNames(store) {
+    const names = new Set();
+    for (const volume of store.volumes.values()) {
+        if (volume.vm)
+            names.add(volume.vm);
+    }
+    return [...names].sort();
+}
+
+/** Counts of a pool's volumes: {total, running}. */
+export function poolCounts(store) {
+    const counts = new Map();
+    for (const volume of store.volumes.values()) {
+        const c = counts.get(volume.pool) || { total: 0, running: 0 };
+        c.total += 1;
+        c.running += volume.started ? 1 : 0;
+        counts.set(volume.pool, c);
+    }
+    return counts;
+}

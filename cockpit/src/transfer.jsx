@@ -1,0 +1,162 @@
+// Import from and export to a file in the browser. The contract moves a volume's
+// bytes through file descriptors (ImportData → write-only fd, Export → read-only fd),
+// which cockpit's D-Bus channel cannot carry; the project's CLI does exactly this
+// streaming (`qubes-storage volume import|export … -`), so the page runs it through
+// cockpit's stream channel (`superuser: "try"`, like the D-Bus channel: as root with
+// administrative access, else as the user, and polkit decides).
+//
+// Import: the file is sent down the channel in 1 MiB slices. Cockpit 287 has no
+// acknowledgements from a process channel, and without them the browser would queue
+// the whole image in memory; so a small shell loop between the channel and the CLI
+// passes the data on one slice at a time (`head -c`) and reports each slice the CLI
+// took on the channel's output. The page keeps at most WINDOW bytes unacknowledged.
+// Cancel closes the channel: the CLI ends, and the service discards the unfinished
+// import (an importer that leaves the bus is treated as ImportDataEnd(false)).
+//
+// Export: the browser downloads the CLI's standard output straight from cockpit-ws
+// (an "external" channel URL with a content-disposition), streamed to disk.
+
+import React, { useRef, useState } from "react";
+import { Alert, Button, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
+
+import { useApp } from "./context.js";
+import { formatBytes } from "./format.js";
+
+const CHUNK = 1 << 20;
+const WINDOW = 8 * CHUNK;
+const CLI = "qubes-storage";
+
+function cliArgs(...args) {
+    return [CLI, "--no-interaction", "--no-progress", ...args];
+}
+
+/**
+ * The shell between the channel and the CLI: passes $1 slices of CHUNK bytes on and
+ * writes the number of each after the CLI took it (the pipe to the CLI holds at most
+ * a pipe buffer) to the channel; the CLI's own output goes to stderr, which cockpit
+ * returns as the channel's closing message.
+ */
+const RELAY = `slices=$1; shift
+exec 3>&1
+{ n=0; while [ "$n" -lt "$slices" ]; do head -c ${CHUNK} || exit 1; n=$((n + 1)); echo "$n" >&3; done; } |
+${cliArgs("volume", "import").join(" ")} "$1" "$2" - --size "$3" >&2 3>&-`;
+
+/** Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`. */
+export function importFile(poolName, vid, file, progress) {
+    const slices = Math.ceil(file.size / CHUNK);
+    const channel = cockpit.channel({
+        payload: "stream",
+        spawn: ["/bin/sh", "-c", RELAY, "sh", String(slices), poolName, vid, String(file.size)],
+        superuser: "try",
+        binary: true,
+        err: "message",
+    });
+    let acked = 0;
+    let waiter = null;
+    const decoder = new TextDecoder();
+    let text = "";
+    channel.addEventListener("message", (_event, data) => {
+        text += decoder.decode(data, { stream: true });
+        const lines = text.split("\n");
+        text = lines.pop();
+        if (lines.length > 0) {
+            acked = Math.min(file.size, Number(lines[lines.length - 1]) * CHUNK);
+            progress(acked);
+            waiter?.();
+        }
+    });
+    const closed = new Promise((resolve, reject) => {
+        channel.addEventListener("close", (_event, info) => {
+            waiter?.();
+            if (info.problem || info["exit-status"] || info["exit-signal"])
+                reject(new Error(info.message?.trim() || cockpit.message(info)));
+            else
+                resolve();
+        });
+    });
+    const send = async () => {
+        for (let offset = 0; offset < file.size && channel.valid; offset += CHUNK) {
+            const data = new Uint8Array(await file.slice(offset, offset + CHUNK).arrayBuffer());
+            channel.send(data);
+            const sent = offset + data.length;
+            while (sent - acked > WINDOW && channel.valid)
+                await new Promise(resolve => { waiter = resolve });
+        }
+        if (channel.valid)
+            channel.control({ command: "done" });
+    };
+    send();
+    return { done: closed, cancel: () => channel.close("cancelled") };
+}
+
+/** Starts the download of the volume's committed image as `<vm>-<name>.img`. */
+export function exportVolume(poolName, vid) {
+    const [, vm, name] = vid.split("/");
+    const query = window.btoa(JSON.stringify({
+        payload: "stream",
+        spawn: cliArgs("volume", "export", poolName, vid, "-"),
+        superuser: "try",
+        binary: "raw",
+        external: {
+            "content-disposition": `attachment; filename="${vm}-${name}.img"`,
+            "content-type": "application/octet-stream",
+        },
+    }));
+    const prefix = new URL(cockpit.transport.uri(`channel/${cockpit.transport.csrf_token}`)).pathname;
+    const link = document.createElement("a");
+    link.href = `${prefix}?${query}`;
+    link.download = `${vm}-${name}.img`;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+}
+
+export function ImportDialog({ volume, close }) {
+    const { store, messages } = useApp();
+    const pool = store.pools.get(volume.pool)?.name;
+    const [file, setFile] = useState(null);
+    const [sent, setSent] = useState(null);
+    const [failure, setFailure] = useState(null);
+    const running = useRef(null);
+
+    const sizeError = file && file.size % 512 !== 0 ? "The image size must be a whole number of 512-byte sectors." : null;
+    const start = () => {
+        setFailure(null);
+        setSent(0);
+        const transfer = importFile(pool, volume.vid, file, setSent);
+        running.current = transfer;
+        transfer.done
+                .then(() => {
+                    messages.info(`Imported ${file.name}`, `${volume.vid} now holds ${formatBytes(file.size)} from ${file.name}.`);
+                    close();
+                })
+                .catch(error => {
+                    running.current = null;
+                    setSent(null);
+                    setFailure(error.message);
+                });
+    };
+    const cancel = () => {
+        running.current?.cancel();
+        close();
+    };
+    const busy = sent !== null;
+    return (
+        <Modal id="import-dialog" isOpen variant="medium" title={`Import an image into ${volume.vid}`} onClose={cancel}
+               actions={[
+                   <Button key="import" onClick={start} isDisabled={!file || busy || Boolean(sizeError)} isLoading={busy}>Import</Button>,
+                   <Button key="cancel" variant="link" onClick={cancel}>Cancel</Button>,
+               ]}>
+            {failure && <Alert isInline variant="danger" title={failure} />}
+            <p>The volume's content is replaced by the file; its current state is kept as a revision.</p>
+            <FormGroup label="Image file" fieldId="import-file">
+                <FileUpload id="import-file" filename={file?.name ?? ""} hideDefaultPreview browseButtonText="Choose…"
+                            onFileInputChange={(_e, f) => setFile(f)} onClearClick={() => setFile(null)}
+                            isDisabled={busy} />
+            </FormGroup>
+            {sizeError && <Alert isInline variant="warning" title={sizeError} />}
+            {busy && <Progress value={file.size ? (100 * sent) / file.size : 100} title="Sent"
+                               label={`${formatBytes(sent)} of ${formatBytes(file.size)}`} />}
+        </Modal>
+    );
+}

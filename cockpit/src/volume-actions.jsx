@@ -1,0 +1,43 @@
+// The actions on one volume, shared by its row in the list and its own page: each with
+// the polkit action that governs it (an action the user may not do is not offered),
+// and whether it makes sense in the volume's state. Start and stop run at once;
+// the others open a dialog. Failures become messages with the service's sentence.
+
+import React from "react";
+
+import { ACTIONS } from "./access.js";
+import { CloneDialog } from "./clone.jsx";
+import { ImportDialog, exportVolume } from "./transfer.jsx";
+import { RemoveVolumeDialog, ResizeDialog, RevertDialog } from "./volume-dialogs.jsx";
+
+/** [{id, label, run, disabled}] for the actions the user may do on `volume`. */
+export function volumeActions(app, volume) {
+    const { access, dialogs, messages, service, store } = app;
+    const pool = store.pools.get(volume.pool);
+    const may = action => access.allowed(action);
+    const dialog = render => () => dialogs.show(close => render(close));
+    const list = [];
+    if (may(ACTIONS.run)) {
+        list.push(volume.started
+            ? { id: "stop", label: "Stop", run: () => messages.run(`Cannot stop ${volume.vid}`, () => service.volume(volume.path, "Stop")) }
+            : { id: "start", label: "Start", run: () => messages.run(`Cannot start ${volume.vid}`, () => service.volume(volume.path, "Start")) });
+    }
+    if (may(ACTIONS.manageVolumes)) {
+        list.push({ id: "resize", label: "Resize…", run: dialog(close => <ResizeDialog volume={volume} close={close} />) });
+        list.push({
+            id: "revert",
+            label: "Revert…",
+            disabled: volume.started || !volume.revisions?.length,
+            run: dialog(close => <RevertDialog volume={volume} close={close} />),
+        });
+    }
+    if (may(ACTIONS.export) && access.allowed(ACTIONS.import) && access.allowed(ACTIONS.manageVolumes))
+        list.push({ id: "clone", label: "Clone…", run: dialog(close => <CloneDialog volume={volume} close={close} />) });
+    if (may(ACTIONS.import))
+        list.push({ id: "import", label: "Import…", disabled: volume.started, run: dialog(close => <ImportDialog volume={volume} close={close} />) });
+    if (may(ACTIONS.export))
+        list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid) });
+    if (may(ACTIONS.manageVolumes))
+        list.push({ id: "remove", label: "Remove…", disabled: volume.started, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });
+    return list;
+}

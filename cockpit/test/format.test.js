@@ -1,0 +1,45 @@
+// Sizes, rates, remaining time and the words for kinds and states.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { formatBytes, formatEta, formatRate, parseSize, stateWord, vmOf, volumeKind } from "../src/format.js";
+
+test("sizes are written in binary units without trailing zeros", () => {
+    assert.equal(formatBytes(0), "0 B");
+    assert.equal(formatBytes(512), "512 B");
+    assert.equal(formatBytes(1024), "1 KiB");
+    assert.equal(formatBytes(1536 * 1024 * 1024), "1.5 GiB");
+    assert.equal(formatBytes(100 * 1024 ** 3), "100 GiB");
+    assert.equal(formatBytes(10 * 1024 ** 2), "10 MiB");
+    assert.equal(formatBytes(undefined), "—");
+});
+
+test("sizes are read with or without a binary suffix", () => {
+    assert.equal(parseSize("2G"), 2 * 1024 ** 3);
+    assert.equal(parseSize("1.5 GiB"), 1.5 * 1024 ** 3);
+    assert.equal(parseSize("512m"), 512 * 1024 ** 2);
+    assert.equal(parseSize("4096"), 4096);
+    assert.equal(parseSize("lots"), null);
+    assert.equal(parseSize("-1G"), null);
+});
+
+test("the time left follows the rate", () => {
+    assert.equal(formatEta(1000, 100), "10 s");
+    assert.equal(formatEta(185, 1), "3 min 5 s");
+    assert.equal(formatEta(3720, 1), "1 h 2 min");
+    assert.equal(formatEta(1000, 0), "—");
+    assert.equal(formatRate(2 * 1024 ** 2), "2 MiB/s");
+});
+
+test("kinds and states are words", () => {
+    assert.equal(volumeKind({ saveOnStop: true, revisionsToKeep: 1 }), "origin");
+    assert.equal(volumeKind({ saveOnStop: true, revisionsToKeep: -1 }), "origin, no revisions");
+    assert.equal(volumeKind({ snapOnStart: true }), "snapshot");
+    assert.equal(volumeKind({ snapOnStart: true, saveOnStop: true }), "origin + snapshot");
+    assert.equal(volumeKind({}), "volatile");
+    assert.equal(stateWord({ started: true }), "running");
+    assert.equal(stateWord({ started: false }), "stopped");
+    assert.equal(vmOf("appvms/work/private"), "work");
+    assert.equal(vmOf("odd"), "");
+});

@@ -1,0 +1,110 @@
+// The store folds the bridge's notify messages (GetManagedObjects, InterfacesAdded,
+// PropertiesChanged, InterfacesRemoved) into pools, volumes and jobs.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Store, filterVolumes, poolCounts, vmNames } from "../src/store.js";
+
+const POOL = "/org/qubes/Storage/pools/work";
+const VOLUME = `${POOL}/volumes/appvms_2fwork_2fprivate`;
+const JOB = "/org/qubes/Storage/jobs/1";
+
+function loaded() {
+    const store = new Store();
+    store.applyNotify({
+        [POOL]: {
+            "org.qubes.Storage.Pool": {
+                Name: "work",
+                DirPath: "/pools/work",
+                RevisionsToKeep: 1,
+                UsageDetails: { data_size: { t: "t", v: 1000 }, data_usage: { t: "t", v: 250 } },
+            },
+        },
+        [VOLUME]: {
+            "org.qubes.Storage.Volume": {
+                Vid: "appvms/work/private",
+                Pool: POOL,
+                Size: 2048,
+                Usage: 512,
+                SaveOnStop: true,
+                Started: false,
+                Revisions: [["1", 1700000000], ["2", 1700000100]],
+            },
+        },
+    });
+    return store;
+}
+
+test("the load gives pools and volumes with their values", () => {
+    const store = loaded();
+    assert.deepEqual(store.pools.get(POOL).usage, { data_size: 1000, data_usage: 250 });
+    const volume = store.volumes.get(VOLUME);
+    assert.equal(volume.vid, "appvms/work/private");
+    assert.equal(volume.vm, "work");
+    assert.equal(volume.usage, 512);
+    assert.equal(volume.usageStale, false);
+    assert.deepEqual(volume.revisions, [{ id: "1", timestamp: 1700000000 }, { id: "2", timestamp: 1700000100 }]);
+});
+
+test("a change replaces the volume object, keeps the rest, and makes usage stale", () => {
+    const store = loaded();
+    const before = store.volumes.get(VOLUME);
+    const version = store.volumesVersion;
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
+    const after = store.volumes.get(VOLUME);
+    assert.notEqual(after, before);
+    assert.equal(after.started, true);
+    assert.equal(after.size, 2048);
+    assert.equal(after.usageStale, true);
+    assert.equal(store.pools.get(POOL).usageStale, true);
+    assert.equal(store.volumesVersion, version + 1);
+});
+
+test("a removal takes the volume and its events away", () => {
+    const store = loaded();
+    store.recordEvent(VOLUME, "VolumeStarted", ["/x-dirty.img"]);
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": null } });
+    assert.equal(store.volumes.size, 0);
+    assert.equal(store.events.has(VOLUME), false);
+});
+
+test("job progress does not count as a volume change", () => {
+    const store = loaded();
+    const version = store.volumesVersion;
+    store.applyNotify({ [JOB]: { "org.qubes.Storage.Job": { Operation: "ImportVolume", BytesTotal: 100, BytesDone: 10 } } });
+    store.applyNotify({ [JOB]: { "org.qubes.Storage.Job": { BytesDone: 50, Progress: 0.5 } } });
+    assert.equal(store.jobs.get(JOB).bytesDone, 50);
+    assert.equal(store.jobs.get(JOB).operation, "ImportVolume");
+    assert.equal(store.volumesVersion, version);
+    store.applyNotify({ [JOB]: { "org.qubes.Storage.Job": null } });
+    assert.equal(store.jobs.size, 0);
+});
+
+test("a fresh usage read clears the stale mark", () => {
+    const store = loaded();
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
+    store.setVolumeUsage(VOLUME, 4096);
+    assert.equal(store.volumes.get(VOLUME).usage, 4096);
+    assert.equal(store.volumes.get(VOLUME).usageStale, false);
+});
+
+test("the list filters by pool, VM, state and text and sorts by pool then vid", () => {
+    const store = new Store();
+    const pools = { a: "/org/qubes/Storage/pools/a", b: "/org/qubes/Storage/pools/b" };
+    const notify = {};
+    for (const [name, path] of Object.entries(pools))
+        notify[path] = { "org.qubes.Storage.Pool": { Name: name } };
+    const volumes = [["b", "appvms/x/private", true], ["a", "appvms/y/private", false], ["a", "appvms/x/root", true]];
+    for (const [pool, vid, started] of volumes)
+        notify[`${pools[pool]}/volumes/${vid.replaceAll("/", "_2f")}`] = { "org.qubes.Storage.Volume": { Vid: vid, Pool: pools[pool], Started: started } };
+    store.applyNotify(notify);
+    const vids = rows => rows.map(v => `${store.pools.get(v.pool).name}:${v.vid}`);
+    assert.deepEqual(vids(filterVolumes(store)), ["a:appvms/x/root", "a:appvms/y/private", "b:appvms/x/private"]);
+    assert.deepEqual(vids(filterVolumes(store, { pool: pools.a })), ["a:appvms/x/root", "a:appvms/y/private"]);
+    assert.deepEqual(vids(filterVolumes(store, { vm: "x" })), ["a:appvms/x/root", "b:appvms/x/private"]);
+    assert.deepEqual(vids(filterVolumes(store, { state: "stopped" })), ["a:appvms/y/private"]);
+    assert.deepEqual(vids(filterVolumes(store, { text: "ROOT" })), ["a:appvms/x/root"]);
+    assert.deepEqual(vmNames(store), ["x", "y"]);
+    assert.deepEqual(poolCounts(store).get(pools.a), { total: 2, running: 1 });
+});

@@ -1,0 +1,878 @@
+//! The Cockpit page in a real browser: headless Chromium on Cockpit's shell (cockpit-ws
+//! without TLS, a local session whose bridge talks to the test's private bus as its
+//! system bus), the page as `make install` installs it, the real daemon and polkitd.
+//! Each test builds its own world (`cockpit_support`) and leaves nothing behind.
+//!
+//! Screenshots of the main views go to `target/tmp/cockpit-screenshots/`.
+
+mod cockpit_support;
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cockpit_support::{js, Session, World};
+use common::{FsType, MIB};
+use qubes_storaged_testkit::polkit::RuleFile;
+use qubes_storaged_testkit::users::{gdbus_call_as, Account, UserSpec, Users};
+use zbus::OwnedObjectPath;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// Two pools on btrfs with a few volumes of every kind; appvms/vault/private runs.
+fn small_world(test: &'static str) -> (World, OwnedObjectPath) {
+    let mut w = World::start(test);
+    let work = w.pool("work", FsType::Btrfs, 256 * MIB);
+    let vault = w.pool("vault", FsType::Btrfs, 256 * MIB);
+    w.origin(&work, "vm-templates/debian-12/root", 64 * MIB);
+    w.origin(&work, "appvms/work/private", 16 * MIB);
+    w.volatile(&work, "appvms/work/volatile", 8 * MIB);
+    w.origin(&work, "appvms/personal/private", 16 * MIB);
+    let vault_private = w.origin(&vault, "appvms/vault/private", 32 * MIB);
+    let started = w.volume(&vault_private);
+    w.block_on(started.start(common::opts())).expect("Start");
+    (w, vault_private)
+}
+
+#[test]
+fn page_lists_every_pool_and_volume_with_state_in_words() {
+    let (mut w, _) = small_world("overview");
+    w.open_page(Session::Root);
+    for pool in ["work", "vault"] {
+        w.expect(
+            &format!("qs.$('tr.qs-pool-row[data-pool={}] .qs-usage')", js(pool)),
+            &format!("pool {pool} has a usage bar"),
+        );
+    }
+    assert_eq!(
+        w.cell("work", "vm-templates/debian-12/root", "Kind"),
+        "origin"
+    );
+    assert_eq!(
+        w.cell("work", "vm-templates/debian-12/root", "Size"),
+        "64 MiB"
+    );
+    assert_eq!(w.cell("work", "appvms/work/volatile", "Kind"), "volatile");
+    assert_eq!(w.cell("work", "appvms/work/private", "Revisions"), "0");
+    assert_eq!(w.cell("work", "appvms/work/private", "State"), "stopped");
+    assert_eq!(w.cell("vault", "appvms/vault/private", "State"), "running");
+    assert_eq!(
+        w.expect("qs.text('#volume-count')", "the volume count"),
+        "5 volumes"
+    );
+    w.screenshot("overview");
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn busctl_start_turns_the_row_running_within_a_second_without_reload() {
+    let (mut w, _) = small_world("realtime");
+    w.open_page(Session::Root);
+    let (pool, vid) = ("work", "appvms/work/private");
+    w.expect_state(pool, vid, "stopped");
+    // A marker a reload would wipe, and a recorder of the moment the row changes.
+    w.eval(&format!(
+        r#"window.qsMarker = "still here";
+           window.qsRunningAt = null;
+           const observer = new MutationObserver(() => {{
+               if (qs.cell({p}, {v}, "State") === "running") {{
+                   window.qsRunningAt = Date.now();
+                   observer.disconnect();
+               }}
+           }});
+           observer.observe(qs.doc(), {{ subtree: true, childList: true, characterData: true }});
+           true"#,
+        p = js(pool),
+        v = js(vid)
+    ));
+    let sent_at = now_ms();
+    busctl_start(
+        &w,
+        "/org/qubes/Storage/pools/work/volumes/appvms_2fwork_2fprivate",
+    );
+    let running_at = w.expect("window.qsRunningAt", "the row turned running");
+    let latency = running_at.as_u64().expect("a time") - sent_at;
+    eprintln!("busctl Start → row says running: {latency} ms");
+    assert!(latency < 1000, "the row turned running after {latency} ms");
+    assert_eq!(
+        w.eval("window.qsMarker"),
+        "still here",
+        "the page was reloaded"
+    );
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn clicking_stop_stops_the_volume_in_the_service() {
+    let (mut w, volume) = small_world("stop");
+    w.open_page(Session::Root);
+    w.expect_state("vault", "appvms/vault/private", "running");
+    w.click_row_button("vault", "appvms/vault/private", "Stop");
+    w.expect_state("vault", "appvms/vault/private", "stopped");
+    let proxy = w.volume(&volume);
+    let started = w.block_on(proxy.started()).expect("Started");
+    assert!(!started, "the service still runs the volume");
+    w.assert_no_page_errors();
+}
+
+/// A call the page may make after loading: a Get of one of the two properties the
+/// service does not announce.
+fn is_unannounced_read(call: &cockpit_support::monitor::Call) -> bool {
+    matches!(call.property.as_ref(), Some((i, p)) if call.member == "Get"
+        && ((i == "org.qubes.Storage.Volume" && p == "Usage")
+            || (i == "org.qubes.Storage.Pool" && p == "UsageDetails")))
+}
+
+/// How long the page is watched for calls it should not make (a poller of the
+/// service's state would call within it).
+const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[test]
+fn the_page_loads_with_one_get_managed_objects_and_then_only_listens() {
+    let (mut w, _) = small_world("no-polling");
+    w.monitor_bus();
+    w.open_page(Session::Root);
+    w.expect_state("work", "appvms/work/private", "stopped");
+    // Everything the page did to load is before this mark in the bus's order.
+    let loaded = w.block_on(w.monitor().mark());
+    busctl_start(
+        &w,
+        "/org/qubes/Storage/pools/work/volumes/appvms_2fwork_2fprivate",
+    );
+    w.expect_state("work", "appvms/work/private", "running");
+    let bridge = w.bridge_pid();
+    let unexpected = w.block_on(
+        w.monitor()
+            .unexpected_call_within(bridge, loaded, QUIET, |c| !is_unannounced_read(c)),
+    );
+    assert!(
+        unexpected.is_none(),
+        "after loading, the page called more than Gets of the unannounced properties: {unexpected:#?}"
+    );
+    let calls = w.block_on(w.monitor().calls_to_service_from(bridge));
+    let loads: Vec<_> = calls
+        .iter()
+        .filter(|(_, c)| c.is("org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+        .collect();
+    assert_eq!(loads.len(), 1, "GetManagedObjects calls: {loads:#?}");
+}
+
+/// `busctl call … Volume Start` from outside the page; panics unless it succeeds.
+fn busctl_start(w: &World, path: &str) {
+    let output = std::process::Command::new("busctl")
+        .arg(format!("--address={}", w.bus_address()))
+        .args([
+            "call",
+            "org.qubes.Storage",
+            path,
+            "org.qubes.Storage.Volume",
+            "Start",
+        ])
+        .args(["a{sv}", "0"])
+        .output()
+        .expect("run busctl");
+    assert!(
+        output.status.success(),
+        "busctl Start failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every file below `dir` (directories only as the path to a file).
+fn files_below(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
+#[test]
+fn clone_without_reflinks_shows_moving_progress_and_cancel_leaves_nothing() {
+    let mut w = World::start("clone");
+    let slow = w.pool("slow", FsType::Ext4, 3072 * MIB);
+    let copies = w.pool("copies", FsType::Ext4, 3072 * MIB);
+    let source = w.origin(&slow, "vm-templates/big/root", MIB);
+    let proxy = w.volume(&source);
+    let filled = std::time::Instant::now();
+    w.block_on(common::fill_scattered(&proxy, 2048 * MIB, 7));
+    eprintln!("filled the source in {:?}", filled.elapsed());
+    let copies_dir = w.pool_dir(&copies);
+    assert!(files_below(&copies_dir).is_empty());
+    w.open_page(Session::Root);
+    w.click_row_menu("slow", "vm-templates/big/root", "Clone…");
+    w.expect("qs.$('#clone-dialog')", "the clone dialog");
+    let copies_path = js(copies.as_str());
+    w.expect(
+        &format!("qs.setValue(qs.$('#clone-pool'), {copies_path})"),
+        "the pool choice",
+    );
+    w.expect(
+        "qs.$('#clone-vid').value === 'vm-templates/big/root'",
+        "the same vid in the other pool",
+    );
+    // Record each value the bar shows, from the first one on.
+    w.eval(
+        r#"window.qsProgress = [];
+           new MutationObserver(() => {
+               const bar = qs.$('#jobs [role=progressbar]');
+               const value = bar && Number(bar.getAttribute('aria-valuenow'));
+               if (bar && window.qsProgress.at(-1) !== value) window.qsProgress.push(value);
+           }).observe(qs.doc(), { subtree: true, childList: true, attributes: true, characterData: true });
+           true"#,
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#clone-dialog'), 'Clone'))",
+        "the Clone button",
+    );
+    let seen = w.expect(
+        "window.qsProgress.filter(v => v > 0).length >= 2 && window.qsProgress",
+        "the progress bar moved",
+    );
+    eprintln!("progress values seen: {seen}");
+    let title = w.expect(
+        "qs.text('#jobs .pf-v5-c-progress__description')",
+        "the job's title",
+    );
+    assert_eq!(
+        title,
+        "Copying vm-templates/big/root (slow) into vm-templates/big/root (copies)"
+    );
+    w.screenshot("progress");
+    w.expect(
+        "qs.click(qs.$('#jobs .qs-job-cancel'))",
+        "the Cancel button",
+    );
+    let message = w.expect(
+        "qs.$$('[data-message]').map(m => m.textContent).find(t => t.includes('cancelled'))",
+        "the page says the clone was cancelled",
+    );
+    eprintln!("message: {message}");
+    let values: Vec<f64> = serde_json::from_value(seen).expect("numbers");
+    assert!(
+        values.windows(2).all(|v| v[0] <= v[1]),
+        "the bar went backwards: {values:?}"
+    );
+    // Nothing of the clone is left: no volume, no job, no file.
+    w.expect(
+        "!qs.row('copies', 'vm-templates/big/root') && !qs.$('#jobs')",
+        "the clone's row and job are gone",
+    );
+    let pool = w.pool_proxy(&copies);
+    let lookup = w.block_on(pool.get_volume("vm-templates/big/root", common::opts()));
+    common::assert_error(lookup, "NotFound");
+    let objects = w.block_on(common::oracle::managed_objects(&w.h().conn));
+    assert!(
+        !objects
+            .keys()
+            .any(|p| p.starts_with("/org/qubes/Storage/jobs/")),
+        "a job object stayed"
+    );
+    assert_eq!(
+        files_below(&copies_dir),
+        Vec::<String>::new(),
+        "files stayed in the pool"
+    );
+    w.assert_no_page_errors();
+}
+
+// ---- sessions without administrative access ----
+
+const VIEWER: &str = "qsd-web-viewer";
+const OPERATOR: &str = "qsd-web-operator";
+const RULE_PATH: &str = "/etc/polkit-1/rules.d/49-qubes-storaged-cockpit-page.rules";
+
+/// The operator may start and stop the volumes of pool "work", but not its templates;
+/// the viewer gets polkit's defaults (administrators only).
+fn operator_rule() -> String {
+    format!(
+        r#"// Installed by qubes-storaged's tests/cockpit_page.rs while it runs; safe to delete.
+polkit.addRule(function(action, subject) {{
+    if (subject.user == "{OPERATOR}" && action.id == "org.qubes.storage.run-volumes"
+        && action.lookup("pool") == "work") {{
+        var vid = action.lookup("vid");
+        if (vid && vid.indexOf("vm-templates/") == 0)
+            return polkit.Result.NO;
+        return polkit.Result.YES;
+    }}
+}});
+"#
+    )
+}
+
+/// The two test users and the operator's rule, held for the test (taken before the
+/// world, so that polkitd reads the rule at its start).
+struct Visitors {
+    viewer: Account,
+    operator: Account,
+    _rule: RuleFile,
+    _users: Users,
+}
+
+impl Visitors {
+    fn hold() -> Visitors {
+        let users = Users::hold(
+            "qubes-storaged-cockpit-users",
+            &[],
+            &[
+                UserSpec {
+                    name: VIEWER,
+                    groups: &[],
+                },
+                UserSpec {
+                    name: OPERATOR,
+                    groups: &[],
+                },
+            ],
+        );
+        let rule = RuleFile::hold("qubes-storaged-cockpit-rule", RULE_PATH, operator_rule());
+        Visitors {
+            viewer: users.account(VIEWER),
+            operator: users.account(OPERATOR),
+            _rule: rule,
+            _users: users,
+        }
+    }
+}
+
+#[test]
+fn a_user_without_rights_gets_a_read_only_page_that_says_why() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("read-only");
+    w.open_page(Session::User(visitors.viewer));
+    let banner = w.expect("qs.text('#read-only')", "the read-only notice");
+    let banner = banner.as_str().expect("text").to_owned();
+    assert!(
+        banner.contains(VIEWER),
+        "the notice names the user: {banner}"
+    );
+    assert!(
+        banner.contains("administrative access") && banner.contains("polkit"),
+        "the notice says why: {banner}"
+    );
+    // Everything is shown, nothing can be changed.
+    assert_eq!(w.cell("vault", "appvms/vault/private", "State"), "running");
+    let controls = w.eval(
+        "qs.$$('tr.qs-row button, #create-pool, .qs-job-cancel').map(b => b.textContent.trim())\
+            .filter(t => t !== '' && !t.includes('/'))",
+    );
+    assert_eq!(controls, serde_json::json!([]), "the page offers changes");
+    w.screenshot("read-only");
+    w.assert_no_page_errors();
+}
+
+/// The sentence the service answers `account` for Start on the volume at `path`,
+/// asked outside the page (gdbus with the interactive flag, which Cockpit's bridge
+/// sets too).
+fn refusal_of_start(w: &World, account: &Account, path: &str) -> String {
+    let reply = w.block_on(gdbus_call_as(
+        account,
+        &w.bus_address(),
+        &[
+            "--interactive",
+            "--dest",
+            "org.qubes.Storage",
+            "--object-path",
+            path,
+            "--method",
+            "org.qubes.Storage.Volume.Start",
+            "@a{sv} {}",
+        ],
+    ));
+    let error = reply.expect_err("the service refuses");
+    // "GDBus.Error:<name>: <sentence>"
+    let (_, named) = error.split_once("GDBus.Error:").expect("a D-Bus error");
+    let (_, sentence) = named.split_once(": ").expect("an error with a message");
+    sentence.trim().to_owned()
+}
+
+/// Waits for an error message on the page; its text.
+fn error_message(w: &mut World) -> String {
+    let shown = w.expect(
+        "qs.$$('[data-message=danger]').map(m => m.textContent).join('\\n')",
+        "an error message",
+    );
+    shown.as_str().expect("text").to_owned()
+}
+
+#[test]
+fn a_refused_action_shows_the_service_message() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("refused");
+    let vid = "appvms/work/private";
+    let sentence = refusal_of_start(
+        &w,
+        &visitors.viewer,
+        "/org/qubes/Storage/pools/work/volumes/appvms_2fwork_2fprivate",
+    );
+    w.open_page(Session::User(visitors.viewer));
+    w.expect("qs.click(qs.$('#try-anyway'))", "the offer to try anyway");
+    w.expect(
+        "qs.$('#trying')",
+        "the notice that polkit decides each action",
+    );
+    w.click_row_button("work", vid, "Start");
+    let shown = error_message(&mut w);
+    assert!(
+        shown.contains(&format!("Cannot start {vid}")) && shown.contains(&sentence),
+        "the page shows {shown:?}, the service said {sentence:?}"
+    );
+    w.screenshot("refused");
+    assert_eq!(w.cell("work", vid, "State"), "stopped");
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn a_pool_rule_lets_a_user_act_where_it_allows_and_nowhere_else() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("pool-rule");
+    let template = "vm-templates/debian-12/root";
+    let sentence = refusal_of_start(
+        &w,
+        &visitors.operator,
+        "/org/qubes/Storage/pools/work/volumes/vm_2dtemplates_2fdebian_2d12_2froot",
+    );
+    w.open_page(Session::User(visitors.operator));
+    // polkit does not tell an unprivileged caller about rules on pools in advance.
+    w.expect("qs.click(qs.$('#try-anyway'))", "the offer to try anyway");
+    w.click_row_button("work", "appvms/work/private", "Start");
+    w.expect_state("work", "appvms/work/private", "running");
+    w.click_row_button("work", template, "Start");
+    let shown = error_message(&mut w);
+    assert!(
+        shown.contains(&sentence),
+        "the page shows {shown:?}, the service said {sentence:?}"
+    );
+    assert_eq!(w.cell("work", template, "State"), "stopped");
+    w.assert_no_page_errors();
+}
+
+// ---- one volume's page ----
+
+#[test]
+fn volume_page_shows_the_revision_timeline_and_reverts_to_a_chosen_revision() {
+    let (mut w, _) = small_world("volume");
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let config = common::opts_of([
+        ("size", zbus::Variant::from(16 * MIB)),
+        ("rw", zbus::Variant::from(true)),
+        ("save_on_stop", zbus::Variant::from(true)),
+        ("revisions_to_keep", zbus::Variant::from(3i32)),
+    ]);
+    let path = w.block_on(w.h().create_volume(
+        &work.expect("GetPool"),
+        "appvms/mail/private",
+        config,
+    ));
+    let volume = w.volume(&path);
+    for _ in 0..3 {
+        w.block_on(volume.start(common::opts())).expect("Start");
+        w.block_on(volume.stop(common::opts())).expect("Stop");
+    }
+    let ids: Vec<String> = w
+        .block_on(volume.revisions())
+        .expect("Revisions")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    w.open_page(Session::Root);
+    w.expect(
+        "qs.click([...qs.$$('tr.qs-row[data-vid=\"appvms/mail/private\"] button')].find(b => b.textContent === 'appvms/mail/private'))",
+        "the link to the volume's page",
+    );
+    w.expect(
+        "qs.$('#volume-page[data-vid=\"appvms/mail/private\"]')",
+        "the volume's page",
+    );
+    let shown = w.expect(
+        "qs.$$('#revisions tr[data-revision]').length === 4 && qs.$$('#revisions tr[data-revision]').map(r => r.dataset.revision)",
+        "the current state and three revisions",
+    );
+    let mut expected = vec!["current".to_owned()];
+    expected.extend(ids.iter().rev().cloned());
+    assert_eq!(shown, serde_json::json!(expected), "newest first");
+    w.screenshot("volume");
+    // Revert to the middle one.
+    let chosen = ids[1].clone();
+    w.expect(
+        &format!(
+            "qs.click(qs.button(qs.$('#revisions tr[data-revision=\"{chosen}\"]'), 'Revert to this'))"
+        ),
+        "the revert button of the chosen revision",
+    );
+    w.expect(
+        &format!("qs.$('#revert-{chosen}').checked"),
+        "the dialog with the chosen revision selected",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#revert-dialog'), 'Revert'))",
+        "the Revert button",
+    );
+    w.expect(
+        &format!(
+            "qs.$$('#events li').some(e => e.textContent.includes('Reverted to revision {chosen}'))"
+        ),
+        "the timeline tells the revert",
+    );
+    let after: Vec<String> = w
+        .block_on(volume.revisions())
+        .expect("Revisions")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !after.contains(&chosen),
+        "the chosen revision was consumed: {after:?}"
+    );
+    w.assert_no_page_errors();
+}
+
+// ---- actions through dialogs ----
+
+#[test]
+fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
+    let mut w = World::start("dialogs");
+    let fs_root = w.h_mut().mount(FsType::Btrfs, 256 * MIB);
+    let dir = fs_root.join("fresh");
+    w.open_page(Session::Root);
+    // Create a pool.
+    w.expect("qs.click(qs.$('#create-pool'))", "the Create pool button");
+    w.expect("qs.setValue(qs.$('#pool-name'), 'fresh')", "the name field");
+    w.expect(
+        &format!(
+            "qs.setValue(qs.$('#pool-dir'), {})",
+            js(dir.to_str().unwrap())
+        ),
+        "the directory field",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#create-pool-dialog'), 'Create'))",
+        "the Create button",
+    );
+    w.expect(
+        "qs.$('tr.qs-pool-row[data-pool=fresh]') && !qs.$('#create-pool-dialog')",
+        "the new pool's row",
+    );
+    let pool = w.block_on(async {
+        w.h()
+            .manager()
+            .await
+            .get_pool("fresh", common::opts())
+            .await
+    });
+    let pool = pool.expect("the service has the pool");
+    // Create a volume in it.
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Create volume…'))",
+        "Create volume…",
+    );
+    w.expect("qs.setValue(qs.$('#volume-vm'), 'web')", "the VM field");
+    w.expect("qs.setValue(qs.$('#volume-size'), '32M')", "the size field");
+    w.expect(
+        "qs.click(qs.button(qs.$('#create-volume-dialog'), 'Create'))",
+        "the Create button",
+    );
+    assert_eq!(w.cell("fresh", "appvms/web/private", "Size"), "32 MiB");
+    let volume_path = w.block_on(
+        w.pool_proxy(&pool)
+            .get_volume("appvms/web/private", common::opts()),
+    );
+    let volume = w.volume(&volume_path.expect("the service has the volume"));
+    assert_eq!(w.block_on(volume.size()).expect("Size"), 32 * MIB);
+    // Resize it.
+    w.click_row_menu("fresh", "appvms/web/private", "Resize…");
+    w.expect("qs.setValue(qs.$('#resize-size'), '64M')", "the size field");
+    w.expect(
+        "qs.click(qs.button(qs.$('#resize-dialog'), 'Resize'))",
+        "the Resize button",
+    );
+    w.expect(
+        "qs.cell('fresh', 'appvms/web/private', 'Size') === '64 MiB'",
+        "the row shows the new size",
+    );
+    assert_eq!(w.block_on(volume.size()).expect("Size"), 64 * MIB);
+    // A pool with a volume cannot go: the service's sentence, in the dialog.
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
+        "Remove pool…",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    let refusal = w.expect(
+        "qs.text('#remove-pool-dialog .qs-dialog-error')",
+        "the refusal in the dialog",
+    );
+    assert!(
+        refusal.as_str().is_some_and(|t| t.contains("fresh")),
+        "{refusal}"
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Cancel'))",
+        "the Cancel button",
+    );
+    // Remove the volume, then the pool.
+    w.click_row_menu("fresh", "appvms/web/private", "Remove…");
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-volume-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    w.expect(
+        "!qs.row('fresh', 'appvms/web/private')",
+        "the volume's row is gone",
+    );
+    w.expect(
+        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
+        "the pool's menu",
+    );
+    w.expect(
+        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
+        "Remove pool…",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    w.expect(
+        "!qs.$('tr.qs-pool-row[data-pool=fresh]')",
+        "the pool's row is gone",
+    );
+    let gone = w.block_on(async {
+        w.h()
+            .manager()
+            .await
+            .get_pool("fresh", common::opts())
+            .await
+    });
+    common::assert_error(gone, "NotFound");
+    w.assert_no_page_errors();
+}
+
+// ---- 10 000 volumes ----
+
+const MANY: usize = 10_000;
+/// Every so many volumes is started (its `-dirty.img` exists).
+const STARTED_EVERY: usize = 8;
+
+/// Registers `MANY` origin volumes of 2 500 VMs in the pool's state file and makes
+/// their images, as the daemon would have left them (it is stopped meanwhile): far
+/// faster than ten thousand CreateVolume calls, each of which rewrites the state file.
+fn seed_volumes(state_dir: &std::path::Path, pool: &str, pool_dir: &std::path::Path) {
+    use qubes_storage_engine::layout::VolumePaths;
+    use qubes_storage_engine::store::Store;
+    use qubes_storage_engine::{RevisionsToKeep, Vid, VolumeConfig};
+    let store = Store::open(state_dir).expect("the state directory");
+    let mut records = store.load().expect("the state");
+    let record = records
+        .iter_mut()
+        .find(|r| r.pool.name.as_str() == pool)
+        .expect("the pool's record");
+    let image = |path: std::path::PathBuf| {
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(MIB))
+            .unwrap_or_else(|err| panic!("cannot make {}: {err}", path.display()));
+    };
+    for n in 0..MANY {
+        let name = ["kernel", "private", "root", "volatile"][n % 4];
+        let vid = Vid::parse(&format!("appvms/vm{:04}/{name}", n / 4)).expect("a vid");
+        let paths = VolumePaths::new(pool_dir, &vid);
+        std::fs::create_dir_all(paths.dir()).expect("the VM directory");
+        image(paths.clean());
+        if n % STARTED_EVERY == 0 {
+            image(paths.dirty());
+        }
+        let config = VolumeConfig {
+            vid: vid.clone(),
+            size: MIB,
+            rw: true,
+            snap_on_start: false,
+            save_on_stop: true,
+            source: None,
+            revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
+            ephemeral: None,
+            committed_image_shared: false,
+        };
+        record.volumes.insert(vid, config);
+    }
+    store.save(record).expect("save the state");
+}
+
+#[test]
+fn ten_thousand_volumes_are_listed_in_a_window_and_filtered() {
+    let mut w = World::start("many");
+    let pool = w.pool("many", FsType::Btrfs, 512 * MIB);
+    let pool_dir = w.pool_dir(&pool);
+    let state_dir = w.h().state_dir();
+    let restarted = std::time::Instant::now();
+    w.stop_daemon();
+    seed_volumes(&state_dir, "many", &pool_dir);
+    w.start_daemon();
+    eprintln!(
+        "seeded and restarted with {MANY} volumes in {:?}",
+        restarted.elapsed()
+    );
+    let opened = std::time::Instant::now();
+    w.open_page(Session::Root);
+    w.expect(
+        &format!("qs.text('#volume-count') === '{MANY} volumes'"),
+        "the page counts every volume",
+    );
+    eprintln!(
+        "the page listed {MANY} volumes {:?} after it was opened",
+        opened.elapsed()
+    );
+    let rendered = w.eval("qs.$$('tr.qs-row').length");
+    assert!(
+        rendered.as_u64().is_some_and(|n| (1..100).contains(&n)),
+        "the list renders a window, not {rendered} rows"
+    );
+    assert_eq!(w.cell("many", "appvms/vm0000/kernel", "State"), "running");
+    assert_eq!(w.cell("many", "appvms/vm0000/private", "State"), "stopped");
+    // The end of the list is a scroll away.
+    w.eval("const s = qs.$('.qs-volumes-scroll'); s.scrollTop = s.scrollHeight; true");
+    assert_eq!(w.cell("many", "appvms/vm2499/volatile", "Size"), "1 MiB");
+    w.screenshot("many");
+    // Filter by VM, then by state.
+    w.expect("qs.setValue(qs.$('#filter-vm'), 'vm1234')", "the VM filter");
+    w.expect(
+        &format!("qs.text('#volume-count') === '4 of {MANY} volumes'"),
+        "the VM's four volumes",
+    );
+    let vids = w.eval("qs.$$('tr.qs-row').map(r => r.dataset.vid)");
+    let expected: Vec<String> = ["kernel", "private", "root", "volatile"]
+        .iter()
+        .map(|name| format!("appvms/vm1234/{name}"))
+        .collect();
+    assert_eq!(vids, serde_json::json!(expected));
+    w.expect("qs.setValue(qs.$('#filter-vm'), '')", "the VM filter");
+    w.expect(
+        "qs.setValue(qs.$('#filter-state'), 'running')",
+        "the state filter",
+    );
+    let running = MANY.div_ceil(STARTED_EVERY);
+    w.expect(
+        &format!("qs.text('#volume-count') === '{running} of {MANY} volumes'"),
+        "the running volumes",
+    );
+    let states =
+        w.eval("[...new Set(qs.$$('tr.qs-row td[data-label=State]').map(c => c.textContent))]");
+    assert_eq!(states, serde_json::json!(["running"]));
+    w.assert_no_page_errors();
+}
+
+// ---- import and export through the browser ----
+
+/// Waits (polling, with the deadline) until `path` exists with `size` bytes and the
+/// browser's partial download beside it is gone.
+fn wait_for_download(path: &std::path::Path, size: u64) {
+    let deadline = std::time::Instant::now() + qubes_storaged_testkit::process::DEADLINE;
+    loop {
+        let done = std::fs::metadata(path).is_ok_and(|m| m.len() == size)
+            && !path.with_extension("img.crdownload").exists();
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no complete download at {}",
+            path.display()
+        );
+        std::thread::sleep(qubes_storaged_testkit::process::POLL);
+    }
+}
+
+#[test]
+fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
+    let (mut w, _) = small_world("transfer");
+    let files = tempfile::tempdir().expect("temp dir");
+    let image = files.path().join("mail.img");
+    let data: Vec<u8> = (0..32 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&image, &data).expect("the image file");
+    w.open_page(Session::Root);
+    // Import.
+    w.click_row_menu("work", "appvms/work/private", "Import…");
+    w.expect("qs.$('#import-dialog input[type=file]')", "the file input");
+    w.browser().set_files(
+        "qs.$('#import-dialog input[type=file]')",
+        &[image.as_path()],
+    );
+    w.expect("qs.$('#import-dialog input[value=\"mail.img\"]') || qs.text('#import-dialog').includes('mail.img')", "the chosen file");
+    w.expect(
+        "qs.click(qs.button(qs.$('#import-dialog'), 'Import'))",
+        "the Import button",
+    );
+    w.expect(
+        "qs.$$('[data-message=info]').some(m => m.textContent.includes('Imported mail.img'))",
+        "the page says the image was imported",
+    );
+    assert_eq!(w.cell("work", "appvms/work/private", "Size"), "32 MiB");
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let path = w.block_on(
+        w.pool_proxy(&work.expect("GetPool"))
+            .get_volume("appvms/work/private", common::opts()),
+    );
+    let volume = w.volume(&path.expect("GetVolume"));
+    let fd = w.block_on(volume.export(common::opts())).expect("Export");
+    let mut committed = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::fs::File::from(std::os::fd::OwnedFd::from(fd)),
+        &mut committed,
+    )
+    .expect("read the export");
+    assert!(
+        committed == data,
+        "the volume holds other bytes than the file"
+    );
+    // Export.
+    let downloads = files.path().join("downloads");
+    std::fs::create_dir(&downloads).expect("the download directory");
+    w.browser().allow_downloads(&downloads);
+    w.click_row_menu("work", "appvms/work/private", "Export");
+    let exported = downloads.join("work-private.img");
+    wait_for_download(&exported, data.len() as u64);
+    assert!(
+        std::fs::read(&exported).expect("the download") == data,
+        "the download differs from the volume"
+    );
+    w.assert_no_page_errors();
+}
+
+#[test]
+fn the_page_says_when_the_service_is_gone_and_lists_again_when_it_returns() {
+    let (mut w, _) = small_world("restart");
+    w.open_page(Session::Root);
+    w.expect_state("vault", "appvms/vault/private", "running");
+    w.stop_daemon();
+    let absent = w.expect(
+        "qs.text('#service-absent')",
+        "the page says the service is gone",
+    );
+    assert!(
+        absent.as_str().is_some_and(|t| t.contains("not running")),
+        "{absent}"
+    );
+    w.start_daemon();
+    // A restarted service keeps started volumes started.
+    w.expect_state("vault", "appvms/vault/private", "running");
+    assert_eq!(w.cell("work", "appvms/work/private", "State"), "stopped");
+    w.assert_no_page_errors();
+}
