@@ -29,22 +29,33 @@ pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
             ))
         }
     };
-    let mut revisions = Vec::new();
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.io_ctx(|| format!("cannot list {}", paths.dir().display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        match match_revision_name(paths.name(), name) {
+        names.push(entry.file_name());
+    }
+    Ok(from_names(
+        paths.name(),
+        names.iter().filter_map(|n| n.to_str()),
+    ))
+}
+
+/// The revisions of volume `name` among the file names of its VM directory, ordered by
+/// id ascending (strays ignored with a warning, fix 6).
+pub fn from_names<'a>(name: &str, files: impl Iterator<Item = &'a str>) -> Vec<Revision> {
+    let mut revisions = Vec::new();
+    for file in files {
+        match match_revision_name(name, file) {
             Some(Ok((id, timestamp))) => revisions.push(Revision { id, timestamp }),
             Some(Err(())) => warn!(
-                file = name,
+                file,
                 "ignoring a file that looks like a revision but does not parse"
             ),
             None => {}
         }
     }
     revisions.sort();
-    Ok(revisions)
+    revisions
 }
 
 /// The revision with `id`, or the highest one for `None`.

@@ -324,6 +324,7 @@ impl<'a> Volume<'a> {
         durable::fsync_file(from)?;
         durable::remove(&self.paths.precache())?;
         durable::rename(from, &self.paths.clean())?;
+        ctx.point_of_no_return();
         self.refresh_precache(ctx);
         Ok(())
     }
@@ -349,13 +350,15 @@ impl<'a> Volume<'a> {
         }
         durable::remove(&self.paths.precache())?;
         durable::rename(&target_path, &self.paths.clean())?;
+        ctx.point_of_no_return();
         self.refresh_precache(ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }
 
-    /// R§3.15 with fix 10 (shrinking needs `allow_shrink`).
-    pub fn resize(&mut self, size: u64, allow_shrink: bool, ctx: &OpCtx) -> Result<()> {
+    /// R§3.15 with fix 10: what makes a resize impossible, checked before anything
+    /// changes (shrinking needs `allow_shrink`).
+    pub fn check_resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
         if !self.config.rw {
             return Err(EngineError::invalid("cannot resize a read-only volume"));
         }
@@ -365,6 +368,13 @@ impl<'a> Volume<'a> {
                 "shrinking from {old} to {size} bytes can destroy data; pass allow_shrink=true to do it anyway"
             )));
         }
+        Ok(())
+    }
+
+    /// R§3.15, the files (after [`Self::check_resize`]): the running image in place, or
+    /// a halted origin's committed image as a new inode.
+    pub fn resize(&mut self, size: u64, ctx: &OpCtx) -> Result<()> {
+        let old = self.size();
         let dirty = self.paths.dirty();
         if self.is_started() {
             durable::truncate_in_place(&dirty, size)?;
@@ -385,6 +395,7 @@ impl<'a> Volume<'a> {
             copy::copy_path(&clean, &clean, opts, ctx).map_err(|e| {
                 EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
             })?;
+            ctx.point_of_no_return();
             self.refresh_precache(ctx);
         }
         self.config.size = size;
@@ -461,7 +472,10 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.19 with fix 1: clone the committed image of `source` (any pool) into this
-    /// volume. A no-op for volumes that are not save_on_stop.
+    /// volume. A no-op for volumes that are not save_on_stop. The point of no return is
+    /// the end of the copy: a cancel after it changes nothing and the clone commits. On
+    /// every failure or cancellation the import file is deleted (contract fix 14), also
+    /// when the commit fails after the copy (a full disk).
     pub fn import_volume(&self, source: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
         if self.is_started() {
             return Err(EngineError::busy("cannot import into a started volume"));
@@ -476,12 +490,17 @@ impl<'a> Volume<'a> {
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         self.ensure_vm_dir()?;
         let import = self.paths.import();
-        if let Err(err) = copy::copy_file(&src, &import, CopyOptions::default(), ctx) {
-            durable::remove(&import)?;
+        let cloned = copy::copy_file(&src, &import, CopyOptions::default(), ctx).and_then(|_| {
+            ctx.point_of_no_return();
+            self.commit(&import, ctx)
+        });
+        if let Err(err) = cloned {
+            if let Err(cleanup) = durable::remove(&import) {
+                warn!(file = %import.display(), error = %cleanup, "cannot delete the import file of a failed clone");
+            }
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }
-        self.commit(&import, ctx)?;
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
     }

@@ -608,8 +608,14 @@ fn remove_case() -> Case {
         vid: VID,
         history: build_history,
         args: |_| vec!["remove".into()],
-        check_crashed: check_remove_state,
-        check_recovered: check_remove_state,
+        check_crashed: check_remove_crashed,
+        check_recovered: |w| {
+            if !is_registered(w) {
+                assert_no_files_left(w, "the recovery finishes an interrupted removal");
+            } else {
+                check_remove_crashed(w);
+            }
+        },
         complete: |w, engine| {
             if is_registered(w) {
                 engine
@@ -631,11 +637,19 @@ fn remove_case() -> Case {
     }
 }
 
-/// Files go first, the registration last: a registered volume may have lost some files
-/// (oldest revisions first, then clean, precache), an unregistered one has none left.
-fn check_remove_state(w: &World) {
+/// The registration goes first (contract fix 12): a registered volume has every file;
+/// an unregistered one may have lost some (oldest revisions first, then clean,
+/// precache).
+fn check_remove_crashed(w: &World) {
     let (clean, precache) = (w.clean(VID), w.precache(VID));
     if is_registered(w) {
+        assert_eq!(
+            (clean, precache),
+            (some("C"), some("C")),
+            "a registered volume keeps every file"
+        );
+        assert_eq!(w.revisions(VID), ["1E", "2A", "3B"], "and every revision");
+    } else {
         assert!([None, some("C")].contains(&clean), "clean {clean:?}");
         assert!(
             [None, some("C")].contains(&precache),
@@ -646,15 +660,17 @@ fn check_remove_state(w: &World) {
         if !w.revisions(VID).is_empty() {
             assert_eq!(clean, some("C"), "clean goes after every revision");
         }
-    } else {
-        assert_eq!(
-            (clean, precache),
-            (None, None),
-            "an unregistered volume has no files"
-        );
-        assert!(w.revisions(VID).is_empty());
-        assert!(!w.paths(VID).dir().exists(), "the VM directory is gone");
     }
+}
+
+#[track_caller]
+fn assert_no_files_left(w: &World, when: &str) {
+    assert_eq!((w.clean(VID), w.precache(VID)), (None, None), "{when}");
+    assert!(w.revisions(VID).is_empty(), "{when}");
+    assert!(
+        !w.paths(VID).dir().exists(),
+        "{when}: the VM directory is gone"
+    );
 }
 
 /// A further session works: start (which removes leftover import files), write F, stop

@@ -134,21 +134,26 @@ on_every_fs!(
 
 // ---- R§7.1 test_100/101/110/111: precache staleness ----
 
+/// The reference's tests use one-byte images; sizes are whole sectors (contract rev 2).
+const SECTOR: u64 = 512;
+const ZEROS: [u8; SECTOR as usize] = [0; SECTOR as usize];
+const ONES: [u8; SECTOR as usize] = [1; SECTOR as usize];
+
 /// test_100: after create and after an import, the precache matches clean (content,
 /// size, mtime to the ns) and Start renames it: the started image is its inode.
 fn matching_precache_becomes_the_started_image_by_rename(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
+    let v = f.origin(VID, SECTOR, 1);
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
-    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
-    f.import(&v, b"\x01");
-    assert_eq!(fs::read(&clean).unwrap(), b"\x01");
-    assert_eq!(fs::read(&precache).unwrap(), b"\x01");
+    assert_eq!(fs::read(&precache).unwrap(), &ZEROS[..]);
+    f.import(&v, &ONES);
+    assert_eq!(fs::read(&clean).unwrap(), &ONES[..]);
+    assert_eq!(fs::read(&precache).unwrap(), &ONES[..]);
     assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
     let precache_ino = ino(&precache);
     let dirty = f.start(&v);
     assert_eq!(ino(&dirty), precache_ino, "the precache was renamed");
-    assert_eq!(fs::read(&dirty).unwrap(), b"\x01");
+    assert_eq!(fs::read(&dirty).unwrap(), &ONES[..]);
     assert!(!exists(&precache));
 }
 
@@ -157,14 +162,14 @@ fn matching_precache_becomes_the_started_image_by_rename(t: FsType) {
 /// it and copies clean.
 fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
+    let v = f.origin(VID, SECTOR, 1);
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
     let saved = f.paths(VID).dir().join("saved-precache");
     fs::hard_link(&precache, &saved).unwrap();
-    f.import(&v, b"\x01");
+    f.import(&v, &ONES);
     fs::rename(&saved, &precache).unwrap();
-    assert_eq!(fs::read(&precache).unwrap(), b"\x00");
-    assert_eq!(fs::metadata(&precache).unwrap().len(), 1, "same size");
+    assert_eq!(fs::read(&precache).unwrap(), &ZEROS[..]);
+    assert_eq!(fs::metadata(&precache).unwrap().len(), SECTOR, "same size");
     // Only the nanoseconds differ: within clean's second, one nanosecond apart.
     one_nanosecond_from(&clean, &precache);
     let (pre, cur) = (mtime_ns(&precache), mtime_ns(&clean));
@@ -176,24 +181,24 @@ fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
     let dirty = f.start(&v);
     assert_eq!(
         fs::read(&dirty).unwrap(),
-        b"\x01",
+        &ONES[..],
         "the started image is clean's"
     );
     assert_ne!(ino(&dirty), stale_ino);
     assert!(!exists(&precache), "the stale precache is deleted");
 }
 
-/// The size alone makes a precache stale: same mtime (ns) as clean, one byte longer.
+/// The size alone makes a precache stale: same mtime (ns) as clean, one sector longer.
 fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
-    f.import(&v, b"\x01");
+    let v = f.origin(VID, SECTOR, 1);
+    f.import(&v, &ONES);
     let (clean, precache) = (f.paths(VID).clean(), f.paths(VID).precache());
     OpenOptions::new()
         .write(true)
         .open(&precache)
         .unwrap()
-        .set_len(2)
+        .set_len(2 * SECTOR)
         .unwrap();
     copy_mtime(&clean, &precache);
     assert_eq!(mtime_ns(&precache), mtime_ns(&clean));
@@ -203,7 +208,7 @@ fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
     let dirty = f.start(&v);
     assert_eq!(
         fs::read(&dirty).unwrap(),
-        b"\x01",
+        &ONES[..],
         "clean's size and content"
     );
     assert_ne!(ino(&dirty), stale_ino);
@@ -214,8 +219,8 @@ fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
 /// started and the precache stays — matching or stale.
 fn start_without_clean_is_not_found_and_keeps_the_precache(t: FsType) {
     let f = Fixture::new(t);
-    let v = f.origin(VID, 1, 1);
-    f.import(&v, b"\x01");
+    let v = f.origin(VID, SECTOR, 1);
+    f.import(&v, &ONES);
     let paths = f.paths(VID);
     fs::remove_file(paths.clean()).unwrap();
     let precache_ino = ino(&paths.precache());
@@ -229,7 +234,7 @@ fn start_without_clean_is_not_found_and_keeps_the_precache(t: FsType) {
             precache_ino,
             "{case}: precache kept"
         );
-        assert_eq!(fs::read(paths.precache()).unwrap(), b"\x01");
+        assert_eq!(fs::read(paths.precache()).unwrap(), &ONES[..]);
         // Make it stale for the second round.
         move_mtime_one_second_later(&paths.precache());
     }

@@ -11,11 +11,14 @@ use super::Engine;
 use crate::context::OpCtx;
 use crate::error::{EngineError, Result};
 use crate::model::VolumeRef;
+use crate::names::ImageSize;
 use crate::volume::Volume;
 
 impl Engine {
-    /// R§3.17: a fresh sparse import file of `size` bytes; returns it opened write-only.
+    /// R§3.17: a fresh sparse import file of `size` bytes (whole sectors, below 2^63);
+    /// returns it opened write-only.
     pub fn import_data(&self, vol: &VolumeRef, size: u64, ctx: &OpCtx) -> Result<File> {
+        let size = ImageSize::new(size).map_err(|e| e.on(vol))?.get();
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
             let file = v.import_data(size)?;

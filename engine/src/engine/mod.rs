@@ -1,24 +1,34 @@
 //! The engine's facade: the registry of pools and volumes, the per-vid locks and the
 //! persistence of their configuration. Every method is blocking (file work); the bus
-//! layer runs them off its executor. Volume operations take the volume's lock (one per
-//! vid, shared by every caller) for their whole duration, so different volumes work in
-//! parallel and one volume's operations are serialised.
+//! layer runs them off its executor. Volume operations hold the volume's lock (one per
+//! vid, shared by every caller) exclusively for their whole duration, and a snapshot
+//! volume's start or creation also holds its source's lock shared, so different volumes
+//! — and the snapshots of one template — work in parallel while one volume's changes
+//! are serialised. Getters take no vid lock: they never wait for an operation.
+//!
+//! Order of every change: what can fail without changing anything first; the state
+//! directory is written before the files when a failure of the file work can be undone
+//! there (Remove unregisters first, Resize records the new size first), after them when
+//! the files are the undoable part (CreateVolume), so a failure or a crash leaves the
+//! old state or the new one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 mod imports;
 mod lifecycle;
+mod live;
 mod pools;
 mod volumes;
 
 use crate::context::OpCtx;
-use crate::error::{EngineError, IoContext, Result};
+use crate::error::{EngineError, Result};
 use crate::lock::VidLocks;
 use crate::model::{PoolConfig, VolumeConfig, VolumeRef};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
-use crate::store::{PoolRecord, Store};
+use crate::registry::Pool;
+use crate::store::{Change, Store};
 use crate::volume::{SourceView, Volume};
 
 /// What `CreatePool` asks for.
@@ -35,7 +45,9 @@ pub struct PoolSpec {
 pub struct Engine {
     state_dir: PathBuf,
     store: Store,
-    pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
+    pools: RwLock<BTreeMap<PoolName, Arc<Pool>>>,
+    /// Serialises CreatePool and RemovePool (their checks and their files).
+    pool_admin: Mutex<()>,
     locks: VidLocks,
     /// Volumes between ImportData and ImportDataEnd, with the caller that opened the
     /// import: every other change is refused meanwhile.
@@ -47,21 +59,26 @@ pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
 }
 
 impl Engine {
-    /// Load the pools and volumes persisted in `state_dir` (created if missing).
-    /// Nothing on disk is changed: a volume found started stays started.
+    /// Load the pools and volumes persisted in `state_dir` (created if missing, with
+    /// an fsync of each new directory's parent). Nothing in the pools is changed: a
+    /// volume found started stays started.
     pub fn open(state_dir: &Path) -> Result<Engine> {
-        std::fs::create_dir_all(state_dir)
-            .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
         let store = Store::open(state_dir)?;
         let pools = store
             .load()?
             .into_iter()
-            .map(|r| (r.pool.name.clone(), r))
+            .map(|(state, files)| {
+                (
+                    state.config().name.clone(),
+                    Arc::new(Pool::new(state, files)),
+                )
+            })
             .collect();
         Ok(Engine {
             state_dir: state_dir.to_owned(),
             store,
             pools: RwLock::new(pools),
+            pool_admin: Mutex::new(()),
             locks: VidLocks::default(),
             importing: Mutex::new(HashMap::new()),
         })
@@ -71,51 +88,38 @@ impl Engine {
         &self.state_dir
     }
 
-    pub(super) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, PoolRecord>> {
+    pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
         self.pools.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PoolName, PoolRecord>> {
-        self.pools.write().unwrap_or_else(|e| e.into_inner())
+    /// The live pool `name` (the map's lock is released at once).
+    pub(super) fn pool(&self, name: &PoolName) -> Result<Arc<Pool>> {
+        self.pool_map()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| pool_not_found(name))
     }
 
-    /// Change a pool record under the write lock and persist it; on a persistence
-    /// failure the in-memory record is restored.
-    pub(super) fn update_pool<T>(
-        &self,
-        pool: &PoolName,
-        f: impl FnOnce(&mut PoolRecord) -> Result<T>,
-    ) -> Result<T> {
-        let mut pools = self.write();
-        let record = pools.get_mut(pool).ok_or_else(|| pool_not_found(pool))?;
-        let before = record.clone();
-        let out = f(record)?;
-        if let Err(err) = self.store.save(record) {
-            *record = before;
-            return Err(err.on(format!("pool {pool}")));
-        }
-        Ok(out)
+    /// Record a volume's new configuration durably, then apply it.
+    pub(super) fn save_volume(&self, vol: &VolumeRef, config: VolumeConfig) -> Result<()> {
+        self.pool(&vol.pool)?
+            .change(Change::Put(config))
+            .map_err(|e| e.on(vol))
     }
 
-    /// Pool directory, pool config and the volume's config (+ its source's).
+    /// Pool config, the volume's config and its source's.
     pub(super) fn lookup(
         &self,
         vol: &VolumeRef,
     ) -> Result<(PoolConfig, VolumeConfig, Option<VolumeConfig>)> {
-        let pools = self.read();
-        let record = pools
-            .get(&vol.pool)
-            .ok_or_else(|| pool_not_found(&vol.pool))?;
-        let config = record
-            .volumes
+        let pool = self.pool(&vol.pool)?;
+        let state = pool.read();
+        let config = state
             .get(&vol.vid)
             .cloned()
             .ok_or_else(|| EngineError::not_found("no such volume").on(vol))?;
-        let source = config
-            .source
-            .as_ref()
-            .and_then(|s| record.volumes.get(s).cloned());
-        Ok((record.pool.clone(), config, source))
+        let source = config.source.as_ref().and_then(|s| state.get(s).cloned());
+        Ok((state.config().clone(), config, source))
     }
 
     pub(super) fn source_view(pool_dir: &Path, source: Option<VolumeConfig>) -> Option<SourceView> {
@@ -130,8 +134,9 @@ impl Engine {
         tracing::info_span!("volume", op = ctx.operation(), pool = %vol.pool, vid = %vol.vid)
     }
 
-    /// Run `op` on a volume under its lock; persist its configuration if `op` changed it
-    /// (also when `op` failed after changing it).
+    /// Run `op` on a volume holding its lock exclusively. `op` records any change of
+    /// the volume's configuration itself ([`Self::save_volume`]), in the order the
+    /// operation needs.
     pub(super) fn with_volume<T>(
         &self,
         vol: &VolumeRef,
@@ -140,29 +145,20 @@ impl Engine {
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
-        let mut v = Volume::new(&pool.dir_path, config.clone());
+        let mut v = Volume::new(&pool.dir_path, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        let out = op(&mut v, source.as_ref());
-        if v.config != config {
-            let new = v.config.clone();
-            self.update_pool(&vol.pool, |r| {
-                r.volumes.insert(vol.vid.clone(), new);
-                Ok(())
-            })
-            .map_err(|e| e.on(vol))?;
-        }
-        out.map_err(|e| e.on(vol))
+        op(&mut v, source.as_ref()).map_err(|e| e.on(vol))
     }
 
-    /// Run `f` holding the lock of a snapshot volume's source, so the source cannot
-    /// start, commit, switch snapshots off or be removed between the snapshot's checks
-    /// and its hardlink. Lock order: source, then consumer (a source never locks its
-    /// consumers).
-    pub(super) fn with_source_locked<T>(
+    /// Run `f` holding the lock of a snapshot volume's source shared, so the source
+    /// cannot start, commit, switch snapshots off or be removed between the snapshot's
+    /// checks and its hardlink, while other snapshots of it proceed. Lock order:
+    /// source, then consumer (a source never locks its consumers).
+    pub(super) fn with_source_held<T>(
         &self,
         vol: &VolumeRef,
         source: Option<&Vid>,
@@ -178,7 +174,7 @@ impl Engine {
         });
         let _guard = lock
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()));
         f()
     }
 }

@@ -241,6 +241,63 @@ impl Drop for LoopDevice {
     }
 }
 
+/// `dir` made read-only in place by a read-only bind mount of itself (what a state
+/// directory on a read-only filesystem looks like to the engine); unmounted on drop.
+pub struct ReadOnlyBind {
+    dir: PathBuf,
+}
+
+impl ReadOnlyBind {
+    pub fn new(dir: &Path) -> ReadOnlyBind {
+        require_root();
+        run_ok(command(
+            "mount",
+            ["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()],
+        ));
+        let guard = ReadOnlyBind {
+            dir: dir.to_owned(),
+        };
+        run_ok(command(
+            "mount",
+            ["-o".as_ref(), "remount,bind,ro".as_ref(), dir.as_os_str()],
+        ));
+        guard
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        match command("umount", [&self.dir]).output() {
+            Ok(out) if out.status.success() => {}
+            other => eprintln!(
+                "ReadOnlyBind: cannot unmount {}: {other:?}",
+                self.dir.display()
+            ),
+        }
+    }
+}
+
+/// `path` with the immutable attribute (`chattr +i`: nothing in a directory can be
+/// unlinked, not even by root); the attribute is cleared on drop.
+pub struct Immutable {
+    path: PathBuf,
+}
+
+impl Immutable {
+    pub fn new(path: &Path) -> Immutable {
+        run_ok(command("chattr", ["+i".as_ref(), path.as_os_str()]));
+        Immutable {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = command("chattr", ["-i".as_ref(), self.path.as_os_str()]).output();
+    }
+}
+
 /// Detach every loop device still backed by `image` (`losetup -j`).
 pub fn detach_loop_devices_of(image: &Path) {
     let Ok(out) = command("losetup", ["-j".as_ref(), image.as_os_str()]).output() else {

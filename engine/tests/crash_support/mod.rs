@@ -357,8 +357,12 @@ fn steps_reported(output: &Output) -> u64 {
         .unwrap_or_else(|| panic!("no steps= line in {stdout:?}"))
 }
 
-/// The daemon's restart (R§5.4): load the state, stop every volume of the pool.
+/// The daemon's restart (R§5.4): load the state, finish the removals a crash
+/// interrupted, stop every volume of the pool.
 pub fn recover_like_the_daemon(engine: &Engine) {
+    engine
+        .finish_interrupted_removals()
+        .expect("finish interrupted removals");
     let pool = PoolName::parse(POOL).unwrap();
     for vid in engine.volume_vids(&pool).expect("list volumes") {
         let vol = VolumeRef {
