@@ -1,6 +1,8 @@
 //! The one module that owns raw syscalls: FICLONE, copy_file_range, SEEK_DATA /
-//! SEEK_HOLE, fsync of directories, statvfs and LOOP_SET_CAPACITY, plus the
-//! classification of FICLONE and copy_file_range errnos into "fall back" and "fail".
+//! SEEK_HOLE, fsync of directories, statvfs, LOOP_SET_CAPACITY and the directory-fd
+//! reads of the live views (open a directory without following a symlink, list it,
+//! lstat relative to it), plus the classification of FICLONE and copy_file_range
+//! errnos into "fall back" and "fail".
 //!
 //! rustix is used (not nix) because it has safe wrappers for FICLONE
 //! (`rustix::fs::ioctl_ficlone`), `copy_file_range`, `SEEK_DATA`/`SEEK_HOLE` and
@@ -28,6 +30,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, SeekFrom};
@@ -181,6 +184,82 @@ pub fn loop_set_capacity(dev: &File) -> io::Result<()> {
     // is an open file descriptor borrowed for the duration of the call.
     unsafe { rustix::ioctl::ioctl(dev, request) }?;
     Ok(())
+}
+
+/// What the live views need of a file: its size, its allocated bytes, its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    /// `st_blocks × 512`.
+    pub allocated: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileStat {
+    pub fn same_file(&self, other: &FileStat) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+fn file_stat(st: &rustix::fs::Stat) -> FileStat {
+    FileStat {
+        size: st.st_size as u64,
+        allocated: st.st_blocks as u64 * 512,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    }
+}
+
+/// A directory opened for reading and `*at` calls, never through a symlink (the last
+/// component; ELOOP/ENOTDIR otherwise).
+pub fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+}
+
+/// [`open_dir`] of `name` inside the open directory `dir`.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// An open directory whose names were read; files in it are stat'ed relative to it.
+pub struct ListedDir(rustix::fs::Dir);
+
+impl ListedDir {
+    /// lstat of `name` in this directory.
+    pub fn lstat(&self, name: &str) -> io::Result<FileStat> {
+        lstat_at(self.0.fd()?, name)
+    }
+}
+
+/// The names in an open directory (without `.` and `..`; names that are not UTF-8 are
+/// left out: no file of a volume has one).
+pub fn list_dir(dir: OwnedFd) -> io::Result<(ListedDir, Vec<String>)> {
+    let mut list = rustix::fs::Dir::new(dir)?;
+    let mut names = Vec::new();
+    while let Some(entry) = list.read() {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name != "." && name != ".." {
+            names.push(name.to_owned());
+        }
+    }
+    Ok((ListedDir(list), names))
+}
+
+/// lstat of `path`, without following a final symlink.
+pub fn lstat(path: &Path) -> io::Result<FileStat> {
+    Ok(file_stat(&rustix::fs::lstat(path)?))
+}
+
+/// lstat of `name` (a path relative to `dir`), without following a final symlink.
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<FileStat> {
+    let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(file_stat(&st))
 }
 
 /// Same file: equal device and inode numbers.

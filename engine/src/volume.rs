@@ -1,7 +1,7 @@
 //! The volume state machine: what each operation does to a volume's files (R§3.4–3.21),
 //! for every kind (origin, origin with snapshots disabled, snapshot, volatile,
 //! origin_snapshot). The caller ([`crate::engine`]) holds the volume's lock and
-//! persists `config` afterwards if an operation changed it (the nominal size).
+//! records a change of `config` (the nominal size) in the order the operation needs.
 //!
 //! State lives in the filesystem: the dirty image exists ⇔ the volume is started;
 //! revisions are the revision files; the size is the image's size. Every change goes

@@ -1,8 +1,8 @@
 //! Crash-point tests (issue 2): for every durable step k of an operation, the operation
 //! runs in a child process (`qsd-crash-runner`) that aborts right after step k
 //! (`QSD_CRASH_AFTER_STEP=k`, see `src/failpoint.rs`). Then the volume is recovered the
-//! way the daemon does it (a fresh `Engine::open` on the same state directory, then
-//! `stop` of every volume, R§5.4) and checked:
+//! way the daemon does it (a fresh `Engine::open` on the same state directory,
+//! `finish_interrupted_removals`, then `stop` of every volume, R§5.4) and checked:
 //!
 //! * right after the crash, every image is exactly the old or exactly the new state
 //!   (whole-file comparison with a model of each state), the revisions are one of the

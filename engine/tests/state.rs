@@ -103,6 +103,10 @@ fn volume_infos_equal_every_volume_info(t: FsType) {
     }
     let info = |v: &VolumeRef| f.engine.volume_info(v).unwrap();
     assert!(info(&outdated).is_outdated && !info(&started).is_outdated);
+    assert!(
+        info(&both).is_outdated,
+        "a committed origin_snapshot is not its source"
+    );
     assert_eq!(
         info(&halted).size,
         4 * MIB,

@@ -1,126 +1,152 @@
 //! Live views of volumes (R§3.14, §3.20, §3.21): read from the pool directory on every
 //! call, never cached, with the fewest system calls the view needs — one listing of the
-//! VM directory (which images exist, the revisions) and one lstat of the current image
-//! (a started snapshot volume adds one of its source's image, a halted one reads its
-//! source's size). [`Engine::volume_infos`] reads a whole pool's views, listing each VM
-//! directory once: that is what the daemon does for every volume at start-up.
+//! VM directory (which images exist, the revisions) and one lstat, relative to the open
+//! directory, of the current image (a started snapshot volume adds its own clean image
+//! and its source's; a halted one reads its source's size). [`Engine::volume_infos`]
+//! reads a whole pool's views, listing each VM directory once and each source's image
+//! once: that is what the daemon does for every volume at start-up.
 //!
-//! Getters take no vid lock: they never wait behind an operation (a long copy), and
-//! see each file either before or after its atomic replacement.
+//! A VM or class directory is opened without following a symlink; one that cannot be
+//! read fails only the views of its own volumes. Getters take no vid lock: they never
+//! wait behind an operation (a long copy), and see each file either before or after
+//! its atomic replacement.
 
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use super::Engine;
-use crate::error::{EngineError, IoContext, Result};
-use crate::layout::VolumePaths;
+use crate::error::{EngineError, Result};
 use crate::model::{PoolConfig, VolumeConfig, VolumeInfo, VolumeRef};
-use crate::names::PoolName;
+use crate::names::{PoolName, Vid, VmClass};
 use crate::revision;
-use crate::sys;
+use crate::sys::{self, FileStat, ListedDir};
 
-/// The file names of one VM directory (none when it does not exist).
-struct Listing {
+/// One VM directory: its names, and the open directory to stat them in.
+struct VmDir {
+    dir: Option<ListedDir>,
     names: HashSet<String>,
 }
 
-impl Listing {
-    fn read(dir: &Path) -> Result<Listing> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Listing {
+impl VmDir {
+    /// The directory `opened` (a missing one is empty); `path` names it in errors.
+    fn read(opened: io::Result<OwnedFd>, path: &Path) -> Result<VmDir> {
+        let listed = match opened {
+            Ok(fd) => sys::list_dir(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(VmDir {
+                    dir: None,
                     names: HashSet::new(),
                 })
             }
-            Err(e) => return Err(EngineError::io(format!("cannot list {}", dir.display()), e)),
+            Err(e) => Err(e),
         };
-        let mut names = HashSet::new();
-        for entry in entries {
-            let entry = entry.io_ctx(|| format!("cannot list {}", dir.display()))?;
-            if let Ok(name) = entry.file_name().into_string() {
-                names.insert(name);
-            }
-        }
-        Ok(Listing { names })
+        let (dir, names) =
+            listed.map_err(|e| EngineError::io(format!("cannot list {}", path.display()), e))?;
+        Ok(VmDir {
+            dir: Some(dir),
+            names: names.into_iter().collect(),
+        })
     }
 
-    fn has(&self, path: &Path) -> bool {
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| self.names.contains(n))
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// lstat of a listed file (gone since the listing: `None`).
+    fn lstat(&self, name: &str) -> Option<FileStat> {
+        let dir = self.dir.as_ref().filter(|_| self.has(name))?;
+        dir.lstat(name).ok()
     }
 }
 
-/// One volume's view from its directory's listing.
+/// One volume's view from its VM directory; `source_clean` gives its source's clean
+/// image when the view needs it.
 fn view(
     pool: &PoolConfig,
     config: VolumeConfig,
-    source: Option<&VolumeConfig>,
-    listing: &Listing,
+    dir: &VmDir,
+    source_clean: impl FnOnce() -> Option<FileStat>,
 ) -> VolumeInfo {
-    let paths = VolumePaths::new(&pool.dir_path, &config.vid);
-    let started = listing.has(&paths.dirty());
-    let image = current_image(&paths, started, listing);
-    let source_clean = source.map(|s| VolumePaths::new(&pool.dir_path, &s.vid).clean());
-    let size = match (&image, &source_clean) {
-        (Some(meta), _) => meta.size(),
+    let name = config.vid.name();
+    let (clean, dirty) = (format!("{name}.img"), format!("{name}-dirty.img"));
+    let started = dir.has(&dirty);
+    let image = if started { dir.lstat(&dirty) } else { None }.or_else(|| dir.lstat(&clean));
+    let own_clean = match (config.snap_on_start, started) {
+        (false, _) => None,
+        (true, true) => dir.lstat(&clean),
+        (true, false) => image,
+    };
+    let needs_source = config.snap_on_start && (image.is_none() || own_clean.is_some());
+    let source = needs_source.then(source_clean).flatten();
+    let size = match (image, source) {
+        (Some(image), _) => image.size,
         // A halted snapshot volume reports what its next start produces.
-        (None, Some(clean)) if config.snap_on_start => {
-            lstat(clean).map_or(config.size, |m| m.size())
-        }
-        (None, _) => config.size,
+        (None, Some(source)) => source.size,
+        (None, None) => config.size,
     };
-    let own_clean = (config.snap_on_start && listing.has(&paths.clean()))
-        .then(|| lstat(&paths.clean()))
-        .flatten();
-    let is_outdated = match (own_clean, source_clean.as_deref().and_then(lstat)) {
-        (Some(own), Some(theirs)) => !sys::same_inode(&own, &theirs),
-        _ => false,
-    };
-    let names = listing.names.iter().map(String::as_str);
+    let is_outdated =
+        matches!((own_clean, source), (Some(own), Some(theirs)) if !own.same_file(&theirs));
     VolumeInfo {
         pool: pool.name.clone(),
         size,
-        usage: image.map_or(0, |m| m.blocks() * 512),
+        usage: image.map_or(0, |m| m.allocated),
         ephemeral: config.ephemeral_effective(pool.ephemeral_volatile),
         snapshots_disabled: config.snapshots_disabled(),
         is_dirty: config.save_on_stop && started,
         is_outdated,
         started,
-        revisions: revision::from_names(paths.name(), names),
-        block_device_path: paths.dirty(),
+        revisions: revision::from_names(name, dir.names.iter().map(String::as_str)),
+        block_device_path: pool.dir_path.join(config.vid.vm_dir()).join(dirty),
         config,
     }
 }
 
-fn lstat(path: &Path) -> Option<std::fs::Metadata> {
-    std::fs::symlink_metadata(path).ok()
+/// The clean image of `vid` in the pool directory.
+fn clean_path(pool_dir: &Path, vid: &Vid) -> std::path::PathBuf {
+    pool_dir
+        .join(vid.vm_dir())
+        .join(format!("{}.img", vid.name()))
 }
 
-/// The dirty image if the volume is started, else the clean one (R§3.21).
-fn current_image(
-    paths: &VolumePaths,
-    started: bool,
-    listing: &Listing,
-) -> Option<std::fs::Metadata> {
-    let dirty = started.then(|| lstat(&paths.dirty())).flatten();
-    dirty.or_else(|| {
-        listing
-            .has(&paths.clean())
-            .then(|| lstat(&paths.clean()))
-            .flatten()
-    })
+/// The class directories of a pool, open (missing or unreadable: `None`).
+struct ClassDirs {
+    dirs: Vec<(VmClass, io::Result<OwnedFd>)>,
+}
+
+impl ClassDirs {
+    fn open(pool_dir: &Path) -> ClassDirs {
+        let dirs = VmClass::ALL
+            .into_iter()
+            .map(|class| (class, sys::open_dir(&pool_dir.join(class.dir_name()))))
+            .collect();
+        ClassDirs { dirs }
+    }
+
+    /// The VM directory of `vid`, opened relative to its class directory.
+    fn open_vm(&self, vid: &Vid) -> io::Result<OwnedFd> {
+        let (_, class) = self
+            .dirs
+            .iter()
+            .find(|(c, _)| *c == vid.class())
+            .expect("every class is opened");
+        match class {
+            Ok(fd) => sys::open_dir_at(fd.as_fd(), vid.vm()),
+            Err(e) => Err(io::Error::from(e.kind())),
+        }
+    }
 }
 
 impl Engine {
     /// A volume's live view.
     pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
         let (pool, config, source) = self.lookup(vol)?;
-        let dir = VolumePaths::new(&pool.dir_path, &config.vid);
-        let listing = Listing::read(dir.dir()).map_err(|e| e.on(vol))?;
-        Ok(view(&pool, config, source.as_ref(), &listing))
+        let path = pool.dir_path.join(config.vid.vm_dir());
+        let dir = VmDir::read(sys::open_dir(&path), &path).map_err(|e| e.on(vol))?;
+        let source_clean =
+            || source.and_then(|s| sys::lstat(&clean_path(&pool.dir_path, &s.vid)).ok());
+        Ok(view(&pool, config, &dir, source_clean))
     }
 
     /// The live view of every volume of `pool`, in vid order, each VM directory listed
@@ -129,33 +155,39 @@ impl Engine {
         let live = self.pool(pool)?;
         let (config, volumes) = {
             let state = live.read();
-            let volumes: Vec<_> = state
-                .volumes()
-                .map(|c| {
-                    (
-                        c.clone(),
-                        c.source.as_ref().and_then(|s| state.get(s)).cloned(),
-                    )
-                })
-                .collect();
+            let volumes: Vec<VolumeConfig> = state.volumes().cloned().collect();
             (state.config().clone(), volumes)
         };
+        let classes = ClassDirs::open(&config.dir_path);
+        let mut sources: HashMap<Vid, Option<FileStat>> = HashMap::new();
         let mut views = Vec::with_capacity(volumes.len());
-        let mut listing: Option<(String, Result<Listing>)> = None;
-        for (volume, source) in volumes {
+        let mut current: Option<(String, Result<VmDir>)> = None;
+        for volume in volumes {
             let vm_dir = volume.vid.vm_dir();
-            if listing.as_ref().is_none_or(|(dir, _)| *dir != vm_dir) {
-                let read = Listing::read(&config.dir_path.join(&vm_dir));
-                listing = Some((vm_dir, read));
+            if current.as_ref().is_none_or(|(dir, _)| *dir != vm_dir) {
+                let path = config.dir_path.join(&vm_dir);
+                let read = VmDir::read(classes.open_vm(&volume.vid), &path);
+                current = Some((vm_dir, read));
             }
             let vol = VolumeRef {
                 pool: pool.clone(),
                 vid: volume.vid.clone(),
             };
-            views.push(match listing.as_ref().map(|(_, l)| l) {
-                Some(Ok(l)) => Ok(view(&config, volume, source.as_ref(), l)),
-                Some(Err(e)) => Err(EngineError::new(e.kind(), e.reason()).on(&vol)),
-                None => unreachable!("a listing was just read"),
+            let Some((_, dir)) = current.as_ref() else {
+                unreachable!("a VM directory was just read")
+            };
+            views.push(match dir {
+                Ok(dir) => {
+                    let source = volume.source.clone();
+                    let source_clean = || {
+                        let source = source?;
+                        *sources.entry(source).or_insert_with_key(|s| {
+                            sys::lstat(&clean_path(&config.dir_path, s)).ok()
+                        })
+                    };
+                    Ok(view(&config, volume, dir, source_clean))
+                }
+                Err(e) => Err(EngineError::new(e.kind(), e.to_string()).on(&vol)),
             });
         }
         Ok(views)
