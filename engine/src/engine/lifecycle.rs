@@ -82,12 +82,14 @@ impl Engine {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "resize")?;
             v.check_resize(size, allow_shrink)?;
-            let old = v.config.clone();
+            let (old, image_before) = (v.config.clone(), v.size());
             if old.size != size {
                 self.save_volume(vol, VolumeConfig { size, ..old.clone() })?;
             }
             let resized = v.resize(size, ctx);
-            if resized.is_err() && old.size != size {
+            // Restored only if the image is unchanged (a loop device that could not be
+            // told the new size fails the call after the image grew).
+            if resized.is_err() && old.size != size && v.size() == image_before {
                 if let Err(err) = self.save_volume(vol, old) {
                     warn!(error = %err, "cannot restore the nominal size after a failed resize (the image keeps its size, which is what counts)");
                 }
