@@ -136,7 +136,7 @@ impl Journal {
             }
         };
         let (records, len) = parse(path, &bytes)?;
-        let journal = Journal {
+        let mut journal = Journal {
             path: path.to_owned(),
             len,
             records: records.len() as u64,
@@ -146,7 +146,9 @@ impl Journal {
         if len < bytes.len() as u64 {
             warn!(file = %path.display(), kept = len, dropped = bytes.len() as u64 - len,
                 "cutting off a torn last record (an append interrupted by a crash)");
-            journal.truncate()?;
+            // A state directory that cannot be written still loads; the next append
+            // cuts the torn record first.
+            journal.partial = journal.truncate().is_err();
         }
         Ok((journal, records))
     }

@@ -259,7 +259,10 @@ impl Pool {
     /// Record `change` durably, then apply it; compact when the journal has grown
     /// enough (a failed compaction only costs load time: the change is recorded).
     pub fn change(&self, change: Change) -> Result<()> {
-        let mut files = self.files();
+        self.record(&mut self.files(), change)
+    }
+
+    fn record(&self, files: &mut PoolFiles, change: Change) -> Result<()> {
         files.record(&change)?;
         let volumes = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -272,6 +275,15 @@ impl Pool {
             }
         }
         Ok(())
+    }
+
+    /// Change the pool's options: read, changed by `f` and recorded under the files'
+    /// lock, so two concurrent changes never lose one another.
+    pub fn change_config(&self, f: impl FnOnce(&mut PoolConfig)) -> Result<()> {
+        let mut files = self.files();
+        let mut config = self.read().config().clone();
+        f(&mut config);
+        self.record(&mut files, Change::Pool(config))
     }
 
     /// Fold the journal into the snapshot now.
@@ -287,9 +299,14 @@ impl Pool {
         let mut files = self.files();
         let state = self.read();
         let (volumes, removing) = (state.len(), state.removing.len());
-        if volumes + removing > 0 {
+        if volumes > 0 {
             return Err(EngineError::busy(format!(
-                "the pool still holds {volumes} volume(s) and {removing} volume(s) whose files could not be deleted yet"
+                "the pool still holds {volumes} volume(s)"
+            )));
+        }
+        if removing > 0 {
+            return Err(EngineError::busy(format!(
+                "the files of {removing} removed volume(s) could not be deleted yet"
             )));
         }
         drop(state);

@@ -45,9 +45,7 @@ impl Engine {
             size: v.size(),
             ..v.config.clone()
         };
-        self.save_volume(vol, config.clone())?;
-        v.config = config;
-        Ok(())
+        self.update_volume(vol, v, config)
     }
 
     /// R§3.5: Ok when the image the next start needs exists.

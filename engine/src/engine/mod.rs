@@ -107,6 +107,20 @@ impl Engine {
             .map_err(|e| e.on(vol))
     }
 
+    /// [`Self::save_volume`] of `new` unless it is what `v` holds; then `v` holds it.
+    pub(super) fn update_volume(
+        &self,
+        vol: &VolumeRef,
+        v: &mut Volume<'_>,
+        new: VolumeConfig,
+    ) -> Result<()> {
+        if v.config != new {
+            self.save_volume(vol, new.clone())?;
+            v.config = new;
+        }
+        Ok(())
+    }
+
     /// Pool config, the volume's config and its source's.
     pub(super) fn lookup(
         &self,

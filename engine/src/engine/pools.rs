@@ -11,7 +11,6 @@ use crate::model::{PoolConfig, PoolInfo};
 use crate::names::{PoolName, RevisionsToKeep};
 use crate::pool;
 use crate::registry::{check_pool, Pool, PoolState};
-use crate::store::Change;
 
 impl Engine {
     pub fn pool_names(&self) -> Vec<PoolName> {
@@ -113,10 +112,8 @@ impl Engine {
     }
 
     fn change_pool(&self, name: &PoolName, f: impl FnOnce(&mut PoolConfig)) -> Result<()> {
-        let pool = self.pool(name)?;
-        let mut config = pool.read().config().clone();
-        f(&mut config);
-        pool.change(Change::Pool(config))
+        self.pool(name)?
+            .change_config(f)
             .map_err(|e| e.on(format!("pool {name}")))
     }
 

@@ -267,7 +267,7 @@ impl Engine {
                 ..v.config.clone()
             };
             validate_ephemeral(&changed, changed.ephemeral)?;
-            self.save_volume(vol, changed)
+            self.update_volume(vol, v, changed)
         })
     }
 
@@ -285,7 +285,11 @@ impl Engine {
                     "cannot enable or disable snapshots (revisions_to_keep -1) while volume {consumer}, which snapshots it, is started"
                 )));
             }
-            self.save_volume(vol, VolumeConfig { revisions_to_keep: value, ..v.config.clone() })
+            let changed = VolumeConfig {
+                revisions_to_keep: value,
+                ..v.config.clone()
+            };
+            self.update_volume(vol, v, changed)
         })
     }
 
@@ -305,13 +309,11 @@ impl Engine {
     pub fn set_ephemeral(&self, vol: &VolumeRef, value: bool) -> Result<()> {
         self.with_volume(vol, &OpCtx::quiet("SetEphemeral"), |v, _| {
             let ephemeral = validate_ephemeral(&v.config, Some(value))?;
-            self.save_volume(
-                vol,
-                VolumeConfig {
-                    ephemeral,
-                    ..v.config.clone()
-                },
-            )
+            let changed = VolumeConfig {
+                ephemeral,
+                ..v.config.clone()
+            };
+            self.update_volume(vol, v, changed)
         })
     }
 }
