@@ -3,6 +3,15 @@
 //! [`CancelToken`] the copy engine polls between data ranges, and an event collector
 //! ([`Event`]s become the bus layer's domain signals). Events are collected, not sent,
 //! so the caller emits them after the operation and before its reply.
+//!
+//! An operation's outcome is its return value, nothing else. It may make several
+//! copies (a clone copies the image, then the commit copies a revision on a filesystem
+//! without reflinks), each announced with `copy_started` … `copy_finished`: the end of
+//! one copy is not the end of the operation. Each operation that makes a copy has a
+//! **point of no return** ([`OpCtx::point_of_no_return`], announced with
+//! [`ProgressSink::committed`]): up to it a cancel makes it fail with `Cancelled`
+//! having changed nothing; from it on a cancel changes nothing — the operation commits
+//! and returns its real outcome, success or a failure of another kind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +26,12 @@ pub trait ProgressSink: Send + Sync {
     fn copy_started(&self, _operation: &str, _total: u64) {}
     /// `done` bytes of the current copy are written (monotonic, ≤ total).
     fn copy_advanced(&self, _done: u64) {}
-    /// The current copy ended (successfully or not).
+    /// The current copy ended (successfully or not). Not the end of the operation:
+    /// another copy may follow, and the operation may still fail or succeed.
     fn copy_finished(&self, _success: bool) {}
+    /// The operation passed its point of no return: a cancel no longer has any effect
+    /// (a Job stops being cancelable). Called at most once.
+    fn committed(&self) {}
 }
 
 /// A sink that ignores everything.
@@ -46,6 +59,8 @@ pub struct OpCtx {
     operation: String,
     progress: Arc<dyn ProgressSink>,
     cancel: CancelToken,
+    /// Past the point of no return: the cancel token is no longer heard.
+    committed: AtomicBool,
     events: Mutex<Vec<Event>>,
     subject: Mutex<Option<VolumeRef>>,
     /// Who asked (the bus layer puts the caller's unique bus name here): an import
@@ -67,6 +82,7 @@ impl OpCtx {
             operation: operation.into(),
             progress,
             cancel,
+            committed: AtomicBool::new(false),
             events: Mutex::new(Vec::new()),
             subject: Mutex::new(None),
             caller: None,
@@ -108,8 +124,21 @@ impl OpCtx {
     pub fn cancel_token(&self) -> &CancelToken {
         &self.cancel
     }
+    /// A cancel was asked for before the point of no return.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.cancel.is_cancelled() && !self.is_committed()
+    }
+
+    /// From now on the operation commits whatever a cancel says (see the module doc).
+    pub fn point_of_no_return(&self) {
+        if !self.committed.swap(true, Ordering::SeqCst) {
+            self.progress.committed();
+        }
+    }
+
+    /// Whether the operation passed its point of no return.
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::SeqCst)
     }
 
     /// The volume that events emitted with [`Self::emit_volume`] are about (set by the
@@ -144,5 +173,33 @@ impl OpCtx {
     /// The events emitted so far, in order; the collector is emptied.
     pub fn take_events(&self) -> Vec<Event> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct CountCommits(AtomicUsize);
+    impl ProgressSink for CountCommits {
+        fn committed(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_cancel_is_not_heard_after_the_point_of_no_return() {
+        let sink = Arc::new(CountCommits::default());
+        let token = CancelToken::new();
+        let ctx = OpCtx::new("t", sink.clone(), token.clone());
+        token.cancel();
+        assert!(ctx.is_cancelled());
+        ctx.point_of_no_return();
+        ctx.point_of_no_return();
+        assert!(!ctx.is_cancelled());
+        assert!(ctx.is_committed());
+        assert_eq!(sink.0.load(Ordering::SeqCst), 1, "announced once");
     }
 }

@@ -20,8 +20,9 @@
 //! Every primitive works on a file name relative to an open [`Dir`] (the `*_at`
 //! functions): names never travel through a symlink, and renames and links refuse a
 //! source that is not a regular file (Start with snapshots disabled must never make a
-//! FIFO or a directory the VM's image). [`replace_with`] and [`remove`] take a path,
-//! for the state directory only.
+//! FIFO or a directory the VM's image). [`replace_with`], [`remove`],
+//! [`sync_dir_path`] and [`sync_data`] (the journal's fdatasync) are for the state
+//! directory only.
 //!
 //! Temp files are `<final name>~<8 chars of [a-z0-9_]>` ([`temp_name`]), created with
 //! O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, in the destination's directory; a panic inside
@@ -37,9 +38,9 @@
 //! `ensure_dir_at`) — so the crash tests can stop the process after step k. Opening and
 //! fsyncing ([`fsync_at`]) are not steps.
 //!
-//! Every fsync names its site for [`crate::fsync_fault`]: with the test-only feature
-//! `durability-faults` one chosen site can be skipped, to prove that the power-loss
-//! replay notices.
+//! Every fsync names its site for [`crate::fsync_fault`] (a state file's replace names
+//! its own, [`ReplaceSites`]): with the test-only feature `durability-faults` one
+//! chosen site can be skipped, to prove that the power-loss replay notices.
 
 use std::fs::File;
 use std::io;
@@ -139,13 +140,36 @@ fn create_exclusive(dir: &Dir, name: &str) -> io::Result<File> {
     sys::open_beneath(dir.fd(), name, flags, FILE_MODE).map(File::from)
 }
 
+/// The [`fsync_fault`] sites of one replace: the fsync of the filled temp file, then
+/// that of its directory after the rename.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplaceSites {
+    pub file: &'static str,
+    pub dir: &'static str,
+}
+
+/// The sites of a pool file's replace ([`replace_at`]).
+pub const POOL_FILE: ReplaceSites = ReplaceSites {
+    file: "replace-file",
+    dir: "replace-dir",
+};
+
 /// Atomically create or replace `dir/dst`: `fill` writes the content of the fresh temp
 /// file (opened read-write) next to it; then fchmod 0600, fsync, rename over `dst`,
 /// fsync of the directory.
 pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+    replace_in(dir, dst, POOL_FILE, fill)
+}
+
+fn replace_in<T>(
+    dir: &Dir,
+    dst: &str,
+    sites: ReplaceSites,
+    fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<T> {
     let (mut temp, file) = TempFile::create_next_to(dir, dst)?;
     let value = fill(&file)?;
-    let bytes = seal(&file, &dir.join(&temp.name))?;
+    let bytes = seal(&file, &dir.join(&temp.name), sites.file)?;
     drop(file);
     let existed = dir.exists(dst);
     sys::rename_at(dir.fd(), &temp.name, dir.fd(), dst).io_ctx(|| {
@@ -156,7 +180,7 @@ pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>
         )
     })?;
     temp.disarm();
-    sync_dir(dir, "replace-dir")?;
+    sync_dir(dir, sites.dir)?;
     let op = if existed { "replace" } else { "create" };
     info!(op, path = %dir.join(dst).display(), bytes, "file written and renamed into place");
     failpoint::step("replace");
@@ -164,17 +188,22 @@ pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>
 }
 
 /// [`replace_at`] by path, for the state directory (whose path the administrator
-/// chose; pool files always go through a [`Dir`]).
-pub fn replace_with<T>(dst: &Path, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+/// chose; pool files always go through a [`Dir`]), with the fsync sites of that state
+/// file.
+pub fn replace_with<T>(
+    dst: &Path,
+    sites: ReplaceSites,
+    fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<T> {
     let (dir, name) = Dir::open_parent_of(dst)?;
-    replace_at(&dir, &name, fill)
+    replace_in(&dir, &name, sites, fill)
 }
 
 /// fchmod 0600 and fsync a finished temp file; returns its size (for the log).
-fn seal(file: &File, path: &Path) -> Result<u64> {
+fn seal(file: &File, path: &Path, site: &str) -> Result<u64> {
     file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .io_ctx(|| format!("cannot chmod {}", path.display()))?;
-    sync_file(file, "replace-file", path)?;
+    sync_file(file, site, path)?;
     Ok(file
         .metadata()
         .io_ctx(|| format!("cannot stat {}", path.display()))?
@@ -196,6 +225,23 @@ fn sync_file(file: &File, site: &str, path: &Path) -> Result<()> {
     }
     file.sync_all()
         .io_ctx(|| format!("cannot fsync {}", path.display()))
+}
+
+/// fdatasync an open file (`path` names it in messages): its data, and its size when
+/// that changed; `site` names the call for [`fsync_fault`]. For appends to the state
+/// journal.
+pub fn sync_data(file: &File, site: &str, path: &Path) -> Result<()> {
+    if fsync_fault::skipped(site, path) {
+        return Ok(());
+    }
+    file.sync_data()
+        .io_ctx(|| format!("cannot fdatasync {}", path.display()))
+}
+
+/// fsync the directory at `path` (the parent of a new state directory); `site` names
+/// the call for [`fsync_fault`].
+pub fn sync_dir_path(path: &Path, site: &str) -> Result<()> {
+    sync_dir(&Dir::open_path(path)?, site)
 }
 
 /// A file that never gets a final name: a temp next to `base` is filled by `fill`
@@ -476,7 +522,14 @@ mod tests {
     fn replace_with_by_path_writes_the_file() {
         let (d, _) = dir();
         let dst = d.path().join("state.json");
-        replace_with(&dst, |mut f| f.write_all(b"{}").io_ctx(|| "write".into())).unwrap();
+        let sites = ReplaceSites {
+            file: "test-file",
+            dir: "test-dir",
+        };
+        replace_with(&dst, sites, |mut f| {
+            f.write_all(b"{}").io_ctx(|| "write".into())
+        })
+        .unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"{}");
         assert!(remove(&dst).unwrap());
         assert!(names_in(d.path()).is_empty());

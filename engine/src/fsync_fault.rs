@@ -4,7 +4,8 @@
 //! skipped (with a warning in the log), so the power-loss replay can show that it
 //! catches a missing fsync. Without the feature [`skipped`] is a constant `false`.
 //!
-//! The sites are the fsyncs of [`crate::durable`]:
+//! The sites are the fsyncs of [`crate::durable`] — of pool files and of the state
+//! directory ([`crate::store`], [`crate::journal`]):
 //!
 //! | site               | the fsync of                                          |
 //! |--------------------|-------------------------------------------------------|
@@ -18,9 +19,16 @@
 //! | `hardlink-dir`     | the directory of a new hard link                      |
 //! | `truncate-file`    | a file truncated in place                             |
 //! | `commit-file`      | the dirty or import image before it is committed      |
+//! | `journal-append`   | the fdatasync of a state change appended to a pool's journal |
+//! | `journal-cut`      | the fdatasync of a journal cut back to its good records |
+//! | `journal-empty-file` | a pool's new empty journal, before its rename       |
+//! | `journal-empty-dir`  | the state directory, after that rename              |
+//! | `snapshot-file`    | a pool's state snapshot, before its rename            |
+//! | `snapshot-dir`     | the state directory, after the snapshot's rename      |
+//! | `state-mkdir-parent` | the parent of a new state directory                 |
 
 /// Every site, for tests that name one.
-pub const SITES: [&str; 10] = [
+pub const SITES: [&str; 17] = [
     "replace-file",
     "replace-dir",
     "rename-dir",
@@ -31,6 +39,13 @@ pub const SITES: [&str; 10] = [
     "hardlink-dir",
     "truncate-file",
     "commit-file",
+    "journal-append",
+    "journal-cut",
+    "journal-empty-file",
+    "journal-empty-dir",
+    "snapshot-file",
+    "snapshot-dir",
+    "state-mkdir-parent",
 ];
 
 #[cfg(feature = "durability-faults")]

@@ -16,12 +16,14 @@ pub mod event;
 pub mod failpoint;
 pub mod fsync_fault;
 pub mod instance;
+pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod loopdev;
 pub mod model;
 pub mod names;
 pub mod pool;
+pub mod registry;
 pub mod revision;
 pub mod store;
 pub mod sys;
@@ -35,4 +37,4 @@ pub use model::{
     PoolConfig, PoolInfo, Revision, VolumeConfig, VolumeInfo, VolumeKind, VolumeRef, VolumeSpec,
     DRIVER,
 };
-pub use names::{PoolName, RevisionsToKeep, Vid, VmClass};
+pub use names::{quote, ImageSize, PoolName, RevisionsToKeep, Vid, VmClass};

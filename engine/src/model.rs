@@ -12,6 +12,7 @@ pub const DRIVER: &str = "file-reflink";
 
 /// A pool as configured (persisted in the state directory).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     pub name: PoolName,
     pub dir_path: PathBuf,
@@ -34,6 +35,7 @@ pub struct PoolInfo {
 /// started/dirty state, revisions and size; `size` here is the nominal size, used only
 /// when no image file exists (R§3.21).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VolumeConfig {
     pub vid: Vid,
     pub size: u64,

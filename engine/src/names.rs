@@ -2,13 +2,34 @@
 //! and engine functions take only these. A [`Vid`] can never reach outside its pool:
 //! it is exactly `appvms/<vm>/<name>` or `vm-templates/<vm>/<name>` with both parts
 //! matching `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`, so it holds no `..`, no `/` beyond the two
-//! separators, no NUL and nothing absolute.
+//! separators, no NUL and nothing absolute. An [`ImageSize`] is a whole number of
+//! sectors that a file can have. Every refusal is `InvalidArgument` with one sentence
+//! that quotes at most [`QUOTE_MAX`] characters of what the caller sent ([`quote`]), so
+//! a megabyte-long name never comes back in an error.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+
+/// The most characters of caller-supplied text an error message quotes.
+pub const QUOTE_MAX: usize = 100;
+
+/// Caller-supplied text for a message: Debug-quoted and escaped, cut after
+/// [`QUOTE_MAX`] characters of output with `…` and the full length in bytes.
+pub fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for (taken, c) in s.chars().enumerate() {
+        let escaped: String = c.escape_debug().collect();
+        if taken >= QUOTE_MAX || out.len() + escaped.len() > QUOTE_MAX + 1 {
+            return format!("{out}\"… ({} bytes)", s.len());
+        }
+        out.push_str(&escaped);
+    }
+    out.push('"');
+    out
+}
 
 fn is_part(s: &str) -> bool {
     let mut chars = s.chars();
@@ -53,7 +74,8 @@ pub struct Vid {
 
 impl Vid {
     pub fn parse(s: &str) -> Result<Vid> {
-        let bad = |why: &str| EngineError::invalid(format!("invalid volume id {s:?}: {why}"));
+        let bad =
+            |why: &str| EngineError::invalid(format!("invalid volume id {}: {why}", quote(s)));
         let mut parts = s.split('/');
         let (Some(prefix), Some(vm), Some(name), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -138,7 +160,8 @@ impl PoolName {
             Ok(PoolName(s.to_owned()))
         } else {
             Err(EngineError::invalid(format!(
-                "invalid pool name {s:?}: it must match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$"
+                "invalid pool name {}: it must match ^[A-Za-z][A-Za-z0-9_.-]{{0,63}}$",
+                quote(s)
             )))
         }
     }
@@ -210,6 +233,37 @@ impl From<RevisionsToKeep> for i64 {
     }
 }
 
+/// The size of an image a caller asks for (CreateVolume, Resize, ImportData): a whole
+/// number of 512-byte sectors (contract rev 2), below 2^63 (the largest size a file
+/// can have; `off_t` is signed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageSize(u64);
+
+impl ImageSize {
+    pub const SECTOR: u64 = 512;
+    /// The first size a file cannot have.
+    pub const LIMIT: u64 = 1 << 63;
+
+    pub fn new(bytes: u64) -> Result<ImageSize> {
+        if bytes >= Self::LIMIT {
+            return Err(EngineError::invalid(format!(
+                "size {bytes} is too large: an image holds less than 2^63 bytes"
+            )));
+        }
+        if bytes % Self::SECTOR != 0 {
+            return Err(EngineError::invalid(format!(
+                "size {bytes} is not a multiple of {} bytes (a sector)",
+                Self::SECTOR
+            )));
+        }
+        Ok(ImageSize(bytes))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +313,37 @@ mod tests {
         }
         assert!(PoolName::parse("varlibqubes").is_ok());
         assert!(PoolName::parse("pool_1.b-c").is_ok());
+    }
+
+    #[test]
+    fn a_megabyte_name_is_quoted_in_at_most_a_hundred_characters() {
+        let huge = "x".repeat(1 << 20);
+        let err = Vid::parse(&huge).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+        assert!(err.to_string().contains("(1048576 bytes)"), "{err}");
+        let err = PoolName::parse(&huge).unwrap_err();
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn quote_escapes_and_cuts_on_character_boundaries() {
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+        let long = "ä\n".repeat(200);
+        let quoted = quote(&long);
+        assert!(quoted.len() <= QUOTE_MAX + 40, "{quoted}");
+        assert!(quoted.ends_with("… (600 bytes)"), "{quoted}");
+    }
+
+    #[test]
+    fn image_sizes_are_whole_sectors_below_two_to_the_63() {
+        assert_eq!(ImageSize::new(0).unwrap().get(), 0);
+        assert_eq!(ImageSize::new(1 << 30).unwrap().get(), 1 << 30);
+        assert!(ImageSize::new((1 << 63) - 512).is_ok());
+        for bad in [1, 511, 1000, 1 << 63, u64::MAX, (1 << 63) + 512] {
+            let err = ImageSize::new(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+        }
     }
 
     #[test]

@@ -78,14 +78,40 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
     Ok(parent.join(name))
 }
 
-/// Refuse a pool directory that is relative or that resolves into a system tree.
-fn check_location(dir: &Path) -> Result<()> {
+/// The longest directory path a pool can have (PATH_MAX, terminating NUL included).
+pub const DIR_PATH_MAX: usize = 4095;
+
+/// What a pool directory's path must be as written, without looking at the filesystem
+/// (CreatePool and the state loader share it): absolute, a path the kernel can take,
+/// and neither `/`, `/var` nor in a system tree ([`system_tree`]) as spelled.
+/// CreatePool also checks where the path resolves to ([`setup`]).
+pub fn check_dir_path(dir: &Path) -> Result<()> {
+    let bytes = dir.as_os_str().as_encoded_bytes();
+    if bytes.len() > DIR_PATH_MAX || bytes.contains(&0) {
+        return Err(EngineError::invalid(format!(
+            "dir_path ({} bytes) is longer than {DIR_PATH_MAX} bytes or holds a NUL byte",
+            bytes.len()
+        )));
+    }
     if !dir.is_absolute() {
         return Err(EngineError::invalid(format!(
             "dir_path {} is not absolute",
             dir.display()
         )));
     }
+    match system_tree(dir) {
+        None => Ok(()),
+        Some(tree) => Err(EngineError::invalid(format!(
+            "{} cannot be a pool directory: it is {tree} or inside it, a directory of the system",
+            dir.display()
+        ))),
+    }
+}
+
+/// Refuse a pool directory that [`check_dir_path`] refuses or that resolves into a
+/// system tree.
+fn check_location(dir: &Path) -> Result<()> {
+    check_dir_path(dir)?;
     let resolved = resolve(dir)?;
     match system_tree(&resolved) {
         None => Ok(()),
@@ -301,6 +327,24 @@ mod tests {
         ] {
             assert_eq!(system_tree(Path::new(path)), None, "{path}");
         }
+    }
+
+    #[test]
+    fn a_pool_directory_path_is_refused_as_spelled_without_resolving_it() {
+        for bad in [
+            "relative/pool",
+            "/",
+            "/var",
+            "/etc/qubes",
+            "/nonexistent\0/x",
+        ] {
+            let err = check_dir_path(Path::new(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        let huge = format!("/{}", "a".repeat(DIR_PATH_MAX));
+        let err = check_dir_path(Path::new(&huge)).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+        check_dir_path(Path::new("/nonexistent/var/lib/qubes")).unwrap();
     }
 
     #[test]

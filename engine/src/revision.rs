@@ -19,19 +19,26 @@ use crate::model::Revision;
 /// file that has the shape of a revision name but does not parse is ignored with a
 /// warning (fix 6).
 pub fn list_in(dir: &Dir, paths: &VolumePaths) -> Result<Vec<Revision>> {
+    let names = dir.names()?;
+    Ok(from_names(paths.name(), names.iter().map(String::as_str)))
+}
+
+/// The revisions of volume `name` among the file names of its VM directory, ordered by
+/// id ascending (strays ignored with a warning, fix 6).
+pub fn from_names<'a>(name: &str, files: impl Iterator<Item = &'a str>) -> Vec<Revision> {
     let mut revisions = Vec::new();
-    for name in dir.names()? {
-        match match_revision_name(paths.name(), &name) {
+    for file in files {
+        match match_revision_name(name, file) {
             Some(Ok((id, timestamp))) => revisions.push(Revision { id, timestamp }),
             Some(Err(())) => warn!(
-                file = name,
+                file,
                 "ignoring a file that looks like a revision but does not parse"
             ),
             None => {}
         }
     }
     revisions.sort();
-    Ok(revisions)
+    revisions
 }
 
 /// [`list_in`] by path, for callers outside the engine (tests, tools): the pool

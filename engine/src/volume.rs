@@ -1,7 +1,7 @@
 //! The volume state machine: what each operation does to a volume's files (R§3.4–3.21),
 //! for every kind (origin, origin with snapshots disabled, snapshot, volatile,
 //! origin_snapshot). The caller ([`crate::engine`]) holds the volume's lock and
-//! persists `config` afterwards if an operation changed it (the nominal size).
+//! records a change of `config` (the nominal size) in the order the operation needs.
 //!
 //! State lives in the filesystem: the dirty image exists ⇔ the volume is started;
 //! revisions are the revision files; the size is the image's size. Every change goes
@@ -24,14 +24,9 @@ use crate::event::EventKind;
 use crate::layout::VolumePaths;
 use crate::loopdev;
 use crate::model::{Revision, VolumeConfig, VolumeKind};
-use crate::names::Vid;
+use crate::names::{ImageSize, Vid};
 use crate::pool;
 use crate::revision;
-
-/// The largest image size: sizes are `off_t`, and must be below 2^63.
-const MAX_SIZE: u64 = i64::MAX as u64;
-/// Sizes are whole sectors.
-const SECTOR: u64 = 512;
 
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
@@ -48,14 +43,10 @@ pub struct SourceView {
     pub config: VolumeConfig,
 }
 
-/// Refuse an import size that is not whole sectors or too large, and one below the
-/// current size without `allow_shrink` (contract rev 2, like Resize).
-pub fn check_import_size(size: u64, current: u64, allow_shrink: bool) -> Result<()> {
-    if size % SECTOR != 0 || size > MAX_SIZE {
-        return Err(EngineError::invalid(format!(
-            "cannot import {size} bytes: an image size is a multiple of {SECTOR} bytes below 2^63"
-        )));
-    }
+/// Refuse an import below the current size without `allow_shrink` (contract rev 2,
+/// like Resize); the size itself is an [`ImageSize`] (whole sectors below 2^63).
+pub fn check_import_size(size: ImageSize, current: u64, allow_shrink: bool) -> Result<()> {
+    let size = size.get();
     if size < current && !allow_shrink {
         return Err(EngineError::invalid(format!(
             "importing {size} bytes would shrink the volume from {current} bytes and can destroy data; pass allow_shrink=true to do it anyway"
@@ -472,6 +463,7 @@ impl<'a> Volume<'a> {
         durable::fsync_at(dir, from)?;
         durable::remove_at(dir, &self.paths.precache_name())?;
         durable::rename_at(dir, from, dir, &clean)?;
+        ctx.point_of_no_return();
         self.refresh_precache(dir, ctx);
         Ok(())
     }
@@ -502,13 +494,15 @@ impl<'a> Volume<'a> {
         }
         durable::remove_at(&dir, &self.paths.precache_name())?;
         durable::rename_at(&dir, &target_name, &dir, &clean)?;
+        ctx.point_of_no_return();
         self.refresh_precache(&dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }
 
-    /// R§3.15 with fix 10 (shrinking needs `allow_shrink`).
-    pub fn resize(&mut self, size: u64, allow_shrink: bool, ctx: &OpCtx) -> Result<()> {
+    /// R§3.15 with fix 10: what makes a resize impossible, checked before anything
+    /// changes (shrinking needs `allow_shrink`).
+    pub fn check_resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
         if !self.config.rw {
             return Err(EngineError::invalid("cannot resize a read-only volume"));
         }
@@ -518,6 +512,13 @@ impl<'a> Volume<'a> {
                 "shrinking from {old} to {size} bytes can destroy data; pass allow_shrink=true to do it anyway"
             )));
         }
+        Ok(())
+    }
+
+    /// R§3.15, the files (after [`Self::check_resize`]): the running image in place, or
+    /// a halted origin's committed image as a new inode.
+    pub fn resize(&mut self, size: u64, ctx: &OpCtx) -> Result<()> {
+        let old = self.size();
         if self.is_started() {
             let dir = self.existing_vm_dir(&self.paths.dirty())?;
             durable::truncate_at(&dir, &self.paths.dirty_name(), size)?;
@@ -539,6 +540,7 @@ impl<'a> Volume<'a> {
             copy::copy_at(&dir, &clean, &dir, &clean, opts, ctx).map_err(|e| {
                 EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
             })?;
+            ctx.point_of_no_return();
             self.refresh_precache(&dir, ctx);
         }
         self.config.size = size;
@@ -588,12 +590,12 @@ impl<'a> Volume<'a> {
 
     /// R§3.17 with fix 1 and contract rev 2 (whole sectors; shrinking needs
     /// `allow_shrink`): a fresh sparse import file, opened write-only.
-    pub fn import_data(&self, size: u64, allow_shrink: bool) -> Result<File> {
+    pub fn import_data(&self, size: ImageSize, allow_shrink: bool) -> Result<File> {
         self.refuse_import()?;
         check_import_size(size, self.size(), allow_shrink)?;
         let dir = self.ensure_vm_dir()?;
         let import = self.paths.import_name();
-        durable::create_sparse_at(&dir, &import, size)?;
+        durable::create_sparse_at(&dir, &import, size.get())?;
         dir.open_file(&import, Access::Write)
     }
 
@@ -640,7 +642,10 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.19 with fix 1: clone the committed image of `source` (any pool) into this
-    /// volume. A no-op for volumes that are not save_on_stop.
+    /// volume. A no-op for volumes that are not save_on_stop. The point of no return is
+    /// the end of the copy: a cancel after it changes nothing and the clone commits. On
+    /// every failure or cancellation the import file is deleted (contract fix 14), also
+    /// when the commit fails after the copy (a full disk).
     pub fn import_volume(&self, source: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
         if self.is_started() {
             return Err(EngineError::busy("cannot import into a started volume"));
@@ -655,12 +660,18 @@ impl<'a> Volume<'a> {
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         let dir = self.ensure_vm_dir()?;
         let import = self.paths.import_name();
-        if let Err(err) = copy::copy_file(&src, &dir, &import, CopyOptions::default(), ctx) {
-            durable::remove_at(&dir, &import)?;
+        let cloned =
+            copy::copy_file(&src, &dir, &import, CopyOptions::default(), ctx).and_then(|_| {
+                ctx.point_of_no_return();
+                self.commit(&dir, &import, ctx)
+            });
+        if let Err(err) = cloned {
+            if let Err(cleanup) = durable::remove_at(&dir, &import) {
+                warn!(file = %dir.join(&import).display(), error = %cleanup, "cannot delete the import file of a failed clone");
+            }
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }
-        self.commit(&dir, &import, ctx)?;
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
     }
@@ -757,23 +768,17 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
-    #[test]
-    fn import_sizes_are_whole_sectors_below_2_pow_63() {
-        check_import_size(0, 0, false).unwrap();
-        check_import_size(4096, 512, false).unwrap();
-        check_import_size(MAX_SIZE - 511, 0, false).unwrap();
-        for bad in [1, 511, 513, 1000, MAX_SIZE + 1, u64::MAX] {
-            let err = check_import_size(bad, 0, true).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
-        }
+    fn size(bytes: u64) -> ImageSize {
+        ImageSize::new(bytes).unwrap()
     }
 
     #[test]
     fn an_import_below_the_current_size_needs_allow_shrink() {
-        let err = check_import_size(512, 1024, false).unwrap_err();
+        let err = check_import_size(size(512), 1024, false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("allow_shrink"), "{err}");
-        check_import_size(512, 1024, true).unwrap();
-        check_import_size(1024, 1024, false).unwrap();
+        check_import_size(size(512), 1024, true).unwrap();
+        check_import_size(size(1024), 1024, false).unwrap();
+        check_import_size(size(4096), 512, false).unwrap();
     }
 }

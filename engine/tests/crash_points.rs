@@ -1,8 +1,8 @@
 //! Crash-point tests (issue 2): for every durable step k of an operation, the operation
 //! runs in a child process (`qsd-crash-runner`) that aborts right after step k
 //! (`QSD_CRASH_AFTER_STEP=k`, see `src/failpoint.rs`). Then the volume is recovered the
-//! way the daemon does it (a fresh `Engine::open` on the same state directory, then
-//! `stop` of every volume, R§5.4) and checked:
+//! way the daemon does it (a fresh `Engine::open` on the same state directory,
+//! `finish_interrupted_removals`, then `stop` of every volume, R§5.4) and checked:
 //!
 //! * right after the crash, every image is exactly the old or exactly the new state
 //!   (whole-file comparison with a model of each state), the revisions are one of the
@@ -608,15 +608,19 @@ fn remove_case() -> Case {
         vid: VID,
         history: build_history,
         args: |_| vec!["remove".into()],
-        check_crashed: check_remove_state,
-        check_recovered: check_remove_state,
+        check_crashed: check_remove_crashed,
+        check_recovered: |w| {
+            if !is_registered(w) {
+                assert_no_files_left(w, "the recovery finishes an interrupted removal");
+            } else {
+                check_remove_crashed(w);
+            }
+        },
         complete: |w, engine| {
             if is_registered(w) {
                 engine
                     .remove_volume(&vref(VID), &ctx())
                     .expect("retry remove");
-            } else if w.paths(VID).dir().exists() {
-                remove_leftovers_as_told(w, engine);
             }
             assert!(!w.paths(VID).dir().exists(), "the VM directory is gone");
         },
@@ -633,49 +637,18 @@ fn remove_case() -> Case {
     }
 }
 
-/// A crash after the unregistration leaves complete files of an unregistered vid:
-/// CreateVolume names them instead of deleting data it does not own, and the user
-/// removes them.
-fn remove_leftovers_as_told(w: &World, engine: &Engine) {
-    let dir = w.paths(VID).dir().to_owned();
-    if std::fs::read_dir(&dir)
-        .expect("list the VM directory")
-        .next()
-        .is_none()
-    {
-        std::fs::remove_dir(&dir).expect("remove the empty VM directory");
-        return;
-    }
-    let spec = VolumeSpec {
-        size: IMAGE_SIZE,
-        rw: true,
-        save_on_stop: true,
-        ..Default::default()
-    };
-    let err = engine
-        .create_volume(&vref(VID), spec, &ctx())
-        .expect_err("leftovers with data block a new volume of the same vid");
-    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-    std::fs::remove_dir_all(&dir).expect("remove the leftovers");
-}
-
-/// The registration goes first, the files after it: a registered volume is intact, an
-/// unregistered one may keep complete files (the oldest revisions go first, then
-/// clean and precache).
-fn check_remove_state(w: &World) {
+/// The registration goes first (contract fix 12): a registered volume has every file;
+/// an unregistered one may have lost some (oldest revisions first, then clean,
+/// precache).
+fn check_remove_crashed(w: &World) {
     let (clean, precache) = (w.clean(VID), w.precache(VID));
     if is_registered(w) {
         assert_eq!(
             (clean, precache),
             (some("C"), some("C")),
-            "a registered volume is intact"
+            "a registered volume keeps every file"
         );
-        assert_revisions_one_of(
-            w,
-            VID,
-            &[&["1E", "2A", "3B"]],
-            "a registered volume is intact",
-        );
+        assert_eq!(w.revisions(VID), ["1E", "2A", "3B"], "and every revision");
     } else {
         assert!([None, some("C")].contains(&clean), "clean {clean:?}");
         assert!(
@@ -688,6 +661,16 @@ fn check_remove_state(w: &World) {
             assert_eq!(clean, some("C"), "clean goes after every revision");
         }
     }
+}
+
+#[track_caller]
+fn assert_no_files_left(w: &World, when: &str) {
+    assert_eq!((w.clean(VID), w.precache(VID)), (None, None), "{when}");
+    assert!(w.revisions(VID).is_empty(), "{when}");
+    assert!(
+        !w.paths(VID).dir().exists(),
+        "{when}: the VM directory is gone"
+    );
 }
 
 /// A further session works: start (which removes leftover import files), write F, stop

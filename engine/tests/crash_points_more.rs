@@ -1,17 +1,19 @@
 //! More crash-point tests (beside `crash_points.rs`, same mechanism, driven by
 //! `crash_support`): the operation runs in `qsd-crash-runner`, which aborts after each
 //! durable step k in turn; then the disk is checked, recovered as the daemon does
-//! (reopen, stop every volume) and used again. Operations covered here:
+//! (reopen, finish interrupted removals, stop every volume) and used again. Operations covered here:
 //!
 //! * stop of a volatile volume whose running image was resized by hand (R§3.8 keeps
 //!   that size as the nominal size): the nominal size is the old or the new one, and
 //!   the next start makes an empty image of exactly that size;
-//! * resize of a running volatile volume: after the recovery stop, the nominal size is
-//!   the new one (the in-place truncate is the first step);
+//! * resize of a running volatile volume: the new nominal size is recorded first, then
+//!   the image truncated in place; after the recovery stop the nominal size is the size
+//!   the image had at the crash (old or new, never a mix of the two);
 //! * stop of a snapshot (snap_on_start) volume: the source is never touched, and a
 //!   leftover hardlink is the source's inode and gone after the recovery;
 //! * resize of a running origin volume: the session's data is intact at either size,
-//!   the recovery commits it at the new size, and the sizes reported match the files.
+//!   the recovery commits it at the size it had at the crash, and the sizes reported
+//!   match the files.
 //!
 //! Each runs on btrfs (reflinks) and ext4 with `setup_check = false` (byte copies).
 //! Needs root (loop mounts) and the `failpoints` feature (`cargo test --all-features`).
@@ -37,6 +39,16 @@ const SNAPSHOT_VID: &str = "appvms/vm3/root";
 
 fn resize_args(_: &World) -> Vec<String> {
     vec!["resize".into(), RESIZED.to_string()]
+}
+
+/// What a running image held at the crash ("D" or "D@12M"), kept for the checks after
+/// the recovery (which deletes or commits the image).
+fn remember_dirty(w: &World, state: &str) {
+    std::fs::write(w.run_dir.join("dirty-at-crash"), state).unwrap();
+}
+
+fn dirty_at_crash(w: &World) -> String {
+    std::fs::read_to_string(w.run_dir.join("dirty-at-crash")).unwrap()
 }
 
 fn stop_args(_: &World) -> Vec<String> {
@@ -138,12 +150,18 @@ fn volatile_running_resize_case() -> Case {
                 "after crash: the session's image {dirty:?}"
             );
             assert_nominal_size_old_or_new(w, "after crash");
+            remember_dirty(w, &dirty.unwrap());
         },
         check_recovered: |w| {
+            let size = if dirty_at_crash(w) == "D" {
+                IMAGE_SIZE
+            } else {
+                RESIZED
+            };
             assert_eq!(
                 w.info(VOLATILE_VID).config.size,
-                RESIZED,
-                "the stop keeps the resized image's size"
+                size,
+                "the stop keeps the size the image had"
             );
         },
         complete: nothing,
@@ -260,15 +278,18 @@ fn origin_running_resize_case() -> Case {
                 "the session's image {dirty:?}"
             );
             assert_eq!(w.precache(ORIGIN_VID), None, "consumed by the start");
+            remember_dirty(w, &dirty.unwrap());
         },
         check_recovered: |w| {
+            let session = dirty_at_crash(w);
             assert_eq!(
                 w.clean(ORIGIN_VID),
-                some("D@12M"),
-                "the recovery commits the resized session"
+                Some(session.clone()),
+                "the recovery commits the session as it was"
             );
             assert_revisions_one_of(w, ORIGIN_VID, &[&["2A", "3B", "4C"]], "after recovery");
-            assert_eq!(w.info(ORIGIN_VID).size, RESIZED);
+            let size = if session == "D" { IMAGE_SIZE } else { RESIZED };
+            assert_eq!(w.info(ORIGIN_VID).size, size);
         },
         complete: nothing,
         further: further_origin_session_works,
@@ -286,12 +307,12 @@ fn ext4_volatile_stop_crash_keeps_the_manual_resize() {
 }
 
 #[test]
-fn btrfs_running_volatile_resize_crash_ends_at_the_new_nominal_size() {
+fn btrfs_running_volatile_resize_crash_ends_at_the_size_of_its_image() {
     crash_after_every_step(FsType::Btrfs, volatile_running_resize_case());
 }
 
 #[test]
-fn ext4_running_volatile_resize_crash_ends_at_the_new_nominal_size() {
+fn ext4_running_volatile_resize_crash_ends_at_the_size_of_its_image() {
     crash_after_every_step(FsType::Ext4, volatile_running_resize_case());
 }
 
@@ -306,11 +327,11 @@ fn ext4_snapshot_stop_crash_never_touches_the_source() {
 }
 
 #[test]
-fn btrfs_running_origin_resize_crash_keeps_the_session_at_either_size() {
+fn btrfs_running_origin_resize_crash_commits_the_session_at_its_size() {
     crash_after_every_step(FsType::Btrfs, origin_running_resize_case());
 }
 
 #[test]
-fn ext4_running_origin_resize_crash_keeps_the_session_at_either_size() {
+fn ext4_running_origin_resize_crash_commits_the_session_at_its_size() {
     crash_after_every_step(FsType::Ext4, origin_running_resize_case());
 }

@@ -14,11 +14,21 @@ mod scenario_support;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use common_fs::{FsType, MIB};
-use qubes_storage_engine::durable::temp_path;
+use qubes_storage_engine::durable::temp_name;
 use qubes_storage_engine::{Engine, ErrorKind};
 use scenario_support::{exists, files_in, on_every_fs, origin_spec, Fixture};
+
+/// A temp of `path` as the engine names it (`<file name>~XXXXXXXX`, beside it).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a file name");
+    path.with_file_name(temp_name(name))
+}
 
 fn restarted(f: &Fixture) -> Engine {
     Engine::open(f.engine.state_dir()).expect("reopen the state directory")
@@ -73,7 +83,7 @@ fn a_stale_import_is_swept_at_start_up_and_cannot_be_committed(fs_type: FsType) 
     let f = Fixture::new(fs_type);
     let vol = f.vref("appvms/work/private");
     f.create_in(&vol, origin_spec(4 * MIB, 2));
-    let import = f.engine.import_data(&vol, 4 * MIB, &ctx()).unwrap();
+    let import = f.engine.import_data(&vol, 4 * MIB, false, &ctx()).unwrap();
     import.write_all_at(&[0x42; 4096], 0).unwrap();
     drop(import);
     let engine = restarted(&f);
@@ -87,7 +97,7 @@ fn an_import_in_progress_is_not_swept(fs_type: FsType) {
     let f = Fixture::new(fs_type);
     let vol = f.vref("appvms/work/private");
     f.create_in(&vol, origin_spec(4 * MIB, 2));
-    let import = f.engine.import_data(&vol, 4 * MIB, &ctx()).unwrap();
+    let import = f.engine.import_data(&vol, 4 * MIB, false, &ctx()).unwrap();
     assert_eq!(f.engine.sweep_leftovers(), 0);
     drop(import);
     assert!(exists(&f.paths("appvms/work/private").import()));

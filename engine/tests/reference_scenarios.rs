@@ -191,7 +191,7 @@ fn precache_of_an_older_commit_is_discarded_and_start_uses_clean(t: FsType) {
     assert!(!exists(&precache), "the stale precache is deleted");
 }
 
-/// The size alone makes a precache stale: same mtime (ns) as clean, one byte longer.
+/// The size alone makes a precache stale: same mtime (ns) as clean, one sector longer.
 fn precache_of_another_size_is_discarded_even_with_clean_mtime(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin(VID, SECTOR, 1);

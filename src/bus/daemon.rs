@@ -1,7 +1,9 @@
 //! Start-up and shutdown of the service.
 //!
 //! Start-up: open the engine's state (which refuses a second engine on the same state
-//! directory), sweep what interrupted operations left behind
+//! directory), finish the volume removals a crash interrupted
+//! (`Engine::finish_interrupted_removals`: unregistered volumes whose files were not
+//! all deleted), sweep what interrupted operations left behind
 //! (`Engine::sweep_leftovers` — only now, with the state directory locked, is nothing
 //! else working on the pools), connect to the bus, start the outbox, serve every persisted pool and
 //! volume — straight into the registry, without a signal each: nobody can be listening
@@ -69,6 +71,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let state_dir = config.state_dir.clone();
     let engine = tokio::task::spawn_blocking(move || {
         let engine = Engine::open_exclusive(&state_dir)?;
+        finish_removals(&engine);
         engine.sweep_leftovers();
         Ok::<_, qubes_storage_engine::EngineError>(engine)
     })
@@ -142,6 +145,19 @@ async fn owner_sentence(bus: &DBusProxy<'_>, name: WellKnownName<'static>) -> St
     format!("another instance{who} already serves {BUS_NAME} on this bus; stop it first")
 }
 
+/// Deletes the files of volumes whose removal a crash interrupted. A failure keeps the
+/// service from nothing: those removals stay pending (retried at the next start, a
+/// CreateVolume of the vid or RemovePool), and the volumes are gone either way.
+fn finish_removals(engine: &Engine) {
+    match engine.finish_interrupted_removals() {
+        Ok(0) => {}
+        Ok(finished) => tracing::info!(finished, "interrupted volume removals finished"),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot finish every interrupted volume removal yet")
+        }
+    }
+}
+
 /// Serves every persisted pool and volume, before the name is owned.
 async fn serve_persisted(svc: &Arc<Service>) -> Result<(), DaemonError> {
     let objects = svc
@@ -175,20 +191,22 @@ fn read_persisted(engine: &Engine) -> Result<Vec<Object>, DaemonError> {
     Ok(objects)
 }
 
+/// The volumes of `pool`, read in one pass (`Engine::volume_infos`: each VM directory
+/// listed once).
 fn read_volumes(engine: &Engine, pool: &PoolName) -> Result<Vec<Object>, DaemonError> {
     let mut objects = Vec::new();
-    for vid in engine.volume_vids(pool)? {
-        let vol = VolumeRef {
-            pool: pool.clone(),
-            vid,
-        };
-        match engine.volume_info(&vol) {
-            Ok(info) => objects.push(Object::Volume(Arc::new(VolumeObject::new(
-                vol,
-                VolumeValues::of(&info),
-            )))),
+    for view in engine.volume_infos(pool)? {
+        match view {
+            Ok(info) => {
+                let vol = VolumeRef {
+                    pool: pool.clone(),
+                    vid: info.config.vid.clone(),
+                };
+                let values = VolumeValues::of(&info);
+                objects.push(Object::Volume(Arc::new(VolumeObject::new(vol, values))));
+            }
             Err(err) => {
-                tracing::error!(pool = %vol.pool, vid = %vol.vid, error = %err, "volume not served")
+                tracing::error!(%pool, object = err.object().unwrap_or_default(), error = %err, "volume not served")
             }
         }
     }

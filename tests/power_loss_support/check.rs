@@ -3,8 +3,10 @@
 //! * **old or new** — the volume under test is in its state before the operation or
 //!   in its state after it; in between only what the operation may pass through (the
 //!   old committed image with revisions between the old and the new set; the new
-//!   committed image with exactly the new revisions; unregistered with complete
-//!   leftover files for create and remove). Before the operation began only the old
+//!   committed image with exactly the new revisions; for create, unregistered with
+//!   complete leftover files; for remove, unregistered only with no file left, since
+//!   the daemon finishes an interrupted removal at start-up, before it serves). Before
+//!   the operation began only the old
 //!   state is acceptable, once it was acknowledged only the new one ([`Phase`]);
 //! * **nothing else changed** — every other volume is exactly as before;
 //! * **no short file** — every file under a final name holds a complete known state;
@@ -235,7 +237,13 @@ pub fn judge(
 /// A state an interrupted operation may leave (see the module comment).
 fn in_between(old: &VolState, new: &VolState, now: &VolState) -> bool {
     if !now.registered {
-        return !old.registered || !new.registered;
+        // A removal whose unregistration is on disk is finished at start-up; a create
+        // that did not register may leave files (CreateVolume clears or names them).
+        return if old.registered {
+            !new.registered && now == new
+        } else {
+            true
+        };
     }
     if !old.registered || !new.registered {
         return false;

@@ -17,6 +17,7 @@
 //! | `import-volume <pool> <vid>`     | `import_volume` from that volume                     |
 //! | `create <bytes>`                 | `create_volume` of an origin (save_on_stop, rw)      |
 //! | `remove`                         | `remove_volume`                                      |
+//! | `compact`                        | `compact_state` of the pool (the vid is not used)    |
 //!
 //! Output: one line `steps=<n>` on stdout (the durable steps the operation completed),
 //! exit status 0 on success, 1 with the error on stderr on failure, 2 on bad usage. A
@@ -47,11 +48,12 @@ enum Operation {
     ImportVolume(VolumeRef),
     CreateOrigin(u64),
     Remove,
+    Compact,
 }
 
 const USAGE: &str = "usage: qsd-crash-runner <state dir> <pool> <vid> \
     start | stop | revert [id] | resize <bytes> | import <content file> | import-volume <pool> <vid> \
-    | create <bytes> | remove";
+    | create <bytes> | remove | compact";
 
 fn volume_ref(pool: &str, vid: &str) -> Result<VolumeRef, String> {
     let pool = PoolName::parse(pool).map_err(|e| format!("bad pool name {pool:?}: {e}"))?;
@@ -75,6 +77,7 @@ fn parse_operation(args: &[String]) -> Result<Operation, String> {
         ["import-volume", pool, vid] => Ok(Operation::ImportVolume(volume_ref(pool, vid)?)),
         ["create", size] => Ok(Operation::CreateOrigin(number(size)?)),
         ["remove"] => Ok(Operation::Remove),
+        ["compact"] => Ok(Operation::Compact),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -141,6 +144,7 @@ fn run(invocation: &Invocation) -> Result<(), String> {
             engine_result(engine.create_volume(vol, origin_spec(*size), &ctx))
         }
         Operation::Remove => engine_result(engine.remove_volume(vol, &ctx)),
+        Operation::Compact => engine_result(engine.compact_state(&vol.pool)),
     }
 }
 

@@ -18,6 +18,7 @@ use super::Engine;
 use crate::context::OpCtx;
 use crate::error::{EngineError, Result};
 use crate::model::VolumeRef;
+use crate::names::ImageSize;
 use crate::volume::Volume;
 
 /// An import between ImportData and ImportDataEnd.
@@ -60,8 +61,8 @@ impl Import {
 }
 
 impl Engine {
-    /// R§3.17: a fresh sparse import file of `size` bytes (whole sectors; below the
-    /// current size only with `allow_shrink`); returns it opened write-only.
+    /// R§3.17: a fresh sparse import file of `size` bytes (whole sectors below 2^63;
+    /// below the current size only with `allow_shrink`); returns it opened write-only.
     pub fn import_data(
         &self,
         vol: &VolumeRef,
@@ -69,12 +70,13 @@ impl Engine {
         allow_shrink: bool,
         ctx: &OpCtx,
     ) -> Result<File> {
+        let size = ImageSize::new(size).map_err(|e| e.on(vol))?;
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
             let file = v.import_data(size, allow_shrink)?;
             let import = Import {
                 owner: ctx.caller().map(str::to_owned),
-                size,
+                size: size.get(),
                 failed_commit: None,
             };
             self.importing_set().insert(vol.clone(), import);

@@ -1,25 +1,44 @@
 //! Volume lifecycle operations of the facade: start, stop, verify, revert, resize and
-//! export, each under the volume's lock (and a snapshot's source lock).
+//! export, each holding the volume's lock exclusively (and a snapshot's source lock
+//! shared).
 
 use std::fs::File;
 use std::path::PathBuf;
 
+use tracing::warn;
+
 use super::Engine;
 use crate::context::OpCtx;
 use crate::error::Result;
-use crate::model::{VolumeKind, VolumeRef};
+use crate::model::{VolumeConfig, VolumeKind, VolumeRef};
+use crate::names::ImageSize;
 use crate::volume::Volume;
 
 impl Engine {
     /// R§3.7; returns the block device path (the dirty image).
     pub fn start(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<PathBuf> {
         let (_, config, _) = self.lookup(vol)?;
-        self.with_source_locked(vol, config.source.as_ref(), || {
+        self.with_source_held(vol, config.source.as_ref(), || {
             self.with_volume(vol, ctx, |v, source| {
                 self.refuse_while_importing(vol, "start the volume")?;
-                v.start(source, ctx)
+                let before = v.config.clone();
+                let path = v.start(source, ctx)?;
+                self.record_after_start(vol, before, v);
+                Ok(path)
             })
         })
+    }
+
+    /// A start with snapshots disabled that gave the VM a copy of a committed image
+    /// exports may still read clears `committed_image_shared`; recorded after the
+    /// files, since a flag left set only costs the next start a copy.
+    fn record_after_start(&self, vol: &VolumeRef, before: VolumeConfig, v: &Volume<'_>) {
+        if v.config == before {
+            return;
+        }
+        if let Err(err) = self.save_volume(vol, v.config.clone()) {
+            warn!(error = %err, "cannot record that the committed image is no longer shared; the next start copies it again");
+        }
     }
 
     /// R§3.8, idempotent.
@@ -37,12 +56,11 @@ impl Engine {
         if v.config.kind() != VolumeKind::Volatile || !v.is_started() || v.size() == v.config.size {
             return Ok(());
         }
-        v.config.size = v.size();
-        let config = v.config.clone();
-        self.update_pool(&vol.pool, |r| {
-            r.volumes.insert(vol.vid.clone(), config);
-            Ok(())
-        })
+        let config = VolumeConfig {
+            size: v.size(),
+            ..v.config.clone()
+        };
+        self.update_volume(vol, v, config)
     }
 
     /// R§3.5: Ok when the image the next start needs exists.
@@ -63,7 +81,10 @@ impl Engine {
         })
     }
 
-    /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`.
+    /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`; the size is a
+    /// whole number of sectors below 2^63. The new nominal size is recorded before the
+    /// image changes, and restored if the image cannot be changed, so a state
+    /// directory that cannot be written fails the resize before anything changed.
     pub fn resize(
         &self,
         vol: &VolumeRef,
@@ -71,9 +92,23 @@ impl Engine {
         allow_shrink: bool,
         ctx: &OpCtx,
     ) -> Result<()> {
+        let size = ImageSize::new(size).map_err(|e| e.on(vol))?.get();
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "resize the volume")?;
-            v.resize(size, allow_shrink, ctx)
+            v.check_resize(size, allow_shrink)?;
+            let (old, image_before) = (v.config.clone(), v.size());
+            if old.size != size {
+                self.save_volume(vol, VolumeConfig { size, ..old.clone() })?;
+            }
+            let resized = v.resize(size, ctx);
+            // Restored only if the image is unchanged (a loop device that could not be
+            // told the new size fails the call after the image grew).
+            if resized.is_err() && old.size != size && v.size() == image_before {
+                if let Err(err) = self.save_volume(vol, old) {
+                    warn!(error = %err, "cannot restore the nominal size after a failed resize (the image keeps its size, which is what counts)");
+                }
+            }
+            resized
         })
     }
 

@@ -1,27 +1,37 @@
 //! The engine's facade: the registry of pools and volumes, the per-vid locks and the
 //! persistence of their configuration. Every method is blocking (file work); the bus
-//! layer runs them off its executor. Volume operations take the volume's lock (one per
-//! vid, shared by every caller) for their whole duration, so different volumes work in
-//! parallel and one volume's operations are serialised.
+//! layer runs them off its executor. Volume operations hold the volume's lock (one per
+//! vid, shared by every caller) exclusively for their whole duration, and a snapshot
+//! volume's start or creation also holds its source's lock shared, so different volumes
+//! — and the snapshots of one template — work in parallel while one volume's changes
+//! are serialised. Getters take no vid lock: they never wait for an operation.
+//!
+//! Order of every change: what can fail without changing anything first; the state
+//! directory is written before the files when a failure of the file work can be undone
+//! there (Remove unregisters first, Resize records the new size first), after them when
+//! the files are the undoable part (CreateVolume), so a failure or a crash leaves the
+//! old state or the new one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 mod imports;
 mod lifecycle;
+mod live;
 mod pools;
 mod sweep;
 mod volumes;
 
 use crate::context::OpCtx;
 use crate::dir::Dir;
-use crate::error::{EngineError, IoContext, Result};
+use crate::error::{EngineError, Result};
 use crate::lock::VidLocks;
 use crate::model::{PoolConfig, VolumeConfig, VolumeRef};
 use crate::names::{PoolName, RevisionsToKeep, Vid};
 use crate::pool;
-use crate::store::{PoolRecord, Store};
+use crate::registry::Pool;
+use crate::store::{Change, Store};
 use crate::volume::{SourceView, Volume};
 
 pub use imports::Import;
@@ -42,14 +52,15 @@ pub struct Engine {
     _instance: Option<crate::instance::InstanceLock>,
     state_dir: PathBuf,
     store: Store,
-    pools: RwLock<BTreeMap<PoolName, PoolRecord>>,
+    pools: RwLock<BTreeMap<PoolName, Arc<Pool>>>,
+    /// Held for the whole of a CreatePool (checks, setup, registration) and a
+    /// RemovePool, so that two never both succeed on one directory and none sees
+    /// another's pending setup.
+    pool_admin: Mutex<()>,
     locks: VidLocks,
     /// Volumes between ImportData and ImportDataEnd: who opened the import, its
     /// declared size, a failed commit. Every other change is refused meanwhile.
     importing: Mutex<HashMap<VolumeRef, Import>>,
-    /// Held for the whole of a CreatePool (checks, setup, registration), so that two
-    /// never both succeed on one directory and none sees another's pending setup.
-    creating_pool: Mutex<()>,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -57,25 +68,29 @@ pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
 }
 
 impl Engine {
-    /// Load the pools and volumes persisted in `state_dir` (created if missing).
-    /// Nothing on disk is changed: a volume found started stays started.
+    /// Load the pools and volumes persisted in `state_dir` (created if missing, with
+    /// an fsync of each new directory's parent). Nothing in the pools is changed: a
+    /// volume found started stays started.
     pub fn open(state_dir: &Path) -> Result<Engine> {
-        std::fs::create_dir_all(state_dir)
-            .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
         let store = Store::open(state_dir)?;
         let pools = store
             .load()?
             .into_iter()
-            .map(|r| (r.pool.name.clone(), r))
+            .map(|(state, files)| {
+                (
+                    state.config().name.clone(),
+                    Arc::new(Pool::new(state, files)),
+                )
+            })
             .collect();
         Ok(Engine {
             _instance: None,
             state_dir: state_dir.to_owned(),
             store,
             pools: RwLock::new(pools),
+            pool_admin: Mutex::new(()),
             locks: VidLocks::default(),
             importing: Mutex::new(HashMap::new()),
-            creating_pool: Mutex::new(()),
         })
     }
 
@@ -83,8 +98,7 @@ impl Engine {
     /// takes the state directory's instance lock, held until the engine is dropped, so a
     /// second one fails with `Busy` naming the first's pid.
     pub fn open_exclusive(state_dir: &Path) -> Result<Engine> {
-        std::fs::create_dir_all(state_dir)
-            .io_ctx(|| format!("cannot create the state directory {}", state_dir.display()))?;
+        crate::store::make_dirs(state_dir)?;
         let instance = crate::instance::InstanceLock::acquire(state_dir)?;
         let mut engine = Engine::open(state_dir)?;
         engine._instance = Some(instance);
@@ -95,51 +109,52 @@ impl Engine {
         &self.state_dir
     }
 
-    pub(super) fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, PoolRecord>> {
+    pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
         self.pools.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PoolName, PoolRecord>> {
-        self.pools.write().unwrap_or_else(|e| e.into_inner())
+    /// The live pool `name` (the map's lock is released at once).
+    pub(super) fn pool(&self, name: &PoolName) -> Result<Arc<Pool>> {
+        self.pool_map()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| pool_not_found(name))
     }
 
-    /// Change a pool record under the write lock and persist it; on a persistence
-    /// failure the in-memory record is restored.
-    pub(super) fn update_pool<T>(
+    /// Record a volume's new configuration durably, then apply it.
+    pub(super) fn save_volume(&self, vol: &VolumeRef, config: VolumeConfig) -> Result<()> {
+        self.pool(&vol.pool)?
+            .change(Change::Put(config))
+            .map_err(|e| e.on(vol))
+    }
+
+    /// [`Self::save_volume`] of `new` unless it is what `v` holds; then `v` holds it.
+    pub(super) fn update_volume(
         &self,
-        pool: &PoolName,
-        f: impl FnOnce(&mut PoolRecord) -> Result<T>,
-    ) -> Result<T> {
-        let mut pools = self.write();
-        let record = pools.get_mut(pool).ok_or_else(|| pool_not_found(pool))?;
-        let before = record.clone();
-        let out = f(record)?;
-        if let Err(err) = self.store.save(record) {
-            *record = before;
-            return Err(err.on(format!("pool {pool}")));
+        vol: &VolumeRef,
+        v: &mut Volume<'_>,
+        new: VolumeConfig,
+    ) -> Result<()> {
+        if v.config != new {
+            self.save_volume(vol, new.clone())?;
+            v.config = new;
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Pool directory, pool config and the volume's config (+ its source's).
+    /// Pool config, the volume's config and its source's.
     pub(super) fn lookup(
         &self,
         vol: &VolumeRef,
     ) -> Result<(PoolConfig, VolumeConfig, Option<VolumeConfig>)> {
-        let pools = self.read();
-        let record = pools
-            .get(&vol.pool)
-            .ok_or_else(|| pool_not_found(&vol.pool))?;
-        let config = record
-            .volumes
+        let pool = self.pool(&vol.pool)?;
+        let state = pool.read();
+        let config = state
             .get(&vol.vid)
             .cloned()
             .ok_or_else(|| EngineError::not_found("no such volume").on(vol))?;
-        let source = config
-            .source
-            .as_ref()
-            .and_then(|s| record.volumes.get(s).cloned());
-        Ok((record.pool.clone(), config, source))
+        let source = config.source.as_ref().and_then(|s| state.get(s).cloned());
+        Ok((state.config().clone(), config, source))
     }
 
     pub(super) fn source_view(pool_dir: &Path, source: Option<VolumeConfig>) -> Option<SourceView> {
@@ -154,8 +169,9 @@ impl Engine {
         tracing::info_span!("volume", op = ctx.operation(), pool = %vol.pool, vid = %vol.vid)
     }
 
-    /// Run `op` on a volume under its lock; persist its configuration if `op` changed it
-    /// (also when `op` failed after changing it).
+    /// Run `op` on a volume holding its lock exclusively. `op` records any change of
+    /// the volume's configuration itself ([`Self::save_volume`]), in the order the
+    /// operation needs.
     pub(super) fn with_volume<T>(
         &self,
         vol: &VolumeRef,
@@ -164,23 +180,14 @@ impl Engine {
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
         let root = Self::open_root(&pool, vol)?;
-        let mut v = Volume::new(&root, config.clone());
+        let mut v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        let out = op(&mut v, source.as_ref());
-        if v.config != config {
-            let new = v.config.clone();
-            self.update_pool(&vol.pool, |r| {
-                r.volumes.insert(vol.vid.clone(), new);
-                Ok(())
-            })
-            .map_err(|e| e.on(vol))?;
-        }
-        out.map_err(|e| e.on(vol))
+        op(&mut v, source.as_ref()).map_err(|e| e.on(vol))
     }
 
     /// The pool directory for an operation on `vol` (every file below is reached
@@ -195,11 +202,11 @@ impl Engine {
         pool::open_root(&pool.dir_path).ok()
     }
 
-    /// Run `f` holding the lock of a snapshot volume's source, so the source cannot
-    /// start, commit, switch snapshots off or be removed between the snapshot's checks
-    /// and its hardlink. Lock order: source, then consumer (a source never locks its
-    /// consumers).
-    pub(super) fn with_source_locked<T>(
+    /// Run `f` holding the lock of a snapshot volume's source shared, so the source
+    /// cannot start, commit, switch snapshots off or be removed between the snapshot's
+    /// checks and its hardlink, while other snapshots of it proceed. Lock order:
+    /// source, then consumer (a source never locks its consumers).
+    pub(super) fn with_source_held<T>(
         &self,
         vol: &VolumeRef,
         source: Option<&Vid>,
@@ -215,7 +222,7 @@ impl Engine {
         });
         let _guard = lock
             .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()));
         f()
     }
 }

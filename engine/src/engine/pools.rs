@@ -1,41 +1,36 @@
 //! Pool operations of the facade: listing, live views, creation (setup with the
 //! reflink probe, one directory per pool), removal and the pool's writable options.
 
+use std::sync::Arc;
+
 use tracing::info;
 
-use std::collections::BTreeMap;
-
-use super::{pool_not_found, same_dir, Engine, PoolSpec};
+use super::{same_dir, Engine, PoolSpec};
 use crate::error::{EngineError, Result};
 use crate::model::{PoolConfig, PoolInfo};
 use crate::names::{PoolName, RevisionsToKeep};
 use crate::pool;
-use crate::store::PoolRecord;
+use crate::registry::{check_pool, Pool, PoolState};
 
 impl Engine {
     pub fn pool_names(&self) -> Vec<PoolName> {
-        self.read().keys().cloned().collect()
+        self.pool_map().keys().cloned().collect()
     }
 
     pub fn pool_config(&self, pool: &PoolName) -> Result<PoolConfig> {
-        self.read()
-            .get(pool)
-            .map(|r| r.pool.clone())
-            .ok_or_else(|| pool_not_found(pool))
+        Ok(self.pool(pool)?.read().config().clone())
     }
 
     pub fn pool_info(&self, pool: &PoolName) -> Result<PoolInfo> {
-        let pools = self.read();
-        let config = pools
-            .get(pool)
-            .ok_or_else(|| pool_not_found(pool))?
-            .pool
-            .clone();
-        let included_in = pool::included_in(&config, pools.values().map(|r| &r.pool));
-        drop(pools);
+        let config = self.pool_config(pool)?;
+        let others: Vec<PoolConfig> = self
+            .pool_map()
+            .values()
+            .map(|p| p.read().config().clone())
+            .collect();
         Ok(PoolInfo {
             usage: pool::usage(&config.dir_path),
-            included_in,
+            included_in: pool::included_in(&config, others.iter()),
             config,
         })
     }
@@ -43,17 +38,18 @@ impl Engine {
     /// `AlreadyExists` when the name is taken or another pool uses the same directory,
     /// however it is named.
     fn refuse_taken(&self, spec: &PoolSpec) -> Result<()> {
-        let pools = self.read();
+        let pools = self.pool_map();
         if pools.contains_key(&spec.name) {
             return Err(EngineError::already_exists("a pool of that name exists"));
         }
-        match pools
+        let taken = pools
             .values()
-            .find(|r| same_dir(&r.pool.dir_path, &spec.dir_path))
-        {
+            .map(|p| p.read().config().clone())
+            .find(|c| same_dir(&c.dir_path, &spec.dir_path));
+        match taken {
             Some(other) => Err(EngineError::already_exists(format!(
                 "pool {} already uses {}",
-                other.pool.name,
+                other.name,
                 spec.dir_path.display()
             ))),
             None => Ok(()),
@@ -65,7 +61,15 @@ impl Engine {
     /// or failed pool leaves nothing behind that its setup created.
     pub fn create_pool(&self, spec: PoolSpec) -> Result<PoolConfig> {
         let object = format!("pool {}", spec.name);
-        let _one_at_a_time = self.creating_pool.lock().unwrap_or_else(|e| e.into_inner());
+        let config = PoolConfig {
+            name: spec.name.clone(),
+            dir_path: spec.dir_path.clone(),
+            setup_check: spec.setup_check,
+            revisions_to_keep: spec.revisions_to_keep,
+            ephemeral_volatile: spec.ephemeral_volatile,
+        };
+        check_pool(&config).map_err(|e| e.on(&object))?;
+        let _admin = self.pool_admin.lock().unwrap_or_else(|e| e.into_inner());
         self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
         let setup = pool::setup(&spec).map_err(|e| e.on(&object))?;
         // Again now that the directory exists: a path that names a taken directory
@@ -74,44 +78,35 @@ impl Engine {
             setup.undo();
             return Err(err.on(object));
         }
-        let record = PoolRecord {
-            pool: PoolConfig {
-                name: spec.name.clone(),
-                dir_path: spec.dir_path,
-                setup_check: spec.setup_check,
-                revisions_to_keep: spec.revisions_to_keep,
-                ephemeral_volatile: spec.ephemeral_volatile,
-            },
-            volumes: BTreeMap::new(),
+        let files = match self.store.create(&config) {
+            Ok(files) => files,
+            Err(err) => {
+                setup.undo();
+                return Err(err.on(object));
+            }
         };
-        let mut pools = self.write();
-        if let Err(err) = self.store.save(&record) {
-            drop(pools);
-            setup.undo();
-            return Err(err.on(object));
-        }
-        info!(pool = %spec.name, dir = %record.pool.dir_path.display(), "pool created");
-        let config = record.pool.clone();
-        pools.insert(spec.name, record);
+        info!(pool = %spec.name, dir = %config.dir_path.display(), "pool created");
+        let live = Pool::new(PoolState::new(config.clone()), files);
+        self.pools
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.name, Arc::new(live));
         Ok(config)
     }
 
-    /// `Busy` while the pool holds volumes. Never deletes files.
-    pub fn remove_pool(&self, pool: &PoolName) -> Result<()> {
-        let mut pools = self.write();
-        let record = pools.get(pool).ok_or_else(|| pool_not_found(pool))?;
-        if !record.volumes.is_empty() {
-            return Err(EngineError::busy(format!(
-                "the pool still holds {} volume(s)",
-                record.volumes.len()
-            ))
-            .on(format!("pool {pool}")));
-        }
-        self.store
-            .delete(pool)
-            .map_err(|e| e.on(format!("pool {pool}")))?;
-        pools.remove(pool);
-        info!(pool = %pool, "pool removed (its directory is left as it is)");
+    /// `Busy` while the pool holds volumes. Never deletes files (but finishes the
+    /// removals of its volumes that a crash interrupted).
+    pub fn remove_pool(&self, name: &PoolName) -> Result<()> {
+        let object = format!("pool {name}");
+        let _admin = self.pool_admin.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = self.pool(name)?;
+        self.finish_removals_of(&pool).map_err(|e| e.on(&object))?;
+        pool.delete_if_empty().map_err(|e| e.on(&object))?;
+        self.pools
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        info!(pool = %name, "pool removed (its directory is left as it is)");
         Ok(())
     }
 
@@ -120,16 +115,24 @@ impl Engine {
         pool: &PoolName,
         value: RevisionsToKeep,
     ) -> Result<()> {
-        self.update_pool(pool, |r| {
-            r.pool.revisions_to_keep = value;
-            Ok(())
-        })
+        self.change_pool(pool, |c| c.revisions_to_keep = value)
     }
 
     pub fn set_pool_ephemeral_volatile(&self, pool: &PoolName, value: bool) -> Result<()> {
-        self.update_pool(pool, |r| {
-            r.pool.ephemeral_volatile = value;
-            Ok(())
-        })
+        self.change_pool(pool, |c| c.ephemeral_volatile = value)
+    }
+
+    fn change_pool(&self, name: &PoolName, f: impl FnOnce(&mut PoolConfig)) -> Result<()> {
+        self.pool(name)?
+            .change_config(f)
+            .map_err(|e| e.on(format!("pool {name}")))
+    }
+
+    /// Fold a pool's state journal into its snapshot now (it also happens by itself
+    /// when the journal has grown as large as the pool).
+    pub fn compact_state(&self, name: &PoolName) -> Result<()> {
+        self.pool(name)?
+            .compact()
+            .map_err(|e| e.on(format!("pool {name}")))
     }
 }

@@ -1,6 +1,7 @@
 //! The start-up sweep: what an interrupted operation left behind and no running
 //! operation owns (issue 9 item 9). The daemon calls [`Engine::sweep_leftovers`] after
-//! loading its state and before it serves, when nothing runs yet:
+//! loading its state (and finishing interrupted removals) and before it serves, when
+//! nothing runs yet:
 //!
 //! * temp files of any volume — `<final name>~XXXXXXXX`
 //!   ([`layout::is_volume_temp`]) — in the VM directories of every registered pool,
@@ -15,20 +16,23 @@
 //! Nothing else is touched: a pool directory can be an existing Qubes pool whose
 //! volumes are not (yet) registered, and their files — images, revisions, even an
 //! import of the reference driver — may hold a user's data that the service does not
-//! own. Only regular files are removed, found without following symlinks; every
-//! removal is logged at info. A pool whose directory cannot be read is skipped with a
-//! warning: the sweep never keeps the service from starting.
-
-use std::path::{Path, PathBuf};
+//! own. Like every other file operation the sweep goes through [`Dir`]: the pool
+//! directory (which must be private to the service, as for any volume operation), its
+//! class and VM directories opened beneath it without following a symlink, and only
+//! regular files, removed by name relative to their directory; every removal is logged
+//! at info. A pool or directory that cannot be read is skipped with a warning: the
+//! sweep never keeps the service from starting.
 
 use tracing::{info, warn};
 
 use super::Engine;
+use crate::dir::Dir;
 use crate::durable;
+use crate::error::Result;
 use crate::layout::{self, VolumePaths};
-use crate::model::VolumeRef;
-use crate::names::VmClass;
-use crate::store::PoolRecord;
+use crate::model::{PoolConfig, VolumeRef};
+use crate::names::{Vid, VmClass};
+use crate::pool;
 
 /// The temp name of the reflink probe's fallback (see `copy::probe_reflink`).
 const PROBE_TEMP_PREFIX: &str = ".reflink-probe~";
@@ -38,95 +42,126 @@ impl Engine {
     /// pool; returns how many files it removed. Call it before serving: it assumes no
     /// operation runs.
     pub fn sweep_leftovers(&self) -> usize {
-        let pools: Vec<PoolRecord> = self.read().values().cloned().collect();
-        pools.iter().map(|record| self.sweep_pool(record)).sum()
+        let pools: Vec<(PoolConfig, Vec<Vid>)> = self
+            .pool_map()
+            .values()
+            .map(|pool| {
+                let state = pool.read();
+                (
+                    state.config().clone(),
+                    state.volumes().map(|c| c.vid.clone()).collect(),
+                )
+            })
+            .collect();
+        pools
+            .iter()
+            .map(|(config, vids)| match self.sweep_pool(config, vids) {
+                Ok(removed) => removed,
+                Err(err) => {
+                    warn!(pool = %config.name, error = %err, "cannot sweep the pool directory");
+                    0
+                }
+            })
+            .sum()
     }
 
-    fn sweep_pool(&self, record: &PoolRecord) -> usize {
-        let dir = &record.pool.dir_path;
-        let mut garbage = probe_temps(dir);
+    fn sweep_pool(&self, config: &PoolConfig, vids: &[Vid]) -> Result<usize> {
+        let root = pool::open_root(&config.dir_path)?;
+        root.check_private()?;
+        let mut removed = remove_where(config, &root, is_probe_temp);
         for class in VmClass::ALL {
-            for vm_dir in real_dirs_in(&dir.join(class.dir_name())) {
-                garbage.extend(volume_temps(&vm_dir));
+            removed += sweep_class(config, &root, class);
+        }
+        for vid in self.stale_imports(config, vids) {
+            let paths = VolumePaths::new(&config.dir_path, &vid);
+            if let Some(dir) = subdir(config, &root, paths.vm_dir_rel()) {
+                removed += usize::from(remove_leftover(config, &dir, &paths.import_name()));
             }
         }
-        garbage.extend(self.stale_imports(record));
-        let pool = &record.pool.name;
-        garbage
-            .iter()
-            .filter(|path| {
-                info!(%pool, path = %path.display(), "removing a leftover of an interrupted operation");
-                durable::remove(path)
-                    .inspect_err(|err| warn!(%pool, error = %err, "cannot remove a leftover"))
-                    .is_ok_and(|removed| removed)
-            })
-            .count()
+        Ok(removed)
     }
 
-    /// The import files of registered volumes that no import in progress owns.
-    fn stale_imports(&self, record: &PoolRecord) -> Vec<PathBuf> {
+    /// The registered volumes that no import in progress owns.
+    fn stale_imports(&self, config: &PoolConfig, vids: &[Vid]) -> Vec<Vid> {
         let importing = self.importing_set();
-        record
-            .volumes
-            .keys()
+        vids.iter()
             .filter(|vid| {
                 let vol = VolumeRef {
-                    pool: record.pool.name.clone(),
+                    pool: config.name.clone(),
                     vid: (*vid).clone(),
                 };
                 !importing.contains_key(&vol)
             })
-            .map(|vid| VolumePaths::new(&record.pool.dir_path, vid).import())
-            .filter(|path| is_regular_file(path))
+            .cloned()
             .collect()
     }
 }
 
-fn is_regular_file(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
-}
-
-/// The entries of `dir` (not following symlinks) for which `keep` holds; nothing when
-/// `dir` is missing or unreadable (warned).
-fn entries_where(dir: &Path, keep: impl Fn(&std::fs::DirEntry) -> bool) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(err) => {
-            warn!(dir = %dir.display(), error = %err, "cannot list a directory to sweep");
-            return Vec::new();
-        }
+/// Temps of any volume in every VM directory of one class directory.
+fn sweep_class(config: &PoolConfig, root: &Dir, class: VmClass) -> usize {
+    let Some(class_dir) = subdir(config, root, class.dir_name()) else {
+        return 0;
     };
-    entries
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| keep(entry))
-        .map(|entry| entry.path())
-        .collect()
-}
-
-/// Real directories (not symlinks) in `dir`.
-fn real_dirs_in(dir: &Path) -> Vec<PathBuf> {
-    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return Vec::new();
+    if let Err(err) = class_dir.check_private() {
+        warn!(pool = %config.name, error = %err, "not sweeping a class directory");
+        return 0;
     }
-    entries_where(dir, |e| e.file_type().is_ok_and(|t| t.is_dir()))
+    names(config, &class_dir)
+        .iter()
+        .filter(|name| {
+            class_dir
+                .entry(name)
+                .is_ok_and(|e| e.is_some_and(|e| e.is_dir()))
+        })
+        .filter_map(|vm| subdir(config, &class_dir, vm))
+        .map(|vm_dir| remove_where(config, &vm_dir, layout::is_volume_temp))
+        .sum()
 }
 
-fn regular_named(entry: &std::fs::DirEntry, name_matches: impl Fn(&str) -> bool) -> bool {
-    entry.file_type().is_ok_and(|t| t.is_file())
-        && entry.file_name().to_str().is_some_and(name_matches)
+/// The directory `rel` beneath `dir` (never through a symlink); `None` when missing or
+/// refused (warned).
+fn subdir(config: &PoolConfig, dir: &Dir, rel: &str) -> Option<Dir> {
+    dir.open_subdir(rel)
+        .inspect_err(|err| warn!(pool = %config.name, error = %err, "not sweeping a directory"))
+        .ok()
+        .flatten()
 }
 
-/// Temp files of any volume in one VM directory.
-fn volume_temps(vm_dir: &Path) -> Vec<PathBuf> {
-    entries_where(vm_dir, |e| regular_named(e, layout::is_volume_temp))
+/// The names in `dir`; none when it cannot be listed (warned).
+fn names(config: &PoolConfig, dir: &Dir) -> Vec<String> {
+    dir.names()
+        .inspect_err(
+            |err| warn!(pool = %config.name, error = %err, "cannot list a directory to sweep"),
+        )
+        .unwrap_or_default()
+}
+
+/// Remove the regular files of `dir` whose name matches; returns how many.
+fn remove_where(config: &PoolConfig, dir: &Dir, matches: impl Fn(&str) -> bool) -> usize {
+    names(config, dir)
+        .iter()
+        .filter(|name| matches(name))
+        .filter(|name| remove_leftover(config, dir, name))
+        .count()
+}
+
+/// Remove `name` from `dir` if it is a regular file; returns whether it was removed.
+fn remove_leftover(config: &PoolConfig, dir: &Dir, name: &str) -> bool {
+    if !dir
+        .entry(name)
+        .is_ok_and(|e| e.is_some_and(|e| e.is_file()))
+    {
+        return false;
+    }
+    let pool = &config.name;
+    info!(%pool, path = %dir.join(name).display(), "removing a leftover of an interrupted operation");
+    durable::remove_at(dir, name)
+        .inspect_err(|err| warn!(%pool, error = %err, "cannot remove a leftover"))
+        .is_ok_and(|removed| removed)
 }
 
 /// The reflink probe's named temps in a pool directory.
-fn probe_temps(pool_dir: &Path) -> Vec<PathBuf> {
-    let is_probe = |name: &str| {
-        name.strip_prefix(PROBE_TEMP_PREFIX)
-            .is_some_and(|random| random.len() == layout::TEMP_RANDOM_LEN)
-    };
-    entries_where(pool_dir, |e| regular_named(e, is_probe))
+fn is_probe_temp(name: &str) -> bool {
+    name.strip_prefix(PROBE_TEMP_PREFIX)
+        .is_some_and(|random| random.len() == layout::TEMP_RANDOM_LEN)
 }

@@ -1,101 +1,60 @@
-//! The volume registry of the facade: live views, creation (defaults, validation,
-//! leftovers and adoption), removal and the writable volume properties.
+//! The volume registry of the facade: creation (defaults, validation, leftovers and
+//! adoption), removal (unregistered durably before any file is deleted, its files then
+//! deleted — also, after a crash, by [`Engine::finish_interrupted_removals`]) and the
+//! writable volume properties.
 
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{pool_not_found, Engine};
+use super::Engine;
 use crate::context::OpCtx;
 use crate::dir::Dir;
 use crate::error::{EngineError, Result};
-use crate::model::{VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
-use crate::names::{PoolName, RevisionsToKeep, Vid};
-use crate::revision;
-use crate::store::PoolRecord;
+use crate::model::{PoolConfig, VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
+use crate::names::{ImageSize, PoolName, RevisionsToKeep, Vid};
+use crate::registry::{check_volume, validate_ephemeral, Pool, PoolState};
+use crate::store::Change;
 use crate::volume::Volume;
 
 impl Engine {
     pub fn volume_vids(&self, pool: &PoolName) -> Result<Vec<Vid>> {
-        let pools = self.read();
-        let record = pools.get(pool).ok_or_else(|| pool_not_found(pool))?;
-        Ok(record.volumes.keys().cloned().collect())
-    }
-
-    pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
-        let (pool, config, source) = self.lookup(vol)?;
-        let source = Self::source_view(&pool.dir_path, source);
-        let root = Self::open_root_to_read(&pool);
-        let v = Volume::at(&pool.dir_path, root.as_ref(), config.clone());
-        let revisions = match v.vm_dir() {
-            Ok(Some(dir)) => revision::list_in(&dir, &v.paths).map_err(|e| e.on(vol))?,
-            Ok(None) | Err(_) => Vec::new(),
-        };
-        Ok(VolumeInfo {
-            pool: vol.pool.clone(),
-            size: v.visible_size(source.as_ref()),
-            usage: v.usage(),
-            ephemeral: config.ephemeral_effective(pool.ephemeral_volatile),
-            snapshots_disabled: config.snapshots_disabled(),
-            is_dirty: v.is_dirty(),
-            is_outdated: v.is_outdated(source.as_ref()),
-            started: v.is_started(),
-            revisions,
-            block_device_path: v.paths.dirty(),
-            config,
-        })
-    }
-
-    /// The allocated bytes of a volume's current image (R§3.21), without the rest of
-    /// its live view: what a property read of `Usage` needs, one stat.
-    pub fn volume_usage(&self, vol: &VolumeRef) -> Result<u64> {
-        let (pool, config, _) = self.lookup(vol)?;
-        let root = Self::open_root_to_read(&pool);
-        Ok(Volume::at(&pool.dir_path, root.as_ref(), config).usage())
+        let pool = self.pool(pool)?;
+        let state = pool.read();
+        Ok(state.volumes().map(|c| c.vid.clone()).collect())
     }
 
     pub(super) fn effective_config(
         &self,
         vol: &VolumeRef,
         spec: &VolumeSpec,
-        pool: &PoolRecord,
+        pool: &PoolState,
     ) -> Result<VolumeConfig> {
-        if spec.snap_on_start != spec.source.is_some() {
-            return Err(EngineError::invalid(
-                "a source is required exactly when snap_on_start is true",
-            ));
-        }
-        if let Some(source) = &spec.source {
-            if *source == vol.vid {
-                return Err(EngineError::invalid("a volume cannot be its own source"));
-            }
-            if !pool.volumes.contains_key(source) {
-                return Err(EngineError::not_found(format!(
-                    "source volume {source} is not in pool {}",
-                    vol.pool
-                )));
-            }
-        }
         let config = VolumeConfig {
             vid: vol.vid.clone(),
-            size: spec.size,
+            size: ImageSize::new(spec.size)?.get(),
             rw: spec.rw,
             snap_on_start: spec.snap_on_start,
             save_on_stop: spec.save_on_stop,
             source: spec.source.clone(),
             revisions_to_keep: spec
                 .revisions_to_keep
-                .unwrap_or(pool.pool.revisions_to_keep),
-            ephemeral: None,
+                .unwrap_or(pool.config().revisions_to_keep),
+            ephemeral: spec.ephemeral,
             committed_image_shared: false,
         };
-        Ok(VolumeConfig {
-            ephemeral: validate_ephemeral(&config, spec.ephemeral)?,
-            ..config
-        })
+        check_volume(&config)?;
+        if let Some(source) = config.source.as_ref().filter(|s| !pool.contains(s)) {
+            return Err(EngineError::not_found(format!(
+                "source volume {source} is not in pool {}",
+                vol.pool
+            )));
+        }
+        Ok(config)
     }
 
     /// Registers the volume and creates its files (R§3.3 + R§3.4) as one step; on
     /// failure nothing stays registered. Existing files of the same vid are never
-    /// deleted: without `adopt` they make this `AlreadyExists`.
+    /// deleted: without `adopt` they make this `AlreadyExists` (the files of a volume
+    /// whose removal was interrupted are deleted first: they were removed).
     pub fn create_volume(
         &self,
         vol: &VolumeRef,
@@ -104,7 +63,7 @@ impl Engine {
     ) -> Result<VolumeInfo> {
         let _span = Self::span(vol, ctx).entered();
         let source = spec.source.clone();
-        self.with_source_locked(vol, source.as_ref(), || {
+        self.with_source_held(vol, source.as_ref(), || {
             self.create_volume_locked(vol, spec, ctx)
         })
     }
@@ -116,39 +75,33 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
         let lock = self.locks.get(vol);
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
-        let (pool_config, config) = {
-            let pools = self.read();
-            let record = pools
-                .get(&vol.pool)
-                .ok_or_else(|| pool_not_found(&vol.pool))?;
-            if record.volumes.contains_key(&vol.vid) {
+        let pool = self.pool(&vol.pool)?;
+        let (pool_config, config, removing) = {
+            let state = pool.read();
+            if state.contains(&vol.vid) {
                 return Err(EngineError::already_exists("the volume exists").on(vol));
             }
-            (
-                record.pool.clone(),
-                self.effective_config(vol, &spec, record)
-                    .map_err(|e| e.on(vol))?,
-            )
+            let config = self
+                .effective_config(vol, &spec, &state)
+                .map_err(|e| e.on(vol))?;
+            (state.config().clone(), config, state.is_removing(&vol.vid))
         };
         let root = Self::open_root(&pool_config, vol)?;
         let v = Volume::new(&root, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
+        if removing {
+            self.delete_removed_files(vol, &v, ctx)
+                .map_err(|e| e.on(vol))?;
+        }
         if spec.adopt {
             Self::check_adoptable(&v).map_err(|e| e.on(vol))?;
         } else {
             Self::clear_leftovers(vol, &v, ctx)?;
             v.create(ctx).map_err(|e| e.on(vol))?;
         }
-        let registered = self.update_pool(&vol.pool, |r| {
-            if r.volumes.contains_key(&vol.vid) {
-                return Err(EngineError::already_exists("the volume exists"));
-            }
-            r.volumes.insert(vol.vid.clone(), config);
-            Ok(())
-        });
-        if let Err(err) = registered {
+        if let Err(err) = pool.change(Change::Put(config)) {
             if !spec.adopt {
                 let _ = v.remove(ctx);
             }
@@ -189,47 +142,114 @@ impl Engine {
         .on(vol))
     }
 
-    /// `Busy` while started or while another volume snapshots it (R§3.6).
+    /// `Busy` while started, importing or snapshotted by another volume (R§3.6). The
+    /// volume is unregistered durably before any of its files is deleted (contract fix
+    /// 12): a failure up to there changes nothing, a crash after it leaves an
+    /// unregistered volume whose files the next [`Self::finish_interrupted_removals`]
+    /// (or a CreateVolume of the vid) deletes. Once unregistered the removal has
+    /// happened: a file that cannot be deleted is a warning, not a failed Remove.
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
-        let (pool, config, _) = self.lookup(vol)?;
-        let root = Self::open_root(&pool, vol)?;
+        let (pool_config, config, _) = self.lookup(vol)?;
+        let root = Self::open_root(&pool_config, vol)?;
         let v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
         if v.is_started() {
-            return Err(EngineError::busy("cannot remove a started volume").on(vol));
+            return Err(EngineError::busy("cannot remove a started volume; stop it first").on(vol));
         }
         self.refuse_while_importing(vol, "remove the volume")
             .map_err(|e| e.on(vol))?;
-        // The registration first, then the files: a failure or a power cut in between
-        // leaves no registered volume with files missing (the power-loss replay showed
-        // one after every flush of the old order), only complete files of an
-        // unregistered vid, which CreateVolume reports until they are removed.
-        let pools = self.read();
-        let record = pools
-            .get(&vol.pool)
-            .ok_or_else(|| pool_not_found(&vol.pool))?;
-        if let Some(user) = record
-            .volumes
-            .values()
-            .find(|c| c.source.as_ref() == Some(&vol.vid))
-        {
-            return Err(
-                EngineError::busy(format!("volume {} uses it as its source", user.vid)).on(vol),
-            );
+        let pool = self.pool(&vol.pool)?;
+        if let Some(user) = pool.read().consumers(&vol.vid).next() {
+            return Err(EngineError::busy(format!("volume {user} uses it as its source")).on(vol));
         }
-        drop(pools);
-        self.update_pool(&vol.pool, |r| {
-            r.volumes.remove(&vol.vid);
-            Ok(())
-        })
-        .map_err(|e| e.on(vol))?;
-        v.remove(ctx).map_err(|e| e.on(vol))?;
+        pool.change(Change::Unregister(vol.vid.clone()))
+            .map_err(|e| e.on(vol))?;
+        info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
+        if let Err(err) = self.delete_removed_files(vol, &v, ctx) {
+            warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
+                "the volume is removed but some of its files are left; they are deleted at the next start of the service or CreateVolume of this vid");
+        }
+        Ok(())
+    }
+
+    /// Delete every file of an unregistered volume, then forget it (durably).
+    fn delete_removed_files(&self, vol: &VolumeRef, v: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
+        v.remove(ctx)?;
+        self.pool(&vol.pool)?
+            .change(Change::Forget(vol.vid.clone()))?;
         info!(pool = %vol.pool, vid = %vol.vid, "volume removed");
         Ok(())
+    }
+
+    /// Finish the removals a crash interrupted (volumes unregistered whose files were
+    /// not all deleted); the daemon calls this at start-up. Returns how many were
+    /// finished; the first failure is returned after trying every one.
+    pub fn finish_interrupted_removals(&self) -> Result<usize> {
+        let pools: Vec<_> = self.pool_map().values().cloned().collect();
+        let (mut done, mut first_err) = (0, None);
+        for pool in pools {
+            match self.finish_removals_of(&pool) {
+                Ok(n) => done += n,
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        first_err.map_or(Ok(done), Err)
+    }
+
+    pub(super) fn finish_removals_of(&self, pool: &Pool) -> Result<usize> {
+        let (config, vids): (_, Vec<Vid>) = {
+            let state = pool.read();
+            (state.config().clone(), state.removing().cloned().collect())
+        };
+        let (mut done, mut first_err) = (0, None);
+        for vid in vids {
+            let vol = VolumeRef {
+                pool: config.name.clone(),
+                vid,
+            };
+            match self.finish_removal(&vol, &config) {
+                Ok(finished) => done += usize::from(finished),
+                Err(err) => {
+                    warn!(error = %err, "cannot finish an interrupted removal");
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        first_err.map_or(Ok(done), Err)
+    }
+
+    /// Under the vid's lock: delete the files of `vol` if it is still being removed.
+    fn finish_removal(&self, vol: &VolumeRef, pool: &PoolConfig) -> Result<bool> {
+        let ctx = OpCtx::quiet("FinishRemoval");
+        let _span = Self::span(vol, &ctx).entered();
+        let lock = self.locks.get(vol);
+        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+        if !self.pool(&vol.pool)?.read().is_removing(&vol.vid) {
+            return Ok(false);
+        }
+        let placeholder = VolumeConfig {
+            vid: vol.vid.clone(),
+            size: 0,
+            rw: false,
+            snap_on_start: false,
+            save_on_stop: false,
+            source: None,
+            revisions_to_keep: RevisionsToKeep::DEFAULT,
+            ephemeral: None,
+            committed_image_shared: false,
+        };
+        let root = Self::open_root(pool, vol)?;
+        let v = Volume::new(&root, placeholder);
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        self.delete_removed_files(vol, &v, &ctx)
+            .map_err(|e| e.on(vol))?;
+        Ok(true)
     }
 
     /// `Busy` while started.
@@ -240,15 +260,12 @@ impl Engine {
                     "cannot change rw while the volume is started",
                 ));
             }
-            v.config.ephemeral = validate_ephemeral(
-                &VolumeConfig {
-                    rw,
-                    ..v.config.clone()
-                },
-                v.config.ephemeral,
-            )?;
-            v.config.rw = rw;
-            Ok(())
+            let changed = VolumeConfig {
+                rw,
+                ..v.config.clone()
+            };
+            validate_ephemeral(&changed, changed.ephemeral)?;
+            self.update_volume(vol, v, changed)
         })
     }
 
@@ -266,48 +283,40 @@ impl Engine {
                     "cannot enable or disable snapshots (revisions_to_keep -1) while volume {consumer}, which snapshots it, is started"
                 )));
             }
-            if switching && value.is_disabled() {
-                // Exports made until now read the committed inode, which the next
-                // start would hand to the VM: that start copies it instead.
-                v.config.committed_image_shared = true;
-            }
-            v.config.revisions_to_keep = value;
-            Ok(())
+            // Exports made until now read the committed inode, which the next start
+            // with snapshots disabled would hand to the VM: that start copies it instead.
+            let shared = switching && value.is_disabled();
+            let changed = VolumeConfig {
+                revisions_to_keep: value,
+                committed_image_shared: v.config.committed_image_shared || shared,
+                ..v.config.clone()
+            };
+            self.update_volume(vol, v, changed)
         })
     }
 
     /// A started volume of the pool whose source is `vol`.
     pub(super) fn started_consumer(&self, vol: &VolumeRef, root: Option<&Dir>) -> Option<Vid> {
-        let pools = self.read();
-        let record = pools.get(&vol.pool)?;
-        let pool_dir = &record.pool.dir_path;
-        record
-            .volumes
-            .values()
-            .filter(|c| c.source.as_ref() == Some(&vol.vid))
+        let pool = self.pool(&vol.pool).ok()?;
+        let state = pool.read();
+        let pool_dir = &state.config().dir_path;
+        let started = state
+            .consumers(&vol.vid)
+            .filter_map(|vid| state.get(vid))
             .find(|c| Volume::at(pool_dir, root, (*c).clone()).is_started())
-            .map(|c| c.vid.clone())
+            .map(|c| c.vid.clone());
+        started
     }
 
     /// `true` is `InvalidArgument` for snap_on_start, save_on_stop or read-only volumes.
     pub fn set_ephemeral(&self, vol: &VolumeRef, value: bool) -> Result<()> {
         self.with_volume(vol, &OpCtx::quiet("SetEphemeral"), |v, _| {
-            v.config.ephemeral = validate_ephemeral(&v.config, Some(value))?;
-            Ok(())
+            let ephemeral = validate_ephemeral(&v.config, Some(value))?;
+            let changed = VolumeConfig {
+                ephemeral,
+                ..v.config.clone()
+            };
+            self.update_volume(vol, v, changed)
         })
     }
-}
-
-/// R§1.3: `ephemeral = true` only for volatile-type volumes (not snap_on_start, not
-/// save_on_stop, rw).
-pub(super) fn validate_ephemeral(
-    config: &VolumeConfig,
-    value: Option<bool>,
-) -> Result<Option<bool>> {
-    if value == Some(true) && (config.snap_on_start || config.save_on_stop || !config.rw) {
-        return Err(EngineError::invalid(
-            "ephemeral can only be true for a read-write volume that is neither snap_on_start nor save_on_stop",
-        ));
-    }
-    Ok(value)
 }

@@ -139,6 +139,25 @@ impl LoopFs {
         self.mounted = true;
     }
 
+    /// Unmount and mount again: the filesystem's cached inodes, directory entries and
+    /// pages are gone (benchmarks of cold reads; nothing else on the machine is
+    /// touched). Nothing may hold a file of it open.
+    pub fn remount(&mut self) {
+        assert!(
+            self.unmount(),
+            "cannot unmount {}",
+            self.mount_point.display()
+        );
+        self.mounted = false;
+        detach_loop_devices_of(&self.image);
+        let (image, mount_point) = (self.image.as_os_str(), self.mount_point.as_os_str());
+        run_ok(command(
+            "mount",
+            ["-o".as_ref(), "loop".as_ref(), image, mount_point],
+        ));
+        self.mounted = true;
+    }
+
     /// The mount point (the root directory of the filesystem).
     pub fn path(&self) -> &Path {
         &self.mount_point
@@ -238,6 +257,63 @@ impl Drop for LoopDevice {
                 self.device.display()
             ),
         }
+    }
+}
+
+/// `dir` made read-only in place by a read-only bind mount of itself (what a state
+/// directory on a read-only filesystem looks like to the engine); unmounted on drop.
+pub struct ReadOnlyBind {
+    dir: PathBuf,
+}
+
+impl ReadOnlyBind {
+    pub fn new(dir: &Path) -> ReadOnlyBind {
+        require_root();
+        run_ok(command(
+            "mount",
+            ["--bind".as_ref(), dir.as_os_str(), dir.as_os_str()],
+        ));
+        let guard = ReadOnlyBind {
+            dir: dir.to_owned(),
+        };
+        run_ok(command(
+            "mount",
+            ["-o".as_ref(), "remount,bind,ro".as_ref(), dir.as_os_str()],
+        ));
+        guard
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        match command("umount", [&self.dir]).output() {
+            Ok(out) if out.status.success() => {}
+            other => eprintln!(
+                "ReadOnlyBind: cannot unmount {}: {other:?}",
+                self.dir.display()
+            ),
+        }
+    }
+}
+
+/// `path` with the immutable attribute (`chattr +i`: nothing in a directory can be
+/// unlinked, not even by root); the attribute is cleared on drop.
+pub struct Immutable {
+    path: PathBuf,
+}
+
+impl Immutable {
+    pub fn new(path: &Path) -> Immutable {
+        run_ok(command("chattr", ["+i".as_ref(), path.as_os_str()]));
+        Immutable {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = command("chattr", ["-i".as_ref(), self.path.as_os_str()]).output();
     }
 }
 

@@ -3,8 +3,8 @@
 //! in a child process (`qsd-crash-runner`) that aborts right after step k
 //! (`QSD_CRASH_AFTER_STEP=k`, see `src/failpoint.rs`); then the disk is checked, the
 //! volume is recovered the way the daemon does it (a fresh `Engine::open` on the same
-//! state directory, then `stop` of every volume, R§5.4), checked again, the operation
-//! completed by a user and a further full operation run.
+//! state directory, `finish_interrupted_removals`, then `stop` of every volume, R§5.4),
+//! checked again, the operation completed by a user and a further full operation run.
 //!
 //! Each committed state is an 8 MiB image (or [`RESIZED`]) that is zero except for a
 //! 64 KiB pattern at offsets 0 and 5 MiB, one pattern per state ("E" = empty, "A", "B",
@@ -357,8 +357,12 @@ fn steps_reported(output: &Output) -> u64 {
         .unwrap_or_else(|| panic!("no steps= line in {stdout:?}"))
 }
 
-/// The daemon's restart (R§5.4): load the state, stop every volume of the pool.
+/// The daemon's restart (R§5.4): load the state, finish the removals a crash
+/// interrupted, stop every volume of the pool.
 pub fn recover_like_the_daemon(engine: &Engine) {
+    engine
+        .finish_interrupted_removals()
+        .expect("finish interrupted removals");
     let pool = PoolName::parse(POOL).unwrap();
     for vid in engine.volume_vids(&pool).expect("list volumes") {
         let vol = VolumeRef {

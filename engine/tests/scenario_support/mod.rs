@@ -160,7 +160,8 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// Generates one test per filesystem for each scenario function (the test file imports
-/// `FsType`).
+/// `FsType`). Not every test binary that shares this module uses it.
+#[allow(unused_macros)]
 macro_rules! on_every_fs {
     ($($name:ident),* $(,)?) => {
         mod btrfs { $( #[test] fn $name() { super::$name(super::FsType::Btrfs) } )* }
@@ -168,4 +169,5 @@ macro_rules! on_every_fs {
         mod ext4 { $( #[test] fn $name() { super::$name(super::FsType::Ext4) } )* }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_every_fs;

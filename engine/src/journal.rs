@@ -1,0 +1,331 @@
+//! An append-only file of checksummed lines, the journal of one pool's state changes
+//! (see [`crate::store`]). Each record is one line
+//!
+//! ```text
+//! <CRC-32 of the text, 8 lowercase hex digits> <text>\n
+//! ```
+//!
+//! appended with `O_APPEND` and made durable with `fdatasync` (fsync site
+//! `journal-append`, [`crate::fsync_fault`]) before the change it records counts, so a
+//! change costs one small write and one flush whatever the size of the pool. A line is
+//! plain text (JSON here), readable with `cat`.
+//!
+//! Reading checks every line's checksum. The last line may be torn — a crash during its
+//! append leaves it without its newline, cut short, or with zeros where the data never
+//! reached the disk — and a torn last line is ignored and cut off (it was never
+//! acknowledged: its append had not returned). A bad line followed by good ones is not a
+//! torn append but damage, and reading fails naming the file and the line. An append
+//! that fails half-way cuts its partial line off again (and, should that fail too, the
+//! next append does it first), so later records never follow garbage.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::OFlags;
+use tracing::{info, warn};
+
+use crate::durable::{self, ReplaceSites};
+use crate::error::{EngineError, IoContext, Result};
+use crate::failpoint;
+
+/// The fsync sites of the replace that empties a journal ([`crate::fsync_fault`]).
+const EMPTIED: ReplaceSites = ReplaceSites {
+    file: "journal-empty-file",
+    dir: "journal-empty-dir",
+};
+
+/// The CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`) lookup table.
+const CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+/// CRC-32 of `bytes` (zlib's `crc32(0, bytes)`).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// One record as written: checksum, space, text, newline.
+pub fn frame(text: &str) -> String {
+    format!("{:08x} {text}\n", crc32(text.as_bytes()))
+}
+
+/// The text of a complete line (without its newline) if its checksum matches.
+fn unframe(line: &[u8]) -> Option<&str> {
+    let (sum, text) = (line.get(..8)?, line.get(9..)?);
+    if line[8] != b' ' {
+        return None;
+    }
+    let sum = u32::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    (crc32(text) == sum).then_some(())?;
+    std::str::from_utf8(text).ok()
+}
+
+/// The good records of a journal's bytes and the length they end at; a torn last line
+/// is left out. Damage before the last line is an error naming `path` and the line.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, u64)> {
+    let mut records = Vec::new();
+    let mut good_len = 0;
+    let mut rest = bytes;
+    let mut line_no = 0;
+    while !rest.is_empty() {
+        line_no += 1;
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            break; // no newline: a torn last line
+        };
+        let (line, after) = (&rest[..end], &rest[end + 1..]);
+        match unframe(line) {
+            Some(text) => records.push(text.to_owned()),
+            None if after.iter().all(|&b| b == 0) => break, // torn last line
+            None => {
+                return Err(EngineError::invalid(format!(
+                    "state journal {} is damaged at line {line_no} (its checksum does not match); restore it from a backup or remove the line",
+                    path.display()
+                )))
+            }
+        }
+        good_len += end as u64 + 1;
+        rest = after;
+    }
+    Ok((records, good_len))
+}
+
+/// The journal file of one pool, open for appending between calls by path (no file is
+/// held open, so the state directory can be remounted read-only underneath).
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    /// The length of the good records: where the next record goes.
+    len: u64,
+    /// Records since the file was emptied.
+    records: u64,
+    /// A failed append may have left a partial line beyond `len`.
+    partial: bool,
+    /// The file exists (a state directory of earlier versions has none until the
+    /// first change, which creates it durably).
+    exists: bool,
+}
+
+impl Journal {
+    /// Read the journal at `path` (missing = empty), cutting a torn last line off.
+    pub fn open(path: &Path) -> Result<(Journal, Vec<String>)> {
+        let (bytes, exists) = match std::fs::read(path) {
+            Ok(bytes) => (bytes, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) => {
+                return Err(EngineError::io(
+                    format!("cannot read {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        let (records, len) = parse(path, &bytes)?;
+        let mut journal = Journal {
+            path: path.to_owned(),
+            len,
+            records: records.len() as u64,
+            partial: false,
+            exists,
+        };
+        if len < bytes.len() as u64 {
+            warn!(file = %path.display(), kept = len, dropped = bytes.len() as u64 - len,
+                "cutting off a torn last record (an append interrupted by a crash)");
+            // A state directory that cannot be written still loads; the next append
+            // cuts the torn record first.
+            journal.partial = journal.truncate().is_err();
+        }
+        Ok((journal, records))
+    }
+
+    /// Make `path` an empty journal (a new inode, atomically; a step of the crash
+    /// tests: `replace`).
+    pub fn create_empty(path: &Path) -> Result<Journal> {
+        durable::replace_with(path, EMPTIED, |_| Ok(()))?;
+        Ok(Journal {
+            path: path.to_owned(),
+            len: 0,
+            records: 0,
+            partial: false,
+            exists: true,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records since the journal was last emptied.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Append one record durably (write + fdatasync; a step of the crash tests:
+    /// `append`). On failure nothing of it stays.
+    pub fn append(&mut self, text: &str) -> Result<()> {
+        let line = frame(text);
+        if !self.exists {
+            *self = Journal::create_empty(&self.path)?;
+        }
+        let mut file = self.open_for_append()?;
+        if self.partial {
+            self.cut(&file)?;
+        }
+        let written = file
+            .write_all(line.as_bytes())
+            .io_ctx(|| format!("cannot append to the state journal {}", self.path.display()))
+            .and_then(|()| durable::sync_data(&file, "journal-append", &self.path));
+        if let Err(err) = written {
+            self.partial = true;
+            if self.cut(&file).is_err() {
+                warn!(file = %self.path.display(), "cannot cut off a failed append yet; the next append will");
+            }
+            return Err(err);
+        }
+        self.len += line.len() as u64;
+        self.records += 1;
+        info!(op = "append", path = %self.path.display(), bytes = line.len(), "state change recorded");
+        failpoint::step("append");
+        Ok(())
+    }
+
+    fn open_for_append(&self) -> Result<File> {
+        OpenOptions::new()
+            .append(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&self.path)
+            .io_ctx(|| format!("cannot open the state journal {}", self.path.display()))
+    }
+
+    /// Cut `file` back to the good records.
+    fn cut(&mut self, file: &File) -> Result<()> {
+        file.set_len(self.len)
+            .io_ctx(|| format!("cannot truncate the state journal {}", self.path.display()))?;
+        durable::sync_data(file, "journal-cut", &self.path)?;
+        self.partial = false;
+        Ok(())
+    }
+
+    fn truncate(&self) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&self.path)
+            .io_ctx(|| format!("cannot open the state journal {}", self.path.display()))?;
+        file.set_len(self.len)
+            .io_ctx(|| format!("cannot truncate the state journal {}", self.path.display()))?;
+        durable::sync_data(&file, "journal-cut", &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn journal_with(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.journal");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    fn records(texts: &[&str]) -> Vec<u8> {
+        texts
+            .iter()
+            .map(|t| frame(t))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn crc32_matches_zlib() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414f_a339
+        );
+    }
+
+    #[test]
+    fn appended_records_read_back_in_order() {
+        let (_dir, path) = journal_with(b"");
+        let (mut journal, found) = Journal::open(&path).unwrap();
+        assert!(found.is_empty());
+        journal.append(r#"{"a":1}"#).unwrap();
+        journal.append(r#"{"b":2}"#).unwrap();
+        let (journal, found) = Journal::open(&path).unwrap();
+        assert_eq!(found, [r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(journal.records(), 2);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_cut_off() {
+        let good = records(&["one", "two"]);
+        for tail in [
+            &b"0000"[..],
+            b"deadbeef thr",
+            b"\0\0\0\0\0\0\0\0\0\0\0",
+            b"00000000 three\n",
+            b"00000000 three\n\0\0\0",
+        ] {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(tail);
+            let (_dir, path) = journal_with(&bytes);
+            let (mut journal, found) = Journal::open(&path).unwrap();
+            assert_eq!(found, ["one", "two"], "tail {tail:?}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                good,
+                "tail {tail:?} is cut off"
+            );
+            journal.append("three").unwrap();
+            assert_eq!(Journal::open(&path).unwrap().1, ["one", "two", "three"]);
+        }
+    }
+
+    #[test]
+    fn a_damaged_line_before_good_ones_is_an_error_naming_file_and_line() {
+        let mut bytes = records(&["one"]);
+        bytes.extend_from_slice(b"00000000 two\n");
+        bytes.extend(records(&["three"]));
+        let (_dir, path) = journal_with(&bytes);
+        let err = Journal::open(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
+    }
+
+    #[test]
+    fn a_missing_journal_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, found) = Journal::open(&dir.path().join("none.journal")).unwrap();
+        assert!(found.is_empty());
+        assert_eq!(journal.records(), 0);
+    }
+}
