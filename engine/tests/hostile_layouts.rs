@@ -1,9 +1,11 @@
 //! Path safety by construction (issue 9 item 5): hostile layouts built for real in a
 //! pool on a loop-mounted btrfs — a FIFO, a directory or a symlink where an image
 //! should be, a class directory another user owns, a pool directory others may write,
-//! a symlinked class directory, and a VM directory swapped for a symlink in the middle
-//! of an operation. The service never renames, links or hands out anything but a
-//! regular file, and never writes outside its pool.
+//! a symlinked class directory, a VM directory swapped for a symlink in the middle
+//! of an operation, and one swapped for a symlink under the readers and cleaners (live
+//! views, the start-up sweep, an interrupted removal). The service never renames,
+//! links or hands out anything but a regular file, and never reads, writes or deletes
+//! outside its pool.
 
 mod common_fs;
 #[allow(unused_macros, unused_imports)]
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common_fs::{names_in, FsType, MIB};
+use common_fs::{names_in, FsType, Immutable, MIB};
 use qubes_storage_engine::{CancelToken, ErrorKind, OpCtx, ProgressSink, VolumeSpec};
 use scenario_support::{exists, origin_spec, read_at, write_at, Fixture};
 
@@ -216,4 +218,70 @@ fn a_vm_directory_swapped_for_a_symlink_mid_operation_never_lets_a_file_escape()
     stopped.expect("the commit finishes in the directory it opened");
     let real = f.dir.join("appvms/moved");
     assert_eq!(read_at(&real.join("private.img"), 0, 6), b"second");
+}
+
+/// Moves the VM directory `appvms/<vm>` aside and puts a symlink to a fresh directory
+/// outside the pool in its place, holding `files` (with content `outside`); returns
+/// that directory.
+fn symlink_vm_dir(f: &Fixture, vm: &str, files: &[&str]) -> tempfile::TempDir {
+    let outside = tempfile::tempdir().unwrap();
+    for name in files {
+        fs::write(outside.path().join(name), b"outside").unwrap();
+    }
+    let vm_dir = f.dir.join("appvms").join(vm);
+    fs::rename(&vm_dir, f.dir.join("appvms").join(format!("{vm}-moved"))).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &vm_dir).unwrap();
+    outside
+}
+
+/// The live views read through the pool's fd too: a VM directory that is a symlink
+/// fails the views of its own volumes (naming it) and no other.
+#[test]
+fn a_symlinked_vm_directory_fails_only_its_own_live_views() {
+    let f = Fixture::new(FsType::Btrfs);
+    let work = f.origin("appvms/work/private", MIB, 1);
+    let other = f.origin("appvms/other/private", MIB, 1);
+    let _outside = symlink_vm_dir(&f, "work", &["private-dirty.img", "private.img"]);
+    assert_invalid(f.engine.volume_info(&work), "appvms/work");
+    let views = f.engine.volume_infos(&f.pool).unwrap();
+    assert_eq!(views.len(), 2);
+    let other_view = views[0].as_ref().expect("appvms/other is read");
+    assert_eq!(*other_view, f.engine.volume_info(&other).unwrap());
+    let err = views[1].as_ref().expect_err("appvms/work is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("appvms/work"), "{err}");
+}
+
+/// The start-up sweep never follows a symlinked VM directory: a temp name and the
+/// import file of a registered volume behind it are left alone, while a real VM
+/// directory's temp is swept.
+#[test]
+fn the_sweep_never_deletes_through_a_symlinked_vm_directory() {
+    let f = Fixture::new(FsType::Btrfs);
+    f.origin("appvms/work/private", MIB, 1);
+    let files = ["private-import.img", "private.img~abcdefgh"];
+    let outside = symlink_vm_dir(&f, "work", &files);
+    let real = f.dir.join("appvms/real");
+    fs::create_dir(&real).unwrap();
+    fs::write(real.join("root.img~abcdefgh"), b"").unwrap();
+    assert_eq!(f.engine.sweep_leftovers(), 1, "only the real temp");
+    assert_eq!(names_in(outside.path()), files);
+    assert!(names_in(&real).is_empty());
+}
+
+/// An interrupted removal (its files could not be deleted) is never finished through a
+/// VM directory that became a symlink: finishing it fails, naming the directory, and
+/// the files behind the symlink stay.
+#[test]
+fn an_interrupted_removal_never_deletes_through_a_symlinked_vm_directory() {
+    let f = Fixture::new(FsType::Btrfs);
+    let v = f.origin("appvms/work/private", MIB, 1);
+    {
+        let _frozen = Immutable::new(f.paths("appvms/work/private").dir());
+        f.engine.remove_volume(&v, &OpCtx::quiet("Remove")).unwrap();
+    }
+    let files = ["private-precache.img", "private.img"];
+    let outside = symlink_vm_dir(&f, "work", &files);
+    assert_invalid(f.engine.finish_interrupted_removals(), "appvms/work");
+    assert_eq!(names_in(outside.path()), files);
 }

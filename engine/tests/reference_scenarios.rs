@@ -28,7 +28,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common_fs::{run_ok, FsType, LoopDevice, LoopFs, MIB};
+use common_fs::{FsType, Immutable, LoopDevice, LoopFs, MIB};
 use qubes_storage_engine::layout::VolumePaths;
 use qubes_storage_engine::{
     Engine, ErrorKind, OpCtx, PoolName, PoolSpec, Vid, VolumeRef, VolumeSpec,
@@ -492,25 +492,6 @@ fn xfs_setup_check_creates_the_class_directories() {
     setup_check_on_reflink_fs_creates_the_class_directories(FsType::Xfs);
 }
 
-/// `chattr +i` on a directory, undone on drop (also when the test panics).
-struct Immutable(PathBuf);
-
-impl Immutable {
-    fn set(dir: &Path) -> Immutable {
-        run_ok(common_fs::command(
-            "chattr",
-            ["+i".as_ref(), dir.as_os_str()],
-        ));
-        Immutable(dir.to_owned())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = common_fs::command("chattr", ["-i".as_ref(), self.0.as_os_str()]).output();
-    }
-}
-
 /// An immutable directory stops even root: the probe's permission error is a failure
 /// of its own, not "cannot reflink", and nothing is registered or created.
 fn probe_permission_error_is_not_not_supported(t: FsType) {
@@ -519,7 +500,7 @@ fn probe_permission_error_is_not_not_supported(t: FsType) {
     let engine = Engine::open(state.path()).unwrap();
     let dir = fs.path().join("frozen");
     fs::create_dir(&dir).unwrap();
-    let guard = Immutable::set(&dir);
+    let guard = Immutable::new(&dir);
     let err = engine
         .create_pool(probing_spec("frozen", &dir))
         .unwrap_err();
