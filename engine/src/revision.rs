@@ -10,7 +10,7 @@ use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
 use crate::dir::Dir;
 use crate::durable;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::layout::{match_revision_name, VolumePaths};
 use crate::model::Revision;
@@ -43,9 +43,14 @@ pub fn from_names<'a>(name: &str, files: impl Iterator<Item = &'a str>) -> Vec<R
 
 /// [`list_in`] by path, for callers outside the engine (tests, tools): the pool
 /// directory is opened by its path and the VM directory beneath it without following a
-/// symlink. A missing VM directory has no revisions.
+/// symlink. A missing pool or VM directory has no revisions.
 pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
-    match Dir::open_path(paths.pool_dir())?.open_subdir(paths.vm_dir_rel())? {
+    let root = match Dir::open_path(paths.pool_dir()) {
+        Ok(root) => root,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    match root.open_subdir(paths.vm_dir_rel())? {
         Some(dir) => list_in(&dir, paths),
         None => Ok(Vec::new()),
     }
@@ -76,7 +81,7 @@ pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<O
         None => 1,
         Some(last) => last.id.checked_add(1).ok_or_else(|| {
             EngineError::new(
-                crate::error::ErrorKind::Failed,
+                ErrorKind::Failed,
                 format!("revision ids are exhausted (a revision {} exists)", last.id),
             )
         })?,
