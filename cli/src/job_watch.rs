@@ -3,10 +3,12 @@
 //!
 //! The service publishes `/org/qubes/Storage/jobs/<n>` (`org.qubes.Storage.Job`) for
 //! every byte copy while the call is still running, and replies only when the work is
-//! done. So: subscribe to `InterfacesAdded`, Job `PropertiesChanged` and `Completed`
-//! *before* calling, adopt each Job whose `Objects` holds the target volume, one after
-//! the other, and drive a progress bar from its `BytesDone`/`BytesTotal`. No bar is
-//! shown when no job appears (a reflink is instant).
+//! done; the Jobs of one call announce `Completed` together, when the call ends. So:
+//! subscribe to `InterfacesAdded`, Job `PropertiesChanged` and `Completed` *before*
+//! calling, adopt each Job whose `Objects` holds the target volume, one after the other
+//! (a call's copies run one at a time, so a new Job means the previous copy is done and
+//! its bar is finished), and drive a progress bar from its `BytesDone`/`BytesTotal`. No
+//! bar is shown when no job appears (a reflink is instant).
 //!
 //! One call may copy more than once: on a pool without reflinks a commit also copies
 //! the previous image into a revision (when it holds data) and the new image into the
@@ -150,9 +152,6 @@ impl JobWatch {
     }
 
     fn adopt_if_ours(&mut self, message: &Message) {
-        if self.job_path().is_some() {
-            return;
-        }
         let Some((path, interfaces)) = signals::interfaces_added(message) else {
             return;
         };
@@ -161,6 +160,8 @@ impl JobWatch {
         };
         let info = JobInfo::from_properties(properties);
         if is_in_namespace(&path, JOBS_PATH) && info.objects.contains(&self.target) {
+            // The previous copy of the call ended before this one started.
+            self.end(true);
             let (label, first_commit_copy) = self.next_label();
             if first_commit_copy && self.mode != ProgressMode::Hidden {
                 eprintln!("note: {COMMIT_COPIES_NOTE}");
@@ -318,11 +319,19 @@ mod tests {
         watch.handle(&job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0));
         assert_eq!(watch.next_label().0, "commit p:v (no reflinks: extra copy)");
         watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
-        assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/2"));
-        watch.handle(&job_completed("/org/qubes/Storage/jobs/2"));
-        watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
         assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/3"));
         assert_eq!(watch.adopted, 2);
+    }
+
+    #[test]
+    fn a_new_job_of_the_call_ends_the_previous_bar_and_completed_ends_the_last() {
+        let mut watch = watch_for("/v/dst");
+        watch.handle(&job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0));
+        watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
+        watch.handle(&job_completed("/org/qubes/Storage/jobs/2"));
+        assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/3"));
+        watch.handle(&job_completed("/org/qubes/Storage/jobs/3"));
+        assert_eq!(watch.job_path(), None);
     }
 
     #[test]

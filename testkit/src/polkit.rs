@@ -102,7 +102,10 @@ pub fn install_if_different(path: &Path, wanted: &[u8]) {
     if fs::read(path).ok().as_deref() == Some(wanted) {
         return;
     }
-    let staged = path.with_extension(format!("staged.{}", std::process::id()));
+    // Tests of one process install at the same time: each stages its own file.
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staged = path.with_extension(format!("staged.{}.{n}", std::process::id()));
     fs::write(&staged, wanted).expect("stage a polkit file");
     fs::set_permissions(&staged, fs::Permissions::from_mode(0o644)).expect("chmod");
     fs::rename(&staged, path).expect("install a polkit file");

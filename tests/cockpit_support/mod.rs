@@ -355,6 +355,12 @@ fn install_stage() -> TempDir {
     )
     .expect("chmod the stage");
     let bin_dir = workspace::bin_dir(Path::new(env!("CARGO_BIN_EXE_qubes-storaged")));
+    // Its own GEN_DIR: tests that stage at the same time must not regenerate one
+    // shared directory under each other.
+    let generated = tempfile::Builder::new()
+        .prefix("qsd-gen-")
+        .tempdir()
+        .expect("temp dir");
     let output = Command::new("make")
         .arg("-s")
         .arg("-C")
@@ -364,6 +370,7 @@ fn install_stage() -> TempDir {
         .arg(format!("RELEASE_DIR={}", bin_dir.display()))
         .arg(format!("PREFIX={PREFIX}"))
         .arg(format!("DESTDIR={}", stage.path().display()))
+        .arg(format!("GEN_DIR={}", generated.path().display()))
         .env_remove("MAKEFLAGS")
         .output()
         .expect("run make install");
