@@ -1,6 +1,7 @@
 //! The outcome of one case as one row of the table "operation × file system × flush
-//! boundaries replayed × failures" (plus the flushes recorded, the subsets replayed and
-//! on how many crash disks the daemon's start-up sweep removed a leftover), printed to stderr and, when
+//! boundaries replayed × failures" (plus the flushes recorded, the subsets replayed, on
+//! how many crash disks the daemon's start-up sweep removed a leftover and on how many
+//! it finished an interrupted volume removal), printed to stderr and, when
 //! `QSD_POWER_LOSS_TABLE=<file>` is set, appended to that file (`scripts/power-loss`
 //! collects the rows of every case into one table).
 
@@ -15,7 +16,8 @@ use crate::common::FsType;
 /// How many problems a report shows in full.
 const SHOWN: usize = 12;
 
-pub const HEADER: &str = "operation    fs     flushes  boundaries  subsets  swept  failures";
+pub const HEADER: &str =
+    "operation    fs     flushes  boundaries  subsets  swept  removals  failures";
 
 /// What the replays of one case found.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub struct CaseReport {
     pub subsets: usize,
     /// Crash states on which the daemon's start-up sweep removed a leftover.
     pub swept: usize,
+    /// Crash states on which the daemon finished an interrupted volume removal.
+    pub removals: usize,
     /// Crash states with at least one problem, by phase.
     pub failures: BTreeMap<Phase, usize>,
     pub problems: Vec<String>,
@@ -44,6 +48,7 @@ impl CaseReport {
             boundaries: 0,
             subsets: 0,
             swept: 0,
+            removals: 0,
             failures: BTreeMap::new(),
             problems: Vec::new(),
         }
@@ -66,19 +71,24 @@ impl CaseReport {
         self.swept += usize::from(swept);
     }
 
+    pub fn count_finished_removal(&mut self, finished: bool) {
+        self.removals += usize::from(finished);
+    }
+
     pub fn failed(&self) -> usize {
         self.failures.values().sum()
     }
 
     pub fn row(&self) -> String {
         format!(
-            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>6} {:>9}",
+            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>6} {:>9} {:>9}",
             self.op.name(),
             self.fs.name(),
             self.flushes,
             self.boundaries,
             self.subsets,
             self.swept,
+            self.removals,
             self.failed()
         )
     }

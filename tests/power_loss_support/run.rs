@@ -250,7 +250,11 @@ async fn replay_all(
             .take(KEPT_PROBLEMS)
             .map(|p| format!("{what}: {p}"));
         report.add(state, described.collect());
-        report.count_sweep(swept_something(&daemon_log));
+        report.count_sweep(logged(
+            &daemon_log,
+            "removing a leftover of an interrupted operation",
+        ));
+        report.count_finished_removal(logged(&daemon_log, "interrupted volume removals finished"));
         let _ = std::fs::remove_file(&ws.crash);
     }
     report
@@ -305,10 +309,10 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
     problems
 }
 
-/// Did the daemon's start-up sweep remove a leftover (its info line)?
-fn swept_something(daemon_log: &Path) -> bool {
-    std::fs::read_to_string(daemon_log)
-        .is_ok_and(|log| log.contains("removing a leftover of an interrupted operation"))
+/// Did the daemon log `line` (the start-up sweep removing a leftover, or finishing an
+/// interrupted removal)?
+fn logged(daemon_log: &Path, line: &str) -> bool {
+    std::fs::read_to_string(daemon_log).is_ok_and(|log| log.contains(line))
 }
 
 fn log_tail(path: &Path) -> String {
