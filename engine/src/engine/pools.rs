@@ -74,24 +74,26 @@ impl Engine {
         let setup = pool::setup(&spec).map_err(|e| e.on(&object))?;
         // Again now that the directory exists: a path that names a taken directory
         // differently (a symlink, `..`, a bind mount) may only resolve to it now.
-        if let Err(err) = self.refuse_taken(&spec) {
+        if let Err(err) = self
+            .refuse_taken(&spec)
+            .and_then(|()| self.register(&config))
+        {
             setup.undo();
             return Err(err.on(object));
         }
-        let files = match self.store.create(&config) {
-            Ok(files) => files,
-            Err(err) => {
-                setup.undo();
-                return Err(err.on(object));
-            }
-        };
         info!(pool = %spec.name, dir = %config.dir_path.display(), "pool created");
+        Ok(config)
+    }
+
+    /// Record a new pool durably (its journal, then its snapshot), then serve it.
+    fn register(&self, config: &PoolConfig) -> Result<()> {
+        let files = self.store.create(config)?;
         let live = Pool::new(PoolState::new(config.clone()), files);
         self.pools
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.name, Arc::new(live));
-        Ok(config)
+            .insert(config.name.clone(), Arc::new(live));
+        Ok(())
     }
 
     /// `Busy` while the pool holds volumes. Never deletes files (but finishes the
