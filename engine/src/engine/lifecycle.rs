@@ -29,9 +29,9 @@ impl Engine {
         })
     }
 
-    /// A start with snapshots disabled that gave the VM a copy of a committed image
-    /// exports may still read clears `committed_image_shared`; recorded after the
-    /// files, since a flag left set only costs the next start a copy.
+    /// A start with snapshots disabled that gave the VM a copy of the committed image
+    /// (which an export may still read) clears `committed_image_shared`. Recorded after
+    /// the files: a flag left set only costs the next start another copy.
     fn record_after_start(&self, vol: &VolumeRef, before: VolumeConfig, v: &Volume<'_>) {
         if v.config == before {
             return;
