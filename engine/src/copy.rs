@@ -44,7 +44,7 @@ use tracing::info;
 
 use crate::context::OpCtx;
 use crate::dir::{Access, Dir};
-use crate::durable;
+use crate::durable::{self, Staged};
 use crate::error::{EngineError, IoContext, Result};
 use crate::sys::{self, CloneOutcome};
 
@@ -180,6 +180,76 @@ fn copy_labelled(
     result.map(|report| report.method)
 }
 
+/// [`copy_file`] up to the point where the copy is complete and durable under a temp
+/// name next to `dst` ([`Staged`]); the caller places it with its other changes
+/// ([`durable::DirChanges::place`]).
+pub fn stage_file<'a>(
+    src: &File,
+    dst_dir: &'a Dir,
+    dst: &str,
+    opts: CopyOptions,
+    ctx: &OpCtx,
+) -> Result<(Staged<'a>, CopyMethod)> {
+    stage_labelled(src, &describe_open_file(src), dst_dir, dst, opts, ctx)
+}
+
+/// [`stage_file`] from the regular file `src` in `src_dir`.
+pub fn stage_at<'a>(
+    src_dir: &Dir,
+    src: &str,
+    dst_dir: &'a Dir,
+    dst: &str,
+    opts: CopyOptions,
+    ctx: &OpCtx,
+) -> Result<(Staged<'a>, CopyMethod)> {
+    let file = src_dir.open_file(src, Access::Read)?;
+    let label = src_dir.join(src).display().to_string();
+    stage_labelled(&file, &label, dst_dir, dst, opts, ctx)
+}
+
+fn stage_labelled<'a>(
+    src: &File,
+    src_label: &str,
+    dst_dir: &'a Dir,
+    dst: &str,
+    opts: CopyOptions,
+    ctx: &OpCtx,
+) -> Result<(Staged<'a>, CopyMethod)> {
+    let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
+    let result = durable::stage_at(dst_dir, dst, |temp| job.fill(temp));
+    job.finish(result.as_ref().ok().map(|(_, report)| report));
+    result.map(|(staged, report)| (staged, report.method))
+}
+
+/// A reflink of `src` staged next to `dst` (with the source's mtime when
+/// `copy_mtime`), or `None` where FICLONE is not possible — never a byte copy: for
+/// work done after a reply, where a long copy without a Job has no place.
+pub fn stage_reflink_at<'a>(
+    src_dir: &Dir,
+    src: &str,
+    dst_dir: &'a Dir,
+    dst: &str,
+    copy_mtime: bool,
+) -> Result<Option<Staged<'a>>> {
+    let file = src_dir.open_file(src, Access::Read)?;
+    let label = src_dir.join(src).display().to_string();
+    let opts = CopyOptions {
+        dst_size: None,
+        copy_mtime,
+    };
+    let ctx = OpCtx::quiet("precache");
+    let job = CopyJob::new(&file, &label, dst_dir.join(dst), opts, &ctx)?;
+    let staged = durable::stage_at(dst_dir, dst, |temp| job.fill_reflink(temp));
+    match staged {
+        Ok((staged, Some(report))) => {
+            job.log(&report);
+            Ok(Some(staged))
+        }
+        Ok((_, None)) => Ok(None), // dropping the stage removes its temp
+        Err(err) => Err(err),
+    }
+}
+
 impl<'a> CopyJob<'a> {
     /// A copy of the regular file `src` to `dst` (the path for log lines).
     fn new(
@@ -240,6 +310,26 @@ impl CopyJob<'_> {
             return Err(EngineError::cancelled());
         }
         Ok(report)
+    }
+
+    /// FICLONE only (and the source's times when asked); `None` where it is not
+    /// possible.
+    fn fill_reflink(&self, temp: &File) -> Result<Option<CopyReport>> {
+        let clone = sys::ficlone(temp, self.src)
+            .io_ctx(|| format!("cannot clone {} to {}", self.src_label, self.dst.display()))?;
+        if let CloneOutcome::Unsupported(errno) = clone {
+            tracing::debug!(src = self.src_label, errno = %sys::errno_name(errno), "no reflink here");
+            return Ok(None);
+        }
+        if self.opts.copy_mtime {
+            sys::set_times(temp, self.src_mtime)
+                .io_ctx(|| format!("cannot set the times of the copy of {}", self.src_label))?;
+        }
+        Ok(Some(CopyReport {
+            method: CopyMethod::Reflink,
+            bytes: self.src_len,
+            why: None,
+        }))
     }
 
     /// FICLONE, or the hole-preserving byte copy; then the final size.

@@ -245,9 +245,24 @@ impl Dir {
             .collect())
     }
 
-    /// fsync the directory (makes a rename, link, unlink or mkdir in it durable).
+    /// fsync the directory (makes a rename, link, unlink or mkdir in it durable); a
+    /// [`barrier`](crate::barrier), shared with others on a crowded filesystem.
     pub fn sync(&self) -> Result<()> {
-        sys::fsync(&self.fd).io_ctx(|| format!("cannot fsync directory {}", self.path.display()))
+        crate::barrier::sync(self.fd(), crate::barrier::Kind::Dir)
+            .io_ctx(|| format!("cannot fsync directory {}", self.path.display()))
+    }
+
+    /// Another handle on the same open directory (a dup of its fd), for work done
+    /// after the operation that opened it (reaping a discarded file).
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = self
+            .fd
+            .try_clone()
+            .io_ctx(|| format!("cannot duplicate the handle of {}", self.path.display()))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
     }
 }
 

@@ -5,17 +5,34 @@
 //! | primitive        | sequence                                                          |
 //! |------------------|-------------------------------------------------------------------|
 //! | replace          | temp `<dst>~XXXXXXXX` → fill → fchmod 0600 → fsync → rename → fsync(dir) |
+//! | stage            | temp → fill → fchmod 0600 → fsync; placed later by a [`DirChanges`] |
 //! | rename           | check regular → rename → fsync(dst dir) → fsync(src dir) if different |
 //! | remove           | unlink (ENOENT ok) → fsync(dir)                                   |
 //! | mkdir            | mkdir (mode 0755) → fsync(parent)                                 |
 //! | rmdir            | rmdir → fsync(parent)                                             |
 //! | hardlink         | check regular → link → fsync(dir)                                 |
 //! | in-place truncate| ftruncate → fsync(file)                                           |
+//! | [`DirChanges`]   | links, renames, placed stages, discards, unlinks in one directory → **one** fsync(dir) |
 //!
 //! Invariant: a file under a final name is always complete. On any error inside
 //! `replace` the temp file is removed and the destination is untouched (the only
 //! exception is a failing fsync of the directory *after* the rename: the new file is
 //! then in place but its name may not be durable yet, and the error is returned).
+//!
+//! **One directory fsync per operation.** An operation's name changes in one VM
+//! directory — a revision linked to the committed image, pruned revisions and an old
+//! precache discarded, the new image renamed into place — are made in the order a
+//! crash may cut them at any point (every prefix is a state the volume may be in: see
+//! `docs/durability.md`) and made durable together by one fsync of the directory
+//! ([`DirChanges::commit`], fsync site `changes-dir`). A file's *content* is made
+//! durable before any name points to it (the staged temp's fsync, or the commit's
+//! fsync of the running image), never by the directory's fsync.
+//!
+//! **Discarded, not deleted.** A file taken out of the committed state (a pruned
+//! revision, a precache that no longer matches, a stopped snapshot's image) is renamed
+//! to `<name>~reap-XXXXXXXX` in the same batch ([`DirChanges::discard`]); the unlink —
+//! hundreds of milliseconds for a large cached image — is left to the engine's
+//! [`Background`] worker, and to the start-up sweep after a crash.
 //!
 //! Every primitive works on a file name relative to an open [`Dir`] (the `*_at`
 //! functions): names never travel through a symlink, and renames and links refuse a
@@ -28,22 +45,27 @@
 //! O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, in the destination's directory; a panic inside
 //! `fill` removes the temp as well (a guard's `Drop`).
 //!
-//! Log lines carry `op` = create|replace|rename|remove|mkdir|rmdir|hardlink|truncate
-//! and the path(s).
+//! Log lines carry `op` = create|replace|rename|remove|mkdir|rmdir|hardlink|truncate|
+//! discard and the path(s).
 //!
 //! With the `failpoints` feature each primitive call, once it has fully completed
 //! (fsyncs included), calls [`crate::failpoint::step`] exactly once with its name
 //! (`replace`, `rename`, `remove`, `mkdir`, `rmdir`, `hardlink`, `truncate`) — also
 //! when it had nothing to do (a missing file in `remove`, an existing directory in
-//! `ensure_dir_at`) — so the crash tests can stop the process after step k. Opening and
-//! fsyncing ([`fsync_at`]) are not steps.
+//! `ensure_dir_at`) — so the crash tests can stop the process after step k. Each change
+//! of a [`DirChanges`] is a step of its own once made (`hardlink`, `rename`, `replace`,
+//! `discard`, `remove`); its commit is not. Opening and fsyncing ([`fsync_at`]) are not
+//! steps.
 //!
 //! Every fsync names its site for [`crate::fsync_fault`] (a state file's replace names
 //! its own, [`ReplaceSites`]): with the test-only feature `durability-faults` one
-//! chosen site can be skipped, to prove that the power-loss replay notices.
+//! chosen site can be skipped, to prove that the power-loss replay notices. Every
+//! fsync is a [`crate::barrier`]: counted, and shared with others on a crowded
+//! filesystem.
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -51,11 +73,13 @@ use rand::Rng;
 use rustix::io::Errno;
 use tracing::{debug, info};
 
+use crate::background::{self, Background};
+use crate::barrier::{self, Kind};
 use crate::dir::{Access, Dir, DIR_MODE};
 use crate::error::{EngineError, IoContext, Result};
 use crate::failpoint;
 use crate::fsync_fault;
-use crate::layout::TEMP_RANDOM_LEN;
+use crate::layout::{REAP_MARK, TEMP_RANDOM_LEN};
 use crate::sys::{self, OFlags};
 
 /// The alphabet of the random part of temp names (Python `tempfile`'s).
@@ -67,11 +91,19 @@ const FILE_MODE: u32 = 0o600;
 
 /// A fresh temp name for `final_name`: `<final name>~<8 random chars of [a-z0-9_]>`.
 pub fn temp_name(final_name: &str) -> String {
+    format!("{final_name}~{}", random_part())
+}
+
+/// A fresh discarded name for `final_name`: `<final name>~reap-<8 random chars>`.
+pub fn discard_name(final_name: &str) -> String {
+    format!("{final_name}{REAP_MARK}{}", random_part())
+}
+
+fn random_part() -> String {
     let mut rng = rand::rng();
-    let random: String = (0..TEMP_RANDOM_LEN)
+    (0..TEMP_RANDOM_LEN)
         .map(|_| TEMP_ALPHABET[rng.random_range(0..TEMP_ALPHABET.len())] as char)
-        .collect();
-    format!("{final_name}~{random}")
+        .collect()
 }
 
 /// A temp file that is unlinked when dropped unless [`TempFile::disarm`]ed.
@@ -167,24 +199,88 @@ fn replace_in<T>(
     sites: ReplaceSites,
     fill: impl FnOnce(&File) -> Result<T>,
 ) -> Result<T> {
-    let (mut temp, file) = TempFile::create_next_to(dir, dst)?;
-    let value = fill(&file)?;
-    let bytes = seal(&file, &dir.join(&temp.name), sites.file)?;
-    drop(file);
+    let (staged, value) = stage_in(dir, dst, sites.file, fill)?;
     let existed = dir.exists(dst);
-    sys::rename_at(dir.fd(), &temp.name, dir.fd(), dst).io_ctx(|| {
-        format!(
-            "cannot rename {} to {}",
-            dir.join(&temp.name).display(),
-            dir.join(dst).display()
-        )
-    })?;
-    temp.disarm();
+    let bytes = staged.bytes;
+    staged.rename_into_place()?;
     sync_dir(dir, sites.dir)?;
     let op = if existed { "replace" } else { "create" };
     info!(op, path = %dir.join(dst).display(), bytes, "file written and renamed into place");
     failpoint::step("replace");
     Ok(value)
+}
+
+/// A temp file next to its final name whose content is complete and durable (filled,
+/// fchmod 0600, fsynced) but that has no final name yet: [`DirChanges::place`] renames
+/// it into place with the operation's other changes. Dropped unplaced, it is removed.
+pub struct Staged<'a> {
+    temp: TempFile<'a>,
+    dst: String,
+    bytes: u64,
+}
+
+impl Staged<'_> {
+    /// The final name it is meant for.
+    pub fn dst(&self) -> &str {
+        &self.dst
+    }
+
+    /// The temp name it has now.
+    pub fn temp_name(&self) -> &str {
+        &self.temp.name
+    }
+
+    /// Rename over `dst` for good, with no fsync of the directory: for a cache (the
+    /// precache), whose content is durable but whose name need not survive a crash.
+    /// Not a failpoint step (it is also done after replies).
+    pub fn place_unsynced(self) -> Result<()> {
+        let path = self.temp.dir.join(&self.dst);
+        let bytes = self.bytes;
+        self.rename_into_place()?;
+        info!(op = "create", path = %path.display(), bytes, "cache file written and renamed into place");
+        Ok(())
+    }
+
+    /// Rename over `dst` (not yet durable: the caller fsyncs the directory).
+    fn rename_into_place(mut self) -> Result<()> {
+        let dir = self.temp.dir;
+        sys::rename_at(dir.fd(), &self.temp.name, dir.fd(), &self.dst).io_ctx(|| {
+            format!(
+                "cannot rename {} to {}",
+                dir.join(&self.temp.name).display(),
+                dir.join(&self.dst).display()
+            )
+        })?;
+        self.temp.disarm();
+        Ok(())
+    }
+}
+
+/// Fill a fresh temp next to `dst` in `dir` and make its content durable, without
+/// giving it its final name (see [`Staged`]); fsync site `replace-file`.
+pub fn stage_at<'a, T>(
+    dir: &'a Dir,
+    dst: &str,
+    fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<(Staged<'a>, T)> {
+    stage_in(dir, dst, POOL_FILE.file, fill)
+}
+
+fn stage_in<'a, T>(
+    dir: &'a Dir,
+    dst: &str,
+    site: &'static str,
+    fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<(Staged<'a>, T)> {
+    let (temp, file) = TempFile::create_next_to(dir, dst)?;
+    let value = fill(&file)?;
+    let bytes = seal(&file, &dir.join(&temp.name), site)?;
+    let staged = Staged {
+        temp,
+        dst: dst.to_owned(),
+        bytes,
+    };
+    Ok((staged, value))
 }
 
 /// [`replace_at`] by path, for the state directory (whose path the administrator
@@ -223,8 +319,7 @@ fn sync_file(file: &File, site: &str, path: &Path) -> Result<()> {
     if fsync_fault::skipped(site, path) {
         return Ok(());
     }
-    file.sync_all()
-        .io_ctx(|| format!("cannot fsync {}", path.display()))
+    barrier::sync(file.as_fd(), Kind::File).io_ctx(|| format!("cannot fsync {}", path.display()))
 }
 
 /// fdatasync an open file (`path` names it in messages): its data, and its size when
@@ -234,7 +329,7 @@ pub fn sync_data(file: &File, site: &str, path: &Path) -> Result<()> {
     if fsync_fault::skipped(site, path) {
         return Ok(());
     }
-    file.sync_data()
+    barrier::sync(file.as_fd(), Kind::Data)
         .io_ctx(|| format!("cannot fdatasync {}", path.display()))
 }
 
@@ -415,24 +510,7 @@ fn is_missing_or_not_empty(err: &io::Error) -> bool {
 /// source swapped meanwhile), it is removed again and the link refused.
 pub fn hardlink_at(src_dir: &Dir, src: &str, dst_dir: &Dir, dst: &str) -> Result<()> {
     let (src_path, dst_path) = (src_dir.join(src), dst_dir.join(dst));
-    let checked = src_dir.regular_entry(src)?;
-    sys::link_at(src_dir.fd(), src, dst_dir.fd(), dst).io_ctx(|| {
-        format!(
-            "cannot link {} to {}",
-            dst_path.display(),
-            src_path.display()
-        )
-    })?;
-    match dst_dir.entry(dst)? {
-        Some(linked) if linked.same_inode(&checked) => {}
-        _ => {
-            let _ = sys::unlink_at(dst_dir.fd(), dst);
-            return Err(EngineError::invalid(format!(
-                "{} changed while it was being linked; refusing to use it",
-                src_path.display()
-            )));
-        }
-    }
+    link_checked(src_dir, src, dst_dir, dst)?;
     sync_dir(dst_dir, "hardlink-dir")?;
     info!(op = "hardlink", from = %src_path.display(), to = %dst_path.display(), "hard link created");
     failpoint::step("hardlink");
@@ -459,6 +537,200 @@ pub fn fsync_at(dir: &Dir, name: &str) -> Result<()> {
     sync_file(&file, "commit-file", &dir.join(name))?;
     debug!(path = %dir.join(name).display(), "fsynced");
     Ok(())
+}
+
+/// Name changes in one directory that become durable together: links, renames, staged
+/// files placed, files discarded or unlinked, in the order the caller makes them, then
+/// **one** fsync of the directory ([`DirChanges::commit`], site `changes-dir`). The
+/// caller orders the changes so that a crash after any of them leaves a state the
+/// volume may be in; until the commit returns, none of them is promised to survive a
+/// power cut.
+///
+/// Discarded files are renamed to a discarded name at once and handed to the
+/// [`Background`] worker when the batch ends (committed or not: they are garbage
+/// either way); without a worker they are unlinked right after the commit.
+pub struct DirChanges<'a> {
+    dir: &'a Dir,
+    reaper: Option<&'a Background>,
+    /// A change was made since the last fsync of the directory.
+    changed: bool,
+    discarded: Vec<String>,
+}
+
+impl<'a> DirChanges<'a> {
+    /// A batch of changes in `dir`, discarded files reaped by `reaper`.
+    pub fn new(dir: &'a Dir, reaper: Option<&'a Background>) -> DirChanges<'a> {
+        DirChanges {
+            dir,
+            reaper,
+            changed: false,
+            discarded: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &'a Dir {
+        self.dir
+    }
+
+    /// Hard link `dst` (in this directory, must not exist) to the regular file `src`
+    /// of `src_dir`; the new name is checked to be that inode afterwards (see
+    /// [`hardlink_at`]).
+    pub fn link(&mut self, src_dir: &Dir, src: &str, dst: &str) -> Result<()> {
+        let (src_path, dst_path) = (src_dir.join(src), self.dir.join(dst));
+        link_checked(src_dir, src, self.dir, dst)?;
+        self.changed = true;
+        info!(op = "hardlink", from = %src_path.display(), to = %dst_path.display(), "hard link created");
+        failpoint::step("hardlink");
+        Ok(())
+    }
+
+    /// Rename the regular file `from` over `to`, both in this directory.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from_path, to_path) = (self.dir.join(from), self.dir.join(to));
+        self.dir.regular_entry(from)?;
+        sys::rename_at(self.dir.fd(), from, self.dir.fd(), to).io_ctx(|| {
+            format!(
+                "cannot rename {} to {}",
+                from_path.display(),
+                to_path.display()
+            )
+        })?;
+        self.changed = true;
+        info!(op = "rename", from = %from_path.display(), to = %to_path.display(), "renamed");
+        failpoint::step("rename");
+        Ok(())
+    }
+
+    /// Give a staged file (of this directory) its final name.
+    pub fn place(&mut self, staged: Staged<'_>) -> Result<()> {
+        let path = self.dir.join(&staged.dst);
+        let (existed, bytes) = (self.dir.exists(&staged.dst), staged.bytes);
+        staged.rename_into_place()?;
+        self.changed = true;
+        let op = if existed { "replace" } else { "create" };
+        info!(op, path = %path.display(), bytes, "file written and renamed into place");
+        failpoint::step("replace");
+        Ok(())
+    }
+
+    /// Take `name` out of the directory's committed state: a regular file is renamed to
+    /// a discarded name (deleted after the reply), anything else but a directory is
+    /// unlinked. Returns whether there was something; a missing `name` is fine.
+    pub fn discard(&mut self, name: &str) -> Result<bool> {
+        match self.dir.entry(name)? {
+            None => Ok(false),
+            Some(entry) if entry.is_file() => {
+                let discarded = self.rename_to_discarded(name)?;
+                self.changed = true;
+                info!(op = "discard", path = %self.dir.join(name).display(), to = %discarded,
+                    "taken out of the committed state; deleted after the reply");
+                self.discarded.push(discarded);
+                failpoint::step("discard");
+                Ok(true)
+            }
+            Some(_) => self.unlink(name),
+        }
+    }
+
+    fn rename_to_discarded(&self, name: &str) -> Result<String> {
+        let mut last_err = None;
+        for _ in 0..TEMP_ATTEMPTS {
+            let discarded = discard_name(name);
+            let fd = self.dir.fd();
+            match sys::rename_noreplace_at(fd, name, fd, &discarded) {
+                Ok(()) => return Ok(discarded),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last_err = Some(err),
+                Err(err) => {
+                    let what = format!("cannot discard {}", self.dir.join(name).display());
+                    return Err(EngineError::io(what, err));
+                }
+            }
+        }
+        let err = last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
+        let what = format!("cannot discard {}", self.dir.join(name).display());
+        Err(EngineError::io(what, err))
+    }
+
+    /// Unlink `name` now (a small file, or one whose inode lives on under another
+    /// name); a missing file is fine. Returns whether a file was removed.
+    pub fn unlink(&mut self, name: &str) -> Result<bool> {
+        let path = self.dir.join(name);
+        let removed = match sys::unlink_at(self.dir.fd(), name) {
+            Ok(()) => true,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+            Err(err) => {
+                return Err(EngineError::io(
+                    format!("cannot remove {}", path.display()),
+                    err,
+                ))
+            }
+        };
+        if removed {
+            self.changed = true;
+            info!(op = "remove", path = %path.display(), "removed");
+            failpoint::step("remove");
+        }
+        Ok(removed)
+    }
+
+    /// Make every change so far durable with one fsync of the directory (none when
+    /// nothing changed), then hand the discarded files to the reaper.
+    pub fn commit(mut self) -> Result<()> {
+        self.sync()?;
+        self.release();
+        Ok(())
+    }
+
+    /// Make every change so far durable and go on with the batch.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.changed {
+            sync_dir(self.dir, "changes-dir")?;
+            self.changed = false;
+        }
+        Ok(())
+    }
+
+    /// The discarded files go to the reaper (or are unlinked now without one).
+    fn release(&mut self) {
+        for name in self.discarded.drain(..) {
+            match self.reaper {
+                Some(reaper) => reaper.reap(self.dir, name),
+                None => background::reap_now(self.dir, &name),
+            }
+        }
+    }
+}
+
+impl Drop for DirChanges<'_> {
+    /// A batch that ends early (an error) still hands over its discarded files.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// link `src_dir/src` → `dst_dir/dst`, refusing a source that is not a regular file
+/// and removing the new name again should it not be that inode (the source swapped
+/// meanwhile). Not durable by itself.
+fn link_checked(src_dir: &Dir, src: &str, dst_dir: &Dir, dst: &str) -> Result<()> {
+    let (src_path, dst_path) = (src_dir.join(src), dst_dir.join(dst));
+    let checked = src_dir.regular_entry(src)?;
+    sys::link_at(src_dir.fd(), src, dst_dir.fd(), dst).io_ctx(|| {
+        format!(
+            "cannot link {} to {}",
+            dst_path.display(),
+            src_path.display()
+        )
+    })?;
+    match dst_dir.entry(dst)? {
+        Some(linked) if linked.same_inode(&checked) => Ok(()),
+        _ => {
+            let _ = sys::unlink_at(dst_dir.fd(), dst);
+            Err(EngineError::invalid(format!(
+                "{} changed while it was being linked; refusing to use it",
+                src_path.display()
+            )))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //! | `rmdir-parent`     | the parent of a removed directory                     |
 //! | `hardlink-dir`     | the directory of a new hard link                      |
 //! | `truncate-file`    | a file truncated in place                             |
-//! | `commit-file`      | the dirty or import image before it is committed      |
+//! | `commit-file`      | the dirty image before it is committed                |
+//! | `changes-dir`      | a VM directory after an operation's batch of renames, links and discards (`durable::DirChanges`) |
 //! | `journal-append`   | the fdatasync of a state change appended to a pool's journal |
 //! | `journal-cut`      | the fdatasync of a journal cut back to its good records |
 //! | `journal-empty-file` | a pool's new empty journal, before its rename       |
@@ -28,7 +29,7 @@
 //! | `state-mkdir-parent` | the parent of a new state directory                 |
 
 /// Every site, for tests that name one.
-pub const SITES: [&str; 17] = [
+pub const SITES: [&str; 18] = [
     "replace-file",
     "replace-dir",
     "rename-dir",
@@ -39,6 +40,7 @@ pub const SITES: [&str; 17] = [
     "hardlink-dir",
     "truncate-file",
     "commit-file",
+    "changes-dir",
     "journal-append",
     "journal-cut",
     "journal-empty-file",

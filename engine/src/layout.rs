@@ -9,10 +9,17 @@
 //! | import    | `<B>-import.img`                       |
 //! | revision  | `<B>.img.<N>@YYYY-MM-DDThh:mm:ssZ`     |
 //! | temp      | `<final name>~<8 chars of [a-z0-9_]>`  |
+//! | discarded | `<final name>~reap-<8 chars of [a-z0-9_]>` |
 //!
 //! with `B = <pool dir>/<vid>`. Temp files are recognised by exact name (this volume's
 //! own final names plus the suffix), never by prefix, so a volume `priv` never touches
 //! the files of a sibling `private` (deliberate fix 3).
+//!
+//! A *discarded* file is one an operation took out of the committed state by renaming
+//! it (a pruned revision, an outdated precache, a stopped snapshot's image): the name
+//! change is made durable with the operation, the slow unlink happens after its reply
+//! ([`crate::background`]) or, after a crash, in the start-up sweep. The reference's
+//! glob of incomplete files (`<B>*.img*~*`) matches these names too.
 
 use std::path::{Path, PathBuf};
 
@@ -107,13 +114,20 @@ impl VolumePaths {
         let Some((base, random)) = file_name.rsplit_once('~') else {
             return false;
         };
-        if random.len() != TEMP_RANDOM_LEN
-            || !random
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
+        is_random_part(random) && self.is_own_final_name(base)
+    }
+
+    /// Is `file_name` a discarded file of *this* volume: one of its own final names
+    /// followed by `~reap-` and the random part?
+    pub fn is_own_discard(&self, file_name: &str) -> bool {
+        let Some((base, random)) = file_name.rsplit_once(REAP_MARK) else {
             return false;
-        }
+        };
+        is_random_part(random) && self.is_own_final_name(base)
+    }
+
+    /// One of this volume's final names: clean, dirty, precache, import or a revision.
+    fn is_own_final_name(&self, base: &str) -> bool {
         base == self.clean_name()
             || base == self.dirty_name()
             || base == self.precache_name()
@@ -130,6 +144,20 @@ pub fn is_volume_temp(file_name: &str) -> bool {
     let Some((base, _)) = file_name.rsplit_once('~') else {
         return false;
     };
+    owner_of(base).is_some_and(|paths| paths.is_own_temp(file_name))
+}
+
+/// Is `file_name` a discarded file of *some* volume: one of the final names of any
+/// valid volume name, followed by `~reap-` and the random part?
+pub fn is_volume_discard(file_name: &str) -> bool {
+    let Some((base, _)) = file_name.rsplit_once(REAP_MARK) else {
+        return false;
+    };
+    owner_of(base).is_some_and(|paths| paths.is_own_discard(file_name))
+}
+
+/// The volume (in a VM directory of no importance) whose final name `base` could be.
+fn owner_of(base: &str) -> Option<VolumePaths> {
     let name = match base.strip_suffix(".img") {
         Some(image) => ["-dirty", "-precache", "-import"]
             .iter()
@@ -137,8 +165,19 @@ pub fn is_volume_temp(file_name: &str) -> bool {
             .unwrap_or(image),
         None => base.rsplit_once(".img.").map_or("", |(name, _)| name),
     };
-    Vid::parse(&format!("appvms/vm/{name}"))
-        .is_ok_and(|vid| VolumePaths::new(Path::new(""), &vid).is_own_temp(file_name))
+    let vid = Vid::parse(&format!("appvms/vm/{name}")).ok()?;
+    Some(VolumePaths::new(Path::new(""), &vid))
+}
+
+/// What separates a discarded file's final name from its random part.
+pub const REAP_MARK: &str = "~reap-";
+
+/// The random part of temp and discarded names: 8 characters of `[a-z0-9_]`.
+fn is_random_part(random: &str) -> bool {
+    random.len() == TEMP_RANDOM_LEN
+        && random
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `<name>.img.<id>@<timestamp>Z`.
@@ -305,6 +344,33 @@ mod tests {
         ] {
             assert!(!is_volume_temp(other), "{other}");
         }
+    }
+
+    #[test]
+    fn discarded_files_are_recognised_and_are_not_temps() {
+        let p = paths();
+        for discard in [
+            "private.img~reap-abc_1234",
+            "private-precache.img~reap-aaaaaaaa",
+            "private-dirty.img~reap-00000000",
+            "private.img.4@2024-05-01T12:00:03Z~reap-a8b7c6d5",
+        ] {
+            assert!(p.is_own_discard(discard), "{discard}");
+            assert!(is_volume_discard(discard), "{discard}");
+            assert!(!p.is_own_temp(discard), "{discard}");
+            assert!(!is_volume_temp(discard), "{discard}");
+        }
+        for other in [
+            "private.img~abcdefgh",
+            "private.img~reap-short",
+            "private.img~reap-ABCDEFGH",
+            "notes.txt~reap-abcdefgh",
+            "root.img~reap-abcdefgh",
+        ] {
+            assert!(!p.is_own_discard(other), "{other}");
+        }
+        assert!(is_volume_discard("root.img~reap-abcdefgh"));
+        assert!(!is_volume_discard("notes.txt~reap-abcdefgh"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! This crate knows nothing about D-Bus or async runtimes: every function blocks, and
 //! the bus layer decides where it runs. See ARCHITECTURE.md for the map.
 
+pub mod background;
+pub mod barrier;
 pub mod context;
 pub mod copy;
 pub mod dir;
@@ -23,6 +25,7 @@ pub mod loopdev;
 pub mod model;
 pub mod names;
 pub mod pool;
+pub mod precache;
 pub mod registry;
 pub mod revision;
 pub mod store;

@@ -3,13 +3,19 @@
 //! ordered by numeric id (deliberate fix 2), with ids that only ever grow while one
 //! revision survives. The timestamp is the clean image's mtime when the revision was
 //! taken (the time the data was last written), whole seconds UTC.
+//!
+//! A revision is a **hard link** to the committed image it keeps: a committed image is
+//! never written (it is only ever replaced by the rename of a new inode), so the old
+//! inode itself is the revision — no copy, no data written, on every filesystem
+//! (the reference made a reflink, a byte copy on ext4). Adding and pruning are changes
+//! of the operation's batch ([`DirChanges`]), made durable with its other renames by one
+//! fsync of the directory; a pruned revision is discarded (deleted after the reply).
 
 use tracing::warn;
 
 use crate::context::OpCtx;
-use crate::copy::{self, CopyOptions};
 use crate::dir::Dir;
-use crate::durable;
+use crate::durable::DirChanges;
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::layout::{match_revision_name, VolumePaths};
@@ -58,7 +64,11 @@ pub fn list(paths: &VolumePaths) -> Result<Vec<Revision>> {
 
 /// The revision with `id`, or the highest one for `None`.
 pub fn find(dir: &Dir, paths: &VolumePaths, id: Option<u64>) -> Result<Revision> {
-    let revisions = list_in(dir, paths)?;
+    find_in(&list_in(dir, paths)?, id)
+}
+
+/// [`find`] among listed `revisions`.
+pub fn find_in(revisions: &[Revision], id: Option<u64>) -> Result<Revision> {
     let found = match id {
         None => revisions.last().copied(),
         Some(id) => revisions.iter().find(|r| r.id == id).copied(),
@@ -69,15 +79,24 @@ pub fn find(dir: &Dir, paths: &VolumePaths, id: Option<u64>) -> Result<Revision>
     })
 }
 
-/// Add a revision from the current clean image (R§3.10), unless `keep` is 0.
-/// Revisions are made even of an empty image: that is what "revert to empty" reverts to.
-pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revision>> {
+/// Add a revision of the current clean image (R§3.10) to `changes` — a hard link
+/// named with the next id and the image's mtime — unless `keep` is 0. `revisions` is
+/// the directory's listing, kept up to date. Revisions are made even of an empty
+/// image: that is what "revert to empty" reverts to.
+pub fn add(
+    changes: &mut DirChanges<'_>,
+    paths: &VolumePaths,
+    keep: usize,
+    revisions: &mut Vec<Revision>,
+    ctx: &OpCtx,
+) -> Result<Option<Revision>> {
     if keep == 0 {
         return Ok(None);
     }
+    let dir = changes.dir();
     let clean = dir.regular_entry(&paths.clean_name())?;
     let timestamp = clean.mtime().0;
-    let id = match list_in(dir, paths)?.last() {
+    let id = match revisions.last() {
         None => 1,
         Some(last) => last.id.checked_add(1).ok_or_else(|| {
             EngineError::new(
@@ -87,29 +106,44 @@ pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<O
         })?,
     };
     let revision = Revision { id, timestamp };
-    copy::copy_at(
+    changes.link(
         dir,
         &paths.clean_name(),
-        dir,
         &paths.revision_name(id, timestamp),
-        CopyOptions::default(),
-        ctx,
     )?;
+    revisions.push(revision);
     ctx.emit_volume(EventKind::RevisionAdded { id, timestamp });
     Ok(Some(revision))
 }
 
-/// Delete all but the newest `keep` revisions (R§3.11).
-pub fn prune(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Vec<Revision>> {
-    let revisions = list_in(dir, paths)?;
+/// Discard all but the newest `keep` of `revisions` (R§3.11) in `changes`.
+pub fn prune(
+    changes: &mut DirChanges<'_>,
+    paths: &VolumePaths,
+    keep: usize,
+    revisions: &mut Vec<Revision>,
+    ctx: &OpCtx,
+) -> Result<Vec<Revision>> {
     let excess = revisions.len().saturating_sub(keep);
-    let pruned: Vec<Revision> = revisions.into_iter().take(excess).collect();
+    let pruned: Vec<Revision> = revisions.drain(..excess).collect();
     for r in &pruned {
-        durable::remove_at(dir, &paths.revision_name(r.id, r.timestamp))?;
+        changes.discard(&paths.revision_name(r.id, r.timestamp))?;
         ctx.emit_volume(EventKind::RevisionPruned {
             id: r.id,
             timestamp: r.timestamp,
         });
     }
     Ok(pruned)
+}
+
+/// Unlink every revision at once (a removal, whose directory must end up empty).
+pub fn delete_all(changes: &mut DirChanges<'_>, paths: &VolumePaths, ctx: &OpCtx) -> Result<()> {
+    for r in list_in(changes.dir(), paths)? {
+        changes.unlink(&paths.revision_name(r.id, r.timestamp))?;
+        ctx.emit_volume(EventKind::RevisionPruned {
+            id: r.id,
+            timestamp: r.timestamp,
+        });
+    }
+    Ok(())
 }

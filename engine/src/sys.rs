@@ -1,8 +1,8 @@
 //! The one module that owns raw syscalls: the directory-relative file operations every
 //! pool change goes through (openat2 beneath a directory, renameat, unlinkat, linkat,
 //! mkdirat, fstatat without following symlinks, reading a directory), FICLONE,
-//! copy_file_range, SEEK_DATA / SEEK_HOLE, fsync, futimens, O_TMPFILE, statvfs and
-//! LOOP_SET_CAPACITY, plus the classification of FICLONE and copy_file_range errnos
+//! copy_file_range, SEEK_DATA / SEEK_HOLE, fsync, fdatasync, syncfs, futimens, O_TMPFILE,
+//! statvfs and LOOP_SET_CAPACITY, plus the classification of FICLONE and copy_file_range errnos
 //! into "fall back" and "fail".
 //!
 //! rustix is used (not nix) because it has safe wrappers for FICLONE
@@ -252,6 +252,22 @@ pub fn rename_at(
     Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
 }
 
+/// `renameat2(RENAME_NOREPLACE)`: EEXIST instead of replacing an existing `to`.
+pub fn rename_noreplace_at(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        from_dir,
+        from,
+        to_dir,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )?)
+}
+
 /// `unlinkat` of a non-directory entry (a symlink itself is removed, not its target).
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
@@ -300,6 +316,23 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
 /// mkdir in it durable).
 pub fn fsync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
+}
+
+/// fdatasync an open file: its data, and the metadata needed to read it (its size).
+pub fn fdatasync(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fdatasync(fd)?)
+}
+
+/// syncfs(2): write back and commit everything of the filesystem holding `fd` — a
+/// barrier for every file and directory on it. Since Linux 5.8 it reports writeback
+/// errors of the filesystem that happened since `fd` was opened.
+pub fn syncfs(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::syncfs(fd)?)
+}
+
+/// The device number of the filesystem holding `fd` (which filesystem a barrier is for).
+pub fn device_of(fd: impl AsFd) -> io::Result<u64> {
+    Ok(stat_fd(fd)?.st_dev)
 }
 
 /// Set atime and mtime of an open file to `(seconds, nanoseconds)`.

@@ -9,16 +9,27 @@
 //! committed state, never a mix. Files are reached through the VM directory opened
 //! beneath the pool directory's fd ([`crate::pool::open_vm_dir`]), never by path, and
 //! every file that is renamed, linked, opened or handed out must be a regular file.
+//!
+//! Each operation makes its name changes in the VM directory as one batch
+//! ([`DirChanges`]) ordered so that every prefix is a state the volume may be in, and
+//! pays one fsync of the directory for all of them (plus the fsync of new content
+//! before its name: the running image at a commit, a staged copy). Files leaving the
+//! committed state are discarded, deleted after the reply. On a pool with reflinks the
+//! precache is made after the reply too ([`crate::precache`]); on one without, the
+//! precache is a byte copy with a Job of its own and stays part of the call. The
+//! argument for each barrier is in `docs/durability.md`.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::background::Background;
 use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
 use crate::dir::{not_regular, Access, Dir, Entry};
-use crate::durable;
+use crate::durable::{self, DirChanges, Staged};
 use crate::error::{EngineError, Result};
 use crate::event::EventKind;
 use crate::layout::VolumePaths;
@@ -35,6 +46,23 @@ pub struct Volume<'a> {
     root: Option<&'a Dir>,
     pub config: VolumeConfig,
     pub paths: VolumePaths,
+    /// Deletes discarded files after the reply; without one (tools, tests) they are
+    /// deleted at the end of the operation.
+    background: Option<&'a Background>,
+    /// The pool reflinks (its setup check passed) and a background worker exists: the
+    /// precache is made after the reply.
+    defer_precache: bool,
+    /// The operation changed the committed image of a volume that keeps a precache,
+    /// and left making it to after the reply ([`Self::precache_due`]).
+    precache_due: Cell<bool>,
+}
+
+/// Where a commit's new committed image comes from.
+enum Incoming<'a> {
+    /// The running image, by name: fsynced, then renamed.
+    Running(&'a str),
+    /// A complete, durable copy (an import's private copy, a clone) to be placed.
+    Staged(Staged<'a>),
 }
 
 /// What an operation needs to know about the snapshot source (same pool).
@@ -69,7 +97,32 @@ impl<'a> Volume<'a> {
             root,
             config,
             paths,
+            background: None,
+            defer_precache: false,
+            precache_due: Cell::new(false),
         }
+    }
+
+    /// The volume as the engine's operations see it: discarded files are deleted by
+    /// `background` after the reply, and on a pool that `reflinks` the precache is made
+    /// there too.
+    pub fn with_background(mut self, background: &'a Background, reflinks: bool) -> Self {
+        self.background = Some(background);
+        self.defer_precache = reflinks;
+        self
+    }
+
+    /// Did the operation leave the precache to be made after the reply?
+    pub fn precache_due(&self) -> bool {
+        self.precache_due.get()
+    }
+
+    /// A batch of changes in the VM directory `dir`.
+    fn changes<'d>(&self, dir: &'d Dir) -> DirChanges<'d>
+    where
+        'a: 'd,
+    {
+        DirChanges::new(dir, self.background)
     }
 
     /// The pool directory this view was opened with.
@@ -148,15 +201,15 @@ impl<'a> Volume<'a> {
         self.vm_dir().map(|_| ())
     }
 
-    /// Delete this volume's incomplete temp files (exact names, fix 3) and its import
-    /// file.
-    fn remove_incomplete(&self, dir: &Dir) -> Result<()> {
-        for name in dir.names()? {
+    /// Discard this volume's incomplete temp files (exact names, fix 3) and its import
+    /// file (garbage: nothing needs their removal to be durable).
+    fn discard_incomplete(&self, changes: &mut DirChanges<'_>) -> Result<()> {
+        for name in changes.dir().names()? {
             if self.paths.is_own_temp(&name) {
-                durable::remove_at(dir, &name)?;
+                changes.discard(&name)?;
             }
         }
-        durable::remove_at(dir, &self.paths.import_name()).map(|_| ())
+        changes.discard(&self.paths.import_name()).map(|_| ())
     }
 
     /// Files that hold committed or running data of this volume.
@@ -203,36 +256,68 @@ impl<'a> Volume<'a> {
             || !revision::list_in(&dir, &self.paths)?.is_empty())
     }
 
-    /// R§3.6 step 2: incomplete files, import, revisions, clean, precache, dirty.
+    /// R§3.6 step 2: incomplete and discarded files, import, revisions, clean,
+    /// precache, dirty — unlinked now (the directory is to be empty), durable with one
+    /// fsync of the directory.
     pub fn remove_all_images(&self, ctx: &OpCtx) -> Result<()> {
         let Some(dir) = self.vm_dir()? else {
             return Ok(());
         };
-        self.remove_incomplete(&dir)?;
-        revision::prune(&dir, &self.paths, 0, ctx)?;
+        let mut changes = self.changes(&dir);
+        for name in dir.names()? {
+            if self.paths.is_own_temp(&name) || self.paths.is_own_discard(&name) {
+                changes.unlink(&name)?;
+            }
+        }
+        changes.unlink(&self.paths.import_name())?;
+        revision::delete_all(&mut changes, &self.paths, ctx)?;
         let paths = &self.paths;
         for name in [
             paths.clean_name(),
             paths.precache_name(),
             paths.dirty_name(),
         ] {
-            durable::remove_at(&dir, &name)?;
+            changes.unlink(&name)?;
         }
+        changes.commit()
+    }
+
+    /// R§3.4 (files only; the caller has checked there are no leftovers to keep): an
+    /// origin gets an empty sparse committed image (and, after it, its precache).
+    pub fn create(&self, ctx: &OpCtx) -> Result<()> {
+        let origin = matches!(
+            self.kind(),
+            VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled
+        );
+        if !origin {
+            if let Some(dir) = self.vm_dir()? {
+                self.discard_incomplete(&mut self.changes(&dir))?;
+            }
+            return Ok(());
+        }
+        let dir = self.ensure_vm_dir()?;
+        let mut changes = self.changes(&dir);
+        self.discard_incomplete(&mut changes)?;
+        changes.discard(&self.paths.precache_name())?;
+        changes.place(self.stage_sparse(&dir, &self.paths.clean_name())?)?;
+        changes.commit()?;
+        self.precache_after(&dir, ctx);
         Ok(())
     }
 
-    /// R§3.4 (files only; the caller has checked there are no leftovers to keep).
-    pub fn create(&self, ctx: &OpCtx) -> Result<()> {
-        if let Some(dir) = self.vm_dir()? {
-            self.remove_incomplete(&dir)?;
-        }
-        if self.kind() == VolumeKind::Origin || self.kind() == VolumeKind::OriginSnapshotsDisabled {
-            let dir = self.ensure_vm_dir()?;
-            durable::remove_at(&dir, &self.paths.precache_name())?;
-            durable::create_sparse_at(&dir, &self.paths.clean_name(), self.config.size)?;
-            self.refresh_precache(&dir, ctx);
-        }
-        Ok(())
+    /// An empty sparse image of the nominal size, staged next to `name`.
+    fn stage_sparse<'d>(&self, dir: &'d Dir, name: &str) -> Result<Staged<'d>> {
+        let size = self.config.size;
+        let (staged, ()) = durable::stage_at(dir, name, |file| {
+            use crate::error::IoContext;
+            file.set_len(size).io_ctx(|| {
+                format!(
+                    "cannot truncate {} to {size} bytes",
+                    dir.join(name).display()
+                )
+            })
+        })?;
+        Ok(staged)
     }
 
     /// The dirty image's entry, if the volume is started.
@@ -252,21 +337,35 @@ impl<'a> Volume<'a> {
         }
     }
 
-    /// Recreate the precache from clean (R§3.9 step 6) for the kinds that consume it.
-    /// A failure only costs speed at the next start, so it is logged, not returned:
-    /// the commit it follows has already happened.
-    fn refresh_precache(&self, dir: &Dir, ctx: &OpCtx) {
+    /// Recreate the precache from clean (R§3.9 step 6) for the kinds that consume it:
+    /// after the reply on a pool with reflinks ([`Self::precache_due`]), else now — a
+    /// byte copy with its own Job. A failure only costs speed at the next start, so it
+    /// is logged, not returned: the commit it follows has already happened.
+    fn precache_after(&self, dir: &Dir, ctx: &OpCtx) {
         if self.kind() != VolumeKind::Origin {
             return;
         }
-        let opts = CopyOptions {
-            dst_size: None,
-            copy_mtime: true,
-        };
-        let (clean, precache) = (self.paths.clean_name(), self.paths.precache_name());
-        if let Err(err) = copy::copy_at(dir, &clean, dir, &precache, opts, ctx) {
+        if self.defer_precache {
+            self.precache_due.set(true);
+            return;
+        }
+        if let Err(err) = crate::precache::make_now(dir, &self.paths, ctx) {
             warn!(vid = %self.config.vid, error = %err, "could not prepare the precache; the next start will copy instead");
-            let _ = durable::remove_at(dir, &precache);
+        }
+    }
+
+    /// Make the precache if it is missing or stale and the volume is a halted origin
+    /// (the work left by [`Self::precache_due`], under the volume's lock). Only a
+    /// reflink: where FICLONE is not possible, the next start copies.
+    pub fn refresh_precache(&self) -> Result<()> {
+        if self.kind() != VolumeKind::Origin {
+            return Ok(());
+        }
+        match self.vm_dir()? {
+            Some(dir) if !dir.exists(&self.paths.dirty_name()) => {
+                crate::precache::reflink_if_stale(&dir, &self.paths)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -280,9 +379,6 @@ impl<'a> Volume<'a> {
             info!(vid = %self.config.vid, "already started; reusing {}", dirty.display());
             return Ok(dirty);
         }
-        if let Some(dir) = self.vm_dir()? {
-            self.remove_incomplete(&dir)?;
-        }
         match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => self.start_in_place(ctx)?,
             VolumeKind::Snapshot | VolumeKind::OriginSnapshot => {
@@ -292,7 +388,10 @@ impl<'a> Volume<'a> {
             VolumeKind::Origin => self.start_origin(ctx)?,
             VolumeKind::Volatile => {
                 let dir = self.ensure_vm_dir()?;
-                durable::create_sparse_at(&dir, &self.paths.dirty_name(), self.config.size)?;
+                let mut changes = self.changes(&dir);
+                self.discard_incomplete(&mut changes)?;
+                changes.place(self.stage_sparse(&dir, &self.paths.dirty_name())?)?;
+                changes.commit()?;
             }
         }
         ctx.emit_volume(EventKind::Started {
@@ -307,17 +406,23 @@ impl<'a> Volume<'a> {
     fn start_in_place(&mut self, ctx: &OpCtx) -> Result<()> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
-        revision::prune(&dir, &self.paths, 0, ctx)?;
-        durable::remove_at(&dir, &self.paths.precache_name())?;
+        let mut changes = self.changes(&dir);
+        self.discard_incomplete(&mut changes)?;
+        let mut revisions = revision::list_in(&dir, &self.paths)?;
+        revision::prune(&mut changes, &self.paths, 0, &mut revisions, ctx)?;
+        changes.discard(&self.paths.precache_name())?;
         if !self.config.committed_image_shared {
-            return durable::rename_at(&dir, &clean, &dir, &dirty);
+            changes.rename(&clean, &dirty)?;
+            return changes.commit();
         }
         let opts = CopyOptions {
             dst_size: None,
             copy_mtime: true,
         };
-        copy::copy_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
-        durable::remove_at(&dir, &clean)?;
+        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
+        changes.place(staged)?;
+        changes.discard(&clean)?;
+        changes.commit()?;
         self.config.committed_image_shared = false;
         Ok(())
     }
@@ -340,18 +445,15 @@ impl<'a> Volume<'a> {
         })?;
         let dir = self.ensure_vm_dir()?;
         let clean = self.paths.clean_name();
-        self.keep_committed_session(&dir, &source_dir, source, ctx)?;
-        durable::remove_at(&dir, &clean)?;
-        durable::hardlink_at(&source_dir, &source.paths.clean_name(), &dir, &clean)?;
-        copy::copy_at(
-            &dir,
-            &clean,
-            &dir,
-            &self.paths.dirty_name(),
-            CopyOptions::default(),
-            ctx,
-        )?;
-        Ok(())
+        let mut changes = self.changes(&dir);
+        self.discard_incomplete(&mut changes)?;
+        self.keep_committed_session(&mut changes, &source_dir, source, ctx)?;
+        changes.discard(&clean)?;
+        changes.link(&source_dir, &source.paths.clean_name(), &clean)?;
+        let dirty = self.paths.dirty_name();
+        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, CopyOptions::default(), ctx)?;
+        changes.place(staged)?;
+        changes.commit()
     }
 
     /// An origin_snapshot volume whose own clean image is not the source's inode holds
@@ -359,7 +461,7 @@ impl<'a> Volume<'a> {
     /// with the source (the reference lost it, R§1.4).
     fn keep_committed_session(
         &self,
-        dir: &Dir,
+        changes: &mut DirChanges<'_>,
         source_dir: &Dir,
         source: &SourceView,
         ctx: &OpCtx,
@@ -367,12 +469,13 @@ impl<'a> Volume<'a> {
         if self.kind() != VolumeKind::OriginSnapshot {
             return Ok(());
         }
-        let own = dir.entry(&self.paths.clean_name())?;
+        let own = changes.dir().entry(&self.paths.clean_name())?;
         let theirs = source_dir.entry(&source.paths.clean_name())?;
         match (own, theirs) {
             (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
-                revision::add(dir, &self.paths, self.keep(), ctx)?;
-                revision::prune(dir, &self.paths, self.keep(), ctx).map(|_| ())
+                let mut revisions = revision::list_in(changes.dir(), &self.paths)?;
+                revision::add(changes, &self.paths, self.keep(), &mut revisions, ctx)?;
+                revision::prune(changes, &self.paths, self.keep(), &mut revisions, ctx).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -388,25 +491,24 @@ impl<'a> Volume<'a> {
             ))
         };
         let dir = self.vm_dir()?.ok_or_else(missing)?;
-        let (clean, precache) = (self.paths.clean_name(), self.paths.precache_name());
+        let clean = self.paths.clean_name();
         let clean_entry = match dir.regular_entry(&clean) {
             Err(err) if err.kind() == crate::error::ErrorKind::NotFound => return Err(missing()),
             other => other?,
         };
-        if let Some(pre) = dir.entry(&precache)? {
-            let stale = !pre.is_file()
-                || (pre.mtime(), pre.size()) != (clean_entry.mtime(), clean_entry.size());
-            if stale {
-                warn!(file = %dir.join(&precache).display(), "removing a stale precache that does not match the committed image");
-                durable::remove_at(&dir, &precache)?;
+        let mut changes = self.changes(&dir);
+        self.discard_incomplete(&mut changes)?;
+        let precache = crate::precache::take_usable(&mut changes, &self.paths, &clean_entry)?;
+        let dirty = self.paths.dirty_name();
+        match precache {
+            Some(precache) => changes.rename(&precache, &dirty)?,
+            None => {
+                let opts = CopyOptions::default();
+                let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
+                changes.place(staged)?;
             }
         }
-        let dirty = self.paths.dirty_name();
-        if dir.exists(&precache) {
-            durable::rename_at(&dir, &precache, &dir, &dirty)
-        } else {
-            copy::copy_at(&dir, &clean, &dir, &dirty, CopyOptions::default(), ctx).map(|_| ())
-        }
+        changes.commit()
     }
 
     /// R§3.8, idempotent. Returns whether anything was stopped.
@@ -417,7 +519,9 @@ impl<'a> Volume<'a> {
             if !self.config.save_on_stop {
                 // A snapshot's hardlink left behind by an interrupted stop.
                 if let Some(dir) = self.vm_dir()? {
-                    durable::remove_at(&dir, &self.paths.clean_name())?;
+                    let mut changes = self.changes(&dir);
+                    changes.discard(&self.paths.clean_name())?;
+                    changes.commit()?;
                 }
             }
             return Ok(false);
@@ -425,11 +529,13 @@ impl<'a> Volume<'a> {
         let committed = match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => {
                 durable::fsync_at(&dir, &dirty)?;
-                durable::rename_at(&dir, &dirty, &dir, &self.paths.clean_name())?;
+                let mut changes = self.changes(&dir);
+                changes.rename(&dirty, &self.paths.clean_name())?;
+                changes.commit()?;
                 true
             }
             VolumeKind::Origin | VolumeKind::OriginSnapshot => {
-                self.commit(&dir, &dirty, ctx)?;
+                self.commit(&dir, Incoming::Running(&dirty), None, ctx)?;
                 true
             }
             VolumeKind::Snapshot | VolumeKind::Volatile => {
@@ -437,8 +543,10 @@ impl<'a> Volume<'a> {
                     // Keep a manual resize of the volatile image for the next start.
                     self.config.size = self.size();
                 }
-                durable::remove_at(&dir, &dirty)?;
-                durable::remove_at(&dir, &self.paths.clean_name())?;
+                let mut changes = self.changes(&dir);
+                changes.discard(&dirty)?;
+                changes.discard(&self.paths.clean_name())?;
+                changes.commit()?;
                 false
             }
         };
@@ -446,25 +554,45 @@ impl<'a> Volume<'a> {
         Ok(true)
     }
 
-    /// R§3.9: make `from` (dirty or import) the new clean image, keeping the previous
-    /// one as a revision.
-    fn commit(&self, dir: &Dir, from: &str, ctx: &OpCtx) -> Result<()> {
-        if !dir.exists(from) {
-            return Err(EngineError::not_found(format!(
-                "cannot commit: {} does not exist",
-                dir.join(from).display()
-            )));
+    /// R§3.9: make `incoming` (the running image, or a staged copy) the new clean
+    /// image, keeping the previous one as a revision, in one batch: the revision is
+    /// linked, the pruned revisions, the old precache and `discard` (the import file)
+    /// discarded, the new image put in place, then one fsync of the directory. The
+    /// running image's content is fsynced before anything changes.
+    fn commit(
+        &self,
+        dir: &Dir,
+        incoming: Incoming<'_>,
+        discard: Option<&str>,
+        ctx: &OpCtx,
+    ) -> Result<()> {
+        if let Incoming::Running(from) = incoming {
+            if !dir.exists(from) {
+                return Err(EngineError::not_found(format!(
+                    "cannot commit: {} does not exist",
+                    dir.join(from).display()
+                )));
+            }
+            durable::fsync_at(dir, from)?;
         }
         let clean = self.paths.clean_name();
+        let mut revisions = revision::list_in(dir, &self.paths)?;
+        let mut changes = self.changes(dir);
         if dir.exists(&clean) {
-            revision::add(dir, &self.paths, self.keep(), ctx)?;
+            revision::add(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
         }
-        revision::prune(dir, &self.paths, self.keep(), ctx)?;
-        durable::fsync_at(dir, from)?;
-        durable::remove_at(dir, &self.paths.precache_name())?;
-        durable::rename_at(dir, from, dir, &clean)?;
+        revision::prune(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
+        changes.discard(&self.paths.precache_name())?;
+        if let Some(name) = discard {
+            changes.discard(name)?;
+        }
+        match incoming {
+            Incoming::Running(from) => changes.rename(from, &clean)?,
+            Incoming::Staged(staged) => changes.place(staged)?,
+        }
+        changes.commit()?;
         ctx.point_of_no_return();
-        self.refresh_precache(dir, ctx);
+        self.precache_after(dir, ctx);
         Ok(())
     }
 
@@ -479,9 +607,11 @@ impl<'a> Volume<'a> {
             None => EngineError::not_found("has no revisions"),
             Some(id) => EngineError::not_found(format!("has no revision {id}")),
         })?;
-        let target = revision::find(&dir, &self.paths, id)?;
+        let mut revisions = revision::list_in(&dir, &self.paths)?;
+        let target = revision::find_in(&revisions, id)?;
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let clean = self.paths.clean_name();
+        let mut changes = self.changes(&dir);
         if dir.exists(&clean) {
             // As in the reference, the current state survives as a revision unless
             // revisions_to_keep is 0 — also with snapshots disabled (-1).
@@ -490,12 +620,13 @@ impl<'a> Volume<'a> {
             } else {
                 self.keep().max(1)
             };
-            revision::add(&dir, &self.paths, keep, ctx)?;
+            revision::add(&mut changes, &self.paths, keep, &mut revisions, ctx)?;
         }
-        durable::remove_at(&dir, &self.paths.precache_name())?;
-        durable::rename_at(&dir, &target_name, &dir, &clean)?;
+        changes.discard(&self.paths.precache_name())?;
+        changes.rename(&target_name, &clean)?;
+        changes.commit()?;
         ctx.point_of_no_return();
-        self.refresh_precache(&dir, ctx);
+        self.precache_after(&dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }
@@ -529,19 +660,24 @@ impl<'a> Volume<'a> {
         ) && old != size
         {
             // A new inode: revisions and readers of the exported image are untouched.
-            // The precache stays until the new image exists (a crash in between leaves
-            // a precache whose size and mtime no longer match: start discards it).
+            // The old precache is discarded in the batch that puts the new image in
+            // place.
             let dir = self.existing_vm_dir(&self.paths.clean())?;
             let clean = self.paths.clean_name();
             let opts = CopyOptions {
                 dst_size: Some(size),
                 copy_mtime: false,
             };
-            copy::copy_at(&dir, &clean, &dir, &clean, opts, ctx).map_err(|e| {
-                EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
-            })?;
+            let (staged, _) =
+                copy::stage_at(&dir, &clean, &dir, &clean, opts, ctx).map_err(|e| {
+                    EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
+                })?;
             ctx.point_of_no_return();
-            self.refresh_precache(&dir, ctx);
+            let mut changes = self.changes(&dir);
+            changes.discard(&self.paths.precache_name())?;
+            changes.place(staged)?;
+            changes.commit()?;
+            self.precache_after(&dir, ctx);
         }
         self.config.size = size;
         if old != size {
@@ -600,10 +736,10 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.18 success, with fix 8 (without an import file nothing changes) and
-    /// contract rev 2: the import file is first replaced by a private copy of itself at
-    /// exactly the declared `size` (a reflink where the pool has them, else a
-    /// hole-preserving byte copy), so that the importer's fd, which keeps writing into
-    /// the old inode, can never reach committed data; then the copy is committed.
+    /// contract rev 2: a private copy of the import file at exactly the declared `size`
+    /// (a reflink where the pool has them, else a hole-preserving byte copy) is
+    /// committed, so that the importer's fd, which keeps writing into the old inode,
+    /// can never reach committed data; the import file itself is discarded.
     pub fn commit_import(&self, size: u64, ctx: &OpCtx) -> Result<()> {
         let import = self.paths.import_name();
         let dir = self
@@ -621,31 +757,35 @@ impl<'a> Volume<'a> {
             dst_size: Some(size),
             copy_mtime: false,
         };
-        copy::copy_at(&dir, &import, &dir, &import, opts, ctx).map_err(|e| {
+        let clean = self.paths.clean_name();
+        let (staged, _) = copy::stage_at(&dir, &import, &dir, &clean, opts, ctx).map_err(|e| {
             EngineError::with_reason(
                 e,
                 "cannot make the private copy of the import file that is committed",
             )
         })?;
-        self.commit(&dir, &import, ctx)?;
+        self.commit(&dir, Incoming::Staged(staged), Some(&import), ctx)?;
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
     }
 
     /// R§3.18 failure: delete the import file (a missing one is fine).
+    /// Its removal need not be durable: a stale import file is never committed, and
+    /// the start-up sweep deletes it.
     pub fn discard_import(&self, ctx: &OpCtx) -> Result<()> {
         if let Some(dir) = self.vm_dir()? {
-            durable::remove_at(&dir, &self.paths.import_name())?;
+            self.changes(&dir).discard(&self.paths.import_name())?;
         }
         ctx.emit_volume(EventKind::Imported { success: false });
         Ok(())
     }
 
     /// R§3.19 with fix 1: clone the committed image of `source` (any pool) into this
-    /// volume. A no-op for volumes that are not save_on_stop. The point of no return is
-    /// the end of the copy: a cancel after it changes nothing and the clone commits. On
-    /// every failure or cancellation the import file is deleted (contract fix 14), also
-    /// when the commit fails after the copy (a full disk).
+    /// volume. A no-op for volumes that are not save_on_stop. The copy is staged next
+    /// to the clean image and committed from there (no import file is involved); the
+    /// point of no return is the end of the copy: a cancel after it changes nothing and
+    /// the clone commits. On every failure or cancellation nothing of the copy is left
+    /// (contract fix 14), also when the commit fails after the copy (a full disk).
     pub fn import_volume(&self, source: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
         if self.is_started() {
             return Err(EngineError::busy("cannot import into a started volume"));
@@ -659,16 +799,14 @@ impl<'a> Volume<'a> {
             .export(ctx)
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         let dir = self.ensure_vm_dir()?;
-        let import = self.paths.import_name();
-        let cloned =
-            copy::copy_file(&src, &dir, &import, CopyOptions::default(), ctx).and_then(|_| {
+        let clean = self.paths.clean_name();
+        let cloned = copy::stage_file(&src, &dir, &clean, CopyOptions::default(), ctx).and_then(
+            |(staged, _)| {
                 ctx.point_of_no_return();
-                self.commit(&dir, &import, ctx)
-            });
+                self.commit(&dir, Incoming::Staged(staged), None, ctx)
+            },
+        );
         if let Err(err) = cloned {
-            if let Err(cleanup) = durable::remove_at(&dir, &import) {
-                warn!(file = %dir.join(&import).display(), error = %cleanup, "cannot delete the import file of a failed clone");
-            }
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }

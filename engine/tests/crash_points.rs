@@ -574,10 +574,11 @@ fn create_case() -> Case {
 fn check_create_state(w: &World) {
     let (clean, precache) = (w.clean(VID), w.precache(VID));
     if is_registered(w) {
-        assert_eq!(
-            (clean, precache),
-            (some("E"), some("E")),
-            "a registered volume is complete"
+        // The precache is a cache, made after the reply on a pool with reflinks.
+        assert_eq!(clean, some("E"), "a registered volume is complete");
+        assert!(
+            [None, some("E")].contains(&precache),
+            "precache {precache:?}"
         );
     } else {
         assert!([None, some("E")].contains(&clean), "clean {clean:?}");
@@ -703,6 +704,7 @@ fn further_session_works(w: &World, engine: &Engine) {
         revisions.len() <= REVISIONS_TO_KEEP as usize,
         "pruned to revisions_to_keep: {revisions:?}"
     );
+    engine.settle();
     assert!(w.temps().is_empty(), "temp files left: {:?}", w.temps());
     assert_eq!((w.dirty(VID), w.import_exists(VID)), (None, false));
 }

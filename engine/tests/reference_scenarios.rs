@@ -75,6 +75,7 @@ impl Fixture {
         self.engine
             .import_data_end(v, true, &OpCtx::quiet("ImportDataEnd"))
             .unwrap();
+        self.engine.settle();
     }
 
     /// The file of the newest revision of `vid`.

@@ -190,6 +190,7 @@ fn origin_session_commits_and_keeps_previous_state_as_revision(t: FsType) {
         b"session data"
     );
     assert!(!exists(&dirty));
+    f.engine.settle(); // on a pool with reflinks the precache is made after the reply
     assert!(
         exists(&f.path("appvms/work/private-precache.img")),
         "commit prepares the next start"

@@ -6,6 +6,10 @@
 //! — and the snapshots of one template — work in parallel while one volume's changes
 //! are serialised. Getters take no vid lock: they never wait for an operation.
 //!
+//! Work an operation leaves for after its reply — deleting discarded files, making a
+//! precache on a pool with reflinks — is done by the engine's [`Background`] worker;
+//! [`Engine::settle`] waits for it.
+//!
 //! Order of every change: what can fail without changing anything first; the state
 //! directory is written before the files when a failure of the file work can be undone
 //! there (Remove unregisters first, Resize records the new size first), after them when
@@ -23,6 +27,7 @@ mod pools;
 mod sweep;
 mod volumes;
 
+use crate::background::Background;
 use crate::context::OpCtx;
 use crate::dir::Dir;
 use crate::error::{EngineError, Result};
@@ -57,10 +62,13 @@ pub struct Engine {
     /// RemovePool, so that two never both succeed on one directory and none sees
     /// another's pending setup.
     pool_admin: Mutex<()>,
-    locks: VidLocks,
+    locks: Arc<VidLocks>,
     /// Volumes between ImportData and ImportDataEnd: who opened the import, its
     /// declared size, a failed commit. Every other change is refused meanwhile.
     importing: Mutex<HashMap<VolumeRef, Import>>,
+    /// Deletes discarded files and makes precaches after the replies; dropped (its
+    /// queue finished) with the engine.
+    background: Background,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -89,8 +97,9 @@ impl Engine {
             store,
             pools: RwLock::new(pools),
             pool_admin: Mutex::new(()),
-            locks: VidLocks::default(),
+            locks: Arc::new(VidLocks::default()),
             importing: Mutex::new(HashMap::new()),
+            background: Background::new(),
         })
     }
 
@@ -107,6 +116,12 @@ impl Engine {
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Wait until the work left for after the replies so far is done (discarded files
+    /// deleted, precaches made): for tests and benchmarks that look at the files.
+    pub fn settle(&self) {
+        self.background.settle();
     }
 
     pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
@@ -185,9 +200,38 @@ impl Engine {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
         let root = Self::open_root(&pool, vol)?;
-        let mut v = Volume::new(&root, config);
+        let mut v = self.volume(&root, &pool, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        op(&mut v, source.as_ref()).map_err(|e| e.on(vol))
+        let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol))?;
+        self.after_reply(vol, &v);
+        Ok(out)
+    }
+
+    /// The view of a volume that operations change: its discarded files go to the
+    /// background worker, which also makes its precache on a pool with reflinks (one
+    /// whose setup check passed).
+    pub(super) fn volume<'a>(
+        &'a self,
+        root: &'a Dir,
+        pool: &PoolConfig,
+        config: VolumeConfig,
+    ) -> Volume<'a> {
+        Volume::new(root, config).with_background(&self.background, pool.setup_check)
+    }
+
+    /// Queue what `v`'s operation left for after its reply: its precache.
+    pub(super) fn after_reply(&self, vol: &VolumeRef, v: &Volume<'_>) {
+        if !v.precache_due() {
+            return;
+        }
+        let Ok(pool) = self.pool(&vol.pool) else {
+            return;
+        };
+        let (locks, vol) = (self.locks.clone(), vol.clone());
+        self.background
+            .spawn(format!("precache of {vol}"), move || {
+                refresh_precache(&pool, &locks, &vol)
+            });
     }
 
     /// The pool directory for an operation on `vol` (every file below is reached
@@ -224,6 +268,29 @@ impl Engine {
             .as_ref()
             .map(|l| l.read().unwrap_or_else(|e| e.into_inner()));
         f()
+    }
+}
+
+/// The background task that makes `vol`'s precache, under the volume's lock, if the
+/// volume is still registered, halted and an origin (see [`crate::precache`]).
+fn refresh_precache(pool: &Pool, locks: &VidLocks, vol: &VolumeRef) {
+    let lock = locks.get(vol);
+    let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+    let (pool_config, config) = {
+        let state = pool.read();
+        (state.config().clone(), state.get(&vol.vid).cloned())
+    };
+    let Some(config) = config else {
+        return; // removed meanwhile
+    };
+    let made = pool::open_root(&pool_config.dir_path).and_then(|root| {
+        let v = Volume::new(&root, config);
+        v.check_dirs()?;
+        v.refresh_precache()
+    });
+    if let Err(err) = made {
+        tracing::warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
+            "could not prepare the precache; the next start will copy instead");
     }
 }
 

@@ -7,6 +7,9 @@
 //!   ([`layout::is_volume_temp`]) — in the VM directories of every registered pool,
 //!   whether or not their volume is registered (a killed CreateVolume leaves them for a
 //!   vid that never got registered); such a name only ever holds an incomplete write;
+//! * discarded files of any volume — `<final name>~reap-XXXXXXXX`
+//!   ([`layout::is_volume_discard`]): files an operation took out of the committed
+//!   state and whose deletion after its reply a crash or a shutdown cut short;
 //! * the named fallback of the reflink probe, `.reflink-probe~XXXXXXXX`, in a pool
 //!   directory;
 //! * the import file (`<name>-import.img`) of every registered volume without an
@@ -114,7 +117,7 @@ fn sweep_class(config: &PoolConfig, root: &Dir, class: VmClass) -> usize {
                 .is_ok_and(|e| e.is_some_and(|e| e.is_dir()))
         })
         .filter_map(|vm| subdir(config, &class_dir, vm))
-        .map(|vm_dir| remove_where(config, &vm_dir, layout::is_volume_temp))
+        .map(|vm_dir| remove_where(config, &vm_dir, is_leftover))
         .sum()
 }
 
@@ -158,6 +161,11 @@ fn remove_leftover(config: &PoolConfig, dir: &Dir, name: &str) -> bool {
     durable::remove_at(dir, name)
         .inspect_err(|err| warn!(%pool, error = %err, "cannot remove a leftover"))
         .is_ok_and(|removed| removed)
+}
+
+/// A temp or discarded file of some volume.
+fn is_leftover(name: &str) -> bool {
+    layout::is_volume_temp(name) || layout::is_volume_discard(name)
 }
 
 /// The reflink probe's named temps in a pool directory.

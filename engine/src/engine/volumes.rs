@@ -89,7 +89,7 @@ impl Engine {
             (state.config().clone(), config, state.is_removing(&vol.vid))
         };
         let root = Self::open_root(&pool_config, vol)?;
-        let v = Volume::new(&root, config.clone());
+        let v = self.volume(&root, &pool_config, config.clone());
         v.check_dirs().map_err(|e| e.on(vol))?;
         if removing {
             self.delete_removed_files(vol, &v, ctx)
@@ -109,6 +109,7 @@ impl Engine {
         }
         info!(pool = %vol.pool, vid = %vol.vid, adopt = spec.adopt, "volume created");
         drop(guard);
+        self.after_reply(vol, &v);
         self.volume_info(vol)
     }
 

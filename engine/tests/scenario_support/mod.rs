@@ -59,10 +59,12 @@ impl Fixture {
         VolumePaths::new(&self.dir, &Vid::parse(vid).unwrap())
     }
 
+    /// CreateVolume, and the work it left for after its reply (the precache).
     pub fn create_in(&self, vol: &VolumeRef, spec: VolumeSpec) {
         self.engine
             .create_volume(vol, spec, &OpCtx::quiet("CreateVolume"))
             .unwrap();
+        self.engine.settle();
     }
 
     /// Create `vid` in the fixture's pool.
@@ -77,11 +79,16 @@ impl Fixture {
     }
 
     pub fn start(&self, v: &VolumeRef) -> PathBuf {
-        self.engine.start(v, &OpCtx::quiet("Start")).unwrap()
+        let dirty = self.engine.start(v, &OpCtx::quiet("Start")).unwrap();
+        self.engine.settle();
+        dirty
     }
 
+    /// Stop, and the work it left for after its reply (discarded files deleted, the
+    /// precache made), so that the files are what a later look expects.
     pub fn stop(&self, v: &VolumeRef) {
-        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap()
+        self.engine.stop(v, &OpCtx::quiet("Stop")).unwrap();
+        self.engine.settle();
     }
 
     /// The service restarts: the engine is closed (one engine per state directory),

@@ -1,0 +1,81 @@
+//! The precache (R§3.9 step 6, R§3.7 B): a copy of an origin volume's committed image,
+//! `<name>-precache.img`, made after each change of the committed image so that the
+//! next start is a rename instead of a copy. It is a cache: it counts only when its
+//! mtime (ns) and size equal the committed image's ([`take_usable`]), it is discarded
+//! in the batch that replaces the committed image, and its own name never needs to
+//! survive a crash — only its content must be complete whenever it has its name, so it
+//! is staged (filled and fsynced) before it is renamed, and the rename is not followed
+//! by an fsync of the directory.
+//!
+//! On a pool with reflinks it is made after the operation's reply, under the volume's
+//! lock, by a reflink only ([`reflink_if_stale`]); without reflinks it is a byte copy
+//! made in the call, which reports its progress like any copy ([`make_now`]).
+
+use tracing::{info, warn};
+
+use crate::context::OpCtx;
+use crate::copy::{self, CopyOptions};
+use crate::dir::{Dir, Entry};
+use crate::durable::DirChanges;
+use crate::error::Result;
+use crate::layout::VolumePaths;
+use crate::sys;
+
+/// Does the precache entry `pre` hold what the committed image `clean` holds?
+fn matches(pre: &Entry, clean: &Entry) -> bool {
+    pre.is_file() && (pre.mtime(), pre.size()) == (clean.mtime(), clean.size())
+}
+
+/// The precache's name if it matches the committed image `clean`; a stale one is
+/// discarded in `changes` (R§7.1 test_110/111).
+pub fn take_usable(
+    changes: &mut DirChanges<'_>,
+    paths: &VolumePaths,
+    clean: &Entry,
+) -> Result<Option<String>> {
+    let name = paths.precache_name();
+    match changes.dir().entry(&name)? {
+        None => Ok(None),
+        Some(pre) if matches(&pre, clean) => Ok(Some(name)),
+        Some(_) => {
+            warn!(file = %changes.dir().join(&name).display(), "discarding a stale precache that does not match the committed image");
+            changes.discard(&name)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Make the precache now, by whatever copy the pool allows (a byte copy reports its
+/// progress to `ctx`).
+pub fn make_now(dir: &Dir, paths: &VolumePaths, ctx: &OpCtx) -> Result<()> {
+    let opts = CopyOptions {
+        dst_size: None,
+        copy_mtime: true,
+    };
+    let (clean, precache) = (paths.clean_name(), paths.precache_name());
+    let (staged, _) = copy::stage_at(dir, &clean, dir, &precache, opts, ctx)?;
+    staged.place_unsynced()
+}
+
+/// Make the precache by reflink unless it already matches the committed image (a
+/// stale one is deleted first); nothing where FICLONE is not possible or there is no
+/// committed image. For the work after a reply: no durable step, no byte copy.
+pub fn reflink_if_stale(dir: &Dir, paths: &VolumePaths) -> Result<()> {
+    let (clean, precache) = (paths.clean_name(), paths.precache_name());
+    let Some(clean_entry) = dir.entry(&clean)?.filter(Entry::is_file) else {
+        return Ok(());
+    };
+    match dir.entry(&precache)? {
+        Some(pre) if matches(&pre, &clean_entry) => return Ok(()),
+        Some(_) => {
+            if sys::unlink_at(dir.fd(), &precache).is_ok() {
+                info!(op = "remove", path = %dir.join(&precache).display(), "stale precache removed");
+            }
+        }
+        None => {}
+    }
+    match copy::stage_reflink_at(dir, &clean, dir, &precache, true)? {
+        Some(staged) => staged.place_unsynced(),
+        None => Ok(()),
+    }
+}
