@@ -2,21 +2,26 @@
 //! test: it prints a table and asserts nothing). On loop-mounted btrfs, XFS
 //! (`-m reflink=1`) and ext4 (`setup_check = false`) it builds a 2 GiB origin volume
 //! holding 800 MiB of data in 2000 scattered ranges through ImportData, then times the
-//! engine's create, start, stop (with commit), revert and clone (import_volume within
-//! the pool; on ext4 the hole-preserving byte copy) — medians of several runs — and
-//! the ImportDataEnd that committed the import (one run: it first replaces the import
-//! file by a private copy, a reflink or on ext4 a byte copy, so that the importer's fd
-//! cannot reach committed data) beside floors measured in the same run on the same
-//! filesystem:
+//! engine's create, start, stop (with commit), revert, resize (halted, one sector
+//! more each time) and clone (import_volume within the pool; on ext4 the
+//! hole-preserving byte copy) — medians of several runs — and the ImportDataEnd that
+//! committed the import (one run: it commits a private copy of the import file, a
+//! reflink or on ext4 a byte copy, so that the importer's fd cannot reach committed
+//! data). Beside each time it prints the **barriers** the operation waited for
+//! (`qubes_storage_engine::barrier`: fsync, fdatasync, directory fsync, syncfs rounds)
+//! and those of the work it left for after its reply (discarded files deleted, the
+//! precache made on btrfs and XFS), which runs untimed before the next measurement
+//! (`Engine::settle`). And floors measured in the same run on the same filesystem:
 //!
 //! * a durable copy of the image: raw FICLONE + fsync of the clone (btrfs, XFS), or
 //!   `cp --sparse=always` + fsync (ext4);
 //! * rename of a copy of the image + fsync(dir); its unlink + fsync(dir); a new sparse
-//!   file and a new 1 KiB file created and fsynced; mkdir + fsync(parent);
+//!   file and a new 1 KiB file created and fsynced; mkdir + fsync(parent); fsync of an
+//!   image with nothing to write;
 //! * for reference `cp --reflink=always` (btrfs, XFS).
 //!
 //! Each operation's floor is the sum of the durable steps it cannot avoid (see
-//! [`Floors::of`]); the target is ≤ 1.5× the floor. On ext4 the engine's byte copy is
+//! [`Floors::of`] and `docs/durability.md`); the target is ≤ 1.5× the floor. On ext4 the engine's byte copy is
 //! also compared with `cp --sparse=always` + fsync for time and allocated blocks
 //! (targets: not slower, not more blocks). PASS/MISS is printed, never asserted. The
 //! mounts are undone by `LoopFs`'s `Drop`, also on panic. `QSD_BENCH_FS=btrfs|xfs|ext4`
@@ -31,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common_fs::{allocated_bytes, command, pattern, run_ok, FsType, LoopFs, MIB};
+use qubes_storage_engine::barrier::{self, Counts};
 use qubes_storage_engine::copy::{self, CopyOptions};
 use qubes_storage_engine::{
     Engine, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
@@ -56,6 +62,35 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
+}
+
+/// One run of an engine operation: its time, the barriers it waited for, and those of
+/// the work it left for after its reply.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    took: Duration,
+    own: Counts,
+    after: Counts,
+}
+
+/// Runs `op` on this thread, then (untimed) the work it left for after its reply.
+fn measured<T>(engine: &Engine, op: impl FnOnce() -> T) -> (Run, T) {
+    let (own_before, all_before) = (barrier::thread_counts(), barrier::total_counts());
+    let (took, out) = timed(op);
+    let own = barrier::thread_counts().since(&own_before);
+    engine.settle();
+    let all = barrier::total_counts().since(&all_before);
+    let after = all.since(&own);
+    (Run { took, own, after }, out)
+}
+
+/// The median time of `runs`, with the barriers of the last run (the same each run).
+fn summary(runs: Vec<Run>) -> Run {
+    let last = *runs.last().expect("at least one run");
+    Run {
+        took: median(runs.iter().map(|r| r.took).collect()),
+        ..last
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -100,25 +135,41 @@ struct Floors {
     small_file: Duration,
     /// mkdir + fsync(parent) (the VM directory).
     mkdir: Duration,
+    /// fsync of an image whose data is already durable (a stop's fsync of the session
+    /// after the VM flushed it).
+    fsync_idle: Duration,
 }
 
 impl Floors {
-    /// The floor of each operation: the durable steps it cannot avoid.
-    fn of(&self, op: &str) -> Duration {
-        let (copy, rename, unlink, new_file) = (self.copy, self.rename, self.unlink, self.new_file);
+    /// The floor of each operation: the durable steps it cannot avoid before its
+    /// reply (`docs/durability.md`); a revision is a hard link, discarded files are
+    /// deleted and the precache of a reflink pool made after the reply. Without
+    /// reflinks the precache is a byte copy made in the call (a durable copy whose name
+    /// needs no fsync of the directory).
+    fn of(&self, op: &str, reflinks: bool) -> Duration {
+        let precache = match (reflinks, op) {
+            (true, _) | (false, "start") => Duration::ZERO,
+            (false, "create") => self.new_file,
+            (false, _) => self.copy,
+        };
+        self.before_precache(op) + precache
+    }
+
+    fn before_precache(&self, op: &str) -> Duration {
+        let (copy, rename, new_file) = (self.copy, self.rename, self.new_file);
         match op {
-            // VM directory, sparse clean, precache (a copy of an empty file), state record
-            "create" => self.mkdir + 2 * (new_file + rename) + self.small_file,
+            // VM directory, sparse clean in place, state record
+            "create" => self.mkdir + new_file + rename + self.small_file,
             // precache → dirty
             "start" => rename,
-            // revision copy, prune the old revision, unlink precache, dirty → clean, precache copy
-            "stop" => 2 * (copy + rename) + 2 * unlink + rename,
-            // revision copy, unlink precache, revision → clean, precache copy
-            "revert" => 2 * (copy + rename) + unlink + rename,
-            // import copy, revision of the empty clean, unlink precache, import → clean, precache copy
-            "clone" => 2 * (copy + rename) + (new_file + rename) + unlink + rename,
-            // the same: the import file's private copy instead of the clone's copy
-            "import" => self.of("clone"),
+            // the session's fsync, then its rename with the revision's link
+            "stop" => self.fsync_idle + rename,
+            // the target renamed with the revision's link
+            "revert" => rename,
+            // state record, the new image's durable copy put in place
+            "resize" => self.small_file + copy + rename,
+            // the durable copy, put in place with the revision's link
+            "clone" | "import" => copy + rename,
             _ => unreachable!("no floor for {op}"),
         }
     }
@@ -154,6 +205,15 @@ fn mkdir_floor(dir: &Path, runs: usize) -> Duration {
             std::fs::remove_dir(&sub).unwrap();
             took
         })
+        .collect();
+    median(samples)
+}
+
+/// fsync of a file with nothing left to write.
+fn fsync_idle_floor(file: &Path, runs: usize) -> Duration {
+    sync_all();
+    let samples = (0..runs)
+        .map(|_| timed(|| File::open(file).unwrap().sync_all().unwrap()).0)
         .collect();
     median(samples)
 }
@@ -308,23 +368,24 @@ impl Bench {
             .expect("remove volume");
     }
 
-    /// Median time of creating a fresh origin volume (removed again untimed).
-    fn time_create(&self) -> Duration {
-        let samples = (0..self.runs)
+    /// Creating a fresh origin volume (removed again untimed).
+    fn time_create(&self) -> Run {
+        let runs = (0..self.runs)
             .map(|i| {
                 let vid = format!("appvms/create{i}/private");
-                let (took, _) = timed(|| self.create_origin(&vid));
+                sync_all();
+                let (run, _) = measured(&self.engine, || self.create_origin(&vid));
                 self.remove(&vid);
-                took
+                run
             })
             .collect();
-        median(samples)
+        summary(runs)
     }
 
     /// The benchmark volume: 800 MiB of data in 2000 ranges of a 2 GiB image, written
     /// through import_data as the import script would, then committed and synced.
     /// Returns how long the commit (import_data_end) took.
-    fn fill_volume(&self) -> Duration {
+    fn fill_volume(&self) -> Run {
         self.create_origin(VID);
         let vol = self.vol(VID);
         let file = self
@@ -343,54 +404,82 @@ impl Bench {
         file.sync_data().expect("fdatasync");
         drop(file);
         sync_all();
-        let (took, ended) = timed(|| self.engine.import_data_end(&vol, true, &ctx()));
+        let (run, ended) = measured(&self.engine, || {
+            self.engine.import_data_end(&vol, true, &ctx())
+        });
         ended.expect("import_data_end");
         sync_all();
-        took
+        run
     }
 
-    /// Median times of start and of stop (with commit), alternating.
-    fn time_start_stop(&self) -> (Duration, Duration) {
+    /// Start and stop (with commit), alternating.
+    fn time_start_stop(&self) -> (Run, Run) {
         let vol = self.vol(VID);
         let (mut starts, mut stops) = (Vec::new(), Vec::new());
         for _ in 0..self.runs {
             sync_all();
-            starts.push(timed(|| self.engine.start(&vol, &ctx()).expect("start")).0);
+            let (start, _) = measured(&self.engine, || {
+                self.engine.start(&vol, &ctx()).expect("start")
+            });
+            starts.push(start);
             sync_all();
-            stops.push(timed(|| self.engine.stop(&vol, &ctx()).expect("stop")).0);
+            let (stop, _) = measured(&self.engine, || {
+                self.engine.stop(&vol, &ctx()).expect("stop")
+            });
+            stops.push(stop);
         }
-        (median(starts), median(stops))
+        (summary(starts), summary(stops))
     }
 
-    fn time_revert(&self) -> Duration {
+    fn time_revert(&self) -> Run {
         let vol = self.vol(VID);
-        let samples = (0..self.runs)
+        let runs = (0..self.runs)
             .map(|_| {
                 sync_all();
-                timed(|| self.engine.revert(&vol, None, &ctx()).expect("revert")).0
+                let revert = || self.engine.revert(&vol, None, &ctx()).expect("revert");
+                measured(&self.engine, revert).0
             })
             .collect();
-        median(samples)
+        summary(runs)
     }
 
-    /// Median time of import_volume of the benchmark volume into a fresh volume.
-    fn time_clone(&self) -> Duration {
+    /// A halted resize, one sector larger each run.
+    fn time_resize(&self) -> Run {
+        let vol = self.vol(VID);
+        let runs = (1..=self.runs as u64)
+            .map(|i| {
+                sync_all();
+                let size = IMAGE_SIZE + i * 512;
+                let resize = || {
+                    self.engine
+                        .resize(&vol, size, false, &ctx())
+                        .expect("resize")
+                };
+                measured(&self.engine, resize).0
+            })
+            .collect();
+        summary(runs)
+    }
+
+    /// import_volume of the benchmark volume into a fresh volume.
+    fn time_clone(&self) -> Run {
         let source = self.vol(VID);
-        let samples = (0..self.runs)
+        let runs = (0..self.runs)
             .map(|i| {
                 let vid = format!("appvms/clone{i}/private");
                 self.create_origin(&vid);
+                self.engine.settle();
                 sync_all();
-                let (took, _) = timed(|| {
+                let (run, _) = measured(&self.engine, || {
                     self.engine
                         .import_volume(&self.vol(&vid), &source, &ctx())
                         .expect("clone")
                 });
                 self.remove(&vid);
-                took
+                run
             })
             .collect();
-        median(samples)
+        summary(runs)
     }
 
     fn measure_floors(&self, fs_type: FsType) -> (Floors, CopyFloor) {
@@ -413,6 +502,7 @@ impl Bench {
             new_file: new_file_floor(&self.scratch, 10, &[], IMAGE_SIZE),
             small_file: new_file_floor(&self.scratch, 10, &[b'x'; 1024], 1024),
             mkdir: mkdir_floor(&self.scratch, 10),
+            fsync_idle: fsync_idle_floor(&image, 10),
         };
         (floors, copy)
     }
@@ -437,16 +527,18 @@ impl Bench {
 
 // ---- report ----
 
-fn print_row(fs: FsType, op: &str, took: Duration, floor: Duration) {
-    let ratio = took.as_secs_f64() / floor.as_secs_f64().max(1e-9);
+fn print_row(fs: FsType, op: &str, run: &Run, floor: Duration) {
+    let ratio = run.took.as_secs_f64() / floor.as_secs_f64().max(1e-9);
     let target = verdict(ratio <= TARGET_RATIO);
     println!(
-        "{:<6} {:<8} {:>12} {:>12} {:>7.2}  {target} (≤{TARGET_RATIO}×)",
+        "{:<6} {:<8} {:>10} {:>10} {:>6.2}  {target:<4} {:<28} {}",
         fs.name(),
         op,
-        ms(took),
+        ms(run.took),
         ms(floor),
-        ratio
+        ratio,
+        run.own.to_string(),
+        run.after
     );
 }
 
@@ -458,6 +550,7 @@ fn print_floors(fs: FsType, floors: &Floors) {
         format!("new sparse file+fsync {}", ms(floors.new_file)),
         format!("new 1 KiB file+fsync {}", ms(floors.small_file)),
         format!("mkdir+fsync(parent) {}", ms(floors.mkdir)),
+        format!("fsync of a synced image {}", ms(floors.fsync_idle)),
     ];
     if let Some(ficlone) = floors.ficlone {
         parts.push(format!("raw FICLONE {}", ms(ficlone)));
@@ -493,16 +586,18 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
     let (floors, copy_floor) = bench.measure_floors(fs_type);
     let (start, stop) = bench.time_start_stop();
     let revert = bench.time_revert();
+    let resize = bench.time_resize();
     let clone = bench.time_clone();
-    for (op, took) in [
+    for (op, run) in [
         ("create", create),
         ("start", start),
         ("stop", stop),
         ("revert", revert),
+        ("resize", resize),
         ("clone", clone),
         ("import", import),
     ] {
-        print_row(fs_type, op, took, floors.of(op));
+        print_row(fs_type, op, &run, floors.of(op, fs_type.has_reflink()));
     }
     print_floors(fs_type, &floors);
     if !fs_type.has_reflink() {
@@ -527,8 +622,15 @@ fn main() {
         RANGES * RANGE_LEN / MIB
     );
     println!(
-        "{:<6} {:<8} {:>12} {:>12} {:>7}  target",
-        "fs", "op", "median", "floor", "ratio"
+        "{:<6} {:<8} {:>10} {:>10} {:>6}  {:<4} {:<36} {}",
+        "fs",
+        "op",
+        "median",
+        "floor",
+        "ratio",
+        "≤1.5",
+        "barriers before the reply",
+        "after the reply"
     );
     let only = std::env::var("QSD_BENCH_FS").ok();
     let wanted = |fs: FsType| only.as_deref().is_none_or(|name| name == fs.name());
