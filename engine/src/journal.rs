@@ -17,11 +17,21 @@
 //! torn append but damage, and reading fails naming the file and the line. An append
 //! that fails half-way cuts its partial line off again (and, should that fail too, the
 //! next append does it first), so later records never follow garbage.
+//!
+//! **Group commit.** Writing a record and making it durable are two steps
+//! ([`Journal::write`] under its owner's lock, then [`Syncer::sync`] outside it), so
+//! that changes recorded at the same time share one fdatasync: the first waiter whose
+//! record is not yet durable syncs everything written so far and the others find
+//! theirs covered. A failed fdatasync fails every record it was to cover — the file is
+//! cut back to what is known durable before anything else is written (its owner calls
+//! [`Journal::cut_failed`]) — and bumps an epoch, so a record written after the cut
+//! point can never be taken for durable.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rustix::fs::OFlags;
 use tracing::{info, warn};
@@ -127,6 +137,151 @@ pub struct Journal {
     /// The file exists (a state directory of earlier versions has none until the
     /// first change, which creates it durably).
     exists: bool,
+    /// Makes written records durable, shared by their writers.
+    syncer: Arc<Syncer>,
+}
+
+/// A record written but perhaps not yet durable: where it ends, in which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+    end: u64,
+}
+
+impl Ticket {
+    /// The offset just past the record.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
+/// The fdatasyncs of one journal file, shared by the writers of its records (see the
+/// module comment).
+#[derive(Debug)]
+pub struct Syncer {
+    path: PathBuf,
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Bytes written (good records).
+    written: u64,
+    /// Bytes known durable.
+    synced: u64,
+    /// Bumped by every failed fdatasync: records of an older epoch beyond `synced`
+    /// were cut off.
+    epoch: u64,
+    /// An fdatasync is running.
+    running: bool,
+    /// The errno of the last failed fdatasync, for its waiters.
+    failure: Option<i32>,
+}
+
+impl Syncer {
+    fn new(path: &Path, len: u64) -> Arc<Syncer> {
+        Arc::new(Syncer {
+            path: path.to_owned(),
+            state: Mutex::new(SyncState {
+                written: len,
+                synced: len,
+                ..SyncState::default()
+            }),
+            done: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How much of the file is known durable.
+    pub fn synced(&self) -> u64 {
+        self.lock().synced
+    }
+
+    /// Return once the record of `ticket` is durable — synced by this caller or by
+    /// another whose fdatasync began after the record was written — or with the error
+    /// of the fdatasync that failed to make it so.
+    pub fn sync(&self, ticket: Ticket) -> Result<()> {
+        let mut state = self.lock();
+        loop {
+            if state.epoch != ticket.epoch {
+                return Err(self.failed(state.failure));
+            }
+            if state.synced >= ticket.end {
+                return Ok(());
+            }
+            if !state.running {
+                state = self.lead(state);
+                continue;
+            }
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// fdatasync everything written so far, for every waiter.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        state.running = true;
+        let target = state.written;
+        drop(state);
+        let outcome = open_for_sync(&self.path)
+            .and_then(|file| durable::sync_data(&file, "journal-append", &self.path));
+        let mut state = self.lock();
+        state.running = false;
+        match outcome {
+            Ok(()) => state.synced = state.synced.max(target),
+            Err(err) => {
+                state.epoch += 1;
+                let errno = err.os_error().and_then(std::io::Error::raw_os_error);
+                state.failure = Some(errno.unwrap_or(libc_eio()));
+            }
+        }
+        self.done.notify_all();
+        state
+    }
+
+    fn failed(&self, errno: Option<i32>) -> EngineError {
+        let errno = errno.unwrap_or(libc_eio());
+        EngineError::io(
+            format!(
+                "cannot make a change durable in the state journal {}",
+                self.path.display()
+            ),
+            std::io::Error::from_raw_os_error(errno),
+        )
+    }
+
+    /// A record of `len` more bytes was written; its ticket.
+    fn wrote(&self, len: u64) -> Ticket {
+        let mut state = self.lock();
+        state.written += len;
+        Ticket {
+            epoch: state.epoch,
+            end: state.written,
+        }
+    }
+
+    /// The file was cut back to `len` (what is durable).
+    fn cut_to(&self, len: u64) {
+        let mut state = self.lock();
+        state.written = len;
+        state.synced = state.synced.min(len);
+    }
+}
+
+/// EIO, for a failure without an errno.
+fn libc_eio() -> i32 {
+    rustix::io::Errno::IO.raw_os_error()
+}
+
+fn open_for_sync(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+        .io_ctx(|| format!("cannot open the state journal {}", path.display()))
 }
 
 impl Journal {
@@ -149,6 +304,7 @@ impl Journal {
             records: records.len() as u64,
             partial: false,
             exists,
+            syncer: Syncer::new(path, len),
         };
         if len < bytes.len() as u64 {
             warn!(file = %path.display(), kept = len, dropped = bytes.len() as u64 - len,
@@ -170,7 +326,13 @@ impl Journal {
             records: 0,
             partial: false,
             exists: true,
+            syncer: Syncer::new(path, 0),
         })
+    }
+
+    /// What makes this journal's written records durable.
+    pub fn syncer(&self) -> Arc<Syncer> {
+        self.syncer.clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -185,6 +347,24 @@ impl Journal {
     /// Append one record durably (write + fdatasync; a step of the crash tests:
     /// `append`). On failure nothing of it stays.
     pub fn append(&mut self, text: &str) -> Result<()> {
+        let ticket = self.write(text)?;
+        match self.syncer.sync(ticket) {
+            Ok(()) => {
+                self.recorded(ticket);
+                Ok(())
+            }
+            Err(err) => {
+                self.cut_failed()?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Write one record without making it durable: [`Syncer::sync`] its ticket, then
+    /// [`Journal::recorded`] (or [`Journal::cut_failed`] when the sync failed). The
+    /// caller serialises writes (its lock); syncs need no lock. A failed write leaves
+    /// nothing of the record.
+    pub fn write(&mut self, text: &str) -> Result<Ticket> {
         let line = frame(text);
         if !self.exists {
             *self = Journal::create_empty(&self.path)?;
@@ -195,8 +375,7 @@ impl Journal {
         }
         let written = file
             .write_all(line.as_bytes())
-            .io_ctx(|| format!("cannot append to the state journal {}", self.path.display()))
-            .and_then(|()| durable::sync_data(&file, "journal-append", &self.path));
+            .io_ctx(|| format!("cannot append to the state journal {}", self.path.display()));
         if let Err(err) = written {
             self.partial = true;
             if self.cut(&file).is_err() {
@@ -206,9 +385,38 @@ impl Journal {
         }
         self.len += line.len() as u64;
         self.records += 1;
-        info!(op = "append", path = %self.path.display(), bytes = line.len(), "state change recorded");
+        Ok(self.syncer.wrote(line.len() as u64))
+    }
+
+    /// The record of `ticket` is durable (a step of the crash tests: `append`).
+    pub fn recorded(&self, ticket: Ticket) {
+        info!(op = "append", path = %self.path.display(), end = ticket.end, "state change recorded");
         failpoint::step("append");
-        Ok(())
+    }
+
+    /// After a failed sync: cut the file back to the records known durable, so that
+    /// no record that failed is ever read back. Returns how many records were cut.
+    pub fn cut_failed(&mut self) -> Result<u64> {
+        let synced = self.syncer.synced();
+        if self.len <= synced {
+            return Ok(0);
+        }
+        let cut = self.count_records_beyond(synced);
+        self.len = synced;
+        self.records -= cut;
+        self.syncer.cut_to(synced);
+        self.partial = true;
+        let file = self.open_for_append()?;
+        self.cut(&file)?;
+        Ok(cut)
+    }
+
+    /// How many records the file holds beyond `offset` (read back from it).
+    fn count_records_beyond(&self, offset: u64) -> u64 {
+        let bytes = std::fs::read(&self.path).unwrap_or_default();
+        let start = (offset as usize).min(bytes.len());
+        let end = (self.len as usize).min(bytes.len());
+        bytes[start..end].iter().filter(|&&b| b == b'\n').count() as u64
     }
 
     fn open_for_append(&self) -> Result<File> {
@@ -319,6 +527,38 @@ mod tests {
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("line 2"), "{message}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
+    }
+
+    #[test]
+    fn one_fdatasync_covers_every_record_written_before_it() {
+        let (_dir, path) = journal_with(b"");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        let tickets: Vec<Ticket> = ["a", "b", "c"]
+            .iter()
+            .map(|t| journal.write(t).unwrap())
+            .collect();
+        let syncer = journal.syncer();
+        let before = crate::barrier::thread_counts();
+        syncer.sync(tickets[2]).unwrap();
+        syncer.sync(tickets[0]).unwrap();
+        syncer.sync(tickets[1]).unwrap();
+        let barriers = crate::barrier::thread_counts().since(&before);
+        assert_eq!(barriers.total(), 1, "{barriers:?}");
+        assert_eq!(Journal::open(&path).unwrap().1, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn records_not_known_durable_are_cut_after_a_failed_sync() {
+        let (_dir, path) = journal_with(b"");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        journal.append("kept").unwrap();
+        let lost = journal.write("lost").unwrap();
+        assert_eq!(journal.cut_failed().unwrap(), 1);
+        assert_eq!(std::fs::read(&path).unwrap(), records(&["kept"]));
+        assert_eq!(journal.records(), 1);
+        assert!(journal.syncer().synced() < lost.end());
+        journal.append("next").unwrap();
+        assert_eq!(Journal::open(&path).unwrap().1, ["kept", "next"]);
     }
 
     #[test]

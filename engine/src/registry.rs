@@ -3,7 +3,9 @@
 //! removal has begun but whose files are not all deleted yet. A change is applied here
 //! only after the store made it durable ([`Pool::change`]), so memory never runs ahead
 //! of the disk; readers (getters) take the state's read lock only for a lookup and never
-//! wait for a journal flush or a copy.
+//! wait for a journal flush or a copy. Changes recorded at the same time share one
+//! journal fdatasync: each is written under the files' lock, synced without it, and
+//! applied in journal order by whoever takes the lock next.
 //!
 //! The rules of a valid pool and volume configuration live here too, and both new
 //! volumes and loaded state files go through them: the loader accepts nothing that
@@ -223,9 +225,13 @@ impl PoolState {
 /// A live pool: its state, and the files that make each change durable.
 pub struct Pool {
     state: RwLock<PoolState>,
-    /// Held while a change is recorded and applied: memory follows the journal in
-    /// order, and a compaction sees a state that holds exactly the recorded changes.
+    /// Held while a change is written and while durable changes are applied: memory
+    /// follows the journal in order, and a compaction sees a state that holds exactly
+    /// the recorded changes. Not held while a change waits for its fdatasync.
     files: Mutex<PoolFiles>,
+    /// Held for the whole of a change of the pool's options (read, changed, recorded,
+    /// applied), so two never lose one another.
+    options: Mutex<()>,
 }
 
 impl Pool {
@@ -233,6 +239,7 @@ impl Pool {
         Pool {
             state: RwLock::new(state),
             files: Mutex::new(files),
+            options: Mutex::new(()),
         }
     }
 
@@ -244,17 +251,29 @@ impl Pool {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record `change` durably, then apply it; compact when the journal has grown
-    /// enough (a failed compaction only costs load time: the change is recorded).
+    /// Record `change` durably, then apply it (with any change recorded at the same
+    /// time, in order); compact when the journal has grown enough (a failed
+    /// compaction only costs load time: the change is recorded).
     pub fn change(&self, change: Change) -> Result<()> {
-        self.record(&mut self.files(), change)
+        let written = self.files().write(change)?;
+        let outcome = written.syncer.sync(written.ticket);
+        let mut files = self.files();
+        files.finish(written.ticket, outcome)?;
+        self.apply_durable(&mut files);
+        Ok(())
     }
 
-    fn record(&self, files: &mut PoolFiles, change: Change) -> Result<()> {
-        files.record(&change)?;
+    /// Apply every change now durable, in order; then compact if it is due.
+    fn apply_durable(&self, files: &mut PoolFiles) {
+        let changes = files.take_durable();
+        if changes.is_empty() {
+            return;
+        }
         let volumes = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            state.apply(change);
+            for change in changes {
+                state.apply(change);
+            }
             state.len()
         };
         if files.should_compact(volumes) {
@@ -262,21 +281,28 @@ impl Pool {
                 warn!(error = %err, "cannot compact the state journal; it keeps growing until a compaction succeeds");
             }
         }
-        Ok(())
     }
 
-    /// Change the pool's options: read, changed by `f` and recorded under the files'
-    /// lock, so two concurrent changes never lose one another.
+    /// Change the pool's options: read, changed by `f`, recorded and applied under
+    /// the options' lock, so two concurrent changes never lose one another.
     pub fn change_config(&self, f: impl FnOnce(&mut PoolConfig)) -> Result<()> {
-        let mut files = self.files();
+        let _options = self.options.lock().unwrap_or_else(|e| e.into_inner());
         let mut config = self.read().config().clone();
         f(&mut config);
-        self.record(&mut files, Change::Pool(config))
+        self.change(Change::Pool(config))
     }
 
-    /// Fold the journal into the snapshot now.
+    /// Fold the journal into the snapshot now (changes being recorded are made
+    /// durable and applied first).
     pub fn compact(&self) -> Result<()> {
         let mut files = self.files();
+        let changes = files.settle()?;
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for change in changes {
+                state.apply(change);
+            }
+        }
         files.compact(&self.read())
     }
 
@@ -285,6 +311,9 @@ impl Pool {
     /// registered in between.
     pub fn delete_if_empty(&self) -> Result<()> {
         let mut files = self.files();
+        if !files.is_settled() {
+            return Err(EngineError::busy("changes of the pool are being recorded"));
+        }
         let state = self.read();
         let (volumes, removing) = (state.len(), state.removing.len());
         if volumes > 0 {

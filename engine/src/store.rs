@@ -9,7 +9,11 @@
 //!
 //! A change — a volume registered or changed (`put`), unregistered at the start of its
 //! removal (`unregister`), its files deleted (`forget`), the pool's options (`pool`) —
-//! is one journal append plus fdatasync, whatever the size of the pool. When the
+//! is one journal append plus fdatasync, whatever the size of the pool; changes of one
+//! pool recorded at the same time share their fdatasync (group commit: a change is
+//! [written](PoolFiles::write), then [synced](crate::journal::Syncer::sync) without the
+//! pool's lock, then applied in order by whoever holds the lock next,
+//! [`PoolFiles::take_durable`]). When the
 //! journal holds as many records as the pool has volumes (at least [`COMPACT_MIN`]),
 //! the snapshot is rewritten and the journal emptied (compaction: amortised O(1) per
 //! change, and loading reads at most about twice the pool). Snapshot first, then the
@@ -25,15 +29,16 @@
 //! daemon does not start rather than silently forget or misread a pool. Messages quote
 //! at most a few hundred characters of the file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::durable::{self, ReplaceSites};
 use crate::error::{EngineError, IoContext, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, Syncer, Ticket};
 use crate::model::{PoolConfig, VolumeConfig};
 use crate::names::{PoolName, Vid};
 use crate::registry::PoolState;
@@ -150,33 +155,126 @@ fn invalid_file(path: &Path, why: impl std::fmt::Display) -> EngineError {
 pub struct PoolFiles {
     snapshot: PathBuf,
     journal: Journal,
+    /// The last change written (durable or not).
     seq: u64,
+    /// Changes written whose records may not be durable yet, in order, not yet applied
+    /// to the state in memory.
+    pending: VecDeque<Pending>,
+    /// The last change taken to be applied (durable).
+    applied: u64,
     /// The pool was removed: no change is recorded any more.
     removed: bool,
 }
 
+/// A change written to the journal, waiting to be durable and applied.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    ticket: Ticket,
+    change: Change,
+}
+
+/// A written change: what its writer waits on ([`Syncer::sync`]) before it counts.
+pub struct Written {
+    pub ticket: Ticket,
+    pub syncer: Arc<Syncer>,
+}
+
 impl PoolFiles {
-    /// Record `change` durably (one journal append).
-    pub fn record(&mut self, change: &Change) -> Result<()> {
+    /// Write `change` to the journal, not yet durable: the caller syncs the ticket
+    /// (without this pool's lock), then calls [`Self::finish`] and applies what
+    /// [`Self::take_durable`] returns.
+    pub fn write(&mut self, change: Change) -> Result<Written> {
         if self.removed {
             return Err(EngineError::not_found("the pool was removed"));
         }
         let seq = self.seq + 1;
-        self.journal.append(&json(&Line::of(seq, change)))?;
+        let ticket = self.journal.write(&json(&Line::of(seq, &change)))?;
         self.seq = seq;
-        Ok(())
+        self.pending.push_back(Pending {
+            seq,
+            ticket,
+            change,
+        });
+        Ok(Written {
+            ticket,
+            syncer: self.journal.syncer(),
+        })
+    }
+
+    /// The end of a sync of `ticket`: logged as recorded, or — when it failed — every
+    /// change not known durable is cut from the journal and forgotten (their writers
+    /// all get the error) before it is returned.
+    pub fn finish(&mut self, ticket: Ticket, outcome: Result<()>) -> Result<()> {
+        match outcome {
+            Ok(()) => {
+                self.journal.recorded(ticket);
+                Ok(())
+            }
+            Err(err) => {
+                self.drop_failed();
+                Err(err)
+            }
+        }
+    }
+
+    /// The changes now durable and not yet applied, in order: the caller applies them
+    /// (whoever holds the pool's lock first applies everyone's).
+    pub fn take_durable(&mut self) -> Vec<Change> {
+        let synced = self.journal.syncer().synced();
+        let mut durable = Vec::new();
+        while let Some(front) = self.pending.front() {
+            if front.ticket.end() > synced {
+                break;
+            }
+            let front = self.pending.pop_front().expect("a front");
+            self.applied = front.seq;
+            durable.push(front.change);
+        }
+        durable
+    }
+
+    /// Cut the records that did not become durable and forget their changes.
+    fn drop_failed(&mut self) {
+        let synced = self.journal.syncer().synced();
+        self.pending.retain(|p| p.ticket.end() <= synced);
+        self.seq = self.pending.back().map_or(self.applied, |p| p.seq);
+        if let Err(err) = self.journal.cut_failed() {
+            tracing::warn!(error = %err, "cannot cut failed records off the state journal yet; the next append will");
+        }
+    }
+
+    /// No change is written and not yet applied.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Make every written change durable now (this caller syncs) and return them all
+    /// to be applied, e.g. before a compaction.
+    pub fn settle(&mut self) -> Result<Vec<Change>> {
+        if let Some(last) = self.pending.back() {
+            let ticket = last.ticket;
+            let outcome = self.journal.syncer().sync(ticket);
+            self.finish(ticket, outcome)?;
+        }
+        Ok(self.take_durable())
     }
 
     /// Whether the journal has grown enough to be folded into the snapshot.
     pub fn should_compact(&self, volumes: usize) -> bool {
-        self.journal.records() >= COMPACT_MIN.max(volumes as u64)
+        self.is_settled() && self.journal.records() >= COMPACT_MIN.max(volumes as u64)
     }
 
-    /// Rewrite the snapshot from `state` (which holds every recorded change), then
-    /// empty the journal. Two `replace` steps.
+    /// Rewrite the snapshot from `state` (which holds every recorded change: no change
+    /// may be pending), then empty the journal. Two `replace` steps.
     pub fn compact(&mut self, state: &PoolState) -> Result<()> {
         if self.removed {
             return Err(EngineError::not_found("the pool was removed"));
+        }
+        if !self.is_settled() {
+            return Err(EngineError::busy(
+                "changes of the pool are being recorded; compact again",
+            ));
         }
         let text = snapshot_text(state, self.seq);
         write_file(&self.snapshot, &text)?;
@@ -310,6 +408,8 @@ impl Store {
             snapshot: path,
             journal,
             seq,
+            pending: VecDeque::new(),
+            applied: seq,
             removed: false,
         };
         Ok((state, files))
@@ -329,6 +429,8 @@ impl Store {
             snapshot,
             journal,
             seq: 0,
+            pending: VecDeque::new(),
+            applied: 0,
             removed: false,
         })
     }
@@ -657,6 +759,27 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["p.journal", "p.json"]);
+    }
+
+    #[test]
+    fn changes_recorded_at_once_are_all_applied_and_reload_in_order() {
+        let dir = state_dir_with(&[]);
+        let (state, files) = load(dir.path()).unwrap().pop().unwrap();
+        let pool = std::sync::Arc::new(Pool::new(state, files));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    pool.change(Change::Put(volume(&format!("appvms/v{i}/private"))))
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert_eq!(pool.read().len(), 8, "every change applied in memory");
+        let (reloaded, _) = load(dir.path()).unwrap().pop().unwrap();
+        assert_eq!(reloaded.len(), 8, "and recorded");
     }
 
     #[test]
