@@ -8,7 +8,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use common::common_fs::names_in;
 use common::{assert_error, call_traced, fill_scattered, opts, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
@@ -70,7 +69,7 @@ async fn start_copy(s: &CopySetup) -> (OwnedObjectPath, tokio::task::JoinHandle<
 async fn destination_state(s: &CopySetup) -> (Vec<String>, Vec<(String, i64)>, u64) {
     let v = s.h.volume(&s.destination).await;
     (
-        names_in(&s.destination_dir),
+        common::settled_names(&s.destination_dir).await,
         v.revisions().await.unwrap(),
         v.size().await.unwrap(),
     )

@@ -16,8 +16,11 @@
 //! 3. FICLONE into the fresh temp. On EBADF/EINVAL/EOPNOTSUPP/EXDEV: the data ranges
 //!    of the source (up to `min(source size, dst_size)`) are copied in chunks of at most
 //!    [`CHUNK`] with copy_file_range, or pread/pwrite once copy_file_range refused
-//!    (EXDEV/EINVAL/EOPNOTSUPP/ENOSYS); then the temp is truncated to the source size
-//!    (holes at the end). Then the `dst_size` truncate (extend with a hole or cut).
+//!    (EXDEV/EINVAL/EOPNOTSUPP/ENOSYS), into a temp that already has its final length
+//!    (so that no write extends it: XFS would otherwise keep speculative preallocations
+//!    in the holes — 1 760 MiB allocated for 800 MiB of data); then the temp is
+//!    truncated to the source size again (the source may have shrunk). Then the
+//!    `dst_size` truncate (extend with a hole or cut).
 //! 4. `copy_mtime`: atime and mtime of the temp := the source's mtime (ns).
 //! 5. fchmod 0600, fsync, rename over `dst`, fsync(dir) (in `replace_with`).
 //!
@@ -343,6 +346,10 @@ impl CopyJob<'_> {
                 why: None,
             },
             CloneOutcome::Unsupported(errno) => {
+                // The final size first: no write of the copy extends the file, so XFS
+                // makes no speculative preallocation past its end that would stay
+                // allocated in the holes the copy skips.
+                self.set_len(temp, self.copy_limit())?;
                 let mut report = self.byte_copy(temp)?;
                 let ficlone_why = format!("FICLONE failed with {}", sys::errno_name(errno));
                 report.why = Some(match report.why {

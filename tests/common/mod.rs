@@ -37,6 +37,25 @@ use qubes_storaged_testkit::bus::log_tail;
 use qubes_storaged_testkit::process::DEADLINE;
 use qubes_storaged_testkit::users::gdbus_call_as;
 
+/// The names in `dir` once the daemon's work after its replies is done there: no temp
+/// (`…~XXXXXXXX`) or discarded (`…~reap-XXXXXXXX`) file left — the precache it makes
+/// after a commit, the files it deletes after one. Waits for that with a deadline.
+pub async fn settled_names(dir: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let names = common_fs::names_in(dir);
+        if !names.iter().any(|n| n.contains('~')) {
+            return names;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never settled: {names:?}",
+            dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The daemon this test run built.
 const DAEMON_BINARY: &str = env!("CARGO_BIN_EXE_qubes-storaged");
 
