@@ -18,7 +18,7 @@
 //!    [`CHUNK`] with copy_file_range, or pread/pwrite once copy_file_range refused
 //!    (EXDEV/EINVAL/EOPNOTSUPP/ENOSYS), into a temp that already has its final length
 //!    (so that no write extends it: XFS would otherwise keep speculative preallocations
-//!    in the holes — 1 760 MiB allocated for 800 MiB of data); then the temp is
+//!    in the holes: 840 MiB allocated for 781 MiB of data in 2000 ranges); then the temp is
 //!    truncated to the source size again (the source may have shrunk). Then the
 //!    `dst_size` truncate (extend with a hole or cut).
 //! 4. `copy_mtime`: atime and mtime of the temp := the source's mtime (ns).

@@ -18,10 +18,11 @@ use qubes_storage_engine::{
     Engine, OpCtx, PoolName, PoolSpec, RevisionsToKeep, Vid, VolumeRef, VolumeSpec,
 };
 
-/// A 512 MiB image with 64 MiB of data in 256 ranges of 256 KiB, one per 2 MiB slot.
+/// A 512 MiB image with 195 MiB of data in 500 ranges of 400 KiB, one per 1 MiB slot
+/// at a varying offset in it (the engine bench's layout, a quarter of its size).
 const IMAGE: u64 = 512 * MIB;
-const RANGES: u64 = 256;
-const RANGE: u64 = 256 << 10;
+const RANGES: u64 = 500;
+const RANGE: u64 = 400 << 10;
 const DATA: u64 = RANGES * RANGE;
 /// Metadata a copy may add (extent trees, directory blocks, the state journal).
 const SLACK: u64 = 4 * MIB;
@@ -64,7 +65,9 @@ fn origin() -> VolumeSpec {
 /// The scattered data, written into a started volume and committed.
 fn fill(engine: &Engine, vol: &VolumeRef) {
     let dirty = engine.start(vol, &ctx()).expect("start");
-    let ranges: Vec<(u64, u64)> = (0..RANGES).map(|i| (i * 2 * MIB, RANGE)).collect();
+    let ranges: Vec<(u64, u64)> = (0..RANGES)
+        .map(|i| (i * MIB + (i * 37 % 150) * 4096, RANGE))
+        .collect();
     write_sparse_file(&dirty, IMAGE, &ranges, 7);
     engine.stop(vol, &ctx()).expect("stop");
 }
