@@ -622,15 +622,8 @@ fn main() {
         RANGES * RANGE_LEN / MIB
     );
     println!(
-        "{:<6} {:<8} {:>10} {:>10} {:>6}  {:<4} {:<36} {}",
-        "fs",
-        "op",
-        "median",
-        "floor",
-        "ratio",
-        "≤1.5",
-        "barriers before the reply",
-        "after the reply"
+        "{:<6} {:<8} {:>10} {:>10} {:>6}  {:<4} {:<36} after the reply",
+        "fs", "op", "median", "floor", "ratio", "≤1.5", "barriers before the reply"
     );
     let only = std::env::var("QSD_BENCH_FS").ok();
     let wanted = |fs: FsType| only.as_deref().is_none_or(|name| name == fs.name());

@@ -65,14 +65,13 @@ pub fn reflink_if_stale(dir: &Dir, paths: &VolumePaths) -> Result<()> {
     let Some(clean_entry) = dir.entry(&clean)?.filter(Entry::is_file) else {
         return Ok(());
     };
-    match dir.entry(&precache)? {
+    let stale = match dir.entry(&precache)? {
         Some(pre) if matches(&pre, &clean_entry) => return Ok(()),
-        Some(_) => {
-            if sys::unlink_at(dir.fd(), &precache).is_ok() {
-                info!(op = "remove", path = %dir.join(&precache).display(), "stale precache removed");
-            }
-        }
-        None => {}
+        Some(_) => true,
+        None => false,
+    };
+    if stale && sys::unlink_at(dir.fd(), &precache).is_ok() {
+        info!(op = "remove", path = %dir.join(&precache).display(), "stale precache removed");
     }
     match copy::stage_reflink_at(dir, &clean, dir, &precache, true)? {
         Some(staged) => staged.place_unsynced(),

@@ -222,6 +222,25 @@ impl PoolState {
     }
 }
 
+/// A change written to its pool's journal, not yet durable ([`Pool::begin`]).
+pub struct Recording<'a> {
+    pool: &'a Pool,
+    written: crate::store::Written,
+}
+
+impl Recording<'_> {
+    /// Wait until the change is durable (sharing the fdatasync with changes written at
+    /// the same time), then apply it with every change durable before it.
+    pub fn finish(self) -> Result<()> {
+        let Recording { pool, written } = self;
+        let outcome = written.syncer.sync(written.ticket);
+        let mut files = pool.files();
+        files.finish(written.ticket, outcome)?;
+        pool.apply_durable(&mut files);
+        Ok(())
+    }
+}
+
 /// A live pool: its state, and the files that make each change durable.
 pub struct Pool {
     state: RwLock<PoolState>,
@@ -255,12 +274,18 @@ impl Pool {
     /// time, in order); compact when the journal has grown enough (a failed
     /// compaction only costs load time: the change is recorded).
     pub fn change(&self, change: Change) -> Result<()> {
+        self.begin(change)?.finish()
+    }
+
+    /// Write `change` to the journal now and make it durable (and applied) with
+    /// [`Recording::finish`] — e.g. on another thread while the file work it protects
+    /// is prepared.
+    pub fn begin(&self, change: Change) -> Result<Recording<'_>> {
         let written = self.files().write(change)?;
-        let outcome = written.syncer.sync(written.ticket);
-        let mut files = self.files();
-        files.finish(written.ticket, outcome)?;
-        self.apply_durable(&mut files);
-        Ok(())
+        Ok(Recording {
+            pool: self,
+            written,
+        })
     }
 
     /// Apply every change now durable, in order; then compact if it is due.

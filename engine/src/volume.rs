@@ -649,8 +649,22 @@ impl<'a> Volume<'a> {
     /// R§3.15, the files (after [`Self::check_resize`]): the running image in place, or
     /// a halted origin's committed image as a new inode.
     pub fn resize(&mut self, size: u64, ctx: &OpCtx) -> Result<()> {
+        self.resize_with(size, ctx, || Ok(()))
+    }
+
+    /// [`Self::resize`], calling `recorded` — which returns once the new size is
+    /// recorded — right before the image changes: after the new image of a halted
+    /// volume is staged (so the record's flush and the copy overlap), before anything
+    /// else. An error from it changes nothing.
+    pub fn resize_with(
+        &mut self,
+        size: u64,
+        ctx: &OpCtx,
+        recorded: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let old = self.size();
         if self.is_started() {
+            recorded()?;
             let dir = self.existing_vm_dir(&self.paths.dirty())?;
             durable::truncate_at(&dir, &self.paths.dirty_name(), size)?;
             loopdev::refresh_loop_devices(&self.paths.dirty())?;
@@ -659,25 +673,9 @@ impl<'a> Volume<'a> {
             VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled
         ) && old != size
         {
-            // A new inode: revisions and readers of the exported image are untouched.
-            // The old precache is discarded in the batch that puts the new image in
-            // place.
-            let dir = self.existing_vm_dir(&self.paths.clean())?;
-            let clean = self.paths.clean_name();
-            let opts = CopyOptions {
-                dst_size: Some(size),
-                copy_mtime: false,
-            };
-            let (staged, _) =
-                copy::stage_at(&dir, &clean, &dir, &clean, opts, ctx).map_err(|e| {
-                    EngineError::with_reason(e, format!("cannot resize to {size} bytes"))
-                })?;
-            ctx.point_of_no_return();
-            let mut changes = self.changes(&dir);
-            changes.discard(&self.paths.precache_name())?;
-            changes.place(staged)?;
-            changes.commit()?;
-            self.precache_after(&dir, ctx);
+            self.replace_resized(size, ctx, recorded)?;
+        } else {
+            recorded()?;
         }
         self.config.size = size;
         if old != size {
@@ -686,6 +684,33 @@ impl<'a> Volume<'a> {
                 new_size: size,
             });
         }
+        Ok(())
+    }
+
+    /// A halted origin's new image: a copy of the committed one at `size` (a new inode:
+    /// revisions and readers of the exported image are untouched), put in place in the
+    /// batch that discards the old precache.
+    fn replace_resized(
+        &self,
+        size: u64,
+        ctx: &OpCtx,
+        recorded: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let dir = self.existing_vm_dir(&self.paths.clean())?;
+        let clean = self.paths.clean_name();
+        let opts = CopyOptions {
+            dst_size: Some(size),
+            copy_mtime: false,
+        };
+        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &clean, opts, ctx)
+            .map_err(|e| EngineError::with_reason(e, format!("cannot resize to {size} bytes")))?;
+        recorded()?;
+        ctx.point_of_no_return();
+        let mut changes = self.changes(&dir);
+        changes.discard(&self.paths.precache_name())?;
+        changes.place(staged)?;
+        changes.commit()?;
+        self.precache_after(&dir, ctx);
         Ok(())
     }
 

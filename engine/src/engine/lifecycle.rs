@@ -9,9 +9,10 @@ use tracing::warn;
 
 use super::Engine;
 use crate::context::OpCtx;
-use crate::error::Result;
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::model::{VolumeConfig, VolumeKind, VolumeRef};
 use crate::names::ImageSize;
+use crate::store::Change;
 use crate::volume::Volume;
 
 impl Engine {
@@ -83,8 +84,9 @@ impl Engine {
 
     /// R§3.15; shrinking is `InvalidArgument` unless `allow_shrink`; the size is a
     /// whole number of sectors below 2^63. The new nominal size is recorded before the
-    /// image changes, and restored if the image cannot be changed, so a state
-    /// directory that cannot be written fails the resize before anything changed.
+    /// image changes (its journal flush overlaps the copy of a halted image), and
+    /// restored if the image cannot be changed, so a state directory that cannot be
+    /// written fails the resize before anything changed.
     pub fn resize(
         &self,
         vol: &VolumeRef,
@@ -97,18 +99,49 @@ impl Engine {
             self.refuse_while_importing(vol, "resize the volume")?;
             v.check_resize(size, allow_shrink)?;
             let (old, image_before) = (v.config.clone(), v.size());
-            if old.size != size {
-                self.save_volume(vol, VolumeConfig { size, ..old.clone() })?;
+            if old.size == size {
+                return v.resize(size, ctx);
             }
-            let resized = v.resize(size, ctx);
+            let resized = self.resize_recorded(vol, v, VolumeConfig { size, ..old.clone() }, ctx);
             // Restored only if the image is unchanged (a loop device that could not be
             // told the new size fails the call after the image grew).
-            if resized.is_err() && old.size != size && v.size() == image_before {
+            if resized.is_err() && v.size() == image_before {
                 if let Err(err) = self.save_volume(vol, old) {
                     warn!(error = %err, "cannot restore the nominal size after a failed resize (the image keeps its size, which is what counts)");
                 }
             }
             resized
+        })
+    }
+
+    /// Resize `v` to `new.size` while its new configuration is recorded: the journal
+    /// line is written first, its flush runs on a thread of its own, and the image
+    /// changes only once it is durable. Fails with the record's error if the record
+    /// fails (the image unchanged).
+    fn resize_recorded(
+        &self,
+        vol: &VolumeRef,
+        v: &mut Volume<'_>,
+        new: VolumeConfig,
+        ctx: &OpCtx,
+    ) -> Result<()> {
+        let size = new.size;
+        let pool = self.pool(&vol.pool)?;
+        let recording = pool.begin(Change::Put(new)).map_err(|e| e.on(vol))?;
+        std::thread::scope(|scope| {
+            let mut flush = Some(scope.spawn(move || recording.finish()));
+            let mut await_record = move || match flush.take() {
+                Some(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(EngineError::new(
+                        ErrorKind::Failed,
+                        "recording the new size panicked",
+                    ))
+                }),
+                None => Ok(()),
+            };
+            let resized = v.resize_with(size, ctx, &mut await_record);
+            let recorded = await_record(); // when the resize failed before it asked
+            recorded.and(resized)
         })
     }
 

@@ -124,6 +124,12 @@ impl Engine {
         self.background.settle();
     }
 
+    /// An operation is running: work left for after earlier replies waits until the
+    /// engine is quiet again (see [`crate::background`]).
+    pub(super) fn busy(&self) -> crate::background::Activity<'_> {
+        self.background.activity()
+    }
+
     pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
         self.pools.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -194,6 +200,7 @@ impl Engine {
         op: impl FnOnce(&mut Volume<'_>, Option<&SourceView>) -> Result<T>,
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
+        let _busy = self.background.activity();
         let lock = self.locks.get(vol);
         let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);

@@ -62,6 +62,7 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
         let _span = Self::span(vol, ctx).entered();
+        let _busy = self.busy();
         let source = spec.source.clone();
         self.with_source_held(vol, source.as_ref(), || {
             self.create_volume_locked(vol, spec, ctx)
@@ -151,6 +152,7 @@ impl Engine {
     /// happened: a file that cannot be deleted is a warning, not a failed Remove.
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         let _span = Self::span(vol, ctx).entered();
+        let _busy = self.busy();
         let lock = self.locks.get(vol);
         let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
