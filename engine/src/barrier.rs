@@ -148,6 +148,22 @@ pub fn total_counts() -> Counts {
     }
 }
 
+/// Count `counts`, waited for by a helper thread on this thread's behalf (the journal
+/// flush of a resize, which overlaps its copy), as this thread's own: they come before
+/// its reply. The process totals already hold them.
+pub fn credit(counts: Counts) {
+    THREAD.with(|cell| {
+        let c = cell.get();
+        cell.set(Counts {
+            fsync: c.fsync + counts.fsync,
+            fdatasync: c.fdatasync + counts.fdatasync,
+            dir_fsync: c.dir_fsync + counts.dir_fsync,
+            syncfs: c.syncfs + counts.syncfs,
+            joined: c.joined + counts.joined,
+        });
+    });
+}
+
 /// One barrier of this thread, by its index in [`TOTAL`].
 fn count(index: usize) {
     TOTAL[index].fetch_add(1, Ordering::Relaxed);

@@ -74,6 +74,15 @@ pub enum CopyMethod {
 }
 
 impl CopyMethod {
+    /// What the copy's content is made of: shared extents or nothing are metadata,
+    /// copied bytes are data.
+    pub fn content(self) -> durable::Content {
+        match self {
+            CopyMethod::Reflink | CopyMethod::Nothing => durable::Content::Metadata,
+            CopyMethod::CopyFileRange | CopyMethod::ReadWrite => durable::Content::Data,
+        }
+    }
+
     /// The `method` field of log lines and jobs: `reflink`, `copy_file_range`,
     /// `read-write` or `nothing`.
     pub fn as_str(self) -> &'static str {
@@ -219,7 +228,11 @@ fn stage_labelled<'a>(
     ctx: &OpCtx,
 ) -> Result<(Staged<'a>, CopyMethod)> {
     let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
-    let result = durable::stage_at(dst_dir, dst, |temp| job.fill(temp));
+    let result = durable::stage_content_at(dst_dir, dst, |temp| {
+        let report = job.fill(temp)?;
+        let content = report.method.content();
+        Ok((report, content))
+    });
     job.finish(result.as_ref().ok().map(|(_, report)| report));
     result.map(|(staged, report)| (staged, report.method))
 }
@@ -242,7 +255,9 @@ pub fn stage_reflink_at<'a>(
     };
     let ctx = OpCtx::quiet("precache");
     let job = CopyJob::new(&file, &label, dst_dir.join(dst), opts, &ctx)?;
-    let staged = durable::stage_at(dst_dir, dst, |temp| job.fill_reflink(temp));
+    let staged = durable::stage_content_at(dst_dir, dst, |temp| {
+        Ok((job.fill_reflink(temp)?, durable::Content::Metadata))
+    });
     match staged {
         Ok((staged, Some(report))) => {
             job.log(&report);

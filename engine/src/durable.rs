@@ -190,14 +190,14 @@ pub const POOL_FILE: ReplaceSites = ReplaceSites {
 /// file (opened read-write) next to it; then fchmod 0600, fsync, rename over `dst`,
 /// fsync of the directory.
 pub fn replace_at<T>(dir: &Dir, dst: &str, fill: impl FnOnce(&File) -> Result<T>) -> Result<T> {
-    replace_in(dir, dst, POOL_FILE, fill)
+    replace_in(dir, dst, POOL_FILE, |file| Ok((fill(file)?, Content::Data)))
 }
 
 fn replace_in<T>(
     dir: &Dir,
     dst: &str,
     sites: ReplaceSites,
-    fill: impl FnOnce(&File) -> Result<T>,
+    fill: impl FnOnce(&File) -> Result<(T, Content)>,
 ) -> Result<T> {
     let (staged, value) = stage_in(dir, dst, sites.file, fill)?;
     let existed = dir.exists(dst);
@@ -256,12 +256,34 @@ impl Staged<'_> {
     }
 }
 
+/// What a staged file's content is made of, which decides what makes it durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Bytes written into the file: its own fsync makes them durable.
+    Data,
+    /// Metadata only — extents shared by a reflink, a size: on XFS, whose journal is
+    /// one ordered log, the directory's fsync after the rename makes them durable
+    /// together with the name, so the temp needs no fsync of its own. (Not on btrfs,
+    /// whose directory fsync logs a new name's inode without its extents, nor on
+    /// ext2/3/4, which share one magic number with ext2's lack of a journal.)
+    Metadata,
+}
+
 /// Fill a fresh temp next to `dst` in `dir` and make its content durable, without
 /// giving it its final name (see [`Staged`]); fsync site `replace-file`.
 pub fn stage_at<'a, T>(
     dir: &'a Dir,
     dst: &str,
     fill: impl FnOnce(&File) -> Result<T>,
+) -> Result<(Staged<'a>, T)> {
+    stage_content_at(dir, dst, |file| Ok((fill(file)?, Content::Data)))
+}
+
+/// [`stage_at`] where `fill` says what the content is made of ([`Content`]).
+pub fn stage_content_at<'a, T>(
+    dir: &'a Dir,
+    dst: &str,
+    fill: impl FnOnce(&File) -> Result<(T, Content)>,
 ) -> Result<(Staged<'a>, T)> {
     stage_in(dir, dst, POOL_FILE.file, fill)
 }
@@ -270,11 +292,18 @@ fn stage_in<'a, T>(
     dir: &'a Dir,
     dst: &str,
     site: &'static str,
-    fill: impl FnOnce(&File) -> Result<T>,
+    fill: impl FnOnce(&File) -> Result<(T, Content)>,
 ) -> Result<(Staged<'a>, T)> {
     let (temp, file) = TempFile::create_next_to(dir, dst)?;
-    let value = fill(&file)?;
-    let bytes = seal(&file, &dir.join(&temp.name), site)?;
+    let (value, content) = fill(&file)?;
+    let path = dir.join(&temp.name);
+    let bytes = match content == Content::Metadata && sys::is_xfs(dir.fd()) {
+        true => {
+            debug!(path = %path.display(), "metadata only, on XFS: durable with the directory's fsync");
+            chmod_and_size(&file, &path)?
+        }
+        false => seal(&file, &path, site)?,
+    };
     let staged = Staged {
         temp,
         dst: dst.to_owned(),
@@ -292,14 +321,20 @@ pub fn replace_with<T>(
     fill: impl FnOnce(&File) -> Result<T>,
 ) -> Result<T> {
     let (dir, name) = Dir::open_parent_of(dst)?;
-    replace_in(&dir, &name, sites, fill)
+    replace_in(&dir, &name, sites, |file| Ok((fill(file)?, Content::Data)))
 }
 
 /// fchmod 0600 and fsync a finished temp file; returns its size (for the log).
 fn seal(file: &File, path: &Path, site: &str) -> Result<u64> {
+    let bytes = chmod_and_size(file, path)?;
+    sync_file(file, site, path)?;
+    Ok(bytes)
+}
+
+/// fchmod 0600 a finished temp file; returns its size (for the log).
+fn chmod_and_size(file: &File, path: &Path) -> Result<u64> {
     file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .io_ctx(|| format!("cannot chmod {}", path.display()))?;
-    sync_file(file, site, path)?;
     Ok(file
         .metadata()
         .io_ctx(|| format!("cannot stat {}", path.display()))?
@@ -376,15 +411,17 @@ pub fn scratch_at(dir: &Dir, base: &str) -> Result<File> {
     Ok(file)
 }
 
-/// `replace_at` an empty sparse file of `size` bytes (0 blocks allocated).
+/// `replace_at` an empty sparse file of `size` bytes (0 blocks allocated; its content
+/// is metadata, [`Content`]).
 pub fn create_sparse_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
-    replace_at(dir, name, |file| {
+    replace_in(dir, name, POOL_FILE, |file| {
         file.set_len(size).io_ctx(|| {
             format!(
                 "cannot truncate {} to {size} bytes",
                 dir.join(name).display()
             )
-        })
+        })?;
+        Ok(((), Content::Metadata))
     })
 }
 

@@ -330,6 +330,16 @@ pub fn syncfs(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::syncfs(fd)?)
 }
 
+/// XFS's superblock magic (`XFS_SUPER_MAGIC`, "XFSB").
+const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+
+/// Is `fd` on XFS? (`fstatfs`; false when it cannot tell.) XFS journals every metadata
+/// change in one ordered log, so forcing the log for one change forces every change
+/// made before it (see [`crate::durable`]).
+pub fn is_xfs(fd: impl AsFd) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == XFS_SUPER_MAGIC)
+}
+
 /// The device number of the filesystem holding `fd` (which filesystem a barrier is for).
 pub fn device_of(fd: impl AsFd) -> io::Result<u64> {
     Ok(stat_fd(fd)?.st_dev)

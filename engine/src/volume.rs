@@ -305,17 +305,19 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
-    /// An empty sparse image of the nominal size, staged next to `name`.
+    /// An empty sparse image of the nominal size, staged next to `name` (its content is
+    /// its size: metadata).
     fn stage_sparse<'d>(&self, dir: &'d Dir, name: &str) -> Result<Staged<'d>> {
+        use crate::error::IoContext;
         let size = self.config.size;
-        let (staged, ()) = durable::stage_at(dir, name, |file| {
-            use crate::error::IoContext;
+        let (staged, ()) = durable::stage_content_at(dir, name, |file| {
             file.set_len(size).io_ctx(|| {
                 format!(
                     "cannot truncate {} to {size} bytes",
                     dir.join(name).display()
                 )
-            })
+            })?;
+            Ok(((), durable::Content::Metadata))
         })?;
         Ok(staged)
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tracing::warn;
 
 use super::Engine;
+use crate::barrier;
 use crate::context::OpCtx;
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::model::{VolumeConfig, VolumeKind, VolumeRef};
@@ -129,14 +130,20 @@ impl Engine {
         let pool = self.pool(&vol.pool)?;
         let recording = pool.begin(Change::Put(new)).map_err(|e| e.on(vol))?;
         std::thread::scope(|scope| {
-            let mut flush = Some(scope.spawn(move || recording.finish()));
-            let mut await_record = move || match flush.take() {
-                Some(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(EngineError::new(
-                        ErrorKind::Failed,
-                        "recording the new size panicked",
-                    ))
-                }),
+            let mut flush = Some(scope.spawn(move || {
+                let before = barrier::thread_counts();
+                let out = recording.finish();
+                (out, barrier::thread_counts().since(&before))
+            }));
+            let mut await_record = move || match flush.take().map(|h| h.join()) {
+                Some(Ok((out, barriers))) => {
+                    barrier::credit(barriers);
+                    out
+                }
+                Some(Err(_)) => Err(EngineError::new(
+                    ErrorKind::Failed,
+                    "recording the new size panicked",
+                )),
                 None => Ok(()),
             };
             let resized = v.resize_with(size, ctx, &mut await_record);
