@@ -336,6 +336,8 @@ const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// Is `fd` on XFS? (`fstatfs`; false when it cannot tell.) XFS journals every metadata
 /// change in one ordered log, so forcing the log for one change forces every change
 /// made before it (see [`crate::durable`]).
+// `f_type` is an i64 on x86_64 but 32 bits wide on other platforms.
+#[allow(clippy::unnecessary_cast)]
 pub fn is_xfs(fd: impl AsFd) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == XFS_SUPER_MAGIC)
 }
