@@ -31,6 +31,7 @@ pub mod revision;
 pub mod store;
 pub mod sys;
 pub mod volume;
+pub mod writeback;
 
 pub use context::{CancelToken, NoProgress, OpCtx, ProgressSink};
 pub use engine::{Engine, PoolSpec};

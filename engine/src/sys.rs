@@ -330,6 +330,17 @@ pub fn syncfs(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::syncfs(fd)?)
 }
 
+/// Start writing back the dirty pages of `file` without waiting, and drop its pages
+/// that are already clean (`posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file).
+pub fn start_writeback(file: &File) -> io::Result<()> {
+    Ok(rustix::fs::fadvise(
+        file,
+        0,
+        None,
+        rustix::fs::Advice::DontNeed,
+    )?)
+}
+
 /// XFS's superblock magic (`XFS_SUPER_MAGIC`, "XFSB").
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 

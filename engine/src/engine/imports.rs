@@ -7,7 +7,8 @@
 //! restart, or put there by anyone else, is never committed. Only its owner (the
 //! caller that opened it) or a privileged caller ([`OpCtx::is_privileged`]) may end
 //! it. A commit that fails (a full disk) keeps it in progress, remembering why, so
-//! that every refused change says how to end it.
+//! that every refused change says how to end it. While it is in progress its file is
+//! written behind ([`crate::writeback`]), so that the commit finds its data written.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::model::VolumeRef;
 use crate::names::ImageSize;
 use crate::volume::Volume;
+use crate::writeback::Watch;
 
 /// An import between ImportData and ImportDataEnd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub struct Import {
     pub size: u64,
     /// Why its last commit failed, if it did (the import then stays in progress).
     pub failed_commit: Option<String>,
+    /// Its file's write-behind, if one could be started.
+    pub write_behind: Option<Watch>,
 }
 
 impl Import {
@@ -74,12 +78,19 @@ impl Engine {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
             let file = v.import_data(size, allow_shrink)?;
+            let write_behind = file
+                .try_clone()
+                .ok()
+                .map(|dup| self.write_behind.start(dup));
             let import = Import {
                 owner: ctx.caller().map(str::to_owned),
                 size: size.get(),
                 failed_commit: None,
+                write_behind,
             };
-            self.importing_set().insert(vol.clone(), import);
+            if let Some(old) = self.importing_set().insert(vol.clone(), import) {
+                self.stop_write_behind(&old);
+            }
             Ok(file)
         })
     }
@@ -96,7 +107,7 @@ impl Engine {
             match (success, import) {
                 (false, _) => {
                     let out = v.discard_import(ctx);
-                    self.importing_set().remove(vol);
+                    self.end_import(vol);
                     out
                 }
                 (true, None) => Err(EngineError::not_found(
@@ -117,13 +128,10 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<()> {
         let out = v.commit_import(import.size, ctx);
-        let mut importing = self.importing_set();
         match &out {
-            Ok(()) => {
-                importing.remove(vol);
-            }
+            Ok(()) => self.end_import(vol),
             Err(err) => {
-                if let Some(pending) = importing.get_mut(vol) {
+                if let Some(pending) = self.importing_set().get_mut(vol) {
                     pending.failed_commit = Some(err.cause());
                 }
             }
@@ -133,6 +141,20 @@ impl Engine {
 
     pub(super) fn importing_set(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeRef, Import>> {
         self.importing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The import of `vol` ended: forget it, and its write-behind.
+    fn end_import(&self, vol: &VolumeRef) {
+        let ended = self.importing_set().remove(vol);
+        if let Some(import) = ended {
+            self.stop_write_behind(&import);
+        }
+    }
+
+    fn stop_write_behind(&self, import: &Import) {
+        if let Some(watch) = import.write_behind {
+            self.write_behind.stop(watch);
+        }
     }
 
     /// The volumes whose import `caller` opened and has not ended.
@@ -156,7 +178,7 @@ impl Engine {
             }
             info!(pool = %vol.pool, vid = %vol.vid, caller, "the importer went away: discarding its import");
             let out = v.discard_import(ctx);
-            self.importing_set().remove(vol);
+            self.end_import(vol);
             out.map(|_| true)
         })
     }

@@ -69,6 +69,8 @@ pub struct Engine {
     /// Deletes discarded files and makes precaches after the replies; dropped (its
     /// queue finished) with the engine.
     background: Background,
+    /// Writes the files of imports in progress behind their importers.
+    write_behind: crate::writeback::WriteBehind,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -100,6 +102,7 @@ impl Engine {
             locks: Arc::new(VidLocks::default()),
             importing: Mutex::new(HashMap::new()),
             background: Background::new(),
+            write_behind: Default::default(),
         })
     }
 
