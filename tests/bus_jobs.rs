@@ -157,6 +157,57 @@ async fn cross_filesystem_import_publishes_a_job_with_progress() {
     assert_eq!(v.size().await.unwrap(), IMAGE);
 }
 
+/// The `Cancelable` value a PropertiesChanged of `job` carries, if it is one.
+fn cancelable_in(msg: &Message, job: &str) -> Option<bool> {
+    let on_job = msg.header().path().is_some_and(|p| p.as_str() == job);
+    if !on_job || common::member_of(msg) != "PropertiesChanged" {
+        return None;
+    }
+    let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+        msg.body().deserialize().unwrap();
+    changed
+        .get("Cancelable")
+        .map(|v| bool::try_from(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_stops_being_cancelable_at_its_point_of_no_return() {
+    let s = copy_setup().await;
+    let trace = call_traced(
+        &s.h.conn,
+        s.destination.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportVolume",
+        &(s.source.clone(), opts()),
+    )
+    .await;
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    type Added = (
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, OwnedVariant>>,
+    );
+    let job = trace
+        .before("InterfacesAdded")
+        .iter()
+        .map(|m| m.body().deserialize::<Added>().unwrap().0)
+        .find(|p| p.as_str().starts_with(JOBS))
+        .expect("a Job object appeared");
+    let signals = &trace.signals_before;
+    let changes: Vec<(usize, bool)> = signals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| cancelable_in(m, job.as_str()).map(|c| (i, c)))
+        .collect();
+    let completed = signals
+        .iter()
+        .position(|m| common::member_of(m) == "Completed")
+        .expect("Completed");
+    assert_eq!(changes.len(), 1, "one change of Cancelable: {changes:?}");
+    let (at, value) = changes[0];
+    assert!(!value, "Cancelable turned false");
+    assert!(at < completed, "Cancelable turned false before Completed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;

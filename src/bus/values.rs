@@ -137,11 +137,24 @@ impl PoolValues {
 }
 
 /// What a Job announces as its copy advances.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobProgress {
     pub done: u64,
     pub rate: u64,
     pub fraction: f64,
+    /// False once the operation has passed its point of no return.
+    pub cancelable: bool,
+}
+
+impl Default for JobProgress {
+    fn default() -> JobProgress {
+        JobProgress {
+            done: 0,
+            rate: 0,
+            fraction: 0.0,
+            cancelable: true,
+        }
+    }
 }
 
 impl JobProgress {
@@ -150,6 +163,7 @@ impl JobProgress {
             ("Progress", Variant::from(self.fraction)),
             ("BytesDone", Variant::from(self.done)),
             ("Rate", Variant::from(self.rate)),
+            ("Cancelable", Variant::from(self.cancelable)),
         ]
     }
 }
@@ -172,7 +186,6 @@ impl JobIdentity {
             ("Objects", Variant::from(objects)),
             ("BytesTotal", Variant::from(self.total)),
             ("StartTime", Variant::from(self.start_time_us)),
-            ("Cancelable", Variant::from(true)),
             ("StartedByUID", Variant::from(self.started_by)),
         ]
     }
