@@ -413,6 +413,7 @@ fn config_for(rng: &mut StdRng, vid: &Vid) -> VolumeConfig {
         revisions_to_keep: RevisionsToKeep::new(rng.random_range(-1..4)).unwrap(),
         ephemeral: None,
         committed_image_shared: false,
+        revision_notes: Default::default(),
     }
 }
 

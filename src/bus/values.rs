@@ -216,6 +216,7 @@ mod tests {
                 revisions_to_keep: RevisionsToKeep::DEFAULT,
                 ephemeral: None,
                 committed_image_shared: false,
+                revision_notes: Default::default(),
             },
             size: 10,
             usage: 0,
