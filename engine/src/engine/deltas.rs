@@ -37,6 +37,11 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<ExportedDelta> {
         self.with_volume_read(vol, ctx, |v| {
+            if !v.config.save_on_stop {
+                return Err(EngineError::not_supported(
+                    "cannot export a delta: the volume is not save_on_stop, so it has no revisions",
+                ));
+            }
             let dir = v
                 .vm_dir()?
                 .ok_or_else(|| EngineError::not_found("has no revisions"))?;
