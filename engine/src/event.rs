@@ -24,7 +24,7 @@ pub enum EventKind {
     },
     /// A revision's description or pin changed (not its existence: RevisionAdded and
     /// RevisionPruned say that).
-    RevisionDetailsChanged {
+    RevisionDetailsSet {
         id: u64,
         description: String,
         pinned: bool,

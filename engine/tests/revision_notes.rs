@@ -181,13 +181,13 @@ fn a_stop_describes_and_pins_the_revision_it_keeps(t: FsType) {
     let changed = events
         .iter()
         .position(|e| {
-            *e == EventKind::RevisionDetailsChanged {
+            *e == EventKind::RevisionDetailsSet {
                 id: 2,
                 description: "before the upgrade".into(),
                 pinned: true,
             }
         })
-        .expect("RevisionDetailsChanged");
+        .expect("RevisionDetailsSet");
     assert!(added < changed, "{events:?}");
     let kept = f.details(&v).pop().unwrap();
     assert_eq!((kept.revision.id, kept.pinned), (2, true));

@@ -2,7 +2,7 @@
 //! SetRevisionDetails, ExportDelta and the details a Stop may give the revision it
 //! keeps — and the revision argument every member shares (`""` the highest, else an id
 //! exactly as `Revisions` lists it). Each change goes through the pipeline like the
-//! other volume methods; RevisionDetails and RevisionDetailsChanged come from the
+//! other volume methods; RevisionDetails and RevisionDetailsSet come from the
 //! engine's view and events, as everything else does.
 
 use std::sync::Arc;

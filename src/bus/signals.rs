@@ -68,11 +68,11 @@ pub fn volume_event(event: &Event) -> zbus::Result<Message> {
             signal("RevisionPruned").build(&(id.to_string(), *timestamp))
         }
         EventKind::Reverted { id } => signal("VolumeReverted").build(&(id.to_string(),)),
-        EventKind::RevisionDetailsChanged {
+        EventKind::RevisionDetailsSet {
             id,
             description,
             pinned,
-        } => signal("RevisionDetailsChanged").build(&(id.to_string(), description, *pinned)),
+        } => signal("RevisionDetailsSet").build(&(id.to_string(), description, *pinned)),
         EventKind::Resized { old_size, new_size } => {
             signal("VolumeResized").build(&(*old_size, *new_size))
         }
@@ -111,7 +111,7 @@ mod tests {
                 timestamp: 2,
             },
             EventKind::Reverted { id: 3 },
-            EventKind::RevisionDetailsChanged {
+            EventKind::RevisionDetailsSet {
                 id: 3,
                 description: "known good".into(),
                 pinned: true,

@@ -2,7 +2,7 @@
 //! setting them on an existing revision, a stop that describes or pins the revision it
 //! keeps, and dropping the notes of revisions that are gone after every volume
 //! operation. Each change is one record of the volume's configuration, under the
-//! volume's lock, and emits `RevisionDetailsChanged` when it changed something.
+//! volume's lock, and emits `RevisionDetailsSet` when it changed something.
 
 use tracing::{info, warn};
 
@@ -70,7 +70,7 @@ impl Engine {
                 revision = target.id,
                 description, pinned, "revision details changed"
             );
-            ctx.emit_volume(EventKind::RevisionDetailsChanged {
+            ctx.emit_volume(EventKind::RevisionDetailsSet {
                 id: target.id,
                 description,
                 pinned,
@@ -108,7 +108,7 @@ impl Engine {
                     revision = kept.id,
                     description, pinned, "the stop kept a described revision"
                 );
-                ctx.emit_volume(EventKind::RevisionDetailsChanged {
+                ctx.emit_volume(EventKind::RevisionDetailsSet {
                     id: kept.id,
                     description,
                     pinned,
