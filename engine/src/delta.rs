@@ -483,7 +483,7 @@ mod tests {
         b[3] = 1;
         b[4] = 2;
         b[90] = 3;
-        ranges.add_differences(&vec![0u8; 100], &b, 0);
+        ranges.add_differences(&[0u8; 100], &b, 0);
         assert_eq!(ranges.into_ranges(), [(3, 2), (90, 1)]);
     }
 

@@ -141,7 +141,7 @@ mod tests {
         }
     }
 
-    fn options(pairs: &[(&str, zbus::Value<'_>)]) -> Options {
+    fn options(pairs: &[(&str, zbus::Variant<'_>)]) -> Options {
         let raw: RawOptions = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.try_to_owned().unwrap()))

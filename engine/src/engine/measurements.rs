@@ -148,7 +148,7 @@ pub(super) fn measure_file(
     let Some(extents) = map_file(dir, name, entry, meter)? else {
         return Ok(None);
     };
-    Ok(Some(FileSpace::of(&extents, entry.stat.st_nlink > 1)))
+    Ok(Some(FileSpace::of(&extents, entry.links() > 1)))
 }
 
 /// A file's extents; on a filesystem without FIEMAP, its allocated bytes as one extent

@@ -40,7 +40,7 @@ use crate::volume::{SourceView, Volume};
 
 pub use deltas::ExportedDelta;
 pub use imports::Import;
-pub use measurements::Measurements;
+use measurements::Measurements;
 
 /// What `CreatePool` asks for.
 #[derive(Debug, Clone)]

@@ -153,7 +153,7 @@ fn map_all(root: &Dir, found: &mut [Found], ctx: &OpCtx) -> Result<()> {
         };
         let extents = map_file(dir, &inode.name, &inode.entry, &mut meter)?;
         inode.holding.extents = extents.unwrap_or_default();
-        inode.holding.others |= u64::from(inode.entry.stat.st_nlink) > inode.names;
+        inode.holding.others |= inode.entry.links() > inode.names;
     }
     meter.finish(true);
     Ok(())
