@@ -237,29 +237,33 @@ pub enum VolumeCommand {
     Clone(CloneArgs),
     /// List a volume's revisions with their descriptions and pins
     Revisions(VolumeRef),
-    /// Describe a revision (an empty TEXT removes the description)
+    /// Describe a revision, the newest unless --revision (an empty TEXT removes the
+    /// description)
     Describe {
         #[command(flatten)]
         volume: VolumeRef,
-        /// Revision id, as listed by `volume revisions`
-        revision: String,
         /// One line, at most 256 characters
         #[arg(allow_hyphen_values = true)]
         text: String,
+        /// Revision id, as listed by `volume revisions`
+        #[arg(long, value_name = "ID")]
+        revision: Option<String>,
     },
-    /// Pin a revision: it is never pruned and stays when reverted to
+    /// Pin a revision (the newest when none is given): it is never pruned and stays
+    /// when reverted to
     Pin {
         #[command(flatten)]
         volume: VolumeRef,
         /// Revision id, as listed by `volume revisions`
-        revision: String,
+        revision: Option<String>,
     },
-    /// Unpin a revision: it counts against revisions-to-keep again
+    /// Unpin a revision (the newest when none is given): it counts against
+    /// revisions-to-keep again
     Unpin {
         #[command(flatten)]
         volume: VolumeRef,
         /// Revision id, as listed by `volume revisions`
-        revision: String,
+        revision: Option<String>,
     },
     /// Show the bytes each file of a volume holds alone and shares with others
     Space(VolumeRef),

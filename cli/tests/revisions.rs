@@ -96,18 +96,28 @@ fn describe_pin_and_unpin_change_a_revision() {
     let world = world_with_origin("4M");
     import(&world, &pattern(1, MIB as usize));
     world
-        .cli(&["volume", "describe", "p1", VID, "1", "known good"])
+        .cli(&["volume", "describe", "p1", VID, "known good"])
         .ok();
-    world.cli(&["volume", "pin", "p1", VID, "1"]).ok();
+    world.cli(&["volume", "pin", "p1", VID]).ok();
     assert_eq!(revisions(&world)[0]["description"], "known good");
     assert_eq!(revisions(&world)[0]["pinned"], true);
     world.cli(&["volume", "unpin", "p1", VID, "1"]).ok();
-    world.cli(&["volume", "describe", "p1", VID, "1", ""]).ok();
+    world
+        .cli(&["volume", "describe", "p1", VID, "", "--revision", "1"])
+        .ok();
     assert_eq!(revisions(&world)[0]["description"], "");
     assert_eq!(revisions(&world)[0]["pinned"], false);
     world.cli(&["volume", "pin", "p1", VID, "9"]).fails_with(3);
     let run = world
-        .cli(&["volume", "describe", "p1", VID, "1", "two\nlines"])
+        .cli(&[
+            "volume",
+            "describe",
+            "p1",
+            VID,
+            "two\nlines",
+            "--revision",
+            "1",
+        ])
         .fails_with(2);
     assert!(run.stderr.contains("control characters"), "{run:?}");
 }
@@ -118,7 +128,15 @@ fn revert_says_which_revision_it_went_to_by_its_description() {
     import(&world, &pattern(1, MIB as usize));
     import(&world, &pattern(2, MIB as usize));
     world
-        .cli(&["volume", "describe", "p1", VID, "2", "known good"])
+        .cli(&[
+            "volume",
+            "describe",
+            "p1",
+            VID,
+            "known good",
+            "--revision",
+            "2",
+        ])
         .ok();
     let run = world.cli(&["volume", "revert", "p1", VID]).ok();
     assert!(

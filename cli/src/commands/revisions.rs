@@ -89,21 +89,22 @@ pub fn table(revisions: &[Revision]) -> Table {
     table
 }
 
-/// SetRevisionDetails with one key.
+/// SetRevisionDetails with one key, on `revision` (the newest for `None`).
 pub async fn set_details(
     context: &Context,
     volume: &VolumeRef,
-    revision: &str,
+    revision: Option<String>,
     key: &'static str,
     value: Variant<'_>,
 ) -> Result<()> {
+    let revision = revision.unwrap_or_default();
     let path = context
         .client
         .volume_path(&volume.pool, &volume.vid)
         .await?;
     let mut details = crate::proxies::Options::new();
     details.insert(key, value);
-    let body = (revision, details, context.client.options());
+    let body = (revision.as_str(), details, context.client.options());
     context
         .client
         .call(path.as_str(), VOLUME_IFACE, "SetRevisionDetails", &body)
@@ -148,7 +149,8 @@ fn reverted(volume: &VolumeRef, target: &Revision) -> String {
 }
 
 /// ExportDelta: the ranges (a table, or JSON), or with `--apply-to` the copy of the
-/// revision brought up to the committed image.
+/// revision brought up to the committed image (one line saying so). Nothing on stderr
+/// but a progress bar.
 pub async fn delta(context: &Context, args: DeltaArgs) -> Result<()> {
     let path = context
         .client
@@ -173,24 +175,19 @@ pub async fn delta(context: &Context, args: DeltaArgs) -> Result<()> {
     let changed: u64 = ranges.iter().map(|(_, len)| len).sum();
     if let Some(target) = &args.apply_to {
         apply(&image, size, &ranges, target)?;
-        if !context.json {
-            eprintln!(
-                "{}: {} in {} ranges written, {} bytes in all",
-                target.display(),
-                format_size(changed),
-                ranges.len(),
-                size
-            );
-        }
     }
     if context.json {
         return print_json(&json!({ "size": size, "changed": changed, "ranges": ranges }));
     }
-    if args.apply_to.is_none() {
-        print_text(&ranges_table(&ranges).render())?;
-        eprintln!("{} changed of {}", format_size(changed), format_size(size));
+    match &args.apply_to {
+        Some(target) => print_text(&format!(
+            "{}: {} changed in {} ranges written; it is the committed image now ({size} bytes)\n",
+            target.display(),
+            format_size(changed),
+            ranges.len(),
+        )),
+        None => print_text(&ranges_table(&ranges).render()),
     }
-    Ok(())
 }
 
 /// OFFSET and LENGTH in bytes (scripts read them).

@@ -49,15 +49,15 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
             text,
         } => {
             let text = Variant::from(text);
-            revisions::set_details(context, &volume, &revision, "description", text).await
+            revisions::set_details(context, &volume, revision, "description", text).await
         }
         VolumeCommand::Pin { volume, revision } => {
             let pin = Variant::from(true);
-            revisions::set_details(context, &volume, &revision, "pinned", pin).await
+            revisions::set_details(context, &volume, revision, "pinned", pin).await
         }
         VolumeCommand::Unpin { volume, revision } => {
             let unpin = Variant::from(false);
-            revisions::set_details(context, &volume, &revision, "pinned", unpin).await
+            revisions::set_details(context, &volume, revision, "pinned", unpin).await
         }
         VolumeCommand::Space(volume) => space::volume(context, &volume).await,
         VolumeCommand::Delta(args) => revisions::delta(context, args).await,
