@@ -49,6 +49,11 @@ impl Measurements {
         }
     }
 
+    /// Whether any revision of `vol` was measured.
+    pub(super) fn holds(&self, vol: &VolumeRef) -> bool {
+        self.0.get(vol).is_some_and(|m| !m.is_empty())
+    }
+
     /// The volume is gone.
     pub(super) fn forget(&mut self, vol: &VolumeRef) {
         self.0.remove(vol);

@@ -120,12 +120,17 @@ impl Engine {
 
     /// After an operation on `vol` (under its lock): the notes and measurements of
     /// revisions that no longer exist are dropped (pruned, consumed by a revert,
-    /// deleted by hand). A failure only leaves notes that every reader ignores.
+    /// deleted by hand) — one listing of the VM directory, only for a volume that has
+    /// any. A failure only leaves notes that every reader ignores.
     pub(super) fn forget_vanished_notes(&self, vol: &VolumeRef, v: &Volume<'_>) {
         let Ok((_, config, _)) = self.lookup(vol) else {
             self.measurements().forget(vol);
             return;
         };
+        // Nothing to drop: no listing (most volumes, most operations).
+        if config.revision_notes.is_empty() && !self.measurements().holds(vol) {
+            return;
+        }
         let existing = match v.vm_dir() {
             Ok(Some(dir)) => match revision::list_in(&dir, &v.paths) {
                 Ok(existing) => existing,
