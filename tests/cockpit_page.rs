@@ -712,6 +712,7 @@ fn seed_volumes(state_dir: &std::path::Path, pool: &str, pool_dir: &std::path::P
             revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         state.apply(Change::Put(config));
     }

@@ -2,7 +2,10 @@
 //! `<name>.img.<id>@<timestamp>Z`, listed from the directory by exact name match,
 //! ordered by numeric id (deliberate fix 2), with ids that only ever grow while one
 //! revision survives. The timestamp is the clean image's mtime when the revision was
-//! taken (the time the data was last written), whole seconds UTC.
+//! taken (the time the data was last written), whole seconds UTC; the revision file
+//! keeps that mtime to the nanosecond (the reference left the time of the copy), which
+//! is where the sub-second part of its timestamp comes from. Pinned revisions
+//! ([`crate::note`]) are never pruned and do not count against `keep`.
 
 use tracing::warn;
 
@@ -14,6 +17,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::layout::{match_revision_name, VolumePaths};
 use crate::model::Revision;
+use crate::note::RevisionNotes;
 
 /// The revisions present in the VM directory `dir`, ordered by id ascending. A stray
 /// file that has the shape of a revision name but does not parse is ignored with a
@@ -69,12 +73,9 @@ pub fn find(dir: &Dir, paths: &VolumePaths, id: Option<u64>) -> Result<Revision>
     })
 }
 
-/// Add a revision from the current clean image (R§3.10), unless `keep` is 0.
-/// Revisions are made even of an empty image: that is what "revert to empty" reverts to.
-pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revision>> {
-    if keep == 0 {
-        return Ok(None);
-    }
+/// The revision [`add`] would make of the current clean image now: the next id and
+/// the clean image's mtime.
+pub fn next(dir: &Dir, paths: &VolumePaths) -> Result<Revision> {
     let clean = dir.regular_entry(&paths.clean_name())?;
     let timestamp = clean.mtime().0;
     let id = match list_in(dir, paths)?.last() {
@@ -86,24 +87,62 @@ pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<O
             )
         })?,
     };
-    let revision = Revision { id, timestamp };
+    Ok(Revision { id, timestamp })
+}
+
+/// Add a revision from the current clean image (R§3.10), unless `keep` is 0.
+/// Revisions are made even of an empty image: that is what "revert to empty" reverts to.
+pub fn add(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Option<Revision>> {
+    if keep == 0 {
+        return Ok(None);
+    }
+    let revision = next(dir, paths)?;
+    let Revision { id, timestamp } = revision;
+    let opts = CopyOptions {
+        dst_size: None,
+        copy_mtime: true,
+    };
     copy::copy_at(
         dir,
         &paths.clean_name(),
         dir,
         &paths.revision_name(id, timestamp),
-        CopyOptions::default(),
+        opts,
         ctx,
     )?;
     ctx.emit_volume(EventKind::RevisionAdded { id, timestamp });
     Ok(Some(revision))
 }
 
-/// Delete all but the newest `keep` revisions (R§3.11).
-pub fn prune(dir: &Dir, paths: &VolumePaths, keep: usize, ctx: &OpCtx) -> Result<Vec<Revision>> {
+/// Delete all but the newest `keep` revisions that are not pinned (R§3.11); pinned
+/// ones stay and are not counted.
+pub fn prune(
+    dir: &Dir,
+    paths: &VolumePaths,
+    keep: usize,
+    pins: &RevisionNotes,
+    ctx: &OpCtx,
+) -> Result<Vec<Revision>> {
+    let unpinned: Vec<Revision> = list_in(dir, paths)?
+        .into_iter()
+        .filter(|r| !pins.is_pinned(r))
+        .collect();
+    let excess = unpinned.len().saturating_sub(keep);
+    delete(dir, paths, unpinned.into_iter().take(excess).collect(), ctx)
+}
+
+/// Delete every revision, pinned or not (the volume is being removed).
+pub fn remove_all(dir: &Dir, paths: &VolumePaths, ctx: &OpCtx) -> Result<Vec<Revision>> {
     let revisions = list_in(dir, paths)?;
-    let excess = revisions.len().saturating_sub(keep);
-    let pruned: Vec<Revision> = revisions.into_iter().take(excess).collect();
+    delete(dir, paths, revisions, ctx)
+}
+
+fn delete(
+    dir: &Dir,
+    paths: &VolumePaths,
+    pruned: Vec<Revision>,
+    ctx: &OpCtx,
+) -> Result<Vec<Revision>> {
     for r in &pruned {
         durable::remove_at(dir, &paths.revision_name(r.id, r.timestamp))?;
         ctx.emit_volume(EventKind::RevisionPruned {

@@ -98,6 +98,11 @@ impl<'a> Volume<'a> {
         self.config.revisions_to_keep.keep()
     }
 
+    /// The revisions that pruning leaves alone ([`crate::note`]).
+    fn pins(&self) -> &crate::note::RevisionNotes {
+        &self.config.revision_notes
+    }
+
     /// The VM directory, if it exists (never through a symlink).
     pub fn vm_dir(&self) -> Result<Option<Dir>> {
         match self.root {
@@ -209,7 +214,7 @@ impl<'a> Volume<'a> {
             return Ok(());
         };
         self.remove_incomplete(&dir)?;
-        revision::prune(&dir, &self.paths, 0, ctx)?;
+        revision::remove_all(&dir, &self.paths, ctx)?;
         let paths = &self.paths;
         for name in [
             paths.clean_name(),
@@ -307,7 +312,7 @@ impl<'a> Volume<'a> {
     fn start_in_place(&mut self, ctx: &OpCtx) -> Result<()> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
-        revision::prune(&dir, &self.paths, 0, ctx)?;
+        revision::prune(&dir, &self.paths, 0, self.pins(), ctx)?;
         durable::remove_at(&dir, &self.paths.precache_name())?;
         if !self.config.committed_image_shared {
             return durable::rename_at(&dir, &clean, &dir, &dirty);
@@ -372,7 +377,7 @@ impl<'a> Volume<'a> {
         match (own, theirs) {
             (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
                 revision::add(dir, &self.paths, self.keep(), ctx)?;
-                revision::prune(dir, &self.paths, self.keep(), ctx).map(|_| ())
+                revision::prune(dir, &self.paths, self.keep(), self.pins(), ctx).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -459,7 +464,7 @@ impl<'a> Volume<'a> {
         if dir.exists(&clean) {
             revision::add(dir, &self.paths, self.keep(), ctx)?;
         }
-        revision::prune(dir, &self.paths, self.keep(), ctx)?;
+        revision::prune(dir, &self.paths, self.keep(), self.pins(), ctx)?;
         durable::fsync_at(dir, from)?;
         durable::remove_at(dir, &self.paths.precache_name())?;
         durable::rename_at(dir, from, dir, &clean)?;
@@ -480,22 +485,51 @@ impl<'a> Volume<'a> {
             Some(id) => EngineError::not_found(format!("has no revision {id}")),
         })?;
         let target = revision::find(&dir, &self.paths, id)?;
+        if self.pins().is_pinned(&target) {
+            return self.revert_keeping(&dir, target, ctx);
+        }
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let clean = self.paths.clean_name();
         if dir.exists(&clean) {
-            // As in the reference, the current state survives as a revision unless
-            // revisions_to_keep is 0 — also with snapshots disabled (-1).
-            let keep = if self.config.revisions_to_keep.get() == 0 {
-                0
-            } else {
-                self.keep().max(1)
-            };
-            revision::add(&dir, &self.paths, keep, ctx)?;
+            revision::add(&dir, &self.paths, self.revert_keep(), ctx)?;
         }
         durable::remove_at(&dir, &self.paths.precache_name())?;
         durable::rename_at(&dir, &target_name, &dir, &clean)?;
         ctx.point_of_no_return();
         self.refresh_precache(&dir, ctx);
+        ctx.emit_volume(EventKind::Reverted { id: target.id });
+        Ok(target)
+    }
+
+    /// What a revert keeps of the current state: as in the reference, it survives as a
+    /// revision unless revisions_to_keep is 0 — also with snapshots disabled (-1).
+    fn revert_keep(&self) -> usize {
+        if self.config.revisions_to_keep.get() == 0 {
+            0
+        } else {
+            self.keep().max(1)
+        }
+    }
+
+    /// Revert to a pinned revision, which stays ([`crate::note`]): first a copy of it
+    /// with its mtime under the precache's name — the one step a cancel can stop, and
+    /// it replaces nothing until it is complete (a crash after it leaves a precache
+    /// whose mtime does not match the committed image, which the next start discards)
+    /// — then the current image is kept as a revision and the copy renamed over it.
+    fn revert_keeping(&self, dir: &Dir, target: Revision, ctx: &OpCtx) -> Result<Revision> {
+        let (clean, precache) = (self.paths.clean_name(), self.paths.precache_name());
+        let opts = CopyOptions {
+            dst_size: None,
+            copy_mtime: true,
+        };
+        let target_name = self.paths.revision_name(target.id, target.timestamp);
+        copy::copy_at(dir, &target_name, dir, &precache, opts, ctx)?;
+        ctx.point_of_no_return();
+        if dir.exists(&clean) {
+            revision::add(dir, &self.paths, self.revert_keep(), ctx)?;
+        }
+        durable::rename_at(dir, &precache, dir, &clean)?;
+        self.refresh_precache(dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }

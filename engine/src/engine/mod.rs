@@ -16,9 +16,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod deltas;
 mod imports;
 mod lifecycle;
 mod live;
+mod measurements;
+mod notes;
+mod pool_space;
 mod pools;
 mod sweep;
 mod volumes;
@@ -34,7 +38,9 @@ use crate::registry::Pool;
 use crate::store::{Change, Store};
 use crate::volume::{SourceView, Volume};
 
+pub use deltas::ExportedDelta;
 pub use imports::Import;
+use measurements::Measurements;
 
 /// What `CreatePool` asks for.
 #[derive(Debug, Clone)]
@@ -61,6 +67,9 @@ pub struct Engine {
     /// Volumes between ImportData and ImportDataEnd: who opened the import, its
     /// declared size, a failed commit. Every other change is refused meanwhile.
     importing: Mutex<HashMap<VolumeRef, Import>>,
+    /// The bytes exclusive to each revision as last measured (not persisted: after a
+    /// restart they are unknown until measured again).
+    measured: Mutex<Measurements>,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -91,6 +100,7 @@ impl Engine {
             pool_admin: Mutex::new(()),
             locks: VidLocks::default(),
             importing: Mutex::new(HashMap::new()),
+            measured: Mutex::new(Measurements::default()),
         })
     }
 
@@ -187,7 +197,29 @@ impl Engine {
         let root = Self::open_root(&pool, vol)?;
         let mut v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        op(&mut v, source.as_ref()).map_err(|e| e.on(vol))
+        let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol));
+        self.forget_vanished_notes(vol, &v);
+        out
+    }
+
+    /// [`Self::with_volume`] for an operation that only reads the volume's files
+    /// (measuring, comparing): its lock is held shared, so snapshots of it still start
+    /// while the volume cannot change.
+    pub(super) fn with_volume_read<T>(
+        &self,
+        vol: &VolumeRef,
+        ctx: &OpCtx,
+        op: impl FnOnce(&Volume<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let _span = Self::span(vol, ctx).entered();
+        let lock = self.locks.get(vol);
+        let _guard = lock.read().unwrap_or_else(|e| e.into_inner());
+        ctx.set_subject(vol);
+        let (pool, config, _) = self.lookup(vol)?;
+        let root = Self::open_root(&pool, vol)?;
+        let v = Volume::new(&root, config);
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        op(&v).map_err(|e| e.on(vol))
     }
 
     /// The pool directory for an operation on `vol` (every file below is reached

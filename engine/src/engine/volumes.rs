@@ -40,6 +40,7 @@ impl Engine {
                 .unwrap_or(pool.config().revisions_to_keep),
             ephemeral: spec.ephemeral,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         check_volume(&config)?;
         if let Some(source) = config.source.as_ref().filter(|s| !pool.contains(s)) {
@@ -168,6 +169,7 @@ impl Engine {
         }
         pool.change(Change::Unregister(vol.vid.clone()))
             .map_err(|e| e.on(vol))?;
+        self.measurements().forget(vol);
         info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
         if let Err(err) = self.delete_removed_files(vol, &v, ctx) {
             warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
@@ -243,6 +245,7 @@ impl Engine {
             revisions_to_keep: RevisionsToKeep::DEFAULT,
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         let root = Self::open_root(pool, vol)?;
         let v = Volume::new(&root, placeholder);
