@@ -190,7 +190,13 @@ impl Engine {
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
         let lock = self.locks.get(vol);
-        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+        let _guard = crate::lock::write_within(&lock, ctx.patience()).ok_or_else(|| {
+            EngineError::busy(
+                "another operation on this volume is running (a copy of it, for example); \
+                 try again when it has finished",
+            )
+            .on(vol)
+        })?;
         ctx.set_subject(vol);
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
