@@ -62,11 +62,14 @@ CLI_PAGES := qubes-storage \
 	qubes-storage-completions qubes-storage-man qubes-storage-monitor qubes-storage-status \
 	qubes-storage-pool qubes-storage-pool-create qubes-storage-pool-info \
 	qubes-storage-pool-list qubes-storage-pool-remove qubes-storage-pool-set \
+	qubes-storage-pool-space \
 	qubes-storage-volume qubes-storage-volume-clone qubes-storage-volume-create \
+	qubes-storage-volume-delta qubes-storage-volume-describe \
 	qubes-storage-volume-export qubes-storage-volume-import qubes-storage-volume-info \
-	qubes-storage-volume-list qubes-storage-volume-remove qubes-storage-volume-resize \
-	qubes-storage-volume-revert qubes-storage-volume-revisions qubes-storage-volume-set \
-	qubes-storage-volume-start qubes-storage-volume-stop qubes-storage-volume-verify
+	qubes-storage-volume-list qubes-storage-volume-pin qubes-storage-volume-remove \
+	qubes-storage-volume-resize qubes-storage-volume-revert qubes-storage-volume-revisions \
+	qubes-storage-volume-set qubes-storage-volume-space qubes-storage-volume-start \
+	qubes-storage-volume-stop qubes-storage-volume-unpin qubes-storage-volume-verify
 NPM ?= npm
 PAGE_DIR ?= cockpit/dist
 COCKPIT_DIR ?= $(PREFIX)/share/cockpit/qubes-storage

@@ -10,7 +10,7 @@
 //!   is no authentication agent), in one sentence naming the object — and nothing
 //!   changes: not a file below the pool's filesystem (names, sizes, inodes, mtimes,
 //!   ctimes, bytes), not the state directory, not a property;
-//! - the same user may make every read;
+//! - the same user may make every read, MeasureSpace included;
 //! - a polkit rule granting one group one action (`run-volumes`) lets a member start
 //!   and stop volumes and nothing else, and leaves everyone else refused.
 //!
@@ -268,7 +268,19 @@ fn volume_mutations(objects: &Objects) -> Vec<Mutation> {
     vec![
         on(work, WORK, "Resize", "ta{sv}", vec![t(2 * MIB), none()]),
         on(work, WORK, "Revert", "sa{sv}", vec![json!(""), none()]),
+        on(
+            work,
+            WORK,
+            "SetRevisionDetails",
+            "sa{sv}a{sv}",
+            vec![
+                json!(""),
+                json!({"description": "kept", "pinned": true}),
+                none(),
+            ],
+        ),
         on(work, WORK, "Export", "a{sv}", vec![none()]),
+        on(work, WORK, "ExportDelta", "sa{sv}", vec![json!(""), none()]),
         on(
             work,
             WORK,
@@ -489,6 +501,12 @@ async fn assert_root_changes_happened(world: &World, before: &State) {
     let new_volume = format!("{}/volumes/appvms_2fnew_2fprivate", roles.tank);
     assert!(managed.contains_key(&new_volume), "CreateVolume");
     assert_eq!(value(&roles.work, VOLUME, "Rw"), json!(false));
+    let details = value(&roles.work, VOLUME, "RevisionDetails");
+    assert_eq!(
+        details[0][3],
+        json!("kept"),
+        "SetRevisionDetails: {details}"
+    );
     assert_eq!(value(&roles.work, VOLUME, "RevisionsToKeep"), json!(3));
     assert_eq!(value(&roles.volatile, VOLUME, "Ephemeral"), json!(true));
     assert_eq!(value(&roles.idle, VOLUME, "Started"), json!(true));
@@ -529,6 +547,30 @@ async fn unprivileged_user_may_make_every_read() {
     }
     assert_no_mismatches(&wrong);
     assert_same_state(&before, &world.state().await, "after reads");
+}
+
+/// MeasureSpace is a read: anyone may measure a volume or a pool, and sees what root
+/// sees. (It records the revisions' measured bytes, so it is not among the reads that
+/// must leave every property as it was.)
+#[tokio::test(flavor = "multi_thread")]
+async fn unprivileged_user_may_measure_space() {
+    let world = World::start().await;
+    let calls = [
+        volume_method(&world.objects.work, "MeasureSpace"),
+        DbusCall::new(
+            &world.objects.tank,
+            POOL,
+            "MeasureSpace",
+            "a{sv}",
+            vec![json!({})],
+        ),
+    ];
+    let as_user = world.call_all(world.plain(), &calls).await;
+    let as_root = world.call_all(Who::Root, &calls).await;
+    for ((call, user), root) in calls.iter().zip(&as_user).zip(&as_root) {
+        assert!(user.error_name().is_none(), "{}: {user:?}", call.describe());
+        assert_eq!(user, root, "{}", call.describe());
+    }
 }
 
 fn without_live(reply: &Reply) -> Reply {

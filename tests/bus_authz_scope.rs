@@ -223,3 +223,34 @@ async fn create_pool_passes_the_directory_to_rules() {
         "a refused CreatePool created its directory"
     );
 }
+
+fn import_data_end(target: &OwnedObjectPath, success: bool) -> DbusCall {
+    DbusCall::new(
+        target.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportDataEnd",
+        "ba{sv}",
+        vec![json!(success), json!({})],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_allowed_to_import_cannot_end_another_callers_import() {
+    let w = World::start().await;
+    let volume = w.h.volume(&w.hers).await;
+    let fd = volume
+        .import_data(MIB, opts())
+        .await
+        .expect("root's ImportData");
+    let reply = w.as_alice(&import_data_end(&w.hers, true)).await;
+    assert_eq!(
+        reply.error_name(),
+        Some("org.qubes.Storage.Error.Busy"),
+        "{reply:?}"
+    );
+    drop(fd);
+    volume
+        .import_data_end(false, opts())
+        .await
+        .expect("the owner ends its import");
+}

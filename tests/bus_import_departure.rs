@@ -125,3 +125,54 @@ async fn another_client_leaving_does_not_touch_an_import() {
     .unwrap();
     assert_eq!(head, [5u8; 4], "the importer's data was committed");
 }
+
+/// Whether the volume is free of imports: a Start is not refused as Busy. (A started
+/// volume is stopped again.)
+async fn free_of_imports(volume: &VolumeProxy<'_>) -> bool {
+    match volume.start(opts()).await {
+        Ok(_) => {
+            volume.stop(opts()).await.expect("Stop");
+            true
+        }
+        Err(err) => {
+            assert_eq!(
+                common::error_name(&err),
+                "org.qubes.Storage.Error.Busy",
+                "{err}"
+            );
+            false
+        }
+    }
+}
+
+/// A client that sends ImportData and leaves at once may be gone before its import is
+/// recorded — then no departure is left to discard it. Whatever the order, the volume
+/// must never stay Busy: the service checks, once the import is recorded, that its
+/// caller is still on the bus. Many rounds, each racing the departure against the
+/// recording.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_importer_that_leaves_while_its_import_is_recorded_leaves_nothing_busy() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let path = h.origin_volume(&pool, PRIVATE, MIB).await;
+    let watcher = h.volume(&path).await;
+    let mut imported = watcher.receive_volume_imported().await.unwrap();
+    for round in 0..50 {
+        let client = h.bus.connect().await;
+        let call = zbus::Message::method_call(path.as_str(), "ImportData")
+            .destination(common::SERVICE)
+            .interface("org.qubes.Storage.Volume")
+            .build(&(MIB, opts()))
+            .unwrap();
+        client.send(&call).await.unwrap();
+        client.close().await.unwrap();
+        // The import was refused (the caller had gone), or recorded and then discarded.
+        if !free_of_imports(&watcher).await {
+            let signal = within_deadline(imported.next())
+                .await
+                .expect("VolumeImported");
+            assert!(!signal.args().unwrap().success, "round {round}");
+            assert!(free_of_imports(&watcher).await, "round {round}: still Busy");
+        }
+    }
+}

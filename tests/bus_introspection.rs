@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::common_fs::Frozen;
 use common::{opts, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use zbus::{MessageStream, OwnedObjectPath};
@@ -164,6 +165,7 @@ async fn a_job_is_served_as_its_xml_file_declares_and_busctl_reads_it_cleanly() 
     let destination = h
         .volume(&h.origin_volume(&btrfs, "appvms/clone/root", MIB).await)
         .await;
+    let destination_pool = h.pool(&btrfs).await.dir_path().await.unwrap();
     let mut stream = MessageStream::from(&h.conn);
     let import =
         tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
@@ -179,11 +181,14 @@ async fn a_job_is_served_as_its_xml_file_declares_and_busctl_reads_it_cleanly() 
         }
     };
     drop(stream);
+    // Held where it is: the Job stays while it is read.
+    let frozen = Frozen::new(std::path::Path::new(&destination_pool));
     let xml = introspect(&h, job.as_str()).await;
     let busctl = run_clean(&h, "busctl", &["introspect", common::SERVICE, job.as_str()]);
     h.job(&job).await.cancel(opts()).await.unwrap();
+    frozen.thaw();
     assert!(busctl.contains("org.qubes.Storage.Job"), "{busctl}");
-    let _ = import.await.unwrap();
+    common::assert_error(import.await.unwrap(), "Cancelled");
     assert_served_as_declared(&xml, "org.qubes.Storage.Job");
 }
 

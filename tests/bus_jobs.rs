@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use common::common_fs::Frozen;
 use common::{assert_error, call_traced, fill_scattered, opts, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
@@ -42,15 +43,13 @@ async fn copy_setup() -> CopySetup {
     }
 }
 
-fn is_job_signal(msg: &Message, member: &str) -> bool {
-    let header = msg.header();
-    header.path().is_some_and(|p| p.as_str().starts_with(JOBS))
-        && header.member().is_some_and(|m| m.as_str() == member)
-}
+type Running = tokio::task::JoinHandle<zbus::Result<()>>;
 
-/// Starts ImportVolume (a byte copy) in the background and returns its Job's path once
-/// the Job reports progress, with the running call.
-async fn start_copy(s: &CopySetup) -> (OwnedObjectPath, tokio::task::JoinHandle<zbus::Result<()>>) {
+/// Starts ImportVolume (a byte copy) in the background; the moment its Job appears,
+/// freezes the destination's filesystem, so the copy is held where it is until the
+/// test thaws it (`Frozen` drops) — it cannot finish before the test has acted.
+/// Returns the Job's path, the running call and the freeze.
+async fn start_held_copy(s: &CopySetup) -> (OwnedObjectPath, Running, Frozen) {
     let mut stream = MessageStream::from(&s.h.conn);
     let destination = s.h.volume(&s.destination).await;
     let source = s.source.clone();
@@ -58,11 +57,19 @@ async fn start_copy(s: &CopySetup) -> (OwnedObjectPath, tokio::task::JoinHandle<
         tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
     let job = loop {
         let msg = stream.next().await.expect("stream").expect("message");
-        if is_job_signal(&msg, "PropertiesChanged") {
-            break OwnedObjectPath::from(msg.header().path().unwrap().to_owned());
+        if common::member_of(&msg) != "InterfacesAdded" {
+            continue;
+        }
+        let (path, _): (
+            OwnedObjectPath,
+            HashMap<String, HashMap<String, OwnedVariant>>,
+        ) = msg.body().deserialize().expect("InterfacesAdded body");
+        if path.as_str().starts_with(JOBS) {
+            break path;
         }
     };
-    (job, import)
+    let frozen = Frozen::new(s.destination_dir.parent().expect("the pool directory"));
+    (job, import, frozen)
 }
 
 /// State of the destination that a cancelled import must not change.
@@ -156,12 +163,64 @@ async fn cross_filesystem_import_publishes_a_job_with_progress() {
     assert_eq!(v.size().await.unwrap(), IMAGE);
 }
 
+/// The `Cancelable` value a PropertiesChanged of `job` carries, if it is one.
+fn cancelable_in(msg: &Message, job: &str) -> Option<bool> {
+    let on_job = msg.header().path().is_some_and(|p| p.as_str() == job);
+    if !on_job || common::member_of(msg) != "PropertiesChanged" {
+        return None;
+    }
+    let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+        msg.body().deserialize().unwrap();
+    changed
+        .get("Cancelable")
+        .map(|v| bool::try_from(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_stops_being_cancelable_at_its_point_of_no_return() {
+    let s = copy_setup().await;
+    let trace = call_traced(
+        &s.h.conn,
+        s.destination.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportVolume",
+        &(s.source.clone(), opts()),
+    )
+    .await;
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    type Added = (
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, OwnedVariant>>,
+    );
+    let job = trace
+        .before("InterfacesAdded")
+        .iter()
+        .map(|m| m.body().deserialize::<Added>().unwrap().0)
+        .find(|p| p.as_str().starts_with(JOBS))
+        .expect("a Job object appeared");
+    let signals = &trace.signals_before;
+    let changes: Vec<(usize, bool)> = signals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| cancelable_in(m, job.as_str()).map(|c| (i, c)))
+        .collect();
+    let completed = signals
+        .iter()
+        .position(|m| common::member_of(m) == "Completed")
+        .expect("Completed");
+    assert_eq!(changes.len(), 1, "one change of Cancelable: {changes:?}");
+    let (at, value) = changes[0];
+    assert!(!value, "Cancelable turned false");
+    assert!(at < completed, "Cancelable turned false before Completed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;
     let before = destination_state(&s).await;
-    let (job, import) = start_copy(&s).await;
+    let (job, import, frozen) = start_held_copy(&s).await;
     s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
+    frozen.thaw();
     assert_error(import.await.unwrap(), "Cancelled");
     assert_eq!(
         destination_state(&s).await,
@@ -179,9 +238,12 @@ async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
 async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
     let mut s = copy_setup().await;
     let before = destination_state(&s).await;
-    let (_job, import) = start_copy(&s).await;
+    let (_job, import, frozen) = start_held_copy(&s).await;
     let daemon = s.h.take_daemon();
     daemon.send_sigterm();
+    s.h.wait_for_log("shutting down: cancelled the running operations")
+        .await;
+    frozen.thaw();
     assert_error(import.await.unwrap(), "Cancelled");
     let status = tokio::task::spawn_blocking(move || daemon.wait_exit())
         .await
@@ -194,7 +256,7 @@ async fn sigterm_during_a_copy_cancels_it_and_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn during_a_copy_reads_answer_and_a_property_write_is_busy_instead_of_waiting() {
     let s = copy_setup().await;
-    let (job, import) = start_copy(&s).await;
+    let (job, import, frozen) = start_held_copy(&s).await;
     let objects = common::oracle::managed_objects(&s.h.conn).await;
     assert!(
         objects.contains_key(job.as_str()),
@@ -202,18 +264,15 @@ async fn during_a_copy_reads_answer_and_a_property_write_is_busy_instead_of_wait
     );
     assert_error(s.h.volume(&s.destination).await.set_rw(false).await, "Busy");
     s.h.job(&job).await.cancel(opts()).await.expect("Cancel");
-    // The refused write waited its second: the copy may have ended meanwhile, and a
-    // cancel after the copy's point of no return changes nothing (the clone commits).
-    if let Err(err) = import.await.unwrap() {
-        assert_error::<()>(Err(err), "Cancelled");
-    }
+    frozen.thaw();
+    assert_error(import.await.unwrap(), "Cancelled");
     assert!(s.h.volume(&s.destination).await.rw().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_starter_or_root_may_cancel_a_job() {
     let s = copy_setup().await;
-    let (job, import) = start_copy(&s).await;
+    let (job, import, frozen) = start_held_copy(&s).await;
     let args = [
         "--object-path",
         job.as_str(),
@@ -227,6 +286,7 @@ async fn only_the_starter_or_root_may_cancel_a_job() {
         .cancel(opts())
         .await
         .expect("root may cancel");
+    frozen.thaw();
     let err = refused.expect_err("nobody cancelled root's job");
     assert!(
         err.contains("org.freedesktop.DBus.Error.AccessDenied"),

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::common_fs::Frozen;
 use common::{
     fill_scattered, gdbus_as_nobody_at, opts, opts_of, FsType, Harness, VolumeProxy, MIB,
 };
@@ -130,7 +131,7 @@ async fn ext4_template(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_property_write_to_a_template_being_copied_never_freezes_the_service() {
+async fn a_property_write_to_a_template_being_copied_is_busy_and_never_freezes_the_service() {
     let mut h = Harness::start().await;
     let (pool, other) = ext4_template(&mut h, 1024 * MIB, 2048 * MIB).await;
     let template = h
@@ -156,16 +157,38 @@ async fn a_property_write_to_a_template_being_copied_never_freezes_the_service()
     first_job_signal(&mut stream).await;
     // A stream nobody reads would stop this connection (zbus waits for room in it).
     drop(stream);
-    let template_proxy = h.volume(&template).await;
-    let write = tokio::spawn(async move { template_proxy.set_rw(true).await });
-    let (probes, started) = probe_while(&h, &other, start).await;
-    started.unwrap().expect("the snapshot's Start");
-    write.await.unwrap().expect("the write to the template");
+    // From here the copy is held where it is, so the write meets it running: it is
+    // refused as Busy within its second instead of queueing behind the copy.
+    let pool_dir = h.pool(&pool).await.dir_path().await.unwrap();
+    let frozen = Frozen::new(std::path::Path::new(&pool_dir));
+    let refused = tokio::time::timeout(HUNG, h.volume(&template).await.set_rw(false))
+        .await
+        .expect("the write to the template hung behind the copy");
+    let message = common::assert_error(refused, "Busy");
+    assert!(message.contains("vm-templates/t/root"), "{message}");
+    let other_proxy = h.volume(&other).await;
+    let mut probes = Probes::default();
+    for _ in 0..20 {
+        let times = probe_once(&h, &other_proxy).await;
+        probes.count += 1;
+        probes.slowest = probes.slowest.max(times[0]).max(times[1]);
+    }
     assert_responsive(
         &probes,
         "a snapshot copied its template and the template was written",
     );
-    assert!(h.volume(&template).await.rw().await.unwrap());
+    frozen.thaw();
+    start.await.unwrap().expect("the snapshot's Start");
+    assert!(
+        h.volume(&template).await.rw().await.unwrap(),
+        "the refused write changed rw"
+    );
+    h.volume(&template)
+        .await
+        .set_rw(false)
+        .await
+        .expect("the write once the copy is done");
+    assert!(!h.volume(&template).await.rw().await.unwrap());
 }
 
 /// A connection that sees every CheckAuthorization sent to polkit on the test bus.

@@ -1,14 +1,18 @@
 //! The signal oracle: every signal of the service during a long, varied session is
 //! recorded and replayed onto the first GetManagedObjects; the result must equal the
 //! last GetManagedObjects — and that must equal what a freshly restarted service (which
-//! reads everything from disk again) reports, so the announced state is the real one.
+//! reads everything from disk again) reports, so the announced state is the real one
+//! (but for the revisions' measured bytes, which a restart forgets). The domain signals
+//! must also tell every revision's details (descriptions and pins).
 //! Every snapshot lists objects with their interfaces only: no entry without one (a
 //! bare parent node such as `/org/qubes/Storage/pools`) is allowed.
 
 mod common;
 
 use common::oracle::{
-    assert_every_entry_has_an_interface, assert_replay_matches, managed_objects, Recorder,
+    assert_every_entry_has_an_interface, assert_replay_matches,
+    assert_revision_details_follow_the_signals, managed_objects, revision_details,
+    without_measurements, Recorder,
 };
 use common::{opts, opts_of, FsType, Harness, VolumeProxy, MIB};
 use std::io::Write;
@@ -81,6 +85,41 @@ async fn lifecycle(h: &Harness, [template, root, private, volatile]: &[OwnedObje
     t.stop(opts()).await.unwrap();
 }
 
+/// Revisions described, pinned, measured, compared and reverted to (issue 13).
+async fn revision_details_and_space(
+    h: &Harness,
+    pool: &OwnedObjectPath,
+    [_, _, private, _]: &[OwnedObjectPath; 4],
+) {
+    let p = h.volume(private).await;
+    let described = opts_of([
+        ("description", Variant::from("known good")),
+        ("pinned", Variant::from(true)),
+    ]);
+    p.set_revision_details("", described, opts()).await.unwrap();
+    let pinned = p.revisions().await.unwrap().last().unwrap().0.clone();
+    let dirty = p.start(opts()).await.unwrap();
+    std::fs::write(&dirty, vec![9u8; 2 * MIB as usize]).unwrap();
+    let keep = opts_of([("revision_description", Variant::from("before the session"))]);
+    p.stop(keep).await.unwrap();
+    p.measure_space(opts()).await.unwrap();
+    h.pool(pool).await.measure_space(opts()).await.unwrap();
+    let (fd, _, ranges) = p.export_delta("", opts()).await.unwrap();
+    drop(fd);
+    assert!(!ranges.is_empty());
+    p.revert(&pinned, opts()).await.unwrap();
+    let unpin = opts_of([("pinned", Variant::from(false))]);
+    p.set_revision_details(&pinned, unpin, opts())
+        .await
+        .unwrap();
+    let details = revision_details(
+        &common::oracle::managed_objects(&h.conn).await,
+        private.as_str(),
+    )
+    .unwrap();
+    assert!(details.iter().any(|d| d.3 == "known good"), "{details:?}");
+}
+
 /// Leaves the snapshot root running while its source commits: IsOutdated of a volume
 /// no call touched must still be announced.
 async fn outdate_a_running_snapshot(h: &Harness, [template, root, ..]: &[OwnedObjectPath; 4]) {
@@ -119,6 +158,7 @@ async fn replayed_signals_match_the_final_state_and_the_state_on_disk() {
         .unwrap();
     let volumes = vm(&h, &fast).await;
     lifecycle(&h, &volumes).await;
+    revision_details_and_space(&h, &fast, &volumes).await;
     let clone = h.origin_volume(&slow, "appvms/clone/private", MIB).await;
     h.volume(&clone)
         .await
@@ -170,12 +210,21 @@ async fn replayed_signals_match_the_final_state_and_the_state_on_disk() {
         "the session copied bytes (ext4 pool) but no Job appeared"
     );
     assert_replay_matches(&first, &signals, &last);
+    assert_revision_details_follow_the_signals(&first, &signals, &last);
+    assert!(
+        signals.iter().any(|m| m
+            .header()
+            .member()
+            .is_some_and(|n| n.as_str() == "RevisionDetailsSet")),
+        "the session described revisions"
+    );
 
     drop(recorder);
     h.restart().await;
     let reread = managed_objects(&h.conn).await;
     assert_eq!(
-        last, reread,
+        without_measurements(last),
+        reread,
         "the announced state differs from what the service reads from disk"
     );
 }

@@ -11,6 +11,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cockpit_support::{js, Session, World};
+use common::common_fs::Frozen;
 use common::{FsType, MIB};
 use qubes_storaged_testkit::polkit::RuleFile;
 use qubes_storaged_testkit::users::{gdbus_call_as, Account, UserSpec, Users};
@@ -239,6 +240,8 @@ fn clone_without_reflinks_shows_moving_progress_and_cancel_leaves_nothing() {
         "the progress bar moved",
     );
     eprintln!("progress values seen: {seen}");
+    // From here the copy is held where it is, until the page's Cancel has reached it.
+    let frozen = Frozen::new(&copies_dir);
     let title = w.expect(
         "qs.text('#jobs .pf-v5-c-progress__description')",
         "the job's title",
@@ -252,6 +255,8 @@ fn clone_without_reflinks_shows_moving_progress_and_cancel_leaves_nothing() {
         "qs.click(qs.$('#jobs .qs-job-cancel'))",
         "the Cancel button",
     );
+    w.block_on(w.h().wait_for_log("job cancelled"));
+    frozen.thaw();
     let message = w.expect(
         "qs.$$('[data-message]').map(m => m.textContent).find(t => t.includes('cancelled'))",
         "the page says the clone was cancelled",
@@ -712,6 +717,7 @@ fn seed_volumes(state_dir: &std::path::Path, pool: &str, pool_dir: &std::path::P
             revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         state.apply(Change::Put(config));
     }

@@ -157,6 +157,8 @@ pub enum PoolCommand {
         #[arg(allow_negative_numbers = true)]
         value: String,
     },
+    /// Show what a Remove of each volume gives back, and what it shares with others
+    Space { pool: String },
 }
 
 #[derive(Debug, Args)]
@@ -206,7 +208,7 @@ pub enum VolumeCommand {
     /// Start a volume and print the block device path for the VM
     Start(VolumeRef),
     /// Stop a volume (committing its changes when it is save-on-stop)
-    Stop(VolumeRef),
+    Stop(StopArgs),
     /// Check that a volume's files are in place
     Verify(VolumeRef),
     /// Go back to a revision (the newest when none is given)
@@ -233,8 +235,40 @@ pub enum VolumeCommand {
     Export(ExportArgs),
     /// Copy a volume's content into another existing volume, in any pool
     Clone(CloneArgs),
-    /// List a volume's revisions
+    /// List a volume's revisions with their descriptions and pins
     Revisions(VolumeRef),
+    /// Describe a revision, the newest unless --revision (an empty TEXT removes the
+    /// description)
+    Describe {
+        #[command(flatten)]
+        volume: VolumeRef,
+        /// One line, at most 256 characters
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+        /// Revision id, as listed by `volume revisions`
+        #[arg(long, value_name = "ID")]
+        revision: Option<String>,
+    },
+    /// Pin a revision (the newest when none is given): it is never pruned and stays
+    /// when reverted to
+    Pin {
+        #[command(flatten)]
+        volume: VolumeRef,
+        /// Revision id, as listed by `volume revisions`
+        revision: Option<String>,
+    },
+    /// Unpin a revision (the newest when none is given): it counts against
+    /// revisions-to-keep again
+    Unpin {
+        #[command(flatten)]
+        volume: VolumeRef,
+        /// Revision id, as listed by `volume revisions`
+        revision: Option<String>,
+    },
+    /// Show the bytes each file of a volume holds alone and shares with others
+    Space(VolumeRef),
+    /// Show (or apply to a copy) what changed since a revision
+    Delta(DeltaArgs),
     /// Change a volume property
     Set {
         #[command(flatten)]
@@ -247,6 +281,42 @@ pub enum VolumeCommand {
     /// Remove a volume and its files; refused while it is started
     #[command(visible_alias = "rm")]
     Remove(VolumeRef),
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub volume: VolumeRef,
+    /// Describe the revision this stop keeps (the image as it was before the session)
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub describe: Option<String>,
+    /// Pin the revision this stop keeps
+    #[arg(long)]
+    pub pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeltaArgs {
+    #[command(flatten)]
+    pub volume: VolumeRef,
+    /// The revision to compare with (the newest when none is given)
+    pub revision: Option<String>,
+    /// Unit of the ranges, a power of two from 1 byte to 1M (default 4K)
+    #[arg(long, value_name = "SIZE", value_parser = parse_granularity)]
+    pub granularity: Option<u64>,
+    /// Bring FILE, a copy of the revision, up to the committed image: truncate it to
+    /// the image's size and write the changed ranges into it
+    #[arg(long, value_name = "FILE")]
+    pub apply_to: Option<PathBuf>,
+}
+
+/// A granularity: a size with units, a power of two up to 1 MiB.
+fn parse_granularity(text: &str) -> Result<u64, String> {
+    let bytes = crate::size::parse_size(text)?;
+    if !bytes.is_power_of_two() || bytes > 1 << 20 {
+        return Err(format!("{text:?} is not a power of two from 1 byte to 1M"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]
@@ -359,15 +429,17 @@ impl Command {
     /// Whether the command calls something polkit guards (so a password may be asked).
     pub fn needs_authorization(&self) -> bool {
         match self {
-            Command::Pool(command) => {
-                !matches!(command, PoolCommand::List | PoolCommand::Info { .. })
-            }
+            Command::Pool(command) => !matches!(
+                command,
+                PoolCommand::List | PoolCommand::Info { .. } | PoolCommand::Space { .. }
+            ),
             Command::Volume(command) => !matches!(
                 command,
                 VolumeCommand::List { .. }
                     | VolumeCommand::Info(_)
                     | VolumeCommand::Verify(_)
                     | VolumeCommand::Revisions(_)
+                    | VolumeCommand::Space(_)
             ),
             Command::Monitor(_)
             | Command::Status
@@ -511,6 +583,41 @@ mod tests {
         assert!(!needs(&["volume", "list"]));
         assert!(!needs(&["pool", "info", "p"]));
         assert!(!needs(&["monitor"]));
+        assert!(!needs(&["volume", "space", "p", "appvms/a/b"]));
+        assert!(!needs(&["pool", "space", "p"]));
+        assert!(needs(&["volume", "pin", "p", "appvms/a/b", "3"]));
+        assert!(needs(&["volume", "delta", "p", "appvms/a/b"]));
+    }
+
+    #[test]
+    fn a_stop_can_describe_and_pin_what_it_keeps() {
+        let cli = parse(&[
+            "volume",
+            "stop",
+            "p",
+            "appvms/a/b",
+            "--describe",
+            "-rc1 test",
+            "--pin",
+        ])
+        .unwrap();
+        let Command::Volume(VolumeCommand::Stop(stop)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(stop.describe.as_deref(), Some("-rc1 test"));
+        assert!(stop.pin);
+    }
+
+    #[test]
+    fn a_granularity_is_a_power_of_two_up_to_a_mebibyte() {
+        let delta = |g: &str| parse(&["volume", "delta", "p", "appvms/a/b", "--granularity", g]);
+        let Command::Volume(VolumeCommand::Delta(args)) = delta("64K").unwrap().command else {
+            panic!()
+        };
+        assert_eq!(args.granularity, Some(64 << 10));
+        for bad in ["3000", "2M", "0"] {
+            assert_eq!(delta(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

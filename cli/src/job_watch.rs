@@ -201,6 +201,16 @@ impl JobWatch {
         }
     }
 
+    /// The call replied. The service sends a job's last progress and `Completed`
+    /// before the reply, so they are queued by now: they are taken in before the bar
+    /// ends, which then shows the final figures.
+    fn call_ended(&mut self, success: bool) {
+        for message in signals::queued(&mut self.signals) {
+            self.handle(&message);
+        }
+        self.end(success);
+    }
+
     /// Asks the service to cancel the adopted job; a job that already ended is fine.
     async fn cancel(&self, client: &Client) -> bool {
         let Some(path) = self.job_path() else {
@@ -232,7 +242,7 @@ pub async fn run_following_job<T>(
         }
         tokio::select! {
             result = &mut call => {
-                watch.end(result.is_ok());
+                watch.call_ended(result.is_ok());
                 return result;
             }
             () = interrupt.requested(), if !interrupt.is_requested() => {}
@@ -342,6 +352,21 @@ mod tests {
             watch.next_label(),
             ("commit p:v (no reflinks: extra copy)".to_owned(), true)
         );
+    }
+
+    #[test]
+    fn the_signals_queued_before_the_reply_end_the_bar_with_the_final_progress() {
+        let mut watch = watch_for("/v/dst");
+        let queued = vec![
+            job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0),
+            bytes_done_changed("/org/qubes/Storage/jobs/2", 100),
+            job_completed("/org/qubes/Storage/jobs/2"),
+        ];
+        watch.signals = Box::pin(futures_util::stream::iter(queued));
+        watch.call_ended(true);
+        let job = watch.job.as_ref().expect("the job was adopted");
+        assert!(job.ended);
+        assert_eq!(job.bar.position(), 100);
     }
 
     #[test]

@@ -51,11 +51,18 @@ impl PoolInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Revision {
     pub id: String,
     /// Unix seconds.
     pub timestamp: i64,
+    /// The sub-second part of the timestamp.
+    pub nanos: u32,
+    /// `""` for none.
+    pub description: String,
+    pub pinned: bool,
+    /// Bytes only this revision holds, as last measured; `None` when not measured.
+    pub exclusive: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,12 +148,38 @@ impl VolumeInfo {
     }
 }
 
+/// The revisions, with their details when the service has `RevisionDetails`.
 fn revisions_of(props: &Props<'_>) -> Vec<Revision> {
+    let details = props.revision_details("RevisionDetails");
     props
         .revisions("Revisions")
         .into_iter()
-        .map(|(id, timestamp)| Revision { id, timestamp })
+        .map(|(id, timestamp)| {
+            let detail = details
+                .iter()
+                .find(|d| d.id == id && d.timestamp == timestamp);
+            Revision {
+                nanos: detail.map_or(0, |d| d.nanos),
+                description: detail.map(|d| d.description.clone()).unwrap_or_default(),
+                pinned: detail.is_some_and(|d| d.pinned),
+                exclusive: detail.and_then(|d| u64::try_from(d.exclusive).ok()),
+                id,
+                timestamp,
+            }
+        })
         .collect()
+}
+
+impl Revision {
+    /// The revision as a sentence names it: `revision 3 (2024-01-01T12:00:00Z, "before
+    /// the upgrade")`.
+    pub fn label(&self) -> String {
+        let time = crate::output::iso_utc(self.timestamp);
+        match self.description.as_str() {
+            "" => format!("revision {} ({time})", self.id),
+            text => format!("revision {} ({time}, {text:?})", self.id),
+        }
+    }
 }
 
 /// A copy job as the service publishes it.
@@ -217,11 +250,37 @@ mod tests {
             volume.revisions,
             [Revision {
                 id: "3".into(),
-                timestamp: 17
+                timestamp: 17,
+                ..Revision::default()
             }]
         );
         assert_eq!(volume.mode(), "rw,snap");
         assert_eq!(volume.state(), "started");
+    }
+
+    #[test]
+    fn revisions_carry_their_details_when_the_service_has_them() {
+        let mut props = volume_props();
+        let details = vec![("3".to_owned(), 17i64, 5u32, "known good", true, 4096i64)];
+        props.insert(
+            "RevisionDetails".into(),
+            crate::props::tests::owned(Variant::from(details)),
+        );
+        let volume = VolumeInfo::from_properties(&paths::volume_path("p", "appvms/a/b"), &props);
+        let revision = &volume.revisions[0];
+        assert_eq!(
+            (
+                revision.nanos,
+                revision.description.as_str(),
+                revision.pinned,
+                revision.exclusive
+            ),
+            (5, "known good", true, Some(4096))
+        );
+        assert_eq!(
+            revision.label(),
+            "revision 3 (1970-01-01T00:00:17Z, \"known good\")"
+        );
     }
 
     #[test]

@@ -96,6 +96,47 @@ impl Props<'_> {
     }
 }
 
+/// One entry of `RevisionDetails` (`a(sxusbx)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionEntry {
+    pub id: String,
+    pub timestamp: i64,
+    pub nanos: u32,
+    pub description: String,
+    pub pinned: bool,
+    /// -1: not measured.
+    pub exclusive: i64,
+}
+
+impl Props<'_> {
+    /// The `RevisionDetails` property (empty when the service has none: an older one).
+    pub fn revision_details(&self, name: &str) -> Vec<RevisionEntry> {
+        let Some(Variant::Array(array)) = self.get(name) else {
+            return Vec::new();
+        };
+        array.inner().iter().filter_map(revision_entry_of).collect()
+    }
+}
+
+fn revision_entry_of(variant: &Variant<'_>) -> Option<RevisionEntry> {
+    let Variant::Structure(fields) = variant else {
+        return None;
+    };
+    match fields.fields() {
+        [Variant::Str(id), Variant::I64(timestamp), Variant::U32(nanos), Variant::Str(description), Variant::Bool(pinned), Variant::I64(exclusive)] => {
+            Some(RevisionEntry {
+                id: id.as_str().to_owned(),
+                timestamp: *timestamp,
+                nanos: *nanos,
+                description: description.as_str().to_owned(),
+                pinned: *pinned,
+                exclusive: *exclusive,
+            })
+        }
+        _ => None,
+    }
+}
+
 fn text_of(variant: &Variant<'_>) -> Option<String> {
     match unwrap_variant(variant) {
         Variant::Str(text) => Some(text.as_str().to_owned()),

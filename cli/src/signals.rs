@@ -7,11 +7,14 @@
 //! `InterfacesAdded`/`InterfacesRemoved` on `/org/qubes/Storage`, Job signals below
 //! `/org/qubes/Storage/jobs`, and the bus's `NameOwnerChanged` for the service name.
 //! Every rule names the sender, so nobody else can fake the service's signals.
+//! The merged stream yields the messages in the order they were received.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::FutureExt;
 use zbus::message::Type;
 use zbus::{MatchRule, Message, MessageStream, OwnedObjectPath, Structure};
 
@@ -94,7 +97,59 @@ pub async fn subscribe(
         streams.push(MessageStream::for_match_rule(rule, connection, None).await?);
     }
     let merged = stream::select_all(streams).filter_map(|message| async move { message.ok() });
-    Ok(Box::pin(merged))
+    Ok(Box::pin(InOrder {
+        inner: Box::pin(merged),
+        ready: VecDeque::new(),
+    }))
+}
+
+/// The messages of several match-rule streams in the order this connection received
+/// them, which is the order the service sent them. Merging alone does not keep it: a
+/// job's `Completed` (one rule) could come out before its last `PropertiesChanged`
+/// (another rule). So each time, everything already queued is taken in and sorted by
+/// receive position. That is complete: the connection hands a message to its stream
+/// before it reads the next one, so anything not yet queued arrived later.
+struct InOrder {
+    inner: SignalStream,
+    ready: VecDeque<Message>,
+}
+
+impl Stream for InOrder {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.ready.is_empty() {
+            let mut taken = Vec::new();
+            let mut ended = false;
+            while let Poll::Ready(next) = self.inner.as_mut().poll_next(cx) {
+                match next {
+                    Some(message) => taken.push(message),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            taken.sort_by_key(Message::recv_position);
+            self.ready.extend(taken);
+            if ended && self.ready.is_empty() {
+                return Poll::Ready(None);
+            }
+        }
+        match self.ready.pop_front() {
+            Some(message) => Poll::Ready(Some(message)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The messages already queued on `stream`, in order, without waiting for more.
+pub fn queued(stream: &mut SignalStream) -> Vec<Message> {
+    let mut messages = Vec::new();
+    while let Some(Some(message)) = stream.next().now_or_never() {
+        messages.push(message);
+    }
+    messages
 }
 
 /// The body of `InterfacesAdded`: the object and its interfaces' properties.

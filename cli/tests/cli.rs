@@ -163,7 +163,7 @@ fn stop_adds_a_revision_listed_with_an_iso_timestamp() {
     assert!(time.ends_with('Z') && time.contains('T'), "{time}");
     let table = world.cli(&["volume", "revisions", "p1", VID]).ok().stdout;
     assert!(
-        table.starts_with("REVISION  TIMESTAMP\n") && table.contains(time),
+        table.starts_with("REVISION  TIMESTAMP ") && table.contains(time),
         "{table}"
     );
 }
@@ -417,7 +417,7 @@ fn write_dense_file(path: &Path, size: u64) {
 fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
     let mut world = World::start();
     world.pool("src", FsType::Btrfs, 1024 * MIB);
-    world.pool("dst", FsType::Ext4, 1024 * MIB);
+    let dst = world.pool("dst", FsType::Ext4, 1024 * MIB);
     origin(&world, "src", VID, "512M");
     origin(&world, "dst", VID, "1M");
     let image = world.scratch().join("in.img");
@@ -432,7 +432,13 @@ fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
     expect_line(&stderr, |line| {
         line.starts_with("clone src:appvms/work/private")
     });
+    // The copy is held where it is until the cancel has reached the service.
+    let frozen = Frozen::new(&dst);
     kill(Pid::from_raw(clone.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    wait_until("the service cancelled the job", || {
+        world.log().contains("job cancelled")
+    });
+    frozen.thaw();
     let status = wait_child(&mut clone.0).expect("the clone did not end in time");
     let rest: Vec<String> = stderr.try_iter().collect();
 

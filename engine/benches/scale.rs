@@ -232,6 +232,7 @@ fn config(vid: &str, kind: usize) -> VolumeConfig {
         revisions_to_keep: RevisionsToKeep::DEFAULT,
         ephemeral: None,
         committed_image_shared: false,
+        revision_notes: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::event::{Event, EventKind};
 use crate::model::VolumeRef;
@@ -70,6 +71,9 @@ pub struct OpCtx {
     /// The caller holds every privilege the service has (the bus layer sets it for uid
     /// 0): it may end another caller's import.
     privileged: bool,
+    /// How long the operation waits for the volume's lock before it is `Busy`
+    /// (`None`: as long as the operation holding it runs).
+    patience: Option<Duration>,
 }
 
 impl OpCtx {
@@ -87,12 +91,24 @@ impl OpCtx {
             subject: Mutex::new(None),
             caller: None,
             privileged: false,
+            patience: None,
         }
     }
 
     /// A context with no progress reporting and no cancellation (tests, internal use).
     pub fn quiet(operation: impl Into<String>) -> Self {
         Self::new(operation, Arc::new(NoProgress), CancelToken::new())
+    }
+
+    /// The same context, for an operation that waits at most `patience` for another
+    /// operation on its volume, then is `Busy`.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = Some(patience);
+        self
+    }
+
+    pub fn patience(&self) -> Option<Duration> {
+        self.patience
     }
 
     /// The same context, on behalf of `caller`.

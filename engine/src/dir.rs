@@ -84,6 +84,11 @@ impl Entry {
     pub fn mtime(&self) -> (i64, i64) {
         (self.stat.st_mtime, self.stat.st_mtime_nsec as i64)
     }
+    /// How many names the inode has (hard links).
+    #[allow(clippy::useless_conversion)] // nlink_t is u32 on some architectures
+    pub fn links(&self) -> u64 {
+        u64::from(self.stat.st_nlink)
+    }
     /// The same inode as `other`.
     pub fn same_inode(&self, other: &Entry) -> bool {
         (self.stat.st_dev, self.stat.st_ino) == (other.stat.st_dev, other.stat.st_ino)

@@ -5,13 +5,37 @@ use crate::names::{PoolName, Vid};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    Started { block_device_path: String },
-    Stopped { committed: bool },
-    RevisionAdded { id: u64, timestamp: i64 },
-    RevisionPruned { id: u64, timestamp: i64 },
-    Reverted { id: u64 },
-    Resized { old_size: u64, new_size: u64 },
-    Imported { success: bool },
+    Started {
+        block_device_path: String,
+    },
+    Stopped {
+        committed: bool,
+    },
+    RevisionAdded {
+        id: u64,
+        timestamp: i64,
+    },
+    RevisionPruned {
+        id: u64,
+        timestamp: i64,
+    },
+    Reverted {
+        id: u64,
+    },
+    /// A revision's description or pin changed (not its existence: RevisionAdded and
+    /// RevisionPruned say that).
+    RevisionDetailsSet {
+        id: u64,
+        description: String,
+        pinned: bool,
+    },
+    Resized {
+        old_size: u64,
+        new_size: u64,
+    },
+    Imported {
+        success: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

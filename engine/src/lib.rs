@@ -10,11 +10,13 @@ pub mod background;
 pub mod barrier;
 pub mod context;
 pub mod copy;
+pub mod delta;
 pub mod dir;
 pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod extent;
 pub mod failpoint;
 pub mod fsync_fault;
 pub mod instance;
@@ -22,23 +24,29 @@ pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod loopdev;
+pub mod meter;
 pub mod model;
 pub mod names;
+pub mod note;
 pub mod pool;
 pub mod precache;
 pub mod registry;
 pub mod revision;
+pub mod space;
 pub mod store;
 pub mod sys;
 pub mod volume;
 pub mod writeback;
 
 pub use context::{CancelToken, NoProgress, OpCtx, ProgressSink};
+pub use delta::{Delta, Granularity};
 pub use engine::{Engine, PoolSpec};
 pub use error::{EngineError, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use model::{
-    PoolConfig, PoolInfo, Revision, VolumeConfig, VolumeInfo, VolumeKind, VolumeRef, VolumeSpec,
-    DRIVER,
+    PoolConfig, PoolInfo, Revision, RevisionDetails, VolumeConfig, VolumeInfo, VolumeKind,
+    VolumeRef, VolumeSpec, DRIVER,
 };
 pub use names::{quote, ImageSize, PoolName, RevisionsToKeep, Vid, VmClass};
+pub use note::{Description, NoteChange, RevisionNotes};
+pub use space::{FileSpace, ImageRole, ImageSpace, VolumeSpace};

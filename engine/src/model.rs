@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{PoolName, RevisionsToKeep, Vid};
+use crate::note::RevisionNotes;
 
 pub const DRIVER: &str = "file-reflink";
 
@@ -52,6 +53,10 @@ pub struct VolumeConfig {
     /// export never changes afterwards). Cleared by that start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub committed_image_shared: bool,
+    /// Descriptions and pins of its revisions ([`crate::note`]); absent from the state
+    /// files when there are none, as in earlier versions.
+    #[serde(default, skip_serializing_if = "RevisionNotes::is_empty")]
+    pub revision_notes: RevisionNotes,
 }
 
 /// What `CreateVolume` asks for, before defaults are applied.
@@ -119,6 +124,24 @@ pub struct Revision {
     pub timestamp: i64,
 }
 
+/// One revision as people see it: its timestamp to the nanosecond, its note, and the
+/// bytes only it holds as last measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionDetails {
+    pub revision: Revision,
+    /// The nanoseconds of the timestamp: the revision file's mtime, which is its
+    /// image's mtime to the nanosecond when its whole seconds match the name's
+    /// timestamp; 0 otherwise (files made by the reference driver or earlier versions,
+    /// whose mtime is the time they were made).
+    pub nanos: u32,
+    pub description: String,
+    pub pinned: bool,
+    /// Bytes only this revision references (what deleting it gives back), as the last
+    /// measurement found them; `None` when it was never measured since the service
+    /// started.
+    pub exclusive: Option<u64>,
+}
+
 /// A volume's live view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -136,6 +159,8 @@ pub struct VolumeInfo {
     pub started: bool,
     /// Ordered by id ascending.
     pub revisions: Vec<Revision>,
+    /// The same revisions, with their details.
+    pub revision_details: Vec<RevisionDetails>,
     pub block_device_path: PathBuf,
 }
 

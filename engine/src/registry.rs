@@ -31,7 +31,8 @@ pub fn check_pool(config: &PoolConfig) -> Result<()> {
 }
 
 /// The rules of one volume's configuration by itself (R§1.3, rev 2 sizes): a source
-/// exactly when snap_on_start, never itself; `ephemeral` only where R§1.3 allows it; a
+/// exactly when snap_on_start, never itself; `ephemeral` only where R§1.3 allows it;
+/// revision notes as [`crate::note::RevisionNotes::check`] accepts them; a
 /// nominal size a file can have. (A nominal size need not be a whole number of sectors:
 /// earlier versions, adopted images and a volatile image resized by hand can give it
 /// any size a file has.)
@@ -50,6 +51,7 @@ pub fn check_volume(config: &VolumeConfig) -> Result<()> {
             config.size
         )));
     }
+    config.revision_notes.check()?;
     validate_ephemeral(config, config.ephemeral).map(|_| ())
 }
 
@@ -382,6 +384,7 @@ mod tests {
             revisions_to_keep: RevisionsToKeep::DEFAULT,
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         }
     }
 

@@ -2,14 +2,18 @@
 //! `<name>.img.<id>@<timestamp>Z`, listed from the directory by exact name match,
 //! ordered by numeric id (deliberate fix 2), with ids that only ever grow while one
 //! revision survives. The timestamp is the clean image's mtime when the revision was
-//! taken (the time the data was last written), whole seconds UTC.
+//! taken (the time the data was last written), whole seconds UTC; the revision keeps
+//! that mtime to the nanosecond (the reference left the time of its copy), which is
+//! where the sub-second part of its timestamp comes from. Pinned revisions
+//! ([`crate::note`]) are never pruned and do not count against `keep`.
 //!
 //! A revision is a **hard link** to the committed image it keeps: a committed image is
 //! never written (it is only ever replaced by the rename of a new inode), so the old
 //! inode itself is the revision — no copy, no data written, on every filesystem
-//! (the reference made a reflink, a byte copy on ext4). Adding and pruning are changes
-//! of the operation's batch ([`DirChanges`]), made durable with its other renames by one
-//! fsync of the directory; a pruned revision is discarded (deleted after the reply).
+//! (the reference made a reflink, a byte copy on ext4), and its mtime is the image's.
+//! Adding and pruning are changes of the operation's batch ([`DirChanges`]), made
+//! durable with its other renames by one fsync of the directory; a pruned revision is
+//! discarded (deleted after the reply).
 
 use tracing::warn;
 
@@ -20,6 +24,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::layout::{match_revision_name, VolumePaths};
 use crate::model::Revision;
+use crate::note::RevisionNotes;
 
 /// The revisions present in the VM directory `dir`, ordered by id ascending. A stray
 /// file that has the shape of a revision name but does not parse is ignored with a
@@ -79,6 +84,28 @@ pub fn find_in(revisions: &[Revision], id: Option<u64>) -> Result<Revision> {
     })
 }
 
+/// The revision [`add`] would make of the current clean image now: the next id and
+/// the clean image's mtime.
+pub fn next(dir: &Dir, paths: &VolumePaths) -> Result<Revision> {
+    next_after(dir, paths, &list_in(dir, paths)?)
+}
+
+/// The next revision of the clean image, after `revisions` (the directory's listing).
+fn next_after(dir: &Dir, paths: &VolumePaths, revisions: &[Revision]) -> Result<Revision> {
+    let clean = dir.regular_entry(&paths.clean_name())?;
+    let timestamp = clean.mtime().0;
+    let id = match revisions.last() {
+        None => 1,
+        Some(last) => last.id.checked_add(1).ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::Failed,
+                format!("revision ids are exhausted (a revision {} exists)", last.id),
+            )
+        })?,
+    };
+    Ok(Revision { id, timestamp })
+}
+
 /// Add a revision of the current clean image (R§3.10) to `changes` — a hard link
 /// named with the next id and the image's mtime — unless `keep` is 0. `revisions` is
 /// the directory's listing, kept up to date. Revisions are made even of an empty
@@ -94,18 +121,8 @@ pub fn add(
         return Ok(None);
     }
     let dir = changes.dir();
-    let clean = dir.regular_entry(&paths.clean_name())?;
-    let timestamp = clean.mtime().0;
-    let id = match revisions.last() {
-        None => 1,
-        Some(last) => last.id.checked_add(1).ok_or_else(|| {
-            EngineError::new(
-                ErrorKind::Failed,
-                format!("revision ids are exhausted (a revision {} exists)", last.id),
-            )
-        })?,
-    };
-    let revision = Revision { id, timestamp };
+    let revision = next_after(dir, paths, revisions)?;
+    let Revision { id, timestamp } = revision;
     changes.link(
         dir,
         &paths.clean_name(),
@@ -116,16 +133,27 @@ pub fn add(
     Ok(Some(revision))
 }
 
-/// Discard all but the newest `keep` of `revisions` (R§3.11) in `changes`.
+/// Discard all but the newest `keep` of `revisions` that are not pinned (R§3.11) in
+/// `changes`; pinned ones stay and are not counted. `revisions` is kept up to date.
 pub fn prune(
     changes: &mut DirChanges<'_>,
     paths: &VolumePaths,
     keep: usize,
     revisions: &mut Vec<Revision>,
+    pins: &RevisionNotes,
     ctx: &OpCtx,
 ) -> Result<Vec<Revision>> {
-    let excess = revisions.len().saturating_sub(keep);
-    let pruned: Vec<Revision> = revisions.drain(..excess).collect();
+    let unpinned = revisions.iter().filter(|r| !pins.is_pinned(r)).count();
+    let mut excess = unpinned.saturating_sub(keep);
+    let mut pruned = Vec::with_capacity(excess);
+    revisions.retain(|r| {
+        if excess > 0 && !pins.is_pinned(r) {
+            excess -= 1;
+            pruned.push(*r);
+            return false;
+        }
+        true
+    });
     for r in &pruned {
         changes.discard(&paths.revision_name(r.id, r.timestamp))?;
         ctx.emit_volume(EventKind::RevisionPruned {

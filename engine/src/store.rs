@@ -503,6 +503,7 @@ mod tests {
             revisions_to_keep: RevisionsToKeep::DEFAULT,
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         }
     }
 

@@ -151,6 +151,11 @@ impl<'a> Volume<'a> {
         self.config.revisions_to_keep.keep()
     }
 
+    /// The revisions that pruning leaves alone ([`crate::note`]).
+    fn pins(&self) -> &crate::note::RevisionNotes {
+        &self.config.revision_notes
+    }
+
     /// The VM directory, if it exists (never through a symlink).
     pub fn vm_dir(&self) -> Result<Option<Dir>> {
         match self.root {
@@ -411,7 +416,7 @@ impl<'a> Volume<'a> {
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
         let mut revisions = revision::list_in(&dir, &self.paths)?;
-        revision::prune(&mut changes, &self.paths, 0, &mut revisions, ctx)?;
+        revision::prune(&mut changes, &self.paths, 0, &mut revisions, self.pins(), ctx)?;
         changes.discard(&self.paths.precache_name())?;
         if !self.config.committed_image_shared {
             changes.rename(&clean, &dirty)?;
@@ -477,7 +482,7 @@ impl<'a> Volume<'a> {
             (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
                 let mut revisions = revision::list_in(changes.dir(), &self.paths)?;
                 revision::add(changes, &self.paths, self.keep(), &mut revisions, ctx)?;
-                revision::prune(changes, &self.paths, self.keep(), &mut revisions, ctx).map(|_| ())
+                revision::prune(changes, &self.paths, self.keep(), &mut revisions, self.pins(), ctx).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -583,7 +588,7 @@ impl<'a> Volume<'a> {
         if dir.exists(&clean) {
             revision::add(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
         }
-        revision::prune(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
+        revision::prune(&mut changes, &self.paths, self.keep(), &mut revisions, self.pins(), ctx)?;
         changes.discard(&self.paths.precache_name())?;
         if let Some(name) = discard {
             changes.discard(name)?;
@@ -611,24 +616,59 @@ impl<'a> Volume<'a> {
         })?;
         let mut revisions = revision::list_in(&dir, &self.paths)?;
         let target = revision::find_in(&revisions, id)?;
+        if self.pins().is_pinned(&target) {
+            return self.revert_keeping(&dir, target, ctx);
+        }
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let clean = self.paths.clean_name();
         let mut changes = self.changes(&dir);
         if dir.exists(&clean) {
-            // As in the reference, the current state survives as a revision unless
-            // revisions_to_keep is 0 — also with snapshots disabled (-1).
-            let keep = if self.config.revisions_to_keep.get() == 0 {
-                0
-            } else {
-                self.keep().max(1)
-            };
-            revision::add(&mut changes, &self.paths, keep, &mut revisions, ctx)?;
+            revision::add(&mut changes, &self.paths, self.revert_keep(), &mut revisions, ctx)?;
         }
         changes.discard(&self.paths.precache_name())?;
         changes.rename(&target_name, &clean)?;
         changes.commit()?;
         ctx.point_of_no_return();
         self.precache_after(&dir, ctx);
+        ctx.emit_volume(EventKind::Reverted { id: target.id });
+        Ok(target)
+    }
+
+    /// What a revert keeps of the current state: as in the reference, it survives as a
+    /// revision unless revisions_to_keep is 0 — also with snapshots disabled (-1).
+    fn revert_keep(&self) -> usize {
+        if self.config.revisions_to_keep.get() == 0 {
+            0
+        } else {
+            self.keep().max(1)
+        }
+    }
+
+    /// Revert to a pinned revision, which stays ([`crate::note`]): first a staged copy
+    /// of it with its mtime (a reflink where the pool can) — the one step a cancel can
+    /// stop, and it replaces nothing until it is complete (a crash leaves a temp file
+    /// the sweep removes) — then, in one batch, the current image is kept as a revision
+    /// and the copy put in its place. A link would not do: the committed image must
+    /// never share its inode with a revision, since a start with snapshots disabled
+    /// hands that inode to the VM.
+    fn revert_keeping(&self, dir: &Dir, target: Revision, ctx: &OpCtx) -> Result<Revision> {
+        let clean = self.paths.clean_name();
+        let opts = CopyOptions {
+            dst_size: None,
+            copy_mtime: true,
+        };
+        let target_name = self.paths.revision_name(target.id, target.timestamp);
+        let (staged, _) = copy::stage_at(dir, &target_name, dir, &clean, opts, ctx)?;
+        ctx.point_of_no_return();
+        let mut revisions = revision::list_in(dir, &self.paths)?;
+        let mut changes = self.changes(dir);
+        if dir.exists(&clean) {
+            revision::add(&mut changes, &self.paths, self.revert_keep(), &mut revisions, ctx)?;
+        }
+        changes.discard(&self.paths.precache_name())?;
+        changes.place(staged)?;
+        changes.commit()?;
+        self.precache_after(dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }

@@ -12,6 +12,8 @@
 //!   parses to itself (also through serde, as the state files store it);
 //! * a refusal is `InvalidArgument` with a message of bounded length, however long the
 //!   input (a megabyte-long name included);
+//! * revision notes (descriptions and pins) are accepted exactly when ordered by id,
+//!   each saying something with a description of one line of at most 256 characters;
 //! * the loader, fed valid state directories with random damage (flipped bytes, cut
 //!   files, values swapped for hostile ones, well-checksummed journal lines of random
 //!   changes, renamed files), either refuses with an error naming a state file, or
@@ -27,7 +29,8 @@ use std::path::{Path, PathBuf};
 use qubes_storage_engine::journal::frame;
 use qubes_storage_engine::registry::{check_pool, check_volume};
 use qubes_storage_engine::{
-    Engine, ErrorKind, ImageSize, PoolName, RevisionsToKeep, Vid, VolumeConfig, VolumeRef,
+    Engine, ErrorKind, ImageSize, PoolName, RevisionNotes, RevisionsToKeep, Vid, VolumeConfig,
+    VolumeRef,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -320,7 +323,39 @@ fn config(rng: &mut StdRng, vids: &[Vid]) -> VolumeConfig {
         revisions_to_keep: RevisionsToKeep::new(rng.random_range(-1..4)).unwrap(),
         ephemeral: [None, Some(false), Some(true)][rng.random_range(0..3)],
         committed_image_shared: rng.random(),
+        revision_notes: notes(rng),
     }
+}
+
+/// Random revision notes as a state file could hold them: ids in any order (repeats
+/// too), descriptions fine, too long or with control characters, notes saying nothing.
+fn notes(rng: &mut StdRng) -> RevisionNotes {
+    let descriptions = ["", "known good", "a\nb", "\u{7}", "é"];
+    let entries: Vec<serde_json::Value> = (0..rng.random_range(0..4))
+        .map(|_| {
+            let description = match rng.random_range(0..6) {
+                5 => "x".repeat(257),
+                i => descriptions[i].to_owned(),
+            };
+            serde_json::json!({
+                "id": rng.random_range(1..5u64),
+                "timestamp": rng.random_range(0..3i64),
+                "description": description,
+                "pinned": rng.random_bool(0.5),
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::Value::Array(entries)).unwrap()
+}
+
+fn oracle_notes(notes: &RevisionNotes) -> bool {
+    let ids: Vec<u64> = notes.iter().map(|n| n.id).collect();
+    ids.windows(2).all(|w| w[0] < w[1])
+        && notes.iter().all(|n| {
+            (n.pinned || !n.description.is_empty())
+                && n.description.chars().count() <= 256
+                && !n.description.chars().any(char::is_control)
+        })
 }
 
 fn oracle_config(c: &VolumeConfig) -> bool {
@@ -328,6 +363,7 @@ fn oracle_config(c: &VolumeConfig) -> bool {
         && c.source.as_ref() != Some(&c.vid)
         && c.size < 1 << 63
         && (c.ephemeral != Some(true) || (!c.snap_on_start && !c.save_on_stop && c.rw))
+        && oracle_notes(&c.revision_notes)
 }
 
 fn some_vids() -> Vec<Vid> {
@@ -413,6 +449,7 @@ fn config_for(rng: &mut StdRng, vid: &Vid) -> VolumeConfig {
         revisions_to_keep: RevisionsToKeep::new(rng.random_range(-1..4)).unwrap(),
         ephemeral: None,
         committed_image_shared: false,
+        revision_notes: Default::default(),
     }
 }
 

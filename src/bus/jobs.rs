@@ -5,7 +5,8 @@
 //! method's reply and its Jobs' `Completed` always agree (a Cancel after the copy that
 //! changes nothing leaves both successful) — and `Cancel` tripping the operation's
 //! cancel token (the engine then removes its partial files and the method fails with
-//! `Cancelled`).
+//! `Cancelled`). Once the operation passes its point of no return (the engine's
+//! `ProgressSink::committed`), every Job announces `Cancelable` false.
 //!
 //! The engine reports progress through [`ProgressSink`] from the blocking thread that
 //! runs the operation. Nothing here makes that thread wait: a new Job is queued for the
@@ -139,6 +140,16 @@ impl ProgressSink for JobSink {
     fn copy_finished(&self, _success: bool) {
         self.stop_tickers();
         if let Some(running) = self.jobs().last() {
+            let job = Arc::clone(&running.job);
+            self.outbox
+                .send(Item::Job(Arc::clone(&job), job.progress_now()));
+        }
+    }
+
+    /// Past the point of no return a Cancel changes nothing: every Job says so.
+    fn committed(&self) {
+        for running in self.jobs().iter() {
+            running.job.commit();
             let job = Arc::clone(&running.job);
             self.outbox
                 .send(Item::Job(Arc::clone(&job), job.progress_now()));

@@ -30,7 +30,14 @@ const CREATE_POOL_KEYS: [&str; 4] = [
 ];
 
 /// The capability words clients can probe.
-pub const FEATURES: [&str; 3] = ["jobs", "fd-import", "fd-export"];
+pub const FEATURES: [&str; 6] = [
+    "jobs",
+    "fd-import",
+    "fd-export",
+    "revision-details",
+    "measure-space",
+    "export-delta",
+];
 
 /// The Manager's properties (all constant).
 pub fn entries() -> Vec<Entry<'static>> {

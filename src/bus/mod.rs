@@ -8,8 +8,9 @@
 //!
 //! - `daemon` — start-up and shutdown;
 //! - `dispatch` — routes each call to its handler;
-//! - handlers: `manager`, `pool`, `volume`, `job`, `properties` (+ `setters`),
-//!   `object_manager`, `standard`; and `departures` (callers leaving the bus);
+//! - handlers: `manager`, `pool`, `volume` (+ `revisions`, `space`), `job`,
+//!   `properties` (+ `setters`), `object_manager`, `standard`; and `departures`
+//!   (callers leaving the bus);
 //! - `pipeline` — authorize → gate → engine → refresh → signals, for every change;
 //! - `jobs`, `refresh`, `live`, `call`, `authz`, `service`;
 //! - `outbox` — the one sender of signals and replies, in order;
@@ -39,9 +40,11 @@ pub mod properties;
 pub mod refresh;
 pub mod registry;
 pub mod reply;
+pub mod revisions;
 pub mod service;
 pub mod setters;
 pub mod signals;
+pub mod space;
 pub mod standard;
 pub mod values;
 pub mod volume;

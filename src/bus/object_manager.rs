@@ -20,11 +20,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use qubes_storage_engine::Engine;
+use qubes_storage_engine::{Engine, VolumeRef};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use tokio::sync::oneshot;
-use zbus::{OwnedObjectPath, OwnedVariant, Type};
+use zbus::{OwnedObjectPath, OwnedVariant, Type, Variant};
 
 use crate::bus::call::{self, Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
@@ -125,15 +125,19 @@ impl Snapshot {
         }
     }
 
-    /// The live property of the object (read now), if it has one.
-    fn live(&self, engine: &Engine) -> Option<Entry<'static>> {
+    /// The live property of the object (read now), if it has one; volumes' usage comes
+    /// from `usages`, read for their whole pool at once.
+    fn live(&self, engine: &Engine, usages: &Usages) -> Option<Entry<'static>> {
         match self {
             Snapshot::Pool(p, _) => live::pool_usage_details(engine, &p.name)
                 .ok()
                 .map(|v| ("UsageDetails", v)),
-            Snapshot::Volume(v, _) => live::volume_usage(engine, &v.vol)
-                .ok()
-                .map(|u| ("Usage", u)),
+            Snapshot::Volume(v, _) => match usages.get(&v.vol) {
+                Some(usage) => Some(("Usage", Variant::from(*usage))),
+                None => live::volume_usage(engine, &v.vol)
+                    .ok()
+                    .map(|u| ("Usage", u)),
+            },
             Snapshot::Job(..) => None,
         }
     }
@@ -144,17 +148,43 @@ struct ManagedObjects {
     items: Vec<(Snapshot, Option<Entry<'static>>)>,
 }
 
+/// Volumes' `Usage`, by volume.
+type Usages = HashMap<VolumeRef, u64>;
+
 impl ManagedObjects {
     fn read(snapshot: Vec<Snapshot>, engine: &Engine) -> ManagedObjects {
+        let usages = usages_of_pools(&snapshot, engine);
         let items = snapshot
             .into_iter()
             .map(|s| {
-                let live = s.live(engine);
+                let live = s.live(engine, &usages);
                 (s, live)
             })
             .collect();
         ManagedObjects { items }
     }
+}
+
+/// The usage of every volume of the snapshot's pools, one pass over each pool's
+/// directories (`Engine::volume_infos`) instead of a lookup per volume.
+fn usages_of_pools(snapshot: &[Snapshot], engine: &Engine) -> Usages {
+    let mut usages = Usages::new();
+    for pool in snapshot.iter().filter_map(|s| match s {
+        Snapshot::Pool(p, _) => Some(&p.name),
+        _ => None,
+    }) {
+        let Ok(infos) = engine.volume_infos(pool) else {
+            continue;
+        };
+        for info in infos.into_iter().flatten() {
+            let vol = VolumeRef {
+                pool: info.pool,
+                vid: info.config.vid,
+            };
+            usages.insert(vol, info.usage);
+        }
+    }
+    usages
 }
 
 impl Type for ManagedObjects {

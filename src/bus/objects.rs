@@ -7,7 +7,7 @@
 //! `Arc` snapshot, so a reader (GetManagedObjects serialising 10 000 volumes) takes a
 //! reference and lets go of the lock at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -104,6 +104,8 @@ pub struct JobObject {
     started: Instant,
     /// Bytes copied so far, as the engine reports them (from its own thread).
     done: AtomicU64,
+    /// The operation passed its point of no return: Cancel changes nothing any more.
+    committed: AtomicBool,
     announced: Mutex<JobProgress>,
 }
 
@@ -116,6 +118,7 @@ impl JobObject {
             cancel,
             started: Instant::now(),
             done: AtomicU64::new(0),
+            committed: AtomicBool::new(false),
             announced: Mutex::new(JobProgress::default()),
         }
     }
@@ -125,7 +128,13 @@ impl JobObject {
         self.done.store(done, Ordering::Relaxed);
     }
 
-    /// The progress as of now: bytes done, the mean rate since the start, the fraction.
+    /// The operation passed its point of no return (the engine's report).
+    pub fn commit(&self) {
+        self.committed.store(true, Ordering::Relaxed);
+    }
+
+    /// The progress as of now: bytes done, the mean rate since the start, the fraction,
+    /// whether a Cancel can still stop it.
     pub fn progress_now(&self) -> JobProgress {
         let done = self.done.load(Ordering::Relaxed);
         let elapsed_us = self.started.elapsed().as_micros().max(1);
@@ -140,6 +149,7 @@ impl JobObject {
             done,
             rate,
             fraction,
+            cancelable: !self.committed.load(Ordering::Relaxed),
         }
     }
 

@@ -250,4 +250,68 @@ mod tests {
             "{text}"
         );
     }
+
+    /// A seeded fuzz of the option maps callers send: random keys (known, unknown,
+    /// long, odd bytes) with values of every basic type, nested or not. Parsing never
+    /// panics; it accepts exactly the maps of known keys; every refusal is an
+    /// InvalidArgument sentence of bounded length; every typed read of an accepted map
+    /// either gives the value or refuses its type.
+    #[test]
+    fn fuzzed_option_maps_are_parsed_or_refused_in_one_short_sentence() {
+        let known = ["allow_shrink", "size", "dir_path", "revisions_to_keep"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..5000 {
+            let mut map = RawOptions::new();
+            let mut all_known = true;
+            for _ in 0..next() % 4 {
+                let key = match next() % 5 {
+                    0 => known[(next() % 4) as usize].to_owned(),
+                    1 => NO_USER_INTERACTION.to_owned(),
+                    2 => "k".repeat((next() % 5000) as usize),
+                    3 => String::from_utf8_lossy(&next().to_le_bytes()).into_owned(),
+                    _ => format!("x{}", next() % 100),
+                };
+                let is_known = known.contains(&key.as_str()) || key == NO_USER_INTERACTION;
+                let value = match next() % 7 {
+                    0 => Variant::Bool(next() % 2 == 0),
+                    1 => Variant::U64(next()),
+                    2 => Variant::I64(next() as i64),
+                    3 => Variant::I32(next() as i32),
+                    4 => Variant::Str("s".repeat((next() % 300) as usize).into()),
+                    5 => Variant::Variant(Box::new(Variant::U32(next() as u32))),
+                    _ => Variant::F64(1.5),
+                };
+                if map
+                    .insert(key, OwnedVariant::try_from(value).unwrap())
+                    .is_none()
+                {
+                    all_known &= is_known;
+                }
+            }
+            match Options::parse(map, &known, &"volume v in pool p") {
+                Ok(options) => {
+                    assert!(all_known, "an unknown key was accepted");
+                    for key in known.iter().chain([&NO_USER_INTERACTION]) {
+                        let _ = options.bool(key);
+                        let _ = options.string(key);
+                        let _ = options.unsigned(key);
+                        let _ = options.signed(key);
+                    }
+                }
+                Err(err) => {
+                    assert_eq!(
+                        err.kind(),
+                        Some(qubes_storage_engine::ErrorKind::InvalidArgument)
+                    );
+                    assert!(err.message().len() < 600, "{}", err.message().len());
+                }
+            }
+        }
+    }
 }

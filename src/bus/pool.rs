@@ -41,6 +41,7 @@ pub async fn answer(
         "CreateVolume" => create_volume(svc, call, object).await,
         "GetVolume" => get_volume(call, object),
         "ListVolumes" => list_volumes(call, object),
+        "MeasureSpace" => crate::bus::space::measure_pool(svc, call, object).await,
         _ => Err(BusError::standard(
             Standard::UnknownMethod,
             format!("org.qubes.Storage.Pool has no method {}", quote(member)),

@@ -1,8 +1,10 @@
 //! The writable properties: Volume `Rw`, `RevisionsToKeep`, `Ephemeral` (authorized as
 //! `manage-volumes`) and Pool `RevisionsToKeep`, `EphemeralVolatile` (as
-//! `manage-pools`). A write runs through the call pipeline like a method — it waits
-//! its turn behind other calls on the volume instead of failing `Busy` — but never
-//! prompts for a password (contract rev 2). The value's type has been checked against
+//! `manage-pools`). A write runs through the call pipeline like a method but never
+//! prompts for a password (contract rev 2), and never queues behind a long operation:
+//! it waits at most a second for another call on the volume (`WRITE_PATIENCE`) and for
+//! an operation holding the volume in the engine, such as a snapshot's start copying
+//! this template (the engine's `PROPERTY_PATIENCE`), then it is `Busy`. The value's type has been checked against
 //! the introspection by `properties.rs`.
 
 use std::sync::Arc;

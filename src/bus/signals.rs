@@ -68,6 +68,11 @@ pub fn volume_event(event: &Event) -> zbus::Result<Message> {
             signal("RevisionPruned").build(&(id.to_string(), *timestamp))
         }
         EventKind::Reverted { id } => signal("VolumeReverted").build(&(id.to_string(),)),
+        EventKind::RevisionDetailsSet {
+            id,
+            description,
+            pinned,
+        } => signal("RevisionDetailsSet").build(&(id.to_string(), description, *pinned)),
         EventKind::Resized { old_size, new_size } => {
             signal("VolumeResized").build(&(*old_size, *new_size))
         }
@@ -106,6 +111,11 @@ mod tests {
                 timestamp: 2,
             },
             EventKind::Reverted { id: 3 },
+            EventKind::RevisionDetailsSet {
+                id: 3,
+                description: "known good".into(),
+                pinned: true,
+            },
             EventKind::Resized {
                 old_size: 1,
                 new_size: 2,
@@ -124,7 +134,7 @@ mod tests {
                 "{member}"
             );
         }
-        assert_eq!(spec.signals.len(), 7);
+        assert_eq!(spec.signals.len(), 8);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! are read live and never announced (see `live.rs`). The names and types here must
 //! match `dbus/*.xml`; the tests at the bottom check them.
 
-use qubes_storage_engine::{PoolInfo, VolumeInfo, VolumeRef};
+use qubes_storage_engine::{PoolInfo, RevisionDetails, VolumeInfo, VolumeRef};
 use zbus::{ObjectPath, OwnedObjectPath, Variant};
 
 use crate::bus::path;
@@ -34,7 +34,26 @@ pub struct VolumeValues {
     pub is_outdated: bool,
     pub started: bool,
     pub revisions: Vec<(u64, i64)>,
+    pub revision_details: Vec<RevisionEntry>,
     pub block_device_path: String,
+}
+
+/// One entry of `RevisionDetails`: id, seconds, nanoseconds, description, pinned,
+/// exclusive bytes (-1: not measured).
+pub type RevisionEntry = (u64, i64, u32, String, bool, i64);
+
+fn revision_entry(d: &RevisionDetails) -> RevisionEntry {
+    let exclusive = d
+        .exclusive
+        .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
+    (
+        d.revision.id,
+        d.revision.timestamp,
+        d.nanos,
+        d.description.clone(),
+        d.pinned,
+        exclusive,
+    )
 }
 
 impl VolumeValues {
@@ -53,6 +72,7 @@ impl VolumeValues {
             is_outdated: info.is_outdated,
             started: info.started,
             revisions: info.revisions.iter().map(|r| (r.id, r.timestamp)).collect(),
+            revision_details: info.revision_details.iter().map(revision_entry).collect(),
             block_device_path: info.block_device_path.display().to_string(),
         }
     }
@@ -71,6 +91,13 @@ impl VolumeValues {
             .iter()
             .map(|(id, ts)| (id.to_string(), *ts))
             .collect();
+        let details: Vec<(String, i64, u32, &str, bool, i64)> = self
+            .revision_details
+            .iter()
+            .map(|(id, ts, ns, text, pinned, bytes)| {
+                (id.to_string(), *ts, *ns, text.as_str(), *pinned, *bytes)
+            })
+            .collect();
         vec![
             ("Vid", Variant::from(owned_str(vol.vid.to_string()))),
             ("Name", Variant::from(vol.vid.name())),
@@ -87,6 +114,7 @@ impl VolumeValues {
             ("IsOutdated", Variant::from(self.is_outdated)),
             ("Started", Variant::from(self.started)),
             ("Revisions", Variant::from(revisions)),
+            ("RevisionDetails", Variant::from(details)),
             (
                 "BlockDevicePath",
                 Variant::from(self.block_device_path.as_str()),
@@ -137,11 +165,24 @@ impl PoolValues {
 }
 
 /// What a Job announces as its copy advances.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JobProgress {
     pub done: u64,
     pub rate: u64,
     pub fraction: f64,
+    /// False once the operation has passed its point of no return.
+    pub cancelable: bool,
+}
+
+impl Default for JobProgress {
+    fn default() -> JobProgress {
+        JobProgress {
+            done: 0,
+            rate: 0,
+            fraction: 0.0,
+            cancelable: true,
+        }
+    }
 }
 
 impl JobProgress {
@@ -150,6 +191,7 @@ impl JobProgress {
             ("Progress", Variant::from(self.fraction)),
             ("BytesDone", Variant::from(self.done)),
             ("Rate", Variant::from(self.rate)),
+            ("Cancelable", Variant::from(self.cancelable)),
         ]
     }
 }
@@ -172,7 +214,6 @@ impl JobIdentity {
             ("Objects", Variant::from(objects)),
             ("BytesTotal", Variant::from(self.total)),
             ("StartTime", Variant::from(self.start_time_us)),
-            ("Cancelable", Variant::from(true)),
             ("StartedByUID", Variant::from(self.started_by)),
         ]
     }
@@ -198,7 +239,7 @@ mod tests {
     use super::*;
     use crate::bus::interfaces::{interfaces, Emits, JOB, POOL, VOLUME};
     use qubes_storage_engine::{
-        PoolConfig, PoolName, Revision, RevisionsToKeep, Vid, VolumeConfig,
+        PoolConfig, PoolName, Revision, RevisionDetails, RevisionsToKeep, Vid, VolumeConfig,
     };
     use std::path::PathBuf;
 
@@ -216,6 +257,7 @@ mod tests {
                 revisions_to_keep: RevisionsToKeep::DEFAULT,
                 ephemeral: None,
                 committed_image_shared: false,
+                revision_notes: Default::default(),
             },
             size: 10,
             usage: 0,
@@ -227,6 +269,16 @@ mod tests {
             revisions: vec![Revision {
                 id: 2,
                 timestamp: 100,
+            }],
+            revision_details: vec![RevisionDetails {
+                revision: Revision {
+                    id: 2,
+                    timestamp: 100,
+                },
+                nanos: 5,
+                description: "before".into(),
+                pinned: true,
+                exclusive: None,
             }],
             block_device_path: PathBuf::from("/p/appvms/work/root-dirty.img"),
         }
@@ -328,6 +380,8 @@ mod tests {
             )
         );
         assert_eq!(get("Name"), Variant::from("root"));
+        let details = vec![("2".to_owned(), 100i64, 5u32, "before", true, -1i64)];
+        assert_eq!(get("RevisionDetails"), Variant::from(details));
     }
 
     #[test]

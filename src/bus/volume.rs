@@ -1,11 +1,13 @@
 //! `org.qubes.Storage.Volume`: the methods of one volume at
 //! `/org/qubes/Storage/pools/<P>/volumes/<V>`. Each checks its arguments, names the
 //! permissions it needs and hands the engine call to the pipeline (`pipeline.rs`);
-//! `Verify` is a read and needs none.
+//! `Verify` is a read and needs none. The members of issue 13 live in `revisions.rs`
+//! (SetRevisionDetails, ExportDelta, Stop's revision options) and `space.rs`
+//! (MeasureSpace).
 
 use std::sync::Arc;
 
-use qubes_storage_engine::{EngineError, VolumeRef};
+use qubes_storage_engine::VolumeRef;
 use zbus::OwnedObjectPath;
 
 use crate::auth::Action;
@@ -16,7 +18,9 @@ use crate::bus::objects::VolumeObject;
 use crate::bus::options::{Options, RawOptions};
 use crate::bus::path;
 use crate::bus::pipeline::{Afterwards, Change};
+use crate::bus::revisions::{self, parse_revision};
 use crate::bus::service::Service;
+use crate::bus::space;
 
 /// Answers a call of `member` on a volume.
 pub async fn answer(
@@ -37,6 +41,9 @@ pub async fn answer(
         "ImportData" => volume.import_data().await,
         "ImportDataEnd" => volume.import_data_end().await,
         "ImportVolume" => volume.import_volume().await,
+        "SetRevisionDetails" => revisions::set_details(svc, call, object).await,
+        "MeasureSpace" => space::measure_volume(svc, call, object).await,
+        "ExportDelta" => revisions::export_delta(svc, call, object).await,
         _ => Err(BusError::standard(
             Standard::UnknownMethod,
             format!("org.qubes.Storage.Volume has no method {}", quote(member)),
@@ -82,14 +89,18 @@ impl VolumeCall<'_> {
         self.call.reply(&(path.display().to_string(),))
     }
 
+    /// Stop; with `revision_description` or `revision_pinned`, the revision the
+    /// commit keeps gets those details.
     async fn stop(&self) -> BusResult<Answer> {
         let (raw,): (RawOptions,) = self.call.args()?;
-        let options = self.options(raw, &[])?;
+        let options = self.options(raw, &revisions::STOP_KEYS)?;
+        let note = revisions::stop_note(&options, &self.object.vol)?;
         let vol = self.vol();
         let change = self.change(Action::RunVolumes, &options);
         self.svc
-            .change_volume(self.call, self.object, change, move |e, ctx| {
-                e.stop(&vol, ctx)
+            .change_volume(self.call, self.object, change, move |e, ctx| match &note {
+                Some(note) => e.stop_keeping(&vol, note, ctx),
+                None => e.stop(&vol, ctx),
             })
             .await?;
         self.call.done()
@@ -229,51 +240,5 @@ impl VolumeCall<'_> {
             })
             .await?;
         self.call.done()
-    }
-}
-
-/// A revision argument: `""` is the highest id; otherwise a revision id exactly as
-/// `Revisions` lists it (decimal digits, no sign, no leading zero). Anything else names
-/// no revision: `NotFound`, like an unknown id (fix 7).
-fn parse_revision(text: &str, vol: &VolumeRef) -> BusResult<Option<u64>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let canonical = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
-    match text.parse() {
-        Ok(id) if canonical => Ok(Some(id)),
-        _ => Err(EngineError::not_found(format!(
-            "has no revision {} (revision ids are decimal numbers)",
-            quote(text)
-        ))
-        .on(vol)
-        .into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use qubes_storage_engine::{PoolName, Vid};
-
-    fn vol() -> VolumeRef {
-        VolumeRef {
-            pool: PoolName::parse("p").unwrap(),
-            vid: Vid::parse("appvms/a/private").unwrap(),
-        }
-    }
-
-    #[test]
-    fn empty_revision_is_the_latest() {
-        assert_eq!(parse_revision("", &vol()).unwrap(), None);
-        assert_eq!(parse_revision("12", &vol()).unwrap(), Some(12));
-    }
-
-    #[test]
-    fn non_canonical_revisions_are_not_found() {
-        for bad in ["012", "-1", "1e3", " 1", "x"] {
-            let err = parse_revision(bad, &vol()).unwrap_err();
-            assert_eq!(err.name(), "org.qubes.Storage.Error.NotFound", "{bad}");
-        }
     }
 }

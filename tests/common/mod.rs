@@ -357,6 +357,20 @@ impl Harness {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Returns once the daemon's log holds `line` (a fact the daemon logs only after it
+    /// happened, such as a cancelled job); panics after the deadline.
+    pub async fn wait_for_log(&self, line: &str) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !self.log().contains(line) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never logged {line:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "the daemon runs already");
         if self.service_signals.is_none() {

@@ -8,9 +8,11 @@
 //! through the bus and waits until the marker comes back.
 //!
 //! `Usage` and `UsageDetails` are live (EmitsChangedSignal=false) and left out of the
-//! comparison. Every entry of GetManagedObjects must carry at least one interface (the
-//! specification's ObjectManager lists objects with their interfaces, not the bare
-//! parent nodes such as `/org/qubes/Storage/pools`); [`managed_objects`] asserts it.
+//! comparison. The Volume domain signals are replayed too, for the revisions' details
+//! ([`assert_revision_details_follow_the_signals`]). Every entry of GetManagedObjects
+//! must carry at least one interface (the specification's ObjectManager lists objects
+//! with their interfaces, not the bare parent nodes such as `/org/qubes/Storage/pools`);
+//! [`managed_objects`] asserts it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -271,4 +273,172 @@ pub fn assert_replay_matches(first: &Objects, signals: &[Message], last: &Object
             "object {path}: the replayed signals (left) disagree with GetManagedObjects (right)"
         );
     }
+}
+
+const VOLUME_IFACE: &str = "org.qubes.Storage.Volume";
+
+/// One entry of `RevisionDetails`: id, seconds, nanoseconds, description, pinned,
+/// exclusive bytes.
+pub type RevisionEntry = (String, i64, u32, String, bool, i64);
+
+/// The `RevisionDetails` of the volume at `path` in `objects`.
+pub fn revision_details(objects: &Objects, path: &str) -> Option<Vec<RevisionEntry>> {
+    let value = objects
+        .get(path)?
+        .get(VOLUME_IFACE)?
+        .get("RevisionDetails")?;
+    Some(Vec::<RevisionEntry>::try_from(value.try_clone().ok()?).expect("RevisionDetails"))
+}
+
+/// Every volume's revision details as the domain signals tell them: id → (description,
+/// pinned).
+type Told = BTreeMap<String, BTreeMap<String, (String, bool)>>;
+
+fn told(details: &[RevisionEntry]) -> BTreeMap<String, (String, bool)> {
+    details
+        .iter()
+        .map(|(id, _, _, text, pinned, _)| (id.clone(), (text.clone(), *pinned)))
+        .collect()
+}
+
+/// Asserts that the Volume domain signals tell the story of every volume's revision
+/// details: starting from `first`, RevisionAdded adds a revision without details,
+/// RevisionPruned removes it, VolumeReverted consumes it unless it is pinned,
+/// RevisionDetailsSet changes the details of one that exists, and objects coming
+/// and going bring and take theirs — which must give `last`. Also checks that every
+/// snapshot's RevisionDetails lists exactly the revisions of `Revisions`.
+#[track_caller]
+pub fn assert_revision_details_follow_the_signals(
+    first: &Objects,
+    signals: &[Message],
+    last: &Objects,
+) {
+    assert_details_list_the_revisions(first);
+    assert_details_list_the_revisions(last);
+    let mut state: Told = first
+        .keys()
+        .filter_map(|path| Some((path.clone(), told(&revision_details(first, path)?))))
+        .collect();
+    let mut problems = Vec::new();
+    for msg in signals {
+        if let Err(problem) = tell(&mut state, msg) {
+            problems.push(problem);
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "revision signals that do not fit: {problems:#?}"
+    );
+    let expected: Told = last
+        .keys()
+        .filter_map(|path| Some((path.clone(), told(&revision_details(last, path)?))))
+        .collect();
+    assert_eq!(
+        state, expected,
+        "revision details told by the signals (left) vs GetManagedObjects (right)"
+    );
+}
+
+/// Applies one signal to the told details.
+fn tell(state: &mut Told, msg: &Message) -> Result<(), String> {
+    let header = msg.header();
+    let (Some(member), Some(path)) = (header.member(), header.path()) else {
+        return Ok(());
+    };
+    let path = path.to_string();
+    match member.as_str() {
+        "InterfacesAdded" => {
+            let (object, ifaces): AddedBody = msg.body().deserialize().expect("InterfacesAdded");
+            if let Some(details) = ifaces
+                .get(VOLUME_IFACE)
+                .and_then(|p| p.get("RevisionDetails"))
+            {
+                let details = Vec::<RevisionEntry>::try_from(details.try_clone().unwrap())
+                    .expect("RevisionDetails");
+                state.insert(object.to_string(), told(&details));
+            }
+        }
+        "InterfacesRemoved" => {
+            let (object, _): (OwnedObjectPath, Vec<String>) =
+                msg.body().deserialize().expect("InterfacesRemoved");
+            state.remove(object.as_str());
+        }
+        "RevisionAdded" => {
+            let (id, _): (String, i64) = msg.body().deserialize().expect("RevisionAdded");
+            let volume = state.entry(path.clone()).or_default();
+            if volume.insert(id.clone(), (String::new(), false)).is_some() {
+                return Err(format!("{path}: RevisionAdded {id}, which exists"));
+            }
+        }
+        "RevisionPruned" => {
+            let (id, _): (String, i64) = msg.body().deserialize().expect("RevisionPruned");
+            let removed = state.get_mut(&path).and_then(|v| v.remove(&id));
+            if removed.is_none() {
+                return Err(format!("{path}: RevisionPruned {id}, which does not exist"));
+            }
+        }
+        "VolumeReverted" => {
+            let (id,): (String,) = msg.body().deserialize().expect("VolumeReverted");
+            let volume = state.entry(path.clone()).or_default();
+            match volume.get(&id) {
+                Some((_, true)) => {}
+                Some(_) => drop(volume.remove(&id)),
+                None => return Err(format!("{path}: VolumeReverted {id}, which does not exist")),
+            }
+        }
+        "RevisionDetailsSet" => {
+            let (id, text, pinned): (String, String, bool) =
+                msg.body().deserialize().expect("RevisionDetailsSet");
+            match state.get_mut(&path).and_then(|v| v.get_mut(&id)) {
+                Some(details) => *details = (text, pinned),
+                None => {
+                    return Err(format!(
+                        "{path}: RevisionDetailsSet {id}, which does not exist"
+                    ))
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every volume's RevisionDetails names the revisions of its Revisions, in order.
+#[track_caller]
+fn assert_details_list_the_revisions(objects: &Objects) {
+    for (path, ifaces) in objects {
+        let Some(volume) = ifaces.get(VOLUME_IFACE) else {
+            continue;
+        };
+        let revisions = Vec::<(String, i64)>::try_from(volume["Revisions"].try_clone().unwrap())
+            .expect("Revisions");
+        let details = revision_details(objects, path).expect("RevisionDetails");
+        let from_details: Vec<(String, i64)> = details.iter().map(|d| (d.0.clone(), d.1)).collect();
+        assert_eq!(from_details, revisions, "{path}");
+    }
+}
+
+/// `objects` as a restarted service sees them: measurements are not kept across
+/// restarts, so every revision's exclusive bytes are unknown (-1).
+pub fn without_measurements(mut objects: Objects) -> Objects {
+    for ifaces in objects.values_mut() {
+        let Some(volume) = ifaces.get_mut(VOLUME_IFACE) else {
+            continue;
+        };
+        let Some(value) = volume.get("RevisionDetails") else {
+            continue;
+        };
+        let details: Vec<RevisionEntry> =
+            Vec::<RevisionEntry>::try_from(value.try_clone().unwrap())
+                .expect("RevisionDetails")
+                .into_iter()
+                .map(|(id, s, ns, text, pinned, _)| (id, s, ns, text, pinned, -1))
+                .collect();
+        let variant = zbus::Variant::from(details);
+        volume.insert(
+            "RevisionDetails".into(),
+            OwnedVariant::try_from(variant).unwrap(),
+        );
+    }
+    objects
 }

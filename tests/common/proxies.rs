@@ -45,6 +45,7 @@ pub trait Pool {
     ) -> zbus::Result<OwnedObjectPath>;
     fn get_volume(&self, vid: &str, options: Opts<'_>) -> zbus::Result<OwnedObjectPath>;
     fn list_volumes(&self, options: Opts<'_>) -> zbus::Result<Vec<OwnedObjectPath>>;
+    fn measure_space(&self, options: Opts<'_>) -> zbus::Result<Vec<(String, u64, u64)>>;
     #[zbus(property)]
     fn name(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -82,6 +83,19 @@ pub trait Volume {
     fn import_data(&self, size: u64, options: Opts<'_>) -> zbus::Result<OwnedFd>;
     fn import_data_end(&self, success: bool, options: Opts<'_>) -> zbus::Result<()>;
     fn import_volume(&self, source: &zbus::ObjectPath<'_>, options: Opts<'_>) -> zbus::Result<()>;
+    fn set_revision_details(
+        &self,
+        revision: &str,
+        details: Opts<'_>,
+        options: Opts<'_>,
+    ) -> zbus::Result<()>;
+    fn measure_space(&self, options: Opts<'_>) -> zbus::Result<Vec<(String, String, u64, u64)>>;
+    #[allow(clippy::type_complexity)]
+    fn export_delta(
+        &self,
+        base: &str,
+        options: Opts<'_>,
+    ) -> zbus::Result<(OwnedFd, u64, Vec<(u64, u64)>)>;
 
     #[zbus(property)]
     fn vid(&self) -> zbus::Result<String>;
@@ -121,6 +135,9 @@ pub trait Volume {
     fn started(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn revisions(&self) -> zbus::Result<Vec<(String, i64)>>;
+    #[allow(clippy::type_complexity)]
+    #[zbus(property)]
+    fn revision_details(&self) -> zbus::Result<Vec<(String, i64, u32, String, bool, i64)>>;
     #[zbus(property)]
     fn block_device_path(&self) -> zbus::Result<String>;
 
@@ -138,6 +155,13 @@ pub trait Volume {
     fn volume_resized(&self, old_size: u64, new_size: u64) -> zbus::Result<()>;
     #[zbus(signal)]
     fn volume_imported(&self, success: bool) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn revision_details_set(
+        &self,
+        id: String,
+        description: String,
+        pinned: bool,
+    ) -> zbus::Result<()>;
 }
 
 #[proxy(

@@ -5,7 +5,9 @@
 mod man;
 mod monitor;
 mod pool;
+mod revisions;
 mod service;
+mod space;
 mod transfer;
 mod volume;
 

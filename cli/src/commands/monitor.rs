@@ -31,6 +31,7 @@ fn argument_names(member: &str) -> &'static [&'static str] {
         "VolumeStopped" => &["committed"],
         "RevisionAdded" | "RevisionPruned" => &["id", "timestamp"],
         "VolumeReverted" => &["id"],
+        "RevisionDetailsSet" => &["id", "description", "pinned"],
         "VolumeResized" => &["old_size", "new_size"],
         "VolumeImported" => &["success"],
         "Completed" => &["success", "message"],
@@ -112,6 +113,8 @@ fn operation_name(method: &str) -> &str {
         "ImportVolume" => "clone",
         "ImportData" | "ImportDataEnd" => "import",
         "Resize" => "resize",
+        "MeasureSpace" => "measure",
+        "ExportDelta" => "delta",
         other => other,
     }
 }

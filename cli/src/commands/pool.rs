@@ -16,6 +16,7 @@ pub async fn run(context: &Context, command: PoolCommand) -> Result<()> {
         PoolCommand::List => list(context).await,
         PoolCommand::Info { pool } => info(context, &pool).await,
         PoolCommand::Create(args) => create(context, args).await,
+        PoolCommand::Space { pool } => super::space::pool(context, &pool).await,
         PoolCommand::Remove { pool } => remove(context, &pool).await,
         PoolCommand::Set {
             pool,

@@ -1,20 +1,21 @@
-//! `qubes-storage volume list|info|create|start|stop|verify|revert|resize|revisions|
-//! set|remove`; import, export and clone live in `transfer.rs`.
+//! `qubes-storage volume list|info|create|start|stop|verify|resize|set|remove`; import,
+//! export and clone live in `transfer.rs`, revisions, revert and delta in
+//! `revisions.rs`, space in `space.rs`.
 
-use serde::Serialize;
 use serde_json::json;
 use zbus::{OwnedObjectPath, Variant};
 
 use super::pool::print_path_for_scripts;
-use super::transfer;
 use super::Context;
+use super::{revisions, space, transfer};
 use crate::args::{
-    parse_bool, parse_revisions, VolumeCommand, VolumeCreateArgs, VolumeProperty, VolumeRef,
+    parse_bool, parse_revisions, StopArgs, VolumeCommand, VolumeCreateArgs, VolumeProperty,
+    VolumeRef,
 };
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
 use crate::job_watch::{run_following_job, JobWatch, Labels};
-use crate::model::{Revision, VolumeInfo};
+use crate::model::VolumeInfo;
 use crate::output::{
     iso_utc, or_dash, print_json, print_text, render_fields, yes_no, Align, Table,
 };
@@ -28,9 +29,11 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
         VolumeCommand::Info(volume) => info(context, &volume).await,
         VolumeCommand::Create(args) => create(context, args).await,
         VolumeCommand::Start(volume) => start(context, &volume).await,
-        VolumeCommand::Stop(volume) => stop(context, &volume).await,
+        VolumeCommand::Stop(args) => stop(context, args).await,
         VolumeCommand::Verify(volume) => verify(context, &volume).await,
-        VolumeCommand::Revert { volume, revision } => revert(context, &volume, revision).await,
+        VolumeCommand::Revert { volume, revision } => {
+            revisions::revert(context, &volume, revision).await
+        }
         VolumeCommand::Resize {
             volume,
             size,
@@ -39,7 +42,25 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
         VolumeCommand::Import(args) => transfer::import(context, args).await,
         VolumeCommand::Export(args) => transfer::export(context, args).await,
         VolumeCommand::Clone(args) => transfer::clone(context, args).await,
-        VolumeCommand::Revisions(volume) => revisions(context, &volume).await,
+        VolumeCommand::Revisions(volume) => revisions::list(context, &volume).await,
+        VolumeCommand::Describe {
+            volume,
+            revision,
+            text,
+        } => {
+            let text = Variant::from(text);
+            revisions::set_details(context, &volume, revision, "description", text).await
+        }
+        VolumeCommand::Pin { volume, revision } => {
+            let pin = Variant::from(true);
+            revisions::set_details(context, &volume, revision, "pinned", pin).await
+        }
+        VolumeCommand::Unpin { volume, revision } => {
+            let unpin = Variant::from(false);
+            revisions::set_details(context, &volume, revision, "pinned", unpin).await
+        }
+        VolumeCommand::Space(volume) => space::volume(context, &volume).await,
+        VolumeCommand::Delta(args) => revisions::delta(context, args).await,
         VolumeCommand::Set {
             volume,
             property,
@@ -215,10 +236,19 @@ async fn start(context: &Context, volume: &VolumeRef) -> Result<()> {
     print_text(&format!("{device}\n"))
 }
 
-/// Stop, then one sentence on what happened to the session's writes.
-async fn stop(context: &Context, volume: &VolumeRef) -> Result<()> {
+/// Stop, then one sentence on what happened to the session's writes. `--describe` and
+/// `--pin` give the revision the stop keeps its details.
+async fn stop(context: &Context, args: StopArgs) -> Result<()> {
+    let volume = &args.volume;
     let (path, before) = fetch(context, volume).await?;
-    let options = (context.client.options(),);
+    let mut options = context.client.options();
+    if let Some(text) = args.describe {
+        options.insert("revision_description", Variant::from(text));
+    }
+    if args.pin {
+        options.insert("revision_pinned", Variant::from(true));
+    }
+    let options = (options,);
     context
         .client
         .call::<_, ()>(path.as_str(), VOLUME_IFACE, "Stop", &options)
@@ -298,18 +328,6 @@ async fn verify(context: &Context, volume: &VolumeRef) -> Result<()> {
     }
 }
 
-async fn revert(context: &Context, volume: &VolumeRef, revision: Option<String>) -> Result<()> {
-    let path = context
-        .client
-        .volume_path(&volume.pool, &volume.vid)
-        .await?;
-    let body = (revision.unwrap_or_default(), context.client.options());
-    context
-        .client
-        .call(path.as_str(), VOLUME_IFACE, "Revert", &body)
-        .await
-}
-
 /// Resize; on a pool without reflinks a large resize copies, and publishes a job.
 async fn resize(
     context: &Context,
@@ -341,38 +359,6 @@ async fn resize(
     })
 }
 
-#[derive(Serialize)]
-struct RevisionRow<'r> {
-    id: &'r str,
-    timestamp: i64,
-    time: String,
-}
-
-async fn revisions(context: &Context, volume: &VolumeRef) -> Result<()> {
-    let (_, info) = fetch(context, volume).await?;
-    if context.json {
-        let rows: Vec<RevisionRow<'_>> = info.revisions.iter().map(revision_row).collect();
-        return print_json(&rows);
-    }
-    print_text(&revision_table(&info.revisions).render())
-}
-
-fn revision_row(revision: &Revision) -> RevisionRow<'_> {
-    RevisionRow {
-        id: &revision.id,
-        timestamp: revision.timestamp,
-        time: iso_utc(revision.timestamp),
-    }
-}
-
-fn revision_table(revisions: &[Revision]) -> Table {
-    let mut table = Table::new(&[("REVISION", Align::Right), ("TIMESTAMP", Align::Left)]);
-    for revision in revisions {
-        table.push(vec![revision.id.clone(), iso_utc(revision.timestamp)]);
-    }
-    table
-}
-
 async fn set(
     context: &Context,
     volume: &VolumeRef,
@@ -400,6 +386,7 @@ async fn set(
 mod tests {
     use super::*;
     use crate::args::{Cli, Command};
+    use crate::model::Revision;
     use clap::Parser;
 
     fn create_args(args: &[&str]) -> VolumeCreateArgs {
@@ -431,26 +418,6 @@ mod tests {
         assert_eq!(config["source"], Variant::from("vm-templates/t/root"));
     }
 
-    #[test]
-    fn revisions_print_as_iso_utc() {
-        let revisions = [
-            Revision {
-                id: "9".into(),
-                timestamp: 1_700_000_000,
-            },
-            Revision {
-                id: "10".into(),
-                timestamp: 1_700_000_100,
-            },
-        ];
-        assert_eq!(
-            revision_table(&revisions).render(),
-            "REVISION  TIMESTAMP\n\
-             \x20      9  2023-11-14T22:13:20Z\n\
-             \x20     10  2023-11-14T22:15:00Z\n"
-        );
-    }
-
     fn private_volume() -> VolumeInfo {
         VolumeInfo {
             pool: "p".into(),
@@ -471,6 +438,7 @@ mod tests {
             revisions: vec![Revision {
                 id: "1".into(),
                 timestamp: 0,
+                ..Revision::default()
             }],
             block_device_path: "/p/appvms/work/private-dirty.img".into(),
         }
@@ -502,6 +470,7 @@ mod tests {
         after.revisions.push(Revision {
             id: "2".into(),
             timestamp: 5,
+            ..Revision::default()
         });
         assert_eq!(
             stop_outcome(&private_ref(), &before, Some(&after)),

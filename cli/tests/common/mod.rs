@@ -25,7 +25,7 @@ use qubes_storaged_testkit::daemon::{Daemon, DaemonSpec};
 use tempfile::TempDir;
 
 pub use qubes_storaged_testkit::common_fs::{
-    self, allocated_bytes, pattern, write_sparse_file, FsType, LoopFs, MIB,
+    self, allocated_bytes, pattern, write_sparse_file, Frozen, FsType, LoopFs, MIB,
 };
 pub use qubes_storaged_testkit::process::{wait_child, KilledOnDrop as Guarded, DEADLINE, POLL};
 

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Engine;
 use crate::barrier;
@@ -76,10 +76,19 @@ impl Engine {
     }
 
     /// R§3.13; `None` = highest id. `NotFound` without revisions or for an unknown id.
+    /// The log names the revision by its description too. A pinned revision stays.
     pub fn revert(&self, vol: &VolumeRef, revision: Option<u64>, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "revert the volume")?;
-            v.revert(revision, ctx).map(|_| ())
+            let notes = v.config.revision_notes.clone();
+            let target = v.revert(revision, ctx)?;
+            info!(
+                revision = target.id,
+                description = notes.description(&target),
+                kept = notes.is_pinned(&target),
+                "reverted to a revision"
+            );
+            Ok(())
         })
     }
 

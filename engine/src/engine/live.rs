@@ -2,7 +2,8 @@
 //! call, never cached, with the fewest system calls the view needs — one listing of the
 //! VM directory (which images exist, the revisions) and one `fstatat`, relative to the
 //! open directory, of the current image (a started snapshot volume adds its own clean
-//! image and its source's; a halted one reads its source's size). [`Engine::volume_infos`]
+//! image and its source's; a halted one reads its source's size), plus one of each
+//! revision file (the sub-second part of its timestamp). [`Engine::volume_infos`]
 //! reads a whole pool's views, listing each VM directory once and each source's image
 //! once: that is what the daemon does for every volume at start-up.
 //!
@@ -20,7 +21,7 @@ use super::Engine;
 use crate::dir::{Dir, Entry};
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::layout::VolumePaths;
-use crate::model::{PoolConfig, VolumeConfig, VolumeInfo, VolumeRef};
+use crate::model::{PoolConfig, Revision, RevisionDetails, VolumeConfig, VolumeInfo, VolumeRef};
 use crate::names::{PoolName, Vid, VmClass};
 use crate::pool;
 use crate::revision;
@@ -86,6 +87,8 @@ fn view(
     };
     let is_outdated =
         matches!((own_clean, source), (Some(own), Some(theirs)) if !own.same_inode(&theirs));
+    let revisions = revision::from_names(paths.name(), dir.names.iter().map(String::as_str));
+    let revision_details = details(&paths, &config, dir, &revisions);
     VolumeInfo {
         pool: pool.name.clone(),
         size,
@@ -95,10 +98,42 @@ fn view(
         is_dirty: config.save_on_stop && started,
         is_outdated,
         started,
-        revisions: revision::from_names(paths.name(), dir.names.iter().map(String::as_str)),
+        revisions,
+        revision_details,
         block_device_path: paths.dirty(),
         config,
     }
+}
+
+/// The revisions with their notes and the nanoseconds of their timestamps: one
+/// `fstatat` of each revision file, whose mtime is its image's to the nanosecond when
+/// its seconds are the name's (see [`RevisionDetails::nanos`]). Exclusive bytes come
+/// from the last measurement ([`Engine::volume_info`]).
+fn details(
+    paths: &VolumePaths,
+    config: &VolumeConfig,
+    dir: &VmDir,
+    revisions: &[Revision],
+) -> Vec<RevisionDetails> {
+    revisions
+        .iter()
+        .map(|r| {
+            let mtime = dir
+                .entry(&paths.revision_name(r.id, r.timestamp))
+                .map(|e| e.mtime());
+            let nanos = match mtime {
+                Some((seconds, nanos)) if seconds == r.timestamp => nanos as u32,
+                _ => 0,
+            };
+            RevisionDetails {
+                revision: *r,
+                nanos,
+                description: config.revision_notes.description(r).to_owned(),
+                pinned: config.revision_notes.is_pinned(r),
+                exclusive: None,
+            }
+        })
+        .collect()
 }
 
 /// An error of one directory, for each volume in it (errors are not `Clone`).
@@ -161,7 +196,9 @@ impl Engine {
         let classes = ClassDirs::open(&pool.dir_path);
         let dir = VmDir::read(classes.open_vm(&config.vid)).map_err(|e| e.on(vol))?;
         let source_clean = || source.and_then(|s| classes.clean_of(&pool.dir_path, &s.vid));
-        Ok(view(&pool, config, &dir, source_clean))
+        let mut info = view(&pool, config, &dir, source_clean);
+        self.add_measurements(vol, &mut info);
+        Ok(info)
     }
 
     /// The live view of every volume of `pool`, in vid order, each VM directory listed

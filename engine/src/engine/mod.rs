@@ -20,9 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod deltas;
 mod imports;
 mod lifecycle;
 mod live;
+mod measurements;
+mod notes;
+mod pool_space;
 mod pools;
 mod sweep;
 mod volumes;
@@ -39,7 +43,9 @@ use crate::registry::Pool;
 use crate::store::{Change, Store};
 use crate::volume::{SourceView, Volume};
 
+pub use deltas::ExportedDelta;
 pub use imports::Import;
+use measurements::Measurements;
 
 /// What `CreatePool` asks for.
 #[derive(Debug, Clone)]
@@ -71,6 +77,9 @@ pub struct Engine {
     background: Background,
     /// Writes the files of imports in progress behind their importers.
     write_behind: crate::writeback::WriteBehind,
+    /// The bytes exclusive to each revision as last measured (not persisted: after a
+    /// restart they are unknown until measured again).
+    measured: Mutex<Measurements>,
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -103,6 +112,7 @@ impl Engine {
             importing: Mutex::new(HashMap::new()),
             background: Background::new(),
             write_behind: Default::default(),
+            measured: Mutex::new(Measurements::default()),
         })
     }
 
@@ -205,14 +215,22 @@ impl Engine {
         let _span = Self::span(vol, ctx).entered();
         let _busy = self.background.activity();
         let lock = self.locks.get(vol);
-        let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+        let _guard = crate::lock::write_within(&lock, ctx.patience()).ok_or_else(|| {
+            EngineError::busy(
+                "another operation on this volume is running (a copy of it, for example); \
+                 try again when it has finished",
+            )
+            .on(vol)
+        })?;
         ctx.set_subject(vol);
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
         let root = Self::open_root(&pool, vol)?;
         let mut v = self.volume(&root, &pool, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol))?;
+        let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol));
+        self.forget_vanished_notes(vol, &v);
+        let out = out?;
         self.after_reply(vol, &v);
         Ok(out)
     }
@@ -242,6 +260,26 @@ impl Engine {
             .spawn(format!("precache of {vol}"), move || {
                 refresh_precache(&pool, &locks, &vol)
             });
+    }
+
+    /// [`Self::with_volume`] for an operation that only reads the volume's files
+    /// (measuring, comparing): its lock is held shared, so snapshots of it still start
+    /// while the volume cannot change.
+    pub(super) fn with_volume_read<T>(
+        &self,
+        vol: &VolumeRef,
+        ctx: &OpCtx,
+        op: impl FnOnce(&Volume<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let _span = Self::span(vol, ctx).entered();
+        let lock = self.locks.get(vol);
+        let _guard = lock.read().unwrap_or_else(|e| e.into_inner());
+        ctx.set_subject(vol);
+        let (pool, config, _) = self.lookup(vol)?;
+        let root = Self::open_root(&pool, vol)?;
+        let v = Volume::new(&root, config);
+        v.check_dirs().map_err(|e| e.on(vol))?;
+        op(&v).map_err(|e| e.on(vol))
     }
 
     /// The pool directory for an operation on `vol` (every file below is reached

@@ -3,6 +3,8 @@
 //! deleted — also, after a crash, by [`Engine::finish_interrupted_removals`]) and the
 //! writable volume properties.
 
+use std::time::Duration;
+
 use tracing::{info, warn};
 
 use super::Engine;
@@ -14,6 +16,11 @@ use crate::names::{ImageSize, PoolName, RevisionsToKeep, Vid};
 use crate::registry::{check_volume, validate_ephemeral, Pool, PoolState};
 use crate::store::Change;
 use crate::volume::Volume;
+
+/// How long a property change (rw, revisions_to_keep, ephemeral) waits for another
+/// operation on the volume — a snapshot's start copying it, a long import — before it
+/// is `Busy`: a quick change never queues behind a copy of unknown length.
+pub const PROPERTY_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Engine {
     pub fn volume_vids(&self, pool: &PoolName) -> Result<Vec<Vid>> {
@@ -40,6 +47,7 @@ impl Engine {
                 .unwrap_or(pool.config().revisions_to_keep),
             ephemeral: spec.ephemeral,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         check_volume(&config)?;
         if let Some(source) = config.source.as_ref().filter(|s| !pool.contains(s)) {
@@ -171,6 +179,7 @@ impl Engine {
         }
         pool.change(Change::Unregister(vol.vid.clone()))
             .map_err(|e| e.on(vol))?;
+        self.measurements().forget(vol);
         info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
         if let Err(err) = self.delete_removed_files(vol, &v, ctx) {
             warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
@@ -246,6 +255,7 @@ impl Engine {
             revisions_to_keep: RevisionsToKeep::DEFAULT,
             ephemeral: None,
             committed_image_shared: false,
+            revision_notes: Default::default(),
         };
         let root = Self::open_root(pool, vol)?;
         let v = Volume::new(&root, placeholder);
@@ -257,24 +267,28 @@ impl Engine {
 
     /// `Busy` while started.
     pub fn set_rw(&self, vol: &VolumeRef, rw: bool) -> Result<()> {
-        self.with_volume(vol, &OpCtx::quiet("SetRw"), |v, _| {
-            if v.is_started() && v.config.rw != rw {
-                return Err(EngineError::busy(
-                    "cannot change rw while the volume is started",
-                ));
-            }
-            let changed = VolumeConfig {
-                rw,
-                ..v.config.clone()
-            };
-            validate_ephemeral(&changed, changed.ephemeral)?;
-            self.update_volume(vol, v, changed)
-        })
+        self.with_volume(
+            vol,
+            &OpCtx::quiet("SetRw").with_patience(PROPERTY_PATIENCE),
+            |v, _| {
+                if v.is_started() && v.config.rw != rw {
+                    return Err(EngineError::busy(
+                        "cannot change rw while the volume is started",
+                    ));
+                }
+                let changed = VolumeConfig {
+                    rw,
+                    ..v.config.clone()
+                };
+                validate_ephemeral(&changed, changed.ephemeral)?;
+                self.update_volume(vol, v, changed)
+            },
+        )
     }
 
     /// Switching to or from −1 is `Busy` while started.
     pub fn set_revisions_to_keep(&self, vol: &VolumeRef, value: RevisionsToKeep) -> Result<()> {
-        self.with_volume(vol, &OpCtx::quiet("SetRevisionsToKeep"), |v, _| {
+        self.with_volume(vol, &OpCtx::quiet("SetRevisionsToKeep").with_patience(PROPERTY_PATIENCE), |v, _| {
             let switching = v.config.revisions_to_keep.is_disabled() != value.is_disabled();
             if switching && v.is_started() {
                 return Err(EngineError::busy(
@@ -313,13 +327,17 @@ impl Engine {
 
     /// `true` is `InvalidArgument` for snap_on_start, save_on_stop or read-only volumes.
     pub fn set_ephemeral(&self, vol: &VolumeRef, value: bool) -> Result<()> {
-        self.with_volume(vol, &OpCtx::quiet("SetEphemeral"), |v, _| {
-            let ephemeral = validate_ephemeral(&v.config, Some(value))?;
-            let changed = VolumeConfig {
-                ephemeral,
-                ..v.config.clone()
-            };
-            self.update_volume(vol, v, changed)
-        })
+        self.with_volume(
+            vol,
+            &OpCtx::quiet("SetEphemeral").with_patience(PROPERTY_PATIENCE),
+            |v, _| {
+                let ephemeral = validate_ephemeral(&v.config, Some(value))?;
+                let changed = VolumeConfig {
+                    ephemeral,
+                    ..v.config.clone()
+                };
+                self.update_volume(vol, v, changed)
+            },
+        )
     }
 }

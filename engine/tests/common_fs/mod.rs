@@ -296,6 +296,37 @@ impl Drop for ReadOnlyBind {
     }
 }
 
+/// The filesystem holding `dir`, frozen (`fsfreeze -f`, the FIFREEZE ioctl): from now
+/// on every write to it blocks in the kernel until the guard thaws it on drop. Tests
+/// freeze a pool's filesystem the moment a copy into it begins, so the copy is held
+/// exactly where it is while the test acts (cancels, writes a property, signals the
+/// service) — the copy cannot finish first, however fast the machine.
+pub struct Frozen {
+    dir: PathBuf,
+}
+
+impl Frozen {
+    pub fn new(dir: &Path) -> Frozen {
+        require_root();
+        run_ok(command("fsfreeze", ["-f".as_ref(), dir.as_os_str()]));
+        Frozen {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Thaws now (also what drop does).
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        match command("fsfreeze", ["-u".as_ref(), self.dir.as_os_str()]).output() {
+            Ok(out) if out.status.success() => {}
+            other => eprintln!("Frozen: cannot thaw {}: {other:?}", self.dir.display()),
+        }
+    }
+}
+
 /// `path` with the immutable attribute (`chattr +i`: nothing in a directory can be
 /// unlinked, not even by root); the attribute is cleared on drop.
 pub struct Immutable {
