@@ -40,4 +40,6 @@ on_every_fs!(
     create_survives_power_loss => Op::Create,
     remove_survives_power_loss => Op::Remove,
     create_pool_on_a_fresh_disk_survives_power_loss => Op::CreatePool,
+    stopping_a_vms_three_volumes_at_once_survives_power_loss => Op::StopVm,
+    creating_a_vms_three_volumes_at_once_survives_power_loss => Op::CreateVm,
 );

@@ -416,7 +416,14 @@ impl<'a> Volume<'a> {
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
         let mut revisions = revision::list_in(&dir, &self.paths)?;
-        revision::prune(&mut changes, &self.paths, 0, &mut revisions, self.pins(), ctx)?;
+        revision::prune(
+            &mut changes,
+            &self.paths,
+            0,
+            &mut revisions,
+            self.pins(),
+            ctx,
+        )?;
         changes.discard(&self.paths.precache_name())?;
         if !self.config.committed_image_shared {
             changes.rename(&clean, &dirty)?;
@@ -482,7 +489,15 @@ impl<'a> Volume<'a> {
             (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
                 let mut revisions = revision::list_in(changes.dir(), &self.paths)?;
                 revision::add(changes, &self.paths, self.keep(), &mut revisions, ctx)?;
-                revision::prune(changes, &self.paths, self.keep(), &mut revisions, self.pins(), ctx).map(|_| ())
+                revision::prune(
+                    changes,
+                    &self.paths,
+                    self.keep(),
+                    &mut revisions,
+                    self.pins(),
+                    ctx,
+                )
+                .map(|_| ())
             }
             _ => Ok(()),
         }
@@ -588,7 +603,14 @@ impl<'a> Volume<'a> {
         if dir.exists(&clean) {
             revision::add(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
         }
-        revision::prune(&mut changes, &self.paths, self.keep(), &mut revisions, self.pins(), ctx)?;
+        revision::prune(
+            &mut changes,
+            &self.paths,
+            self.keep(),
+            &mut revisions,
+            self.pins(),
+            ctx,
+        )?;
         changes.discard(&self.paths.precache_name())?;
         if let Some(name) = discard {
             changes.discard(name)?;
@@ -623,7 +645,13 @@ impl<'a> Volume<'a> {
         let clean = self.paths.clean_name();
         let mut changes = self.changes(&dir);
         if dir.exists(&clean) {
-            revision::add(&mut changes, &self.paths, self.revert_keep(), &mut revisions, ctx)?;
+            revision::add(
+                &mut changes,
+                &self.paths,
+                self.revert_keep(),
+                &mut revisions,
+                ctx,
+            )?;
         }
         changes.discard(&self.paths.precache_name())?;
         changes.rename(&target_name, &clean)?;
@@ -663,7 +691,13 @@ impl<'a> Volume<'a> {
         let mut revisions = revision::list_in(dir, &self.paths)?;
         let mut changes = self.changes(dir);
         if dir.exists(&clean) {
-            revision::add(&mut changes, &self.paths, self.revert_keep(), &mut revisions, ctx)?;
+            revision::add(
+                &mut changes,
+                &self.paths,
+                self.revert_keep(),
+                &mut revisions,
+                ctx,
+            )?;
         }
         changes.discard(&self.paths.precache_name())?;
         changes.place(staged)?;

@@ -14,8 +14,20 @@
 //! | create    | NEW   | absent                          | registered, clean E                |
 //! | remove    | WORK  | registered                      | absent, no file left               |
 //! | create-pool | pool `r` | an empty file system (no state directory) | pool `r` registered, its directories made |
+//! | stop-unflushed | WORK | started, dirty C; the operation writes D into it without a flush, then stops it | clean D, revisions 3:B 4:C (2:A pruned) |
+//! | stop-vm   | WORK, WORK_ROOT, WORK_VOLATILE | all three started (dirty D, H, E) | all three stopped at once: WORK as after stop, the others halted without files |
+//! | create-vm | NEW, NEW_ROOT, NEW_VOLATILE | absent | all three created at once: NEW clean E, the others registered without files |
+//!
+//! In stop-unflushed the running image holds whatever of the session reached the disk
+//! until the commit's fsync of it: any content is accepted there before the stop is
+//! acknowledged ([`Op::unflushed_session`]); the committed image must be exactly D.
+//!
+//! The last two run their three calls concurrently over the bus, so that they share
+//! barriers: the VM directory's fsyncs and syncfs rounds (stop-vm), the state journal's
+//! fdatasync (create-vm); stop-vm also discards the two stopped images, which are
+//! deleted after the replies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
 
 use zbus::proxy::CacheProperties;
@@ -24,7 +36,7 @@ use zbus::{Connection, OwnedObjectPath, Variant};
 use super::content::{write_label, Content, IMAGE, RESIZED};
 use super::world::{
     history, new_volume_config, write_fsynced, Disk, Vol, VolState, WorldState, ALL, KEEP, NEW,
-    NEW_POOL, TPL, WORK,
+    NEW_POOL, NEW_ROOT, NEW_VOLATILE, OTHER, TPL, WORK, WORK_ROOT, WORK_VOLATILE,
 };
 use crate::common::{opts, opts_of, ManagerProxy, PoolProxy, VolumeProxy};
 
@@ -42,10 +54,16 @@ pub enum Op {
     /// CreatePool on a disk without any state: the daemon's first start creates the
     /// state directory, then the pool is created.
     CreatePool,
+    /// Stop of a session written just before, not flushed by the VM.
+    StopUnflushed,
+    /// Stop of a VM's three volumes at once.
+    StopVm,
+    /// CreateVolume of a VM's three volumes at once.
+    CreateVm,
 }
 
 impl Op {
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 12] = [
         Op::Start,
         Op::Stop,
         Op::Revert,
@@ -55,6 +73,9 @@ impl Op {
         Op::Create,
         Op::Remove,
         Op::CreatePool,
+        Op::StopUnflushed,
+        Op::StopVm,
+        Op::CreateVm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +89,9 @@ impl Op {
             Op::Create => "create",
             Op::Remove => "remove",
             Op::CreatePool => "create-pool",
+            Op::StopUnflushed => "stop-unflushed",
+            Op::StopVm => "stop-vm",
+            Op::CreateVm => "create-vm",
         }
     }
 
@@ -92,22 +116,39 @@ impl Op {
         }
     }
 
-    /// The volume the operation changes.
-    pub fn subject(self) -> Vol {
+    /// The volume whose running image may hold anything until the operation is
+    /// acknowledged: a session the VM did not flush.
+    pub fn unflushed_session(self) -> Option<Vol> {
+        (self == Op::StopUnflushed).then_some(WORK)
+    }
+
+    /// The volumes the operation changes.
+    pub fn subjects(self) -> &'static [Vol] {
         match self {
-            Op::Create => NEW,
-            _ => WORK,
+            Op::Create => &[NEW],
+            Op::StopVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
+            Op::CreateVm => &[NEW, NEW_ROOT, NEW_VOLATILE],
+            _ => &[WORK],
         }
     }
 
     /// The case's own history on top of [`history`], done with the engine before the
     /// recording (the stop case needs a running session that wrote D).
     pub fn prepare(self, engine: &qubes_storage_engine::Engine) {
-        if self == Op::Stop {
-            let ctx = qubes_storage_engine::OpCtx::quiet("power-loss-history");
+        let ctx = qubes_storage_engine::OpCtx::quiet("power-loss-history");
+        if matches!(self, Op::Stop | Op::StopVm) {
             let dirty = engine.start(&WORK.vref(), &ctx).expect("start");
             write_fsynced(&dirty, 'D');
         }
+        if self == Op::StopUnflushed {
+            engine.start(&WORK.vref(), &ctx).expect("start");
+        }
+        if self == Op::StopVm {
+            for vol in [WORK_ROOT, WORK_VOLATILE] {
+                engine.start(&vol.vref(), &ctx).expect("start");
+            }
+        }
+        engine.settle();
     }
 
     /// The world when the operation begins.
@@ -116,9 +157,19 @@ impl Op {
             return ALL.iter().map(|&v| (v, VolState::absent())).collect();
         }
         let mut world = history();
-        if self == Op::Stop {
+        if matches!(self, Op::Stop | Op::StopVm) {
             let work = world[&WORK].clone().started(Content::of('D'));
             world.insert(WORK, work);
+        }
+        if self == Op::StopUnflushed {
+            let work = world[&WORK].clone().started(Content::of('C'));
+            world.insert(WORK, work);
+        }
+        if self == Op::StopVm {
+            let root = VolState::halted().started(Content::of('H'));
+            world.insert(WORK_ROOT, root);
+            let volatile = VolState::halted().started(Content::of('E'));
+            world.insert(WORK_VOLATILE, volatile);
         }
         world
     }
@@ -129,7 +180,7 @@ impl Op {
         let committed = |clean: char| VolState::stopped(Content::of(clean), &[(3, 'B'), (4, 'C')]);
         let work = match self {
             Op::Start => world[&WORK].clone().started(Content::of('C')),
-            Op::Stop => committed('D'),
+            Op::Stop | Op::StopUnflushed => committed('D'),
             Op::Revert => VolState::stopped(Content::of('B'), &[(2, 'A'), (4, 'C')]),
             Op::Resize => VolState::stopped(Content::resized('C'), &[(2, 'A'), (3, 'B')]),
             Op::Import => committed('F'),
@@ -140,6 +191,17 @@ impl Op {
             }
             Op::Remove => VolState::absent(),
             Op::CreatePool => return world,
+            Op::StopVm => {
+                world.insert(WORK_ROOT, VolState::halted());
+                world.insert(WORK_VOLATILE, VolState::halted());
+                committed('D')
+            }
+            Op::CreateVm => {
+                world.insert(NEW, VolState::stopped(Content::of('E'), &[]));
+                world.insert(NEW_ROOT, VolState::halted());
+                world.insert(NEW_VOLATILE, VolState::halted());
+                return world;
+            }
         };
         world.insert(WORK, work);
         world
@@ -165,8 +227,59 @@ impl Op {
             }
             Op::Remove => work().await?.remove(opts()).await,
             Op::CreatePool => create_pool(conn, disk, reflinks).await,
+            Op::StopUnflushed => {
+                let work = work().await?;
+                let dirty = disk.paths(WORK).dirty();
+                let file = std::fs::OpenOptions::new().write(true).open(&dirty)?;
+                write_label(&file, 'D');
+                drop(file);
+                work.stop(opts()).await
+            }
+            Op::StopVm => stop_vm(conn).await,
+            Op::CreateVm => create_vm(conn).await,
         }
     }
+}
+
+/// Stop WORK's VM's three volumes at once; the first failure, if any.
+async fn stop_vm(conn: &Connection) -> zbus::Result<()> {
+    let mut volumes = Vec::new();
+    for vol in [WORK, WORK_ROOT, WORK_VOLATILE] {
+        volumes.push(volume(conn, vol).await?);
+    }
+    let stops = volumes.iter().map(|v| v.stop(opts()));
+    futures_util::future::join_all(stops)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Create NEW's VM's three volumes at once (the root a snapshot of OTHER).
+async fn create_vm(conn: &Connection) -> zbus::Result<()> {
+    let p = pool(conn, NEW.pool).await?;
+    let private: HashMap<&str, Variant> = new_volume_config().into_iter().collect();
+    let root: HashMap<&str, Variant> = [
+        ("size", Variant::from(IMAGE)),
+        ("rw", Variant::from(true)),
+        ("snap_on_start", Variant::from(true)),
+        ("source", Variant::from(OTHER.vid)),
+    ]
+    .into_iter()
+    .collect();
+    let volatile: HashMap<&str, Variant> =
+        [("size", Variant::from(IMAGE)), ("rw", Variant::from(true))]
+            .into_iter()
+            .collect();
+    let creates = [(NEW, private), (NEW_ROOT, root), (NEW_VOLATILE, volatile)]
+        .into_iter()
+        .map(|(vol, config)| {
+            let p = &p;
+            async move { p.create_volume(vol.vid, config, opts()).await.map(|_| ()) }
+        });
+    futures_util::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// ImportData of an image, `label` written through the fd without fsync (the commit

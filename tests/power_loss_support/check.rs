@@ -175,7 +175,8 @@ fn content_of(path: &Path) -> Option<Content> {
     })
 }
 
-/// Every volume of the world as the disk and the daemon show it.
+/// Every volume of the world as the disk and the daemon show it (a snapshot volume's
+/// committed image is its source's link, not part of its state).
 pub fn observe(disk: &Disk, served: &BTreeMap<(String, String), Served>) -> WorldState {
     ALL.iter()
         .map(|&vol| {
@@ -183,7 +184,9 @@ pub fn observe(disk: &Disk, served: &BTreeMap<(String, String), Served>) -> Worl
             let listed = revision::list(&paths).expect("list revisions");
             let state = VolState {
                 registered: served.contains_key(&(vol.pool.to_owned(), vol.vid.to_owned())),
-                clean: content_of(&paths.clean()),
+                clean: (!vol.is_snapshot())
+                    .then(|| content_of(&paths.clean()))
+                    .flatten(),
                 dirty: content_of(&paths.dirty()),
                 revisions: listed
                     .iter()
@@ -200,25 +203,26 @@ pub fn observe(disk: &Disk, served: &BTreeMap<(String, String), Served>) -> Worl
         .collect()
 }
 
-/// The problems of the volumes: the subject against old/new by phase, everyone else
+/// The problems of the volumes: the subjects against old/new by phase, everyone else
 /// against the old world.
 pub fn judge(
     before: &WorldState,
     after: &WorldState,
-    subject: Vol,
+    subjects: &[Vol],
     seen: &WorldState,
     phase: Phase,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for vol in ALL {
         let (old, new, now) = (&before[&vol], &after[&vol], &seen[&vol]);
-        let fine = match (vol == subject, phase) {
+        let subject = subjects.contains(&vol);
+        let fine = match (subject, phase) {
             (false, _) | (true, Phase::Before) => now == old,
             (true, Phase::Acknowledged) => now == new,
             (true, Phase::During) => now == old || now == new || in_between(old, new, now),
         };
         if !fine {
-            let expected = match (vol == subject, phase) {
+            let expected = match (subject, phase) {
                 (false, _) => format!("unchanged: {old}"),
                 (true, Phase::Before) => {
                     format!("the old state (the operation had not begun): {old}")

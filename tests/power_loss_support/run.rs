@@ -303,7 +303,13 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
     };
     let seen = observe(disk, &served);
     let mut problems = judge_pools(&op.pools_before(), &op.pools_after(), &pools, disk, phase);
-    problems.extend(judge(&op.before(), &op.after(), op.subject(), &seen, phase));
+    problems.extend(judge(
+        &op.before(),
+        &op.after(),
+        op.subjects(),
+        &seen,
+        phase,
+    ));
     problems.extend(leftovers_and_short_files(disk, &seen));
     problems.extend(served_matches_files(disk, &served));
     problems

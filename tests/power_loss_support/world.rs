@@ -9,6 +9,13 @@
 //! | `appvms/other/private` (OTHER) | `p`  | clean H, revision 1:E — a bystander          |
 //! | `vm-templates/tpl/root` (TPL)  | `q`  | clean G, revision 1:E — the clone's source   |
 //! | `appvms/new/private` (NEW)     | `p`  | not registered, no files — the create's      |
+//! | `appvms/work/root` (WORK_ROOT) | `p`  | a snapshot of OTHER, halted                   |
+//! | `appvms/work/volatile` (WORK_VOLATILE) | `p` | a volatile volume, halted             |
+//! | `appvms/new/root`, `appvms/new/volatile` (NEW_ROOT, NEW_VOLATILE) | `p` | not registered — the VM create's |
+//!
+//! A snapshot volume's committed image is a hard link to its source's, not data of its
+//! own, so its state is only whether it is registered and its running image
+//! ([`Vol::is_snapshot`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,13 +53,44 @@ pub const NEW: Vol = Vol {
     pool: "p",
     vid: "appvms/new/private",
 };
-pub const ALL: [Vol; 4] = [WORK, OTHER, TPL, NEW];
+/// WORK's VM's root: a snapshot of OTHER.
+pub const WORK_ROOT: Vol = Vol {
+    pool: "p",
+    vid: "appvms/work/root",
+};
+pub const WORK_VOLATILE: Vol = Vol {
+    pool: "p",
+    vid: "appvms/work/volatile",
+};
+pub const NEW_ROOT: Vol = Vol {
+    pool: "p",
+    vid: "appvms/new/root",
+};
+pub const NEW_VOLATILE: Vol = Vol {
+    pool: "p",
+    vid: "appvms/new/volatile",
+};
+pub const ALL: [Vol; 8] = [
+    WORK,
+    OTHER,
+    TPL,
+    NEW,
+    WORK_ROOT,
+    WORK_VOLATILE,
+    NEW_ROOT,
+    NEW_VOLATILE,
+];
 /// The pool the create-pool case makes.
 pub const NEW_POOL: &str = "r";
 /// Every pool a case may have.
 pub const POOLS: [&str; 3] = ["p", "q", NEW_POOL];
 
 impl Vol {
+    /// A snapshot volume (its committed image is its source's, not its own).
+    pub fn is_snapshot(self) -> bool {
+        self == WORK_ROOT || self == NEW_ROOT
+    }
+
     pub fn vref(self) -> VolumeRef {
         VolumeRef {
             pool: PoolName::parse(self.pool).unwrap(),
@@ -99,6 +137,14 @@ impl VolState {
     pub fn absent() -> VolState {
         VolState::default()
     }
+
+    /// A registered volume without any image (a halted snapshot or volatile volume).
+    pub fn halted() -> VolState {
+        VolState {
+            registered: true,
+            ..VolState::default()
+        }
+    }
 }
 
 impl fmt::Display for VolState {
@@ -133,6 +179,10 @@ pub fn history() -> WorldState {
         (OTHER, VolState::stopped(Content::of('H'), &[(1, 'E')])),
         (TPL, VolState::stopped(Content::of('G'), &[(1, 'E')])),
         (NEW, VolState::absent()),
+        (WORK_ROOT, VolState::halted()),
+        (WORK_VOLATILE, VolState::halted()),
+        (NEW_ROOT, VolState::absent()),
+        (NEW_VOLATILE, VolState::absent()),
     ])
 }
 
@@ -223,7 +273,33 @@ pub fn build_history(disk: &Disk, reflinks: bool) -> Engine {
             session(&engine, vol, label);
         }
     }
+    for (vol, spec) in [(WORK_ROOT, snapshot_of(OTHER)), (WORK_VOLATILE, volatile())] {
+        engine
+            .create_volume(&vol.vref(), spec, &ctx())
+            .expect("create volume");
+    }
+    engine.settle();
     engine
+}
+
+/// A snapshot volume of `source` (same pool).
+pub fn snapshot_of(source: Vol) -> VolumeSpec {
+    VolumeSpec {
+        size: IMAGE,
+        rw: true,
+        snap_on_start: true,
+        source: Some(Vid::parse(source.vid).unwrap()),
+        ..Default::default()
+    }
+}
+
+/// A volatile volume of [`IMAGE`] bytes.
+pub fn volatile() -> VolumeSpec {
+    VolumeSpec {
+        size: IMAGE,
+        rw: true,
+        ..Default::default()
+    }
 }
 
 /// The spec of the volume the create case makes.
