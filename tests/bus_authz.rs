@@ -137,8 +137,10 @@ impl World {
         Who::from(self.accounts.runner)
     }
 
-    /// The files and the properties, as root sees them.
+    /// The files and the properties, as root sees them, once the daemon's work after
+    /// its replies is done (precaches made, discarded files deleted).
     async fn state(&self) -> State {
+        self.h.settled().await;
         let objects = self.call(Who::Root, &get_managed_objects()).await;
         State {
             pool_fs: Tree::of(&self.mount),

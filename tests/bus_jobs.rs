@@ -76,7 +76,7 @@ async fn start_held_copy(s: &CopySetup) -> (OwnedObjectPath, Running, Frozen) {
 async fn destination_state(s: &CopySetup) -> (Vec<String>, Vec<(String, i64)>, u64) {
     let v = s.h.volume(&s.destination).await;
     (
-        common::settled_names(&s.destination_dir).await,
+        s.h.settled_names(&s.destination_dir).await,
         v.revisions().await.unwrap(),
         v.size().await.unwrap(),
     )

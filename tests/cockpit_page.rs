@@ -282,6 +282,7 @@ fn clone_without_reflinks_shows_moving_progress_and_cancel_leaves_nothing() {
             .any(|p| p.starts_with("/org/qubes/Storage/jobs/")),
         "a job object stayed"
     );
+    w.block_on(w.h().settled());
     assert_eq!(
         files_below(&copies_dir),
         Vec::<String>::new(),

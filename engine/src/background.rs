@@ -50,8 +50,10 @@ enum Job {
 }
 
 struct Queue {
-    /// Jobs and when each was queued.
-    jobs: VecDeque<(Instant, Job)>,
+    /// Jobs, each with when it was queued and its number.
+    jobs: VecDeque<(Instant, u64, Job)>,
+    /// The number of the last job queued.
+    queued: u64,
     /// A job is running.
     busy: bool,
     /// The owner is being dropped: finish the queue, then stop.
@@ -68,6 +70,7 @@ impl Default for Queue {
     fn default() -> Queue {
         Queue {
             jobs: VecDeque::new(),
+            queued: 0,
             busy: false,
             closing: false,
             operations: 0,
@@ -80,7 +83,7 @@ impl Default for Queue {
 impl Queue {
     /// How long the next job must still wait (zero: run it now).
     fn wait_for_next(&self, now: Instant) -> Duration {
-        let Some((queued, _)) = self.jobs.front() else {
+        let Some((queued, _, _)) = self.jobs.front() else {
             return Duration::ZERO;
         };
         if self.closing || self.settling > 0 {
@@ -140,8 +143,16 @@ impl Background {
         });
     }
 
+    /// Queues `job`. Its number and what it does are logged now, before the operation
+    /// replies, and "after-reply work done" with the same number once it ran: the log
+    /// says when an operation's work after its reply is finished (tests wait for it).
     fn push(&self, job: Job) {
-        self.shared.lock().jobs.push_back((Instant::now(), job));
+        let mut queue = self.shared.lock();
+        queue.queued += 1;
+        let number = queue.queued;
+        info!(job = number, what = %job.describe(), "after-reply work queued");
+        queue.jobs.push_back((Instant::now(), number, job));
+        drop(queue);
         self.shared.changed.notify_all();
         self.ensure_worker();
     }
@@ -240,10 +251,10 @@ fn work(shared: &Shared) {
                 .0;
             continue;
         }
-        let (_, job) = queue.jobs.pop_front().expect("a job");
+        let (_, number, job) = queue.jobs.pop_front().expect("a job");
         queue.busy = true;
         drop(queue);
-        run(job);
+        run(number, job);
         queue = shared.lock();
         queue.busy = false;
         shared.changed.notify_all();
@@ -255,22 +266,32 @@ fn drain_here(shared: &Shared) {
     loop {
         let job = shared.lock().jobs.pop_front();
         match job {
-            Some((_, job)) => run(job),
+            Some((_, number, job)) => run(number, job),
             None => return,
         }
     }
 }
 
-fn run(job: Job) {
+fn run(number: u64, job: Job) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
         Job::Reap { dir, name } => reap_now(&dir, &name),
-        Job::Task { what, run } => {
-            tracing::debug!(what, "background task");
-            run();
-        }
+        Job::Task { run, .. } => run(),
     }));
     if outcome.is_err() {
-        warn!("a background job panicked; the worker goes on");
+        warn!(
+            job = number,
+            "a background job panicked; the worker goes on"
+        );
+    }
+    info!(job = number, "after-reply work done");
+}
+
+impl Job {
+    fn describe(&self) -> String {
+        match self {
+            Job::Reap { dir, name } => format!("delete {}", dir.join(name).display()),
+            Job::Task { what, .. } => what.clone(),
+        }
     }
 }
 

@@ -140,3 +140,15 @@ impl Daemon {
             .expect("qubes-storaged did not exit in time")
     }
 }
+
+/// Whether the daemon writing `log` has finished the work it queued after its replies
+/// (the engine logs "after-reply work queued" before an operation replies and "after-reply
+/// work done" when that work ran). Only the last daemon of the log counts: its job
+/// numbers start again, and a killed one may have left work that never ran.
+pub fn after_reply_work_done(log: &str) -> bool {
+    let current = log
+        .rfind("state directory locked")
+        .map_or(log, |start| &log[start..]);
+    current.matches("after-reply work queued").count()
+        == current.matches("after-reply work done").count()
+}

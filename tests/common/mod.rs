@@ -37,25 +37,6 @@ use qubes_storaged_testkit::bus::log_tail;
 use qubes_storaged_testkit::process::DEADLINE;
 use qubes_storaged_testkit::users::gdbus_call_as;
 
-/// The names in `dir` once the daemon's work after its replies is done there: no temp
-/// (`…~XXXXXXXX`) or discarded (`…~reap-XXXXXXXX`) file left — the precache it makes
-/// after a commit, the files it deletes after one. Waits for that with a deadline.
-pub async fn settled_names(dir: &Path) -> Vec<String> {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let names = common_fs::names_in(dir);
-        if !names.iter().any(|n| n.contains('~')) {
-            return names;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never settled: {names:?}",
-            dir.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
 /// The daemon this test run built.
 const DAEMON_BINARY: &str = env!("CARGO_BIN_EXE_qubes-storaged");
 
@@ -355,6 +336,27 @@ impl Harness {
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Returns once the daemon has done the work it left for after its replies so far
+    /// (the precache it makes after a commit, the files it deletes after one), as its
+    /// log says; panics after the deadline.
+    pub async fn settled(&self) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !qubes_storaged_testkit::daemon::after_reply_work_done(&self.log()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never finished its work after its replies; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The names in `dir` once the daemon's work after its replies is done.
+    pub async fn settled_names(&self, dir: &Path) -> Vec<String> {
+        self.settled().await;
+        common_fs::names_in(dir)
     }
 
     /// Returns once the daemon's log holds `line` (a fact the daemon logs only after it

@@ -84,6 +84,10 @@ impl Engine {
     /// The exclusive and shared bytes of each file of the volume, in the order
     /// committed, running, precache, import, revisions by id.
     pub fn measure_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<Vec<ImageSpace>> {
+        // What earlier operations left for after their replies (a precache to make,
+        // discarded files to delete) is done first, so the files measured are the
+        // volume's state, not a moment of its housekeeping. No lock is held meanwhile.
+        self.settle();
         let images = self.with_volume_read(vol, ctx, |v| measure_files(v, ctx))?;
         self.measurements().record(vol, &images);
         let total: u64 = images.iter().map(|i| i.space.total()).sum();
