@@ -33,6 +33,7 @@ macro_rules! on_every_fs {
 on_every_fs!(
     start_survives_power_loss => Op::Start,
     stop_survives_power_loss => Op::Stop,
+    stop_of_a_session_the_vm_did_not_flush_survives_power_loss => Op::StopUnflushed,
     revert_survives_power_loss => Op::Revert,
     resize_survives_power_loss => Op::Resize,
     import_survives_power_loss => Op::Import,

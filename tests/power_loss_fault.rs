@@ -11,7 +11,9 @@
 //! renamed into place (`snapshot-dir`, the registration of CreatePool) loses an
 //! acknowledged CreatePool on btrfs and ext4; on btrfs a Remove whose unregistration
 //! was not made durable leaves a registered volume whose revisions were deleted, and an
-//! import whose revision copy was not fsynced (`replace-file`) leaves a torn revision. A
+//! import whose revision copy was not fsynced (`replace-file`) leaves a torn revision;
+//! on btrfs and ext4 a stop of a session the VM did not flush, whose running image was
+//! renamed without its fsync (`commit-file`), acknowledges a torn committed image. A
 //! skipped fsync that a later fsync of the same operation covers (ext4 and XFS commit
 //! their whole journal on any fsync; an import's data is sealed by the private copy's
 //! own fsync before `commit-file`) is, rightly, not reported.
@@ -132,4 +134,19 @@ fn a_skipped_fsync_of_a_replaced_file_leaves_a_torn_revision_after_import_on_btr
         report.failures,
         report.problems.join("\n")
     );
+}
+
+/// A stop commits the running image by renaming it: without the fsync of its content
+/// first (`commit-file`), the name reaches the disk before the session's unflushed
+/// writes, and the acknowledged commit holds a torn image.
+#[test]
+fn a_skipped_fsync_of_the_running_image_tears_an_acknowledged_commit_on_btrfs() {
+    let report = replay_with_skipped_fsync(Op::StopUnflushed, FsType::Btrfs, "commit-file");
+    assert_acknowledged_change_lost(&report);
+}
+
+#[test]
+fn a_skipped_fsync_of_the_running_image_tears_an_acknowledged_commit_on_ext4() {
+    let report = replay_with_skipped_fsync(Op::StopUnflushed, FsType::Ext4, "commit-file");
+    assert_acknowledged_change_lost(&report);
 }

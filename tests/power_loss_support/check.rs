@@ -204,17 +204,25 @@ pub fn observe(disk: &Disk, served: &BTreeMap<(String, String), Served>) -> Worl
 }
 
 /// The problems of the volumes: the subjects against old/new by phase, everyone else
-/// against the old world.
+/// against the old world. The running image of `unflushed` (a session the VM did not
+/// flush) may hold anything until the operation is acknowledged: the old content, the
+/// new writes or a mix of them.
 pub fn judge(
     before: &WorldState,
     after: &WorldState,
     subjects: &[Vol],
+    unflushed: Option<Vol>,
     seen: &WorldState,
     phase: Phase,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for vol in ALL {
-        let (old, new, now) = (&before[&vol], &after[&vol], &seen[&vol]);
+        let (old, new) = (&before[&vol], &after[&vol]);
+        let mut now = seen[&vol].clone();
+        if unflushed == Some(vol) && phase != Phase::Acknowledged && now.dirty.is_some() {
+            now.dirty = old.dirty;
+        }
+        let now = &now;
         let subject = subjects.contains(&vol);
         let fine = match (subject, phase) {
             (false, _) | (true, Phase::Before) => now == old,
@@ -277,7 +285,13 @@ fn revisions_between(
 
 /// Files that must not be there any more, and files under a final name that do not
 /// hold a complete state.
-pub fn leftovers_and_short_files(disk: &Disk, seen: &WorldState) -> Vec<String> {
+/// `may_be_torn`: the running image of a session the VM did not flush, before the
+/// stop that flushes it was acknowledged.
+pub fn leftovers_and_short_files(
+    disk: &Disk,
+    seen: &WorldState,
+    may_be_torn: Option<&Path>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for dir in disk.vm_dirs() {
         for entry in std::fs::read_dir(&dir).expect("list a VM directory") {
@@ -285,6 +299,8 @@ pub fn leftovers_and_short_files(disk: &Disk, seen: &WorldState) -> Vec<String> 
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if is_temp_name(&name) {
                 problems.push(format!("leftover temp file {} (not swept)", path.display()));
+            } else if may_be_torn == Some(path.as_path()) {
+                continue;
             } else if let Some(Seen::Unknown { size }) = identify(&path) {
                 problems.push(format!(
                     "{} is short or torn ({size} bytes of no known state)",

@@ -307,10 +307,19 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
         &op.before(),
         &op.after(),
         op.subjects(),
+        op.unflushed_session(),
         &seen,
         phase,
     ));
-    problems.extend(leftovers_and_short_files(disk, &seen));
+    let may_be_torn = op
+        .unflushed_session()
+        .filter(|_| phase != Phase::Acknowledged)
+        .map(|vol| disk.paths(vol).dirty());
+    problems.extend(leftovers_and_short_files(
+        disk,
+        &seen,
+        may_be_torn.as_deref(),
+    ));
     problems.extend(served_matches_files(disk, &served));
     problems
 }
