@@ -17,7 +17,7 @@ use crate::common::FsType;
 const SHOWN: usize = 12;
 
 pub const HEADER: &str =
-    "operation    fs     flushes  boundaries  subsets  swept  removals  failures";
+    "operation      fs     flushes  boundaries  subsets  swept  removals  failures";
 
 /// What the replays of one case found.
 #[derive(Debug)]
@@ -81,7 +81,7 @@ impl CaseReport {
 
     pub fn row(&self) -> String {
         format!(
-            "{:<12} {:<6} {:>7} {:>11} {:>8} {:>6} {:>9} {:>9}",
+            "{:<14} {:<6} {:>7} {:>11} {:>8} {:>6} {:>9} {:>9}",
             self.op.name(),
             self.fs.name(),
             self.flushes,
