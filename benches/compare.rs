@@ -44,7 +44,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use qubes_storaged_testkit::bus::Bus;
-use qubes_storaged_testkit::daemon::{Daemon, DaemonSpec, SERVICE};
+use qubes_storaged_testkit::daemon::{after_reply_work_done, Daemon, DaemonSpec, SERVICE};
 use qubes_storaged_testkit::{FsType, LoopFs, MIB};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -363,6 +363,8 @@ struct World {
     python: Python,
     py_dir: PathBuf,
     rs_dir: PathBuf,
+    /// The service's log: it says when the work after its replies is done.
+    log: PathBuf,
     loop_device: Option<String>,
 }
 
@@ -405,6 +407,7 @@ impl World {
             python,
             py_dir,
             rs_dir,
+            log,
             loop_device,
         }
     }
@@ -448,11 +451,13 @@ impl World {
         begun.elapsed()
     }
 
-    /// Wait until the service's work after its replies is done (no temp or discarded
-    /// file in its pool), then sync the filesystem.
+    /// Wait until the service's work after its replies is done (its log says so),
+    /// then sync the filesystem.
     fn settle(&self) {
         let deadline = Instant::now() + SETTLE_DEADLINE;
-        while has_pending_files(&self.rs_dir) {
+        let done =
+            || std::fs::read_to_string(&self.log).is_ok_and(|log| after_reply_work_done(&log));
+        while !done() {
             assert!(Instant::now() < deadline, "the service never settled");
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -467,9 +472,13 @@ impl World {
     }
 }
 
-/// The data of a filled image: 1000 ranges of 400 KiB; flushed or not.
+/// The data of a filled image: 1000 ranges of 400 KiB; flushed or not. No block of it
+/// is zeros (`cp --sparse=always`, which the Python driver copies with, would make
+/// holes of those and write less than a VM's real data costs).
 fn write_data(file: &File, flushed: bool) {
-    let mut block = vec![0u8; RANGE as usize];
+    let mut block: Vec<u8> = (0..RANGE)
+        .map(|j| (j.wrapping_mul(2_654_435_761) >> 7) as u8 | 1)
+        .collect();
     for i in 0..RANGES {
         block[..8].copy_from_slice(&i.to_le_bytes());
         block[8] = block[8].wrapping_add(1);
@@ -500,20 +509,6 @@ fn write_session(image: &Path, run: u64) {
 fn sync_fs(mount: &Path) {
     let dir = File::open(mount).expect("open the mount point");
     rustix::fs::syncfs(&dir).expect("syncfs");
-}
-
-/// Temp or discarded files in any VM directory of `pool`.
-fn has_pending_files(pool: &Path) -> bool {
-    ["appvms", "vm-templates"].iter().any(|class| {
-        let Ok(vms) = std::fs::read_dir(pool.join(class)) else {
-            return false;
-        };
-        vms.flatten().any(|vm| {
-            std::fs::read_dir(vm.path()).is_ok_and(|mut files| {
-                files.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().contains('~')))
-            })
-        })
-    })
 }
 
 /// `loopN` behind the mount point, from `findmnt`.
