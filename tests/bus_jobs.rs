@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::common_fs::Frozen;
-use common::{assert_error, call_traced, fill_scattered, opts, FsType, Harness, MIB};
+use common::{assert_error, call_traced, fill_scattered, opts, CallTrace, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
@@ -82,9 +82,14 @@ async fn destination_state(s: &CopySetup) -> (Vec<String>, Vec<(String, i64)>, u
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cross_filesystem_import_publishes_a_job_with_progress() {
-    let s = copy_setup().await;
+type Added = (
+    OwnedObjectPath,
+    HashMap<String, HashMap<String, OwnedVariant>>,
+);
+
+/// ImportVolume of the source into the destination, traced to its reply (which must be
+/// a success), and the Job it published with its properties when it appeared.
+async fn traced_import(s: &CopySetup) -> (CallTrace, Added) {
     let trace = call_traced(
         &s.h.conn,
         s.destination.as_str(),
@@ -94,15 +99,19 @@ async fn cross_filesystem_import_publishes_a_job_with_progress() {
     )
     .await;
     assert!(!trace.is_error(), "{:?}", trace.reply);
-    let added: Vec<_> = trace.before("InterfacesAdded");
-    let (job, ifaces): (
-        OwnedObjectPath,
-        HashMap<String, HashMap<String, OwnedVariant>>,
-    ) = added
+    let job = trace
+        .before("InterfacesAdded")
         .iter()
-        .map(|m| m.body().deserialize().unwrap())
-        .find(|(p, _): &(OwnedObjectPath, _)| p.as_str().starts_with(JOBS))
+        .map(|m| m.body().deserialize::<Added>().unwrap())
+        .find(|(p, _)| p.as_str().starts_with(JOBS))
         .expect("a Job object appeared");
+    (trace, job)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_filesystem_import_publishes_a_job_with_progress() {
+    let s = copy_setup().await;
+    let (trace, (job, ifaces)) = traced_import(&s).await;
     let props = &ifaces["org.qubes.Storage.Job"];
     assert_eq!(
         props["Operation"],
@@ -179,25 +188,7 @@ fn cancelable_in(msg: &Message, job: &str) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_stops_being_cancelable_at_its_point_of_no_return() {
     let s = copy_setup().await;
-    let trace = call_traced(
-        &s.h.conn,
-        s.destination.as_str(),
-        "org.qubes.Storage.Volume",
-        "ImportVolume",
-        &(s.source.clone(), opts()),
-    )
-    .await;
-    assert!(!trace.is_error(), "{:?}", trace.reply);
-    type Added = (
-        OwnedObjectPath,
-        HashMap<String, HashMap<String, OwnedVariant>>,
-    );
-    let job = trace
-        .before("InterfacesAdded")
-        .iter()
-        .map(|m| m.body().deserialize::<Added>().unwrap().0)
-        .find(|p| p.as_str().starts_with(JOBS))
-        .expect("a Job object appeared");
+    let (trace, (job, _)) = traced_import(&s).await;
     let signals = &trace.signals_before;
     let changes: Vec<(usize, bool)> = signals
         .iter()

@@ -57,11 +57,14 @@ pub struct Volume<'a> {
     precache_due: Cell<bool>,
 }
 
-/// Where a commit's new committed image comes from.
+/// Where a commit's or a revert's new committed image comes from.
 enum Incoming<'a> {
     /// The running image, by name: fsynced, then renamed.
     Running(&'a str),
-    /// A complete, durable copy (an import's private copy, a clone) to be placed.
+    /// A revision, by name (its content is durable): renamed.
+    Revision(&'a str),
+    /// A complete, durable copy (an import's private copy, a clone, a pinned revision's
+    /// copy) to be placed.
     Staged(Staged<'a>),
 }
 
@@ -616,7 +619,7 @@ impl<'a> Volume<'a> {
             changes.discard(name)?;
         }
         match incoming {
-            Incoming::Running(from) => changes.rename(from, &clean)?,
+            Incoming::Running(from) | Incoming::Revision(from) => changes.rename(from, &clean)?,
             Incoming::Staged(staged) => changes.place(staged)?,
         }
         changes.commit()?;
@@ -636,14 +639,34 @@ impl<'a> Volume<'a> {
             None => EngineError::not_found("has no revisions"),
             Some(id) => EngineError::not_found(format!("has no revision {id}")),
         })?;
-        let mut revisions = revision::list_in(&dir, &self.paths)?;
+        let revisions = revision::list_in(&dir, &self.paths)?;
         let target = revision::find_in(&revisions, id)?;
         if self.pins().is_pinned(&target) {
             return self.revert_keeping(&dir, target, ctx);
         }
         let target_name = self.paths.revision_name(target.id, target.timestamp);
+        self.revert_batch(
+            &dir,
+            revisions,
+            Incoming::Revision(&target_name),
+            target,
+            ctx,
+        )
+    }
+
+    /// A revert's one batch: the current image kept as a revision, the precache
+    /// discarded, `incoming` made the committed image, one fsync of the directory; then
+    /// the new precache.
+    fn revert_batch(
+        &self,
+        dir: &Dir,
+        mut revisions: Vec<Revision>,
+        incoming: Incoming<'_>,
+        target: Revision,
+        ctx: &OpCtx,
+    ) -> Result<Revision> {
         let clean = self.paths.clean_name();
-        let mut changes = self.changes(&dir);
+        let mut changes = self.changes(dir);
         if dir.exists(&clean) {
             revision::add(
                 &mut changes,
@@ -654,10 +677,13 @@ impl<'a> Volume<'a> {
             )?;
         }
         changes.discard(&self.paths.precache_name())?;
-        changes.rename(&target_name, &clean)?;
+        match incoming {
+            Incoming::Running(from) | Incoming::Revision(from) => changes.rename(from, &clean)?,
+            Incoming::Staged(staged) => changes.place(staged)?,
+        }
         changes.commit()?;
         ctx.point_of_no_return();
-        self.precache_after(&dir, ctx);
+        self.precache_after(dir, ctx);
         ctx.emit_volume(EventKind::Reverted { id: target.id });
         Ok(target)
     }
@@ -687,24 +713,8 @@ impl<'a> Volume<'a> {
         };
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let (staged, _) = copy::stage_at(dir, &target_name, dir, &clean, opts, ctx)?;
-        ctx.point_of_no_return();
-        let mut revisions = revision::list_in(dir, &self.paths)?;
-        let mut changes = self.changes(dir);
-        if dir.exists(&clean) {
-            revision::add(
-                &mut changes,
-                &self.paths,
-                self.revert_keep(),
-                &mut revisions,
-                ctx,
-            )?;
-        }
-        changes.discard(&self.paths.precache_name())?;
-        changes.place(staged)?;
-        changes.commit()?;
-        self.precache_after(dir, ctx);
-        ctx.emit_volume(EventKind::Reverted { id: target.id });
-        Ok(target)
+        let revisions = revision::list_in(dir, &self.paths)?;
+        self.revert_batch(dir, revisions, Incoming::Staged(staged), target, ctx)
     }
 
     /// R§3.15 with fix 10: what makes a resize impossible, checked before anything

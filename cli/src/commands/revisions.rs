@@ -23,15 +23,7 @@ use crate::size::format_size;
 
 /// The volume's object path and its properties.
 async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(String, VolumeInfo)> {
-    let path = context
-        .client
-        .volume_path(&volume.pool, &volume.vid)
-        .await?;
-    let properties = context
-        .client
-        .properties(path.as_str(), VOLUME_IFACE)
-        .await?;
-    let info = VolumeInfo::from_properties(path.as_str(), &properties);
+    let (path, info) = super::volume::fetch(context, volume).await?;
     Ok((path.to_string(), info))
 }
 

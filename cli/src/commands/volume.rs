@@ -121,7 +121,10 @@ fn volume_table(volumes: &[VolumeInfo]) -> Table {
 }
 
 /// The volume's object path and its properties.
-async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(OwnedObjectPath, VolumeInfo)> {
+pub(super) async fn fetch(
+    context: &Context,
+    volume: &VolumeRef,
+) -> Result<(OwnedObjectPath, VolumeInfo)> {
     let path = context
         .client
         .volume_path(&volume.pool, &volume.vid)
