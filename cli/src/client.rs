@@ -14,7 +14,8 @@ use zbus::{Connection, DynamicType, OwnedObjectPath, Proxy, Variant};
 
 use crate::args::BusChoice;
 use crate::error::{CliError, Result};
-use crate::paths::{PROPERTIES_IFACE, ROOT_PATH, SERVICE};
+use crate::model::VolumeInfo;
+use crate::paths::{PROPERTIES_IFACE, ROOT_PATH, SERVICE, VOLUME_IFACE};
 use crate::props::PropertyMap;
 use crate::proxies::{ManagerProxy, Options, PoolProxy};
 
@@ -136,6 +137,18 @@ impl Client {
             .path(path.clone())
             .build()
             .await?)
+    }
+
+    /// The path of volume `vid` of `pool` and its properties.
+    pub async fn volume_info(
+        &self,
+        pool: &str,
+        vid: &str,
+    ) -> Result<(OwnedObjectPath, VolumeInfo)> {
+        let path = self.volume_path(pool, vid).await?;
+        let properties = self.properties(path.as_str(), VOLUME_IFACE).await?;
+        let info = VolumeInfo::from_properties(path.as_str(), &properties);
+        Ok((path, info))
     }
 
     /// All properties of one interface of one object.

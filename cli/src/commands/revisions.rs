@@ -23,7 +23,10 @@ use crate::size::format_size;
 
 /// The volume's object path and its properties.
 async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(String, VolumeInfo)> {
-    let (path, info) = super::volume::fetch(context, volume).await?;
+    let (path, info) = context
+        .client
+        .volume_info(&volume.pool, &volume.vid)
+        .await?;
     Ok((path.to_string(), info))
 }
 

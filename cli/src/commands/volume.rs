@@ -121,20 +121,8 @@ fn volume_table(volumes: &[VolumeInfo]) -> Table {
 }
 
 /// The volume's object path and its properties.
-pub(super) async fn fetch(
-    context: &Context,
-    volume: &VolumeRef,
-) -> Result<(OwnedObjectPath, VolumeInfo)> {
-    let path = context
-        .client
-        .volume_path(&volume.pool, &volume.vid)
-        .await?;
-    let properties = context
-        .client
-        .properties(path.as_str(), VOLUME_IFACE)
-        .await?;
-    let info = VolumeInfo::from_properties(path.as_str(), &properties);
-    Ok((path, info))
+async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(OwnedObjectPath, VolumeInfo)> {
+    context.client.volume_info(&volume.pool, &volume.vid).await
 }
 
 async fn info(context: &Context, volume: &VolumeRef) -> Result<()> {
