@@ -11,10 +11,10 @@
 //! bar is shown when no job appears (a reflink is instant).
 //!
 //! One call may copy more than once: on a pool without reflinks a commit also copies
-//! the previous image into a revision (when it holds data) and the new image into the
-//! precache, the spare copy that makes the next start a rename (docs/reference.md,
-//! R§3.9). Those jobs get the commit label, and the first of them a one-line note on
-//! stderr, so a second bar is not a surprise.
+//! the new image into the precache, the spare copy that makes the next start a rename
+//! (docs/reference.md, R§3.9; the revision it keeps is a hard link, no copy). That job
+//! gets the commit label, and the first commit copy a one-line note on stderr, so a
+//! second bar is not a surprise.
 //!
 //! Ctrl-C calls the current job's `Cancel`; the call then fails with `Cancelled`.
 //! Ctrl-C before any job appeared waits for the call (and cancels the job should one
@@ -74,8 +74,8 @@ fn commit_label(volume: &str) -> String {
 
 /// Why a commit copies on a pool without reflinks, said once per run.
 const COMMIT_COPIES_NOTE: &str = "this pool cannot reflink, so the commit copies the \
-    image again: the previous one into a revision, the new one into the precache that \
-    makes the next start a rename (twice the space and time of a copy)";
+    new image again, into the precache that makes the next start a rename (twice the \
+    space and time of a copy)";
 
 /// What is being watched, and what has been seen.
 pub struct JobWatch {
