@@ -27,6 +27,14 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::names::Vid;
 
+/// One revision, as its file name says: its numeric id and the Unix seconds of its
+/// timestamp (the clean image's mtime when it was taken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision {
+    pub id: u64,
+    pub timestamp: i64,
+}
+
 /// Length of the random part of a temp name.
 pub const TEMP_RANDOM_LEN: usize = 8;
 const REVISION_TS_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";

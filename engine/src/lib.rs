@@ -29,6 +29,7 @@ pub mod model;
 pub mod names;
 pub mod note;
 pub mod pool;
+pub mod pool_state;
 pub mod precache;
 pub mod registry;
 pub mod revision;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::layout::Revision;
 use crate::names::{PoolName, RevisionsToKeep, Vid};
 use crate::note::RevisionNotes;
 
@@ -116,12 +117,15 @@ impl VolumeConfig {
     }
 }
 
-/// One revision: its numeric id and the Unix seconds of its timestamp (the clean
-/// image's mtime when it was taken).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Revision {
-    pub id: u64,
-    pub timestamp: i64,
+/// What `CreatePool` asks for.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: PoolName,
+    /// Must be absolute.
+    pub dir_path: PathBuf,
+    pub setup_check: bool,
+    pub revisions_to_keep: RevisionsToKeep,
+    pub ephemeral_volatile: bool,
 }
 
 /// One revision as people see it: its timestamp to the nanosecond, its note, and the

@@ -21,7 +21,7 @@ use std::ops::Not;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::model::Revision;
+use crate::layout::Revision;
 use crate::names::quote;
 
 /// The longest description, in characters.

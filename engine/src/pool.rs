@@ -20,10 +20,10 @@ use tracing::info;
 use crate::copy;
 use crate::dir::Dir;
 use crate::durable;
-use crate::engine::PoolSpec;
 use crate::error::{EngineError, ErrorKind, IoContext, Result};
 use crate::layout::VolumePaths;
 use crate::model::PoolConfig;
+use crate::model::PoolSpec;
 use crate::names::{PoolName, VmClass};
 use crate::sys;
 

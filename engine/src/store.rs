@@ -41,25 +41,13 @@ use crate::error::{EngineError, IoContext, Result};
 use crate::journal::{Journal, Syncer, Ticket};
 use crate::model::{PoolConfig, VolumeConfig};
 use crate::names::{PoolName, Vid};
-use crate::registry::PoolState;
+pub use crate::pool_state::Change;
+use crate::pool_state::PoolState;
 
 /// Compaction waits for at least this many journal records.
 pub const COMPACT_MIN: u64 = 1024;
 /// At most this much of a parser's message is quoted in a load error.
 const PARSER_TEXT_MAX: usize = 200;
-
-/// One durable change of a pool's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A volume registered, or its configuration changed.
-    Put(VolumeConfig),
-    /// A removal began: the volume is gone, its files are to be deleted.
-    Unregister(Vid),
-    /// The files of an unregistered volume are deleted.
-    Forget(Vid),
-    /// The pool's options changed.
-    Pool(PoolConfig),
-}
 
 /// A journal line: `seq` and exactly one change.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -37,26 +37,16 @@ use crate::dir::Dir;
 use crate::error::{EngineError, Result};
 use crate::lock::VidLocks;
 use crate::model::{PoolConfig, VolumeConfig, VolumeRef};
-use crate::names::{PoolName, RevisionsToKeep, Vid};
+use crate::names::{PoolName, Vid};
 use crate::pool;
 use crate::registry::Pool;
 use crate::store::{Change, Store};
 use crate::volume::{SourceView, Volume};
 
+pub use crate::model::PoolSpec;
 pub use deltas::ExportedDelta;
 pub use imports::Import;
 use measurements::Measurements;
-
-/// What `CreatePool` asks for.
-#[derive(Debug, Clone)]
-pub struct PoolSpec {
-    pub name: PoolName,
-    /// Must be absolute.
-    pub dir_path: PathBuf,
-    pub setup_check: bool,
-    pub revisions_to_keep: RevisionsToKeep,
-    pub ephemeral_volatile: bool,
-}
 
 pub struct Engine {
     /// Held for the engine's life when opened with [`Engine::open_exclusive`].
