@@ -579,12 +579,8 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     let pool = pool.expect("the service has the pool");
     // Create a volume in it.
     w.expect(
-        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
-        "the pool's menu",
-    );
-    w.expect(
-        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Create volume…'))",
-        "Create volume…",
+        "qs.$('#create-volume-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Create volume…'), false)",
+        "the Create volume dialog from the pool's menu",
     );
     w.expect("qs.setValue(qs.$('#volume-vm'), 'web')", "the VM field");
     w.expect("qs.setValue(qs.$('#volume-size'), '32M')", "the size field");
@@ -613,12 +609,8 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     assert_eq!(w.block_on(volume.size()).expect("Size"), 64 * MIB);
     // A pool with a volume cannot go: the service's sentence, in the dialog.
     w.expect(
-        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
-        "the pool's menu",
-    );
-    w.expect(
-        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
-        "Remove pool…",
+        "qs.$('#remove-pool-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Remove pool…'), false)",
+        "the Remove pool dialog from the pool's menu",
     );
     w.expect(
         "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
@@ -647,12 +639,8 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "the volume's row is gone",
     );
     w.expect(
-        "qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'))",
-        "the pool's menu",
-    );
-    w.expect(
-        "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'))",
-        "Remove pool…",
+        "qs.$('#remove-pool-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Remove pool…'), false)",
+        "the Remove pool dialog from the pool's menu",
     );
     w.expect(
         "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",

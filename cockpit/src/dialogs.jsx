@@ -1,7 +1,7 @@
-// One dialog at a time: `dialogs.show(close => <SomeDialog close={close} />)` opens it,
-// `close()` ends it. `ActionDialog` is the common shape of the page's dialogs: a
-// PatternFly modal whose primary button runs the action, stays open while it runs, and
-// shows the service's sentence inside the dialog when it fails.
+// The page's dialogs: `DialogHost` renders the one dialog shown (`dialog-slot.js`);
+// `ActionDialog` is their common shape: a PatternFly modal whose primary button runs
+// the action, stays open while it runs, and shows the service's sentence inside the
+// dialog when it fails.
 
 import React, { useState } from "react";
 import { Alert, Button, Form, Modal } from "@patternfly/react-core";
@@ -9,27 +9,11 @@ import { Alert, Button, Form, Modal } from "@patternfly/react-core";
 import { useApp, useEvent } from "./context.js";
 import { describe } from "./service.js";
 
-export class Dialogs extends EventTarget {
-    constructor() {
-        super();
-        this.current = null;
-    }
-
-    show(render) {
-        this.current = render;
-        this.dispatchEvent(new Event("changed"));
-    }
-
-    close() {
-        this.current = null;
-        this.dispatchEvent(new Event("changed"));
-    }
-}
-
 export function DialogHost() {
     const { dialogs } = useApp();
     useEvent(dialogs, "changed");
-    return dialogs.current ? dialogs.current(() => dialogs.close()) : null;
+    const entry = dialogs.current;
+    return entry ? entry.render(() => dialogs.close(entry)) : null;
 }
 
 /**

@@ -12,7 +12,7 @@ import { App } from "./app.jsx";
 // After the components, whose own styles come with their modules: the page's rules
 // win over PatternFly's at equal specificity.
 import "./app.css";
-import { Dialogs } from "./dialogs.jsx";
+import { Dialogs } from "./dialog-slot.js";
 import { Messages } from "./messages.jsx";
 import { Service } from "./service.js";
 import { Store } from "./store.js";

@@ -59,6 +59,15 @@ window.qs = {
         return root ? [...root.querySelectorAll("button")].find(b => b.textContent.trim() === text) : null;
     },
     click(element) { if (!element) return false; element.click(); return true; },
+    // Clicks the open menu's item `text`; when no such item shows (the menu is closed,
+    // or a re-render closed it), opens the menu with `toggle` and reports false, so a
+    // polling caller tries again.
+    menuItem(toggle, text) {
+        const item = this.$$(".pf-v5-c-menu__item").find(i => i.textContent.trim() === text);
+        if (item) return this.click(item);
+        this.click(toggle);
+        return false;
+    },
     setValue(element, value) {
         if (!element) return false;
         const view = element.ownerDocument.defaultView;
@@ -266,20 +275,17 @@ impl World {
         self.expect(&expression, &format!("a {text} button in the row of {vid}"));
     }
 
-    /// Opens the row's kebab menu and clicks its item `text` ("Clone…", …).
+    /// Opens the row's kebab menu and clicks its item `text` ("Clone…", …), opening
+    /// the menu again should a re-render of the row close it first.
     #[track_caller]
     pub fn click_row_menu(&mut self, pool: &str, vid: &str, text: &str) {
-        let toggle = format!(
-            "qs.click(qs.row({}, {}).querySelector('button[aria-label=\"Kebab toggle\"]'))",
-            js(pool),
-            js(vid)
-        );
-        self.expect(&toggle, &format!("the action menu of {vid}"));
         let item = format!(
-            "qs.click(qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === {}))",
+            "qs.menuItem(qs.row({}, {})?.querySelector('button[aria-label=\"Kebab toggle\"]'), {})",
+            js(pool),
+            js(vid),
             js(text)
         );
-        self.expect(&item, &format!("the menu item {text}"));
+        self.expect(&item, &format!("the menu item {text} of {vid}"));
     }
 
     /// Saves a screenshot as `<CARGO_TARGET_TMPDIR>/cockpit-screenshots/<test>-<name>.png`.
