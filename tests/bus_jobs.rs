@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::common_fs::Frozen;
-use common::{assert_error, call_traced, fill_scattered, opts, CallTrace, FsType, Harness, MIB};
-use futures_util::StreamExt;
-use zbus::{Message, MessageStream, OwnedObjectPath, OwnedVariant};
+use common::{
+    assert_error, call_traced, fill_scattered, opts, start_held_import, CallTrace, FsType, Harness,
+    MIB,
+};
+use zbus::{Message, OwnedObjectPath, OwnedVariant};
 
 /// The source image: 1 GiB, half of it data, so a copy outlasts the test's reaction.
 const IMAGE: u64 = 1024 * MIB;
@@ -43,34 +45,13 @@ async fn copy_setup() -> CopySetup {
     }
 }
 
-type Running = tokio::task::JoinHandle<zbus::Result<()>>;
-
-/// Starts ImportVolume (a byte copy) in the background; the moment its Job appears,
-/// freezes the destination's filesystem, so the copy is held where it is until the
-/// test thaws it (`Frozen` drops) — it cannot finish before the test has acted.
-/// Returns the Job's path, the running call and the freeze.
+/// ImportVolume started, held the moment its Job appears ([`start_held_import`]).
 async fn start_held_copy(s: &CopySetup) -> (OwnedObjectPath, Running, Frozen) {
-    let mut stream = MessageStream::from(&s.h.conn);
-    let destination = s.h.volume(&s.destination).await;
-    let source = s.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    let job = loop {
-        let msg = stream.next().await.expect("stream").expect("message");
-        if common::member_of(&msg) != "InterfacesAdded" {
-            continue;
-        }
-        let (path, _): (
-            OwnedObjectPath,
-            HashMap<String, HashMap<String, OwnedVariant>>,
-        ) = msg.body().deserialize().expect("InterfacesAdded body");
-        if path.as_str().starts_with(JOBS) {
-            break path;
-        }
-    };
-    let frozen = Frozen::new(s.destination_dir.parent().expect("the pool directory"));
-    (job, import, frozen)
+    let hold = s.destination_dir.parent().expect("the pool directory");
+    start_held_import(&s.h, &s.destination, &s.source, hold).await
 }
+
+type Running = tokio::task::JoinHandle<zbus::Result<()>>;
 
 /// State of the destination that a cancelled import must not change.
 async fn destination_state(s: &CopySetup) -> (Vec<String>, Vec<(String, i64)>, u64) {

@@ -10,17 +10,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 use common::common_fs::Frozen;
 use common::oracle::{raw_managed_objects, Objects, Recorder};
-use common::{fill_scattered, member_of, opts, opts_of, FsType, Harness, MIB, SERVICE};
-use futures_util::StreamExt;
+use common::{fill_scattered, opts, opts_of, start_held_import, FsType, Harness, MIB, SERVICE};
 use tokio::task::JoinHandle;
-use zbus::{MessageStream, OwnedObjectPath, OwnedVariant};
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 const ROOT: &str = "/org/qubes/Storage";
-const JOBS: &str = "/org/qubes/Storage/jobs/";
 const POOL: &str = "org.qubes.Storage.Pool";
 const VOLUME: &str = "org.qubes.Storage.Volume";
 const JOB: &str = "org.qubes.Storage.Job";
@@ -35,7 +32,6 @@ const STANDARD_INTERFACES: [&str; 3] = [
 const LIVE_POOL_PROPERTY: &str = "UsageDetails";
 /// 1 GiB with half of it data: a cross-filesystem copy outlasts the test's reaction.
 const IMAGE: u64 = 1024 * MIB;
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Two pools (ext4 and btrfs), a 1 GiB source image on ext4 and an empty destination
 /// on btrfs: importing one into the other copies bytes and publishes a Job.
@@ -173,30 +169,16 @@ type AddedBody = (
 );
 type RemovedBody = (OwnedObjectPath, Vec<String>);
 
-/// Starts ImportVolume (a copy) and returns the path of its Job once it exists
-/// (InterfacesAdded), the running call, and the destination's filesystem frozen at
-/// that moment: the copy is held until the test thaws it, so it cannot end first.
+/// ImportVolume started, held the moment its Job appears ([`start_held_import`]).
 async fn start_copy(f: &Fixture) -> (OwnedObjectPath, JoinHandle<zbus::Result<()>>, Frozen) {
     let destination_pool = f.h.pool(&f.pools[1]).await.dir_path().await.unwrap();
-    let mut stream = MessageStream::from(&f.h.conn);
-    let destination = f.h.volume(&f.destination).await;
-    let source = f.source.clone();
-    let import =
-        tokio::spawn(async move { destination.import_volume(&source.as_ref(), opts()).await });
-    let job = tokio::time::timeout(WAIT, async {
-        loop {
-            let msg = stream.next().await.expect("stream").expect("message");
-            if member_of(&msg) != "InterfacesAdded" {
-                continue;
-            }
-            let (path, _): AddedBody = msg.body().deserialize().expect("InterfacesAdded body");
-            if path.as_str().starts_with(JOBS) {
-                return path;
-            }
-        }
-    });
-    let job = job.await.expect("no Job appeared");
-    (job, import, Frozen::new(Path::new(&destination_pool)))
+    start_held_import(
+        &f.h,
+        &f.destination,
+        &f.source,
+        Path::new(&destination_pool),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

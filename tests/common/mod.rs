@@ -37,6 +37,46 @@ use qubes_storaged_testkit::bus::log_tail;
 use qubes_storaged_testkit::process::DEADLINE;
 use qubes_storaged_testkit::users::gdbus_call_as;
 
+/// ImportVolume of `source` into `destination`, started in the background. The moment
+/// its Job appears (InterfacesAdded), the filesystem holding `hold_dir` is frozen: the
+/// copy is held where it is until the test thaws it (the `Frozen` drops), so it cannot
+/// finish before the test has acted, however fast the machine. Returns the Job's path,
+/// the running call and the freeze.
+pub async fn start_held_import(
+    h: &Harness,
+    destination: &OwnedObjectPath,
+    source: &OwnedObjectPath,
+    hold_dir: &Path,
+) -> (
+    OwnedObjectPath,
+    tokio::task::JoinHandle<zbus::Result<()>>,
+    common_fs::Frozen,
+) {
+    type Added = (
+        OwnedObjectPath,
+        HashMap<String, HashMap<String, zbus::OwnedVariant>>,
+    );
+    let mut stream = MessageStream::from(&h.conn);
+    let volume = h.volume(destination).await;
+    let source = source.clone();
+    let import = tokio::spawn(async move { volume.import_volume(&source.as_ref(), opts()).await });
+    let job = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let msg = stream.next().await.expect("stream").expect("message");
+            if member_of(&msg) != "InterfacesAdded" {
+                continue;
+            }
+            let (path, _): Added = msg.body().deserialize().expect("InterfacesAdded body");
+            if path.as_str().starts_with("/org/qubes/Storage/jobs/") {
+                return path;
+            }
+        }
+    })
+    .await
+    .expect("no Job appeared");
+    (job, import, common_fs::Frozen::new(hold_dir))
+}
+
 /// The daemon this test run built.
 const DAEMON_BINARY: &str = env!("CARGO_BIN_EXE_qubes-storaged");
 
@@ -342,15 +382,11 @@ impl Harness {
     /// (the precache it makes after a commit, the files it deletes after one), as its
     /// log says; panics after the deadline.
     pub async fn settled(&self) {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while !qubes_storaged_testkit::daemon::after_reply_work_done(&self.log()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the daemon never finished its work after its replies; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        self.wait_for_log_where(
+            "the daemon finished its work after its replies",
+            qubes_storaged_testkit::daemon::after_reply_work_done,
+        )
+        .await;
     }
 
     /// The names in `dir` once the daemon's work after its replies is done.
@@ -362,14 +398,23 @@ impl Harness {
     /// Returns once the daemon's log holds `line` (a fact the daemon logs only after it
     /// happened, such as a cancelled job); panics after the deadline.
     pub async fn wait_for_log(&self, line: &str) {
+        self.wait_for_log_where(&format!("the daemon logged {line:?}"), |log| {
+            log.contains(line)
+        })
+        .await;
+    }
+
+    /// Polls the daemon's log until `holds` says yes; panics with `what` after the
+    /// deadline.
+    async fn wait_for_log_where(&self, what: &str, holds: impl Fn(&str) -> bool) {
         let deadline = std::time::Instant::now() + DEADLINE;
-        while !self.log().contains(line) {
+        while !holds(&self.log()) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the daemon never logged {line:?}; log:\n{}",
+                "timed out waiting until {what}; log:\n{}",
                 self.log()
             );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
