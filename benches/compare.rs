@@ -33,7 +33,8 @@
 //! directory put first on `PYTHONPATH`; README, "Comparing with the Python driver", says
 //! what it must provide). Without them it says so and skips. Needs root (loop mounts).
 //! `QSD_COMPARE=create,start,stop,revert,resize,import,import-flushed,clone,concurrency`
-//! runs only the scenarios named.
+//! runs only the scenarios named; `QSD_BENCH_KEEP_LOG=/some/path` keeps the service's
+//! log of each filesystem's run as `/some/path.<fs>` (`RUST_LOG` sets its filter).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -641,6 +642,9 @@ fn bench_fs(fs: FsType, driver: &PythonDriver) -> Vec<Row> {
         rows.push(concurrent.row(fs, "VM stop, 3 volumes at once", f64::NAN));
         rows.push(sequential.row(fs, "VM stop, 3 volumes in turn", f64::NAN));
         rows.push(measure_16_vms(&mut w).row(fs, "16 VMs stopping at once", f64::NAN));
+    }
+    if let Ok(keep) = std::env::var("QSD_BENCH_KEEP_LOG") {
+        let _ = std::fs::copy(&w.log, format!("{keep}.{}", fs.name()));
     }
     if fs != FsType::Ext4 {
         for row in &mut rows {

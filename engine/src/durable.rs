@@ -558,11 +558,15 @@ pub fn hardlink_at(src_dir: &Dir, src: &str, dst_dir: &Dir, dst: &str) -> Result
 /// fsync. Used only for the dirty image of a started volume (R§3.15). A missing file is
 /// `NotFound`.
 pub fn truncate_at(dir: &Dir, name: &str, size: u64) -> Result<()> {
-    let path = dir.join(name);
     let file = dir.open_file(name, Access::ReadWrite)?;
+    truncate_open(&file, &dir.join(name), size)
+}
+
+/// [`truncate_at`] for a file already open read-write at `path`.
+pub fn truncate_open(file: &File, path: &Path, size: u64) -> Result<()> {
     file.set_len(size)
         .io_ctx(|| format!("cannot truncate {} to {size} bytes", path.display()))?;
-    sync_file(&file, "truncate-file", &path)?;
+    sync_file(file, "truncate-file", path)?;
     info!(op = "truncate", path = %path.display(), bytes = size, "truncated in place");
     failpoint::step("truncate");
     Ok(())
@@ -716,6 +720,13 @@ impl<'a> DirChanges<'a> {
         self.sync()?;
         self.release();
         Ok(())
+    }
+
+    /// End the batch without a barrier: only for changes a power cut may undo without
+    /// harm — a stale precache discarded (a start uses a precache only if its mtime
+    /// and size are the committed image's). The discarded files go to the reaper.
+    pub fn end_without_barrier(mut self) {
+        self.release();
     }
 
     /// Make every change so far durable and go on with the batch.

@@ -8,7 +8,8 @@
 //! ([`crate::note`]) are never pruned and do not count against `keep`.
 //!
 //! A revision is a **hard link** to the committed image it keeps: a committed image is
-//! never written (it is only ever replaced by the rename of a new inode), so the old
+//! never written (it is replaced by the rename of a new inode; a resize grows it in
+//! place only while it has a single name, so never a revision's inode), so the old
 //! inode itself is the revision — no copy, no data written, on every filesystem
 //! (the reference made a reflink, a byte copy on ext4), and its mtime is the image's.
 //! Adding and pruning are changes of the operation's batch ([`DirChanges`]), made

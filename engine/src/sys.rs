@@ -2,7 +2,7 @@
 //! pool change goes through (openat2 beneath a directory, renameat, unlinkat, linkat,
 //! mkdirat, fstatat without following symlinks, reading a directory), FICLONE,
 //! copy_file_range, SEEK_DATA / SEEK_HOLE, fsync, fdatasync, syncfs, futimens, O_TMPFILE,
-//! statvfs, FS_IOC_FIEMAP and LOOP_SET_CAPACITY, plus the classification of FICLONE and
+//! statvfs, FS_IOC_FIEMAP, LOOP_SET_CAPACITY and the write-lease probe, plus the classification of FICLONE and
 //! copy_file_range errnos into "fall back" and "fail".
 //!
 //! rustix is used (not nix) because it has safe wrappers for FICLONE
@@ -12,7 +12,9 @@
 //! two ioctls without a wrapper anywhere, their opcodes computed by rustix from the
 //! platform's encoding: LOOP_SET_CAPACITY (`rustix::ioctl::opcode::none(b'L', 7)`,
 //! `_IO('L', 7)` = 0x4C07 on every architecture) and FS_IOC_FIEMAP
-//! (`_IOWR('f', 11, struct fiemap)`, from the size of the `#[repr(C)]` header below).
+//! (`_IOWR('f', 11, struct fiemap)`, from the size of the `#[repr(C)]` header below),
+//! and the two `fcntl`s of [`only_opener`] (F_SETSIG, F_SETLEASE), which neither rustix
+//! nor nix wraps (libc).
 //!
 //! Kernel facts relied on (see docs/copy-engine.md):
 //! * `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
@@ -48,7 +50,7 @@
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
@@ -504,6 +506,44 @@ pub fn loop_set_capacity(dev: &File) -> io::Result<()> {
     // is an open file descriptor borrowed for the duration of the call.
     unsafe { rustix::ioctl::ioctl(dev, request) }?;
     Ok(())
+}
+
+/// The signal a lease break would send the daemon (the default, SIGIO, terminates a
+/// process): SIGWINCH, ignored by default.
+const LEASE_BREAK_SIGNAL: libc::c_int = libc::SIGWINCH;
+/// `F_SETSIG` from `<fcntl.h>` (`__F_SETSIG`, 10 on every Linux architecture); the
+/// libc crate defines it for musl only.
+const F_SETSIG: libc::c_int = 10;
+
+/// Is `file` the only open file description of its inode, in any process? A write lease
+/// (`F_SETLEASE F_WRLCK`) is granted only then (`fcntl(2)`: no other open file
+/// descriptor for the file, readers included — an exported fd, a loop device); it is
+/// released at once: this is a probe, not a lock. `file` must be open read-write and
+/// owned by the caller (or the caller has CAP_LEASE). `Ok(false)` when the lease is
+/// refused (EAGAIN) or leases are not possible here (EINVAL, EPERM, ENOLCK, EACCES).
+pub fn only_opener(file: &File) -> io::Result<bool> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_SETSIG / F_SETLEASE takes an int argument and touches no
+    // user memory; `fd` is open for the duration of the call (borrowed from `file`).
+    // F_SETSIG only changes which signal this fd's lease breaks send.
+    if unsafe { libc::fcntl(fd, F_SETSIG, LEASE_BREAK_SIGNAL) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == -1 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINVAL | libc::EPERM | libc::ENOLCK | libc::EACCES) => {
+                Ok(false)
+            }
+            _ => Err(err),
+        };
+    }
+    // SAFETY: as above; releasing a lease this fd holds.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
 }
 
 /// Same file: equal device and inode numbers.

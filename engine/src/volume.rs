@@ -30,7 +30,7 @@ use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
 use crate::dir::{not_regular, Access, Dir, Entry};
 use crate::durable::{self, DirChanges, Staged};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, IoContext, Result};
 use crate::event::EventKind;
 use crate::layout::VolumePaths;
 use crate::loopdev;
@@ -38,6 +38,7 @@ use crate::model::{Revision, VolumeConfig, VolumeKind};
 use crate::names::{ImageSize, Vid};
 use crate::pool;
 use crate::revision;
+use crate::sys;
 
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
@@ -316,7 +317,6 @@ impl<'a> Volume<'a> {
     /// An empty sparse image of the nominal size, staged next to `name` (its content is
     /// its size: metadata).
     fn stage_sparse<'d>(&self, dir: &'d Dir, name: &str) -> Result<Staged<'d>> {
-        use crate::error::IoContext;
         let size = self.config.size;
         let (staged, ()) = durable::stage_content_at(dir, name, |file| {
             file.set_len(size).io_ctx(|| {
@@ -759,7 +759,11 @@ impl<'a> Volume<'a> {
             VolumeKind::Origin | VolumeKind::OriginSnapshotsDisabled
         ) && old != size
         {
-            self.replace_resized(size, ctx, recorded)?;
+            let dir = self.existing_vm_dir(&self.paths.clean())?;
+            match self.growable_in_place(&dir, old, size)? {
+                Some(clean) => self.grow_in_place(&dir, &clean, size, ctx, recorded)?,
+                None => self.replace_resized(&dir, size, ctx, recorded)?,
+            }
         } else {
             recorded()?;
         }
@@ -778,25 +782,68 @@ impl<'a> Volume<'a> {
     /// batch that discards the old precache.
     fn replace_resized(
         &self,
+        dir: &Dir,
         size: u64,
         ctx: &OpCtx,
         recorded: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
-        let dir = self.existing_vm_dir(&self.paths.clean())?;
         let clean = self.paths.clean_name();
         let opts = CopyOptions {
             dst_size: Some(size),
             copy_mtime: false,
         };
-        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &clean, opts, ctx)
+        let (staged, _) = copy::stage_at(dir, &clean, dir, &clean, opts, ctx)
             .map_err(|e| EngineError::with_reason(e, format!("cannot resize to {size} bytes")))?;
         recorded()?;
         ctx.point_of_no_return();
-        let mut changes = self.changes(&dir);
+        let mut changes = self.changes(dir);
         changes.discard(&self.paths.precache_name())?;
         changes.place(staged)?;
         changes.commit()?;
-        self.precache_after(&dir, ctx);
+        self.precache_after(dir, ctx);
+        Ok(())
+    }
+
+    /// The committed image, open read-write, when a resize from `old` to `size` may
+    /// grow it in place instead of copying it: a growth, the image has one name (no
+    /// revision or snapshot link shares its inode) and nobody else has it open (no
+    /// exported fd, no loop device: [`sys::only_opener`]). An export cannot begin
+    /// meanwhile: exports take the volume's lock, which the resize holds.
+    fn growable_in_place(&self, dir: &Dir, old: u64, size: u64) -> Result<Option<File>> {
+        if size < old {
+            return Ok(None);
+        }
+        let name = self.paths.clean_name();
+        let clean = dir.open_file(&name, Access::ReadWrite)?;
+        let path = dir.join(&name);
+        let stat = sys::stat_fd(&clean).io_ctx(|| format!("cannot stat {}", path.display()))?;
+        if stat.st_nlink != 1 {
+            return Ok(None);
+        }
+        let alone = sys::only_opener(&clean)
+            .io_ctx(|| format!("cannot probe who has {} open", path.display()))?;
+        Ok(alone.then_some(clean))
+    }
+
+    /// A halted origin's image grown in place ([`Self::growable_in_place`]): the new
+    /// size recorded, the image truncated (a hole at the end) and fsynced — old size or
+    /// new after a power cut, never a torn image — and the precache, stale now,
+    /// discarded without a barrier (rule 5 of docs/durability.md).
+    fn grow_in_place(
+        &self,
+        dir: &Dir,
+        clean: &File,
+        size: u64,
+        ctx: &OpCtx,
+        recorded: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        recorded()?;
+        ctx.point_of_no_return();
+        durable::truncate_open(clean, &self.paths.clean(), size)?;
+        let mut changes = self.changes(dir);
+        changes.discard(&self.paths.precache_name())?;
+        changes.end_without_barrier();
+        self.precache_after(dir, ctx);
         Ok(())
     }
 

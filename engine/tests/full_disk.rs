@@ -6,7 +6,8 @@
 //! the source of a clone — with no temp or import file behind. After the space is
 //! freed, the same operation succeeds.
 //!
-//! Covered: resize of a halted volume on ext4 (a new inode), start of a snapshot volume on ext4
+//! Covered: resize of a halted volume on ext4 (a new inode while a reader holds the
+//! image open; in place, needing no space, once nothing does), start of a snapshot volume on ext4
 //! (copy of the source), and import_volume from a pool on another filesystem into a
 //! full ext4 and a full btrfs pool (byte copy across filesystems). ext4 pools use
 //! `setup_check = false`. And the other way round: a stop (commit) on a full disk
@@ -150,7 +151,7 @@ fn ext4_stop_on_full_disk_commits_without_writing_data() {
 }
 
 #[test]
-fn ext4_resize_of_halted_volume_on_full_disk_is_no_space_and_keeps_the_image() {
+fn ext4_resize_of_halted_volume_on_full_disk_copies_only_for_a_reader_and_keeps_the_image() {
     // Snapshots disabled: no precache whose removal would free the space needed.
     let pool = Pool::new(FsType::Ext4, "p", 1);
     let vol = pool.vol(VID);
@@ -159,6 +160,9 @@ fn ext4_resize_of_halted_volume_on_full_disk_is_no_space_and_keeps_the_image() {
     let inode = clean.metadata().unwrap().ino();
     let filler = fill_disk(&pool.fs);
 
+    // A reader of the committed image (a backup, a loop device) keeps its image: the
+    // resize needs a copy, which has no room.
+    let reader = std::fs::File::open(&clean).unwrap();
     assert_no_space(
         pool.engine.resize(&vol, 2 * IMAGE_SIZE, false, &ctx()),
         &vol,
@@ -177,15 +181,19 @@ fn ext4_resize_of_halted_volume_on_full_disk_is_no_space_and_keeps_the_image() {
     );
     assert_eq!(pool.leftovers(VID), Vec::<String>::new());
 
-    free_disk(&pool.fs, &filler);
+    // Without the reader the image grows in place: no data is written, so it fits.
+    drop(reader);
     pool.engine
         .resize(&vol, 2 * IMAGE_SIZE, false, &ctx())
-        .expect("resize after freeing space");
-    assert_content(&clean, 1, 2 * IMAGE_SIZE, "clean after the retried resize");
+        .expect("resize in place on the full disk");
+    assert_eq!(clean.metadata().unwrap().ino(), inode, "grown in place");
+    assert_content(&clean, 1, 2 * IMAGE_SIZE, "clean after the resize in place");
     assert_eq!(
         pool.engine.volume_info(&vol).unwrap().config.size,
         2 * IMAGE_SIZE
     );
+    assert_eq!(pool.leftovers(VID), Vec::<String>::new());
+    free_disk(&pool.fs, &filler);
 }
 
 #[test]

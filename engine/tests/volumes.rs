@@ -68,9 +68,14 @@ impl Fixture {
         r: qubes_storage_engine::Revision,
         len: usize,
     ) -> Vec<u8> {
+        read_at(&self.revision_path(v, r), 0, len)
+    }
+
+    /// The file of a revision.
+    fn revision_path(&self, v: &VolumeRef, r: qubes_storage_engine::Revision) -> PathBuf {
         let name =
             qubes_storage_engine::layout::revision_file_name(v.vid.name(), r.id, r.timestamp);
-        read_at(&self.dir.join(v.vid.vm_dir()).join(name), 0, len)
+        self.dir.join(v.vid.vm_dir()).join(name)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -104,6 +109,8 @@ on_every_fs!(
     volatile_volume_is_empty_each_start_and_keeps_a_manual_resize,
     origin_snapshot_commits_its_session_as_a_revision,
     halted_resize_makes_a_new_inode_and_leaves_revisions,
+    halted_resize_grows_in_place_what_nothing_else_holds,
+    resizing_a_template_while_its_snapshot_runs_makes_a_new_inode,
     shrinking_needs_allow_shrink_and_read_only_cannot_resize,
     export_stays_consistent_while_a_commit_replaces_the_image,
     import_data_commits_the_import_file_and_keeps_old_as_revision,
@@ -453,6 +460,71 @@ fn halted_resize_makes_a_new_inode_and_leaves_revisions(t: FsType) {
         6 * MIB,
         "the precache was refreshed"
     );
+}
+
+/// Without an exported reader, a revision or a snapshot sharing the committed inode, a
+/// growth truncates it in place: same inode, same data, a hole at the end; the
+/// revisions (other inodes) keep their size, and the precache follows the new size.
+fn halted_resize_grows_in_place_what_nothing_else_holds(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 2 * MIB, 1);
+    f.session(&v, 0, b"first");
+    f.session(&v, 0, b"keep!");
+    let clean = f.path("appvms/work/private.img");
+    let before = ino(&clean);
+    let revision = f.engine.volume_info(&v).unwrap().revisions[0];
+    assert_eq!(revision.id, 2);
+    let revision = f.revision_path(&v, revision);
+    let revision_ino = ino(&revision);
+    let ctx = OpCtx::quiet("Resize");
+    f.engine.resize(&v, 6 * MIB, false, &ctx).unwrap();
+    assert_eq!(ino(&clean), before, "grown in place");
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 6 * MIB);
+    assert_eq!(read_at(&clean, 0, 5), b"keep!");
+    assert!(
+        read_at(&clean, 2 * MIB, (4 * MIB) as usize)
+            .iter()
+            .all(|&b| b == 0),
+        "the new end of the image reads as zeros"
+    );
+    assert_eq!(f.engine.volume_info(&v).unwrap().size, 6 * MIB);
+    assert_eq!(
+        (ino(&revision), fs::metadata(&revision).unwrap().len()),
+        (revision_ino, 2 * MIB),
+        "the revision is another inode, untouched"
+    );
+    assert_eq!(read_at(&revision, 0, 5), b"first");
+    let dirty = f.start(&v);
+    assert_eq!(
+        fs::metadata(&dirty).unwrap().len(),
+        6 * MIB,
+        "no stale precache"
+    );
+    assert_eq!(read_at(&dirty, 0, 5), b"keep!");
+}
+
+/// A running snapshot holds a link to its template's committed inode (what it started
+/// from, and how it knows it is outdated): the template's resize makes a new inode.
+fn resizing_a_template_while_its_snapshot_runs_makes_a_new_inode(t: FsType) {
+    let f = Fixture::new(t);
+    let root = f.origin("vm-templates/fedora/root", 2 * MIB, 1);
+    f.session(&root, 0, b"template");
+    let snap = f.snapshot("appvms/work/root", &root);
+    let dirty = f.start(&snap);
+    let clean = f.path("vm-templates/fedora/root.img");
+    let before = ino(&clean);
+    f.engine
+        .resize(&root, 4 * MIB, false, &OpCtx::quiet("Resize"))
+        .unwrap();
+    assert_ne!(ino(&clean), before);
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 4 * MIB);
+    assert_eq!(
+        fs::metadata(f.path("appvms/work/root.img")).unwrap().len(),
+        2 * MIB,
+        "the snapshot's link keeps what it started from"
+    );
+    assert_eq!(fs::metadata(&dirty).unwrap().len(), 2 * MIB);
+    assert!(f.engine.volume_info(&snap).unwrap().is_outdated);
 }
 
 fn shrinking_needs_allow_shrink_and_read_only_cannot_resize(t: FsType) {
