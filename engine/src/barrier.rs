@@ -217,10 +217,7 @@ pub fn sync(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<()> {
     Inode::leave(file);
     match result {
         Turn::Ran(result) => result,
-        Turn::Joined(true) => {
-            count(4);
-            Ok(())
-        }
+        Turn::Joined(true) => Ok(()),
         // The barrier that was to cover us failed: make our own, which reports our
         // own outcome.
         Turn::Joined(false) => fs.sync(fd, kind),
@@ -309,7 +306,8 @@ enum Turn {
 }
 
 /// Wait for run `wanted` (or a later one) of the turns in `state` to end, making it
-/// with `run` when nobody else does.
+/// with `run` when nobody else does; a caller another's run covered is counted as
+/// joined.
 fn take_turn<S>(
     lock: &Mutex<S>,
     done: &Condvar,
@@ -321,7 +319,11 @@ fn take_turn<S>(
     loop {
         let t = turns(&mut state);
         if t.ended >= wanted {
-            return Turn::Joined(t.last_ok >= wanted);
+            let covered = t.last_ok >= wanted;
+            if covered {
+                count(4);
+            }
+            return Turn::Joined(covered);
         }
         if !t.running {
             t.running = true;
@@ -443,10 +445,7 @@ impl Filesystem {
         self.lock().in_flight -= 1;
         match turn {
             Turn::Ran(Ok(())) => Ok(()),
-            Turn::Joined(true) => {
-                count(4);
-                Ok(())
-            }
+            Turn::Joined(true) => Ok(()),
             // The round failed: report our own outcome.
             Turn::Ran(Err(_)) | Turn::Joined(false) => solo(fd, kind),
         }
