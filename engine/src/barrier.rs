@@ -12,11 +12,10 @@
 //! one is running on it wait for it to end, and then one of them makes the barrier
 //! for all of them: a barrier that began after their changes covers them all. This is
 //! what several operations in one VM directory need (a VM's three volumes stopped at
-//! once), and on btrfs it is much cheaper than the same barriers side by side: a
-//! directory fsync that begins while another of the same directory commits the log
-//! waits for that commit and then needs its own (measured here: three concurrent
-//! fsyncs of one directory took 1, 6 and 11 ms where one after another took 0.8 ms
-//! each).
+//! once), and on btrfs it is much cheaper than the same barriers side by side
+//! (measured here with the file operations of a VM's three stops: side by side each
+//! directory fsync took 16–18 ms, taken in turn the three took about 10 ms; why not the
+//! 4–5 ms of three stops one after another: docs/durability.md, "Group commit").
 //!
 //! **Group commit.** A barrier on a quiet filesystem is the plain syscall on its own fd
 //! (a *solo* barrier). When several are in flight on one filesystem, each costs about as

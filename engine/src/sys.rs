@@ -363,11 +363,6 @@ pub fn is_xfs(fd: impl AsFd) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == XFS_SUPER_MAGIC)
 }
 
-/// The device number of the filesystem holding `fd` (which filesystem a barrier is for).
-pub fn device_of(fd: impl AsFd) -> io::Result<u64> {
-    Ok(stat_fd(fd)?.st_dev)
-}
-
 /// Set atime and mtime of an open file to `(seconds, nanoseconds)`.
 pub fn set_times(file: &File, mtime: (i64, i64)) -> io::Result<()> {
     let time = Timespec {
