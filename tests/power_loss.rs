@@ -32,6 +32,7 @@ macro_rules! on_every_fs {
 
 on_every_fs!(
     start_survives_power_loss => Op::Start,
+    a_start_and_the_vms_flushed_writes_survive_power_loss => Op::StartSession,
     stop_survives_power_loss => Op::Stop,
     stop_of_a_session_the_vm_did_not_flush_survives_power_loss => Op::StopUnflushed,
     revert_survives_power_loss => Op::Revert,

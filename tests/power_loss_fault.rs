@@ -10,16 +10,21 @@
 //! later makes it durable); the state directory's fsync after a new pool's snapshot is
 //! renamed into place (`snapshot-dir`, the registration of CreatePool) loses an
 //! acknowledged CreatePool on btrfs and ext4; on btrfs a Remove whose unregistration
-//! was not made durable leaves a registered volume whose revisions were deleted, and an
-//! import whose revision copy was not fsynced (`replace-file`) leaves a torn revision;
-//! on btrfs and ext4 a stop of a session the VM did not flush, whose running image was
-//! renamed without its fsync (`commit-file`), acknowledges a torn committed image; on
+//! was not made durable leaves a registered volume whose revisions were deleted, a clone
+//! whose staged copy was not fsynced (`replace-file`) is torn after its acknowledgement,
+//! and so is an import whose file, committed itself once nobody held it, was renamed
+//! without its fsync (`commit-file`); on btrfs and ext4 a stop of a session the VM did
+//! not flush, whose running image was renamed without its fsync (`commit-file`),
+//! acknowledges a torn committed image; on
 //! btrfs and XFS a resize in place whose image was not fsynced after its truncate
 //! (`truncate-file`) loses the acknowledged size (on ext4 the precache's copy, fsynced
-//! later in the same operation, commits the journal that holds it). A
+//! later in the same operation, commits the journal that holds it); on ext4 a start
+//! from a precache that is a byte copy, made without its barrier as rule 8 allows only
+//! for a marked reflink on btrfs or XFS (`start-dir`), lets the VM's flushed writes
+//! land in the precache's blocks before its rename, and a start after the power cut
+//! would hand out data that was never committed. A
 //! skipped fsync that a later fsync of the same operation covers (ext4 and XFS commit
-//! their whole journal on any fsync; an import's data is sealed by the private copy's
-//! own fsync before `commit-file`) is, rightly, not reported.
+//! their whole journal on any fsync) is, rightly, not reported.
 //!
 //! Needs root and `cargo test --all-features`.
 
@@ -123,20 +128,21 @@ fn a_skipped_journal_fdatasync_leaves_a_registered_volume_missing_files_after_re
     );
 }
 
-/// A revision is a copy made with `replace`: without the fsync of the filled temp file
+/// A clone's copy is staged with `replace`: without the fsync of the filled temp file
 /// its name can reach the disk before its data.
 #[test]
-fn a_skipped_fsync_of_a_replaced_file_leaves_a_torn_revision_after_import_on_btrfs() {
-    let report = replay_with_skipped_fsync(Op::Import, FsType::Btrfs, "replace-file");
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("is short or torn")),
-        "{:?}\n{}",
-        report.failures,
-        report.problems.join("\n")
-    );
+fn a_skipped_fsync_of_a_staged_copy_tears_an_acknowledged_clone_on_btrfs() {
+    let report = replay_with_skipped_fsync(Op::Clone, FsType::Btrfs, "replace-file");
+    assert_acknowledged_change_lost(&report);
+}
+
+/// An import file that nobody holds any more is committed itself, as a stop commits a
+/// running image: without its fsync (`commit-file`) the rename reaches the disk before
+/// the importer's unflushed data.
+#[test]
+fn a_skipped_fsync_of_the_import_file_tears_an_acknowledged_import_on_btrfs() {
+    let report = replay_with_skipped_fsync(Op::Import, FsType::Btrfs, "commit-file");
+    assert_acknowledged_change_lost(&report);
 }
 
 /// A stop commits the running image by renaming it: without the fsync of its content
@@ -167,4 +173,23 @@ fn a_skipped_fsync_of_the_grown_image_loses_an_acknowledged_resize_on_btrfs() {
 fn a_skipped_fsync_of_the_grown_image_loses_an_acknowledged_resize_on_xfs() {
     let report = replay_with_skipped_fsync(Op::Resize, FsType::Xfs, "truncate-file");
     assert_acknowledged_change_lost(&report);
+}
+
+/// Rule 8 (docs/durability.md) lets a start skip its barrier only when its precache is a
+/// marked reflink on btrfs or XFS. Skipped on ext4, where the precache is a byte copy
+/// (`start-dir`), the VM's flushed writes land in the precache's own blocks while its
+/// rename is not yet durable: a crash disk then has a precache that looks current (the
+/// committed image's mtime and size) but holds the session.
+#[test]
+fn a_start_without_its_barrier_from_a_copied_precache_leaves_session_data_in_it_on_ext4() {
+    let report = replay_with_skipped_fsync(Op::StartSession, FsType::Ext4, "start-dir");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("the precache a start would use holds D")),
+        "{:?}\n{}",
+        report.failures,
+        report.problems.join("\n")
+    );
 }

@@ -20,6 +20,7 @@
 //! | `truncate-file`    | a file truncated in place                             |
 //! | `commit-file`      | the dirty image before it is committed                |
 //! | `changes-dir`      | a VM directory after an operation's batch of renames, links and discards (`durable::DirChanges`) |
+//! | `start-dir`        | a VM directory after a start renamed a precache that is not a marked reflink on btrfs or XFS (that start then waits for no barrier, as rule 8 allows only for a marked one) |
 //! | `journal-append`   | the fdatasync of a state change appended to a pool's journal |
 //! | `journal-cut`      | the fdatasync of a journal cut back to its good records |
 //! | `journal-empty-file` | a pool's new empty journal, before its rename       |
@@ -29,7 +30,7 @@
 //! | `state-mkdir-parent` | the parent of a new state directory                 |
 
 /// Every site, for tests that name one.
-pub const SITES: [&str; 18] = [
+pub const SITES: [&str; 19] = [
     "replace-file",
     "replace-dir",
     "rename-dir",
@@ -41,6 +42,7 @@ pub const SITES: [&str; 18] = [
     "truncate-file",
     "commit-file",
     "changes-dir",
+    "start-dir",
     "journal-append",
     "journal-cut",
     "journal-empty-file",

@@ -10,8 +10,19 @@
 //! On a pool with reflinks it is made after the operation's reply, under the volume's
 //! lock, by a reflink only ([`reflink_if_stale`]); without reflinks it is a byte copy
 //! made in the call, which reports its progress like any copy ([`make_now`]).
+//!
+//! A reflinked precache is marked with the inode number of the committed image it was
+//! cloned from (the extended attribute [`REFLINK_OF`], set before it is sealed). Such a
+//! precache shares every block with that image, and the image is never written in
+//! place (a growth in place changes its size, which makes the precache stale), so a
+//! start whose precache is marked and whose committed image is still that inode
+//! needs no barrier ([`Usable::shares_every_block`], docs/durability.md rule 8).
 
-use tracing::{info, warn};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+
+use rustix::fs::OFlags;
+use tracing::{debug, info, warn};
 
 use crate::context::OpCtx;
 use crate::copy::{self, CopyOptions};
@@ -26,17 +37,37 @@ fn matches(pre: &Entry, clean: &Entry) -> bool {
     pre.is_file() && (pre.mtime(), pre.size()) == (clean.mtime(), clean.size())
 }
 
-/// The precache's name if it matches the committed image `clean`; a stale one is
-/// discarded in `changes` (R§7.1 test_110/111).
+/// The extended attribute of a reflinked precache: the inode number (decimal) of the
+/// committed image it is a clone of.
+pub const REFLINK_OF: &str = "user.qubes-storaged.reflink-of";
+
+/// A precache that matches the committed image.
+#[derive(Debug)]
+pub struct Usable {
+    pub name: String,
+    /// It is marked as a reflink of the committed image's inode: every block it has is
+    /// shared with that image, so a write into it cannot land in place before a
+    /// metadata change that follows its rename (btrfs, XFS).
+    pub shares_every_block: bool,
+}
+
+/// The precache if it matches the committed image `clean`; a stale one is discarded in
+/// `changes` (R§7.1 test_110/111).
 pub fn take_usable(
     changes: &mut DirChanges<'_>,
     paths: &VolumePaths,
     clean: &Entry,
-) -> Result<Option<String>> {
+) -> Result<Option<Usable>> {
     let name = paths.precache_name();
     match changes.dir().entry(&name)? {
         None => Ok(None),
-        Some(pre) if matches(&pre, clean) => Ok(Some(name)),
+        Some(pre) if matches(&pre, clean) => {
+            let shares_every_block = is_reflink_of(changes.dir(), &name, clean);
+            Ok(Some(Usable {
+                name,
+                shares_every_block,
+            }))
+        }
         Some(_) => {
             warn!(file = %changes.dir().join(&name).display(), "discarding a stale precache that does not match the committed image");
             changes.discard(&name)?;
@@ -73,8 +104,35 @@ pub fn reflink_if_stale(dir: &Dir, paths: &VolumePaths) -> Result<()> {
     if stale && sys::unlink_at(dir.fd(), &precache).is_ok() {
         info!(op = "remove", path = %dir.join(&precache).display(), "stale precache removed");
     }
-    match copy::stage_reflink_at(dir, &clean, dir, &precache, true)? {
+    match copy::stage_reflink_at(dir, &clean, dir, &precache, true, mark)? {
         Some(staged) => staged.place_unsynced(),
         None => Ok(()),
     }
+}
+
+/// Mark a fresh clone as a reflink of the inode `src` describes. Where the mark
+/// cannot be set the precache is still good; its start just keeps its barrier.
+fn mark(clone: &File, src: &std::fs::Metadata) -> Result<()> {
+    if let Err(err) = sys::set_xattr(clone, REFLINK_OF, src.ino().to_string().as_bytes()) {
+        debug!(error = %err, "cannot mark a precache as a reflink ({REFLINK_OF})");
+    }
+    Ok(())
+}
+
+/// Is the precache `name` marked as a reflink of `clean`'s inode? Anything that cannot
+/// be read counts as no.
+fn is_reflink_of(dir: &Dir, name: &str, clean: &Entry) -> bool {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let Ok(fd) = sys::open_beneath(dir.fd(), name, flags, 0) else {
+        return false;
+    };
+    let marked = match sys::get_xattr(&fd, REFLINK_OF) {
+        Ok(Some(value)) => value == clean.stat.st_ino.to_string().as_bytes(),
+        Ok(None) => false,
+        Err(err) => {
+            debug!(file = %dir.join(name).display(), error = %err, "cannot read the precache's mark");
+            false
+        }
+    };
+    marked
 }

@@ -351,6 +351,30 @@ pub fn start_writeback(file: &File) -> io::Result<()> {
     )?)
 }
 
+/// The value of the extended attribute `name` of an open file; `None` when it has
+/// none or the filesystem keeps none.
+pub fn get_xattr(file: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let mut value = vec![0u8; 64];
+    match rustix::fs::fgetxattr(file, name, &mut value) {
+        Ok(len) => {
+            value.truncate(len);
+            Ok(Some(value))
+        }
+        Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Set the extended attribute `name` of an open file to `value`.
+pub fn set_xattr(file: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
+    Ok(rustix::fs::fsetxattr(
+        file,
+        name,
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )?)
+}
+
 /// XFS's superblock magic (`XFS_SUPER_MAGIC`, "XFSB").
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 
@@ -361,6 +385,19 @@ const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 #[allow(clippy::unnecessary_cast)]
 pub fn is_xfs(fd: impl AsFd) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == XFS_SUPER_MAGIC)
+}
+
+/// btrfs's superblock magic (`BTRFS_SUPER_MAGIC`).
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+
+/// Is `fd` on btrfs or XFS (`fstatfs`; false when it cannot tell)? Both write a block
+/// shared by a reflink elsewhere (copy on write) and make the new block part of the
+/// file only by a metadata change, which they keep in order with every metadata
+/// change made before it (btrfs transactions and its fsync log, XFS's one log).
+#[allow(clippy::unnecessary_cast)]
+pub fn is_btrfs_or_xfs(fd: impl AsFd) -> bool {
+    rustix::fs::fstatfs(fd)
+        .is_ok_and(|st| matches!(st.f_type as i64, XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC))
 }
 
 /// Set atime and mtime of an open file to `(seconds, nanoseconds)`.

@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::background::Background;
 use crate::context::OpCtx;
@@ -526,7 +526,19 @@ impl<'a> Volume<'a> {
         let precache = crate::precache::take_usable(&mut changes, &self.paths, &clean_entry)?;
         let dirty = self.paths.dirty_name();
         match precache {
-            Some(precache) => changes.rename(&precache, &dirty)?,
+            Some(precache)
+                if (precache.shares_every_block && sys::is_btrfs_or_xfs(dir.fd()))
+                    || crate::fsync_fault::skipped("start-dir", &dir.join(&precache.name)) =>
+            {
+                // docs/durability.md rule 8: until a metadata change after this rename
+                // is durable, the precache holds the committed image, and a power cut
+                // that undoes the start loses nothing.
+                changes.rename(&precache.name, &dirty)?;
+                debug!(vid = %self.config.vid, "started from a reflinked precache: no barrier");
+                changes.end_without_barrier();
+                return Ok(());
+            }
+            Some(precache) => changes.rename(&precache.name, &dirty)?,
             None => {
                 let opts = CopyOptions::default();
                 let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
@@ -894,10 +906,15 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.18 success, with fix 8 (without an import file nothing changes) and
-    /// contract rev 2: a private copy of the import file at exactly the declared `size`
-    /// (a reflink where the pool has them, else a hole-preserving byte copy) is
-    /// committed, so that the importer's fd, which keeps writing into the old inode,
-    /// can never reach committed data; the import file itself is discarded.
+    /// contract rev 2: what is committed has exactly the declared `size`, and no fd the
+    /// importer still holds can ever reach committed data. When the import file has no
+    /// other open file description anywhere (the importer closed its fd, and so did
+    /// every process it passed it to: [`sys::only_opener`]), nobody can write it any
+    /// more — it is reachable only through the pool directory — so it is cut to `size`
+    /// and committed itself, as a stop commits a running image (fsynced, renamed). Else
+    /// a private copy of it at `size` (a reflink where the pool has them, else a
+    /// hole-preserving byte copy) is committed and the import file discarded: the
+    /// importer's fd keeps writing into the old inode.
     pub fn commit_import(&self, size: u64, ctx: &OpCtx) -> Result<()> {
         let import = self.paths.import_name();
         let dir = self
@@ -910,6 +927,11 @@ impl<'a> Volume<'a> {
             return Err(EngineError::busy(
                 "cannot commit an import into a started volume",
             ));
+        }
+        if self.import_let_go(&dir, &import, size)? {
+            self.commit(&dir, Incoming::Running(&import), None, ctx)?;
+            ctx.emit_volume(EventKind::Imported { success: true });
+            return Ok(());
         }
         let opts = CopyOptions {
             dst_size: Some(size),
@@ -925,6 +947,29 @@ impl<'a> Volume<'a> {
         self.commit(&dir, Incoming::Staged(staged), Some(&import), ctx)?;
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
+    }
+
+    /// Has every fd of the import file `import` been closed (see [`Self::commit_import`])?
+    /// Then it is cut to the declared `size` (a holder could have changed its size).
+    fn import_let_go(&self, dir: &Dir, import: &str, size: u64) -> Result<bool> {
+        let file = dir.open_file(import, Access::ReadWrite)?;
+        let path = dir.join(import);
+        let alone = sys::only_opener(&file).io_ctx(|| {
+            format!(
+                "cannot tell whether anyone else has {} open",
+                path.display()
+            )
+        })?;
+        if !alone {
+            info!(path = %path.display(), "the import file is still open elsewhere: a private copy is committed");
+            return Ok(false);
+        }
+        if file.metadata().map(|m| m.len()).ok() != Some(size) {
+            file.set_len(size)
+                .io_ctx(|| format!("cannot set the size of {}", path.display()))?;
+        }
+        info!(path = %path.display(), "nobody holds the import file any more: it is committed itself, no copy");
+        Ok(true)
     }
 
     /// R§3.18 failure: delete the import file (a missing one is fine).

@@ -69,7 +69,8 @@ impl WriteBehind {
         watch
     }
 
-    /// Stop writing the file of `watch` behind.
+    /// Stop writing the file of `watch` behind. When this returns the write-behind
+    /// holds no fd of it any more (a pass in progress holds the lock).
     pub fn stop(&self, watch: Watch) {
         self.shared.lock().watched.remove(&watch.0);
     }
@@ -117,14 +118,13 @@ fn write_behind(shared: &Shared) {
                 .unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        let watched: Vec<Arc<File>> = files.watched.values().cloned().collect();
-        drop(files);
-        for file in watched {
-            if let Err(err) = sys::start_writeback(&file) {
+        // Under the lock: a stop waits for the pass, so it returns with the file's fd
+        // closed (the commit of an import checks that nobody has it open).
+        for file in files.watched.values() {
+            if let Err(err) = sys::start_writeback(file) {
                 debug!(error = %err, "cannot start the writeback of an import file");
             }
         }
-        files = shared.lock();
         files = shared
             .changed
             .wait_timeout(files, INTERVAL)

@@ -21,7 +21,13 @@ const VID: &str = "appvms/work/private";
 on_every_fs!(
     writes_through_the_import_fd_after_the_end_never_reach_committed_data,
     the_committed_image_has_exactly_the_declared_size,
+    an_import_file_nobody_holds_any_more_is_committed_without_a_copy,
 );
+
+fn ino(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
 
 fn quiet(op: &str) -> OpCtx {
     OpCtx::quiet(op)
@@ -41,9 +47,15 @@ fn writes_through_the_import_fd_after_the_end_never_reach_committed_data(t: FsTy
         .import_data(&v, MIB, false, &quiet("ImportData"))
         .unwrap();
     fd.write_all_at(b"imported", 0).unwrap();
+    let import = ino(&f.paths(VID).import());
     f.engine
         .import_data_end(&v, true, &quiet("ImportDataEnd"))
         .unwrap();
+    assert_ne!(
+        ino(&f.paths(VID).clean()),
+        import,
+        "the importer still holds the import file: a private copy is committed"
+    );
     fd.write_all_at(b"too late", 0).unwrap();
     fd.write_all_at(b"beyond", 4 * MIB).unwrap();
     fd.sync_all().unwrap();
@@ -83,6 +95,59 @@ fn the_committed_image_has_exactly_the_declared_size(t: FsType) {
         assert_eq!(f.engine.volume_info(&v).unwrap().size, declared);
         assert_eq!(read_at(&clean, 0, 4), b"data");
     }
+}
+
+/// The importer closed its fd (and the fd it passed to a child, here a dup of it that
+/// is closed too): nobody can reach the import file any more, so it becomes the
+/// committed image itself — no copy — at exactly the declared size, with the old image
+/// kept as a revision. Another open file of it still writing keeps the private copy.
+fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin(VID, MIB, 1);
+    let paths = f.paths(VID);
+    let fd = f
+        .engine
+        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(b"imported", 0).unwrap();
+    fd.write_all_at(b"beyond the declared size", 3 * MIB)
+        .unwrap();
+    let child = fd.try_clone().unwrap();
+    let import = ino(&paths.import());
+    drop(fd);
+    drop(child);
+    f.engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    let clean = paths.clean();
+    assert_eq!(ino(&clean), import, "committed as it is");
+    assert_eq!(fs::metadata(&clean).unwrap().len(), 2 * MIB);
+    assert_eq!(read_at(&clean, 0, 8), b"imported");
+    assert!(!exists(&paths.import()));
+    assert_eq!(f.engine.volume_info(&v).unwrap().revisions.len(), 1);
+    f.engine.settle();
+    assert_eq!(read_at(&f.start(&v), 0, 8), b"imported");
+    f.stop(&v);
+
+    // Another open file of the import (opened on its own, not a dup) still writes: a
+    // private copy, which its later writes never reach.
+    let fd = f
+        .engine
+        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(b"second", 0).unwrap();
+    let other = fs::OpenOptions::new()
+        .write(true)
+        .open(paths.import())
+        .unwrap();
+    let import = ino(&paths.import());
+    drop(fd);
+    f.engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    assert_ne!(ino(&paths.clean()), import, "a private copy");
+    other.write_all_at(b"later!", 0).unwrap();
+    assert_eq!(read_at(&paths.clean(), 0, 6), b"second");
 }
 
 /// An `-import.img` that no ImportData opened (left by a crash, or put there) is never

@@ -110,6 +110,7 @@ on_every_fs!(
     origin_snapshot_commits_its_session_as_a_revision,
     halted_resize_makes_a_new_inode_and_leaves_revisions,
     halted_resize_grows_in_place_what_nothing_else_holds,
+    start_from_a_reflinked_precache_waits_for_no_barrier,
     resizing_a_template_while_its_snapshot_runs_makes_a_new_inode,
     shrinking_needs_allow_shrink_and_read_only_cannot_resize,
     export_stays_consistent_while_a_commit_replaces_the_image,
@@ -501,6 +502,64 @@ fn halted_resize_grows_in_place_what_nothing_else_holds(t: FsType) {
         "no stale precache"
     );
     assert_eq!(read_at(&dirty, 0, 5), b"keep!");
+}
+
+/// The barriers `op` waited for on this thread.
+fn barriers_of<T>(op: impl FnOnce() -> T) -> (qubes_storage_engine::barrier::Counts, T) {
+    use qubes_storage_engine::barrier;
+    let before = barrier::thread_counts();
+    let out = op();
+    (barrier::thread_counts().since(&before), out)
+}
+
+fn total(c: &qubes_storage_engine::barrier::Counts) -> u64 {
+    c.fsync + c.fdatasync + c.dir_fsync + c.syncfs + c.joined
+}
+
+/// docs/durability.md rule 8: the precache made after a commit on btrfs and XFS is a
+/// reflink marked with the committed image's inode, and a start from it waits for no
+/// barrier. A precache whose mark names another inode, or that has none (ext4's byte
+/// copy), keeps the start's directory fsync. Either way the VM gets the committed data.
+fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {
+    use qubes_storage_engine::precache::REFLINK_OF;
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 2 * MIB, 1);
+    f.session(&v, 0, b"session one");
+    let clean = f.path("appvms/work/private.img");
+    let precache = f.path("appvms/work/private-precache.img");
+    let mark = xattr(&precache, REFLINK_OF);
+    let reflinks = t.has_reflink();
+    assert_eq!(
+        mark,
+        reflinks.then(|| ino(&clean).to_string().into_bytes()),
+        "the precache is marked with the committed inode where it is a reflink"
+    );
+    let start = || f.engine.start(&v, &OpCtx::quiet("Start")).unwrap();
+    let (barriers, dirty) = barriers_of(start);
+    let expected = if reflinks { 0 } else { 1 };
+    assert_eq!(total(&barriers), expected, "{barriers:?}");
+    assert_eq!(read_at(&dirty, 0, 11), b"session one");
+    f.engine.settle();
+    f.stop(&v);
+    if !reflinks {
+        return;
+    }
+    // A mark that names another inode (as if the committed image had been replaced
+    // behind the service's back) does not count.
+    set_xattr(&precache, REFLINK_OF, b"1");
+    let (barriers, dirty) = barriers_of(start);
+    assert_eq!(barriers.dir_fsync, 1, "{barriers:?}");
+    assert_eq!(read_at(&dirty, 0, 11), b"session one");
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let file = File::open(path).unwrap();
+    qubes_storage_engine::sys::get_xattr(&file, name).unwrap()
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let file = File::open(path).unwrap();
+    qubes_storage_engine::sys::set_xattr(&file, name, value).unwrap();
 }
 
 /// A running snapshot holds a link to its template's committed inode (what it started

@@ -6,6 +6,7 @@
 //! | operation | on    | before                          | after                              |
 //! |-----------|-------|---------------------------------|------------------------------------|
 //! | start     | WORK  | stopped                         | started, dirty C                   |
+//! | start-session | WORK | stopped                        | started, dirty D (Start, then the VM writes D and flushes) |
 //! | stop      | WORK  | started, dirty D                | clean D, revisions 3:B 4:C (2:A pruned) |
 //! | revert    | WORK  | clean C                         | clean B, revisions 2:A 4:C         |
 //! | resize    | WORK  | clean C (4 MiB)                 | clean C grown to 6 MiB             |
@@ -21,6 +22,13 @@
 //! In stop-unflushed the running image holds whatever of the session reached the disk
 //! until the commit's fsync of it: any content is accepted there before the stop is
 //! acknowledged ([`Op::unflushed_session`]); the committed image must be exactly D.
+//!
+//! A start from a reflinked precache waits for no barrier on btrfs and XFS
+//! (docs/durability.md rule 8): a power cut may undo it even once it was acknowledged
+//! ([`Op::may_be_undone`]), but never after a write of the VM is durable — start-session
+//! is that proof: its VM's flush (an fsync of the running image) must leave the volume
+//! started with D, and before it a precache that a start would use must still hold the
+//! committed image (checked on every crash disk of every case).
 //!
 //! The last two run their three calls concurrently over the bus, so that they share
 //! barriers: the VM directory's fsyncs and syncfs rounds (stop-vm), the state journal's
@@ -44,6 +52,8 @@ use crate::common::{opts, opts_of, ManagerProxy, PoolProxy, VolumeProxy};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Start,
+    /// Start, then the VM writes D into the running image and flushes it.
+    StartSession,
     Stop,
     Revert,
     Resize,
@@ -63,8 +73,9 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Start,
+        Op::StartSession,
         Op::Stop,
         Op::Revert,
         Op::Resize,
@@ -81,6 +92,7 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Op::Start => "start",
+            Op::StartSession => "start-session",
             Op::Stop => "stop",
             Op::Revert => "revert",
             Op::Resize => "resize",
@@ -119,7 +131,14 @@ impl Op {
     /// The volume whose running image may hold anything until the operation is
     /// acknowledged: a session the VM did not flush.
     pub fn unflushed_session(self) -> Option<Vol> {
-        (self == Op::StopUnflushed).then_some(WORK)
+        matches!(self, Op::StopUnflushed | Op::StartSession).then_some(WORK)
+    }
+
+    /// May a power cut after the acknowledgement still leave the old state? Only a
+    /// start from a reflinked precache on btrfs or XFS (`reflinks`), which has no
+    /// barrier: until something later is durable, undoing it loses nothing.
+    pub fn may_be_undone(self, reflinks: bool) -> bool {
+        self == Op::Start && reflinks
     }
 
     /// The volumes the operation changes.
@@ -180,6 +199,7 @@ impl Op {
         let committed = |clean: char| VolState::stopped(Content::of(clean), &[(3, 'B'), (4, 'C')]);
         let work = match self {
             Op::Start => world[&WORK].clone().started(Content::of('C')),
+            Op::StartSession => world[&WORK].clone().started(Content::of('D')),
             Op::Stop | Op::StopUnflushed => committed('D'),
             Op::Revert => VolState::stopped(Content::of('B'), &[(2, 'A'), (4, 'C')]),
             Op::Resize => VolState::stopped(Content::resized('C'), &[(2, 'A'), (3, 'B')]),
@@ -212,6 +232,14 @@ impl Op {
         let work = || volume(conn, WORK);
         match self {
             Op::Start => work().await?.start(opts()).await.map(|_| ()),
+            Op::StartSession => {
+                work().await?.start(opts()).await?;
+                let dirty = disk.paths(WORK).dirty();
+                let file = std::fs::OpenOptions::new().write(true).open(&dirty)?;
+                write_label(&file, 'D');
+                file.sync_all()?; // the VM's flush
+                Ok(())
+            }
             Op::Stop => work().await?.stop(opts()).await,
             Op::Revert => work().await?.revert("", opts()).await,
             Op::Resize => work().await?.resize(RESIZED, opts()).await,

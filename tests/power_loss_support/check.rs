@@ -10,6 +10,8 @@
 //!   state is acceptable, once it was acknowledged only the new one ([`Phase`]);
 //! * **nothing else changed** — every other volume is exactly as before;
 //! * **no short file** — every file under a final name holds a complete known state;
+//! * **a usable precache is the committed image** — a precache that a start would
+//!   take (its mtime and size are the committed image's) holds the committed content;
 //! * **leftovers swept** — no temp file (`…~XXXXXXXX`) in the pools or the state
 //!   directory, and no import file of a registered volume;
 //! * **the daemon serves** — it started, and its view (registration, Started, Size,
@@ -212,6 +214,7 @@ pub fn judge(
     after: &WorldState,
     subjects: &[Vol],
     unflushed: Option<Vol>,
+    undoable: bool,
     seen: &WorldState,
     phase: Phase,
 ) -> Vec<String> {
@@ -226,7 +229,7 @@ pub fn judge(
         let subject = subjects.contains(&vol);
         let fine = match (subject, phase) {
             (false, _) | (true, Phase::Before) => now == old,
-            (true, Phase::Acknowledged) => now == new,
+            (true, Phase::Acknowledged) => now == new || (undoable && now == old),
             (true, Phase::During) => now == old || now == new || in_between(old, new, now),
         };
         if !fine {
@@ -241,6 +244,36 @@ pub fn judge(
                 (true, Phase::During) => format!("the old state {old} or the new state {new}"),
             };
             problems.push(format!("{vol}: expected {expected}; found {now}"));
+        }
+    }
+    problems
+}
+
+/// Every precache that a start would use — its mtime (ns) and size are the committed
+/// image's — holds what the committed image holds: otherwise a start would hand a VM
+/// something that was never committed.
+pub fn usable_precaches_hold_the_committed_image(disk: &Disk) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &std::fs::Metadata| (m.mtime(), m.mtime_nsec(), m.len());
+    let mut problems = Vec::new();
+    for vol in ALL.iter().filter(|v| !v.is_snapshot()) {
+        let paths = disk.paths(*vol);
+        let (Ok(pre), Ok(clean)) = (
+            std::fs::metadata(paths.precache()),
+            std::fs::metadata(paths.clean()),
+        ) else {
+            continue;
+        };
+        if stamp(&pre) != stamp(&clean) {
+            continue; // stale: a start discards it
+        }
+        let (pre, clean) = (identify(&paths.precache()), identify(&paths.clean()));
+        if pre != clean {
+            problems.push(format!(
+                "{vol}: the precache a start would use holds {} but the committed image {}",
+                pre.map_or("nothing".into(), |s| s.to_string()),
+                clean.map_or("nothing".into(), |s| s.to_string()),
+            ));
         }
     }
     problems

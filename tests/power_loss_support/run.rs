@@ -32,7 +32,7 @@ use zbus::Connection;
 use super::cases::Op;
 use super::check::{
     judge, judge_pools, leftovers_and_short_files, observe, served_matches_files, served_pools,
-    served_volumes,
+    served_volumes, usable_precaches_hold_the_committed_image,
 };
 use super::report::CaseReport;
 use super::world::{build_history, Disk};
@@ -243,7 +243,7 @@ async fn replay_all(
     for (n, state) in crash_states(log, marks, &plan).iter().enumerate() {
         images.build(state, &ws.crash).expect("build a crash image");
         let daemon_log = ws.logs.join(format!("replay-{n}.log"));
-        let problems = replay_one(op, state, ws, bus, conn, &daemon_log).await;
+        let problems = replay_one(op, fs, state, ws, bus, conn, &daemon_log).await;
         let what = state.describe(report.flushes, later_writes(log, state.boundary).len());
         let described = problems
             .iter()
@@ -264,6 +264,7 @@ async fn replay_all(
 /// and unmounts again.
 async fn replay_one(
     op: Op,
+    fs: FsType,
     state: &CrashState,
     ws: &Workspace,
     bus: &TestBus,
@@ -277,7 +278,7 @@ async fn replay_one(
     let spec = daemon_spec(ws, daemon_log, &[]);
     let mut problems = match Daemon::try_start(&spec, bus, conn).await {
         Ok(daemon) => {
-            let problems = check_disk(op, state.phase, &ws.disk, conn).await;
+            let problems = check_disk(op, fs, state.phase, &ws.disk, conn).await;
             let status = daemon.terminate();
             let exit = (!status.success())
                 .then(|| format!("the daemon exited with {status}{}", log_tail(daemon_log)));
@@ -292,7 +293,13 @@ async fn replay_one(
 }
 
 /// Every invariant of [`super::check`] on the mounted crash disk the daemon serves.
-async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec<String> {
+async fn check_disk(
+    op: Op,
+    fs: FsType,
+    phase: Phase,
+    disk: &Disk,
+    conn: &Connection,
+) -> Vec<String> {
     let served = match served_volumes(conn).await {
         Ok(served) => served,
         Err(err) => return vec![format!("the daemon does not serve: {err}")],
@@ -308,6 +315,7 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
         &op.after(),
         op.subjects(),
         op.unflushed_session(),
+        op.may_be_undone(fs.has_reflink()),
         &seen,
         phase,
     ));
@@ -320,6 +328,7 @@ async fn check_disk(op: Op, phase: Phase, disk: &Disk, conn: &Connection) -> Vec
         &seen,
         may_be_torn.as_deref(),
     ));
+    problems.extend(usable_precaches_hold_the_committed_image(disk));
     problems.extend(served_matches_files(disk, &served));
     problems
 }

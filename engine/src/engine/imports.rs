@@ -127,6 +127,9 @@ impl Engine {
         import: &Import,
         ctx: &OpCtx,
     ) -> Result<()> {
+        // The write-behind's fd (a dup of the importer's) would keep the import file
+        // open: the commit commits the file itself only when nobody has it open.
+        self.stop_write_behind(import);
         let out = v.commit_import(import.size, ctx);
         match &out {
             Ok(()) => self.end_import(vol),
