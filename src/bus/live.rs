@@ -1,7 +1,7 @@
 //! The properties that are read live and never announced (contract: they change with
 //! every write of a running VM): a volume's `Usage` (allocated bytes of its current
 //! image, one stat) and a pool's `UsageDetails` (statvfs of its directory). They are
-//! read on the blocking pool when asked for, and for each object that
+//! read off the executor when asked for, and for each object that
 //! GetManagedObjects or InterfacesAdded lists.
 
 use std::collections::HashMap;

@@ -1,8 +1,8 @@
 //! The D-Bus layer: the only code that knows object paths, D-Bus types and error
-//! names. It turns calls into engine calls (on tokio's blocking pool), engine results
-//! into replies, engine events into signals, and copies into Job objects. The contract
-//! it implements is `docs/dbus-api.md`; the interfaces are described once, in
-//! `dbus/*.xml`, which the service embeds and serves.
+//! names. It turns calls into engine calls (off the executor, `Service::blocking`),
+//! engine results into replies, engine events into signals, and copies into Job
+//! objects. The contract it implements is `docs/dbus-api.md`; the interfaces are
+//! described once, in `dbus/*.xml`, which the service embeds and serves.
 //!
 //! How the files stack (each imports only those below it):
 //!

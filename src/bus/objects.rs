@@ -30,7 +30,7 @@ pub struct VolumeObject {
     /// calls on one volume announce their changes in the order they made them. Only
     /// call tasks take it, one gate per call: never the engine, never the outbox.
     pub gate: tokio::sync::Mutex<()>,
-    /// Held (on the blocking pool) from reading the engine's view of the volume until
+    /// Held (off the executor) from reading the engine's view of the volume until
     /// its new values are queued, so a later read is never announced before an earlier
     /// one — also when the volume is refreshed as another volume's dependent.
     pub refresh: Mutex<()>,

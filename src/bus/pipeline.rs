@@ -1,7 +1,7 @@
 //! The call pipeline, written once and used by every method and property write that
 //! changes something:
 //!
-//! authorize → gate → engine (blocking pool) → refresh → PropertiesChanged → domain
+//! authorize → gate → engine (off the executor) → refresh → PropertiesChanged → domain
 //! signals → Jobs' Completed → reply.
 //!
 //! 1. **Authorize** every permission the call needs (polkit, possibly a dialog). No
@@ -10,10 +10,10 @@
 //! 2. **Gate**: wait for the volume's gate, so calls on one volume announce their
 //!    changes in the order they made them. Only call tasks take gates, one each. A
 //!    property write waits at most [`WRITE_PATIENCE`], then it is `Busy`.
-//! 3. **Engine**: the operation runs on the blocking pool with an [`OpCtx`] whose copies
+//! 3. **Engine**: the operation runs off the executor (`Service::blocking`) with an [`OpCtx`] whose copies
 //!    become Job objects (queued, never waited for) and whose cancel token shutdown and
 //!    `Job.Cancel` trip.
-//! 4. **Refresh**, still on the blocking pool: the objects the call changed are read
+//! 4. **Refresh**, still off the executor: the objects the call changed are read
 //!    again and their values queued for the outbox, which announces the differences.
 //! 5. The engine's **events** are queued as domain signals, then each Job's
 //!    `Completed` (with the call's outcome) and its removal.
@@ -127,7 +127,7 @@ impl Service {
         .await
     }
 
-    /// Steps 3–5: runs `work` as an engine operation of `call` on the blocking pool.
+    /// Steps 3–5: runs `work` as an engine operation of `call` off the executor.
     pub async fn operate<T, F>(
         self: &Arc<Self>,
         call: &Call,

@@ -1,7 +1,7 @@
 //! `org.freedesktop.DBus.Properties` of every object: Get and GetAll serve the values
 //! the object last announced (at their place in the sequence of announcements, so a
 //! read never contradicts a signal the client already has), plus the live values read
-//! on the blocking pool; Set checks the property against the introspection (unknown,
+//! off the executor; Set checks the property against the introspection (unknown,
 //! read-only, wrong type) and hands the write to the object's setter, which runs it
 //! through the call pipeline like a method — without ever prompting for a password.
 

@@ -1,5 +1,5 @@
 //! Reading objects again after a change and queueing their new values for the outbox
-//! (which announces whatever differs). These run on the blocking pool, right after the
+//! (which announces whatever differs). These run off the executor, right after the
 //! engine work of a call, under the object's refresh lock: reading the engine's view
 //! and queueing it is one step per object, so two refreshes of one object are queued
 //! in the order they read.

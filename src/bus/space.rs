@@ -1,6 +1,6 @@
 //! `MeasureSpace` of a volume and of a pool (issue 13): the engine's measurements of
 //! exclusive and shared bytes as replies. They are reads (no authorization) that run
-//! on the blocking pool as an operation, so a long walk is a Job with Cancel. A
+//! off the executor as an operation, so a long walk is a Job with Cancel. A
 //! volume's measurement goes through the pipeline (its gate, then a refresh): the
 //! revisions' exclusive bytes it records are announced in RevisionDetails before the
 //! reply. A pool's measurement changes nothing that is announced.
