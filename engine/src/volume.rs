@@ -909,8 +909,9 @@ impl<'a> Volume<'a> {
     /// contract rev 2: what is committed has exactly the declared `size`, and no fd the
     /// importer still holds can ever reach committed data. When the import file has no
     /// other open file description anywhere (the importer closed its fd, and so did
-    /// every process it passed it to: [`sys::only_opener`]), nobody can write it any
-    /// more — it is reachable only through the pool directory — so it is cut to `size`
+    /// every process it passed it to: [`sys::only_opener`]) and no other name, nobody
+    /// can write it any more — it is reachable only through the pool directory, which
+    /// only root may enter — so it is cut to `size`
     /// and committed itself, as a stop commits a running image (fsynced, renamed). Else
     /// a private copy of it at `size` (a reflink where the pool has them, else a
     /// hole-preserving byte copy) is committed and the import file discarded: the
@@ -949,8 +950,9 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
-    /// Has every fd of the import file `import` been closed (see [`Self::commit_import`])?
-    /// Then it is cut to the declared `size` (a holder could have changed its size).
+    /// Has every fd of the import file `import` been closed, and has it no other name
+    /// (see [`Self::commit_import`])? Then it is cut to the declared `size` (a holder
+    /// could have changed its size).
     fn import_let_go(&self, dir: &Dir, import: &str, size: u64) -> Result<bool> {
         let file = dir.open_file(import, Access::ReadWrite)?;
         let path = dir.join(import);
@@ -964,7 +966,16 @@ impl<'a> Volume<'a> {
             info!(path = %path.display(), "the import file is still open elsewhere: a private copy is committed");
             return Ok(false);
         }
-        if file.metadata().map(|m| m.len()).ok() != Some(size) {
+        let meta = file
+            .metadata()
+            .io_ctx(|| format!("cannot stat {}", path.display()))?;
+        if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+            // A name elsewhere (a hard link made through /proc/self/fd where
+            // fs.protected_hardlinks allows it) would let its maker open it again.
+            info!(path = %path.display(), "the import file has another name: a private copy is committed");
+            return Ok(false);
+        }
+        if meta.len() != size {
             file.set_len(size)
                 .io_ctx(|| format!("cannot set the size of {}", path.display()))?;
         }

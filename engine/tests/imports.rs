@@ -100,7 +100,8 @@ fn the_committed_image_has_exactly_the_declared_size(t: FsType) {
 /// The importer closed its fd (and the fd it passed to a child, here a dup of it that
 /// is closed too): nobody can reach the import file any more, so it becomes the
 /// committed image itself — no copy — at exactly the declared size, with the old image
-/// kept as a revision. Another open file of it still writing keeps the private copy.
+/// kept as a revision. Another open file of it still writing, or another name of it,
+/// keeps the private copy.
 fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin(VID, MIB, 1);
@@ -148,6 +149,34 @@ fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
     assert_ne!(ino(&paths.clean()), import, "a private copy");
     other.write_all_at(b"later!", 0).unwrap();
     assert_eq!(read_at(&paths.clean(), 0, 6), b"second");
+    drop(other);
+
+    // The importer gave its import file another name (a hard link, through which it
+    // could open it again after the commit): a private copy.
+    let fd = f
+        .engine
+        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(b"third!", 0).unwrap();
+    let elsewhere = f.fs.path().join("kept-by-the-importer");
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        &elsewhere,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .unwrap();
+    let import = ino(&paths.import());
+    drop(fd);
+    f.engine
+        .import_data_end(&v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    assert_ne!(ino(&paths.clean()), import, "a private copy");
+    let reopened = fs::OpenOptions::new().write(true).open(&elsewhere).unwrap();
+    reopened.write_all_at(b"later!", 0).unwrap();
+    assert_eq!(read_at(&paths.clean(), 0, 6), b"third!");
 }
 
 /// An `-import.img` that no ImportData opened (left by a crash, or put there) is never
