@@ -38,6 +38,7 @@ on_every_fs!(
     revert_survives_power_loss => Op::Revert,
     resize_survives_power_loss => Op::Resize,
     import_survives_power_loss => Op::Import,
+    an_import_whose_fd_is_still_open_survives_power_loss => Op::ImportHeld,
     clone_survives_power_loss => Op::Clone,
     create_survives_power_loss => Op::Create,
     remove_survives_power_loss => Op::Remove,

@@ -11,6 +11,7 @@
 //! | revert    | WORK  | clean C                         | clean B, revisions 2:A 4:C         |
 //! | resize    | WORK  | clean C (4 MiB)                 | clean C grown to 6 MiB             |
 //! | import    | WORK  | clean C                         | clean F (ImportData + ImportDataEnd), revisions 3:B 4:C |
+//! | import-held | WORK | clean C                        | as import, but the importer keeps its fd open over ImportDataEnd (a private copy is committed) |
 //! | clone     | WORK  | clean C                         | clean G (ImportVolume of TPL, another pool), revisions 3:B 4:C |
 //! | create    | NEW   | absent                          | registered, clean E                |
 //! | remove    | WORK  | registered                      | absent, no file left               |
@@ -58,6 +59,8 @@ pub enum Op {
     Revert,
     Resize,
     Import,
+    /// Import whose importer still holds its fd at ImportDataEnd.
+    ImportHeld,
     Clone,
     Create,
     Remove,
@@ -73,13 +76,14 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::Start,
         Op::StartSession,
         Op::Stop,
         Op::Revert,
         Op::Resize,
         Op::Import,
+        Op::ImportHeld,
         Op::Clone,
         Op::Create,
         Op::Remove,
@@ -97,6 +101,7 @@ impl Op {
             Op::Revert => "revert",
             Op::Resize => "resize",
             Op::Import => "import",
+            Op::ImportHeld => "import-held",
             Op::Clone => "clone",
             Op::Create => "create",
             Op::Remove => "remove",
@@ -203,7 +208,7 @@ impl Op {
             Op::Stop | Op::StopUnflushed => committed('D'),
             Op::Revert => VolState::stopped(Content::of('B'), &[(2, 'A'), (4, 'C')]),
             Op::Resize => VolState::stopped(Content::resized('C'), &[(2, 'A'), (3, 'B')]),
-            Op::Import => committed('F'),
+            Op::Import | Op::ImportHeld => committed('F'),
             Op::Clone => committed('G'),
             Op::Create => {
                 world.insert(NEW, VolState::stopped(Content::of('E'), &[]));
@@ -243,7 +248,8 @@ impl Op {
             Op::Stop => work().await?.stop(opts()).await,
             Op::Revert => work().await?.revert("", opts()).await,
             Op::Resize => work().await?.resize(RESIZED, opts()).await,
-            Op::Import => import(&work().await?, 'F').await,
+            Op::Import => import(&work().await?, 'F', false).await,
+            Op::ImportHeld => import(&work().await?, 'F', true).await,
             Op::Clone => {
                 let source = volume_path(conn, TPL).await?;
                 work().await?.import_volume(&source, opts()).await
@@ -311,13 +317,22 @@ async fn create_vm(conn: &Connection) -> zbus::Result<()> {
 }
 
 /// ImportData of an image, `label` written through the fd without fsync (the commit
-/// must make it durable), ImportDataEnd(true).
-async fn import(volume: &VolumeProxy<'_>, label: char) -> zbus::Result<()> {
+/// must make it durable), ImportDataEnd(true) — with the fd closed first (the import
+/// file is committed itself) or, `held`, still open (a private copy is committed).
+async fn import(volume: &VolumeProxy<'_>, label: char, held: bool) -> zbus::Result<()> {
     let fd = volume.import_data(IMAGE, opts()).await?;
     let file = std::fs::File::from(OwnedFd::from(fd));
     write_label(&file, label);
-    drop(file);
-    volume.import_data_end(true, opts()).await
+    let still_open = match held {
+        true => Some(file),
+        false => {
+            drop(file);
+            None
+        }
+    };
+    let ended = volume.import_data_end(true, opts()).await;
+    drop(still_open);
+    ended
 }
 
 /// CreatePool of [`NEW_POOL`] on the disk (setup_check where reflinks work).
