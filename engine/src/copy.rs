@@ -240,15 +240,15 @@ fn stage_labelled<'a>(
 /// A reflink of `src` staged next to `dst` (with the source's mtime when
 /// `copy_mtime`), or `None` where FICLONE is not possible — never a byte copy: for
 /// work done after a reply, where a long copy without a Job has no place. `mark`
-/// is given the clone and the source's metadata before the clone is sealed (the
-/// precache marks what it is a reflink of).
+/// is given the clone and the source before the clone is sealed (the precache marks
+/// what it is a reflink of).
 pub fn stage_reflink_at<'a>(
     src_dir: &Dir,
     src: &str,
     dst_dir: &'a Dir,
     dst: &str,
     copy_mtime: bool,
-    mark: impl FnOnce(&File, &std::fs::Metadata) -> Result<()>,
+    mark: impl FnOnce(&File, &File) -> Result<()>,
 ) -> Result<Option<Staged<'a>>> {
     let file = src_dir.open_file(src, Access::Read)?;
     let label = src_dir.join(src).display().to_string();
@@ -261,10 +261,7 @@ pub fn stage_reflink_at<'a>(
     let staged = durable::stage_content_at(dst_dir, dst, |temp| {
         let report = job.fill_reflink(temp)?;
         if report.is_some() {
-            let src_meta = file
-                .metadata()
-                .io_ctx(|| format!("cannot stat {}", job.src_label))?;
-            mark(temp, &src_meta)?;
+            mark(temp, &file)?;
         }
         Ok((report, durable::Content::Metadata))
     });

@@ -11,15 +11,16 @@
 //! lock, by a reflink only ([`reflink_if_stale`]); without reflinks it is a byte copy
 //! made in the call, which reports its progress like any copy ([`make_now`]).
 //!
-//! A reflinked precache is marked with the inode number of the committed image it was
-//! cloned from (the extended attribute [`REFLINK_OF`], set before it is sealed). Such a
-//! precache shares every block with that image, and the image is never written in
-//! place (a growth in place changes its size, which makes the precache stale), so a
-//! start whose precache is marked and whose committed image is still that inode
-//! needs no barrier ([`Usable::shares_every_block`], docs/durability.md rule 8).
+//! A reflinked precache is marked with the identity (inode number and birth time) of
+//! the committed image it was cloned from and its own (the extended attribute
+//! [`REFLINK_OF`], set before it is sealed; a copy of either file, as a restored pool
+//! has, is born anew and does not match). Such a precache shares every block with that
+//! image, and the service never writes the image in place while it has a precache (a
+//! growth in place changes its size, which makes the precache stale), so a start whose
+//! precache carries the mark of itself and of the current committed image needs no
+//! barrier ([`Usable::shares_every_block`], docs/durability.md rule 8).
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 
 use rustix::fs::OFlags;
 use tracing::{debug, info, warn};
@@ -30,15 +31,15 @@ use crate::dir::{Dir, Entry};
 use crate::durable::DirChanges;
 use crate::error::Result;
 use crate::layout::VolumePaths;
-use crate::sys;
+use crate::sys::{self, Identity};
 
 /// Does the precache entry `pre` hold what the committed image `clean` holds?
 fn matches(pre: &Entry, clean: &Entry) -> bool {
     pre.is_file() && (pre.mtime(), pre.size()) == (clean.mtime(), clean.size())
 }
 
-/// The extended attribute of a reflinked precache: the inode number (decimal) of the
-/// committed image it is a clone of.
+/// The extended attribute of a reflinked precache: the identity (inode number and
+/// birth time) of the committed image it is a clone of, and its own.
 pub const REFLINK_OF: &str = "user.qubes-storaged.reflink-of";
 
 /// A precache that matches the committed image.
@@ -62,7 +63,7 @@ pub fn take_usable(
     match changes.dir().entry(&name)? {
         None => Ok(None),
         Some(pre) if matches(&pre, clean) => {
-            let shares_every_block = is_reflink_of(changes.dir(), &name, clean);
+            let shares_every_block = shares_every_block(changes.dir(), &name, &paths.clean_name());
             Ok(Some(Usable {
                 name,
                 shares_every_block,
@@ -110,29 +111,51 @@ pub fn reflink_if_stale(dir: &Dir, paths: &VolumePaths) -> Result<()> {
     }
 }
 
-/// Mark a fresh clone as a reflink of the inode `src` describes. Where the mark
-/// cannot be set the precache is still good; its start just keeps its barrier.
-fn mark(clone: &File, src: &std::fs::Metadata) -> Result<()> {
-    if let Err(err) = sys::set_xattr(clone, REFLINK_OF, src.ino().to_string().as_bytes()) {
+/// The mark of a precache `pre` that is a reflink of the committed image `clean`:
+/// both identities, so that a copy of either (a restored pool) never matches.
+fn mark_value(clean: Identity, pre: Identity) -> String {
+    format!("{clean} {pre}")
+}
+
+/// Mark a fresh clone of `src` as its reflink. Where the mark cannot be set (no birth
+/// times, no extended attributes) the precache is still good; its start just keeps its
+/// barrier.
+fn mark(clone: &File, src: &File) -> Result<()> {
+    let marked = match (sys::identity(src, ""), sys::identity(clone, "")) {
+        (Ok(Some(clean)), Ok(Some(pre))) => {
+            sys::set_xattr(clone, REFLINK_OF, mark_value(clean, pre).as_bytes())
+        }
+        (Err(err), _) | (_, Err(err)) => Err(err),
+        _ => Ok(()),
+    };
+    if let Err(err) = marked {
         debug!(error = %err, "cannot mark a precache as a reflink ({REFLINK_OF})");
     }
     Ok(())
 }
 
-/// Is the precache `name` marked as a reflink of `clean`'s inode? Anything that cannot
-/// be read counts as no.
-fn is_reflink_of(dir: &Dir, name: &str, clean: &Entry) -> bool {
+/// Does the precache `name` share every block with the committed image `clean` (both
+/// names in `dir`)? It must carry the mark of exactly these two inodes (a copy of
+/// either is another inode, born later), and must not be a btrfs nodatacow file, whose
+/// blocks are written in place once a defragmentation of the committed image unshared
+/// them. Anything that cannot be read counts as no.
+fn shares_every_block(dir: &Dir, name: &str, clean: &str) -> bool {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
     let Ok(fd) = sys::open_beneath(dir.fd(), name, flags, 0) else {
         return false;
     };
-    let marked = match sys::get_xattr(&fd, REFLINK_OF) {
-        Ok(Some(value)) => value == clean.stat.st_ino.to_string().as_bytes(),
-        Ok(None) => false,
-        Err(err) => {
-            debug!(file = %dir.join(name).display(), error = %err, "cannot read the precache's mark");
-            false
-        }
+    let read = || -> std::io::Result<bool> {
+        let (Some(value), Some(clean), Some(pre)) = (
+            sys::get_xattr(&fd, REFLINK_OF)?,
+            sys::identity(dir.fd(), clean)?,
+            sys::identity(&fd, "")?,
+        ) else {
+            return Ok(false);
+        };
+        Ok(value == mark_value(clean, pre).as_bytes() && !sys::is_nocow(&fd))
     };
-    marked
+    read().unwrap_or_else(|err| {
+        debug!(file = %dir.join(name).display(), error = %err, "cannot read the precache's mark");
+        false
+    })
 }

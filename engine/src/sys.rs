@@ -387,6 +387,48 @@ pub fn is_xfs(fd: impl AsFd) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|st| st.f_type as i64 == XFS_SUPER_MAGIC)
 }
 
+/// What tells one inode from any copy of it: its number and its birth time (statx
+/// `stx_btime`, which no one can set — a restored or copied file is born anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub ino: u64,
+    pub born: (i64, u32),
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}.{:09}", self.ino, self.born.0, self.born.1)
+    }
+}
+
+/// The [`Identity`] of `name` in `dir` (not following a symlink), or of `fd` itself
+/// when `name` is empty; `None` where the filesystem keeps no birth time.
+pub fn identity(fd: impl AsFd, name: &str) -> io::Result<Option<Identity>> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let flags = match name.is_empty() {
+        true => AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        false => AtFlags::SYMLINK_NOFOLLOW,
+    };
+    let st = rustix::fs::statx(fd, name, flags, StatxFlags::INO | StatxFlags::BTIME)?;
+    if st.stx_mask & StatxFlags::BTIME.bits() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Identity {
+        ino: st.stx_ino,
+        born: (st.stx_btime.tv_sec, st.stx_btime.tv_nsec),
+    }))
+}
+
+/// Does the file write its blocks in place (btrfs `FS_NOCOW_FL`, chattr +C)? True when
+/// it cannot tell.
+pub fn is_nocow(fd: impl AsFd) -> bool {
+    match rustix::fs::ioctl_getflags(fd) {
+        Ok(flags) => flags.contains(rustix::fs::IFlags::NOCOW),
+        Err(Errno::NOTTY | Errno::NOTSUP | Errno::INVAL) => false,
+        Err(_) => true,
+    }
+}
+
 /// btrfs's superblock magic (`BTRFS_SUPER_MAGIC`).
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 

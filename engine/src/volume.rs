@@ -411,11 +411,14 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.7 A, snapshots disabled: the committed image becomes the VM's image. Unless
-    /// it may still be read through an export made while snapshots were enabled: then
-    /// the VM gets a copy (a reflink where possible), so that export never changes.
+    /// it may still be read through an export made while snapshots were enabled, or it
+    /// has another name — a revision of an origin_snapshot volume that started from it
+    /// (its committed session's predecessor is a link of this image) —: then the VM
+    /// gets a copy (a reflink where possible), so that neither ever changes.
     fn start_in_place(&mut self, ctx: &OpCtx) -> Result<()> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
+        let linked_elsewhere = dir.regular_entry(&clean)?.links() > 1;
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
         let mut revisions = revision::list_in(&dir, &self.paths)?;
@@ -428,7 +431,7 @@ impl<'a> Volume<'a> {
             ctx,
         )?;
         changes.discard(&self.paths.precache_name())?;
-        if !self.config.committed_image_shared {
+        if !self.config.committed_image_shared && !linked_elsewhere {
             changes.rename(&clean, &dirty)?;
             return changes.commit();
         }
@@ -909,9 +912,9 @@ impl<'a> Volume<'a> {
     /// contract rev 2: what is committed has exactly the declared `size`, and no fd the
     /// importer still holds can ever reach committed data. When the import file has no
     /// other open file description anywhere (the importer closed its fd, and so did
-    /// every process it passed it to: [`sys::only_opener`]) and no other name, nobody
-    /// can write it any more — it is reachable only through the pool directory, which
-    /// only root may enter — so it is cut to `size`
+    /// every process it passed it to: [`sys::only_opener`]), no other name, and belongs
+    /// to the service with no access for anyone else, nobody can write it any more —
+    /// not even by opening it again — so it is cut to `size`
     /// and committed itself, as a stop commits a running image (fsynced, renamed). Else
     /// a private copy of it at `size` (a reflink where the pool has them, else a
     /// hole-preserving byte copy) is committed and the import file discarded: the
@@ -954,26 +957,32 @@ impl<'a> Volume<'a> {
     /// (see [`Self::commit_import`])? Then it is cut to the declared `size` (a holder
     /// could have changed its size).
     fn import_let_go(&self, dir: &Dir, import: &str, size: u64) -> Result<bool> {
-        let file = dir.open_file(import, Access::ReadWrite)?;
+        use std::os::unix::fs::MetadataExt;
         let path = dir.join(import);
-        let alone = sys::only_opener(&file).io_ctx(|| {
-            format!(
-                "cannot tell whether anyone else has {} open",
-                path.display()
-            )
-        })?;
-        if !alone {
-            info!(path = %path.display(), "the import file is still open elsewhere: a private copy is committed");
-            return Ok(false);
+        let copy = |why: &str| {
+            info!(path = %path.display(), "{why}: a private copy is committed");
+            Ok(false)
+        };
+        let file = dir.open_file(import, Access::ReadWrite)?;
+        match sys::only_opener(&file) {
+            Ok(true) => {}
+            Ok(false) => return copy("the import file is still open elsewhere"),
+            Err(err) => {
+                warn!(path = %path.display(), error = %err, "cannot tell whether anyone else has the import file open");
+                return copy("perhaps still open elsewhere");
+            }
         }
         let meta = file
             .metadata()
             .io_ctx(|| format!("cannot stat {}", path.display()))?;
-        if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
-            // A name elsewhere (a hard link made through /proc/self/fd where
-            // fs.protected_hardlinks allows it) would let its maker open it again.
-            info!(path = %path.display(), "the import file has another name: a private copy is committed");
-            return Ok(false);
+        // What keeps anyone from opening it again (through /proc/<pid>/fd with an
+        // O_PATH descriptor, or through a hard link where fs.protected_hardlinks
+        // allows one) is that it belongs to the service and nobody else may open it.
+        if meta.uid() != sys::effective_uid() || meta.mode() & 0o077 != 0 {
+            return copy("the import file is not private to the service");
+        }
+        if meta.nlink() != 1 {
+            return copy("the import file has another name");
         }
         if meta.len() != size {
             file.set_len(size)

@@ -39,6 +39,9 @@ struct Files {
 struct Shared {
     files: Mutex<Files>,
     changed: Condvar,
+    /// Held by the thread while it writes files behind (with clones of their fds), so
+    /// that [`WriteBehind::stop`] can wait for a pass without holding up the others.
+    pass: Mutex<()>,
 }
 
 impl Shared {
@@ -70,9 +73,11 @@ impl WriteBehind {
     }
 
     /// Stop writing the file of `watch` behind. When this returns the write-behind
-    /// holds no fd of it any more (a pass in progress holds the lock).
+    /// holds no fd of it any more: a pass in progress is waited for.
     pub fn stop(&self, watch: Watch) {
-        self.shared.lock().watched.remove(&watch.0);
+        let removed = self.shared.lock().watched.remove(&watch.0);
+        drop(removed);
+        drop(self.shared.pass.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     fn ensure_thread(&self) {
@@ -118,13 +123,21 @@ fn write_behind(shared: &Shared) {
                 .unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        // Under the lock: a stop waits for the pass, so it returns with the file's fd
-        // closed (the commit of an import checks that nobody has it open).
-        for file in files.watched.values() {
+        // The pass lock is taken before the files' lock is given up, so a stop that
+        // removed a file waits for this pass and its fd clones to end (the commit of an
+        // import checks that nobody has the file open); starts and stops of other
+        // files do not wait for the writeback.
+        let pass = shared.pass.lock().unwrap_or_else(|e| e.into_inner());
+        let watched: Vec<Arc<File>> = files.watched.values().cloned().collect();
+        drop(files);
+        for file in &watched {
             if let Err(err) = sys::start_writeback(file) {
                 debug!(error = %err, "cannot start the writeback of an import file");
             }
         }
+        drop(watched);
+        drop(pass);
+        files = shared.lock();
         files = shared
             .changed
             .wait_timeout(files, INTERVAL)

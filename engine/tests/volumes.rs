@@ -108,6 +108,7 @@ on_every_fs!(
     snapshot_volume_starts_from_source_and_detects_outdated,
     volatile_volume_is_empty_each_start_and_keeps_a_manual_resize,
     origin_snapshot_commits_its_session_as_a_revision,
+    a_snapshots_disabled_start_never_writes_into_another_volumes_revision,
     halted_resize_makes_a_new_inode_and_leaves_revisions,
     halted_resize_grows_in_place_what_nothing_else_holds,
     start_from_a_reflinked_precache_waits_for_no_barrier,
@@ -430,6 +431,42 @@ fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {
     );
 }
 
+/// An origin_snapshot volume's committed session keeps its predecessor — a link of its
+/// source's committed image — as a revision. A source with snapshots disabled (halted,
+/// past its first start, which copies) must then not hand its VM that inode to write
+/// into: the VM gets a copy and the other volume's revision never changes.
+fn a_snapshots_disabled_start_never_writes_into_another_volumes_revision(t: FsType) {
+    let f = Fixture::new(t);
+    let src = f.origin("vm-templates/t/private", MIB, 1);
+    f.session(&src, 0, b"S");
+    f.engine
+        .set_revisions_to_keep(&src, RevisionsToKeep::new(-1).unwrap())
+        .unwrap();
+    f.session(&src, 1, b"s");
+    let child = f.origin_snapshot("appvms/a/private", &src, 2);
+    let dirty = f.start(&child);
+    write_at(&dirty, 0, b"X");
+    f.stop(&child);
+    let src_clean = f.path("vm-templates/t/private.img");
+    let revision = f.engine.volume_info(&child).unwrap().revisions[0];
+    let revision = f.revision_path(&child, revision);
+    assert_eq!(
+        ino(&revision),
+        ino(&src_clean),
+        "the revision is a link of the source"
+    );
+    let dirty = f.start(&src);
+    assert_ne!(ino(&dirty), ino(&revision), "the VM writes into a copy");
+    write_at(&dirty, 0, b"W");
+    f.stop(&src);
+    assert_eq!(read_at(&src_clean, 0, 2), b"Ws");
+    assert_eq!(
+        read_at(&revision, 0, 2),
+        b"Ss",
+        "the other volume's revision"
+    );
+}
+
 fn halted_resize_makes_a_new_inode_and_leaves_revisions(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin("appvms/work/private", 2 * MIB, 1);
@@ -517,9 +554,11 @@ fn total(c: &qubes_storage_engine::barrier::Counts) -> u64 {
 }
 
 /// docs/durability.md rule 8: the precache made after a commit on btrfs and XFS is a
-/// reflink marked with the committed image's inode, and a start from it waits for no
-/// barrier. A precache whose mark names another inode, or that has none (ext4's byte
-/// copy), keeps the start's directory fsync. Either way the VM gets the committed data.
+/// reflink marked with its own and the committed image's identity (inode number and
+/// birth time), and a start from it waits for no barrier. A precache without the mark
+/// (ext4's byte copy), with a mark that names other inodes, or a byte copy that carries
+/// the original's mark (a restored pool) keeps the start's directory fsync. Either way
+/// the VM gets the committed data.
 fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {
     use qubes_storage_engine::precache::REFLINK_OF;
     let f = Fixture::new(t);
@@ -529,10 +568,11 @@ fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {
     let precache = f.path("appvms/work/private-precache.img");
     let mark = xattr(&precache, REFLINK_OF);
     let reflinks = t.has_reflink();
+    let expected = format!("{}@", ino(&clean));
     assert_eq!(
-        mark,
-        reflinks.then(|| ino(&clean).to_string().into_bytes()),
-        "the precache is marked with the committed inode where it is a reflink"
+        mark.as_ref().map(|m| m.starts_with(expected.as_bytes())),
+        reflinks.then_some(true),
+        "the precache is marked with the committed image where it is a reflink: {mark:?}"
     );
     let start = || f.engine.start(&v, &OpCtx::quiet("Start")).unwrap();
     let (barriers, dirty) = barriers_of(start);
@@ -544,9 +584,26 @@ fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {
     if !reflinks {
         return;
     }
-    // A mark that names another inode (as if the committed image had been replaced
-    // behind the service's back) does not count.
-    set_xattr(&precache, REFLINK_OF, b"1");
+    // A mark that names other inodes does not count.
+    set_xattr(&precache, REFLINK_OF, b"1@1.000000000 2@2.000000000");
+    let (barriers, dirty) = barriers_of(start);
+    assert_eq!(barriers.dir_fsync, 1, "{barriers:?}");
+    assert_eq!(read_at(&dirty, 0, 11), b"session one");
+    f.engine.settle();
+    f.stop(&v);
+
+    // A byte copy of the precache with its mark and times (as `cp -a` or a restore
+    // from backup makes it) is another inode, born later: not a reflink, the barrier
+    // stays.
+    let mark = xattr(&precache, REFLINK_OF).expect("a fresh mark after the stop");
+    let copy = f.path("appvms/work/copy-of-precache");
+    fs::copy(&precache, &copy).unwrap();
+    let meta = fs::metadata(&precache).unwrap();
+    let file = fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    qubes_storage_engine::sys::set_times(&file, (meta.mtime(), meta.mtime_nsec())).unwrap();
+    drop(file);
+    set_xattr(&copy, REFLINK_OF, &mark);
+    fs::rename(&copy, &precache).unwrap();
     let (barriers, dirty) = barriers_of(start);
     assert_eq!(barriers.dir_fsync, 1, "{barriers:?}");
     assert_eq!(read_at(&dirty, 0, 11), b"session one");
