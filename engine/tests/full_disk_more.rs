@@ -107,21 +107,28 @@ impl Pool {
             .filter(|n| paths.is_own_temp(n))
             .collect()
     }
+
+    /// An origin `vid` with one committed session (content 1), then an import opened
+    /// on it with content 2 written; the importer's fd is returned.
+    fn import_over_a_session(&self, vid: &str) -> File {
+        self.create_origin(vid, 1).unwrap();
+        self.session(vid, 1);
+        let import = self
+            .engine
+            .import_data(&self.vol(vid), IMAGE_SIZE, false, &ctx())
+            .expect("import_data");
+        write_content(&import, 2);
+        import
+    }
 }
 
 #[test]
 fn ext4_import_data_end_on_full_disk_is_no_space_and_the_retry_commits_the_import() {
     let pool = Pool::new();
     let (vol, paths) = (pool.vol(VID), pool.paths(VID));
-    pool.create_origin(VID, 1).unwrap();
-    pool.session(VID, 1);
+    let import = pool.import_over_a_session(VID);
     let clean_ino = paths.clean().metadata().unwrap().ino();
     let revisions = pool.revisions(VID);
-    let import = pool
-        .engine
-        .import_data(&vol, IMAGE_SIZE, false, &ctx())
-        .expect("import_data");
-    write_content(&import, 2);
     let filler = fill_disk(&pool.fs);
 
     // The importer still holds its fd: the commit needs a private copy.
@@ -160,13 +167,7 @@ fn ext4_import_data_end_on_full_disk_is_no_space_and_the_retry_commits_the_impor
 fn ext4_import_data_end_of_a_closed_import_commits_on_a_full_disk() {
     let pool = Pool::new();
     let (vol, paths) = (pool.vol(VID), pool.paths(VID));
-    pool.create_origin(VID, 1).unwrap();
-    pool.session(VID, 1);
-    let import = pool
-        .engine
-        .import_data(&vol, IMAGE_SIZE, false, &ctx())
-        .expect("import_data");
-    write_content(&import, 2);
+    let import = pool.import_over_a_session(VID);
     let import_ino = paths.import().metadata().unwrap().ino();
     drop(import);
     let filler = fill_disk(&pool.fs);
@@ -187,13 +188,7 @@ fn ext4_import_data_end_of_a_closed_import_commits_on_a_full_disk() {
 fn ext4_after_a_failed_import_commit_changes_say_the_import_is_pending_and_how_to_end_it() {
     let pool = Pool::new();
     let vol = pool.vol(VID);
-    pool.create_origin(VID, 1).unwrap();
-    pool.session(VID, 1);
-    let import = pool
-        .engine
-        .import_data(&vol, IMAGE_SIZE, false, &ctx())
-        .expect("import_data");
-    write_content(&import, 2);
+    let import = pool.import_over_a_session(VID);
     let filler = fill_disk(&pool.fs);
     assert_no_space(pool.engine.import_data_end(&vol, true, &ctx()), &vol);
     drop(import);

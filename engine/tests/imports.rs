@@ -24,6 +24,28 @@ on_every_fs!(
     an_import_file_nobody_holds_any_more_is_committed_without_a_copy,
 );
 
+/// ImportData of `size` on `v`, `data` written at 0; the importer's fd.
+fn import_with(f: &Fixture, v: &VolumeRef, size: u64, data: &[u8]) -> fs::File {
+    let fd = f
+        .engine
+        .import_data(v, size, false, &quiet("ImportData"))
+        .unwrap();
+    fd.write_all_at(data, 0).unwrap();
+    fd
+}
+
+/// Closes the importer's `fd` and ends its import: a private copy is committed, not the
+/// import file (something else still reaches it).
+fn end_expecting_a_private_copy(f: &Fixture, v: &VolumeRef, fd: fs::File) {
+    let paths = f.paths(VID);
+    let import = ino(&paths.import());
+    drop(fd);
+    f.engine
+        .import_data_end(v, true, &quiet("ImportDataEnd"))
+        .unwrap();
+    assert_ne!(ino(&paths.clean()), import, "a private copy");
+}
+
 fn ino(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().ino()
@@ -106,11 +128,7 @@ fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin(VID, MIB, 1);
     let paths = f.paths(VID);
-    let fd = f
-        .engine
-        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
-        .unwrap();
-    fd.write_all_at(b"imported", 0).unwrap();
+    let fd = import_with(&f, &v, 2 * MIB, b"imported");
     fd.write_all_at(b"beyond the declared size", 3 * MIB)
         .unwrap();
     let child = fd.try_clone().unwrap();
@@ -132,32 +150,19 @@ fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
 
     // Another open file of the import (opened on its own, not a dup) still writes: a
     // private copy, which its later writes never reach.
-    let fd = f
-        .engine
-        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
-        .unwrap();
-    fd.write_all_at(b"second", 0).unwrap();
+    let fd = import_with(&f, &v, 2 * MIB, b"second");
     let other = fs::OpenOptions::new()
         .write(true)
         .open(paths.import())
         .unwrap();
-    let import = ino(&paths.import());
-    drop(fd);
-    f.engine
-        .import_data_end(&v, true, &quiet("ImportDataEnd"))
-        .unwrap();
-    assert_ne!(ino(&paths.clean()), import, "a private copy");
+    end_expecting_a_private_copy(&f, &v, fd);
     other.write_all_at(b"later!", 0).unwrap();
     assert_eq!(read_at(&paths.clean(), 0, 6), b"second");
     drop(other);
 
     // The importer gave its import file another name (a hard link, through which it
     // could open it again after the commit): a private copy.
-    let fd = f
-        .engine
-        .import_data(&v, 2 * MIB, false, &quiet("ImportData"))
-        .unwrap();
-    fd.write_all_at(b"third!", 0).unwrap();
+    let fd = import_with(&f, &v, 2 * MIB, b"third!");
     let elsewhere = f.fs.path().join("kept-by-the-importer");
     let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
     rustix::fs::linkat(
@@ -168,12 +173,7 @@ fn an_import_file_nobody_holds_any_more_is_committed_without_a_copy(t: FsType) {
         rustix::fs::AtFlags::SYMLINK_FOLLOW,
     )
     .unwrap();
-    let import = ino(&paths.import());
-    drop(fd);
-    f.engine
-        .import_data_end(&v, true, &quiet("ImportDataEnd"))
-        .unwrap();
-    assert_ne!(ino(&paths.clean()), import, "a private copy");
+    end_expecting_a_private_copy(&f, &v, fd);
     let reopened = fs::OpenOptions::new().write(true).open(&elsewhere).unwrap();
     reopened.write_all_at(b"later!", 0).unwrap();
     assert_eq!(read_at(&paths.clean(), 0, 6), b"third!");
