@@ -46,9 +46,9 @@ pub const REFLINK_OF: &str = "user.qubes-storaged.reflink-of";
 #[derive(Debug)]
 pub struct Usable {
     pub name: String,
-    /// It is marked as a reflink of the committed image's inode: every block it has is
-    /// shared with that image, so a write into it cannot land in place before a
-    /// metadata change that follows its rename (btrfs, XFS).
+    /// It is a marked reflink of the committed image on btrfs or XFS: every block it
+    /// has is shared with that image, so a write into it cannot land in place before a
+    /// metadata change that follows its rename.
     pub shares_every_block: bool,
 }
 
@@ -135,11 +135,15 @@ fn mark(clone: &File, src: &File) -> Result<()> {
 }
 
 /// Does the precache `name` share every block with the committed image `clean` (both
-/// names in `dir`)? It must carry the mark of exactly these two inodes (a copy of
-/// either is another inode, born later), and must not be a btrfs nodatacow file, whose
-/// blocks are written in place once a defragmentation of the committed image unshared
-/// them. Anything that cannot be read counts as no.
+/// names in `dir`), on a filesystem that writes shared blocks elsewhere (btrfs, XFS)?
+/// It must carry the mark of exactly these two inodes (a copy of either is another
+/// inode, born later), and must not be a btrfs nodatacow file, whose blocks are
+/// written in place once a defragmentation of the committed image unshared them.
+/// Anything that cannot be read counts as no; elsewhere (ext4) nothing is read.
 fn shares_every_block(dir: &Dir, name: &str, clean: &str) -> bool {
+    if !sys::is_btrfs_or_xfs(dir.fd()) {
+        return false;
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
     let Ok(fd) = sys::open_beneath(dir.fd(), name, flags, 0) else {
         return false;

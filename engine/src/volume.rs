@@ -530,7 +530,7 @@ impl<'a> Volume<'a> {
         let dirty = self.paths.dirty_name();
         match precache {
             Some(precache)
-                if (precache.shares_every_block && sys::is_btrfs_or_xfs(dir.fd()))
+                if precache.shares_every_block
                     || crate::fsync_fault::skipped("start-dir", &dir.join(&precache.name)) =>
             {
                 // docs/durability.md rule 8: until a metadata change after this rename
