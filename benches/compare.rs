@@ -6,7 +6,7 @@
 //! Python driver a pool `py`, with the same volumes: a template root and a VM `work`
 //! (an origin `private`, a snapshot `root` of the template, a `volatile`) whose images
 //! are 1 GiB holding 390 MiB of data in 1000 ranges, and 16 more VMs of the same three
-//! kinds. Then every scenario runs [`RUNS`] times, the two sides alternating run by run
+//! kinds. Then every scenario runs [`runs`] times, the two sides alternating run by run
 //! on the same filesystem, each side's median printed with their ratio against the
 //! issue's target:
 //!
@@ -33,7 +33,8 @@
 //! directory put first on `PYTHONPATH`; README, "Comparing with the Python driver", says
 //! what it must provide). Without them it says so and skips. Needs root (loop mounts).
 //! `QSD_COMPARE=create,start,stop,revert,resize,import,import-flushed,clone,concurrency`
-//! runs only the scenarios named; `QSD_BENCH_KEEP_LOG=/some/path` keeps the service's
+//! runs only the scenarios named; `QSD_COMPARE_RUNS=40` runs each more often than the
+//! default 5 (finer medians where a figure is noisy, e.g. btrfs's concurrency); `QSD_BENCH_KEEP_LOG=/some/path` keeps the service's
 //! log of each filesystem's run as `/some/path.<fs>` (`RUST_LOG` sets its filter).
 
 use std::collections::HashMap;
@@ -59,7 +60,17 @@ const RANGE: u64 = 400 << 10;
 /// What a VM session writes before its stop: 16 pieces of 256 KiB, then a flush.
 const SESSION_PIECES: u64 = 16;
 const SESSION_PIECE: u64 = 256 << 10;
+/// Runs of each scenario when `QSD_COMPARE_RUNS` does not say.
 const RUNS: usize = 5;
+
+/// Runs of each scenario: `QSD_COMPARE_RUNS`, or [`RUNS`].
+fn runs() -> usize {
+    std::env::var("QSD_COMPARE_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUNS)
+}
 const VMS: usize = 16;
 const REVISIONS_TO_KEEP: i32 = 1;
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -675,7 +686,7 @@ fn setup_volumes(w: &mut World) {
 
 fn measure_create(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for run in 0..RUNS {
+    for run in 0..runs() {
         let spec = Spec::origin(format!("appvms/new{run}/private"));
         let vid = spec.vid.clone();
         w.python.call(spec.python());
@@ -699,7 +710,7 @@ fn dirty(pool: &Path, vid: &str) -> PathBuf {
 
 fn measure_start(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         both(
             w,
             &mut figures,
@@ -714,7 +725,7 @@ fn measure_start(w: &mut World) -> Figures {
 
 fn measure_stop(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for run in 0..RUNS as u64 {
+    for run in 0..runs() as u64 {
         w.python.call(json!({"op": "start", "vids": [WORK]}));
         w.runtime.block_on(w.ours.start(WORK));
         w.settle();
@@ -732,7 +743,7 @@ fn measure_stop(w: &mut World) -> Figures {
 
 fn measure_revert(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         both(
             w,
             &mut figures,
@@ -745,7 +756,7 @@ fn measure_revert(w: &mut World) -> Figures {
 
 fn measure_resize(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for run in 1..=RUNS as u64 {
+    for run in 1..=runs() as u64 {
         let size = IMAGE + run * MIB;
         both(
             w,
@@ -763,7 +774,7 @@ fn measure_resize(w: &mut World) -> Figures {
 fn measure_import(w: &mut World, flushed: bool) -> Figures {
     let mut figures = Figures::default();
     let vid = "appvms/imp/private";
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         both(
             w,
             &mut figures,
@@ -776,7 +787,7 @@ fn measure_import(w: &mut World, flushed: bool) -> Figures {
 
 fn measure_clone(w: &mut World) -> Figures {
     let mut figures = Figures::default();
-    for run in 0..RUNS {
+    for run in 0..runs() {
         let spec = Spec::origin(format!("appvms/clone{run}/private"));
         let vid = spec.vid.clone();
         w.create_both(&spec);
@@ -852,7 +863,7 @@ fn stop_vms(w: &mut World, figures: &mut Figures, vms: &[String], concurrent: bo
 fn measure_vm_stop(w: &mut World) -> (Figures, Figures) {
     let (mut concurrent, mut sequential) = (Figures::default(), Figures::default());
     let vm = ["work".to_owned()];
-    for run in 0..RUNS as u64 {
+    for run in 0..runs() as u64 {
         start_vms(w, &vm, 2 * run);
         stop_vms(w, &mut concurrent, &vm, true);
         start_vms(w, &vm, 2 * run + 1);

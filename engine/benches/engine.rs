@@ -4,7 +4,9 @@
 //! holding 800 MiB of data in 2000 scattered ranges through ImportData, then times the
 //! engine's create, start, stop (with commit), revert, resize (halted, one sector
 //! more each time) and clone (import_volume within the pool; on ext4 the
-//! hole-preserving byte copy) — medians of several runs — and the ImportDataEnd that
+//! hole-preserving byte copy) — medians of several runs — a VM's three volumes
+//! (origin, snapshot, volatile) stopped one after another and all at once from three
+//! threads (group commit: target ≤ 0.5×, with the barriers issued) — and the ImportDataEnd that
 //! committed the import (one run: it commits a private copy of the import file, a
 //! reflink or on ext4 a byte copy, so that the importer's fd cannot reach committed
 //! data). Beside each time it prints the **barriers** the operation waited for
@@ -431,6 +433,80 @@ impl Bench {
         (summary(starts), summary(stops))
     }
 
+    /// A VM's three volumes — an origin `private`, a snapshot `root` of the bench
+    /// volume, a `volatile` — stopped one after another and all at once (one thread
+    /// each, as the daemon runs concurrent calls), each time after a start and a session
+    /// of 4 MiB written into the private image and flushed. Returns the medians (in
+    /// turn, at once) with the barriers the filesystem saw during the last run of each.
+    fn time_vm_stop(&self) -> ((Duration, Counts), (Duration, Counts)) {
+        let vids = [
+            "appvms/vm3/private",
+            "appvms/vm3/root",
+            "appvms/vm3/volatile",
+        ];
+        self.create_origin(vids[0]);
+        let snapshot = VolumeSpec {
+            size: IMAGE_SIZE,
+            snap_on_start: true,
+            source: Some(Vid::parse(VID).unwrap()),
+            ..Default::default()
+        };
+        let volatile = VolumeSpec {
+            size: IMAGE_SIZE,
+            rw: true,
+            ..Default::default()
+        };
+        for (vid, spec) in [(vids[1], snapshot), (vids[2], volatile)] {
+            let created = self.engine.create_volume(&self.vol(vid), spec, &ctx());
+            created.expect("create volume");
+        }
+        let vols: Vec<VolumeRef> = vids.iter().map(|v| self.vol(v)).collect();
+        let session = pattern(9, 0, (256 << 10) as usize);
+        let (mut in_turn, mut at_once) = (Vec::new(), Vec::new());
+        let (mut in_turn_counts, mut at_once_counts) = (Counts::default(), Counts::default());
+        for run in 0..2 * self.runs {
+            for vol in &vols {
+                self.engine.start(vol, &ctx()).expect("start");
+            }
+            let private = self.pool_dir.join("appvms/vm3/private-dirty.img");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(private)
+                .unwrap();
+            for piece in 0..16 {
+                file.write_all_at(&session, piece * 50 * MIB).unwrap();
+            }
+            file.sync_data().unwrap();
+            drop(file);
+            self.engine.settle();
+            sync_all();
+            let before = barrier::total_counts();
+            let (took, _) = timed(|| match run % 2 {
+                0 => vols
+                    .iter()
+                    .for_each(|v| self.engine.stop(v, &ctx()).expect("stop")),
+                _ => std::thread::scope(|scope| {
+                    for vol in &vols {
+                        scope.spawn(|| self.engine.stop(vol, &ctx()).expect("stop"));
+                    }
+                }),
+            });
+            let counts = barrier::total_counts().since(&before);
+            match run % 2 {
+                0 => (in_turn.push(took), in_turn_counts = counts),
+                _ => (at_once.push(took), at_once_counts = counts),
+            };
+            self.engine.settle();
+        }
+        for vid in vids {
+            self.remove(vid);
+        }
+        (
+            (median(in_turn), in_turn_counts),
+            (median(at_once), at_once_counts),
+        )
+    }
+
     fn time_revert(&self) -> Run {
         let vol = self.vol(VID);
         let runs = (0..self.runs)
@@ -542,6 +618,23 @@ fn print_row(fs: FsType, op: &str, run: &Run, floor: Duration) {
     );
 }
 
+/// A VM's three volumes stopped one after another and at once (target ≤ 0.5×).
+fn print_vm_stop(
+    fs: FsType,
+    ((in_turn, turn_counts), (at_once, once_counts)): ((Duration, Counts), (Duration, Counts)),
+) {
+    let ratio = at_once.as_secs_f64() / in_turn.as_secs_f64().max(1e-9);
+    println!(
+        "{:<6} a VM's 3 volumes stopped: in turn {} [{}], at once {} [{}]: {ratio:.2}× {} (≤0.5×)",
+        fs.name(),
+        ms(in_turn),
+        turn_counts,
+        ms(at_once),
+        once_counts,
+        verdict(ratio <= 0.5)
+    );
+}
+
 fn print_floors(fs: FsType, floors: &Floors) {
     let mut parts = vec![
         format!("durable copy {}", ms(floors.copy)),
@@ -588,6 +681,7 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
     let revert = bench.time_revert();
     let resize = bench.time_resize();
     let clone = bench.time_clone();
+    let vm_stop = bench.time_vm_stop();
     for (op, run) in [
         ("create", create),
         ("start", start),
@@ -600,6 +694,7 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
         print_row(fs_type, op, &run, floors.of(op, fs_type.has_reflink()));
     }
     print_floors(fs_type, &floors);
+    print_vm_stop(fs_type, vm_stop);
     if !fs_type.has_reflink() {
         print_ext4_copy(bench.time_engine_copy(), &copy_floor);
     }

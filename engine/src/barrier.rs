@@ -54,6 +54,11 @@ pub const MIN_CROWD: usize = 2;
 pub const MAX_CROWD: usize = 32;
 /// The crowd size before a round has ever been timed on a filesystem.
 const FIRST_CROWD: usize = 4;
+/// Bounds of the wait for announced peers ([`expect`]), and its length before a
+/// directory fsync has been timed on a filesystem.
+const MIN_PATIENCE: Duration = Duration::from_micros(100);
+const MAX_PATIENCE: Duration = Duration::from_millis(2);
+const FIRST_PATIENCE: Duration = Duration::from_millis(1);
 
 /// What a barrier makes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +217,7 @@ pub fn sync(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<()> {
         data_only: kind == Kind::Data,
     };
     let shared = Inode::enter(file);
-    let result = shared.sync(|| fs.sync(fd, kind));
+    let result = shared.sync(fs.patience(), || fs.sync(fd, kind));
     Inode::leave(file);
     match result {
         Turn::Ran(result) => result,
@@ -220,6 +225,40 @@ pub fn sync(fd: BorrowedFd<'_>, kind: Kind) -> io::Result<()> {
         // The barrier that was to cover us failed: make our own, which reports our
         // own outcome.
         Turn::Joined(false) => fs.sync(fd, kind),
+    }
+}
+
+/// An operation's announcement that it will ask for a barrier on a directory
+/// ([`expect`]); withdrawn when dropped.
+pub struct Expected {
+    key: FileKey,
+    inode: Arc<Inode>,
+}
+
+/// Announce that this operation will ask for a barrier on the directory `fd` soon:
+/// an operation of the same directory that asks for one first waits for the announced
+/// ones — until they have asked too, given up their announcement, or one directory
+/// fsync's time has passed — so that one fsync covers them all. This is what the
+/// operations on a VM's volumes that arrive together (its three volumes stopped or
+/// started at once) need: without it the first one's fsync covers only itself, the
+/// next ones' changes arrive while it runs, and each pays its own. `None` when the
+/// directory cannot be identified (its barrier then simply does not wait).
+pub fn expect(fd: BorrowedFd<'_>) -> Option<Expected> {
+    let stat = sys::stat_fd(fd).ok()?;
+    let key = FileKey {
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+        data_only: false,
+    };
+    let inode = Inode::enter(key);
+    inode.announce(true);
+    Some(Expected { key, inode })
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.inode.announce(false);
+        Inode::leave(self.key);
     }
 }
 
@@ -267,10 +306,24 @@ impl Inode {
         }
     }
 
-    fn sync(&self, run: impl FnOnce() -> io::Result<()>) -> Turn {
+    /// Wait for a barrier that begins after now, making it with `run` when nobody
+    /// else does; announced peers are waited for up to `patience` first.
+    fn sync(&self, patience: Duration, run: impl FnOnce() -> io::Result<()>) -> Turn {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
         let wanted = turns.next();
-        take_turn(&self.turns, &self.done, turns, |t| t, wanted, run)
+        take_turn(&self.turns, &self.done, turns, |t| t, wanted, patience, run)
+    }
+
+    /// One more or one fewer operation announced a barrier on this file.
+    fn announce(&self, more: bool) {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        match more {
+            true => turns.expected += 1,
+            false => {
+                turns.expected -= 1;
+                self.done.notify_all();
+            }
+        }
     }
 }
 
@@ -284,8 +337,11 @@ struct Turns {
     running: bool,
     /// The last run that succeeded.
     last_ok: u64,
-    /// Callers waiting for a run to end.
+    /// Callers waiting for a run to end, or for their peers before one begins.
     waiting: usize,
+    /// Operations that announced a barrier on this file ([`expect`]): while some of
+    /// them have not asked for it yet, a run waits for them a little.
+    expected: usize,
 }
 
 impl Turns {
@@ -313,8 +369,10 @@ fn take_turn<S>(
     mut state: std::sync::MutexGuard<'_, S>,
     turns: impl Fn(&mut S) -> &mut Turns,
     wanted: u64,
+    patience: Duration,
     run: impl FnOnce() -> io::Result<()>,
 ) -> Turn {
+    let deadline = Instant::now() + patience;
     loop {
         let t = turns(&mut state);
         if t.ended >= wanted {
@@ -323,6 +381,18 @@ fn take_turn<S>(
                 count(4);
             }
             return Turn::Joined(covered);
+        }
+        let now = Instant::now();
+        if !t.running && t.expected > t.waiting + 1 && now < deadline {
+            // Announced peers are still on their way: the run that begins once they
+            // are here (or gone, or the patience is spent) covers them too.
+            t.waiting += 1;
+            state = done
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            turns(&mut state).waiting -= 1;
+            continue;
         }
         if !t.running {
             t.running = true;
@@ -389,6 +459,8 @@ struct Rounds {
     turns: Turns,
     solo_cost: Average,
     round_cost: Average,
+    /// Solo fsyncs of directories: how long waiting for announced peers may take.
+    dir_cost: Average,
 }
 
 /// How many barriers in flight make a round cheaper than solo barriers.
@@ -412,6 +484,13 @@ impl Filesystem {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How long a barrier waits for announced peers: what one directory fsync costs
+    /// here — waiting longer would cost more than the fsync it may save.
+    fn patience(&self) -> Duration {
+        let cost = self.lock().dir_cost.0.unwrap_or(FIRST_PATIENCE);
+        cost.clamp(MIN_PATIENCE, MAX_PATIENCE)
+    }
+
     fn sync(&self, fd: BorrowedFd<'_>, kind: Kind) -> io::Result<()> {
         let mut rounds = self.lock();
         let join = rounds.crowded();
@@ -423,6 +502,9 @@ impl Filesystem {
             let mut rounds = self.lock();
             rounds.in_flight -= 1;
             rounds.solo_cost.add(begun.elapsed());
+            if kind == Kind::Dir {
+                rounds.dir_cost.add(begun.elapsed());
+            }
             return result;
         }
         // A round that begins after now covers this change.
@@ -433,6 +515,7 @@ impl Filesystem {
             rounds,
             |r| &mut r.turns,
             wanted,
+            Duration::ZERO,
             || {
                 count(3);
                 let begun = Instant::now();
@@ -499,7 +582,9 @@ mod tests {
     /// Poll `condition` on `inode`'s turns until it holds (the other threads get there
     /// on their own; this only waits for them).
     fn wait_for(inode: &Inode, condition: impl Fn(&Turns) -> bool) {
+        let begun = Instant::now();
         while !condition(&inode.turns.lock().unwrap()) {
+            assert!(begun.elapsed() < GIVE_UP, "the callers never got there");
             std::thread::yield_now();
         }
     }
@@ -517,7 +602,7 @@ mod tests {
         let first = {
             let (inode, runs) = (inode.clone(), runs.clone());
             std::thread::spawn(move || {
-                inode.sync(|| {
+                inode.sync(Duration::ZERO, || {
                     runs.fetch_add(1, Ordering::SeqCst);
                     released.recv().unwrap();
                     Ok(())
@@ -529,7 +614,7 @@ mod tests {
             .map(|_| {
                 let (inode, runs) = (inode.clone(), runs.clone());
                 std::thread::spawn(move || {
-                    inode.sync(|| {
+                    inode.sync(Duration::ZERO, || {
                         runs.fetch_add(1, Ordering::SeqCst);
                         later()
                     })
@@ -579,6 +664,117 @@ mod tests {
             (failed, uncovered),
             (1, 1),
             "the one that waited is told, and makes its own barrier"
+        );
+    }
+
+    /// Run `inode.sync` on a thread of its own with `patience`, sending its outcome.
+    fn sync_on_a_thread(
+        inode: &Arc<Inode>,
+        runs: &Arc<std::sync::atomic::AtomicUsize>,
+        patience: Duration,
+    ) -> std::sync::mpsc::Receiver<Turn> {
+        let (inode, runs) = (inode.clone(), runs.clone());
+        let (send, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let turn = inode.sync(patience, || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+            let _ = send.send(turn);
+        });
+        outcome
+    }
+
+    /// Long enough that a test never sees it run out (it fails on the receive's
+    /// timeout first, should the wait not end).
+    const FOREVER: Duration = Duration::from_secs(3600);
+    const GIVE_UP: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn announced_peers_share_one_barrier_when_the_last_of_them_asks() {
+        let inode = Arc::new(Inode::default());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..3 {
+            inode.announce(true);
+        }
+        let first = sync_on_a_thread(&inode, &runs, FOREVER);
+        let second = sync_on_a_thread(&inode, &runs, FOREVER);
+        wait_for(&inode, |t| t.waiting == 2);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "nobody runs before the third asks"
+        );
+        let third = sync_on_a_thread(&inode, &runs, FOREVER);
+        let turns: Vec<Turn> = [first, second, third]
+            .iter()
+            .map(|r| r.recv_timeout(GIVE_UP).expect("every caller returns"))
+            .collect();
+        let ran = turns
+            .iter()
+            .filter(|t| matches!(t, Turn::Ran(Ok(()))))
+            .count();
+        let joined = turns
+            .iter()
+            .filter(|t| matches!(t, Turn::Joined(true)))
+            .count();
+        assert_eq!((ran, joined), (1, 2));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one barrier for the three");
+    }
+
+    #[test]
+    fn a_peer_that_withdraws_its_announcement_releases_the_waiting_one() {
+        let inode = Arc::new(Inode::default());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        inode.announce(true);
+        inode.announce(true);
+        let waiting = sync_on_a_thread(&inode, &runs, FOREVER);
+        wait_for(&inode, |t| t.waiting == 1);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        inode.announce(false); // the peer's batch ended without a barrier
+        let turn = waiting
+            .recv_timeout(GIVE_UP)
+            .expect("the withdrawal wakes it");
+        assert!(matches!(turn, Turn::Ran(Ok(()))));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_peer_that_never_asks_holds_a_barrier_up_only_for_the_patience() {
+        let inode = Arc::new(Inode::default());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        inode.announce(true);
+        inode.announce(true);
+        let alone = sync_on_a_thread(&inode, &runs, Duration::from_millis(5));
+        let turn = alone.recv_timeout(GIVE_UP).expect("the patience runs out");
+        assert!(matches!(turn, Turn::Ran(Ok(()))));
+        assert_eq!(inode.turns.lock().unwrap().expected, 2, "still announced");
+    }
+
+    #[test]
+    fn an_announcement_is_withdrawn_when_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = std::fs::File::open(dir.path()).unwrap();
+        let key = {
+            let stat = sys::stat_fd(fd.as_fd()).unwrap();
+            FileKey {
+                dev: stat.st_dev,
+                ino: stat.st_ino,
+                data_only: false,
+            }
+        };
+        let expected = || {
+            inodes()
+                .get(&key)
+                .map(|(_, i)| i.turns.lock().unwrap().expected)
+        };
+        let announced = expect(fd.as_fd()).expect("a directory has an identity");
+        assert_eq!(expected(), Some(1));
+        drop(announced);
+        assert_eq!(
+            expected(),
+            None,
+            "the table forgets a directory nobody uses"
         );
     }
 

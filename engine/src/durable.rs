@@ -596,6 +596,9 @@ pub struct DirChanges<'a> {
     /// A change was made since the last fsync of the directory.
     changed: bool,
     discarded: Vec<String>,
+    /// The batch's barrier, announced to the other operations of the directory while
+    /// the batch lasts (group commit, [`barrier::expect`]).
+    _announced: Option<barrier::Expected>,
 }
 
 impl<'a> DirChanges<'a> {
@@ -606,6 +609,7 @@ impl<'a> DirChanges<'a> {
             reaper,
             changed: false,
             discarded: Vec::new(),
+            _announced: barrier::expect(dir.fd()),
         }
     }
 

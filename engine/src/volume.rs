@@ -606,6 +606,10 @@ impl<'a> Volume<'a> {
         discard: Option<&str>,
         ctx: &OpCtx,
     ) -> Result<()> {
+        // The batch begins (and announces its barrier) before the running image's
+        // fsync, so that the other volumes of the VM stopped at the same time wait for
+        // this one to share their directory fsync.
+        let mut changes = self.changes(dir);
         if let Incoming::Running(from) = incoming {
             if !dir.exists(from) {
                 return Err(EngineError::not_found(format!(
@@ -617,7 +621,6 @@ impl<'a> Volume<'a> {
         }
         let clean = self.paths.clean_name();
         let mut revisions = revision::list_in(dir, &self.paths)?;
-        let mut changes = self.changes(dir);
         if dir.exists(&clean) {
             revision::add(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
         }

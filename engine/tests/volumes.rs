@@ -1067,6 +1067,9 @@ fn volumes_of_one_vm_start_in_parallel(t: FsType) {
     for v in &vols {
         assert!(f.engine.volume_info(v).unwrap().started);
     }
+    write_at(&f.path("appvms/a/private-dirty.img"), 0, b"session");
+    // Stopped at once, their batches share the VM directory's fsync (barrier::expect):
+    // each still commits its own change.
     std::thread::scope(|s| {
         for v in &vols {
             let f = &f;
@@ -1076,6 +1079,18 @@ fn volumes_of_one_vm_start_in_parallel(t: FsType) {
     for v in &vols {
         assert!(!f.engine.volume_info(v).unwrap().started);
     }
+    assert_eq!(read_at(&f.path("appvms/a/private.img"), 0, 7), b"session");
+    assert_eq!(f.revision_ids(&vols[1]), vec![1]);
+    f.engine.settle();
+    let left: Vec<String> = files_in(&f.path("appvms/a"))
+        .into_iter()
+        .filter(|name| !name.starts_with("private.img.1@"))
+        .collect();
+    assert_eq!(
+        left,
+        vec!["private-precache.img", "private.img"],
+        "root and volatile leave nothing, the private image its revision and precache"
+    );
 }
 
 fn export_of_a_snapshots_disabled_volume_is_a_private_snapshot(t: FsType) {
