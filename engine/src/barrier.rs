@@ -17,6 +17,13 @@
 //! directory fsync took 16–18 ms, taken in turn the three took about 10 ms; why not the
 //! 4–5 ms of three stops one after another: docs/durability.md, "Group commit").
 //!
+//! **Announced peers.** A batch of name changes announces its directory's barrier when
+//! it begins ([`expect`]); a barrier asked for a directory while announced batches of it
+//! have not asked yet waits for them — until all have asked, withdrawn, or one
+//! directory fsync's time (measured per filesystem) has passed — so that one run
+//! covers them all. A VM's three volumes stopped at once thus share one directory fsync
+//! instead of two or three (the engine bench prints it).
+//!
 //! **Group commit.** A barrier on a quiet filesystem is the plain syscall on its own fd
 //! (a *solo* barrier). When several are in flight on one filesystem, each costs about as
 //! much as a whole `syncfs(2)` (btrfs serialises log commits; measured here: 16
