@@ -75,6 +75,48 @@ async fn a_volume_started_before_a_restart_stops_with_a_commit_after_it() {
     assert_eq!(v.revisions().await.unwrap().len(), 1);
 }
 
+/// A snapshot volume's session that was never stopped is not picked up after a kill
+/// (R§3.7: it starts afresh), unless its image is still held open (a VM may still run
+/// on it): then Start returns it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_started_before_a_kill_starts_afresh_after_it_unless_held() {
+    use std::os::unix::fs::FileExt;
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    h.origin_volume(&pool, "vm-templates/t/root", 4 * MIB).await;
+    let snapshot = opts_of([
+        ("snap_on_start", Variant::from(true)),
+        ("source", Variant::from("vm-templates/t/root")),
+    ]);
+    let root = h.create_volume(&pool, "appvms/work/root", snapshot).await;
+    let image = h.volume(&root).await.start(opts()).await.unwrap();
+    let session = |path: &str| {
+        let file = std::fs::File::open(path).unwrap();
+        let mut buf = [0u8; 7];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    };
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    held.write_all_at(b"session", 0).unwrap();
+    h.kill_and_restart().await;
+    let v = h.volume(&root).await;
+    assert!(v.started().await.unwrap());
+    assert_eq!(v.start(opts()).await.unwrap(), image);
+    assert_eq!(&session(&image), b"session", "held: kept");
+    drop(held);
+    assert_eq!(v.start(opts()).await.unwrap(), image);
+    assert_eq!(
+        session(&image),
+        [0u8; 7],
+        "nobody holds it: a fresh snapshot"
+    );
+    v.stop(opts()).await.unwrap();
+    assert!(!v.started().await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_releases_the_name() {
     let mut h = Harness::start().await;

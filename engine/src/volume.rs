@@ -331,6 +331,25 @@ impl<'a> Volume<'a> {
     }
 
     /// The dirty image's entry, if the volume is started.
+    /// Does anyone besides this operation hold the running image open — a loop device
+    /// attached to it, a process? Then a VM may be using it (the service itself never
+    /// keeps a running image open). A probe that cannot tell counts as held.
+    fn running_image_held(&self) -> Result<bool> {
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(false);
+        };
+        let name = self.paths.dirty_name();
+        let file = dir.open_file(&name, Access::ReadWrite)?;
+        Ok(match sys::only_opener(&file) {
+            Ok(only) => !only,
+            Err(err) => {
+                warn!(path = %dir.join(&name).display(), error = %err,
+                    "cannot tell whether anyone holds the running image; it is kept");
+                true
+            }
+        })
+    }
+
     fn dirty_entry(&self) -> Result<Option<Entry>> {
         match self.vm_dir()? {
             Some(dir) => dir.entry(&self.paths.dirty_name()),
@@ -386,8 +405,16 @@ impl<'a> Volume<'a> {
             if !entry.is_file() {
                 return Err(not_regular(&dirty, entry.file_type()));
             }
-            info!(vid = %self.config.vid, "already started; reusing {}", dirty.display());
-            return Ok(dirty);
+            if self.config.save_on_stop || self.running_image_held()? {
+                info!(vid = %self.config.vid, "already started; reusing {}", dirty.display());
+                return Ok(dirty);
+            }
+            // R§3.7 B: a snapshot or volatile volume always starts afresh. Its image
+            // is left over from a session that was never stopped (a power cut, a
+            // killed VM) and nobody holds it: that session's changes are discarded, as
+            // the next stop would have — an AppVM's root never keeps them.
+            info!(vid = %self.config.vid, path = %dirty.display(),
+                "left over from a session that was never stopped, and nobody holds it: replaced by a fresh image");
         }
         match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => self.start_in_place(ctx)?,
@@ -400,6 +427,7 @@ impl<'a> Volume<'a> {
                 let dir = self.ensure_vm_dir()?;
                 let mut changes = self.changes(&dir);
                 self.discard_incomplete(&mut changes)?;
+                changes.discard(&self.paths.dirty_name())?;
                 changes.place(self.stage_sparse(&dir, &self.paths.dirty_name())?)?;
                 changes.commit()?;
             }
@@ -467,6 +495,8 @@ impl<'a> Volume<'a> {
         let clean = self.paths.clean_name();
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
+        // A running image left over from a session never stopped (see start).
+        changes.discard(&self.paths.dirty_name())?;
         self.keep_committed_session(&mut changes, &source_dir, source, ctx)?;
         changes.discard(&clean)?;
         changes.link(&source_dir, &source.paths.clean_name(), &clean)?;

@@ -107,6 +107,7 @@ on_every_fs!(
     snapshots_disabled_volume_writes_into_the_committed_inode,
     snapshot_volume_starts_from_source_and_detects_outdated,
     volatile_volume_is_empty_each_start_and_keeps_a_manual_resize,
+    a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it,
     origin_snapshot_commits_its_session_as_a_revision,
     a_snapshots_disabled_start_never_writes_into_another_volumes_revision,
     halted_resize_makes_a_new_inode_and_leaves_revisions,
@@ -411,6 +412,71 @@ fn volatile_volume_is_empty_each_start_and_keeps_a_manual_resize(t: FsType) {
     assert_eq!(fs::metadata(&dirty).unwrap().len(), 8 * MIB);
     f.stop(&v);
     assert_eq!(f.engine.volume_info(&v).unwrap().size, 8 * MIB);
+}
+
+/// R§3.7: only a save_on_stop volume picks up a session that was never stopped (a power
+/// cut, a killed VM). A snapshot or volatile volume starts afresh — an AppVM's root
+/// never keeps a crashed session's changes — unless its running image is held (a loop
+/// device attached to it: a VM may be running on it), which a second Start never pulls
+/// from under it.
+fn a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it(t: FsType) {
+    let f = Fixture::new(t);
+    let template = f.origin("vm-templates/t/root", 4 * MIB, 1);
+    f.session(&template, 0, b"template");
+    let root = f.snapshot("appvms/work/root", &template);
+    let volatile = f.volatile("appvms/work/volatile", 4 * MIB);
+    let private = f.origin("appvms/work/private", 4 * MIB, 1);
+    let dirties: Vec<PathBuf> = [&root, &volatile, &private]
+        .iter()
+        .map(|v| f.start(v))
+        .collect();
+    for dirty in &dirties {
+        write_at(dirty, 0, b"session.");
+    }
+    // A VM still runs on the root and the volatile image: a second Start keeps them.
+    let held_root = common_fs::LoopDevice::attach(&dirties[0]);
+    let held_volatile = File::options()
+        .read(true)
+        .write(true)
+        .open(&dirties[1])
+        .unwrap();
+    let inodes: Vec<u64> = dirties.iter().map(|d| ino(d)).collect();
+    for (v, dirty) in [&root, &volatile, &private].iter().zip(&dirties) {
+        assert_eq!(&f.start(v), dirty);
+        assert_eq!(read_at(dirty, 0, 8), b"session.", "{}", dirty.display());
+    }
+    assert_eq!(dirties.iter().map(|d| ino(d)).collect::<Vec<_>>(), inodes);
+    // Nobody holds them any more (the session ended without a stop).
+    drop(held_root);
+    drop(held_volatile);
+    for v in [&root, &volatile, &private] {
+        f.start(v);
+    }
+    assert_eq!(
+        read_at(&dirties[0], 0, 8),
+        b"template",
+        "the root starts afresh"
+    );
+    assert_ne!(ino(&dirties[0]), inodes[0]);
+    assert!(is_all_zero(&dirties[1]), "the volatile image starts empty");
+    assert_eq!(
+        read_at(&dirties[2], 0, 8),
+        b"session.",
+        "the private image picks up its session (R§3.7 C)"
+    );
+    assert_eq!(ino(&dirties[2]), inodes[2]);
+    f.engine.settle();
+    assert_eq!(
+        files_in(&f.path("appvms/work")),
+        vec![
+            "private-dirty.img",
+            "private.img",
+            "root-dirty.img",
+            "root.img",
+            "volatile-dirty.img"
+        ],
+        "the replaced images are gone"
+    );
 }
 
 fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {
