@@ -45,4 +45,5 @@ on_every_fs!(
     create_pool_on_a_fresh_disk_survives_power_loss => Op::CreatePool,
     stopping_a_vms_three_volumes_at_once_survives_power_loss => Op::StopVm,
     creating_a_vms_three_volumes_at_once_survives_power_loss => Op::CreateVm,
+    starting_a_vms_three_volumes_at_once_survives_power_loss => Op::StartVm,
 );

@@ -438,7 +438,7 @@ impl Bench {
     /// each, as the daemon runs concurrent calls), each time after a start and a session
     /// of 4 MiB written into the private image and flushed. Returns the medians (in
     /// turn, at once) with the barriers the filesystem saw during the last run of each.
-    fn time_vm_stop(&self) -> ((Duration, Counts), (Duration, Counts)) {
+    fn time_vm_stop(&self) -> VmFigures {
         let vids = [
             "appvms/vm3/private",
             "appvms/vm3/root",
@@ -464,10 +464,17 @@ impl Bench {
         let session = pattern(9, 0, (256 << 10) as usize);
         let (mut in_turn, mut at_once) = (Vec::new(), Vec::new());
         let (mut in_turn_counts, mut at_once_counts) = (Counts::default(), Counts::default());
+        let (mut starts, mut start_counts) = (Vec::new(), Counts::default());
         for run in 0..2 * self.runs {
-            for vol in &vols {
-                self.engine.start(vol, &ctx()).expect("start");
-            }
+            sync_all();
+            let before = barrier::total_counts();
+            let (took, _) = timed(|| {
+                for vol in &vols {
+                    self.engine.start(vol, &ctx()).expect("start");
+                }
+            });
+            starts.push(took);
+            start_counts = barrier::total_counts().since(&before);
             let private = self.pool_dir.join("appvms/vm3/private-dirty.img");
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -501,10 +508,11 @@ impl Bench {
         for vid in vids {
             self.remove(vid);
         }
-        (
-            (median(in_turn), in_turn_counts),
-            (median(at_once), at_once_counts),
-        )
+        VmFigures {
+            start: (median(starts), start_counts),
+            in_turn: (median(in_turn), in_turn_counts),
+            at_once: (median(at_once), at_once_counts),
+        }
     }
 
     fn time_revert(&self) -> Run {
@@ -618,11 +626,25 @@ fn print_row(fs: FsType, op: &str, run: &Run, floor: Duration) {
     );
 }
 
-/// A VM's three volumes stopped one after another and at once (target ≤ 0.5×).
-fn print_vm_stop(
-    fs: FsType,
-    ((in_turn, turn_counts), (at_once, once_counts)): ((Duration, Counts), (Duration, Counts)),
-) {
+/// A VM's three volumes (origin, snapshot, volatile): started one after another, and
+/// stopped one after another and at once; each a median with the barriers the
+/// filesystem saw in the last run.
+struct VmFigures {
+    start: (Duration, Counts),
+    in_turn: (Duration, Counts),
+    at_once: (Duration, Counts),
+}
+
+/// A VM's three volumes started, and stopped one after another and at once (target ≤
+/// 0.5×).
+fn print_vm_stop(fs: FsType, vm: VmFigures) {
+    let ((in_turn, turn_counts), (at_once, once_counts)) = (vm.in_turn, vm.at_once);
+    println!(
+        "{:<6} a VM's 3 volumes started one after another: {} [{}]",
+        fs.name(),
+        ms(vm.start.0),
+        vm.start.1
+    );
     let ratio = at_once.as_secs_f64() / in_turn.as_secs_f64().max(1e-9);
     println!(
         "{:<6} a VM's 3 volumes stopped: in turn {} [{}], at once {} [{}]: {ratio:.2}× {} (≤0.5×)",

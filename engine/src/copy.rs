@@ -102,6 +102,9 @@ pub struct CopyOptions {
     pub dst_size: Option<u64>,
     /// Give the copy the source's mtime (and atime), to the nanosecond.
     pub copy_mtime: bool,
+    /// The copy need not survive a power cut (a snapshot's running image: no start
+    /// after a crash uses it): staged without an fsync ([`durable::Content::Disposable`]).
+    pub disposable: bool,
 }
 
 /// Copy the open `src` to a new inode atomically placed at `dst` in `dst_dir`.
@@ -230,7 +233,10 @@ fn stage_labelled<'a>(
     let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
     let result = durable::stage_content_at(dst_dir, dst, |temp| {
         let report = job.fill(temp)?;
-        let content = report.method.content();
+        let content = match opts.disposable {
+            true => durable::Content::Disposable,
+            false => report.method.content(),
+        };
         Ok((report, content))
     });
     job.finish(result.as_ref().ok().map(|(_, report)| report));
@@ -255,6 +261,7 @@ pub fn stage_reflink_at<'a>(
     let opts = CopyOptions {
         dst_size: None,
         copy_mtime,
+        disposable: false,
     };
     let ctx = OpCtx::quiet("precache");
     let job = CopyJob::new(&file, &label, dst_dir.join(dst), opts, &ctx)?;

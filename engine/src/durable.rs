@@ -267,6 +267,9 @@ pub enum Content {
     /// whose directory fsync logs a new name's inode without its extents, nor on
     /// ext2/3/4, which share one magic number with ext2's lack of a journal.)
     Metadata,
+    /// Nothing that must survive a power cut: a running image that no start after a
+    /// crash uses (a snapshot's or a volatile volume's, R§3.7 B). No fsync.
+    Disposable,
 }
 
 /// Fill a fresh temp next to `dst` in `dir` and make its content durable, without
@@ -297,12 +300,13 @@ fn stage_in<'a, T>(
     let (temp, file) = TempFile::create_next_to(dir, dst)?;
     let (value, content) = fill(&file)?;
     let path = dir.join(&temp.name);
-    let bytes = match content == Content::Metadata && sys::is_xfs(dir.fd()) {
-        true => {
+    let bytes = match content {
+        Content::Metadata if sys::is_xfs(dir.fd()) => {
             debug!(path = %path.display(), "metadata only, on XFS: durable with the directory's fsync");
             chmod_and_size(&file, &path)?
         }
-        false => seal(&file, &path, site)?,
+        Content::Disposable => chmod_and_size(&file, &path)?,
+        Content::Data | Content::Metadata => seal(&file, &path, site)?,
     };
     let staged = Staged {
         temp,
@@ -728,7 +732,8 @@ impl<'a> DirChanges<'a> {
 
     /// End the batch without a barrier: only for changes a power cut may undo without
     /// harm — a stale precache discarded (a start uses a precache only if its mtime
-    /// and size are the committed image's). The discarded files go to the reaper.
+    /// and size are the committed image's), the start of a snapshot or volatile volume
+    /// (docs/durability.md rules 8 and 9). The discarded files go to the reaper.
     pub fn end_without_barrier(mut self) {
         self.release();
     }

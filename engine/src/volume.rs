@@ -308,15 +308,23 @@ impl<'a> Volume<'a> {
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
         changes.discard(&self.paths.precache_name())?;
-        changes.place(self.stage_sparse(&dir, &self.paths.clean_name())?)?;
+        let empty =
+            self.stage_sparse(&dir, &self.paths.clean_name(), durable::Content::Metadata)?;
+        changes.place(empty)?;
         changes.commit()?;
         self.precache_after(&dir, ctx);
         Ok(())
     }
 
-    /// An empty sparse image of the nominal size, staged next to `name` (its content is
-    /// its size: metadata).
-    fn stage_sparse<'d>(&self, dir: &'d Dir, name: &str) -> Result<Staged<'d>> {
+    /// An empty sparse image of the nominal size, staged next to `name`: `Metadata` (its
+    /// content is its size) for a committed image, `Disposable` for a volatile volume's
+    /// running image, which nothing needs after a power cut (no fsync).
+    fn stage_sparse<'d>(
+        &self,
+        dir: &'d Dir,
+        name: &str,
+        content: durable::Content,
+    ) -> Result<Staged<'d>> {
         let size = self.config.size;
         let (staged, ()) = durable::stage_content_at(dir, name, |file| {
             file.set_len(size).io_ctx(|| {
@@ -325,7 +333,7 @@ impl<'a> Volume<'a> {
                     dir.join(name).display()
                 )
             })?;
-            Ok(((), durable::Content::Metadata))
+            Ok(((), content))
         })?;
         Ok(staged)
     }
@@ -428,8 +436,11 @@ impl<'a> Volume<'a> {
                 let mut changes = self.changes(&dir);
                 self.discard_incomplete(&mut changes)?;
                 changes.discard(&self.paths.dirty_name())?;
-                changes.place(self.stage_sparse(&dir, &self.paths.dirty_name())?)?;
-                changes.commit()?;
+                let dirty = self.paths.dirty_name();
+                let empty = self.stage_sparse(&dir, &dirty, durable::Content::Disposable)?;
+                changes.place(empty)?;
+                // docs/durability.md rule 9: never used after a power cut.
+                changes.end_without_barrier();
             }
         }
         ctx.emit_volume(EventKind::Started {
@@ -466,6 +477,7 @@ impl<'a> Volume<'a> {
         let opts = CopyOptions {
             dst_size: None,
             copy_mtime: true,
+            disposable: false,
         };
         let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
         changes.place(staged)?;
@@ -501,9 +513,23 @@ impl<'a> Volume<'a> {
         changes.discard(&clean)?;
         changes.link(&source_dir, &source.paths.clean_name(), &clean)?;
         let dirty = self.paths.dirty_name();
-        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, CopyOptions::default(), ctx)?;
+        // docs/durability.md rule 9: a snapshot's running image is never used after a
+        // power cut (the next start makes a fresh one), so neither the copy nor the
+        // names need a barrier. An origin_snapshot picks its session up: both do.
+        let disposable = self.kind() == VolumeKind::Snapshot;
+        let opts = CopyOptions {
+            disposable,
+            ..CopyOptions::default()
+        };
+        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
         changes.place(staged)?;
-        changes.commit()
+        match disposable {
+            true => {
+                changes.end_without_barrier();
+                Ok(())
+            }
+            false => changes.commit(),
+        }
     }
 
     /// An origin_snapshot volume whose own clean image is not the source's inode holds
@@ -758,6 +784,7 @@ impl<'a> Volume<'a> {
         let opts = CopyOptions {
             dst_size: None,
             copy_mtime: true,
+            disposable: false,
         };
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let (staged, _) = copy::stage_at(dir, &target_name, dir, &clean, opts, ctx)?;
@@ -839,6 +866,7 @@ impl<'a> Volume<'a> {
         let opts = CopyOptions {
             dst_size: Some(size),
             copy_mtime: false,
+            disposable: false,
         };
         let (staged, _) = copy::stage_at(dir, &clean, dir, &clean, opts, ctx)
             .map_err(|e| EngineError::with_reason(e, format!("cannot resize to {size} bytes")))?;
@@ -973,6 +1001,7 @@ impl<'a> Volume<'a> {
         let opts = CopyOptions {
             dst_size: Some(size),
             copy_mtime: false,
+            disposable: false,
         };
         let clean = self.paths.clean_name();
         let (staged, _) = copy::stage_at(&dir, &import, &dir, &clean, opts, ctx).map_err(|e| {

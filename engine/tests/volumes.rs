@@ -113,6 +113,7 @@ on_every_fs!(
     halted_resize_makes_a_new_inode_and_leaves_revisions,
     halted_resize_grows_in_place_what_nothing_else_holds,
     start_from_a_reflinked_precache_waits_for_no_barrier,
+    snapshot_and_volatile_starts_wait_for_no_barrier,
     resizing_a_template_while_its_snapshot_runs_makes_a_new_inode,
     shrinking_needs_allow_shrink_and_read_only_cannot_resize,
     export_stays_consistent_while_a_commit_replaces_the_image,
@@ -625,6 +626,36 @@ fn total(c: &qubes_storage_engine::barrier::Counts) -> u64 {
 /// (ext4's byte copy), with a mark that names other inodes, or a byte copy that carries
 /// the original's mark (a restored pool) keeps the start's directory fsync. Either way
 /// the VM gets the committed data.
+/// docs/durability.md rule 9: a snapshot's or a volatile volume's running image is
+/// never used after a power cut (the next start makes a fresh one), so their start
+/// waits for no barrier on any filesystem; an origin_snapshot, whose session is picked
+/// up after one, keeps its barriers.
+fn snapshot_and_volatile_starts_wait_for_no_barrier(t: FsType) {
+    let f = Fixture::new(t);
+    let template = f.origin("vm-templates/t/root", 2 * MIB, 1);
+    f.session(&template, 0, b"template");
+    let root = f.snapshot("appvms/work/root", &template);
+    let volatile = f.volatile("appvms/work/volatile", 2 * MIB);
+    let keeper = f.origin_snapshot("appvms/work/private", &template, 1);
+    let engine = &f.engine;
+    let start = |v: &VolumeRef| {
+        let v = v.clone();
+        move || engine.start(&v, &OpCtx::quiet("Start")).unwrap()
+    };
+    // The VM directory's first creation is durable (mkdir-parent), whoever makes it.
+    start(&keeper)();
+    f.stop(&keeper);
+    let (barriers, dirty) = barriers_of(start(&root));
+    assert_eq!(total(&barriers), 0, "snapshot: {barriers:?}");
+    assert_eq!(read_at(&dirty, 0, 8), b"template");
+    let (barriers, dirty) = barriers_of(start(&volatile));
+    assert_eq!(total(&barriers), 0, "volatile: {barriers:?}");
+    assert!(is_all_zero(&dirty));
+    let (barriers, dirty) = barriers_of(start(&keeper));
+    assert!(barriers.dir_fsync >= 1, "origin_snapshot: {barriers:?}");
+    assert_eq!(read_at(&dirty, 0, 8), b"template");
+}
+
 fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {
     use qubes_storage_engine::precache::REFLINK_OF;
     let f = Fixture::new(t);

@@ -19,6 +19,7 @@
 //! | stop-unflushed | WORK | started, dirty C; the operation writes D into it without a flush, then stops it | clean D, revisions 3:B 4:C (2:A pruned) |
 //! | stop-vm   | WORK, WORK_ROOT, WORK_VOLATILE | all three started (dirty D, H, E) | all three stopped at once: WORK as after stop, the others halted without files |
 //! | create-vm | NEW, NEW_ROOT, NEW_VOLATILE | absent | all three created at once: NEW clean E, the others registered without files |
+//! | start-vm  | WORK, WORK_ROOT, WORK_VOLATILE | all three halted | all three started at once (dirty C, H, E) |
 //!
 //! In stop-unflushed the running image holds whatever of the session reached the disk
 //! until the commit's fsync of it: any content is accepted there before the stop is
@@ -31,7 +32,13 @@
 //! started with D, and before it a precache that a start would use must still hold the
 //! committed image (checked on every crash disk of every case).
 //!
-//! The last two run their three calls concurrently over the bus, so that they share
+//! A snapshot's and a volatile volume's start waits for no barrier at all (rule 9):
+//! their running images are never used after a power cut — the next start makes fresh
+//! ones — so on a crash disk they may be missing, torn or anything
+//! ([`Op::disposable`]); what must hold is that a Start on the crash disk gives the
+//! source's committed image and an empty one (checked after start-vm).
+//!
+//! The last three run their three calls concurrently over the bus, so that they share
 //! barriers: the VM directory's fsyncs and syncfs rounds (stop-vm), the state journal's
 //! fdatasync (create-vm); stop-vm also discards the two stopped images, which are
 //! deleted after the replies.
@@ -73,10 +80,12 @@ pub enum Op {
     StopVm,
     /// CreateVolume of a VM's three volumes at once.
     CreateVm,
+    /// Start of a VM's three volumes at once.
+    StartVm,
 }
 
 impl Op {
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::Start,
         Op::StartSession,
         Op::Stop,
@@ -91,6 +100,7 @@ impl Op {
         Op::StopUnflushed,
         Op::StopVm,
         Op::CreateVm,
+        Op::StartVm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +119,7 @@ impl Op {
             Op::StopUnflushed => "stop-unflushed",
             Op::StopVm => "stop-vm",
             Op::CreateVm => "create-vm",
+            Op::StartVm => "start-vm",
         }
     }
 
@@ -143,14 +154,24 @@ impl Op {
     /// start from a reflinked precache on btrfs or XFS (`reflinks`), which has no
     /// barrier: until something later is durable, undoing it loses nothing.
     pub fn may_be_undone(self, reflinks: bool) -> bool {
-        self == Op::Start && reflinks
+        matches!(self, Op::Start | Op::StartVm) && reflinks
+    }
+
+    /// The volumes whose running image nothing needs after a power cut (rule 9: a
+    /// snapshot's, a volatile volume's), which a crash disk may show with any running
+    /// image or none — and which a start there must make afresh.
+    pub fn disposable(self) -> &'static [Vol] {
+        match self {
+            Op::StartVm => &[WORK_ROOT, WORK_VOLATILE],
+            _ => &[],
+        }
     }
 
     /// The volumes the operation changes.
     pub fn subjects(self) -> &'static [Vol] {
         match self {
             Op::Create => &[NEW],
-            Op::StopVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
+            Op::StopVm | Op::StartVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
             Op::CreateVm => &[NEW, NEW_ROOT, NEW_VOLATILE],
             _ => &[WORK],
         }
@@ -221,6 +242,13 @@ impl Op {
                 world.insert(WORK_VOLATILE, VolState::halted());
                 committed('D')
             }
+            Op::StartVm => {
+                let root = VolState::halted().started(Content::of('H'));
+                world.insert(WORK_ROOT, root);
+                let volatile = VolState::halted().started(Content::of('E'));
+                world.insert(WORK_VOLATILE, volatile);
+                world[&WORK].clone().started(Content::of('C'))
+            }
             Op::CreateVm => {
                 world.insert(NEW, VolState::stopped(Content::of('E'), &[]));
                 world.insert(NEW_ROOT, VolState::halted());
@@ -271,6 +299,7 @@ impl Op {
             }
             Op::StopVm => stop_vm(conn).await,
             Op::CreateVm => create_vm(conn).await,
+            Op::StartVm => start_vm(conn).await,
         }
     }
 }
@@ -286,6 +315,20 @@ async fn stop_vm(conn: &Connection) -> zbus::Result<()> {
         .await
         .into_iter()
         .collect()
+}
+
+/// Start WORK's VM's three volumes at once; the first failure, if any.
+async fn start_vm(conn: &Connection) -> zbus::Result<()> {
+    let mut volumes = Vec::new();
+    for vol in [WORK, WORK_ROOT, WORK_VOLATILE] {
+        volumes.push(volume(conn, vol).await?);
+    }
+    let starts = volumes.iter().map(|v| v.start(opts()));
+    let started: zbus::Result<Vec<String>> = futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .collect();
+    started.map(|_| ())
 }
 
 /// Create NEW's VM's three volumes at once (the root a snapshot of OTHER).
@@ -368,7 +411,7 @@ async fn volume_path(conn: &Connection, vol: Vol) -> zbus::Result<OwnedObjectPat
         .await
 }
 
-async fn volume(conn: &Connection, vol: Vol) -> zbus::Result<VolumeProxy<'static>> {
+pub async fn volume(conn: &Connection, vol: Vol) -> zbus::Result<VolumeProxy<'static>> {
     let path = volume_path(conn, vol).await?;
     VolumeProxy::builder(conn)
         .path(path)

@@ -208,24 +208,30 @@ pub fn observe(disk: &Disk, served: &BTreeMap<(String, String), Served>) -> Worl
 /// The problems of the volumes: the subjects against old/new by phase, everyone else
 /// against the old world. The running image of `unflushed` (a session the VM did not
 /// flush) may hold anything until the operation is acknowledged: the old content, the
-/// new writes or a mix of them.
+/// new writes or a mix of them. The running images of `disposable` volumes (rule 9)
+/// may be anything or missing in every phase: they are not compared.
+#[allow(clippy::too_many_arguments)]
 pub fn judge(
     before: &WorldState,
     after: &WorldState,
     subjects: &[Vol],
     unflushed: Option<Vol>,
+    disposable: &[Vol],
     undoable: bool,
     seen: &WorldState,
     phase: Phase,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for vol in ALL {
-        let (old, new) = (&before[&vol], &after[&vol]);
+        let (mut old, mut new) = (before[&vol].clone(), after[&vol].clone());
         let mut now = seen[&vol].clone();
         if unflushed == Some(vol) && phase != Phase::Acknowledged && now.dirty.is_some() {
             now.dirty = old.dirty;
         }
-        let now = &now;
+        if disposable.contains(&vol) {
+            (old.dirty, new.dirty, now.dirty) = (None, None, None);
+        }
+        let (old, new, now) = (&old, &new, &now);
         let subject = subjects.contains(&vol);
         let fine = match (subject, phase) {
             (false, _) | (true, Phase::Before) => now == old,
@@ -323,7 +329,7 @@ fn revisions_between(
 pub fn leftovers_and_short_files(
     disk: &Disk,
     seen: &WorldState,
-    may_be_torn: Option<&Path>,
+    may_be_torn: &[std::path::PathBuf],
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for dir in disk.vm_dirs() {
@@ -332,7 +338,7 @@ pub fn leftovers_and_short_files(
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if is_temp_name(&name) {
                 problems.push(format!("leftover temp file {} (not swept)", path.display()));
-            } else if may_be_torn == Some(path.as_path()) {
+            } else if may_be_torn.contains(&path) {
                 continue;
             } else if let Some(Seen::Unknown { size }) = identify(&path) {
                 problems.push(format!(

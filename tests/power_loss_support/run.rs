@@ -29,11 +29,12 @@ use qubes_storaged_powercut::{
 };
 use zbus::Connection;
 
-use super::cases::Op;
+use super::cases::{self, Op};
 use super::check::{
     judge, judge_pools, leftovers_and_short_files, observe, served_matches_files, served_pools,
     served_volumes, usable_precaches_hold_the_committed_image,
 };
+use super::content::{identify, Content, Seen};
 use super::report::CaseReport;
 use super::world::{build_history, Disk};
 use crate::common::{Daemon, DaemonSpec, FsType, LoopFs, TestBus, MIB};
@@ -315,21 +316,51 @@ async fn check_disk(
         &op.after(),
         op.subjects(),
         op.unflushed_session(),
+        op.disposable(),
         op.may_be_undone(fs.has_reflink()),
         &seen,
         phase,
     ));
-    let may_be_torn = op
+    let unflushed = op
         .unflushed_session()
-        .filter(|_| phase != Phase::Acknowledged)
-        .map(|vol| disk.paths(vol).dirty());
-    problems.extend(leftovers_and_short_files(
-        disk,
-        &seen,
-        may_be_torn.as_deref(),
-    ));
+        .filter(|_| phase != Phase::Acknowledged);
+    let may_be_torn: Vec<_> = unflushed
+        .iter()
+        .chain(op.disposable())
+        .map(|vol| disk.paths(*vol).dirty())
+        .collect();
+    problems.extend(leftovers_and_short_files(disk, &seen, &may_be_torn));
     problems.extend(usable_precaches_hold_the_committed_image(disk));
     problems.extend(served_matches_files(disk, &served));
+    // Last: it changes the disk.
+    problems.extend(disposables_start_afresh(op, disk, conn).await);
+    problems
+}
+
+/// Rule 9's promise: a disposable volume (a snapshot, a volatile volume) that a crash
+/// disk shows with any running image, or none, is started afresh there — its source's
+/// committed image, an empty one — never with what the crash left.
+async fn disposables_start_afresh(op: Op, disk: &Disk, conn: &Connection) -> Vec<String> {
+    let mut problems = Vec::new();
+    for &vol in op.disposable() {
+        let started = match cases::volume(conn, vol).await {
+            Ok(volume) => volume.start(crate::common::opts()).await,
+            Err(err) => Err(err),
+        };
+        let expected = match vol.is_snapshot() {
+            true => Content::of('H'),
+            false => Content::of('E'),
+        };
+        match started {
+            Err(err) => problems.push(format!("{vol}: Start on the crash disk fails: {err}")),
+            Ok(_) => match identify(&disk.paths(vol).dirty()) {
+                Some(Seen::Known(content)) if content == expected => {}
+                seen => problems.push(format!(
+                    "{vol}: Start on the crash disk gives {seen:?}, not a fresh {expected}"
+                )),
+            },
+        }
+    }
     problems
 }
 
