@@ -18,6 +18,7 @@
 //!   written through the import file and not flushed; and once more with the data
 //!   flushed by the client), same-pool clone (ImportVolume of the template root into a
 //!   fresh volume);
+//! * a VM's three volumes started at once (as qubesd starts a VM);
 //! * a VM's three volumes stopped concurrently against one after another, and 16 VMs
 //!   (48 volumes) stopped at once against one VM;
 //! * on ext4 also the bytes each operation wrote to the disk (the loop device's
@@ -32,7 +33,7 @@
 //! makes its `qubes.storage.reflink` importable outside Qubes (`QSD_PY_SHIM`, a
 //! directory put first on `PYTHONPATH`; README, "Comparing with the Python driver", says
 //! what it must provide). Without them it says so and skips. Needs root (loop mounts).
-//! `QSD_COMPARE=create,start,stop,revert,resize,import,import-flushed,clone,concurrency`
+//! `QSD_COMPARE=create,start,stop,revert,resize,import,import-flushed,clone,vm-start,concurrency`
 //! runs only the scenarios named; `QSD_COMPARE_RUNS=40` runs each more often than the
 //! default 5 (finer medians where a figure is noisy, e.g. btrfs's concurrency); `QSD_BENCH_KEEP_LOG=/some/path` keeps the service's
 //! log of each filesystem's run as `/some/path.<fs>` (`RUST_LOG` sets its filter).
@@ -648,6 +649,9 @@ fn bench_fs(fs: FsType, driver: &PythonDriver) -> Vec<Row> {
     }
     // The concurrency targets are for btrfs and XFS; on ext4 every snapshot start is a
     // byte copy of the template, 16 × 390 MiB a run.
+    if wanted("vm-start") {
+        rows.push(measure_vm_start(&mut w).row(fs, "VM start, 3 volumes at once", 1.0));
+    }
     if fs.has_reflink() && wanted("concurrency") {
         let (concurrent, sequential) = measure_vm_stop(&mut w);
         rows.push(concurrent.row(fs, "VM stop, 3 volumes at once", f64::NAN));
@@ -858,6 +862,31 @@ fn stop_vms(w: &mut World, figures: &mut Figures, vms: &[String], concurrent: bo
             })
         },
     );
+}
+
+/// A VM's three volumes (private, a snapshot root, volatile) started at once on both
+/// sides, as qubesd starts a VM; stopped again untimed.
+fn measure_vm_start(w: &mut World) -> Figures {
+    let mut figures = Figures::default();
+    let vids: Vec<String> = Spec::vm("work").map(|s| s.vid).to_vec();
+    for _ in 0..runs() {
+        both(
+            w,
+            &mut figures,
+            |w| {
+                let cmd = json!({"op": "start", "vids": vids, "concurrent": true});
+                w.python.timed(cmd)
+            },
+            |w| {
+                let ours = &w.ours;
+                time_ours(w, async {
+                    futures_util::future::join_all(vids.iter().map(|v| ours.start(v))).await;
+                })
+            },
+        );
+        stop_vms(w, &mut Figures::default(), &["work".to_owned()], true);
+    }
+    figures
 }
 
 fn measure_vm_stop(w: &mut World) -> (Figures, Figures) {

@@ -405,20 +405,46 @@ fn take_turn<S>(
             t.running = true;
             t.begun = wanted;
             drop(state);
+            // Should `run` panic, the run still ends (as a failure), so that the
+            // callers waiting for it are not left waiting for ever.
+            let mut ended = RunEnded {
+                lock,
+                done,
+                turns: &turns,
+                wanted,
+                ok: false,
+            };
             let result = run();
-            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let t = turns(&mut state);
-            t.running = false;
-            t.ended = wanted;
-            if result.is_ok() {
-                t.last_ok = wanted;
-            }
-            done.notify_all();
+            ended.ok = result.is_ok();
+            drop(ended);
             return Turn::Ran(result);
         }
         turns(&mut state).waiting += 1;
         state = done.wait(state).unwrap_or_else(|e| e.into_inner());
         turns(&mut state).waiting -= 1;
+    }
+}
+
+/// Ends run `wanted` of the turns behind `lock` when dropped: not running any more,
+/// ended, successful if `ok`, the waiting callers woken.
+struct RunEnded<'a, S, F: Fn(&mut S) -> &mut Turns> {
+    lock: &'a Mutex<S>,
+    done: &'a Condvar,
+    turns: &'a F,
+    wanted: u64,
+    ok: bool,
+}
+
+impl<S, F: Fn(&mut S) -> &mut Turns> Drop for RunEnded<'_, S, F> {
+    fn drop(&mut self) {
+        let mut state = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let t = (self.turns)(&mut state);
+        t.running = false;
+        t.ended = self.wanted;
+        if self.ok {
+            t.last_ok = self.wanted;
+        }
+        self.done.notify_all();
     }
 }
 
@@ -783,6 +809,35 @@ mod tests {
             None,
             "the table forgets a directory nobody uses"
         );
+    }
+
+    #[test]
+    fn a_run_that_panics_still_ends_and_the_waiting_callers_go_on() {
+        let inode = Arc::new(Inode::default());
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let inode = inode.clone();
+            std::thread::spawn(move || {
+                inode.sync(Duration::ZERO, || {
+                    released.recv().unwrap();
+                    panic!("a barrier that panics");
+                })
+            })
+        };
+        wait_for(&inode, |t| t.running);
+        let second = sync_on_a_thread(&inode, &runs, Duration::ZERO);
+        wait_for(&inode, |t| t.waiting == 1);
+        release.send(()).unwrap();
+        assert!(first.join().is_err(), "the first caller panicked");
+        let turn = second
+            .recv_timeout(GIVE_UP)
+            .expect("the waiting caller goes on");
+        assert!(
+            matches!(turn, Turn::Ran(Ok(())) | Turn::Joined(false)),
+            "not covered by the failed run"
+        );
+        assert!(!inode.turns.lock().unwrap().running);
     }
 
     #[test]

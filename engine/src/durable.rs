@@ -502,14 +502,20 @@ pub fn ensure_dir_at(parent: &Dir, name: &str) -> Result<(Dir, bool)> {
 }
 
 /// mkdir + fsync(parent); losing a race to another mkdir is fine (the caller opens the
-/// result as a directory, refusing anything else).
+/// result as a directory, refusing anything else) — but the loser, too, returns only
+/// after a barrier of the parent that began after the winner's mkdir: it must not
+/// build on a directory whose name is not durable yet (shared with the winner's fsync
+/// when they overlap, `barrier.rs`).
 fn make_dir(parent: &Dir, name: &str) -> Result<bool> {
     match sys::mkdir_at(parent.fd(), name, DIR_MODE) {
         Ok(()) => {
             sync_dir(parent, "mkdir-parent")?;
             Ok(true)
         }
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            sync_dir(parent, "mkdir-parent")?;
+            Ok(false)
+        }
         Err(err) => Err(EngineError::io(
             format!("cannot create directory {}", parent.join(name).display()),
             err,
@@ -606,14 +612,23 @@ pub struct DirChanges<'a> {
 }
 
 impl<'a> DirChanges<'a> {
-    /// A batch of changes in `dir`, discarded files reaped by `reaper`.
+    /// A batch of changes in `dir`, discarded files reaped by `reaper`; its directory
+    /// fsync is announced to the other operations of the directory.
     pub fn new(dir: &'a Dir, reaper: Option<&'a Background>) -> DirChanges<'a> {
+        let mut changes = DirChanges::unannounced(dir, reaper);
+        changes._announced = barrier::expect(dir.fd());
+        changes
+    }
+
+    /// A batch that will end without a barrier ([`Self::end_without_barrier`]): the
+    /// others' directory fsyncs do not wait for it.
+    pub fn unannounced(dir: &'a Dir, reaper: Option<&'a Background>) -> DirChanges<'a> {
         DirChanges {
             dir,
             reaper,
             changed: false,
             discarded: Vec::new(),
-            _announced: barrier::expect(dir.fd()),
+            _announced: None,
         }
     }
 

@@ -366,6 +366,17 @@ pub fn get_xattr(file: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Set the extended attribute `name` of an open file to `value`.
+/// This boot's id (`/proc/sys/kernel/random/boot_id`, a random UUID the kernel makes
+/// at each boot), read once.
+pub fn boot_id() -> io::Result<&'static str> {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = ID.get() {
+        return Ok(id);
+    }
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    Ok(ID.get_or_init(|| id.trim().to_owned()))
+}
+
 pub fn set_xattr(file: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::fsetxattr(
         file,

@@ -40,6 +40,21 @@ use crate::pool;
 use crate::revision;
 use crate::sys;
 
+/// Extended attribute of a snapshot's or a volatile volume's running image: the id of
+/// the boot it was made in ([`sys::boot_id`]). Such an image has no barrier
+/// (docs/durability.md rule 9): one made in an earlier boot may be anything a power
+/// cut left, and nobody can be running on it.
+pub const MADE_IN_BOOT: &str = "user.qubes-storaged.boot";
+
+/// When a running image was made, as far as its mark tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    ThisBoot,
+    EarlierBoot,
+    /// No mark (an older release made it, or the filesystem keeps no user xattrs).
+    Unknown,
+}
+
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
     /// The pool directory, opened for this operation; `None` when it could not be
@@ -127,6 +142,15 @@ impl<'a> Volume<'a> {
         'a: 'd,
     {
         DirChanges::new(dir, self.background)
+    }
+
+    /// A batch of changes in `dir` that ends without a barrier (rule 9): the other
+    /// operations of the directory do not wait for it.
+    fn changes_without_barrier<'d>(&self, dir: &'d Dir) -> DirChanges<'d>
+    where
+        'a: 'd,
+    {
+        DirChanges::unannounced(dir, self.background)
     }
 
     /// The pool directory this view was opened with.
@@ -339,23 +363,45 @@ impl<'a> Volume<'a> {
     }
 
     /// The dirty image's entry, if the volume is started.
-    /// Does anyone besides this operation hold the running image open — a loop device
-    /// attached to it, a process? Then a VM may be using it (the service itself never
-    /// keeps a running image open). A probe that cannot tell counts as held.
-    fn running_image_held(&self) -> Result<bool> {
+    /// May a VM be running on the running image? Not if it was made in an earlier
+    /// boot (its mark); else if anyone besides this operation holds it open — a loop
+    /// device attached to it, a process (the service itself never keeps a running
+    /// image open across a start). A probe that cannot tell counts as in use.
+    fn running_image_in_use(&self) -> Result<bool> {
         let Some(dir) = self.vm_dir()? else {
             return Ok(false);
         };
         let name = self.paths.dirty_name();
-        let file = dir.open_file(&name, Access::ReadWrite)?;
+        let path = dir.join(&name);
+        let file = match dir.open_file(&name, Access::ReadWrite) {
+            Ok(file) => file,
+            Err(err) => {
+                warn!(path = %path.display(), error = %err, "cannot open the running image to tell whether it is in use; it is kept");
+                return Ok(true);
+            }
+        };
+        if made(&file) == Made::EarlierBoot {
+            info!(path = %path.display(), "made in an earlier boot: nobody is running on it");
+            return Ok(false);
+        }
         Ok(match sys::only_opener(&file) {
             Ok(only) => !only,
             Err(err) => {
-                warn!(path = %dir.join(&name).display(), error = %err,
+                warn!(path = %path.display(), error = %err,
                     "cannot tell whether anyone holds the running image; it is kept");
                 true
             }
         })
+    }
+
+    /// When the running image was made ([`MADE_IN_BOOT`]); `Unknown` without one.
+    fn running_image_made(&self) -> Made {
+        let opened = self
+            .vm_dir()
+            .ok()
+            .flatten()
+            .and_then(|dir| dir.open_file(&self.paths.dirty_name(), Access::Read).ok());
+        opened.map_or(Made::Unknown, |file| made(&file))
     }
 
     fn dirty_entry(&self) -> Result<Option<Entry>> {
@@ -413,7 +459,7 @@ impl<'a> Volume<'a> {
             if !entry.is_file() {
                 return Err(not_regular(&dirty, entry.file_type()));
             }
-            if self.config.save_on_stop || self.running_image_held()? {
+            if self.config.save_on_stop || self.running_image_in_use()? {
                 info!(vid = %self.config.vid, "already started; reusing {}", dirty.display());
                 return Ok(dirty);
             }
@@ -433,11 +479,12 @@ impl<'a> Volume<'a> {
             VolumeKind::Origin => self.start_origin(ctx)?,
             VolumeKind::Volatile => {
                 let dir = self.ensure_vm_dir()?;
-                let mut changes = self.changes(&dir);
+                let mut changes = self.changes_without_barrier(&dir);
                 self.discard_incomplete(&mut changes)?;
                 changes.discard(&self.paths.dirty_name())?;
                 let dirty = self.paths.dirty_name();
                 let empty = self.stage_sparse(&dir, &dirty, durable::Content::Disposable)?;
+                mark_this_boot(&dir, &empty);
                 changes.place(empty)?;
                 // docs/durability.md rule 9: never used after a power cut.
                 changes.end_without_barrier();
@@ -505,7 +552,12 @@ impl<'a> Volume<'a> {
         })?;
         let dir = self.ensure_vm_dir()?;
         let clean = self.paths.clean_name();
-        let mut changes = self.changes(&dir);
+        // docs/durability.md rule 9 (below).
+        let disposable = self.kind() == VolumeKind::Snapshot;
+        let mut changes = match disposable {
+            true => self.changes_without_barrier(&dir),
+            false => self.changes(&dir),
+        };
         self.discard_incomplete(&mut changes)?;
         // A running image left over from a session never stopped (see start).
         changes.discard(&self.paths.dirty_name())?;
@@ -516,12 +568,14 @@ impl<'a> Volume<'a> {
         // docs/durability.md rule 9: a snapshot's running image is never used after a
         // power cut (the next start makes a fresh one), so neither the copy nor the
         // names need a barrier. An origin_snapshot picks its session up: both do.
-        let disposable = self.kind() == VolumeKind::Snapshot;
         let opts = CopyOptions {
             disposable,
             ..CopyOptions::default()
         };
         let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
+        if disposable {
+            mark_this_boot(&dir, &staged);
+        }
         changes.place(staged)?;
         match disposable {
             true => {
@@ -635,9 +689,9 @@ impl<'a> Volume<'a> {
                 true
             }
             VolumeKind::Snapshot | VolumeKind::Volatile => {
-                if self.kind() == VolumeKind::Volatile {
+                if let Some(size) = self.volatile_size_to_keep() {
                     // Keep a manual resize of the volatile image for the next start.
-                    self.config.size = self.size();
+                    self.config.size = size;
                 }
                 let mut changes = self.changes(&dir);
                 changes.discard(&dirty)?;
@@ -1169,6 +1223,18 @@ impl<'a> Volume<'a> {
         self.current_image().map_or(self.config.size, |e| e.size())
     }
 
+    /// The size of a started volatile volume's image that differs from its nominal
+    /// size (a manual resize, kept at stop) — unless the image was made in an earlier
+    /// boot: a power cut may have left it at any size (rule 9).
+    pub fn volatile_size_to_keep(&self) -> Option<u64> {
+        let size = self.size();
+        let keep = self.kind() == VolumeKind::Volatile
+            && self.is_started()
+            && size != self.config.size
+            && self.running_image_made() != Made::EarlierBoot;
+        keep.then_some(size)
+    }
+
     /// The size as callers see it: [`Self::size`], except that a halted snapshot
     /// volume reports its source's image size — what its next start will produce (the
     /// reference reported a nominal size that start ignores, R§9.1 item 6).
@@ -1203,5 +1269,29 @@ mod tests {
         check_import_size(size(512), 1024, true).unwrap();
         check_import_size(size(1024), 1024, false).unwrap();
         check_import_size(size(4096), 512, false).unwrap();
+    }
+}
+
+/// Mark a staged running image with this boot ([`MADE_IN_BOOT`]). Without the mark
+/// (no boot id, no user xattrs here) it is treated as an older release's image.
+fn mark_this_boot(dir: &Dir, staged: &Staged<'_>) {
+    let marked = sys::boot_id().and_then(|boot| {
+        let file = dir
+            .open_file(staged.temp_name(), Access::Read)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        sys::set_xattr(&file, MADE_IN_BOOT, boot.as_bytes())
+    });
+    if let Err(err) = marked {
+        warn!(path = %dir.join(staged.temp_name()).display(), error = %err,
+            "cannot mark the running image with this boot");
+    }
+}
+
+/// When the open running image `file` was made, by its mark.
+fn made(file: &File) -> Made {
+    match (sys::get_xattr(file, MADE_IN_BOOT), sys::boot_id()) {
+        (Ok(Some(mark)), Ok(boot)) if mark == boot.as_bytes() => Made::ThisBoot,
+        (Ok(Some(_)), Ok(_)) => Made::EarlierBoot,
+        _ => Made::Unknown,
     }
 }

@@ -478,6 +478,51 @@ fn a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it(t: 
         ],
         "the replaced images are gone"
     );
+    // Each carries the boot it was made in; one made in an earlier boot (a power cut
+    // may have left anything) starts afresh even if something holds it now (a backup
+    // reading the pool, say), and its size is never kept as the nominal size.
+    use qubes_storage_engine::volume::MADE_IN_BOOT;
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(
+        xattr(&dirties[0], MADE_IN_BOOT).as_deref(),
+        Some(this_boot.trim().as_bytes())
+    );
+    for dirty in &dirties[..2] {
+        write_at(dirty, 0, b"session.");
+        set_xattr(dirty, MADE_IN_BOOT, b"an earlier boot");
+    }
+    File::options()
+        .write(true)
+        .open(&dirties[1])
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    let _reader = File::open(&dirties[0]).unwrap();
+    f.start(&root);
+    assert_eq!(
+        read_at(&dirties[0], 0, 8),
+        b"template",
+        "earlier boot: afresh"
+    );
+    f.stop(&volatile);
+    assert_eq!(
+        f.engine.volume_info(&volatile).unwrap().size,
+        4 * MIB,
+        "an earlier boot's size is not a manual resize"
+    );
+    let dirty = f.start(&volatile);
+    File::options()
+        .write(true)
+        .open(&dirty)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    f.stop(&volatile);
+    assert_eq!(
+        f.engine.volume_info(&volatile).unwrap().size,
+        8 * MIB,
+        "this boot's manual resize is kept"
+    );
 }
 
 fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {

@@ -11,7 +11,7 @@ use super::Engine;
 use crate::barrier;
 use crate::context::OpCtx;
 use crate::error::{EngineError, ErrorKind, Result};
-use crate::model::{VolumeConfig, VolumeKind, VolumeRef};
+use crate::model::{VolumeConfig, VolumeRef};
 use crate::names::ImageSize;
 use crate::store::Change;
 use crate::volume::Volume;
@@ -55,11 +55,11 @@ impl Engine {
     /// manual resize survives): saved before the image is deleted, so a crash between
     /// the two cannot forget it.
     pub(super) fn persist_volatile_size(&self, vol: &VolumeRef, v: &mut Volume<'_>) -> Result<()> {
-        if v.config.kind() != VolumeKind::Volatile || !v.is_started() || v.size() == v.config.size {
+        let Some(size) = v.volatile_size_to_keep() else {
             return Ok(());
-        }
+        };
         let config = VolumeConfig {
-            size: v.size(),
+            size,
             ..v.config.clone()
         };
         self.update_volume(vol, v, config)
