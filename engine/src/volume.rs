@@ -1252,26 +1252,6 @@ impl<'a> Volume<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ErrorKind;
-
-    fn size(bytes: u64) -> ImageSize {
-        ImageSize::new(bytes).unwrap()
-    }
-
-    #[test]
-    fn an_import_below_the_current_size_needs_allow_shrink() {
-        let err = check_import_size(size(512), 1024, false).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.to_string().contains("allow_shrink"), "{err}");
-        check_import_size(size(512), 1024, true).unwrap();
-        check_import_size(size(1024), 1024, false).unwrap();
-        check_import_size(size(4096), 512, false).unwrap();
-    }
-}
-
 /// Mark a staged running image with this boot ([`MADE_IN_BOOT`]). Without the mark
 /// (no boot id, no user xattrs here) it is treated as an older release's image.
 fn mark_this_boot(dir: &Dir, staged: &Staged<'_>) {
@@ -1293,5 +1273,25 @@ fn made(file: &File) -> Made {
         (Ok(Some(mark)), Ok(boot)) if mark == boot.as_bytes() => Made::ThisBoot,
         (Ok(Some(_)), Ok(_)) => Made::EarlierBoot,
         _ => Made::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn size(bytes: u64) -> ImageSize {
+        ImageSize::new(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_import_below_the_current_size_needs_allow_shrink() {
+        let err = check_import_size(size(512), 1024, false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("allow_shrink"), "{err}");
+        check_import_size(size(512), 1024, true).unwrap();
+        check_import_size(size(1024), 1024, false).unwrap();
+        check_import_size(size(4096), 512, false).unwrap();
     }
 }

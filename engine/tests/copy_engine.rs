@@ -181,6 +181,7 @@ fn copy_of_a_file_onto_itself_with_dst_size_makes_a_new_inode() {
     let opts = CopyOptions {
         dst_size: Some(3 * MIB),
         copy_mtime: false,
+        disposable: false,
     };
 
     copy_path(&path, &path, opts, &quiet()).unwrap();
@@ -281,6 +282,7 @@ fn check_reference_case(fs: &LoopFs, src: &Path, case: &ReferenceCase) {
     let opts = CopyOptions {
         dst_size: case.dst_size,
         copy_mtime: case.copy_mtime,
+        disposable: false,
     };
 
     let method = copy_path(src, &dst, opts, &quiet()).unwrap();
