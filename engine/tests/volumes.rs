@@ -22,6 +22,16 @@ use scenario_support::{
 
 /// The helpers of these scenarios beside the shared ones.
 impl Fixture {
+    /// A template `vm-templates/t/root` of `size` holding "template" (committed), and a
+    /// VM `work`'s snapshot root of it and volatile volume, all halted.
+    fn template_and_vm(&self, size: u64) -> (VolumeRef, VolumeRef, VolumeRef) {
+        let template = self.origin("vm-templates/t/root", size, 1);
+        self.session(&template, 0, b"template");
+        let root = self.snapshot("appvms/work/root", &template);
+        let volatile = self.volatile("appvms/work/volatile", size);
+        (template, root, volatile)
+    }
+
     /// A snap_on_start volume of `source`.
     fn snapshot(&self, vid: &str, source: &VolumeRef) -> VolumeRef {
         self.create(
@@ -422,10 +432,7 @@ fn volatile_volume_is_empty_each_start_and_keeps_a_manual_resize(t: FsType) {
 /// from under it.
 fn a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it(t: FsType) {
     let f = Fixture::new(t);
-    let template = f.origin("vm-templates/t/root", 4 * MIB, 1);
-    f.session(&template, 0, b"template");
-    let root = f.snapshot("appvms/work/root", &template);
-    let volatile = f.volatile("appvms/work/volatile", 4 * MIB);
+    let (_template, root, volatile) = f.template_and_vm(4 * MIB);
     let private = f.origin("appvms/work/private", 4 * MIB, 1);
     let dirties: Vec<PathBuf> = [&root, &volatile, &private]
         .iter()
@@ -677,10 +684,7 @@ fn total(c: &qubes_storage_engine::barrier::Counts) -> u64 {
 /// up after one, keeps its barriers.
 fn snapshot_and_volatile_starts_wait_for_no_barrier(t: FsType) {
     let f = Fixture::new(t);
-    let template = f.origin("vm-templates/t/root", 2 * MIB, 1);
-    f.session(&template, 0, b"template");
-    let root = f.snapshot("appvms/work/root", &template);
-    let volatile = f.volatile("appvms/work/volatile", 2 * MIB);
+    let (template, root, volatile) = f.template_and_vm(2 * MIB);
     let keeper = f.origin_snapshot("appvms/work/private", &template, 1);
     let engine = &f.engine;
     let start = |v: &VolumeRef| {
