@@ -33,6 +33,7 @@ pub mod pool_state;
 pub mod precache;
 pub mod registry;
 pub mod revision;
+pub mod running;
 pub mod space;
 pub mod store;
 pub mod sys;

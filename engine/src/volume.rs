@@ -38,22 +38,8 @@ use crate::model::{Revision, VolumeConfig, VolumeKind};
 use crate::names::{ImageSize, Vid};
 use crate::pool;
 use crate::revision;
+use crate::running::{self, Made};
 use crate::sys;
-
-/// Extended attribute of a snapshot's or a volatile volume's running image: the id of
-/// the boot it was made in ([`sys::boot_id`]). Such an image has no barrier
-/// (docs/durability.md rule 9): one made in an earlier boot may be anything a power
-/// cut left, and nobody can be running on it.
-pub const MADE_IN_BOOT: &str = "user.qubes-storaged.boot";
-
-/// When a running image was made, as far as its mark tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Made {
-    ThisBoot,
-    EarlierBoot,
-    /// No mark (an older release made it, or the filesystem keeps no user xattrs).
-    Unknown,
-}
 
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
@@ -362,48 +348,23 @@ impl<'a> Volume<'a> {
         Ok(staged)
     }
 
-    /// The dirty image's entry, if the volume is started.
-    /// May a VM be running on the running image? Not if it was made in an earlier
-    /// boot (its mark); else if anyone besides this operation holds it open — a loop
-    /// device attached to it, a process (the service itself never keeps a running
-    /// image open across a start). A probe that cannot tell counts as in use.
+    /// May a VM be running on the running image ([`running::in_use`])?
     fn running_image_in_use(&self) -> Result<bool> {
-        let Some(dir) = self.vm_dir()? else {
-            return Ok(false);
-        };
-        let name = self.paths.dirty_name();
-        let path = dir.join(&name);
-        let file = match dir.open_file(&name, Access::ReadWrite) {
-            Ok(file) => file,
-            Err(err) => {
-                warn!(path = %path.display(), error = %err, "cannot open the running image to tell whether it is in use; it is kept");
-                return Ok(true);
-            }
-        };
-        if made(&file) == Made::EarlierBoot {
-            info!(path = %path.display(), "made in an earlier boot: nobody is running on it");
-            return Ok(false);
-        }
-        Ok(match sys::only_opener(&file) {
-            Ok(only) => !only,
-            Err(err) => {
-                warn!(path = %path.display(), error = %err,
-                    "cannot tell whether anyone holds the running image; it is kept");
-                true
-            }
+        Ok(match self.vm_dir()? {
+            Some(dir) => running::in_use(&dir, &self.paths.dirty_name()),
+            None => false,
         })
     }
 
-    /// When the running image was made ([`MADE_IN_BOOT`]); `Unknown` without one.
+    /// When the running image was made ([`running::MADE_IN_BOOT`]).
     fn running_image_made(&self) -> Made {
-        let opened = self
-            .vm_dir()
-            .ok()
-            .flatten()
-            .and_then(|dir| dir.open_file(&self.paths.dirty_name(), Access::Read).ok());
-        opened.map_or(Made::Unknown, |file| made(&file))
+        match self.vm_dir() {
+            Ok(Some(dir)) => running::made_at(&dir, &self.paths.dirty_name()),
+            _ => Made::Unknown,
+        }
     }
 
+    /// The dirty image's entry, if the volume is started.
     fn dirty_entry(&self) -> Result<Option<Entry>> {
         match self.vm_dir()? {
             Some(dir) => dir.entry(&self.paths.dirty_name()),
@@ -484,7 +445,7 @@ impl<'a> Volume<'a> {
                 changes.discard(&self.paths.dirty_name())?;
                 let dirty = self.paths.dirty_name();
                 let empty = self.stage_sparse(&dir, &dirty, durable::Content::Disposable)?;
-                mark_this_boot(&dir, &empty);
+                running::mark_this_boot(&dir, &empty);
                 changes.place(empty)?;
                 // docs/durability.md rule 9: never used after a power cut.
                 changes.end_without_barrier();
@@ -574,7 +535,7 @@ impl<'a> Volume<'a> {
         };
         let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
         if disposable {
-            mark_this_boot(&dir, &staged);
+            running::mark_this_boot(&dir, &staged);
         }
         changes.place(staged)?;
         match disposable {
@@ -1249,30 +1210,6 @@ impl<'a> Volume<'a> {
     /// R§3.21: allocated bytes of dirty, else clean, else 0.
     pub fn usage(&self) -> u64 {
         self.current_image().map_or(0, |e| e.allocated())
-    }
-}
-
-/// Mark a staged running image with this boot ([`MADE_IN_BOOT`]). Without the mark
-/// (no boot id, no user xattrs here) it is treated as an older release's image.
-fn mark_this_boot(dir: &Dir, staged: &Staged<'_>) {
-    let marked = sys::boot_id().and_then(|boot| {
-        let file = dir
-            .open_file(staged.temp_name(), Access::Read)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        sys::set_xattr(&file, MADE_IN_BOOT, boot.as_bytes())
-    });
-    if let Err(err) = marked {
-        warn!(path = %dir.join(staged.temp_name()).display(), error = %err,
-            "cannot mark the running image with this boot");
-    }
-}
-
-/// When the open running image `file` was made, by its mark.
-fn made(file: &File) -> Made {
-    match (sys::get_xattr(file, MADE_IN_BOOT), sys::boot_id()) {
-        (Ok(Some(mark)), Ok(boot)) if mark == boot.as_bytes() => Made::ThisBoot,
-        (Ok(Some(_)), Ok(_)) => Made::EarlierBoot,
-        _ => Made::Unknown,
     }
 }
 

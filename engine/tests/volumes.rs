@@ -488,7 +488,7 @@ fn a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it(t: 
     // Each carries the boot it was made in; one made in an earlier boot (a power cut
     // may have left anything) starts afresh even if something holds it now (a backup
     // reading the pool, say), and its size is never kept as the nominal size.
-    use qubes_storage_engine::volume::MADE_IN_BOOT;
+    use qubes_storage_engine::running::MADE_IN_BOOT;
     let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(
         xattr(&dirties[0], MADE_IN_BOOT).as_deref(),

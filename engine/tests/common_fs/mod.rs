@@ -16,6 +16,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -99,6 +100,25 @@ impl FsType {
 }
 
 /// `program args…`, ready to run.
+/// Every child process of a test binary is run holding this shared. Between its fork
+/// and its exec a child holds every file of the test process, close-on-exec or not;
+/// a test whose check counts a file's openers (a write-lease probe: an import file
+/// nobody holds any more is committed without a copy) holds it exclusively over that
+/// window ([`no_children`]), so that no test beside it forks meanwhile.
+static CHILDREN: RwLock<()> = RwLock::new(());
+
+/// Run `cmd` to its end (as [`Command::output`]) while no test holds [`no_children`].
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    let _shared = CHILDREN.read().unwrap_or_else(|e| e.into_inner());
+    cmd.output()
+}
+
+/// No test of this process starts a child process until the guard is dropped; the
+/// children started before it have ended.
+pub fn no_children() -> RwLockWriteGuard<'static, ()> {
+    CHILDREN.write().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn command<A: AsRef<OsStr>>(program: &str, args: impl IntoIterator<Item = A>) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -193,7 +213,7 @@ impl LoopFs {
     fn unmount(&mut self) -> bool {
         let deadline = Instant::now() + UNMOUNT_DEADLINE;
         loop {
-            let out = command("umount", [&self.mount_point]).output();
+            let out = output(&mut command("umount", [&self.mount_point]));
             if out.as_ref().is_ok_and(|o| o.status.success()) {
                 return true;
             }
@@ -202,8 +222,10 @@ impl LoopFs {
                     "LoopFs: {} stays busy: unmounting it lazily",
                     self.mount_point.display()
                 );
-                let lazy =
-                    command("umount", ["-l".as_ref(), self.mount_point.as_os_str()]).output();
+                let lazy = output(&mut command(
+                    "umount",
+                    ["-l".as_ref(), self.mount_point.as_os_str()],
+                ));
                 return lazy.is_ok_and(|o| o.status.success());
             }
             std::thread::sleep(UNMOUNT_RETRY_PAUSE);
@@ -262,7 +284,10 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        match command("losetup", ["-d".as_ref(), self.device.as_os_str()]).output() {
+        match output(&mut command(
+            "losetup",
+            ["-d".as_ref(), self.device.as_os_str()],
+        )) {
             Ok(out) if out.status.success() => {}
             other => eprintln!(
                 "LoopDevice: cannot detach {}: {other:?}",
@@ -298,7 +323,7 @@ impl ReadOnlyBind {
 
 impl Drop for ReadOnlyBind {
     fn drop(&mut self) {
-        match command("umount", [&self.dir]).output() {
+        match output(&mut command("umount", [&self.dir])) {
             Ok(out) if out.status.success() => {}
             other => eprintln!(
                 "ReadOnlyBind: cannot unmount {}: {other:?}",
@@ -332,7 +357,10 @@ impl Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        match command("fsfreeze", ["-u".as_ref(), self.dir.as_os_str()]).output() {
+        match output(&mut command(
+            "fsfreeze",
+            ["-u".as_ref(), self.dir.as_os_str()],
+        )) {
             Ok(out) if out.status.success() => {}
             other => eprintln!("Frozen: cannot thaw {}: {other:?}", self.dir.display()),
         }
@@ -356,27 +384,28 @@ impl Immutable {
 
 impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = command("chattr", ["-i".as_ref(), self.path.as_os_str()]).output();
+        let _ = output(&mut command(
+            "chattr",
+            ["-i".as_ref(), self.path.as_os_str()],
+        ));
     }
 }
 
 /// Detach every loop device still backed by `image` (`losetup -j`).
 pub fn detach_loop_devices_of(image: &Path) {
-    let Ok(out) = command("losetup", ["-j".as_ref(), image.as_os_str()]).output() else {
+    let Ok(out) = output(&mut command("losetup", ["-j".as_ref(), image.as_os_str()])) else {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some((device, _)) = line.split_once(':') {
-            let _ = command("losetup", ["-d", device]).output();
+            let _ = output(&mut command("losetup", ["-d", device]));
         }
     }
 }
 
 /// Run a command that must succeed; panic with its argv and output otherwise.
 pub fn run_ok(mut cmd: Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = output(&mut cmd).unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}): {}{}",
