@@ -1041,7 +1041,7 @@ impl<'a> Volume<'a> {
             Ok(false)
         };
         let file = dir.open_file(import, Access::ReadWrite)?;
-        match sys::only_opener(&file) {
+        match only_opener_soon(&file) {
             Ok(true) => {}
             Ok(false) => return copy("the import file is still open elsewhere"),
             Err(err) => {
@@ -1211,6 +1211,28 @@ impl<'a> Volume<'a> {
     pub fn usage(&self) -> u64 {
         self.current_image().map_or(0, |e| e.allocated())
     }
+}
+
+/// Waits between the write-lease probes of [`only_opener_soon`].
+const PROBE_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(1),
+    std::time::Duration::from_millis(2),
+    std::time::Duration::from_millis(4),
+];
+
+/// [`sys::only_opener`], asked again a few times over 7 ms while it says no: a process
+/// of the importer that forked just before closing its descriptor holds the file until
+/// its child execs (close-on-exec or not), a moment later. Any yes is final: the file
+/// is then nobody else's, and nobody can open it again (the caller checks its owner
+/// and mode).
+fn only_opener_soon(file: &File) -> std::io::Result<bool> {
+    for wait in PROBE_RETRIES {
+        if sys::only_opener(file)? {
+            return Ok(true);
+        }
+        std::thread::sleep(wait);
+    }
+    sys::only_opener(file)
 }
 
 #[cfg(test)]
