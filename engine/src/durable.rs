@@ -268,7 +268,8 @@ pub enum Content {
     /// ext2/3/4, which share one magic number with ext2's lack of a journal.)
     Metadata,
     /// Nothing that must survive a power cut: a running image that no start after a
-    /// crash uses (a snapshot's or a volatile volume's, R§3.7 B). No fsync.
+    /// crash uses (a snapshot's or a volatile volume's, R§3.7 B). No fsync; marked with
+    /// the boot that made it ([`crate::running::MADE_IN_BOOT`]).
     Disposable,
 }
 
@@ -305,7 +306,10 @@ fn stage_in<'a, T>(
             debug!(path = %path.display(), "metadata only, on XFS: durable with the directory's fsync");
             chmod_and_size(&file, &path)?
         }
-        Content::Disposable => chmod_and_size(&file, &path)?,
+        Content::Disposable => {
+            crate::running::mark_this_boot(&file, &path);
+            chmod_and_size(&file, &path)?
+        }
         Content::Data | Content::Metadata => seal(&file, &path, site)?,
     };
     let staged = Staged {

@@ -5,11 +5,11 @@
 //! never is. Each is marked with the kernel's boot id when it is made.
 
 use std::fs::File;
+use std::path::Path;
 
 use tracing::{info, warn};
 
 use crate::dir::{Access, Dir};
-use crate::durable::Staged;
 use crate::sys;
 
 /// Extended attribute of such a running image: the id of the boot it was made in
@@ -25,18 +25,15 @@ pub enum Made {
     Unknown,
 }
 
-/// Mark a staged running image with this boot. Without the mark (no boot id, no user
-/// xattrs here) it is treated as an older release's image: [`Made::Unknown`].
-pub fn mark_this_boot(dir: &Dir, staged: &Staged<'_>) {
-    let marked = sys::boot_id().and_then(|boot| {
-        let file = dir
-            .open_file(staged.temp_name(), Access::Read)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        sys::set_xattr(&file, MADE_IN_BOOT, boot.as_bytes())
-    });
+/// Mark a running image being made (`file`, at `path` for the log) with this boot.
+/// Without the mark (no boot id, no user xattrs here) it is treated as an older
+/// release's image: [`Made::Unknown`]. Every staged file whose content is
+/// [`crate::durable::Content::Disposable`] is such an image and gets it there.
+pub fn mark_this_boot(file: &File, path: &Path) {
+    let marked =
+        sys::boot_id().and_then(|boot| sys::set_xattr(file, MADE_IN_BOOT, boot.as_bytes()));
     if let Err(err) = marked {
-        warn!(path = %dir.join(staged.temp_name()).display(), error = %err,
-            "cannot mark the running image with this boot");
+        warn!(path = %path.display(), error = %err, "cannot mark the running image with this boot");
     }
 }
 

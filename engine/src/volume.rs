@@ -442,10 +442,9 @@ impl<'a> Volume<'a> {
                 let dir = self.ensure_vm_dir()?;
                 let mut changes = self.changes_without_barrier(&dir);
                 self.discard_incomplete(&mut changes)?;
-                changes.discard(&self.paths.dirty_name())?;
                 let dirty = self.paths.dirty_name();
+                changes.discard(&dirty)?;
                 let empty = self.stage_sparse(&dir, &dirty, durable::Content::Disposable)?;
-                running::mark_this_boot(&dir, &empty);
                 changes.place(empty)?;
                 // docs/durability.md rule 9: never used after a power cut.
                 changes.end_without_barrier();
@@ -534,9 +533,6 @@ impl<'a> Volume<'a> {
             ..CopyOptions::default()
         };
         let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
-        if disposable {
-            running::mark_this_boot(&dir, &staged);
-        }
         changes.place(staged)?;
         match disposable {
             true => {
