@@ -118,6 +118,7 @@ on_every_fs!(
     snapshot_volume_starts_from_source_and_detects_outdated,
     volatile_volume_is_empty_each_start_and_keeps_a_manual_resize,
     a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it,
+    measuring_the_pool_never_holds_a_running_image_a_start_probes,
     origin_snapshot_commits_its_session_as_a_revision,
     a_snapshots_disabled_start_never_writes_into_another_volumes_revision,
     halted_resize_makes_a_new_inode_and_leaves_revisions,
@@ -530,6 +531,80 @@ fn a_snapshot_or_volatile_left_started_starts_afresh_unless_someone_holds_it(t: 
         8 * MIB,
         "this boot's manual resize is kept"
     );
+}
+
+/// MeasurePool opens every file of the pool to map its extents. A Start of a snapshot
+/// found started asks whether anybody holds its running image open (a VM on a loop
+/// device) and keeps it if so: it must never see the measurement's own descriptor.
+/// While the measurement has the running image open (the progress it reports while
+/// mapping it), a Start of that volume must wait for it — here, with no patience, be
+/// refused as busy — rather than run and keep the image.
+fn measuring_the_pool_never_holds_a_running_image_a_start_probes(t: FsType) {
+    use std::sync::{mpsc, Arc, Mutex};
+
+    /// Reports each progress tick while the root's running image is open, and waits
+    /// for the test's answer before the measurement goes on.
+    struct WhileOpen {
+        vm_dir: PathBuf,
+        ask: Mutex<mpsc::Sender<()>>,
+        answered: Mutex<mpsc::Receiver<()>>,
+    }
+    impl qubes_storage_engine::ProgressSink for WhileOpen {
+        fn copy_advanced(&self, _done: u64) {
+            let dir = qubes_storage_engine::dir::Dir::open_path(&self.vm_dir).unwrap();
+            if qubes_storage_engine::running::in_use(&dir, "root-dirty.img") {
+                self.ask.lock().unwrap().send(()).unwrap();
+                self.answered.lock().unwrap().recv().unwrap();
+            }
+        }
+    }
+
+    let f = Fixture::new(t);
+    let (_template, root, _volatile) = f.template_and_vm(1 << 30);
+    let dirty = f.start(&root);
+    write_at(&dirty, 0, b"session.");
+    let (ask, asked) = mpsc::channel();
+    let (answer, answered) = mpsc::channel();
+    let sink = WhileOpen {
+        vm_dir: f.path("appvms/work"),
+        ask: Mutex::new(ask),
+        answered: Mutex::new(answered),
+    };
+    let measuring = OpCtx::new(
+        "MeasurePool",
+        Arc::new(sink),
+        qubes_storage_engine::CancelToken::new(),
+    );
+    let mut starts = Vec::new();
+    std::thread::scope(|scope| {
+        let (engine, pool) = (&f.engine, &f.pool);
+        // The measuring context (and with it the sink's sender) ends with the thread.
+        let measure = scope.spawn(move || engine.measure_pool(pool, &measuring));
+        while asked.recv().is_ok() {
+            let hasty = OpCtx::quiet("Start").with_patience(std::time::Duration::ZERO);
+            starts.push(f.engine.start(&root, &hasty).map(|_| ()));
+            answer.send(()).unwrap();
+        }
+        measure.join().unwrap().expect("measure the pool");
+    });
+    assert!(
+        !starts.is_empty(),
+        "the measurement never had the image open"
+    );
+    for start in &starts {
+        let err = start
+            .as_ref()
+            .expect_err("a Start ran while the image was open");
+        assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    }
+    assert_eq!(
+        read_at(&dirty, 0, 8),
+        b"session.",
+        "nothing started meanwhile"
+    );
+    // Once the measurement is over, nobody holds it: a Start makes it afresh.
+    f.start(&root);
+    assert_eq!(read_at(&dirty, 0, 8), b"template");
 }
 
 fn origin_snapshot_commits_its_session_as_a_revision(t: FsType) {

@@ -5,10 +5,15 @@
 //! its shared bytes what it references along with other files.
 //!
 //! Read like the live views (through [`Dir`], beneath the pool directory, no symlink
-//! followed) and without any volume lock: it is a picture of a pool that may be
-//! changing, taken one file at a time; a file gone meanwhile is left out.
+//! followed): it is a picture of a pool that may be changing, taken one file at a
+//! time; a file gone meanwhile is left out. A registered volume's file is opened only
+//! under that volume's lock held shared, for as long as it is mapped: an operation
+//! holding the lock exclusively sees no descriptor of ours — a Start asks whether
+//! anybody holds a snapshot's running image open (a loop device) and would take
+//! ours for a running VM's, keeping that image instead of starting afresh.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use tracing::{info, warn};
 
@@ -23,6 +28,7 @@ use crate::model::{PoolConfig, VolumeConfig};
 use crate::names::{PoolName, VmClass};
 use crate::pool;
 use crate::space::{account, Holding, VolumeSpace};
+use crate::VolumeRef;
 
 /// One inode found in the pool, before its extents are read.
 struct Found {
@@ -32,6 +38,8 @@ struct Found {
     entry: Entry,
     /// Names of it found in the pool.
     names: u64,
+    /// The volume whose file `name` is, if any: its lock is held while it is mapped.
+    owner: Option<usize>,
     holding: Holding,
 }
 
@@ -53,7 +61,13 @@ impl Engine {
         };
         let root = pool::open_root(&config.dir_path).map_err(|e| e.on(format!("pool {pool}")))?;
         let mut found = gather(&root, &by_vm_dir(&config, &volumes))?;
-        map_all(&root, &mut found, ctx)?;
+        let lock_of = |index: usize| {
+            self.locks.get(&VolumeRef {
+                pool: pool.clone(),
+                vid: volumes[index].vid.clone(),
+            })
+        };
+        map_all(&root, &mut found, &lock_of, ctx)?;
         let holdings: Vec<Holding> = found.into_iter().map(|f| f.holding).collect();
         let totals = account(&holdings, volumes.len());
         info!(pool = %pool, files = holdings.len(), volumes = volumes.len(), "pool space measured");
@@ -115,19 +129,21 @@ fn gather(root: &Dir, volumes: &VmVolumes) -> Result<Vec<Found>> {
                     continue;
                 };
                 let key = (entry.stat.st_dev, entry.stat.st_ino);
+                let owned_by = owner(volumes.get(&vm_dir), &name);
                 let index = *inodes.entry(key).or_insert_with(|| {
                     found.push(Found {
                         vm_dir: vm_dir.clone(),
                         name: name.clone(),
                         entry,
                         names: 0,
+                        owner: owned_by,
                         holding: Holding::default(),
                     });
                     found.len() - 1
                 });
                 let inode = &mut found[index];
                 inode.names += 1;
-                match owner(volumes.get(&vm_dir), &name) {
+                match owned_by {
                     Some(volume) => inode.holding.owners.push(volume),
                     None => inode.holding.others = true,
                 }
@@ -137,9 +153,14 @@ fn gather(root: &Dir, volumes: &VmVolumes) -> Result<Vec<Found>> {
     Ok(found)
 }
 
-/// The extents of every inode found; an inode with links outside the pool is held by
-/// others too.
-fn map_all(root: &Dir, found: &mut [Found], ctx: &OpCtx) -> Result<()> {
+/// The extents of every inode found, each owned one under its volume's lock held shared
+/// (`lock_of`); an inode with links outside the pool is held by others too.
+fn map_all(
+    root: &Dir,
+    found: &mut [Found],
+    lock_of: &dyn Fn(usize) -> Arc<RwLock<()>>,
+    ctx: &OpCtx,
+) -> Result<()> {
     let total = found.iter().map(|f| f.entry.size()).sum();
     let mut meter = Meter::start(ctx, total, MEASURE_ANNOUNCE_FROM);
     let mut open: Option<(String, Dir)> = None;
@@ -153,6 +174,10 @@ fn map_all(root: &Dir, found: &mut [Found], ctx: &OpCtx) -> Result<()> {
         let Some((_, dir)) = open.as_ref() else {
             continue;
         };
+        let lock = inode.owner.map(lock_of);
+        let _shared = lock
+            .as_ref()
+            .map(|lock| lock.read().unwrap_or_else(|e| e.into_inner()));
         let extents = map_file(dir, &inode.name, &inode.entry, &mut meter)?;
         inode.holding.extents = extents.unwrap_or_default();
         inode.holding.others |= inode.entry.links() > inode.names;
