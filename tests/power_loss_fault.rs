@@ -15,7 +15,9 @@
 //! and so is an import whose file, committed itself once nobody held it, was renamed
 //! without its fsync (`commit-file`); on btrfs and ext4 a stop of a session the VM did
 //! not flush, whose running image was renamed without its fsync (`commit-file`),
-//! acknowledges a torn committed image; on
+//! acknowledges a torn committed image, and so does one on XFS whose running image was
+//! renamed without its writeback waited for (the same site: on XFS the directory's
+//! fsync commits the content with the name once its writes completed); on
 //! btrfs and XFS a resize in place whose image was not fsynced after its truncate
 //! (`truncate-file`) loses the acknowledged size (on ext4 the precache's copy, fsynced
 //! later in the same operation, commits the journal that holds it); on ext4 a start
@@ -157,6 +159,17 @@ fn a_skipped_fsync_of_the_running_image_tears_an_acknowledged_commit_on_btrfs() 
 #[test]
 fn a_skipped_fsync_of_the_running_image_tears_an_acknowledged_commit_on_ext4() {
     let report = replay_with_skipped_fsync(Op::StopUnflushed, FsType::Ext4, "commit-file");
+    assert_acknowledged_change_lost(&report);
+}
+
+/// On XFS the running image is not fsynced but written back and waited for, and the
+/// directory's fsync after the rename commits the log with it (rule 1): without that
+/// writeback (`commit-file`), the rename's log commit reaches the disk before the
+/// session's unflushed writes and their remapping, and the acknowledged commit holds
+/// the image before the session.
+#[test]
+fn a_skipped_writeback_of_the_running_image_loses_an_acknowledged_commit_on_xfs() {
+    let report = replay_with_skipped_fsync(Op::StopUnflushed, FsType::Xfs, "commit-file");
     assert_acknowledged_change_lost(&report);
 }
 

@@ -4,8 +4,8 @@
 //!
 //! | primitive        | sequence                                                          |
 //! |------------------|-------------------------------------------------------------------|
-//! | replace          | temp `<dst>~XXXXXXXX` → fill → fchmod 0600 → fsync → rename → fsync(dir) |
-//! | stage            | temp → fill → fchmod 0600 → fsync; placed later by a [`DirChanges`] |
+//! | replace          | temp `<dst>~XXXXXXXX` → fill → fchmod 0600 → fsync¹ → rename → fsync(dir) |
+//! | stage            | temp → fill → fchmod 0600 → fsync¹; placed later by a [`DirChanges`] |
 //! | rename           | check regular → rename → fsync(dst dir) → fsync(src dir) if different |
 //! | remove           | unlink (ENOENT ok) → fsync(dir)                                   |
 //! | mkdir            | mkdir (mode 0755) → fsync(parent)                                 |
@@ -13,6 +13,10 @@
 //! | hardlink         | check regular → link → fsync(dir)                                 |
 //! | in-place truncate| ftruncate → fsync(file)                                           |
 //! | [`DirChanges`]   | links, renames, placed stages, discards, unlinks in one directory → **one** fsync(dir) |
+//!
+//! ¹ On XFS a written-back wait instead, and nothing for a reflink's or a size's
+//! staging: the log force that makes the name durable commits the content with it
+//! ([`Content`], docs/durability.md rule 1).
 //!
 //! Invariant: a file under a final name is always complete. On any error inside
 //! `replace` the temp file is removed and the destination is untouched (the only
@@ -25,8 +29,9 @@
 //! crash may cut them at any point (every prefix is a state the volume may be in: see
 //! `docs/durability.md`) and made durable together by one fsync of the directory
 //! ([`DirChanges::commit`], fsync site `changes-dir`). A file's *content* is made
-//! durable before any name points to it (the staged temp's fsync, or the commit's
-//! fsync of the running image), never by the directory's fsync.
+//! durable before any name points to it can be: by the staged temp's fsync, or the
+//! commit's fsync of the running image — on btrfs and ext4 never by the directory's
+//! fsync; on XFS by the same log force as the name, once its writes completed.
 //!
 //! **Discarded, not deleted.** A file taken out of the committed state (a pruned
 //! revision, a precache that no longer matches, a stopped snapshot's image) is renamed
@@ -54,7 +59,7 @@
 //! when it had nothing to do (a missing file in `remove`, an existing directory in
 //! `ensure_dir_at`) — so the crash tests can stop the process after step k. Each change
 //! of a [`DirChanges`] is a step of its own once made (`hardlink`, `rename`, `replace`,
-//! `discard`, `remove`); its commit is not. Opening and fsyncing ([`fsync_at`]) are not
+//! `discard`, `remove`); its commit is not. Opening and fsyncing ([`prepare_commit_at`]) are not
 //! steps.
 //!
 //! Every fsync names its site for [`crate::fsync_fault`] (a state file's replace names
@@ -211,7 +216,8 @@ fn replace_in<T>(
 }
 
 /// A temp file next to its final name whose content is complete and durable (filled,
-/// fchmod 0600, fsynced) but that has no final name yet: [`DirChanges::place`] renames
+/// fchmod 0600, fsynced — on XFS written back, durable with any log force that makes a
+/// name of it durable) but that has no final name yet: [`DirChanges::place`] renames
 /// it into place with the operation's other changes. Dropped unplaced, it is removed.
 pub struct Staged<'a> {
     temp: TempFile<'a>,
@@ -259,7 +265,8 @@ impl Staged<'_> {
 /// What a staged file's content is made of, which decides what makes it durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
-    /// Bytes written into the file: its own fsync makes them durable.
+    /// Bytes written into the file: its own fsync makes them durable (on XFS, its
+    /// writeback waited for, then the log force of its name).
     Data,
     /// Metadata only — extents shared by a reflink, a size: on XFS, whose journal is
     /// one ordered log, the directory's fsync after the rename makes them durable
@@ -332,11 +339,36 @@ pub fn replace_with<T>(
     replace_in(&dir, &name, sites, |file| Ok((fill(file)?, Content::Data)))
 }
 
-/// fchmod 0600 and fsync a finished temp file; returns its size (for the log).
+/// fchmod 0600 a finished temp file and make its content durable before any name
+/// points to it ([`content_before_name`]); returns its size (for the log).
 fn seal(file: &File, path: &Path, site: &str) -> Result<u64> {
     let bytes = chmod_and_size(file, path)?;
-    sync_file(file, site, path)?;
+    content_before_name(file, site, path)?;
     Ok(bytes)
+}
+
+/// Make the content of a file that is to get a name by a rename (a staged temp, a
+/// running image or an import file to commit) durable before that name can be; `site`
+/// names the call for [`fsync_fault`] (skipping it skips both ways below).
+///
+/// On XFS whose log commit flushes the data device ([`sys::journal_covers_data`]) the
+/// file's dirty pages are written back and waited for, without a barrier of their own:
+/// the log force that makes the name durable (the directory's fsync, or any later one)
+/// commits every transaction before the rename — those of the data's writeback among
+/// them — and its first log write flushes the device's cache after the data's writes
+/// completed (docs/durability.md, rule 1). Elsewhere the file is fsynced: btrfs logs a
+/// new name's inode without its extents, and ext4 may run without a journal.
+fn content_before_name(file: &File, site: &str, path: &Path) -> Result<()> {
+    if sys::journal_covers_data(file) {
+        if fsync_fault::skipped(site, path) {
+            return Ok(());
+        }
+        sys::write_back_and_wait(file)
+            .io_ctx(|| format!("cannot write back {}", path.display()))?;
+        debug!(path = %path.display(), "written back: durable with the log force of its name");
+        return Ok(());
+    }
+    sync_file(file, site, path)
 }
 
 /// fchmod 0600 a finished temp file; returns its size (for the log).
@@ -586,12 +618,13 @@ pub fn truncate_open(file: &File, path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// fsync an existing regular file's data (belt and braces before a commit).
-pub fn fsync_at(dir: &Dir, name: &str) -> Result<()> {
+/// Make the content of an existing regular file (a running image, an import file)
+/// durable before the rename that commits it, which the caller makes durable with the
+/// directory's fsync ([`DirChanges::commit`]): fsynced, or on XFS written back
+/// ([`content_before_name`]); fsync site `commit-file`.
+pub fn prepare_commit_at(dir: &Dir, name: &str) -> Result<()> {
     let file = dir.open_file(name, Access::Read)?;
-    sync_file(&file, "commit-file", &dir.join(name))?;
-    debug!(path = %dir.join(name).display(), "fsynced");
-    Ok(())
+    content_before_name(&file, "commit-file", &dir.join(name))
 }
 
 /// Name changes in one directory that become durable together: links, renames, staged

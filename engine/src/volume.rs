@@ -635,7 +635,7 @@ impl<'a> Volume<'a> {
         };
         let committed = match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => {
-                durable::fsync_at(&dir, &dirty)?;
+                durable::prepare_commit_at(&dir, &dirty)?;
                 let mut changes = self.changes(&dir);
                 changes.rename(&dirty, &self.paths.clean_name())?;
                 changes.commit()?;
@@ -684,7 +684,7 @@ impl<'a> Volume<'a> {
                     dir.join(from).display()
                 )));
             }
-            durable::fsync_at(dir, from)?;
+            durable::prepare_commit_at(dir, from)?;
         }
         let clean = self.paths.clean_name();
         let mut revisions = revision::list_in(dir, &self.paths)?;

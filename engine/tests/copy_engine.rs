@@ -489,3 +489,41 @@ fn refresh_loop_devices_through_a_symlink_updates_every_device_of_the_file() {
     assert_eq!(loopdev::refresh_loop_devices(&link).unwrap(), 2);
     assert_eq!(sizes(&devices), [222 * MIB, 222 * MIB]);
 }
+
+/// The durability rules depend on the filesystem's kind (`sys::fs_kind`), which is
+/// kept per mount so that hot paths need no `fstatfs`. One loop device carries btrfs,
+/// then XFS, then ext4, each mounted on the same directory: the path and (for XFS and
+/// ext4) the device number stay the same, and the kind must follow the filesystem (a
+/// cache keyed by either would answer XFS for the ext4).
+#[test]
+fn the_filesystem_kind_follows_each_mount_of_one_device() {
+    use qubes_storage_engine::sys::{fs_kind, FsKind};
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let image = scratch.path().join("disk.img");
+    let file = std::fs::File::create(&image).expect("image");
+    file.set_len(FsType::Xfs.min_size().max(FsType::Btrfs.min_size()))
+        .expect("size the image");
+    drop(file);
+    let mount_point = scratch.path().join("mnt");
+    std::fs::create_dir(&mount_point).expect("mount point");
+    let device = LoopDevice::attach(&image);
+    let mut devices = Vec::new();
+    for (fs_type, kind) in [
+        (FsType::Btrfs, FsKind::Btrfs),
+        (FsType::Xfs, FsKind::Xfs { log_inside: true }),
+        (FsType::Ext4, FsKind::Other),
+    ] {
+        common_fs::run_ok(fs_type.mkfs(device.path()));
+        let _mounted = common_fs::DeviceMount::new(fs_type, device.path(), &mount_point);
+        let dir = std::fs::File::open(&mount_point).expect("open the mount point");
+        devices.push(dir.metadata().expect("stat").dev());
+        assert_eq!(fs_kind(&dir), kind, "{}", fs_type.name());
+        assert_eq!(fs_kind(&dir), kind, "{}, asked again", fs_type.name());
+    }
+    // btrfs gives its files an anonymous device number; XFS and ext4 that of the loop
+    // device, so these two were told apart by the mount, not by the number.
+    assert_eq!(
+        devices[1], devices[2],
+        "XFS and ext4 on one device: {devices:?}"
+    );
+}

@@ -87,14 +87,15 @@ impl FsType {
         }
     }
 
-    fn mkfs(self, image: &Path) -> Command {
+    /// The command that makes this filesystem on `target` (an image file or a device).
+    pub fn mkfs(self, target: &Path) -> Command {
         let mut cmd = match self {
             FsType::Btrfs => command("mkfs.btrfs", ["-q", "-f"]),
             FsType::Xfs => command("mkfs.xfs", ["-q", "-f", "-m", "reflink=1"]),
             // No reserved blocks: root's free space is then what statvfs calls free.
             FsType::Ext4 => command("mkfs.ext4", ["-q", "-F", "-m", "0"]),
         };
-        cmd.arg(image);
+        cmd.arg(target);
         cmd
     }
 }
@@ -292,6 +293,42 @@ impl Drop for LoopDevice {
             other => eprintln!(
                 "LoopDevice: cannot detach {}: {other:?}",
                 self.device.display()
+            ),
+        }
+    }
+}
+
+/// A device mounted on `dir` (its filesystem's usual options), unmounted on drop.
+pub struct DeviceMount {
+    dir: PathBuf,
+}
+
+impl DeviceMount {
+    pub fn new(fs_type: FsType, device: &Path, dir: &Path) -> DeviceMount {
+        require_root();
+        let options = fs_type.mount_options().replace("loop", "defaults");
+        run_ok(command(
+            "mount",
+            [
+                "-o".as_ref(),
+                options.as_ref(),
+                device.as_os_str(),
+                dir.as_os_str(),
+            ],
+        ));
+        DeviceMount {
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for DeviceMount {
+    fn drop(&mut self) {
+        match output(&mut command("umount", [&self.dir])) {
+            Ok(out) if out.status.success() => {}
+            other => eprintln!(
+                "DeviceMount: cannot unmount {}: {other:?}",
+                self.dir.display()
             ),
         }
     }
