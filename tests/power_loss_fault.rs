@@ -10,8 +10,9 @@
 //! later makes it durable); the state directory's fsync after a new pool's snapshot is
 //! renamed into place (`snapshot-dir`, the registration of CreatePool) loses an
 //! acknowledged CreatePool on btrfs and ext4; on btrfs a Remove whose unregistration
-//! was not made durable leaves a registered volume whose revisions were deleted, a clone
-//! whose staged copy was not fsynced (`replace-file`) is torn after its acknowledgement,
+//! was not made durable leaves a registered volume whose revisions were deleted, an
+//! import committed as a private copy (its file still held) whose staged copy was not
+//! fsynced (`replace-file`) is torn after its acknowledgement,
 //! and so is an import whose file, committed itself once nobody held it, was renamed
 //! without its fsync (`commit-file`); on btrfs and ext4 a stop of a session the VM did
 //! not flush, whose running image was renamed without its fsync (`commit-file`),
@@ -130,11 +131,13 @@ fn a_skipped_journal_fdatasync_leaves_a_registered_volume_missing_files_after_re
     );
 }
 
-/// A clone's copy is staged with `replace`: without the fsync of the filled temp file
-/// its name can reach the disk before its data.
+/// An import whose file is still held open is committed as a private copy (a reflink)
+/// staged with `replace`: without the fsync of the staged temp its name can reach the
+/// disk before its extents. (A clone within the pool stages nothing: it is a hard link
+/// of the source's committed image.)
 #[test]
-fn a_skipped_fsync_of_a_staged_copy_tears_an_acknowledged_clone_on_btrfs() {
-    let report = replay_with_skipped_fsync(Op::Clone, FsType::Btrfs, "replace-file");
+fn a_skipped_fsync_of_a_staged_copy_tears_an_acknowledged_import_on_btrfs() {
+    let report = replay_with_skipped_fsync(Op::ImportHeld, FsType::Btrfs, "replace-file");
     assert_acknowledged_change_lost(&report);
 }
 

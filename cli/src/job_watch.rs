@@ -48,14 +48,28 @@ struct FollowedJob {
 pub struct Labels {
     main: Option<String>,
     commit: String,
+    /// The call's own copy names a source volume besides the target (a clone), so a
+    /// copy that names the target alone is the commit's.
+    main_names_source: bool,
 }
 
 impl Labels {
+    /// A clone (ImportVolume of another volume), then the commit of `volume`. Its own
+    /// copy names the source too; a clone that needs no copy (a hard link or a reflink
+    /// of the source) makes only the commit's, which names the target alone.
+    pub fn clone_then_commit(main: String, volume: &str) -> Labels {
+        Labels {
+            main_names_source: true,
+            ..Labels::copy_then_commit(main, volume)
+        }
+    }
+
     /// A call that copies data itself (clone, resize), then commits `volume`.
     pub fn copy_then_commit(main: String, volume: &str) -> Labels {
         Labels {
             main: Some(main),
             commit: commit_label(volume),
+            main_names_source: false,
         }
     }
 
@@ -64,6 +78,7 @@ impl Labels {
         Labels {
             main: None,
             commit: commit_label(volume),
+            main_names_source: false,
         }
     }
 }
@@ -86,6 +101,8 @@ pub struct JobWatch {
     job: Option<FollowedJob>,
     /// How many jobs were adopted so far.
     adopted: usize,
+    /// How many of them were the commit's copies.
+    commit_copies: usize,
 }
 
 impl JobWatch {
@@ -110,6 +127,7 @@ impl JobWatch {
             mode,
             job: None,
             adopted: 0,
+            commit_copies: 0,
         })
     }
 
@@ -121,12 +139,15 @@ impl JobWatch {
             .map(|job| job.path.as_str())
     }
 
-    /// The label of the next job, and whether it is the first commit copy.
-    fn next_label(&self) -> (String, bool) {
-        match (&self.labels.main, self.adopted) {
-            (Some(main), 0) => (main.clone(), false),
-            (Some(_), 1) | (None, 0) => (self.labels.commit.clone(), true),
-            _ => (self.labels.commit.clone(), false),
+    /// The label of the next job, `info`, and whether it is the first commit copy: the
+    /// call's own copy comes first, when it makes one — for a clone, one that names
+    /// the source — then the commit's copies.
+    fn next_label(&self, info: &JobInfo) -> (String, bool) {
+        let own_copy =
+            self.adopted == 0 && (!self.labels.main_names_source || info.objects.len() > 1);
+        match &self.labels.main {
+            Some(main) if own_copy => (main.clone(), false),
+            _ => (self.labels.commit.clone(), self.commit_copies == 0),
         }
     }
 
@@ -162,9 +183,12 @@ impl JobWatch {
         if is_in_namespace(&path, JOBS_PATH) && info.objects.contains(&self.target) {
             // The previous copy of the call ended before this one started.
             self.end(true);
-            let (label, first_commit_copy) = self.next_label();
+            let (label, first_commit_copy) = self.next_label(&info);
             if first_commit_copy && self.mode != ProgressMode::Hidden {
                 eprintln!("note: {COMMIT_COPIES_NOTE}");
+            }
+            if label == self.labels.commit {
+                self.commit_copies += 1;
             }
             self.adopted += 1;
             let bar = self.mode.byte_bar(&label, info.bytes_total);
@@ -267,6 +291,7 @@ mod tests {
             mode: ProgressMode::Hidden,
             job: None,
             adopted: 0,
+            commit_copies: 0,
         }
     }
 
@@ -327,7 +352,10 @@ mod tests {
     fn the_jobs_after_the_first_are_followed_as_commit_copies() {
         let mut watch = watch_for("/v/dst");
         watch.handle(&job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0));
-        assert_eq!(watch.next_label().0, "commit p:v (no reflinks: extra copy)");
+        assert_eq!(
+            watch.next_label(&naming(&["/v/dst"])).0,
+            "commit p:v (no reflinks: extra copy)"
+        );
         watch.handle(&job_added("/org/qubes/Storage/jobs/3", &["/v/dst"], 0));
         assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/3"));
         assert_eq!(watch.adopted, 2);
@@ -349,9 +377,35 @@ mod tests {
         let mut watch = watch_for("/v/dst");
         watch.labels = Labels::commit("p:v");
         assert_eq!(
-            watch.next_label(),
+            watch.next_label(&naming(&["/v/dst"])),
             ("commit p:v (no reflinks: extra copy)".to_owned(), true)
         );
+    }
+
+    /// A clone that needed no copy of its own (a hard link of the source) makes only
+    /// the commit's copy, which names the target alone: it gets the commit's label and
+    /// the note, and a clone's own copy names the source too.
+    #[test]
+    fn a_clones_first_job_is_its_own_copy_only_when_it_names_the_source() {
+        let mut watch = watch_for("/v/dst");
+        watch.labels = Labels::clone_then_commit("clone".to_owned(), "p:v");
+        assert_eq!(
+            watch.next_label(&naming(&["/v/dst", "/v/src"])),
+            ("clone".to_owned(), false)
+        );
+        let commit = ("commit p:v (no reflinks: extra copy)".to_owned(), true);
+        assert_eq!(watch.next_label(&naming(&["/v/dst"])), commit);
+        watch.handle(&job_added("/org/qubes/Storage/jobs/2", &["/v/dst"], 0));
+        assert_eq!(watch.commit_copies, 1);
+        let second = watch.next_label(&naming(&["/v/dst"]));
+        assert!(!second.1, "the note is said once");
+    }
+
+    fn naming(objects: &[&str]) -> JobInfo {
+        JobInfo {
+            objects: objects.iter().map(|o| o.to_string()).collect(),
+            ..JobInfo::default()
+        }
     }
 
     #[test]

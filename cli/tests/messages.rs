@@ -226,33 +226,50 @@ fn export_into_a_closed_pipe_names_standard_output() {
     );
 }
 
+/// On a pool without reflinks a clone's commit copies the new image into the
+/// precache: the CLI shows that copy as the commit's, with a note. A clone within the
+/// pool is a hard link of the source's image, so the commit's copy is its only one; a
+/// clone from another filesystem copies first, with a bar of its own.
 #[test]
 fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
     let mut world = World::start();
     world.pool("e", FsType::Ext4, 256 * MIB);
+    world.pool("b", FsType::Btrfs, 256 * MIB);
     origin(&world, "e", "16M");
-    let destination = "appvms/copy/private";
-    let args = [
-        "volume",
-        "create",
-        "e",
-        destination,
-        "--size",
-        "1M",
-        "--rw",
-        "--save-on-stop",
-    ];
-    world.cli(&args).ok();
+    origin(&world, "b", "16M");
+    for destination in ["appvms/copy/private", "appvms/other/private"] {
+        let args = [
+            "volume",
+            "create",
+            "e",
+            destination,
+            "--size",
+            "1M",
+            "--rw",
+            "--save-on-stop",
+        ];
+        world.cli(&args).ok();
+    }
     let image = world.scratch().join("data.img");
     std::fs::write(&image, pattern(4, 0, 16 * MIB as usize)).unwrap();
-    world
-        .cli(&["volume", "import", "e", VID, image.to_str().unwrap()])
-        .ok();
-    let clone = ["--progress", "volume", "clone", "e", VID, "e", destination];
-    let run = world.cli(&clone).ok();
+    for pool in ["e", "b"] {
+        world
+            .cli(&["volume", "import", pool, VID, image.to_str().unwrap()])
+            .ok();
+    }
+    let commit_bar = |vid: &str| format!("commit e:{vid} (no reflinks: extra copy): 16.0 MiB done");
+    let within = [
+        "--progress",
+        "volume",
+        "clone",
+        "e",
+        VID,
+        "e",
+        "appvms/copy/private",
+    ];
+    let run = world.cli(&within).ok();
     assert!(
-        run.stderr
-            .contains("clone e:appvms/work/private to e:appvms/copy/private: "),
+        !run.stderr.contains("clone e:appvms/work/private to "),
         "{run:?}"
     );
     assert!(
@@ -260,8 +277,30 @@ fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
         "{run:?}"
     );
     assert!(
+        run.stderr.contains(&commit_bar("appvms/copy/private")),
+        "{run:?}"
+    );
+    let across = [
+        "--progress",
+        "volume",
+        "clone",
+        "b",
+        VID,
+        "e",
+        "appvms/other/private",
+    ];
+    let run = world.cli(&across).ok();
+    assert!(
         run.stderr
-            .contains("commit e:appvms/copy/private (no reflinks: extra copy): 16.0 MiB done"),
+            .contains("clone b:appvms/work/private to e:appvms/other/private: "),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("note: this pool cannot reflink"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains(&commit_bar("appvms/other/private")),
         "{run:?}"
     );
 }

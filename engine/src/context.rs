@@ -25,6 +25,12 @@ pub trait ProgressSink: Send + Sync {
     /// A byte copy of `total` bytes of data (holes excluded) begins, for `operation`
     /// (e.g. "ImportVolume").
     fn copy_started(&self, _operation: &str, _total: u64) {}
+    /// A byte copy of the volume's own image begins (the precache of a pool without
+    /// reflinks, made by a commit): the operation's target is the only volume it works
+    /// on. The same as [`Self::copy_started`] unless a sink tells them apart.
+    fn own_copy_started(&self, operation: &str, total: u64) {
+        self.copy_started(operation, total)
+    }
     /// `done` bytes of the current copy are written (monotonic, ≤ total).
     fn copy_advanced(&self, _done: u64) {}
     /// The current copy ended (successfully or not). Not the end of the operation:

@@ -105,6 +105,9 @@ pub struct CopyOptions {
     /// The copy need not survive a power cut (a snapshot's running image: no start
     /// after a crash uses it): staged without an fsync ([`durable::Content::Disposable`]).
     pub disposable: bool,
+    /// A copy of the volume's own image (the precache of a pool without reflinks):
+    /// announced with [`crate::ProgressSink::own_copy_started`], as the volume's alone.
+    pub own_image: bool,
 }
 
 /// Copy the open `src` to a new inode atomically placed at `dst` in `dst_dir`.
@@ -262,6 +265,7 @@ pub fn stage_reflink_at<'a>(
         dst_size: None,
         copy_mtime,
         disposable: false,
+        own_image: false,
     };
     let ctx = OpCtx::quiet("precache");
     let job = CopyJob::new(&file, &label, dst_dir.join(dst), opts, &ctx)?;
@@ -419,9 +423,11 @@ impl CopyJob<'_> {
         let total: u64 = ranges.iter().map(|&(_, len)| len).sum();
         // A copy with no data (an empty image) is instant: nothing to report.
         if total > 0 {
-            self.ctx
-                .progress()
-                .copy_started(self.ctx.operation(), total);
+            let progress = self.ctx.progress();
+            match self.opts.own_image {
+                true => progress.own_copy_started(self.ctx.operation(), total),
+                false => progress.copy_started(self.ctx.operation(), total),
+            }
             self.progress_started.set(true);
         }
         let mut mover = RangeMover::new(self.src, temp);

@@ -327,6 +327,61 @@ fn stage_in<'a, T>(
     Ok((staged, value))
 }
 
+/// Stage a new name of the committed image `src` of `src_dir` next to `dst` in `dir`:
+/// a hard link, for a clone of an image that is never written in place
+/// (docs/durability.md rule 3: its content is already durable, and the link becomes
+/// durable with the directory's fsync of the batch that places it). `None` — and
+/// nothing left behind — when no link can be made here (another filesystem or btrfs
+/// subvolume, a link limit, no permission) or when `src` is no longer the inode
+/// `expected` (the file the caller opened): the caller then copies from its descriptor.
+pub fn stage_link_at<'a>(
+    src_dir: &Dir,
+    src: &str,
+    dir: &'a Dir,
+    dst: &str,
+    expected: &std::fs::Metadata,
+) -> Result<Option<Staged<'a>>> {
+    use std::os::unix::fs::MetadataExt;
+    let name = temp_name(dst);
+    let (src_path, path) = (src_dir.join(src), dir.join(&name));
+    match sys::link_at(src_dir.fd(), src, dir.fd(), &name) {
+        Ok(()) => {}
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EXDEV | libc::EPERM | libc::EMLINK | libc::EACCES | libc::ENOENT)
+            ) =>
+        {
+            debug!(src = %src_path.display(), error = %err, "no hard link here; the clone is copied");
+            return Ok(None);
+        }
+        Err(err) => {
+            return Err(EngineError::io(
+                format!("cannot link {} to {}", path.display(), src_path.display()),
+                err,
+            ))
+        }
+    }
+    let temp = TempFile {
+        dir,
+        name,
+        armed: true,
+    };
+    let linked = dir.regular_entry(&temp.name)?;
+    if (linked.stat.st_dev, linked.stat.st_ino) != (expected.dev(), expected.ino()) {
+        debug!(src = %src_path.display(), "replaced while it was linked; the clone is copied");
+        return Ok(None);
+    }
+    let bytes = linked.size();
+    info!(op = "hardlink", from = %src_path.display(), to = %path.display(), bytes, "committed image linked for a clone");
+    failpoint::step("hardlink");
+    Ok(Some(Staged {
+        temp,
+        dst: dst.to_owned(),
+        bytes,
+    }))
+}
+
 /// [`replace_at`] by path, for the state directory (whose path the administrator
 /// chose; pool files always go through a [`Dir`]), with the fsync sites of that state
 /// file.

@@ -84,6 +84,7 @@ pub fn make_now(dir: &Dir, paths: &VolumePaths, ctx: &OpCtx) -> Result<()> {
         dst_size: None,
         copy_mtime: true,
         disposable: false,
+        own_image: true,
     };
     let (clean, precache) = (paths.clean_name(), paths.precache_name());
     let (staged, _) = copy::stage_at(dir, &clean, dir, &precache, opts, ctx)?;

@@ -485,6 +485,7 @@ impl<'a> Volume<'a> {
             dst_size: None,
             copy_mtime: true,
             disposable: false,
+            own_image: false,
         };
         let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
         changes.place(staged)?;
@@ -796,6 +797,7 @@ impl<'a> Volume<'a> {
             dst_size: None,
             copy_mtime: true,
             disposable: false,
+            own_image: false,
         };
         let target_name = self.paths.revision_name(target.id, target.timestamp);
         let (staged, _) = copy::stage_at(dir, &target_name, dir, &clean, opts, ctx)?;
@@ -878,6 +880,7 @@ impl<'a> Volume<'a> {
             dst_size: Some(size),
             copy_mtime: false,
             disposable: false,
+            own_image: false,
         };
         let (staged, _) = copy::stage_at(dir, &clean, dir, &clean, opts, ctx)
             .map_err(|e| EngineError::with_reason(e, format!("cannot resize to {size} bytes")))?;
@@ -1013,6 +1016,7 @@ impl<'a> Volume<'a> {
             dst_size: Some(size),
             copy_mtime: false,
             disposable: false,
+            own_image: false,
         };
         let clean = self.paths.clean_name();
         let (staged, _) = copy::stage_at(&dir, &import, &dir, &clean, opts, ctx).map_err(|e| {
@@ -1095,19 +1099,54 @@ impl<'a> Volume<'a> {
             .export(ctx)
             .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         let dir = self.ensure_vm_dir()?;
-        let clean = self.paths.clean_name();
-        let cloned = copy::stage_file(&src, &dir, &clean, CopyOptions::default(), ctx).and_then(
-            |(staged, _)| {
+        let cloned = self
+            .stage_clone(source, &src, &dir, ctx)
+            .and_then(|staged| {
                 ctx.point_of_no_return();
                 self.commit(&dir, Incoming::Staged(staged), None, ctx)
-            },
-        );
+            });
         if let Err(err) = cloned {
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
+    }
+
+    /// The new committed image of a clone of `source`, whose exported image is `src`:
+    /// a hard link of the source's committed image where it can be one (the same
+    /// filesystem, and a source with snapshots, whose committed image is never written:
+    /// each commit renames a new inode into place, and a snapshots-disabled start or a
+    /// growth in place copies an image with another name first), otherwise a reflink
+    /// or a copy of `src`. A committed image shared this way is what a snapshot
+    /// volume's link and a revision already are; the reference driver copies
+    /// (deliberate difference: no data and no extent bookkeeping, on ext4 no copy).
+    fn stage_clone<'d>(
+        &self,
+        source: &Volume<'_>,
+        src: &File,
+        dir: &'d Dir,
+        ctx: &OpCtx,
+    ) -> Result<durable::Staged<'d>> {
+        let clean = self.paths.clean_name();
+        if !source.config.snapshots_disabled() {
+            if let Some(source_dir) = source.vm_dir_of(&source.paths)? {
+                let expected = src
+                    .metadata()
+                    .io_ctx(|| format!("cannot stat {}", source.paths.clean().display()))?;
+                let linked = durable::stage_link_at(
+                    &source_dir,
+                    &source.paths.clean_name(),
+                    dir,
+                    &clean,
+                    &expected,
+                )?;
+                if let Some(staged) = linked {
+                    return Ok(staged);
+                }
+            }
+        }
+        copy::stage_file(src, dir, &clean, CopyOptions::default(), ctx).map(|(staged, _)| staged)
     }
 
     /// R§3.5: the image the next start needs exists (and is a regular file).

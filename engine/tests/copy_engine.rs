@@ -182,6 +182,7 @@ fn copy_of_a_file_onto_itself_with_dst_size_makes_a_new_inode() {
         dst_size: Some(3 * MIB),
         copy_mtime: false,
         disposable: false,
+        own_image: false,
     };
 
     copy_path(&path, &path, opts, &quiet()).unwrap();
@@ -283,6 +284,7 @@ fn check_reference_case(fs: &LoopFs, src: &Path, case: &ReferenceCase) {
         dst_size: case.dst_size,
         copy_mtime: case.copy_mtime,
         disposable: false,
+        own_image: false,
     };
 
     let method = copy_path(src, &dst, opts, &quiet()).unwrap();

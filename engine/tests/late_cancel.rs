@@ -5,7 +5,8 @@
 //! commit makes a further copy (the precache on ext4). Every failure and every
 //! cancellation leaves nothing of the copy behind. A clone needs space for its copy
 //! only: the revision of the old image is a hard link. On ext4, where every copy is a
-//! byte copy that reports progress.
+//! byte copy that reports progress, from a source on another filesystem (within one, a
+//! clone is a hard link of the source's image and copies nothing).
 //!
 //! Needs root (loop mounts).
 
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use common_fs::{FsType, LoopFs, MIB};
 use full_disk_support::{assert_content, ctx, fill_disk, free_disk, Pool};
 use qubes_storage_engine::{
-    revision, CancelToken, ErrorKind, OpCtx, ProgressSink, RevisionsToKeep, VolumeSpec,
+    revision, CancelToken, ErrorKind, OpCtx, PoolName, PoolSpec, ProgressSink, RevisionsToKeep,
+    Vid, VolumeRef, VolumeSpec,
 };
 
 /// 16 MiB of data (1 MiB every 2 MiB) in a 32 MiB image.
@@ -69,6 +71,11 @@ fn recording_ctx(recorder: &Arc<Recorder>) -> OpCtx {
 
 impl Pool {
     fn origin_with(&self, vid: &str, seed: u64) {
+        self.origin_in(&self.vol(vid), seed);
+    }
+
+    /// An origin volume `vol` (of any pool of the engine) holding content `seed`.
+    fn origin_in(&self, vol: &VolumeRef, seed: u64) {
         let spec = VolumeSpec {
             size: IMAGE_SIZE,
             rw: true,
@@ -77,11 +84,11 @@ impl Pool {
             ..Default::default()
         };
         self.engine
-            .create_volume(&self.vol(vid), spec, &ctx())
+            .create_volume(vol, spec, &ctx())
             .expect("create");
-        let dirty = self.engine.start(&self.vol(vid), &ctx()).expect("start");
+        let dirty = self.engine.start(vol, &ctx()).expect("start");
         full_disk_support::write_content_at(&dirty, seed, IMAGE_SIZE);
-        self.engine.stop(&self.vol(vid), &ctx()).expect("stop");
+        self.engine.stop(vol, &ctx()).expect("stop");
     }
 
     /// Temp and import files of `vid`.
@@ -105,28 +112,55 @@ impl Pool {
     }
 }
 
-/// Source (content 7) and target (content 1, revisions [1]) on an ext4 pool.
-fn pool_with_source_and_target(fs_size: u64) -> Pool {
+/// The target's pool and, on another filesystem, the source's: a clone within one
+/// filesystem is a hard link and copies nothing, so the clone's copy is one from the
+/// other filesystem. The pool (and its engine) is dropped before the source's mount.
+struct CloneSetup {
+    pool: Pool,
+    source: VolumeRef,
+    _source_fs: LoopFs,
+}
+
+/// Source (content 7, on an ext4 of its own) and target (content 1, revisions [1]) on
+/// an ext4 pool.
+fn pool_with_source_and_target(fs_size: u64) -> CloneSetup {
     let pool = Pool::on_fs(
         LoopFs::new(FsType::Ext4, fs_size),
         "p",
         RevisionsToKeep::DEFAULT,
     );
-    pool.origin_with(SOURCE, 7);
+    let source_fs = LoopFs::new(FsType::Ext4, 128 * MIB);
+    let spec = PoolSpec {
+        name: PoolName::parse("s").unwrap(),
+        dir_path: source_fs.path().join("pool"),
+        setup_check: false,
+        revisions_to_keep: RevisionsToKeep::DEFAULT,
+        ephemeral_volatile: false,
+    };
+    pool.engine.create_pool(spec).expect("the source's pool");
+    let source = VolumeRef {
+        pool: PoolName::parse("s").unwrap(),
+        vid: Vid::parse(SOURCE).unwrap(),
+    };
+    pool.origin_in(&source, 7);
     pool.origin_with(TARGET, 1);
-    pool
+    CloneSetup {
+        pool,
+        source,
+        _source_fs: source_fs,
+    }
 }
 
 #[test]
 fn ext4_cancel_as_the_clone_copy_ends_commits_the_clone() {
-    let pool = pool_with_source_and_target(256 * MIB);
+    let CloneSetup { pool, source, .. } = &pool_with_source_and_target(256 * MIB);
     let recorder = Arc::new(Recorder {
         cancel_on_success: true,
         ..Default::default()
     });
-    let (target, source) = (pool.vol(TARGET), pool.vol(SOURCE));
+    let target = pool.vol(TARGET);
     pool.engine
-        .import_volume(&target, &source, &recording_ctx(&recorder))
+        .import_volume(&target, source, &recording_ctx(&recorder))
         .expect("a cancel after the copy changes nothing: the clone commits");
     let calls = recorder.calls();
     assert_eq!(
@@ -152,15 +186,15 @@ fn ext4_cancel_as_the_clone_copy_ends_commits_the_clone() {
 
 #[test]
 fn ext4_cancel_during_the_clone_copy_fails_cancelled_and_changes_nothing() {
-    let pool = pool_with_source_and_target(256 * MIB);
+    let CloneSetup { pool, source, .. } = &pool_with_source_and_target(256 * MIB);
     let recorder = Arc::new(Recorder {
         cancel_on_advance: true,
         ..Default::default()
     });
-    let (target, source) = (pool.vol(TARGET), pool.vol(SOURCE));
+    let target = pool.vol(TARGET);
     let err = pool
         .engine
-        .import_volume(&target, &source, &recording_ctx(&recorder))
+        .import_volume(&target, source, &recording_ctx(&recorder))
         .expect_err("cancelled during the copy");
     assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
     assert!(!recorder.calls().contains(&"committed".to_owned()));
@@ -176,7 +210,7 @@ fn ext4_cancel_during_the_clone_copy_fails_cancelled_and_changes_nothing() {
 /// not a failure).
 #[test]
 fn ext4_clone_needs_space_for_its_copy_only() {
-    let pool = pool_with_source_and_target(256 * MIB);
+    let CloneSetup { pool, source, .. } = &pool_with_source_and_target(256 * MIB);
     let filler = fill_disk(&pool.fs);
     let free = 16 * MIB + 8 * MIB; // the copy's 16 MiB and half an image
     let file = std::fs::OpenOptions::new()
@@ -188,10 +222,10 @@ fn ext4_clone_needs_space_for_its_copy_only() {
     file.sync_all().unwrap();
     drop(file);
     rustix::fs::syncfs(std::fs::File::open(pool.fs.path()).unwrap()).unwrap();
-    let (target, source) = (pool.vol(TARGET), pool.vol(SOURCE));
+    let target = pool.vol(TARGET);
     let recorder = Arc::new(Recorder::default());
     pool.engine
-        .import_volume(&target, &source, &recording_ctx(&recorder))
+        .import_volume(&target, source, &recording_ctx(&recorder))
         .expect("the clone fits");
     assert!(
         recorder

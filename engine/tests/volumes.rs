@@ -1020,11 +1020,43 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         "R§7.4 test_005_size_after_clone"
     );
     assert_eq!(read_at(&clean, 5 * MIB, 11), b"source data");
-    assert_ne!(ino(&clean), ino(&f.path("appvms/a/private.img")));
+    // Within one filesystem the clone is the source's committed image itself, a hard
+    // link as a revision is: nothing is copied, and neither volume ever writes it.
+    let source_clean = f.path("appvms/a/private.img");
+    assert_eq!(ino(&clean), ino(&source_clean), "a hard link");
     assert_eq!(f.revision_ids(&dst), vec![1]);
     assert!(
         fs::metadata(&clean).unwrap().blocks() * 512 < 4 * MIB,
         "holes are preserved"
+    );
+    f.session(&src, 5 * MIB, b"source next");
+    assert_eq!(
+        read_at(&clean, 5 * MIB, 11),
+        b"source data",
+        "the source's commit"
+    );
+    f.session(&dst, 5 * MIB, b"clone's own");
+    assert_eq!(read_at(&clean, 5 * MIB, 11), b"clone's own");
+    assert_eq!(
+        read_at(&source_clean, 5 * MIB, 11),
+        b"source next",
+        "the clone's commit"
+    );
+    // A growth in place of one never grows the other's image (it has two names).
+    let again = f.origin("appvms/d/private", 8 * MIB, 1);
+    f.engine.import_volume(&again, &dst, &ctx).unwrap();
+    let ctx_resize = OpCtx::quiet("Resize");
+    f.engine
+        .resize(&again, 9 * MIB, false, &ctx_resize)
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&clean).unwrap().len(),
+        8 * MIB,
+        "the source keeps its size"
+    );
+    assert_eq!(
+        fs::metadata(f.path("appvms/d/private.img")).unwrap().len(),
+        9 * MIB
     );
     // Into another pool on another filesystem: the hole-preserving copy.
     let other = LoopFs::new(FsType::Ext4, 128 * MIB);
@@ -1052,7 +1084,7 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         .import_volume(&far, &src, &OpCtx::quiet("ImportVolume"))
         .unwrap();
     let far_clean = other.path().join("pool/appvms/c/private.img");
-    assert_eq!(read_at(&far_clean, 5 * MIB, 11), b"source data");
+    assert_eq!(read_at(&far_clean, 5 * MIB, 11), b"source next");
     assert!(
         fs::metadata(&far_clean).unwrap().blocks() * 512 <= MIB,
         "the copy keeps holes"

@@ -107,30 +107,15 @@ impl JobSink {
 
 impl ProgressSink for JobSink {
     fn copy_started(&self, operation: &str, total: u64) {
-        self.stop_tickers();
-        let identity = JobIdentity {
-            operation: operation.to_owned(),
-            objects: self.owner.objects.clone(),
-            total,
-            start_time_us: micros_since_epoch(),
-            started_by: self.owner.uid,
-        };
-        let number = (self.numbers)();
-        let job = Arc::new(JobObject::new(number, identity, self.cancel.clone()));
-        tracing::info!(job = number, op = operation, bytes = total, "job started");
-        self.outbox.send(Item::Export {
-            object: Object::Job(Arc::clone(&job)),
-            live: Vec::new(),
-        });
-        let ticker = self
-            .runtime
-            .spawn(tick(Arc::clone(&job), self.outbox.clone()));
-        self.jobs().push(Running {
-            job,
-            ticker: Some(ticker),
-        });
+        self.start_job(operation, total, self.owner.objects.clone());
     }
 
+    /// The copy of the target's own image (a commit's precache on a pool without
+    /// reflinks) works on the target alone: its Objects name no source.
+    fn own_copy_started(&self, operation: &str, total: u64) {
+        let target = self.owner.objects.iter().take(1).cloned().collect();
+        self.start_job(operation, total, target);
+    }
     fn copy_advanced(&self, done: u64) {
         if let Some(running) = self.jobs().last() {
             running.job.advance(done);
@@ -158,6 +143,32 @@ impl ProgressSink for JobSink {
 }
 
 impl JobSink {
+    /// Publishes a Job for a copy of `total` bytes working on `objects`.
+    fn start_job(&self, operation: &str, total: u64, objects: Vec<OwnedObjectPath>) {
+        self.stop_tickers();
+        let identity = JobIdentity {
+            operation: operation.to_owned(),
+            objects,
+            total,
+            start_time_us: micros_since_epoch(),
+            started_by: self.owner.uid,
+        };
+        let number = (self.numbers)();
+        let job = Arc::new(JobObject::new(number, identity, self.cancel.clone()));
+        tracing::info!(job = number, op = operation, bytes = total, "job started");
+        self.outbox.send(Item::Export {
+            object: Object::Job(Arc::clone(&job)),
+            live: Vec::new(),
+        });
+        let ticker = self
+            .runtime
+            .spawn(tick(Arc::clone(&job), self.outbox.clone()));
+        self.jobs().push(Running {
+            job,
+            ticker: Some(ticker),
+        });
+    }
+
     fn stop_tickers(&self) {
         for running in self.jobs().iter_mut() {
             if let Some(ticker) = running.ticker.take() {

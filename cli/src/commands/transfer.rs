@@ -474,7 +474,7 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
     let interrupt = Interrupt::install();
     let destination = format!("{}:{}", args.dst_pool, args.dst_vid);
     let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
-    let labels = Labels::copy_then_commit(label, &destination);
+    let labels = Labels::clone_then_commit(label, &destination);
     let watch =
         JobWatch::subscribe(&context.client, target.as_str(), labels, context.progress).await?;
     tracing::info!(op = "clone", source = %source.as_str(), target = %target.as_str(), "ImportVolume");
