@@ -1042,6 +1042,17 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         b"source next",
         "the clone's commit"
     );
+    // A clone with snapshots disabled, whose VM writes into its committed image in
+    // place, first copies an image that has another name: the source's stays as it is.
+    let in_place = f.origin("appvms/e/private", 8 * MIB, -1);
+    f.engine.import_volume(&in_place, &src, &ctx).unwrap();
+    assert_eq!(ino(&f.path("appvms/e/private.img")), ino(&source_clean));
+    f.session(&in_place, 5 * MIB, b"written in!");
+    assert_eq!(read_at(&source_clean, 5 * MIB, 11), b"source next");
+    assert_eq!(
+        read_at(&f.path("appvms/e/private.img"), 5 * MIB, 11),
+        b"written in!"
+    );
     // A growth in place of one never grows the other's image (it has two names).
     let again = f.origin("appvms/d/private", 8 * MIB, 1);
     f.engine.import_volume(&again, &dst, &ctx).unwrap();
