@@ -4,8 +4,10 @@
 //! Import and export move the data themselves, through the fd the service hands out
 //! (`ImportData` → write-only fd of the import file, then `ImportDataEnd(success)`;
 //! `Export` → read-only fd of the committed image), so their bar counts this
-//! process's own bytes. Clone is `ImportVolume` on the destination: the service copies
-//! and publishes a Job, which `job_watch` follows.
+//! process's own bytes. Clone is `ImportVolume` on the destination: within one
+//! filesystem the service links the source's image, otherwise it copies and publishes a
+//! Job, which `job_watch` follows (as it follows the commit's copy on a pool without
+//! reflinks).
 //!
 //! Ctrl-C: import stops writing and calls `ImportDataEnd(false)`, so the service
 //! deletes its import file and the volume stays as it was; export removes the file it
