@@ -848,8 +848,15 @@ impl<'a> Volume<'a> {
         ) && old != size
         {
             let dir = self.existing_vm_dir(&self.paths.clean())?;
-            match self.growable_in_place(&dir, old, size)? {
-                Some(clean) => self.grow_in_place(&dir, &clean, size, ctx, recorded)?,
+            let growth = {
+                let exclusive = link_or_grow();
+                self.growable_in_place(&dir, old, size)?
+                    .map(|clean| (exclusive, clean))
+            };
+            match growth {
+                Some((_exclusive, clean)) => {
+                    self.grow_in_place(&dir, &clean, size, ctx, recorded)?
+                }
                 None => self.replace_resized(&dir, size, ctx, recorded)?,
             }
         } else {
@@ -896,9 +903,11 @@ impl<'a> Volume<'a> {
 
     /// The committed image, open read-write, when a resize from `old` to `size` may
     /// grow it in place instead of copying it: a growth, the image has one name (no
-    /// revision or snapshot link shares its inode) and nobody else has it open (no
-    /// exported fd, no loop device: [`sys::only_opener`]). An export cannot begin
-    /// meanwhile: exports take the volume's lock, which the resize holds.
+    /// revision, snapshot or clone link shares its inode) and nobody else has it open
+    /// (no exported fd, no loop device: [`sys::only_opener`]). An export cannot begin
+    /// meanwhile: exports take the volume's lock, which the resize holds; a clone's
+    /// reading of its source does not, and a clone's link of it waits for
+    /// [`link_or_grow`], which the caller holds from this check to the growth.
     fn growable_in_place(&self, dir: &Dir, old: u64, size: u64) -> Result<Option<File>> {
         if size < old {
             return Ok(None);
@@ -1134,13 +1143,16 @@ impl<'a> Volume<'a> {
                 let expected = src
                     .metadata()
                     .io_ctx(|| format!("cannot stat {}", source.paths.clean().display()))?;
-                let linked = durable::stage_link_at(
-                    &source_dir,
-                    &source.paths.clean_name(),
-                    dir,
-                    &clean,
-                    &expected,
-                )?;
+                let linked = {
+                    let _exclusive = link_or_grow();
+                    durable::stage_link_at(
+                        &source_dir,
+                        &source.paths.clean_name(),
+                        dir,
+                        &clean,
+                        &expected,
+                    )?
+                };
                 if let Some(staged) = linked {
                     return Ok(staged);
                 }
@@ -1246,6 +1258,16 @@ impl<'a> Volume<'a> {
     pub fn usage(&self) -> u64 {
         self.current_image().map_or(0, |e| e.allocated())
     }
+}
+
+/// Held from a resize's check that a committed image has one name to its growth in
+/// place, and over a clone's link of a committed image: a clone takes no lock of its
+/// source, so without it a clone could link an image that a resize of the source has
+/// found alone and is about to grow — and the clone's committed image would grow with
+/// it. One per process: both are short (a link; a truncate and its fsync).
+fn link_or_grow() -> std::sync::MutexGuard<'static, ()> {
+    static LINK_OR_GROW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LINK_OR_GROW.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits between the write-lease probes of [`only_opener_soon`].
