@@ -140,11 +140,14 @@ impl JobWatch {
     }
 
     /// The label of the next job, `info`, and whether it is the first commit copy: the
-    /// call's own copy comes first, when it makes one — for a clone, one that names
-    /// the source — then the commit's copies.
+    /// call's own copy comes first, when it makes one, then the commit's copies; a
+    /// clone's own copies (a private copy of a snapshots-disabled source, then the
+    /// copy of it) name the source, the commit's copies the target alone.
     fn next_label(&self, info: &JobInfo) -> (String, bool) {
-        let own_copy =
-            self.adopted == 0 && (!self.labels.main_names_source || info.objects.len() > 1);
+        let own_copy = match self.labels.main_names_source {
+            true => info.objects.len() > 1,
+            false => self.adopted == 0,
+        };
         match &self.labels.main {
             Some(main) if own_copy => (main.clone(), false),
             _ => (self.labels.commit.clone(), self.commit_copies == 0),

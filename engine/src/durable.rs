@@ -342,9 +342,21 @@ pub fn stage_link_at<'a>(
     expected: &std::fs::Metadata,
 ) -> Result<Option<Staged<'a>>> {
     use std::os::unix::fs::MetadataExt;
-    let name = temp_name(dst);
-    let (src_path, path) = (src_dir.join(src), dir.join(&name));
-    match sys::link_at(src_dir.fd(), src, dir.fd(), &name) {
+    let src_path = src_dir.join(src);
+    let mut attempt = 0;
+    let (name, path, linked) = loop {
+        let name = temp_name(dst);
+        let path = dir.join(&name);
+        match sys::link_at(src_dir.fd(), src, dir.fd(), &name) {
+            Err(err)
+                if err.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < TEMP_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            linked => break (name, path, linked),
+        }
+    };
+    match linked {
         Ok(()) => {}
         Err(err)
             if matches!(

@@ -464,6 +464,9 @@ impl<'a> Volume<'a> {
     fn start_in_place(&mut self, ctx: &OpCtx) -> Result<()> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
+        // From the count of names to the rename: a clone's link in between would give
+        // the VM an image that is also the clone's committed one.
+        let exclusive = link_or_grow();
         let linked_elsewhere = dir.regular_entry(&clean)?.links() > 1;
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
@@ -479,8 +482,10 @@ impl<'a> Volume<'a> {
         changes.discard(&self.paths.precache_name())?;
         if !self.config.committed_image_shared && !linked_elsewhere {
             changes.rename(&clean, &dirty)?;
+            drop(exclusive);
             return changes.commit();
         }
+        drop(exclusive);
         let opts = CopyOptions {
             dst_size: None,
             copy_mtime: true,
@@ -1124,10 +1129,11 @@ impl<'a> Volume<'a> {
 
     /// The new committed image of a clone of `source`, whose exported image is `src`:
     /// a hard link of the source's committed image where it can be one (the same
-    /// filesystem, and a source with snapshots, whose committed image is never written:
-    /// each commit renames a new inode into place, and a snapshots-disabled start or a
-    /// growth in place copies an image with another name first), otherwise a reflink
-    /// or a copy of `src`. A committed image shared this way is what a snapshot
+    /// filesystem, and a source and a target with snapshots, whose committed images are
+    /// never written: each commit renames a new inode into place, and a
+    /// snapshots-disabled start or a growth in place copies an image with another name
+    /// first — [`link_or_grow`] keeps a link from coming between their check and their
+    /// write), otherwise a reflink or a copy of `src`. A committed image shared this way is what a snapshot
     /// volume's link and a revision already are; the reference driver copies
     /// (deliberate difference: no data and no extent bookkeeping, on ext4 no copy).
     fn stage_clone<'d>(
@@ -1138,7 +1144,10 @@ impl<'a> Volume<'a> {
         ctx: &OpCtx,
     ) -> Result<durable::Staged<'d>> {
         let clean = self.paths.clean_name();
-        if !source.config.snapshots_disabled() {
+        // A target with snapshots disabled gets its own inode: its VM writes into its
+        // committed image in place, which an export of the source might still read
+        // once the source has given its own names of that inode up.
+        if !source.config.snapshots_disabled() && !self.config.snapshots_disabled() {
             if let Some(source_dir) = source.vm_dir_of(&source.paths)? {
                 let expected = src
                     .metadata()
@@ -1260,11 +1269,12 @@ impl<'a> Volume<'a> {
     }
 }
 
-/// Held from a resize's check that a committed image has one name to its growth in
-/// place, and over a clone's link of a committed image: a clone takes no lock of its
-/// source, so without it a clone could link an image that a resize of the source has
-/// found alone and is about to grow — and the clone's committed image would grow with
-/// it. One per process: both are short (a link; a truncate and its fsync).
+/// Held from a check that a committed image has one name to the write it allows (a
+/// resize's growth in place, a snapshots-disabled start's rename to the running
+/// image), and over a clone's link of a committed image: a clone takes no lock of its
+/// source, so without it a clone could link an image that the source is about to grow
+/// or hand to its VM — and the clone's committed image would change with it. One per
+/// process: all are short (a link; a truncate and its fsync; a few renames).
 fn link_or_grow() -> std::sync::MutexGuard<'static, ()> {
     static LINK_OR_GROW: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LINK_OR_GROW.lock().unwrap_or_else(|e| e.into_inner())

@@ -6,11 +6,13 @@
 //!
 //! Read like the live views (through [`Dir`], beneath the pool directory, no symlink
 //! followed): it is a picture of a pool that may be changing, taken one file at a
-//! time; a file gone meanwhile is left out. A registered volume's file is opened only
-//! under that volume's lock held shared, for as long as it is mapped: an operation
-//! holding the lock exclusively sees no descriptor of ours — a Start asks whether
-//! anybody holds a snapshot's running image open (a loop device) and would take
-//! ours for a running VM's, keeping that image instead of starting afresh.
+//! time; a file gone meanwhile is left out. The running image of a snapshot or volatile
+//! volume is opened only under that volume's lock held shared, for as long as it is
+//! mapped: a Start asks whether anybody holds such an image open (a loop device) and
+//! would take our descriptor for a running VM's, keeping that image instead of
+//! starting afresh. Other files are read without any lock, so that a long operation
+//! on one volume (a copy) does not hold up the measurement of the pool, nor the
+//! measurement that operation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -38,7 +40,8 @@ struct Found {
     entry: Entry,
     /// Names of it found in the pool.
     names: u64,
-    /// The volume whose file `name` is, if any: its lock is held while it is mapped.
+    /// The volume whose lock is held while it is mapped: the owner of `name` when
+    /// that is the running image of a snapshot or volatile volume.
     owner: Option<usize>,
     holding: Holding,
 }
@@ -61,6 +64,13 @@ impl Engine {
         };
         let root = pool::open_root(&config.dir_path).map_err(|e| e.on(format!("pool {pool}")))?;
         let mut found = gather(&root, &by_vm_dir(&config, &volumes))?;
+        for inode in &mut found {
+            inode.owner = inode.owner.filter(|&index| {
+                let volume = &volumes[index];
+                !volume.save_on_stop
+                    && inode.name == VolumePaths::new(&config.dir_path, &volume.vid).dirty_name()
+            });
+        }
         let lock_of = |index: usize| {
             self.locks.get(&VolumeRef {
                 pool: pool.clone(),
@@ -153,8 +163,9 @@ fn gather(root: &Dir, volumes: &VmVolumes) -> Result<Vec<Found>> {
     Ok(found)
 }
 
-/// The extents of every inode found, each owned one under its volume's lock held shared
-/// (`lock_of`); an inode with links outside the pool is held by others too.
+/// The extents of every inode found, a disposable running image under its volume's
+/// lock held shared (`lock_of`); an inode with links outside the pool is held by others
+/// too.
 fn map_all(
     root: &Dir,
     found: &mut [Found],

@@ -6,7 +6,9 @@
 //! * temp files of any volume — `<final name>~XXXXXXXX`
 //!   ([`layout::is_volume_temp`]) — in the VM directories of every registered pool,
 //!   whether or not their volume is registered (a killed CreateVolume leaves them for a
-//!   vid that never got registered); such a name only ever holds an incomplete write;
+//!   vid that never got registered); such a name only ever holds an incomplete write,
+//!   or a clone's hard link of another volume's committed image (unlinking that name
+//!   leaves the image to its volume);
 //! * discarded files of any volume — `<final name>~reap-XXXXXXXX`
 //!   ([`layout::is_volume_discard`]): files an operation took out of the committed
 //!   state and whose deletion after its reply a crash or a shutdown cut short;
