@@ -576,6 +576,10 @@ fn measuring_the_pool_never_holds_a_running_image_a_start_probes(t: FsType) {
         qubes_storage_engine::CancelToken::new(),
     );
     let mut starts = Vec::new();
+    // A child process of another test between its fork and its exec holds every
+    // descriptor of this process — the measurement's too, after the measurement closed
+    // it — and the probe would see it: no child starts meanwhile.
+    let no_children = common_fs::no_children();
     std::thread::scope(|scope| {
         let (engine, pool) = (&f.engine, &f.pool);
         // The measuring context (and with it the sink's sender) ends with the thread.
@@ -587,6 +591,7 @@ fn measuring_the_pool_never_holds_a_running_image_a_start_probes(t: FsType) {
         }
         measure.join().unwrap().expect("measure the pool");
     });
+    drop(no_children);
     assert!(
         !starts.is_empty(),
         "the measurement never had the image open"
