@@ -324,13 +324,15 @@ impl DeviceMount {
 
 impl Drop for DeviceMount {
     fn drop(&mut self) {
-        match output(&mut command("umount", [&self.dir])) {
-            Ok(out) if out.status.success() => {}
-            other => eprintln!(
-                "DeviceMount: cannot unmount {}: {other:?}",
-                self.dir.display()
-            ),
-        }
+        unmount_or_say("DeviceMount", &self.dir);
+    }
+}
+
+/// `umount dir` for a guard's drop: a failure is said on stderr (a drop cannot fail).
+fn unmount_or_say(guard: &str, dir: &Path) {
+    match output(&mut command("umount", [dir])) {
+        Ok(out) if out.status.success() => {}
+        other => eprintln!("{guard}: cannot unmount {}: {other:?}", dir.display()),
     }
 }
 
@@ -360,13 +362,7 @@ impl ReadOnlyBind {
 
 impl Drop for ReadOnlyBind {
     fn drop(&mut self) {
-        match output(&mut command("umount", [&self.dir])) {
-            Ok(out) if out.status.success() => {}
-            other => eprintln!(
-                "ReadOnlyBind: cannot unmount {}: {other:?}",
-                self.dir.display()
-            ),
-        }
+        unmount_or_say("ReadOnlyBind", &self.dir);
     }
 }
 
