@@ -257,7 +257,6 @@ fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
             .cli(&["volume", "import", pool, VID, image.to_str().unwrap()])
             .ok();
     }
-    let commit_bar = |vid: &str| format!("commit e:{vid} (no reflinks: extra copy): 16.0 MiB done");
     let within = [
         "--progress",
         "volume",
@@ -272,14 +271,7 @@ fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
         !run.stderr.contains("clone e:appvms/work/private to "),
         "{run:?}"
     );
-    assert!(
-        run.stderr.contains("note: this pool cannot reflink"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains(&commit_bar("appvms/copy/private")),
-        "{run:?}"
-    );
+    commit_copy_explained(&run.stderr, "appvms/copy/private");
     let across = [
         "--progress",
         "volume",
@@ -295,12 +287,16 @@ fn a_clone_on_a_pool_without_reflinks_explains_its_commit_copy() {
             .contains("clone b:appvms/work/private to e:appvms/other/private: "),
         "{run:?}"
     );
+    commit_copy_explained(&run.stderr, "appvms/other/private");
+}
+
+/// The commit's copy into the precache of `vid` (pool `e`) was shown as a bar of its
+/// own, with the note saying why.
+fn commit_copy_explained(stderr: &str, vid: &str) {
     assert!(
-        run.stderr.contains("note: this pool cannot reflink"),
-        "{run:?}"
+        stderr.contains("note: this pool cannot reflink"),
+        "{stderr}"
     );
-    assert!(
-        run.stderr.contains(&commit_bar("appvms/other/private")),
-        "{run:?}"
-    );
+    let bar = format!("commit e:{vid} (no reflinks: extra copy): 16.0 MiB done");
+    assert!(stderr.contains(&bar), "{stderr}");
 }
