@@ -5,7 +5,8 @@
 //! starting or being created from its source — holds the source's lock shared, so the
 //! snapshots of one template start in parallel while the template cannot commit, switch
 //! snapshots off or disappear under them. Lock order: source, then consumer (a source
-//! never locks its consumers).
+//! never locks its consumers). A clone holds its source shared only while it exports
+//! the source's image, and never together with its target's lock.
 //!
 //! Entries are weak and vanish when unused; dead entries are swept when the map has
 //! doubled since the last sweep, so taking a lock costs O(1) amortised however many

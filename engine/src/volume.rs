@@ -1094,37 +1094,42 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
-    /// R§3.19 with fix 1: clone the committed image of `source` (any pool) into this
-    /// volume. A no-op for volumes that are not save_on_stop. The copy is staged next
+    /// R§3.19 with fix 1: clone `src`, the committed image of `source` (any pool)
+    /// exported by the caller, into this volume. A no-op for volumes that are not
+    /// save_on_stop. The copy is staged next
     /// to the clean image and committed from there (no import file is involved); the
     /// point of no return is the end of the copy: a cancel after it changes nothing and
     /// the clone commits. On every failure or cancellation nothing of the copy is left
     /// (contract fix 14), also when the commit fails after the copy (a full disk).
-    pub fn import_volume(&self, source: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
-        if self.is_started() {
-            return Err(EngineError::busy("cannot import into a started volume"));
-        }
-        if !self.config.save_on_stop {
-            info!(vid = %self.config.vid, "import_volume: not save_on_stop, nothing to do");
+    pub fn import_volume(&self, source: &Volume<'_>, src: &File, ctx: &OpCtx) -> Result<()> {
+        if !self.takes_a_clone()? {
             return Ok(());
         }
-        self.refuse_import()?;
-        let src = source
-            .export(ctx)
-            .map_err(|e| e.on(format!("source volume {}", source.config.vid)))?;
         let dir = self.ensure_vm_dir()?;
-        let cloned = self
-            .stage_clone(source, &src, &dir, ctx)
-            .and_then(|staged| {
-                ctx.point_of_no_return();
-                self.commit(&dir, Incoming::Staged(staged), None, ctx)
-            });
+        let cloned = self.stage_clone(source, src, &dir, ctx).and_then(|staged| {
+            ctx.point_of_no_return();
+            self.commit(&dir, Incoming::Staged(staged), None, ctx)
+        });
         if let Err(err) = cloned {
             ctx.emit_volume(EventKind::Imported { success: false });
             return Err(err);
         }
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
+    }
+
+    /// Whether a clone into this volume has anything to do (R§3.19): not for a volume
+    /// that is not save_on_stop (a no-op); `Busy` while started.
+    pub fn takes_a_clone(&self) -> Result<bool> {
+        if self.is_started() {
+            return Err(EngineError::busy("cannot import into a started volume"));
+        }
+        if !self.config.save_on_stop {
+            info!(vid = %self.config.vid, "import_volume: not save_on_stop, nothing to do");
+            return Ok(false);
+        }
+        self.refuse_import()?;
+        Ok(true)
     }
 
     /// The new committed image of a clone of `source`, whose exported image is `src`:

@@ -1536,3 +1536,69 @@ fn an_import_abandoned_by_its_owner_is_discarded_and_others_are_not(t: FsType) {
     assert!(f.engine.imports_of(":1.42").is_empty());
     f.start(&v);
 }
+
+/// A clone of a volume with snapshots disabled reads the source's committed image,
+/// which that volume's next start hands to its VM to write: the clone's private copy of
+/// it (the export's) is made under the source's lock, so a Start of the source waits
+/// for it — here, with no patience, is refused as busy — and the clone holds the
+/// committed content, never the VM's. (On ext4 the copy is a byte copy that reports
+/// progress, which is where the Start is tried.)
+#[test]
+fn a_clone_of_a_snapshots_disabled_volume_holds_off_its_start_while_it_copies() {
+    use std::sync::{mpsc, Arc, Mutex};
+
+    /// Asks the test to try a Start when the first copy (the export's) begins, and
+    /// waits for its answer before the copy goes on.
+    struct AtFirstCopy {
+        ask: Mutex<Option<mpsc::Sender<()>>>,
+        answered: Mutex<mpsc::Receiver<()>>,
+    }
+    impl qubes_storage_engine::ProgressSink for AtFirstCopy {
+        fn copy_started(&self, _operation: &str, _total: u64) {
+            if let Some(ask) = self.ask.lock().unwrap().take() {
+                ask.send(()).unwrap();
+                self.answered.lock().unwrap().recv().unwrap();
+            }
+        }
+    }
+
+    let f = Fixture::new(FsType::Ext4);
+    let src = f.origin("appvms/a/private", 8 * MIB, 1);
+    f.session(&src, 5 * MIB, b"committed");
+    f.engine
+        .set_revisions_to_keep(&src, RevisionsToKeep::DISABLED)
+        .unwrap();
+    let dst = f.origin("appvms/b/private", 8 * MIB, 1);
+    let (ask, asked) = mpsc::channel();
+    let (answer, answered) = mpsc::channel();
+    let sink = AtFirstCopy {
+        ask: Mutex::new(Some(ask)),
+        answered: Mutex::new(answered),
+    };
+    let cloning = OpCtx::new(
+        "ImportVolume",
+        Arc::new(sink),
+        qubes_storage_engine::CancelToken::new(),
+    );
+    let start = std::thread::scope(|scope| {
+        let (engine, dst, src) = (&f.engine, &dst, &src);
+        let clone = scope.spawn(move || engine.import_volume(dst, src, &cloning));
+        asked.recv().expect("the clone copies the source's image");
+        let hasty = OpCtx::quiet("Start").with_patience(std::time::Duration::ZERO);
+        let start = f.engine.start(src, &hasty);
+        if let Ok(dirty) = &start {
+            write_at(dirty, 5 * MIB, b"VM writes");
+        }
+        answer.send(()).unwrap();
+        clone.join().unwrap().expect("clone");
+        start
+    });
+    let err = start.expect_err("the source started while the clone copied its image");
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert_eq!(
+        read_at(&f.path("appvms/b/private.img"), 5 * MIB, 9),
+        b"committed"
+    );
+    // Once the clone is over, the source starts in place.
+    f.start(&src);
+}

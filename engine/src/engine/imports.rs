@@ -195,18 +195,38 @@ impl Engine {
         }
     }
 
-    /// R§3.19: clone `source` (any pool) into `vol`.
+    /// R§3.19: clone `source` (any pool) into `vol`, in three steps that never hold
+    /// two volume locks at once — so a clone cannot deadlock with a clone the other way
+    /// round, or with a snapshot's start, which holds its source and then itself:
+    /// the target's checks (the errors a caller sees first; a target that takes no
+    /// clone never touches the source), under its lock held shared; the source's
+    /// committed image exported under the source's lock held shared, so that a source
+    /// with snapshots disabled cannot start in place — hand that very inode to its VM —
+    /// while its private copy is made; then, under the target's lock, the checks again
+    /// and the clone of the exported image, which no later change of the source alters.
     pub fn import_volume(&self, vol: &VolumeRef, source: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         if vol == source {
             return Err(EngineError::invalid("cannot import a volume into itself").on(vol));
         }
-        let (src_pool, src_config, _) = self.lookup(source)?;
+        let (src_pool, _, _) = self.lookup(source)?;
+        let wanted = self.with_volume_read(vol, ctx, |v| {
+            self.refuse_while_importing(vol, "import another volume")?;
+            v.takes_a_clone()
+        })?;
+        if !wanted {
+            return Ok(());
+        }
+        let (src_config, image) = self.with_volume_read(source, ctx, |src| {
+            let image = src
+                .export(ctx)
+                .map_err(|e| e.on(format!("source volume {}", src.config.vid)))?;
+            Ok((src.config.clone(), image))
+        })?;
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "import another volume")?;
             let src_root = Self::open_root(&src_pool, source)?;
             let src = Volume::new(&src_root, src_config);
-            src.check_dirs()?;
-            v.import_volume(&src, ctx)
+            v.import_volume(&src, &image, ctx)
         })
     }
 }
