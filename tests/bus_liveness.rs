@@ -191,30 +191,13 @@ async fn a_property_write_to_a_template_being_copied_is_busy_and_never_freezes_t
     assert!(!h.volume(&template).await.rw().await.unwrap());
 }
 
-/// A connection that sees every CheckAuthorization sent to polkit on the test bus.
-async fn monitor_polkit_checks(h: &Harness) -> MessageStream {
-    let monitor = h.bus.connect().await;
-    let rule = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
-    monitor
-        .call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus.Monitoring"),
-            "BecomeMonitor",
-            &(vec![rule], 0u32),
-        )
-        .await
-        .expect("BecomeMonitor");
-    MessageStream::from(monitor)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_polkitd_holds_up_only_the_unprivileged_write_waiting_for_it() {
     let mut h = Harness::with_polkit().await;
     let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
     let written = h.origin_volume(&pool, "appvms/a/private", MIB).await;
     let other = h.origin_volume(&pool, "appvms/b/private", MIB).await;
-    let mut checks = monitor_polkit_checks(&h).await;
+    let mut checks = h.monitor_polkit_checks().await;
     h.polkitd().signal(Signal::SIGSTOP);
     let bus = h.bus.address().to_owned();
     let path = written.to_string();

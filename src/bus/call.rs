@@ -26,11 +26,18 @@ pub enum Answer {
 /// An incoming method call.
 pub struct Call {
     msg: Message,
+    uid: Option<u32>,
 }
 
 impl Call {
-    pub fn new(msg: Message) -> Call {
-        Call { msg }
+    /// The call in `msg`, from a caller with `uid` (`None`: the bus could not tell).
+    pub fn new(msg: Message, uid: Option<u32>) -> Call {
+        Call { msg, uid }
+    }
+
+    /// The uid the caller connected with, as the dispatcher learnt it.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
     }
 
     pub fn header(&self) -> Header<'_> {

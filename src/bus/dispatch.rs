@@ -58,10 +58,17 @@ pub async fn serve(svc: Arc<Service>) -> zbus::Result<()> {
     Ok(())
 }
 
-/// Answers one call: route, run, queue the answer.
+/// Answers one call: admit (`admission.rs`), route, run, queue the answer.
 async fn answer(svc: Arc<Service>, msg: Message) {
-    let call = Call::new(msg);
-    let answered = route(&svc, &call).await;
+    let uid = match msg.header().sender() {
+        Some(sender) => svc.uid_of(&sender.to_owned()).await,
+        None => None,
+    };
+    let call = Call::new(msg, uid);
+    let answered = match svc.admission.admit_call(uid) {
+        Ok(_in_progress) => route(&svc, &call).await,
+        Err(refused) => Err(refused),
+    };
     if call.no_reply_expected() {
         return;
     }

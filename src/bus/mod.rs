@@ -15,8 +15,9 @@
 //! - `jobs`, `refresh`, `live`, `call`, `authz`, `service`;
 //! - `outbox` — the one sender of signals and replies, in order;
 //! - `registry`, `objects`, `signals`, `reply`, `values`, `interfaces`, `options`,
-//!   `path`, `inflight`, `error`.
+//!   `path`, `inflight`, `admission`, `error`.
 
+pub mod admission;
 pub mod authz;
 pub mod call;
 pub mod daemon;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use zbus::{OwnedVariant, Variant};
 
+use crate::bus::admission::Work;
 use crate::bus::call::{Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
 use crate::bus::interfaces::{interfaces, Emits, PropertySpec, MANAGER, POOL, VOLUME};
@@ -89,7 +90,7 @@ async fn get(svc: &Arc<Service>, call: &Call, target: Target<'_>) -> BusResult<A
     let iface = target.interface(&iface)?;
     let spec = target.property(iface, &name)?;
     if spec.emits == Emits::Never {
-        let value = live_value(svc, &target, &name).await?;
+        let value = live_value(svc, call, &target, &name).await?;
         return call.reply(&(value,));
     }
     let node = target.node.clone();
@@ -110,7 +111,7 @@ async fn get_all(svc: &Arc<Service>, call: &Call, target: Target<'_>) -> BusResu
     let mut live = Vec::new();
     for (name, spec) in &interfaces().expect(iface).properties {
         if spec.emits == Emits::Never {
-            live.push((name.clone(), live_value(svc, &target, name).await?));
+            live.push((name.clone(), live_value(svc, call, &target, name).await?));
         }
     }
     let node = target.node.clone();
@@ -159,18 +160,22 @@ async fn set(svc: &Arc<Service>, call: &Call, target: Target<'_>) -> BusResult<A
 /// The live value of property `name` of the target's object.
 async fn live_value(
     svc: &Arc<Service>,
+    call: &Call,
     target: &Target<'_>,
     name: &str,
 ) -> BusResult<Variant<'static>> {
     match (&target.object, name) {
         (Some(Object::Volume(volume)), "Usage") => {
             let vol = volume.vol.clone();
-            svc.blocking(move |e| live::volume_usage(e, &vol)).await?
+            svc.read(call, Work::LightRead, move |e| live::volume_usage(e, &vol))
+                .await?
         }
         (Some(Object::Pool(pool)), "UsageDetails") => {
             let name = pool.name.clone();
-            svc.blocking(move |e| live::pool_usage_details(e, &name))
-                .await?
+            svc.read(call, Work::LightRead, move |e| {
+                live::pool_usage_details(e, &name)
+            })
+            .await?
         }
         _ => Err(BusError::failed(format!(
             "Property {name} cannot be read live"

@@ -15,7 +15,9 @@ use zbus::names::UniqueName;
 use zbus::Connection;
 
 use crate::auth::Authorizer;
+use crate::bus::admission::{Admission, Work};
 use crate::bus::authz::{self, Permission, Prompt};
+use crate::bus::call::Call;
 use crate::bus::error::BusError;
 use crate::bus::inflight::{Inflight, OpGuard};
 use crate::bus::outbox::Outbox;
@@ -35,6 +37,8 @@ pub struct Service {
     job_numbers: AtomicU64,
     /// Bounds the GetManagedObjects replies built at the same time.
     pub large_reads: Arc<tokio::sync::Semaphore>,
+    /// What each user has in progress ([`Admission`]).
+    pub admission: Admission,
 }
 
 impl Service {
@@ -54,6 +58,7 @@ impl Service {
             inflight: Arc::new(Inflight::default()),
             job_numbers: AtomicU64::new(0),
             large_reads: Arc::new(tokio::sync::Semaphore::new(LARGE_READS)),
+            admission: Admission::default(),
         })
     }
 
@@ -65,13 +70,23 @@ impl Service {
         &self.conn
     }
 
-    /// Checks every permission of a call; the first refusal is the reply.
+    /// Checks every permission of a call, once admitted (a few polkit checks of a user
+    /// at a time: `admission.rs`); the first refusal is the reply.
     pub async fn authorize(
         &self,
         header: &Header<'_>,
         permissions: &[Permission],
         prompt: Prompt,
     ) -> Result<(), BusError> {
+        if permissions.is_empty() {
+            return Ok(());
+        }
+        let uid = match header.sender() {
+            Some(sender) => self.uid_of(sender).await,
+            None => None,
+        };
+        // Root's calls never reach polkit (and are never held up).
+        let _admitted = self.admission.admit(uid, Work::PolkitCheck).await;
         authz::authorize(&self.auth, header, permissions, prompt).await
     }
 
@@ -100,6 +115,17 @@ impl Service {
         );
         self.inflight.wait_idle().await;
         self.outbox.flush().await;
+    }
+
+    /// [`Self::blocking`] for a read of `call` that needs no authorization, once it is
+    /// admitted ([`Admission::admit`]: a few at a time per user and for all users).
+    pub async fn read<T, F>(&self, call: &Call, work: Work, f: F) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> T + Send + 'static,
+    {
+        let _admitted = self.admission.admit(call.uid(), work).await;
+        self.blocking(f).await
     }
 
     /// Runs `f`, which blocks, without holding up the runtime: on the multi-threaded

@@ -1,12 +1,14 @@
 //! `MeasureSpace` of a volume and of a pool (issue 13): the engine's measurements of
 //! exclusive and shared bytes as replies. They are reads (no authorization) that run
-//! off the executor as an operation, so a long walk is a Job with Cancel. A
+//! off the executor as an operation, so a long walk is a Job with Cancel; as reads
+//! anyone may make, they are admitted a few at a time (`admission.rs`). A
 //! volume's measurement goes through the pipeline (its gate, then a refresh): the
 //! revisions' exclusive bytes it records are announced in RevisionDetails before the
 //! reply. A pool's measurement changes nothing that is announced.
 
 use std::sync::Arc;
 
+use crate::bus::admission::Work;
 use crate::bus::authz::Prompt;
 use crate::bus::call::{Answer, Call};
 use crate::bus::error::BusResult;
@@ -33,6 +35,7 @@ pub async fn measure_volume(
         patience: None,
     };
     let vol = object.vol.clone();
+    let _admitted = svc.admission.admit(call.uid(), Work::HeavyRead).await;
     let images = svc
         .change_volume(call, object, change, move |e, ctx| {
             e.measure_volume(&vol, ctx)
@@ -59,6 +62,7 @@ pub async fn measure_pool(
     Options::parse(raw, &[], &pool.describe())?;
     let name = pool.name.clone();
     tracing::info!(method = "MeasureSpace", pool = %name, "call");
+    let _admitted = svc.admission.admit(call.uid(), Work::HeavyRead).await;
     let volumes = svc
         .operate(call, vec![pool.path.clone()], move |work| {
             work.engine.measure_pool(&name, work.ctx)

@@ -11,6 +11,7 @@ use qubes_storage_engine::VolumeRef;
 use zbus::OwnedObjectPath;
 
 use crate::auth::Action;
+use crate::bus::admission::Work;
 use crate::bus::authz::Permission;
 use crate::bus::call::{Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
@@ -111,7 +112,9 @@ impl VolumeCall<'_> {
         let (raw,): (RawOptions,) = self.call.args()?;
         self.options(raw, &[])?;
         let vol = self.vol();
-        self.svc.blocking(move |e| e.verify(&vol)).await??;
+        self.svc
+            .read(self.call, Work::LightRead, move |e| e.verify(&vol))
+            .await??;
         self.call.reply(&(true,))
     }
 

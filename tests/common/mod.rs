@@ -443,6 +443,23 @@ impl Harness {
         self.daemon.as_ref().expect("the daemon runs")
     }
 
+    /// A connection that sees every CheckAuthorization sent to polkit on the test bus.
+    pub async fn monitor_polkit_checks(&self) -> MessageStream {
+        let monitor = self.bus.connect().await;
+        let rule = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
+        monitor
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus.Monitoring"),
+                "BecomeMonitor",
+                &(vec![rule], 0u32),
+            )
+            .await
+            .expect("BecomeMonitor");
+        MessageStream::from(monitor)
+    }
+
     pub fn daemon_mut(&mut self) -> &mut Daemon {
         self.daemon.as_mut().expect("the daemon runs")
     }

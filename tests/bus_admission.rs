@@ -1,0 +1,169 @@
+//! One local user cannot keep the service busy without end (`src/bus/admission.rs`):
+//! a user other than root has at most `CALLS_PER_USER` calls in progress, and the next
+//! is refused at once with `LimitsExceeded` — whatever it is, a read too — while root
+//! goes on being served; once the user's calls are answered, the user is served again.
+//!
+//! The calls are kept in progress by stopping polkitd: each unprivileged Start waits
+//! for polkit's answer — the first `POLKIT_CHECKS_PER_USER` in polkit (a monitor on the
+//! bus counts the checks that reached it), the others for their turn: the service
+//! keeps most of the 128 slots dbus-daemon gives it for replies it awaits free, so the
+//! bus driver still tells it who the next caller is.
+//! The callers are `gdbus` processes run as `nobody`, one connection each, as a flood
+//! from several connections of one user would be.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{gdbus_as_nobody_at, opts, FsType, Harness, MIB};
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+
+use qubes_storaged::bus::admission::{Work, CALLS_PER_USER};
+
+/// The polkit checks of one user in flight at once.
+const POLKIT_CHECKS_PER_USER: usize = Work::PolkitCheck.limits().1;
+const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
+/// Longer than any step here takes, shorter than the service's wait for polkit (25 s).
+const HUNG: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_served() {
+    let mut h = Harness::with_polkit().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let volume = h.origin_volume(&pool, "appvms/work/private", MIB).await;
+    let other = h.origin_volume(&pool, "appvms/other/private", MIB).await;
+    let mut checks = h.monitor_polkit_checks().await;
+    h.polkitd().signal(Signal::SIGSTOP);
+    let bus = h.bus.address().to_owned();
+    let as_nobody = |args: Vec<String>| {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            gdbus_as_nobody_at(&bus, &args).await
+        })
+    };
+    let call = |method: &str, arg: &str| -> Vec<String> {
+        let mut args = vec![
+            "--object-path".into(),
+            volume.to_string(),
+            "--method".into(),
+        ];
+        args.push(format!("org.qubes.Storage.Volume.{method}"));
+        args.push(arg.into());
+        args
+    };
+    // One Start more than the user may have in progress.
+    let mut starts: Vec<_> = (0..=CALLS_PER_USER)
+        .map(|_| as_nobody(call("Start", "@a{sv} {}")))
+        .collect();
+    // Exactly one is refused at once, without polkit …
+    let (refused, index, _) =
+        tokio::time::timeout(HUNG, futures_util::future::select_all(&mut starts))
+            .await
+            .expect("no Start was refused: the user's calls are not bounded");
+    let refused = refused.unwrap().expect_err("a Start as nobody succeeded");
+    assert!(refused.contains(LIMITS_EXCEEDED), "{refused}");
+    assert!(refused.contains("calls in progress"), "{refused}");
+    starts.remove(index);
+    // … and the others wait for polkit's answer, a few checks at a time.
+    for n in 0..POLKIT_CHECKS_PER_USER {
+        tokio::time::timeout(HUNG, checks.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {n} polkit checks arrived"))
+            .expect("monitor")
+            .expect("message");
+    }
+    // Meanwhile any other call of the user is refused at once, a read too (the bus
+    // driver told the service whose it is: the service had slots free for that).
+    let verify = as_nobody(call("Verify", "@a{sv} {}"));
+    let err = tokio::time::timeout(HUNG, verify)
+        .await
+        .expect("a Verify waited")
+        .unwrap()
+        .expect_err("a Verify beyond the user's calls in progress");
+    assert!(err.contains(LIMITS_EXCEEDED), "{err}");
+    // Root is not counted with them.
+    let root = h.volume(&other).await;
+    root.start(opts()).await.expect("root's Start");
+    root.stop(opts()).await.expect("root's Stop");
+    // polkitd answers: each waiting Start is refused for what it is, none started.
+    h.polkitd().signal(Signal::SIGCONT);
+    for start in starts {
+        let err = tokio::time::timeout(HUNG, start)
+            .await
+            .expect("a Start still waits")
+            .unwrap()
+            .expect_err("a Start as nobody succeeded");
+        assert!(!err.contains(LIMITS_EXCEEDED), "{err}");
+        assert!(
+            err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+            "{err}"
+        );
+    }
+    assert!(!h.volume(&volume).await.started().await.unwrap());
+    // The user's calls are answered: the user is served again.
+    let verified = as_nobody(call("Verify", "@a{sv} {}")).await.unwrap();
+    assert!(verified.expect("Verify as nobody").contains("true"));
+}
+
+/// The reads anyone may make that run engine work are admitted, not refused: a user's
+/// measurements, Verify and live Usage run (one measurement of the user at a time), and
+/// answer as they do for root.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_users_reads_are_answered() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let volume = h.origin_volume(&pool, "appvms/work/private", MIB).await;
+    let bus = h.bus.address().to_owned();
+    let read = |path: String, method: &'static str, extra: Vec<&'static str>| {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let mut args = vec!["--object-path", path.as_str(), "--method", method];
+            args.extend(extra);
+            gdbus_as_nobody_at(&bus, &args).await
+        })
+    };
+    let reads = vec![
+        read(
+            pool.to_string(),
+            "org.qubes.Storage.Pool.MeasureSpace",
+            vec!["@a{sv} {}"],
+        ),
+        read(
+            pool.to_string(),
+            "org.qubes.Storage.Pool.MeasureSpace",
+            vec!["@a{sv} {}"],
+        ),
+        read(
+            volume.to_string(),
+            "org.qubes.Storage.Volume.MeasureSpace",
+            vec!["@a{sv} {}"],
+        ),
+        read(
+            volume.to_string(),
+            "org.qubes.Storage.Volume.Verify",
+            vec!["@a{sv} {}"],
+        ),
+        read(
+            volume.to_string(),
+            "org.freedesktop.DBus.Properties.Get",
+            vec!["org.qubes.Storage.Volume", "Usage"],
+        ),
+        read(
+            pool.to_string(),
+            "org.freedesktop.DBus.Properties.Get",
+            vec!["org.qubes.Storage.Pool", "UsageDetails"],
+        ),
+    ];
+    let answers: Vec<String> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().expect("a read as nobody"))
+        .collect();
+    assert!(answers[0].contains("appvms/work/private"), "{}", answers[0]);
+    assert_eq!(answers[0], answers[1], "two measurements of one pool");
+    assert!(answers[2].contains("committed"), "{}", answers[2]);
+    assert!(answers[3].contains("true"), "{}", answers[3]);
+    assert!(answers[4].contains("uint64"), "{}", answers[4]);
+}
