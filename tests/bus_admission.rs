@@ -107,9 +107,9 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     assert!(verified.expect("Verify as nobody").contains("true"));
 }
 
-/// The reads anyone may make that run engine work are admitted, not refused: a user's
-/// measurements, Verify and live Usage run (one measurement of the user at a time), and
-/// answer as they do for root.
+/// The reads anyone may make that run engine work or list everything are admitted, not
+/// refused: a user's measurements, Verify, live Usage and listings run (one measurement
+/// and one listing of the user at a time), and answer as they do for root.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unprivileged_users_reads_are_answered() {
     let mut h = Harness::start().await;
@@ -155,6 +155,16 @@ async fn an_unprivileged_users_reads_are_answered() {
             "org.freedesktop.DBus.Properties.Get",
             vec!["org.qubes.Storage.Pool", "UsageDetails"],
         ),
+        read(
+            "/org/qubes/Storage".to_owned(),
+            "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+            vec![],
+        ),
+        read(
+            "/org/qubes/Storage".to_owned(),
+            "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+            vec![],
+        ),
     ];
     let answers: Vec<String> = futures_util::future::join_all(reads)
         .await
@@ -166,4 +176,6 @@ async fn an_unprivileged_users_reads_are_answered() {
     assert!(answers[2].contains("committed"), "{}", answers[2]);
     assert!(answers[3].contains("true"), "{}", answers[3]);
     assert!(answers[4].contains("uint64"), "{}", answers[4]);
+    assert!(answers[6].contains("appvms/work/private"), "{}", answers[6]);
+    assert_eq!(answers[6], answers[7], "two listings one after the other");
 }

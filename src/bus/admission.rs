@@ -22,8 +22,8 @@
 //! work a call may wait long for is admitted a few at a time ([`Work`]): per user, then
 //! for all users together, each kind apart — polkit checks (at most
 //! [`Work::PolkitCheck`]'s share of the 128 slots), light reads (Verify, the live `Usage`
-//! properties) and heavy ones (`MeasureSpace`), so a long measurement never holds up a
-//! Verify. Work waiting for admission is a task, not a thread, and each user waits
+//! properties), heavy ones (`MeasureSpace`) and listings of every object
+//! (`GetManagedObjects`), so a long measurement never holds up a Verify. Work waiting for admission is a task, not a thread, and each user waits
 //! behind their own work first: one user's flood delays another user's call by at most
 //! the work the flood already has running. Root (uid 0) is never limited: it is the
 //! administrator, and qubesd's calls must never wait behind another user's.
@@ -56,6 +56,9 @@ pub enum Work {
     LightRead,
     /// A read that walks images or a pool: `MeasureSpace`.
     HeavyRead,
+    /// A reply that lists every object (`GetManagedObjects`; all callers, root too,
+    /// also share `LARGE_READS` in `service.rs`, which bounds its memory).
+    FullListing,
 }
 
 impl Work {
@@ -66,6 +69,7 @@ impl Work {
             Work::PolkitCheck => (96, 16),
             Work::LightRead => (8, 2),
             Work::HeavyRead => (2, 1),
+            Work::FullListing => (2, 1),
         }
     }
 }
@@ -79,6 +83,7 @@ pub struct Admission {
     polkit: Gate,
     light: Gate,
     heavy: Gate,
+    listing: Gate,
 }
 
 impl Default for Admission {
@@ -88,6 +93,7 @@ impl Default for Admission {
             polkit: Gate::new(Work::PolkitCheck),
             light: Gate::new(Work::LightRead),
             heavy: Gate::new(Work::HeavyRead),
+            listing: Gate::new(Work::FullListing),
         }
     }
 }
@@ -155,6 +161,7 @@ impl Admission {
             Work::PolkitCheck => &self.polkit,
             Work::LightRead => &self.light,
             Work::HeavyRead => &self.heavy,
+            Work::FullListing => &self.listing,
         };
         let own = gate.of_user(uid);
         // The semaphores are never closed.
@@ -212,6 +219,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use futures_util::FutureExt;
+    use tokio::task::unconstrained;
 
     #[test]
     fn a_user_has_at_most_calls_per_user_in_progress_and_root_any_number() {
@@ -282,16 +290,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn light_reads_of_one_user_run_two_at_a_time() {
-        let admission = Admission::default();
-        let (_, per_user) = Work::LightRead.limits();
-        let mut held = Vec::new();
-        for _ in 0..per_user {
-            held.push(admission.admit(Some(1000), Work::LightRead).await);
+    async fn each_kind_of_work_runs_its_limits_per_user_and_for_all_users() {
+        for work in [
+            Work::PolkitCheck,
+            Work::LightRead,
+            Work::HeavyRead,
+            Work::FullListing,
+        ] {
+            let admission = Admission::default();
+            let (all, per_user) = work.limits();
+            assert!(per_user <= all, "{work:?}");
+            // One user: `per_user` at once, the next waits until one ends.
+            let mut held = Vec::new();
+            for _ in 0..per_user {
+                held.push(admission.admit(Some(1000), work).await);
+            }
+            let mut next = Box::pin(admission.admit(Some(1000), work));
+            assert!((&mut next).now_or_never().is_none(), "{work:?}");
+            held.pop();
+            let next = next.now_or_never();
+            assert!(next.is_some(), "{work:?}");
+            held.extend(next);
+            // All users: `all` at once, whoever they are.
+            let mut uid = 1001;
+            while held.len() < all {
+                // Unconstrained: the test's task never yields, and tokio's budget of
+                // operations per poll would make later acquires pend.
+                match unconstrained(admission.admit(Some(uid), work)).now_or_never() {
+                    Some(permit) => held.push(permit),
+                    None => uid += 1,
+                }
+            }
+            let waits = unconstrained(admission.admit(Some(uid + 1), work)).now_or_never();
+            assert!(waits.is_none(), "{work:?}: more than {all} at once");
         }
-        let mut next = Box::pin(admission.admit(Some(1000), Work::LightRead));
-        assert!((&mut next).now_or_never().is_none());
-        held.pop();
-        assert!(next.now_or_never().is_some());
     }
 }

@@ -12,8 +12,9 @@
 //!   `Serialize`, no intermediate maps), measured first and refused with
 //!   `LimitsExceeded` if it would not fit on the bus (`reply.rs`);
 //! - at most `LARGE_READS` (`service.rs`) are built at a time, so concurrent callers cannot
-//!   multiply the memory a reply needs; after a large reply is sent its memory is
-//!   given back (`memory.rs`).
+//!   multiply the memory a reply needs, and one at a time per user other than root
+//!   (`admission.rs`), so one user's stream of them cannot keep the others waiting;
+//!   after a large reply is sent its memory is given back (`memory.rs`).
 //!
 //! InterfacesAdded / InterfacesRemoved are sent by the outbox as objects come and go.
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use zbus::{OwnedObjectPath, OwnedVariant, Type, Variant};
 
+use crate::bus::admission::Work;
 use crate::bus::call::{self, Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
 use crate::bus::interfaces::{JOB, POOL, VOLUME};
@@ -51,6 +53,7 @@ pub async fn answer(svc: &Arc<Service>, call: &Call, member: &str) -> BusResult<
 }
 
 async fn get_managed_objects(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
+    let admitted = svc.admission.admit(call.uid(), Work::FullListing).await;
     let permit = Arc::clone(&svc.large_reads)
         .acquire_owned()
         .await
@@ -61,7 +64,7 @@ async fn get_managed_objects(svc: &Arc<Service>, call: &Call) -> BusResult<Answe
         let snapshot: Vec<Snapshot> = registry.objects().into_iter().map(Snapshot::of).collect();
         let (reply_tx, reply_rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (admitted, permit);
             let body = ManagedObjects::read(snapshot, &engine);
             let answer = reply::build(&msg.header(), &(body,), "GetManagedObjects");
             if let Outgoing::Ready(message) = call::outgoing(&msg, answer) {
