@@ -528,12 +528,15 @@ impl Filesystem {
         let mut rounds = self.lock();
         let join = rounds.crowded();
         rounds.in_flight += 1;
+        // Counted out however the barrier ends, a panic included: a count left behind
+        // would make every later barrier of the filesystem join a round.
+        let in_flight = InFlight(self);
         if !join {
             drop(rounds);
             let begun = Instant::now();
             let result = solo(fd, kind);
+            drop(in_flight);
             let mut rounds = self.lock();
-            rounds.in_flight -= 1;
             rounds.solo_cost.add(begun.elapsed());
             if kind == Kind::Dir {
                 rounds.dir_cost.add(begun.elapsed());
@@ -557,13 +560,22 @@ impl Filesystem {
                 result
             },
         );
-        self.lock().in_flight -= 1;
+        drop(in_flight);
         match turn {
             Turn::Ran(Ok(())) => Ok(()),
             Turn::Joined(true) => Ok(()),
             // The round failed: report our own outcome.
             Turn::Ran(Err(_)) | Turn::Joined(false) => solo(fd, kind),
         }
+    }
+}
+
+/// One barrier in flight on a filesystem, counted out when dropped.
+struct InFlight<'a>(&'a Filesystem);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
     }
 }
 
