@@ -5,8 +5,10 @@
 //! - [`bus`]: the `org.qubes.Storage` objects, their methods, properties and signals,
 //!   Job objects for long copies, and the daemon's startup and shutdown;
 //! - [`auth`]: polkit authorization of every mutating call;
-//! - [`memory`]: the allocator policy that gives large replies' memory back.
+//! - [`memory`]: the allocator policy that gives large replies' memory back;
+//! - [`user_gate`]: work admitted a few at a time per user and for all users.
 
 pub mod auth;
 pub mod bus;
 pub mod memory;
+pub mod user_gate;

@@ -1,31 +1,41 @@
-//! One local user cannot keep the service busy without end (`src/bus/admission.rs`):
-//! a user other than root has at most `CALLS_PER_USER` calls in progress, and the next
-//! is refused at once with `LimitsExceeded` — whatever it is, a read too — while root
-//! goes on being served; once the user's calls are answered, the user is served again.
+//! One local user cannot keep the service busy without end (`src/bus/admission.rs`,
+//! `src/auth/polkit.rs`): a user other than root has at most `CALLS_PER_USER` calls in
+//! progress, and the next is refused at once with `LimitsExceeded` — whatever it is, a
+//! read too — while root goes on being served; the user's questions to polkit wait for
+//! polkit's answer a few at a time (`POLKIT_CHECKS` per user), so that the 128 replies
+//! the bus lets the service wait for are never all taken by one user; once the user's
+//! calls are answered, the user is served again.
 //!
-//! The calls are kept in progress by stopping polkitd: each unprivileged Start waits
-//! for polkit's answer — the first `POLKIT_CHECKS_PER_USER` in polkit (a monitor on the
-//! bus counts the checks that reached it), the others for their turn: the service
-//! keeps most of the 128 slots dbus-daemon gives it for replies it awaits free, so the
-//! bus driver still tells it who the next caller is.
-//! The callers are `gdbus` processes run as `nobody`, one connection each, as a flood
-//! from several connections of one user would be.
+//! The calls are kept in progress by stopping polkitd: each unprivileged Start waits for
+//! polkit's answer. A monitor on the bus sees every question to polkit and every reply
+//! of polkit, in the order the bus passes them, which gives the number of questions
+//! outstanding at every moment. The callers are `gdbus` processes run as `nobody`, one
+//! connection each, as a flood from several connections of one user would be.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{gdbus_as_nobody_at, opts, FsType, Harness, MIB};
+use common::{gdbus_as_nobody_at, is_polkit_check, opts, FsType, Harness, MIB};
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
+use qubes_storaged::auth::POLKIT_CHECKS;
+use qubes_storaged::bus::admission::CALLS_PER_USER;
+use zbus::MessageStream;
 
-use qubes_storaged::bus::admission::{Work, CALLS_PER_USER};
-
-/// The polkit checks of one user in flight at once.
-const POLKIT_CHECKS_PER_USER: usize = Work::PolkitCheck.limits().1;
 const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
 /// Longer than any step here takes, shorter than the service's wait for polkit (25 s).
 const HUNG: Duration = Duration::from_secs(20);
+
+/// The next question to polkit or reply of polkit the monitor saw; true for a question.
+async fn next_polkit_message(monitor: &mut MessageStream, what: &str) -> bool {
+    let msg = tokio::time::timeout(HUNG, monitor.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .expect("monitor")
+        .expect("message");
+    is_polkit_check(&msg)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_served() {
@@ -33,7 +43,7 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
     let volume = h.origin_volume(&pool, "appvms/work/private", MIB).await;
     let other = h.origin_volume(&pool, "appvms/other/private", MIB).await;
-    let mut checks = h.monitor_polkit_checks().await;
+    let mut polkit = h.monitor_polkit_checks_and_replies().await;
     h.polkitd().signal(Signal::SIGSTOP);
     let bus = h.bus.address().to_owned();
     let as_nobody = |args: Vec<String>| {
@@ -43,40 +53,42 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
             gdbus_as_nobody_at(&bus, &args).await
         })
     };
-    let call = |method: &str, arg: &str| -> Vec<String> {
-        let mut args = vec![
+    let call = |method: &str| -> Vec<String> {
+        // gdbus's own limit (25 s) would end a waiting call before polkit answers.
+        let mut args = vec!["--timeout".into(), "120".into()];
+        args.extend([
             "--object-path".into(),
             volume.to_string(),
             "--method".into(),
-        ];
+        ]);
         args.push(format!("org.qubes.Storage.Volume.{method}"));
-        args.push(arg.into());
+        args.push("@a{sv} {}".into());
         args
     };
     // One Start more than the user may have in progress.
     let mut starts: Vec<_> = (0..=CALLS_PER_USER)
-        .map(|_| as_nobody(call("Start", "@a{sv} {}")))
+        .map(|_| as_nobody(call("Start")))
         .collect();
     // Exactly one is refused at once, without polkit …
-    let (refused, index, _) =
-        tokio::time::timeout(HUNG, futures_util::future::select_all(&mut starts))
-            .await
-            .expect("no Start was refused: the user's calls are not bounded");
+    let first = tokio::time::timeout(HUNG, futures_util::future::select_all(&mut starts));
+    let (refused, index, _) = first
+        .await
+        .expect("no Start was refused: the user's calls are not bounded");
     let refused = refused.unwrap().expect_err("a Start as nobody succeeded");
     assert!(refused.contains(LIMITS_EXCEEDED), "{refused}");
     assert!(refused.contains("calls in progress"), "{refused}");
     starts.remove(index);
-    // … and the others wait for polkit's answer, a few checks at a time.
-    for n in 0..POLKIT_CHECKS_PER_USER {
-        tokio::time::timeout(HUNG, checks.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {n} polkit checks arrived"))
-            .expect("monitor")
-            .expect("message");
+    // … and the others wait for polkit's answer, a few questions at a time.
+    let per_user = POLKIT_CHECKS.1;
+    for n in 0..per_user {
+        let what = format!("only {n} questions reached polkit");
+        assert!(
+            next_polkit_message(&mut polkit, &what).await,
+            "a reply of a stopped polkitd"
+        );
     }
-    // Meanwhile any other call of the user is refused at once, a read too (the bus
-    // driver told the service whose it is: the service had slots free for that).
-    let verify = as_nobody(call("Verify", "@a{sv} {}"));
+    // Meanwhile any other call of the user is refused at once, a read too.
+    let verify = as_nobody(call("Verify"));
     let err = tokio::time::timeout(HUNG, verify)
         .await
         .expect("a Verify waited")
@@ -87,15 +99,32 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     let root = h.volume(&other).await;
     root.start(opts()).await.expect("root's Start");
     root.stop(opts()).await.expect("root's Stop");
-    // polkitd answers: each waiting Start is refused for what it is, none started.
+    // polkitd answers: each waiting Start is refused for what it is, none started, and
+    // never were more of the user's questions waiting for polkit than its share.
     h.polkitd().signal(Signal::SIGCONT);
+    let (mut outstanding, mut most, mut answered) = (per_user, per_user, 0);
+    while answered < CALLS_PER_USER {
+        let what = format!("polkit answered {answered} questions only");
+        match next_polkit_message(&mut polkit, &what).await {
+            true => outstanding += 1,
+            false => {
+                outstanding -= 1;
+                answered += 1;
+            }
+        }
+        most = most.max(outstanding);
+    }
+    assert_eq!(outstanding, 0);
+    assert_eq!(
+        most, per_user,
+        "questions of one user waiting for polkit at once"
+    );
     for start in starts {
         let err = tokio::time::timeout(HUNG, start)
             .await
             .expect("a Start still waits")
             .unwrap()
             .expect_err("a Start as nobody succeeded");
-        assert!(!err.contains(LIMITS_EXCEEDED), "{err}");
         assert!(
             err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
             "{err}"
@@ -103,7 +132,7 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     }
     assert!(!h.volume(&volume).await.started().await.unwrap());
     // The user's calls are answered: the user is served again.
-    let verified = as_nobody(call("Verify", "@a{sv} {}")).await.unwrap();
+    let verified = as_nobody(call("Verify")).await.unwrap();
     assert!(verified.expect("Verify as nobody").contains("true"));
 }
 

@@ -910,9 +910,10 @@ impl<'a> Volume<'a> {
     /// grow it in place instead of copying it: a growth, the image has one name (no
     /// revision, snapshot or clone link shares its inode) and nobody else has it open
     /// (no exported fd, no loop device: [`sys::only_opener`]). An export cannot begin
-    /// meanwhile: exports take the volume's lock, which the resize holds; a clone's
-    /// reading of its source does not, and a clone's link of it waits for
-    /// [`link_or_grow`], which the caller holds from this check to the growth.
+    /// meanwhile: exports take the volume's lock, which the resize holds (a clone
+    /// exports its source under that lock too, but links it later without it: the
+    /// link waits for [`link_or_grow`], which the caller holds from this check to the
+    /// growth).
     fn growable_in_place(&self, dir: &Dir, old: u64, size: u64) -> Result<Option<File>> {
         if size < old {
             return Ok(None);
@@ -1276,9 +1277,10 @@ impl<'a> Volume<'a> {
 
 /// Held from a check that a committed image has one name to the write it allows (a
 /// resize's growth in place, a snapshots-disabled start's rename to the running
-/// image), and over a clone's link of a committed image: a clone takes no lock of its
-/// source, so without it a clone could link an image that the source is about to grow
-/// or hand to its VM — and the clone's committed image would change with it. One per
+/// image), and over a clone's link of a committed image: a clone no longer holds its
+/// source's lock when it links (only while it exports), so without it a clone could
+/// link an image that the source is about to grow or hand to its VM — and the clone's
+/// committed image would change with it. One per
 /// process: all are short (a link; a truncate and its fsync; a few renames).
 fn link_or_grow() -> std::sync::MutexGuard<'static, ()> {
     static LINK_OR_GROW: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -73,6 +73,11 @@ impl CallerUids {
         }
     }
 
+    /// Whether the bus driver can be asked at all (else every uid is unknown).
+    pub(crate) fn can_ask(&self) -> bool {
+        self.bus.is_some()
+    }
+
     /// How many callers are remembered now.
     pub(crate) fn len(&self) -> usize {
         lock(&self.uids).len()

@@ -9,7 +9,9 @@
 //!    So is the service's own uid, when it does not run as root (the demo, a user's
 //!    private bus): such a caller can already do everything the service can.
 //! 2. Everyone else: polkit, with the caller's `system-bus-name` subject and the
-//!    details `pool` and `vid`, interactively only if the request allows it.
+//!    details `pool` and `vid`, interactively only if the request allows it — a few
+//!    questions of a user at a time, each holding its place until polkit has answered
+//!    (`polkit.rs`: the bus lets the service wait for only 128 replies).
 //! 3. polkit's answer becomes `Ok`, `InteractionRequired` (a challenge the caller did
 //!    not allow to be shown) or `AccessDenied` (everything else, including "polkit
 //!    cannot be reached").
@@ -28,8 +30,10 @@ use zbus::message::Header;
 pub use action::Action;
 pub use error::AuthError;
 
+use crate::user_gate::UserGate;
 use callers::CallerUids;
 use error::Refusal;
+pub use polkit::CHECKS as POLKIT_CHECKS;
 use polkit::{Polkit, PolkitAnswer};
 
 /// One authorization question: the action, the objects it touches, and whether polkit
@@ -55,6 +59,8 @@ pub struct Authorizer {
 struct Inner {
     callers: CallerUids,
     polkit: Polkit,
+    /// Places for questions to polkit ([`polkit::CHECKS`]).
+    checks: UserGate,
     /// The uid the service runs as.
     own_uid: u32,
 }
@@ -74,6 +80,7 @@ impl Authorizer {
         let inner = Inner {
             callers: CallerUids::watch(conn).await,
             polkit: Polkit::new(conn).await,
+            checks: UserGate::new(polkit::CHECKS.0, polkit::CHECKS.1),
             own_uid: rustix::process::geteuid().as_raw(),
         };
         Authorizer {
@@ -89,7 +96,11 @@ impl Authorizer {
         };
         let verdict = match uid {
             Some(uid) if uid == 0 || uid == self.inner.own_uid => Verdict::Privileged,
-            _ => Verdict::Polkit(self.inner.polkit.ask(header, &req).await),
+            // A caller whose uid is unknown takes the places of one unknown user.
+            _ => {
+                let place = self.inner.checks.enter(uid.unwrap_or(u32::MAX)).await;
+                Verdict::Polkit(self.inner.polkit.ask(header, &req, place).await)
+            }
         };
         let outcome = outcome_of(verdict, &req);
         log_decision(&req, uid, verdict, &outcome);
@@ -99,6 +110,12 @@ impl Authorizer {
     /// The uid `caller` connected with, from the bus (cached per unique name).
     pub async fn uid_of(&self, caller: &zbus::names::UniqueName<'_>) -> Option<u32> {
         self.inner.callers.uid_of(caller).await
+    }
+
+    /// Whether callers' uids can be asked of the bus at all: if not (the bus driver's
+    /// proxy could not be made), an unknown uid says nothing about the caller.
+    pub fn can_tell_callers(&self) -> bool {
+        self.inner.callers.can_ask()
     }
 
     /// How many callers' uids are remembered now (diagnostics and tests).

@@ -9,8 +9,21 @@
 //! (or without ALLOW_USER_INTERACTION) an `auth_*` default gives `is_challenge = true`;
 //! a dismissed dialog sets the detail `polkit.dismissed`. Every question costs about
 //! 1 ms, since polkitd makes several bus round trips of its own.
+//!
+//! **A question holds one of the service's reply slots until polkit answers it.**
+//! dbus-daemon lets one connection of the system bus wait for at most 128 replies, and
+//! never times a pending one out: a question polkit does not answer — an interactive
+//! one whose agent never replies, say — keeps its slot, and once all 128 are taken
+//! every later question fails as if polkit were gone, which refuses every other user's
+//! change. So the questions of a user (other than root, who is never asked about) take
+//! a place of [`CHECKS`] — a few per user, most of the slots for all — that is given
+//! back only when polkit's reply has arrived, not when the service stopped waiting
+//! for it; and a question the service stops waiting for is cancelled
+//! (`CancelCheckAuthorization` with its own cancellation id), which makes polkit
+//! answer it at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use zbus::message::Header;
 use zbus::proxy::CacheProperties;
@@ -19,6 +32,11 @@ use zbus_polkit::policykit1::{
 };
 
 use super::AuthRequest;
+use crate::user_gate::Place;
+
+/// How many questions to polkit may wait for its answer at once: of all users together,
+/// and of one user (out of the 128 replies the bus lets the service wait for).
+pub const CHECKS: (usize, usize) = (96, 16);
 
 /// What polkit said, reduced to what the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +78,14 @@ impl Polkit {
         Polkit { authority }
     }
 
-    /// Asks polkit about the sender of `header` for `req`.
-    pub(crate) async fn ask(&self, header: &Header<'_>, req: &AuthRequest<'_>) -> PolkitAnswer {
+    /// Asks polkit about the sender of `header` for `req`; `place` (the asking user's
+    /// place in [`CHECKS`]) is held until polkit has answered.
+    pub(crate) async fn ask(
+        &self,
+        header: &Header<'_>,
+        req: &AuthRequest<'_>,
+        place: Place,
+    ) -> PolkitAnswer {
         let Some(authority) = &self.authority else {
             return PolkitAnswer::Unreachable;
         };
@@ -72,22 +96,51 @@ impl Polkit {
                 return PolkitAnswer::Failed;
             }
         };
-        let details = details_of(req);
+        let details: HashMap<&'static str, String> = details_of(req)
+            .into_iter()
+            .map(|(key, value)| (key, value.to_owned()))
+            .collect();
         let flags = flags_of(req);
         let limit = match req.allow_interaction {
             true => INTERACTIVE_LIMIT,
             false => NON_INTERACTIVE_LIMIT,
         };
-        let check = authority.check_authorization(&subject, req.action.id(), &details, flags, "");
+        let id = cancellation_id();
+        let (asking, action, id_sent) = (authority.clone(), req.action.id(), id.clone());
+        let check = tokio::spawn(async move {
+            let details = details.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let answer = asking
+                .check_authorization(&subject, action, &details, flags, &id_sent)
+                .await;
+            // The bus's slot for the reply is free again only now.
+            drop(place);
+            answer
+        });
         match tokio::time::timeout(limit, check).await {
-            Ok(Ok(result)) => answer_of(&result, req.allow_interaction),
-            Ok(Err(error)) => answer_of_error(&error, req),
+            Ok(Ok(Ok(result))) => answer_of(&result, req.allow_interaction),
+            Ok(Ok(Err(error))) => answer_of_error(&error, req),
+            Ok(Err(died)) => {
+                tracing::error!(error = %died, action = %req.action, "the polkit question died");
+                PolkitAnswer::Failed
+            }
             Err(_) => {
-                tracing::warn!(action = %req.action, ?limit, "polkit did not answer in time");
+                tracing::warn!(action = %req.action, ?limit, "polkit did not answer in time; cancelling the question");
+                let cancelling = authority.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = cancelling.cancel_check_authorization(&id).await {
+                        tracing::debug!(%error, id, "polkit did not cancel the question");
+                    }
+                });
                 PolkitAnswer::Silent
             }
         }
     }
+}
+
+/// A cancellation id of this process that no other question of it uses.
+fn cancellation_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("qubes-storaged-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The details admins' rules can look up: `pool` and `vid`, when the call has them.

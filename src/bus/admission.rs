@@ -5,53 +5,43 @@
 //! - keep calls in progress without end: a call sent with `NO_REPLY_EXPECTED` is not
 //!   counted by dbus-daemon's limit of pending replies per connection, and each call
 //!   here is a task and its message until it has been answered;
-//! - fill every slot the service has for its own calls awaiting replies: dbus-daemon
-//!   gives a connection of the system bus 128, and the service's polkit checks use
-//!   them. A user who stopped answering polkit's agent (an interactive check waits up
-//!   to 5 minutes) would make the service's next check fail as if polkit were gone,
-//!   and so refuse every other user's changes;
 //! - pile up reads that hold a thread each: a pool's `MeasureSpace` first waits for the
 //!   work left after earlier replies and then maps every file, taking the lock of each
 //!   started snapshot it finds (behind a long copy of it, say). Once every thread the
 //!   runtime may start (tokio's 512) waited in such a read, no call at all would be read
 //!   any more: the whole service frozen, for every user;
-//! - or fill the disk queue with measurements the others wait behind.
+//! - or fill the disk queue with measurements, or the memory with listings of every
+//!   object, that the others wait behind.
 //!
 //! So a user other than root has at most [`CALLS_PER_USER`] calls in progress — the
 //! next is refused at once with `org.freedesktop.DBus.Error.LimitsExceeded` — and the
-//! work a call may wait long for is admitted a few at a time ([`Work`]): per user, then
-//! for all users together, each kind apart — polkit checks (at most
-//! [`Work::PolkitCheck`]'s share of the 128 slots), light reads (Verify, the live `Usage`
-//! properties), heavy ones (`MeasureSpace`) and listings of every object
-//! (`GetManagedObjects`), so a long measurement never holds up a Verify. Work waiting for admission is a task, not a thread, and each user waits
-//! behind their own work first: one user's flood delays another user's call by at most
-//! the work the flood already has running. Root (uid 0) is never limited: it is the
-//! administrator, and qubesd's calls must never wait behind another user's.
+//! reads a call may wait long for are admitted a few at a time ([`Work`]), per user and
+//! for all users (`user_gate.rs`), each kind apart — light reads (Verify, the live
+//! `Usage` properties), heavy ones (`MeasureSpace`) and listings of every object
+//! (`GetManagedObjects`) — so a long measurement never holds up a Verify. A call whose
+//! caller the bus cannot tell (it has already left) is not run: nobody would get its
+//! reply, and it would count for nobody. Root (uid 0) is never limited: it is the
+//! administrator, and qubesd's calls must never wait behind another user's. (The
+//! polkit checks of the changes other users ask for are bounded by the polkit client,
+//! `auth/polkit.rs`, until polkit has answered them.)
 //!
-//! A user's gates stay in the map once made: there is one per local account that
-//! ever read, which the system bounds.
+//! Users are told apart by uid: the uids of a user namespace count as users of their
+//! own, so a user with a range of subordinate uids has that many shares of the per-user
+//! limits (the limits for all users still hold).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use crate::bus::error::{BusError, Standard};
+use crate::user_gate::{Place, UserGate};
 
 /// The calls one user (other than root) may have in progress at once: as many as
 /// dbus-daemon lets one connection of the system bus wait for replies to.
 pub const CALLS_PER_USER: usize = 128;
 
-/// The uid the calls of a caller whose uid the bus could not tell (it has left) count
-/// for.
-const UNKNOWN_UID: u32 = u32::MAX;
-
 /// Work a call may wait long for, admitted a few at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
-    /// A polkit check of a call that changes something (it holds one of the slots
-    /// the bus gives the service for replies it awaits).
-    PolkitCheck,
     /// A read of a few system calls: Verify, a live `Usage` or `UsageDetails`.
     LightRead,
     /// A read that walks images or a pool: `MeasureSpace`.
@@ -66,7 +56,6 @@ impl Work {
     /// of one user.
     pub const fn limits(self) -> (usize, usize) {
         match self {
-            Work::PolkitCheck => (96, 16),
             Work::LightRead => (8, 2),
             Work::HeavyRead => (2, 1),
             Work::FullListing => (2, 1),
@@ -80,20 +69,18 @@ type CallCounts = Arc<Mutex<HashMap<u32, usize>>>;
 /// The service's bookkeeping of what each user has in progress.
 pub struct Admission {
     calls: CallCounts,
-    polkit: Gate,
-    light: Gate,
-    heavy: Gate,
-    listing: Gate,
+    light: UserGate,
+    heavy: UserGate,
+    listing: UserGate,
 }
 
 impl Default for Admission {
     fn default() -> Self {
         Admission {
             calls: Arc::default(),
-            polkit: Gate::new(Work::PolkitCheck),
-            light: Gate::new(Work::LightRead),
-            heavy: Gate::new(Work::HeavyRead),
-            listing: Gate::new(Work::FullListing),
+            light: gate(Work::LightRead),
+            heavy: gate(Work::HeavyRead),
+            listing: gate(Work::FullListing),
         }
     }
 }
@@ -120,18 +107,16 @@ impl Drop for CallTicket {
 
 /// Work admitted to run (nothing for root's); its place is free when dropped.
 pub struct Permit {
-    _held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _held: Option<Place>,
 }
 
 impl Admission {
-    /// Counts one call of the caller with `uid` (`None`: the bus could not tell), or
-    /// refuses it when that user has [`CALLS_PER_USER`] in progress.
-    pub fn admit_call(&self, uid: Option<u32>) -> Result<CallTicket, BusError> {
-        let uid = match uid {
-            Some(0) => return Ok(CallTicket { counted: None }),
-            Some(uid) => uid,
-            None => UNKNOWN_UID,
-        };
+    /// Counts one call of the caller with `uid`, or refuses it when that user has
+    /// [`CALLS_PER_USER`] in progress.
+    pub fn admit_call(&self, uid: u32) -> Result<CallTicket, BusError> {
+        if uid == 0 {
+            return Ok(CallTicket { counted: None });
+        }
         let mut calls = lock(&self.calls);
         let count = calls.entry(uid).or_default();
         if *count >= CALLS_PER_USER {
@@ -151,30 +136,17 @@ impl Admission {
 
     /// Waits (as a task) until `work` for the caller with `uid` may run: behind the
     /// user's own work of that kind first, then behind all users' (root never waits).
-    pub async fn admit(&self, uid: Option<u32>, work: Work) -> Permit {
-        let uid = match uid {
-            Some(0) => return Permit { _held: None },
-            Some(uid) => uid,
-            None => UNKNOWN_UID,
-        };
+    pub async fn admit(&self, uid: u32, work: Work) -> Permit {
+        if uid == 0 {
+            return Permit { _held: None };
+        }
         let gate = match work {
-            Work::PolkitCheck => &self.polkit,
             Work::LightRead => &self.light,
             Work::HeavyRead => &self.heavy,
             Work::FullListing => &self.listing,
         };
-        let own = gate.of_user(uid);
-        // The semaphores are never closed.
-        let own = own
-            .acquire_owned()
-            .await
-            .expect("a read gate is never closed");
-        let all = Arc::clone(&gate.all)
-            .acquire_owned()
-            .await
-            .expect("a read gate is never closed");
         Permit {
-            _held: Some((own, all)),
+            _held: Some(gate.enter(uid).await),
         }
     }
 
@@ -184,31 +156,9 @@ impl Admission {
     }
 }
 
-/// The places of one kind of work: for all users, and per user.
-struct Gate {
-    all: Arc<Semaphore>,
-    per_user: Mutex<HashMap<u32, Arc<Semaphore>>>,
-    user_places: usize,
-}
-
-impl Gate {
-    fn new(work: Work) -> Gate {
-        let (all, user_places) = work.limits();
-        Gate {
-            all: Arc::new(Semaphore::new(all)),
-            per_user: Mutex::default(),
-            user_places,
-        }
-    }
-
-    fn of_user(&self, uid: u32) -> Arc<Semaphore> {
-        let mut per_user = lock(&self.per_user);
-        Arc::clone(
-            per_user
-                .entry(uid)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.user_places))),
-        )
-    }
+fn gate(work: Work) -> UserGate {
+    let (all, per_user) = work.limits();
+    UserGate::new(all, per_user)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,33 +175,32 @@ mod tests {
     fn a_user_has_at_most_calls_per_user_in_progress_and_root_any_number() {
         let admission = Admission::default();
         let mut tickets: Vec<CallTicket> = (0..CALLS_PER_USER)
-            .map(|_| admission.admit_call(Some(1000)).expect("admitted"))
+            .map(|_| admission.admit_call(1000).expect("admitted"))
             .collect();
-        let refused = admission.admit_call(Some(1000)).err().expect("refused");
+        let refused = admission.admit_call(1000).err().expect("refused");
         assert_eq!(refused.name(), "org.freedesktop.DBus.Error.LimitsExceeded");
         assert!(
             refused.message().contains("uid 1000"),
             "{}",
             refused.message()
         );
-        // Another user, an unknown caller and root are not held up by it.
-        let other = admission.admit_call(Some(1001)).expect("another user");
-        let unknown = admission.admit_call(None).expect("an unknown caller");
+        // Another user and root are not held up by it.
+        let other = admission.admit_call(1001).expect("another user");
         let root: Vec<CallTicket> = (0..3 * CALLS_PER_USER)
-            .map(|_| admission.admit_call(Some(0)).expect("root"))
+            .map(|_| admission.admit_call(0).expect("root"))
             .collect();
-        assert_eq!(admission.users_with_calls(), 3, "root is not counted");
+        assert_eq!(admission.users_with_calls(), 2, "root is not counted");
         // One answered call makes room for one more.
         tickets.pop();
-        let again = admission.admit_call(Some(1000)).expect("room again");
-        assert!(admission.admit_call(Some(1000)).is_err());
-        drop((again, other, unknown, root, tickets));
+        let again = admission.admit_call(1000).expect("room again");
+        assert!(admission.admit_call(1000).is_err());
+        drop((again, other, root, tickets));
     }
 
     #[test]
     fn the_count_of_a_user_goes_when_their_last_call_is_answered() {
         let admission = Admission::default();
-        let ticket = admission.admit_call(Some(1000)).unwrap();
+        let ticket = admission.admit_call(1000).unwrap();
         assert_eq!(admission.users_with_calls(), 1);
         drop(ticket);
         assert_eq!(admission.users_with_calls(), 0);
@@ -260,23 +209,23 @@ mod tests {
     #[tokio::test]
     async fn a_users_heavy_reads_run_one_at_a_time_and_all_users_two() {
         let admission = Admission::default();
-        let first = admission.admit(Some(1000), Work::HeavyRead).await;
+        let first = admission.admit(1000, Work::HeavyRead).await;
         // The same user's second measurement waits for the first.
-        let mut second = Box::pin(admission.admit(Some(1000), Work::HeavyRead));
+        let mut second = Box::pin(admission.admit(1000, Work::HeavyRead));
         assert!(
             (&mut second).now_or_never().is_none(),
             "ran beside the first"
         );
         // A light read of that user does not wait for the measurement.
-        let light = admission.admit(Some(1000), Work::LightRead).now_or_never();
+        let light = admission.admit(1000, Work::LightRead).now_or_never();
         assert!(light.is_some(), "a Verify waited for a measurement");
         // Another user's measurement takes the second place of all users; a third
         // user's waits, root's does not.
-        let other = admission.admit(Some(1001), Work::HeavyRead).now_or_never();
+        let other = admission.admit(1001, Work::HeavyRead).now_or_never();
         assert!(other.is_some());
-        let mut third = Box::pin(admission.admit(Some(1002), Work::HeavyRead));
+        let mut third = Box::pin(admission.admit(1002, Work::HeavyRead));
         assert!((&mut third).now_or_never().is_none(), "a third ran at once");
-        let root = admission.admit(Some(0), Work::HeavyRead).now_or_never();
+        let root = admission.admit(0, Work::HeavyRead).now_or_never();
         assert!(root.is_some(), "root's read waited");
         // The first user's first read ends: the place of all users it held goes to
         // the read that waited for it longest — the third user's — and the first
@@ -291,21 +240,16 @@ mod tests {
 
     #[tokio::test]
     async fn each_kind_of_work_runs_its_limits_per_user_and_for_all_users() {
-        for work in [
-            Work::PolkitCheck,
-            Work::LightRead,
-            Work::HeavyRead,
-            Work::FullListing,
-        ] {
+        for work in [Work::LightRead, Work::HeavyRead, Work::FullListing] {
             let admission = Admission::default();
             let (all, per_user) = work.limits();
             assert!(per_user <= all, "{work:?}");
             // One user: `per_user` at once, the next waits until one ends.
             let mut held = Vec::new();
             for _ in 0..per_user {
-                held.push(admission.admit(Some(1000), work).await);
+                held.push(admission.admit(1000, work).await);
             }
-            let mut next = Box::pin(admission.admit(Some(1000), work));
+            let mut next = Box::pin(admission.admit(1000, work));
             assert!((&mut next).now_or_never().is_none(), "{work:?}");
             held.pop();
             let next = next.now_or_never();
@@ -316,12 +260,12 @@ mod tests {
             while held.len() < all {
                 // Unconstrained: the test's task never yields, and tokio's budget of
                 // operations per poll would make later acquires pend.
-                match unconstrained(admission.admit(Some(uid), work)).now_or_never() {
+                match unconstrained(admission.admit(uid, work)).now_or_never() {
                     Some(permit) => held.push(permit),
                     None => uid += 1,
                 }
             }
-            let waits = unconstrained(admission.admit(Some(uid + 1), work)).now_or_never();
+            let waits = unconstrained(admission.admit(uid + 1, work)).now_or_never();
             assert!(waits.is_none(), "{work:?}: more than {all} at once");
         }
     }

@@ -26,17 +26,17 @@ pub enum Answer {
 /// An incoming method call.
 pub struct Call {
     msg: Message,
-    uid: Option<u32>,
+    uid: u32,
 }
 
 impl Call {
-    /// The call in `msg`, from a caller with `uid` (`None`: the bus could not tell).
-    pub fn new(msg: Message, uid: Option<u32>) -> Call {
+    /// The call in `msg`, from a caller with `uid`.
+    pub fn new(msg: Message, uid: u32) -> Call {
         Call { msg, uid }
     }
 
     /// The uid the caller connected with, as the dispatcher learnt it.
-    pub fn uid(&self) -> Option<u32> {
+    pub fn uid(&self) -> u32 {
         self.uid
     }
 

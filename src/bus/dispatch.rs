@@ -64,6 +64,16 @@ async fn answer(svc: Arc<Service>, msg: Message) {
         Some(sender) => svc.uid_of(&sender.to_owned()).await,
         None => None,
     };
+    // A caller the bus cannot tell is gone: nobody would get the reply (admission.rs).
+    // (Unless the bus driver cannot be asked at all: then all are counted as one.)
+    let uid = match uid {
+        Some(uid) => uid,
+        None if svc.can_tell_callers() => {
+            tracing::debug!("a call from a caller that has left the bus: not run");
+            return;
+        }
+        None => u32::MAX,
+    };
     let call = Call::new(msg, uid);
     let answered = match svc.admission.admit_call(uid) {
         Ok(_in_progress) => route(&svc, &call).await,

@@ -70,29 +70,24 @@ impl Service {
         &self.conn
     }
 
-    /// Checks every permission of a call, once admitted (a few polkit checks of a user
-    /// at a time: `admission.rs`); the first refusal is the reply.
+    /// Checks every permission of a call; the first refusal is the reply.
     pub async fn authorize(
         &self,
         header: &Header<'_>,
         permissions: &[Permission],
         prompt: Prompt,
     ) -> Result<(), BusError> {
-        if permissions.is_empty() {
-            return Ok(());
-        }
-        let uid = match header.sender() {
-            Some(sender) => self.uid_of(sender).await,
-            None => None,
-        };
-        // Root's calls never reach polkit (and are never held up).
-        let _admitted = self.admission.admit(uid, Work::PolkitCheck).await;
         authz::authorize(&self.auth, header, permissions, prompt).await
     }
 
     /// The uid a caller connected with (cached per unique name).
     pub async fn uid_of(&self, caller: &UniqueName<'_>) -> Option<u32> {
         self.auth.uid_of(caller).await
+    }
+
+    /// Whether an unknown uid means the caller has left ([`Authorizer::can_tell_callers`]).
+    pub fn can_tell_callers(&self) -> bool {
+        self.auth.can_tell_callers()
     }
 
     /// Registers a mutating call as running (refused while shutting down).

@@ -14,7 +14,7 @@ use crate::bus::call::{Answer, Call};
 use crate::bus::error::BusResult;
 use crate::bus::objects::{PoolObject, VolumeObject};
 use crate::bus::options::{Options, RawOptions};
-use crate::bus::pipeline::{Afterwards, Change};
+use crate::bus::pipeline::{Afterwards, Change, WRITE_PATIENCE};
 use crate::bus::service::Service;
 
 /// Volume.MeasureSpace(a{sv}) → a(sstt): (role, revision id or "", exclusive, shared).
@@ -32,7 +32,9 @@ pub async fn measure_volume(
         },
         afterwards: Afterwards::Refresh,
         also: Vec::new(),
-        patience: None,
+        // A user's measurement holds one of the few places of all users'
+        // (`admission.rs`): it does not keep it while a long copy holds the volume.
+        patience: (call.uid() != 0).then_some(WRITE_PATIENCE),
     };
     let vol = object.vol.clone();
     let _admitted = svc.admission.admit(call.uid(), Work::HeavyRead).await;

@@ -283,6 +283,15 @@ pub async fn start_daemon(
     Daemon::start(&spec, bus, conn).await
 }
 
+/// The match rule of the service's questions to polkit.
+const CHECK_AUTHORIZATION: &str = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
+
+/// Is `msg` (from [`Harness::monitor_polkit_checks_and_replies`]) a question to polkit
+/// (else one of polkit's replies)?
+pub fn is_polkit_check(msg: &Message) -> bool {
+    msg.message_type() == MessageType::MethodCall
+}
+
 // ---- unprivileged callers ----
 
 /// `gdbus call --address … --dest org.qubes.Storage ARGS` as `nobody` (the bus takes
@@ -445,15 +454,34 @@ impl Harness {
 
     /// A connection that sees every CheckAuthorization sent to polkit on the test bus.
     pub async fn monitor_polkit_checks(&self) -> MessageStream {
+        self.monitor(&[CHECK_AUTHORIZATION]).await
+    }
+
+    /// A connection that sees every CheckAuthorization sent to polkit on the test bus
+    /// and every reply polkit sends (`is_polkit_check` tells them apart).
+    pub async fn monitor_polkit_checks_and_replies(&self) -> MessageStream {
+        let polkit = zbus::fdo::DBusProxy::new(&self.conn)
+            .await
+            .expect("bus driver proxy")
+            .get_name_owner("org.freedesktop.PolicyKit1".try_into().unwrap())
+            .await
+            .expect("polkitd owns its name");
+        let returns = format!("type='method_return',sender='{polkit}'");
+        let errors = format!("type='error',sender='{polkit}'");
+        self.monitor(&[CHECK_AUTHORIZATION, &returns, &errors])
+            .await
+    }
+
+    /// A connection that sees every message matching one of `rules` on the test bus.
+    pub async fn monitor(&self, rules: &[&str]) -> MessageStream {
         let monitor = self.bus.connect().await;
-        let rule = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
         monitor
             .call_method(
                 Some("org.freedesktop.DBus"),
                 "/org/freedesktop/DBus",
                 Some("org.freedesktop.DBus.Monitoring"),
                 "BecomeMonitor",
-                &(vec![rule], 0u32),
+                &(rules.to_vec(), 0u32),
             )
             .await
             .expect("BecomeMonitor");

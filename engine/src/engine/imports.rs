@@ -198,8 +198,8 @@ impl Engine {
     /// R§3.19: clone `source` (any pool) into `vol`, in three steps that never hold
     /// two volume locks at once — so a clone cannot deadlock with a clone the other way
     /// round, or with a snapshot's start, which holds its source and then itself:
-    /// the target's checks (the errors a caller sees first; a target that takes no
-    /// clone never touches the source), under its lock held shared; the source's
+    /// (after a check that the source is registered) the target's checks (a target
+    /// that takes no clone never touches the source), under its lock held shared; the source's
     /// committed image exported under the source's lock held shared, so that a source
     /// with snapshots disabled cannot start in place — hand that very inode to its VM —
     /// while its private copy is made; then, under the target's lock, the checks again

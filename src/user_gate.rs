@@ -1,0 +1,54 @@
+//! A kind of work admitted a few at a time: per user first, then for all users together
+//! — the fairness both the bus layer's admission (`bus/admission.rs`) and the polkit
+//! client (`auth/polkit.rs`) need. Waiting is a task, not a thread, and tokio's
+//! semaphores are first come, first served, so a user waits behind their own work
+//! first and then behind at most what the others already have running.
+//!
+//! A user's semaphore stays in the map once made: there is one per local account that
+//! ever asked, which the system bounds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The places of one kind of work.
+pub struct UserGate {
+    all: Arc<Semaphore>,
+    per_user: Mutex<HashMap<u32, Arc<Semaphore>>>,
+    user_places: usize,
+}
+
+/// A place taken in a [`UserGate`]; free again when dropped.
+pub struct Place {
+    _held: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl UserGate {
+    /// `all` places for all users together, `per_user` of them for one user.
+    pub fn new(all: usize, per_user: usize) -> UserGate {
+        UserGate {
+            all: Arc::new(Semaphore::new(all)),
+            per_user: Mutex::default(),
+            user_places: per_user,
+        }
+    }
+
+    /// Waits until `uid` may have one more of this work running.
+    pub async fn enter(&self, uid: u32) -> Place {
+        let own = {
+            let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
+            let own = per_user
+                .entry(uid)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.user_places)));
+            Arc::clone(own)
+        };
+        // The semaphores are never closed.
+        let own = own.acquire_owned().await.expect("never closed");
+        let all = Arc::clone(&self.all)
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Place { _held: (own, all) }
+    }
+}
