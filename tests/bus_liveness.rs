@@ -131,7 +131,8 @@ async fn ext4_template(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_property_write_to_a_template_being_copied_is_busy_and_never_freezes_the_service() {
+async fn a_property_write_or_a_users_measurement_meeting_a_copy_is_busy_and_never_freezes_the_service(
+) {
     let mut h = Harness::start().await;
     let (pool, other) = ext4_template(&mut h, 1024 * MIB, 2048 * MIB).await;
     let template = h
@@ -166,6 +167,20 @@ async fn a_property_write_to_a_template_being_copied_is_busy_and_never_freezes_t
         .expect("the write to the template hung behind the copy");
     let message = common::assert_error(refused, "Busy");
     assert!(message.contains("vm-templates/t/root"), "{message}");
+    // Nor does a user's measurement of the volume being started wait behind the copy:
+    // it would keep one of the few places of all users' measurements.
+    let measure = [
+        "--object-path",
+        snapshot.as_str(),
+        "--method",
+        "org.qubes.Storage.Volume.MeasureSpace",
+        "@a{sv} {}",
+    ];
+    let measured = tokio::time::timeout(HUNG, gdbus_as_nobody_at(h.bus.address(), &measure))
+        .await
+        .expect("a user's measurement hung behind the copy");
+    let err = measured.expect_err("measured a volume a copy holds");
+    assert!(err.contains("org.qubes.Storage.Error.Busy"), "{err}");
     let other_proxy = h.volume(&other).await;
     let mut probes = Probes::default();
     for _ in 0..20 {
