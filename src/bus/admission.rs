@@ -21,7 +21,8 @@
 //! (`GetManagedObjects`) — so a long measurement never holds up a Verify. A call whose
 //! caller the bus cannot tell (it has already left) is not run: nobody would get its
 //! reply, and it would count for nobody. Root (uid 0) is never limited: it is the
-//! administrator, and qubesd's calls must never wait behind another user's. (The
+//! administrator, and qubesd's calls must never wait behind another user's; nor is the
+//! service's own uid when it does not run as root (a user's private bus). (The
 //! polkit checks of the changes other users ask for are bounded by the polkit client,
 //! `auth/polkit.rs`, until polkit has answered them.)
 //!
@@ -68,6 +69,8 @@ type CallCounts = Arc<Mutex<HashMap<u32, usize>>>;
 
 /// The service's bookkeeping of what each user has in progress.
 pub struct Admission {
+    /// The uid the service runs as.
+    own_uid: u32,
     calls: CallCounts,
     light: UserGate,
     heavy: UserGate,
@@ -75,13 +78,28 @@ pub struct Admission {
 }
 
 impl Default for Admission {
+    /// The admission of a service that runs as root.
     fn default() -> Self {
+        Admission::for_service_uid(0)
+    }
+}
+
+impl Admission {
+    /// The admission of a service running as `own_uid`: root and that uid (whose
+    /// callers can already do everything the service can, as the authorizer knows) are
+    /// never limited.
+    pub fn for_service_uid(own_uid: u32) -> Admission {
         Admission {
+            own_uid,
             calls: Arc::default(),
             light: gate(Work::LightRead),
             heavy: gate(Work::HeavyRead),
             listing: gate(Work::FullListing),
         }
+    }
+
+    fn is_exempt(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid
     }
 }
 
@@ -114,7 +132,7 @@ impl Admission {
     /// Counts one call of the caller with `uid`, or refuses it when that user has
     /// [`CALLS_PER_USER`] in progress.
     pub fn admit_call(&self, uid: u32) -> Result<CallTicket, BusError> {
-        if uid == 0 {
+        if self.is_exempt(uid) {
             return Ok(CallTicket { counted: None });
         }
         let mut calls = lock(&self.calls);
@@ -137,7 +155,7 @@ impl Admission {
     /// Waits (as a task) until `work` for the caller with `uid` may run: behind the
     /// user's own work of that kind first, then behind all users' (root never waits).
     pub async fn admit(&self, uid: u32, work: Work) -> Permit {
-        if uid == 0 {
+        if self.is_exempt(uid) {
             return Permit { _held: None };
         }
         let gate = match work {
@@ -195,6 +213,24 @@ mod tests {
         let again = admission.admit_call(1000).expect("room again");
         assert!(admission.admit_call(1000).is_err());
         drop((again, other, root, tickets));
+    }
+
+    #[test]
+    fn the_services_own_uid_is_not_limited_either() {
+        let admission = Admission::for_service_uid(1000);
+        let held: Vec<CallTicket> = (0..2 * CALLS_PER_USER)
+            .map(|_| admission.admit_call(1000).expect("the service's own uid"))
+            .collect();
+        assert_eq!(admission.users_with_calls(), 0);
+        assert!(admission
+            .admit(1000, Work::HeavyRead)
+            .now_or_never()
+            .is_some());
+        assert!(admission
+            .admit(1000, Work::HeavyRead)
+            .now_or_never()
+            .is_some());
+        drop(held);
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Service {
             inflight: Arc::new(Inflight::default()),
             job_numbers: AtomicU64::new(0),
             large_reads: Arc::new(tokio::sync::Semaphore::new(LARGE_READS)),
-            admission: Admission::default(),
+            admission: Admission::for_service_uid(rustix::process::geteuid().as_raw()),
         })
     }
 

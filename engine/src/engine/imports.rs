@@ -226,6 +226,8 @@ impl Engine {
             self.refuse_while_importing(vol, "import another volume")?;
             let src_root = Self::open_root(&src_pool, source)?;
             let src = Volume::new(&src_root, src_config);
+            // Its directories are checked again before a link is made in them.
+            src.check_dirs()?;
             v.import_volume(&src, &image, ctx)
         })
     }
