@@ -64,20 +64,24 @@ async fn answer(svc: Arc<Service>, msg: Message) {
         Some(sender) => svc.uid_of(&sender.to_owned()).await,
         None => None,
     };
-    // A caller the bus cannot tell is gone: nobody would get the reply (admission.rs).
-    // (Unless the bus driver cannot be asked at all: then all are counted as one.)
-    let uid = match uid {
-        Some(uid) => uid,
-        None if svc.can_tell_callers() => {
-            tracing::debug!("a call from a caller that has left the bus: not run");
-            return;
-        }
-        None => u32::MAX,
+    // A caller the bus cannot tell has left, most likely: its call is not run, and the
+    // refusal reaches it should it still be there (admission.rs). Unless the bus driver
+    // cannot be asked at all: then all callers are counted as one.
+    let (uid, known) = match uid {
+        Some(uid) => (uid, true),
+        None => (u32::MAX, !svc.can_tell_callers()),
     };
     let call = Call::new(msg, uid);
-    let answered = match svc.admission.admit_call(uid) {
-        Ok(_in_progress) => route(&svc, &call).await,
-        Err(refused) => Err(refused),
+    let answered = if !known {
+        Err(BusError::standard(
+            Standard::AccessDenied,
+            "The bus cannot tell which user sent this call (has the caller left the bus?); it was not run",
+        ))
+    } else {
+        match svc.admission.admit_call(uid) {
+            Ok(_in_progress) => route(&svc, &call).await,
+            Err(refused) => Err(refused),
+        }
     };
     if call.no_reply_expected() {
         return;
