@@ -12,29 +12,53 @@
 //! outstanding at every moment. The callers are `gdbus` processes run as `nobody`, one
 //! connection each, as a flood from several connections of one user would be.
 
+mod authz_support;
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{gdbus_as_nobody_at, is_polkit_check, opts, FsType, Harness, MIB};
+use authz_support::client::{DbusCall, PyClient, Reply};
+use common::{gdbus_as_nobody_at, is_polkit_check, opts, FsType, Harness, MIB, NOBODY};
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use qubes_storaged::auth::POLKIT_CHECKS;
-use qubes_storaged::bus::admission::CALLS_PER_USER;
+use qubes_storaged::bus::admission::{CALLS_PER_USER, CALL_BYTES_PER_USER};
+use serde_json::json;
 use zbus::MessageStream;
 
 const LIMITS_EXCEEDED: &str = "org.freedesktop.DBus.Error.LimitsExceeded";
 /// Longer than any step here takes, shorter than the service's wait for polkit (25 s).
 const HUNG: Duration = Duration::from_secs(20);
 
-/// The next question to polkit or reply of polkit the monitor saw; true for a question.
-async fn next_polkit_message(monitor: &mut MessageStream, what: &str) -> bool {
-    let msg = tokio::time::timeout(HUNG, monitor.next())
-        .await
-        .unwrap_or_else(|_| panic!("{what}"))
-        .expect("monitor")
-        .expect("message");
-    is_polkit_check(&msg)
+/// The service's questions to polkit as a monitor sees them pass: asked, answered.
+#[derive(Default)]
+struct Questions {
+    /// The serials of the questions asked and not yet answered.
+    waiting: HashSet<u32>,
+    most_waiting: usize,
+    answered: usize,
+}
+
+impl Questions {
+    /// Takes the monitor's next message into account (a reply to anything but a
+    /// question seen asked — polkitd's own business — is passed over).
+    async fn follow(&mut self, monitor: &mut MessageStream, what: &str) {
+        let msg = tokio::time::timeout(HUNG, monitor.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("monitor")
+            .expect("message");
+        let header = msg.header();
+        if is_polkit_check(&msg) {
+            self.waiting.insert(header.primary().serial_num().get());
+            self.most_waiting = self.most_waiting.max(self.waiting.len());
+        } else if let Some(serial) = header.reply_serial() {
+            if self.waiting.remove(&serial.get()) {
+                self.answered += 1;
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,13 +104,12 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     starts.remove(index);
     // … and the others wait for polkit's answer, a few questions at a time.
     let per_user = POLKIT_CHECKS.1;
-    for n in 0..per_user {
-        let what = format!("only {n} questions reached polkit");
-        assert!(
-            next_polkit_message(&mut polkit, &what).await,
-            "a reply of a stopped polkitd"
-        );
+    let mut questions = Questions::default();
+    while questions.waiting.len() < per_user {
+        let what = format!("only {} questions reached polkit", questions.waiting.len());
+        questions.follow(&mut polkit, &what).await;
     }
+    assert_eq!(questions.answered, 0, "a stopped polkitd answered");
     // Meanwhile any other call of the user is refused at once, a read too.
     let verify = as_nobody(call("Verify"));
     let err = tokio::time::timeout(HUNG, verify)
@@ -102,21 +125,13 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     // polkitd answers: each waiting Start is refused for what it is, none started, and
     // never were more of the user's questions waiting for polkit than its share.
     h.polkitd().signal(Signal::SIGCONT);
-    let (mut outstanding, mut most, mut answered) = (per_user, per_user, 0);
-    while answered < CALLS_PER_USER {
-        let what = format!("polkit answered {answered} questions only");
-        match next_polkit_message(&mut polkit, &what).await {
-            true => outstanding += 1,
-            false => {
-                outstanding -= 1;
-                answered += 1;
-            }
-        }
-        most = most.max(outstanding);
+    while questions.answered < CALLS_PER_USER {
+        let what = format!("polkit answered {} questions only", questions.answered);
+        questions.follow(&mut polkit, &what).await;
     }
-    assert_eq!(outstanding, 0);
+    assert!(questions.waiting.is_empty());
     assert_eq!(
-        most, per_user,
+        questions.most_waiting, per_user,
         "questions of one user waiting for polkit at once"
     );
     for start in starts {
@@ -207,4 +222,41 @@ async fn an_unprivileged_users_reads_are_answered() {
     assert!(answers[4].contains("uint64"), "{}", answers[4]);
     assert!(answers[6].contains("appvms/work/private"), "{}", answers[6]);
     assert_eq!(answers[6], answers[7], "two listings one after the other");
+}
+
+/// A user's message of more bytes than one user's calls in progress may hold is refused
+/// before anything reads it; the same call small is run (and refused for its unknown
+/// option, which shows it was read). Root's is run whatever its size.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_call_larger_than_a_users_calls_may_hold_is_refused_unread() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let volume = h.origin_volume(&pool, "appvms/work/private", MIB).await;
+    let verify = |padding: String| {
+        let options = json!({ "padding": padding });
+        DbusCall::new(
+            volume.as_str(),
+            "org.qubes.Storage.Volume",
+            "Verify",
+            "a{sv}",
+            vec![options],
+        )
+    };
+    let client = PyClient::new();
+    let error_of = |reply: &Reply| reply.error_name().map(str::to_owned);
+    let huge = verify("x".repeat(CALL_BYTES_PER_USER));
+    let reply = client.call(h.bus.address(), NOBODY.into(), &huge).await;
+    assert_eq!(
+        error_of(&reply).as_deref(),
+        Some(LIMITS_EXCEEDED),
+        "{reply:?}"
+    );
+    let small = verify("x".into());
+    let reply = client.call(h.bus.address(), NOBODY.into(), &small).await;
+    let invalid = "org.qubes.Storage.Error.InvalidArgument";
+    assert_eq!(error_of(&reply).as_deref(), Some(invalid), "{reply:?}");
+    let reply = client
+        .call(h.bus.address(), authz_support::client::Who::Root, &huge)
+        .await;
+    assert_eq!(error_of(&reply).as_deref(), Some(invalid), "{reply:?}");
 }

@@ -4,7 +4,8 @@
 //!
 //! - keep calls in progress without end: a call sent with `NO_REPLY_EXPECTED` is not
 //!   counted by dbus-daemon's limit of pending replies per connection, and each call
-//!   here is a task and its message until it has been answered;
+//!   here is a task and its message until it has been answered — up to 32 MiB each
+//!   (the bus's largest message), which a call waiting for polkit keeps for as long;
 //! - pile up reads that hold a thread each: a pool's `MeasureSpace` first waits for the
 //!   work left after earlier replies and then maps every file, taking the lock of each
 //!   started snapshot it finds (behind a long copy of it, say). Once every thread the
@@ -13,8 +14,10 @@
 //! - or fill the disk queue with measurements, or the memory with listings of every
 //!   object, that the others wait behind.
 //!
-//! So a user other than root has at most [`CALLS_PER_USER`] calls in progress — the
-//! next is refused at once with `org.freedesktop.DBus.Error.LimitsExceeded` — and the
+//! So a user other than root has at most [`CALLS_PER_USER`] calls in progress, holding
+//! at most [`CALL_BYTES_PER_USER`] of messages — the next is refused at once with
+//! `org.freedesktop.DBus.Error.LimitsExceeded` (the service's arguments are small: a
+//! legitimate call is a few hundred bytes, a listing of options a few KiB) — and the
 //! reads a call may wait long for are admitted a few at a time ([`Work`]), per user and
 //! for all users (`user_gate.rs`), each kind apart — light reads (Verify, the live
 //! `Usage` properties), heavy ones (`MeasureSpace`) and listings of every object
@@ -40,6 +43,10 @@ use crate::user_gate::{Place, UserGate};
 /// dbus-daemon lets one connection of the system bus wait for replies to.
 pub const CALLS_PER_USER: usize = 128;
 
+/// The bytes of the messages of the calls one user (other than root) may have in
+/// progress at once.
+pub const CALL_BYTES_PER_USER: usize = 4 << 20;
+
 /// Work a call may wait long for, admitted a few at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
@@ -64,8 +71,14 @@ impl Work {
     }
 }
 
-/// The calls in progress, by uid.
-type CallCounts = Arc<Mutex<HashMap<u32, usize>>>;
+/// The calls in progress, by uid: how many, and their messages' bytes.
+type CallCounts = Arc<Mutex<HashMap<u32, InProgress>>>;
+
+#[derive(Default)]
+struct InProgress {
+    calls: usize,
+    bytes: usize,
+}
 
 /// The service's bookkeeping of what each user has in progress.
 pub struct Admission {
@@ -105,18 +118,19 @@ impl Admission {
 
 /// A call in progress, counted for its user until dropped.
 pub struct CallTicket {
-    counted: Option<(CallCounts, u32)>,
+    counted: Option<(CallCounts, u32, usize)>,
 }
 
 impl Drop for CallTicket {
     fn drop(&mut self) {
-        let Some((calls, uid)) = self.counted.take() else {
+        let Some((calls, uid, bytes)) = self.counted.take() else {
             return;
         };
         let mut calls = lock(&calls);
-        if let Some(count) = calls.get_mut(&uid) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(user) = calls.get_mut(&uid) {
+            user.calls -= 1;
+            user.bytes -= bytes;
+            if user.calls == 0 {
                 calls.remove(&uid);
             }
         }
@@ -129,27 +143,38 @@ pub struct Permit {
 }
 
 impl Admission {
-    /// Counts one call of the caller with `uid`, or refuses it when that user has
-    /// [`CALLS_PER_USER`] in progress.
-    pub fn admit_call(&self, uid: u32) -> Result<CallTicket, BusError> {
+    /// Counts one call of the caller with `uid` whose message has `bytes`, or refuses it
+    /// when that user has [`CALLS_PER_USER`] in progress or the message would take
+    /// their messages in progress past [`CALL_BYTES_PER_USER`].
+    pub fn admit_call(&self, uid: u32, bytes: usize) -> Result<CallTicket, BusError> {
         if self.is_exempt(uid) {
             return Ok(CallTicket { counted: None });
         }
         let mut calls = lock(&self.calls);
-        let count = calls.entry(uid).or_default();
-        if *count >= CALLS_PER_USER {
-            return Err(BusError::standard(
-                Standard::LimitsExceeded,
-                format!(
-                    "The user with uid {uid} already has {CALLS_PER_USER} calls in progress, \
-                     the most one user may have; try again once some have been answered"
-                ),
-            ));
+        let user = calls.entry(uid).or_default();
+        let refusal = if user.calls >= CALLS_PER_USER {
+            format!(
+                "The user with uid {uid} already has {CALLS_PER_USER} calls in progress, \
+                 the most one user may have; try again once some have been answered"
+            )
+        } else if user.bytes + bytes > CALL_BYTES_PER_USER {
+            format!(
+                "The user with uid {uid} has calls of {} bytes in progress; this one's \
+                 {bytes} bytes would pass the {CALL_BYTES_PER_USER} bytes one user's calls \
+                 may hold; try again once some have been answered",
+                user.bytes
+            )
+        } else {
+            user.calls += 1;
+            user.bytes += bytes;
+            return Ok(CallTicket {
+                counted: Some((Arc::clone(&self.calls), uid, bytes)),
+            });
+        };
+        if user.calls == 0 {
+            calls.remove(&uid);
         }
-        *count += 1;
-        Ok(CallTicket {
-            counted: Some((Arc::clone(&self.calls), uid)),
-        })
+        Err(BusError::standard(Standard::LimitsExceeded, refusal))
     }
 
     /// Waits (as a task) until `work` for the caller with `uid` may run: behind the
@@ -193,9 +218,9 @@ mod tests {
     fn a_user_has_at_most_calls_per_user_in_progress_and_root_any_number() {
         let admission = Admission::default();
         let mut tickets: Vec<CallTicket> = (0..CALLS_PER_USER)
-            .map(|_| admission.admit_call(1000).expect("admitted"))
+            .map(|_| admission.admit_call(1000, 100).expect("admitted"))
             .collect();
-        let refused = admission.admit_call(1000).err().expect("refused");
+        let refused = admission.admit_call(1000, 100).err().expect("refused");
         assert_eq!(refused.name(), "org.freedesktop.DBus.Error.LimitsExceeded");
         assert!(
             refused.message().contains("uid 1000"),
@@ -203,15 +228,15 @@ mod tests {
             refused.message()
         );
         // Another user and root are not held up by it.
-        let other = admission.admit_call(1001).expect("another user");
+        let other = admission.admit_call(1001, 100).expect("another user");
         let root: Vec<CallTicket> = (0..3 * CALLS_PER_USER)
-            .map(|_| admission.admit_call(0).expect("root"))
+            .map(|_| admission.admit_call(0, 100).expect("root"))
             .collect();
         assert_eq!(admission.users_with_calls(), 2, "root is not counted");
         // One answered call makes room for one more.
         tickets.pop();
-        let again = admission.admit_call(1000).expect("room again");
-        assert!(admission.admit_call(1000).is_err());
+        let again = admission.admit_call(1000, 100).expect("room again");
+        assert!(admission.admit_call(1000, 100).is_err());
         drop((again, other, root, tickets));
     }
 
@@ -219,7 +244,11 @@ mod tests {
     fn the_services_own_uid_is_not_limited_either() {
         let admission = Admission::for_service_uid(1000);
         let held: Vec<CallTicket> = (0..2 * CALLS_PER_USER)
-            .map(|_| admission.admit_call(1000).expect("the service's own uid"))
+            .map(|_| {
+                admission
+                    .admit_call(1000, 100)
+                    .expect("the service's own uid")
+            })
             .collect();
         assert_eq!(admission.users_with_calls(), 0);
         assert!(admission
@@ -236,10 +265,32 @@ mod tests {
     #[test]
     fn the_count_of_a_user_goes_when_their_last_call_is_answered() {
         let admission = Admission::default();
-        let ticket = admission.admit_call(1000).unwrap();
+        let ticket = admission.admit_call(1000, 100).unwrap();
         assert_eq!(admission.users_with_calls(), 1);
         drop(ticket);
         assert_eq!(admission.users_with_calls(), 0);
+    }
+
+    #[test]
+    fn a_users_calls_in_progress_hold_at_most_call_bytes_per_user() {
+        let admission = Admission::default();
+        let big = CALL_BYTES_PER_USER / 2;
+        let first = admission.admit_call(1000, big).expect("half");
+        let second = admission.admit_call(1000, big).expect("the other half");
+        let refused = admission.admit_call(1000, 1).err().expect("one byte more");
+        assert_eq!(refused.name(), "org.freedesktop.DBus.Error.LimitsExceeded");
+        assert!(refused.message().contains("bytes"), "{}", refused.message());
+        // A message larger than the whole budget never runs; root's always does.
+        drop((first, second));
+        assert!(admission.admit_call(1000, CALL_BYTES_PER_USER + 1).is_err());
+        assert_eq!(admission.users_with_calls(), 0, "a refusal is not counted");
+        assert!(admission.admit_call(0, 32 << 20).is_ok());
+        // Answered calls give their bytes back.
+        let again = admission
+            .admit_call(1000, CALL_BYTES_PER_USER)
+            .expect("all of it");
+        drop(again);
+        assert!(admission.admit_call(1000, CALL_BYTES_PER_USER).is_ok());
     }
 
     #[tokio::test]

@@ -78,7 +78,7 @@ async fn answer(svc: Arc<Service>, msg: Message) {
             "The bus cannot tell which user sent this call (has the caller left the bus?); it was not run",
         ))
     } else {
-        match svc.admission.admit_call(uid) {
+        match svc.admission.admit_call(uid, call.message().data().len()) {
             Ok(_in_progress) => route(&svc, &call).await,
             Err(refused) => Err(refused),
         }
