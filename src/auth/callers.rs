@@ -25,6 +25,19 @@ pub(crate) const MAX_CACHED_CALLERS: usize = 4096;
 
 type UidMap = Mutex<HashMap<String, u32>>;
 
+/// What the bus says of a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Connected with this uid.
+    Uid(u32),
+    /// Not on the bus (any more).
+    Gone,
+    /// The bus driver failed to answer (the error).
+    Unknown(String),
+    /// The bus driver cannot be asked at all (its proxy could not be made).
+    Unasked,
+}
+
 /// Caller uids by unique name, forgotten when the caller disconnects.
 pub(crate) struct CallerUids {
     bus: Option<DBusProxy<'static>>,
@@ -56,26 +69,32 @@ impl CallerUids {
 
     /// The uid `sender` connected with, or `None` if the bus cannot tell (gone, error).
     pub(crate) async fn uid_of(&self, sender: &UniqueName<'_>) -> Option<u32> {
-        if let Some(uid) = self.cached(sender) {
-            return Some(uid);
+        match self.lookup(sender).await {
+            Caller::Uid(uid) => Some(uid),
+            _ => None,
         }
-        let bus = self.bus.as_ref()?;
+    }
+
+    /// What the bus says of `sender`.
+    pub(crate) async fn lookup(&self, sender: &UniqueName<'_>) -> Caller {
+        if let Some(uid) = self.cached(sender) {
+            return Caller::Uid(uid);
+        }
+        let Some(bus) = self.bus.as_ref() else {
+            return Caller::Unasked;
+        };
         let name = BusName::Unique(sender.clone());
         match bus.get_connection_unix_user(name).await {
             Ok(uid) => {
                 self.remember(sender, uid);
-                Some(uid)
+                Caller::Uid(uid)
             }
+            Err(zbus::fdo::Error::NameHasNoOwner(_)) => Caller::Gone,
             Err(error) => {
                 tracing::debug!(%error, sender = %sender, "caller uid unknown");
-                None
+                Caller::Unknown(error.to_string())
             }
         }
-    }
-
-    /// Whether the bus driver can be asked at all (else every uid is unknown).
-    pub(crate) fn can_ask(&self) -> bool {
-        self.bus.is_some()
     }
 
     /// How many callers are remembered now.

@@ -31,6 +31,7 @@ pub use action::Action;
 pub use error::AuthError;
 
 use crate::user_gate::UserGate;
+pub use callers::Caller;
 use callers::CallerUids;
 use error::Refusal;
 pub use polkit::CHECKS as POLKIT_CHECKS;
@@ -112,10 +113,9 @@ impl Authorizer {
         self.inner.callers.uid_of(caller).await
     }
 
-    /// Whether callers' uids can be asked of the bus at all: if not (the bus driver's
-    /// proxy could not be made), an unknown uid says nothing about the caller.
-    pub fn can_tell_callers(&self) -> bool {
-        self.inner.callers.can_ask()
+    /// What the bus says of `caller`: its uid, gone, or why it cannot tell.
+    pub async fn caller(&self, caller: &zbus::names::UniqueName<'_>) -> Caller {
+        self.inner.callers.lookup(caller).await
     }
 
     /// How many callers' uids are remembered now (diagnostics and tests).

@@ -125,10 +125,16 @@ impl Polkit {
             }
             Err(_) => {
                 tracing::warn!(action = %req.action, ?limit, "polkit did not answer in time; cancelling the question");
+                // Without a reply: a reply would take another of the slots the bus
+                // gives the service for replies, which nothing counts.
                 let cancelling = authority.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = cancelling.cancel_check_authorization(&id).await {
-                        tracing::debug!(%error, id, "polkit did not cancel the question");
+                    let body = (id.as_str(),);
+                    let cancel = cancelling
+                        .inner()
+                        .call_noreply("CancelCheckAuthorization", &body);
+                    if let Err(error) = cancel.await {
+                        tracing::debug!(%error, id, "cannot ask polkit to cancel the question");
                     }
                 });
                 PolkitAnswer::Silent

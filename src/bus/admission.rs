@@ -111,7 +111,8 @@ impl Admission {
         }
     }
 
-    fn is_exempt(&self, uid: u32) -> bool {
+    /// Root and the service's own uid, never limited.
+    pub fn is_exempt(&self, uid: u32) -> bool {
         uid == 0 || uid == self.own_uid
     }
 }

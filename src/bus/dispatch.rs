@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use zbus::message::Type as MessageType;
 use zbus::{MatchRule, Message, MessageStream};
 
+use crate::auth::Caller;
 use crate::bus::call::{Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
 use crate::bus::interfaces::{
@@ -60,28 +61,32 @@ pub async fn serve(svc: Arc<Service>) -> zbus::Result<()> {
 
 /// Answers one call: admit (`admission.rs`), route, run, queue the answer.
 async fn answer(svc: Arc<Service>, msg: Message) {
-    let uid = match msg.header().sender() {
-        Some(sender) => svc.uid_of(&sender.to_owned()).await,
-        None => None,
+    let caller = match msg.header().sender() {
+        Some(sender) => svc.caller(&sender.to_owned()).await,
+        None => Caller::Gone,
     };
-    // A caller the bus cannot tell has left, most likely: its call is not run, and the
-    // refusal reaches it should it still be there (admission.rs). Unless the bus driver
-    // cannot be asked at all: then all callers are counted as one.
-    let (uid, known) = match uid {
-        Some(uid) => (uid, true),
-        None => (u32::MAX, !svc.can_tell_callers()),
+    // A caller the bus no longer knows has left: its call is not run, and the refusal
+    // reaches it should it still be there (admission.rs). If the bus driver failed to
+    // answer, the call is not run either, but may be made again. If the bus driver
+    // cannot be asked at all, all callers are counted as one.
+    let (uid, refusal) = match caller {
+        Caller::Uid(uid) => (uid, None),
+        Caller::Unasked => (u32::MAX, None),
+        Caller::Gone => (u32::MAX, Some(BusError::standard(
+            Standard::AccessDenied,
+            "The bus no longer knows the sender of this call (it has left the bus); it was not run",
+        ))),
+        Caller::Unknown(why) => (u32::MAX, Some(BusError::failed(format!(
+            "The bus could not tell which user sent this call ({why}); it was not run: try again"
+        )))),
     };
     let call = Call::new(msg, uid);
-    let answered = if !known {
-        Err(BusError::standard(
-            Standard::AccessDenied,
-            "The bus cannot tell which user sent this call (has the caller left the bus?); it was not run",
-        ))
-    } else {
-        match svc.admission.admit_call(uid, call.message().data().len()) {
+    let answered = match refusal {
+        Some(refusal) => Err(refusal),
+        None => match svc.admission.admit_call(uid, call.message().data().len()) {
             Ok(_in_progress) => route(&svc, &call).await,
             Err(refused) => Err(refused),
-        }
+        },
     };
     if call.no_reply_expected() {
         return;

@@ -14,7 +14,7 @@ use zbus::message::Header;
 use zbus::names::UniqueName;
 use zbus::Connection;
 
-use crate::auth::Authorizer;
+use crate::auth::{Authorizer, Caller};
 use crate::bus::admission::{Admission, Work};
 use crate::bus::authz::{self, Permission, Prompt};
 use crate::bus::call::Call;
@@ -85,9 +85,9 @@ impl Service {
         self.auth.uid_of(caller).await
     }
 
-    /// Whether an unknown uid means the caller has left ([`Authorizer::can_tell_callers`]).
-    pub fn can_tell_callers(&self) -> bool {
-        self.auth.can_tell_callers()
+    /// What the bus says of `caller` (its uid, cached per unique name).
+    pub async fn caller(&self, caller: &UniqueName<'_>) -> Caller {
+        self.auth.caller(caller).await
     }
 
     /// Registers a mutating call as running (refused while shutting down).
