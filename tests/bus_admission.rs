@@ -19,7 +19,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use authz_support::client::{DbusCall, PyClient, Reply};
-use common::{gdbus_as_nobody_at, is_polkit_check, opts, FsType, Harness, MIB, NOBODY};
+use common::{
+    gdbus_as_nobody_at, is_polkit_cancel, is_polkit_check, opts, FsType, Harness, MIB, NOBODY,
+};
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use qubes_storaged::auth::POLKIT_CHECKS;
@@ -37,7 +39,9 @@ struct Questions {
     /// The serials of the questions asked and not yet answered.
     waiting: HashSet<u32>,
     most_waiting: usize,
+    asked: usize,
     answered: usize,
+    cancelled: usize,
 }
 
 impl Questions {
@@ -53,6 +57,9 @@ impl Questions {
         if is_polkit_check(&msg) {
             self.waiting.insert(header.primary().serial_num().get());
             self.most_waiting = self.most_waiting.max(self.waiting.len());
+            self.asked += 1;
+        } else if is_polkit_cancel(&msg) {
+            self.cancelled += 1;
         } else if let Some(serial) = header.reply_serial() {
             if self.waiting.remove(&serial.get()) {
                 self.answered += 1;
@@ -110,6 +117,7 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
         questions.follow(&mut polkit, &what).await;
     }
     assert_eq!(questions.answered, 0, "a stopped polkitd answered");
+    assert_eq!(questions.cancelled, 0);
     // Meanwhile any other call of the user is refused at once, a read too.
     let verify = as_nobody(call("Verify"));
     let err = tokio::time::timeout(HUNG, verify)
@@ -149,6 +157,86 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
     // The user's calls are answered: the user is served again.
     let verified = as_nobody(call("Verify")).await.unwrap();
     assert!(verified.expect("Verify as nobody").contains("true"));
+}
+
+/// A question polkit leaves unanswered past `--polkit-timeout` refuses its call and is
+/// cancelled, but keeps its place until polkit has replied — the bus keeps a slot for
+/// the reply until then — so a user whose questions time out again and again cannot
+/// take more of the service's slots than their share.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_polkit_leaves_unanswered_keeps_its_place_until_polkit_replies() {
+    let mut h = Harness::with_polkit_and_args(&["--polkit-timeout", "1"]).await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    let volume = h.origin_volume(&pool, "appvms/work/private", MIB).await;
+    let mut polkit = h.monitor_polkit_checks_and_replies().await;
+    h.polkitd().signal(Signal::SIGSTOP);
+    let bus = h.bus.address().to_owned();
+    let per_user = POLKIT_CHECKS.1;
+    // One Start more than the user's share of questions.
+    let mut starts: Vec<_> = (0..=per_user)
+        .map(|_| {
+            let (bus, path) = (bus.clone(), volume.to_string());
+            tokio::spawn(async move {
+                let method = "org.qubes.Storage.Volume.Start";
+                let args = [
+                    "--timeout",
+                    "120",
+                    "--object-path",
+                    &path,
+                    "--method",
+                    method,
+                    "@a{sv} {}",
+                ];
+                gdbus_as_nobody_at(&bus, &args).await
+            })
+        })
+        .collect();
+    let mut questions = Questions::default();
+    while questions.asked < per_user {
+        let what = format!("only {} questions reached polkit", questions.asked);
+        questions.follow(&mut polkit, &what).await;
+    }
+    // Each of them goes unanswered for its second: its Start is refused …
+    for n in 0..per_user {
+        let finished = tokio::time::timeout(HUNG, futures_util::future::select_all(&mut starts));
+        let (refused, index, _) = finished
+            .await
+            .unwrap_or_else(|_| panic!("only {n} Starts were refused when polkit was silent"));
+        let refused = refused.unwrap().expect_err("a Start as nobody succeeded");
+        assert!(
+            refused.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "{refused}"
+        );
+        starts.remove(index);
+    }
+    // … and its question cancelled; none more asked while polkit has not replied (with
+    // the places given back when the service stopped waiting, the last Start's
+    // question would be asked now).
+    while questions.cancelled < per_user {
+        let what = format!("only {} questions were cancelled", questions.cancelled);
+        questions.follow(&mut polkit, &what).await;
+    }
+    assert_eq!((questions.asked, questions.answered), (per_user, 0));
+    // polkitd goes on: it replies, and only then is the last Start's question asked.
+    h.polkitd().signal(Signal::SIGCONT);
+    while questions.answered < per_user + 1 {
+        let what = format!("polkit answered {} questions only", questions.answered);
+        questions.follow(&mut polkit, &what).await;
+    }
+    assert_eq!(
+        questions.most_waiting, per_user,
+        "questions waiting for polkit at once"
+    );
+    let last = starts.pop().expect("the last Start");
+    let err = tokio::time::timeout(HUNG, last)
+        .await
+        .expect("the last Start still waits")
+        .unwrap()
+        .expect_err("a Start as nobody succeeded");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+        "{err}"
+    );
 }
 
 /// The reads anyone may make that run engine work or list everything are admitted, not

@@ -34,7 +34,10 @@ use crate::user_gate::UserGate;
 pub use callers::Caller;
 use callers::CallerUids;
 use error::Refusal;
-pub use polkit::CHECKS as POLKIT_CHECKS;
+pub use polkit::{
+    set_non_interactive_limit as set_polkit_timeout, CHECKS as POLKIT_CHECKS,
+    NON_INTERACTIVE_LIMIT as POLKIT_TIMEOUT,
+};
 use polkit::{Polkit, PolkitAnswer};
 
 /// One authorization question: the action, the objects it touches, and whether polkit

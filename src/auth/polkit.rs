@@ -50,12 +50,22 @@ pub(crate) enum PolkitAnswer {
     Unreachable,
     /// polkit answered with an error (e.g. the caller vanished meanwhile).
     Failed,
-    /// No answer within [`NON_INTERACTIVE_LIMIT`] / [`INTERACTIVE_LIMIT`].
+    /// No answer within the non-interactive limit (`--polkit-timeout`) /
+    /// [`INTERACTIVE_LIMIT`].
     Silent,
 }
 
-/// How long a check may take when nobody is asked for a password.
-const NON_INTERACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
+/// How long a check may take when nobody is asked for a password, by default (the
+/// daemon's `--polkit-timeout`).
+pub const NON_INTERACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// The limit in force for non-interactive checks, in milliseconds.
+static NON_INTERACTIVE_MS: AtomicU64 = AtomicU64::new(NON_INTERACTIVE_LIMIT.as_millis() as u64);
+
+/// Sets how long a check may take when nobody is asked for a password.
+pub fn set_non_interactive_limit(limit: std::time::Duration) {
+    NON_INTERACTIVE_MS.store(limit.as_millis() as u64, Ordering::Relaxed);
+}
 /// How long a check may take while an authentication dialog may be open.
 const INTERACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -103,7 +113,7 @@ impl Polkit {
         let flags = flags_of(req);
         let limit = match req.allow_interaction {
             true => INTERACTIVE_LIMIT,
-            false => NON_INTERACTIVE_LIMIT,
+            false => std::time::Duration::from_millis(NON_INTERACTIVE_MS.load(Ordering::Relaxed)),
         };
         let id = cancellation_id();
         let (asking, action, id_sent) = (authority.clone(), req.action.id(), id.clone());

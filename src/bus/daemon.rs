@@ -42,6 +42,9 @@ pub struct DaemonConfig {
     /// The bus's largest message (dbus-daemon's `max_message_size`); larger replies
     /// are refused with `LimitsExceeded`.
     pub max_message_size: usize,
+    /// How long a question to polkit may go unanswered when nobody is asked for a
+    /// password (then it is cancelled and the call refused).
+    pub polkit_timeout: std::time::Duration,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -66,6 +69,7 @@ pub enum DaemonError {
 /// Runs the service until SIGTERM/SIGINT (Ok) or until the bus goes away (Err).
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     crate::bus::reply::set_limit(config.max_message_size);
+    crate::auth::set_polkit_timeout(config.polkit_timeout);
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let state_dir = config.state_dir.clone();

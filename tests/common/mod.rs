@@ -286,10 +286,23 @@ pub async fn start_daemon(
 /// The match rule of the service's questions to polkit.
 const CHECK_AUTHORIZATION: &str = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CheckAuthorization'";
 
-/// Is `msg` (from [`Harness::monitor_polkit_checks_and_replies`]) a question to polkit
-/// (else one of polkit's replies)?
+/// The match rule of the service's cancellations of questions to polkit.
+const CANCEL_CHECK: &str = "type='method_call',interface='org.freedesktop.PolicyKit1.Authority',member='CancelCheckAuthorization'";
+
+/// Is `msg` (from [`Harness::monitor_polkit_checks_and_replies`]) a question to polkit?
 pub fn is_polkit_check(msg: &Message) -> bool {
+    is_polkit_call(msg, "CheckAuthorization")
+}
+
+/// Is `msg` (from [`Harness::monitor_polkit_checks_and_replies`]) the cancellation of a
+/// question to polkit?
+pub fn is_polkit_cancel(msg: &Message) -> bool {
+    is_polkit_call(msg, "CancelCheckAuthorization")
+}
+
+fn is_polkit_call(msg: &Message, member: &str) -> bool {
     msg.message_type() == MessageType::MethodCall
+        && msg.header().member().is_some_and(|m| m.as_str() == member)
 }
 
 // ---- unprivileged callers ----
@@ -334,19 +347,21 @@ impl Harness {
 
     /// A harness whose bus carries messages of at most `bytes`, and a service told so.
     pub async fn start_with_message_limit(bytes: usize) -> Harness {
-        Harness::start_on(
-            TestBus::permissive_with_message_limit(bytes),
-            false,
-            Some(bytes),
-        )
-        .await
+        let args = vec!["--max-message-size".to_owned(), bytes.to_string()];
+        Harness::start_on(TestBus::permissive_with_message_limit(bytes), false, args).await
+    }
+
+    /// [`Harness::with_polkit`], the service started with `args` besides its usual ones.
+    pub async fn with_polkit_and_args(args: &[&str]) -> Harness {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Harness::start_on(TestBus::permissive(), true, args).await
     }
 
     async fn start_with(polkit: bool) -> Harness {
-        Harness::start_on(TestBus::permissive(), polkit, None).await
+        Harness::start_on(TestBus::permissive(), polkit, Vec::new()).await
     }
 
-    async fn start_on(bus: TestBus, polkit: bool, message_limit: Option<usize>) -> Harness {
+    async fn start_on(bus: TestBus, polkit: bool, daemon_args: Vec<String>) -> Harness {
         common_fs::require_root();
         let conn = bus.connect().await;
         let polkit = if polkit {
@@ -366,9 +381,7 @@ impl Harness {
             polkit,
             bus,
             dir,
-            daemon_args: message_limit
-                .map(|bytes| vec!["--max-message-size".to_owned(), bytes.to_string()])
-                .unwrap_or_default(),
+            daemon_args,
         };
         harness.start_daemon().await;
         harness
@@ -457,8 +470,9 @@ impl Harness {
         self.monitor(&[CHECK_AUTHORIZATION]).await
     }
 
-    /// A connection that sees every CheckAuthorization sent to polkit on the test bus
-    /// and every reply polkit sends (`is_polkit_check` tells them apart).
+    /// A connection that sees every CheckAuthorization and CancelCheckAuthorization
+    /// sent to polkit on the test bus and every reply polkit sends (`is_polkit_check`
+    /// and `is_polkit_cancel` tell them apart).
     pub async fn monitor_polkit_checks_and_replies(&self) -> MessageStream {
         let polkit = zbus::fdo::DBusProxy::new(&self.conn)
             .await
@@ -468,7 +482,7 @@ impl Harness {
             .expect("polkitd owns its name");
         let returns = format!("type='method_return',sender='{polkit}'");
         let errors = format!("type='error',sender='{polkit}'");
-        self.monitor(&[CHECK_AUTHORIZATION, &returns, &errors])
+        self.monitor(&[CHECK_AUTHORIZATION, CANCEL_CHECK, &returns, &errors])
             .await
     }
 

@@ -42,6 +42,13 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = qubes_storaged::bus::reply::BUS_MESSAGE_LIMIT)]
     pub max_message_size: usize,
 
+    /// How long to wait for polkit's answer when nobody is asked for a password; a
+    /// question still unanswered then is cancelled and the call refused (with a
+    /// password dialog the wait is 5 minutes)
+    #[arg(long, value_name = "SECONDS", default_value_t = qubes_storaged::auth::POLKIT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub polkit_timeout: u64,
+
     /// Print the manual page (roff) and exit
     #[arg(long, hide = true)]
     pub man: bool,

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         state_dir: args.state_dir(),
         bus_address: args.bus_address.clone(),
         max_message_size: args.max_message_size,
+        polkit_timeout: std::time::Duration::from_secs(args.polkit_timeout),
     };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
