@@ -68,6 +68,19 @@ impl Questions {
     }
 }
 
+/// A Start as nobody, answered by polkit: refused as needing a password.
+async fn assert_needs_interaction(start: tokio::task::JoinHandle<Result<String, String>>) {
+    let err = tokio::time::timeout(HUNG, start)
+        .await
+        .expect("a Start still waits")
+        .unwrap()
+        .expect_err("a Start as nobody succeeded");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_served() {
     let mut h = Harness::with_polkit().await;
@@ -143,15 +156,7 @@ async fn a_user_with_the_most_calls_in_progress_is_refused_the_next_and_root_is_
         "questions of one user waiting for polkit at once"
     );
     for start in starts {
-        let err = tokio::time::timeout(HUNG, start)
-            .await
-            .expect("a Start still waits")
-            .unwrap()
-            .expect_err("a Start as nobody succeeded");
-        assert!(
-            err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
-            "{err}"
-        );
+        assert_needs_interaction(start).await;
     }
     assert!(!h.volume(&volume).await.started().await.unwrap());
     // The user's calls are answered: the user is served again.
@@ -227,16 +232,7 @@ async fn a_question_polkit_leaves_unanswered_keeps_its_place_until_polkit_replie
         questions.most_waiting, per_user,
         "questions waiting for polkit at once"
     );
-    let last = starts.pop().expect("the last Start");
-    let err = tokio::time::timeout(HUNG, last)
-        .await
-        .expect("the last Start still waits")
-        .unwrap()
-        .expect_err("a Start as nobody succeeded");
-    assert!(
-        err.contains("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"),
-        "{err}"
-    );
+    assert_needs_interaction(starts.pop().expect("the last Start")).await;
 }
 
 /// The reads anyone may make that run engine work or list everything are admitted, not
