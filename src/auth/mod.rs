@@ -111,11 +111,6 @@ impl Authorizer {
         outcome
     }
 
-    /// The uid `caller` connected with, from the bus (cached per unique name).
-    pub async fn uid_of(&self, caller: &zbus::names::UniqueName<'_>) -> Option<u32> {
-        self.inner.callers.uid_of(caller).await
-    }
-
     /// What the bus says of `caller`: its uid, gone, or why it cannot tell.
     pub async fn caller(&self, caller: &zbus::names::UniqueName<'_>) -> Caller {
         self.inner.callers.lookup(caller).await

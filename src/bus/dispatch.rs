@@ -166,7 +166,7 @@ async fn route(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
         (MANAGER, _) => manager::answer(svc, call, &member).await,
         (POOL, Some(Object::Pool(p))) => pool::answer(svc, call, &p, &member).await,
         (VOLUME, Some(Object::Volume(v))) => volume::answer(svc, call, &v, &member).await,
-        (JOB, Some(Object::Job(j))) => job::answer(svc, call, &j, &member).await,
+        (JOB, Some(Object::Job(j))) => job::answer(call, &j, &member),
         _ => Err(unknown_object()),
     }
 }

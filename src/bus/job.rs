@@ -11,17 +11,11 @@ use crate::bus::call::{Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
 use crate::bus::objects::JobObject;
 use crate::bus::options::{Options, RawOptions};
-use crate::bus::service::Service;
 
 /// Answers a call of `member` on a Job.
-pub async fn answer(
-    svc: &Arc<Service>,
-    call: &Call,
-    job: &Arc<JobObject>,
-    member: &str,
-) -> BusResult<Answer> {
+pub fn answer(call: &Call, job: &Arc<JobObject>, member: &str) -> BusResult<Answer> {
     match member {
-        "Cancel" => cancel(svc, call, job).await,
+        "Cancel" => cancel(call, job),
         _ => Err(BusError::standard(
             Standard::UnknownMethod,
             format!("org.qubes.Storage.Job has no method {}", quote(member)),
@@ -29,17 +23,15 @@ pub async fn answer(
     }
 }
 
-async fn cancel(svc: &Arc<Service>, call: &Call, job: &Arc<JobObject>) -> BusResult<Answer> {
+fn cancel(call: &Call, job: &Arc<JobObject>) -> BusResult<Answer> {
     let (raw,): (RawOptions,) = call.args()?;
     let what = format!("job {}", job.path.as_str());
     Options::parse(raw, &[], &what)?;
-    let sender = call
-        .sender()
-        .ok_or_else(|| BusError::failed("A call without a sender"))?;
-    let uid = svc
-        .uid_of(&sender)
-        .await
-        .ok_or_else(|| BusError::failed("The caller's uid cannot be determined"))?;
+    // As the dispatcher learnt it; u32::MAX when the bus driver cannot be asked.
+    let uid = call.uid();
+    if uid == u32::MAX {
+        return Err(BusError::failed("The caller's uid cannot be determined"));
+    }
     let started_by = job.identity.started_by;
     if uid != 0 && uid != started_by {
         return Err(BusError::access_denied(format!(

@@ -140,10 +140,8 @@ impl Service {
     {
         let guard = self.begin()?;
         let caller = call.sender();
-        let uid = match &caller {
-            Some(caller) => self.uid_of(caller).await.unwrap_or(u32::MAX),
-            None => u32::MAX,
-        };
+        // As the dispatcher learnt it (u32::MAX when the bus driver cannot be asked).
+        let uid = call.uid();
         let svc = Arc::clone(self);
         let sink = Arc::new(JobSink::new(
             self.outbox.clone(),

@@ -80,11 +80,6 @@ impl Service {
         authz::authorize(&self.auth, header, permissions, prompt).await
     }
 
-    /// The uid a caller connected with (cached per unique name).
-    pub async fn uid_of(&self, caller: &UniqueName<'_>) -> Option<u32> {
-        self.auth.uid_of(caller).await
-    }
-
     /// What the bus says of `caller` (its uid, cached per unique name).
     pub async fn caller(&self, caller: &UniqueName<'_>) -> Caller {
         self.auth.caller(caller).await
