@@ -20,7 +20,8 @@
 //!   fresh volume);
 //! * a VM's three volumes started at once (as qubesd starts a VM);
 //! * a VM's three volumes stopped concurrently against one after another, and 16 VMs
-//!   (48 volumes) stopped at once against one VM;
+//!   (48 volumes) stopped at once against one VM, with the service's CPU time per
+//!   volume stopped (all its threads, from `/proc/<pid>/task/*/schedstat`);
 //! * on ext4 also the bytes each operation wrote to the disk (the loop device's
 //!   counters, after the work each side left for later and a sync).
 //!
@@ -36,7 +37,9 @@
 //! `QSD_COMPARE=create,start,stop,revert,resize,import,import-flushed,clone,vm-start,concurrency`
 //! runs only the scenarios named; `QSD_COMPARE_RUNS=40` runs each more often than the
 //! default 5 (finer medians where a figure is noisy, e.g. btrfs's concurrency); `QSD_BENCH_KEEP_LOG=/some/path` keeps the service's
-//! log of each filesystem's run as `/some/path.<fs>` (`RUST_LOG` sets its filter).
+//! log of each filesystem's run as `/some/path.<fs>` (`RUST_LOG` sets its filter);
+//! `QSD_BENCH_DAEMON=/path/to/qubes-storaged` runs another build of the service (to
+//! compare two builds on one machine, run by run).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -369,7 +372,7 @@ impl Spec {
 struct World {
     fs: LoopFs,
     _bus: Bus,
-    _daemon: Daemon,
+    daemon: Daemon,
     _state: TempDir,
     runtime: tokio::runtime::Runtime,
     ours: Ours,
@@ -395,7 +398,9 @@ impl World {
             .unwrap();
         let bus = Bus::permissive();
         let (log, state_dir) = (state.path().join("daemon.log"), state.path().join("state"));
-        let binary = Path::new(env!("CARGO_BIN_EXE_qubes-storaged"));
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_qubes-storaged"));
+        let binary = std::env::var_os("QSD_BENCH_DAEMON").map_or(built, PathBuf::from);
+        let binary = binary.as_path();
         let spec = DaemonSpec::new(binary, &state_dir, &log);
         let (py_dir, rs_dir) = (fs.path().join("py"), fs.path().join("rs"));
         let reflinks = fs_type.has_reflink();
@@ -413,7 +418,7 @@ impl World {
         World {
             fs,
             _bus: bus,
-            _daemon: daemon,
+            daemon,
             _state: state,
             runtime,
             ours,
@@ -545,6 +550,8 @@ struct Figures {
     /// Sectors written, per side (ext4 only).
     python_written: Vec<u64>,
     ours_written: Vec<u64>,
+    /// CPU time the service's process used during each of our runs.
+    ours_cpu: Vec<Duration>,
 }
 
 /// One row of the table.
@@ -556,6 +563,8 @@ struct Row {
     /// `ours / python` must be at most this.
     target: f64,
     written: Option<(u64, u64)>,
+    /// The service's CPU time in our run (median).
+    ours_cpu: Duration,
 }
 
 fn median(samples: &[Duration]) -> Duration {
@@ -586,6 +595,7 @@ impl Figures {
             ours: median(&self.ours),
             target,
             written,
+            ours_cpu: median(&self.ours_cpu),
         }
     }
 }
@@ -604,12 +614,30 @@ fn both(
     figures.python.push(python(w));
     w.settle();
     let between = w.written();
+    let cpu = process_cpu(w.daemon.pid());
     figures.ours.push(ours(w));
+    figures
+        .ours_cpu
+        .push(process_cpu(w.daemon.pid()).saturating_sub(cpu));
     w.settle();
     if let (true, Some(a), Some(b), Some(c)) = (count, before, between, w.written()) {
         figures.python_written.push(b - a);
         figures.ours_written.push(c - b);
     }
+}
+
+/// The CPU time all threads of process `pid` have used so far (on a CPU, as the
+/// scheduler counts it: the first field of each thread's `schedstat`, in ns).
+fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 fn time_ours<T>(w: &World, op: impl std::future::Future<Output = T>) -> Duration {
@@ -904,7 +932,7 @@ fn measure_vm_stop(w: &mut World) -> (Figures, Figures) {
 fn measure_16_vms(w: &mut World) -> Figures {
     let mut figures = Figures::default();
     let vms: Vec<String> = (0..VMS).map(|i| format!("vm{i}")).collect();
-    for run in 0..3 {
+    for run in 0..runs() as u64 {
         start_vms(w, &vms, run);
         stop_vms(w, &mut figures, &vms, true);
     }
@@ -982,6 +1010,14 @@ fn print_concurrency(rows: &[Row]) {
                 4.0,
             ),
         ];
+        let per_stop = |row: &Row, stops: usize| row.ours_cpu.as_secs_f64() * 1e6 / stops as f64;
+        println!(
+            "{:<6} service CPU per volume stopped: {:.0} µs (3 at once), {:.0} µs (3 in turn), {:.0} µs (16 VMs at once)",
+            fs.name(),
+            per_stop(at_once, 3),
+            per_stop(in_turn, 3),
+            per_stop(many, 3 * VMS)
+        );
         for (what, a, b, target) in pairs {
             let (py, ours) = (ratio(a.python, b.python), ratio(a.ours, b.ours));
             println!(

@@ -146,14 +146,27 @@ impl Background {
     /// Queues `job`. Its number and what it does are logged now, before the operation
     /// replies, and "after-reply work done" with the same number once it ran: the log
     /// says when an operation's work after its reply is finished (tests wait for it).
+    ///
+    /// The line is written between taking the number and queueing the job, outside the
+    /// lock (other operations queue theirs meanwhile), and before the worker can see
+    /// the job, so "done" never precedes "queued". The worker is woken only when the
+    /// queue was empty: behind other jobs, a new one changes nothing it waits for
+    /// (each wake-up is a context switch, and a burst of stops queues two or three
+    /// jobs each).
     fn push(&self, job: Job) {
-        let mut queue = self.shared.lock();
-        queue.queued += 1;
-        let number = queue.queued;
+        let number = {
+            let mut queue = self.shared.lock();
+            queue.queued += 1;
+            queue.queued
+        };
         info!(job = number, what = %job.describe(), "after-reply work queued");
+        let mut queue = self.shared.lock();
+        let was_empty = queue.jobs.is_empty();
         queue.jobs.push_back((Instant::now(), number, job));
         drop(queue);
-        self.shared.changed.notify_all();
+        if was_empty {
+            self.shared.changed.notify_all();
+        }
         self.ensure_worker();
     }
 
@@ -208,11 +221,17 @@ pub struct Activity<'a> {
 }
 
 impl Drop for Activity<'_> {
+    /// Wakes the worker only when the engine has become idle with jobs waiting: while
+    /// other operations run, its deadline ([`Queue::wait_for_next`]) is unchanged.
     fn drop(&mut self) {
         let mut queue = self.shared.lock();
         queue.operations -= 1;
         queue.last_operation = Instant::now();
-        self.shared.changed.notify_all();
+        let idle_with_jobs = queue.operations == 0 && !queue.jobs.is_empty();
+        drop(queue);
+        if idle_with_jobs {
+            self.shared.changed.notify_all();
+        }
     }
 }
 
@@ -344,6 +363,45 @@ mod tests {
         }
         let ran_at = ran.lock().unwrap().unwrap();
         assert!(ran_at >= ended + QUIET, "ran before the engine was quiet");
+        // Woken when the engine became idle, not left waiting for its deferral.
+        assert!(
+            ran_at < ended + MAX_DEFERRAL / 2,
+            "the worker was not woken when the engine became idle"
+        );
+    }
+
+    #[test]
+    fn jobs_queued_during_a_burst_wait_for_its_last_operation() {
+        let background = Background::new();
+        let (first, second) = (background.activity(), background.activity());
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let counter = ran.clone();
+            background.spawn("test", move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        drop(first);
+        // The second operation still runs: nothing may start (a settle below would
+        // run them at once, so the check waits on the queue itself).
+        let deadline = Instant::now() + QUIET * 5;
+        while Instant::now() < deadline {
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                0,
+                "a job ran during an operation"
+            );
+            std::thread::yield_now();
+        }
+        let ended = Instant::now();
+        drop(second);
+        while ran.load(Ordering::SeqCst) < 3 {
+            assert!(
+                ended.elapsed() < MAX_DEFERRAL / 2,
+                "not woken when the burst ended"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
