@@ -347,3 +347,92 @@ async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
         "the late import was not discarded: {again:?}"
     );
 }
+
+/// Root's calls are not admitted a few at a time (`admission.rs` spares it), and an
+/// engine operation that waits — here for a volume a copy holds — keeps a thread while
+/// it waits. More of them than the runtime has blocking threads (512) froze the whole
+/// service: each runtime worker hands its place to a new thread before it runs an
+/// operation, and with none left to take it, nothing read the bus any more. Now the
+/// operations beyond the service's bound wait as tasks, and everything that needs no
+/// engine thread is answered meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() {
+    const WAITING: usize = 600;
+    // dbus-daemon lets one connection wait for 128 replies at most.
+    const PER_CONNECTION: usize = 100;
+    let mut h = Harness::start().await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 2048 * MIB).await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 2048 * MIB).await;
+    let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
+    fill_scattered(&h.volume(&source).await, 256 * MIB, 11).await;
+    let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
+    let other = h.origin_volume(&ext4, "appvms/other/private", MIB).await;
+    let hold = std::path::PathBuf::from(h.pool(&btrfs).await.dir_path().await.unwrap());
+    let (_job, copy, frozen) = common::start_held_import(&h, &destination, &source, &hold).await;
+    // Each measurement of the destination's pool waits for the destination's lock,
+    // which the held copy keeps.
+    let mut connections = Vec::new();
+    for _ in 0..WAITING.div_ceil(PER_CONNECTION) {
+        connections.push(h.bus.connect().await);
+    }
+    let measurements: Vec<_> = (0..WAITING)
+        .map(|n| {
+            let conn = connections[n / PER_CONNECTION].clone();
+            let pool = btrfs.clone();
+            tokio::spawn(async move {
+                let reply = conn
+                    .call_method(
+                        Some(common::SERVICE),
+                        pool.as_str(),
+                        Some("org.qubes.Storage.Pool"),
+                        "MeasureSpace",
+                        &(opts(),),
+                    )
+                    .await?;
+                reply.body().deserialize::<Vec<(String, u64, u64)>>()
+            })
+        })
+        .collect();
+    // Every one of them is taken off the bus (the handler logs it before it waits).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let taken = h.log().matches("method=\"MeasureSpace\"").count()
+            + h.log().matches("method=MeasureSpace").count();
+        if taken >= WAITING {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service stopped taking calls after {taken} of {WAITING} waiting measurements (frozen)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other_proxy = h.volume(&other).await;
+    let mut probes = Probes::default();
+    for _ in 0..10 {
+        let times = probe_once(&h, &other_proxy).await;
+        probes.count += 1;
+        probes.slowest = probes.slowest.max(times[0]).max(times[1]);
+    }
+    assert_responsive(
+        &probes,
+        &format!("{WAITING} measurements waited for a volume a copy holds"),
+    );
+    assert!(
+        measurements.iter().all(|m| !m.is_finished()),
+        "a measurement ended while the copy held the volume"
+    );
+    assert!(
+        h.log().contains("every engine place is taken"),
+        "the measurements never filled the engine's places"
+    );
+    frozen.thaw();
+    copy.await.unwrap().expect("the held copy");
+    for measurement in measurements {
+        let volumes = measurement.await.unwrap().expect("a measurement");
+        assert!(
+            volumes.iter().any(|(vid, _, _)| vid == "appvms/clone/root"),
+            "{volumes:?}"
+        );
+    }
+}

@@ -23,6 +23,7 @@ pub mod call;
 pub mod daemon;
 pub mod departures;
 pub mod dispatch;
+pub mod engine_places;
 pub mod error;
 pub mod inflight;
 pub mod interfaces;

@@ -18,6 +18,7 @@ use crate::auth::{Authorizer, Caller};
 use crate::bus::admission::{Admission, Work};
 use crate::bus::authz::{self, Permission, Prompt};
 use crate::bus::call::Call;
+use crate::bus::engine_places::EnginePlaces;
 use crate::bus::error::BusError;
 use crate::bus::inflight::{Inflight, OpGuard};
 use crate::bus::outbox::Outbox;
@@ -39,6 +40,8 @@ pub struct Service {
     pub large_reads: Arc<tokio::sync::Semaphore>,
     /// What each user has in progress ([`Admission`]).
     pub admission: Admission,
+    /// How many engine operations hold a thread at once ([`EnginePlaces`]).
+    engine_places: EnginePlaces,
 }
 
 impl Service {
@@ -59,6 +62,7 @@ impl Service {
             job_numbers: AtomicU64::new(0),
             large_reads: Arc::new(tokio::sync::Semaphore::new(LARGE_READS)),
             admission: Admission::for_service_uid(rustix::process::geteuid().as_raw()),
+            engine_places: EnginePlaces::default(),
         })
     }
 
@@ -118,7 +122,8 @@ impl Service {
         self.blocking(f).await
     }
 
-    /// Runs `f`, which blocks, without holding up the runtime: on the multi-threaded
+    /// Runs `f`, which blocks, without holding up the runtime, once one of the engine's
+    /// places is free ([`EnginePlaces`]: a few hundred at once): on the multi-threaded
     /// runtime the daemon runs, in place (`block_in_place`: the worker's other tasks
     /// move to another thread, and the call continues on this one without the two
     /// thread hops of the blocking pool: a Start through the bus 0.99–1.16× the Python
@@ -130,6 +135,7 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&Engine) -> T + Send + 'static,
     {
+        let _place = self.engine_places.enter().await;
         let engine = Arc::clone(&self.engine);
         let died = |what: &dyn std::fmt::Display| {
             tracing::error!(error = %what, "an engine task died");

@@ -47,7 +47,10 @@ fn main() -> ExitCode {
         polkit_timeout: std::time::Duration::from_secs(args.polkit_timeout),
     };
     init_logging();
+    // Twice the engine operations that may run at once (`bus::engine_places`): the
+    // workers' hand-offs and the GetManagedObjects builders take threads of it too.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(2 * qubes_storaged::bus::engine_places::ENGINE_PLACES)
         .enable_all()
         .build()
     {
