@@ -22,6 +22,23 @@ pub struct UserGate {
 /// A place taken in a [`UserGate`]; free again when dropped.
 pub struct Place {
     _held: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    waited: bool,
+}
+
+impl Place {
+    /// Whether it was not free at once: the caller waited behind other work.
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
+}
+
+/// A permit of `semaphore`, at once if one is free; and whether it had to be waited for.
+async fn take(semaphore: Arc<Semaphore>) -> (OwnedSemaphorePermit, bool) {
+    match Arc::clone(&semaphore).try_acquire_owned() {
+        Ok(permit) => (permit, false),
+        // The semaphores are never closed.
+        Err(_) => (semaphore.acquire_owned().await.expect("never closed"), true),
+    }
 }
 
 impl UserGate {
@@ -43,12 +60,11 @@ impl UserGate {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.user_places)));
             Arc::clone(own)
         };
-        // The semaphores are never closed.
-        let own = own.acquire_owned().await.expect("never closed");
-        let all = Arc::clone(&self.all)
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        Place { _held: (own, all) }
+        let (own, waited_own) = take(own).await;
+        let (all, waited_all) = take(Arc::clone(&self.all)).await;
+        Place {
+            _held: (own, all),
+            waited: waited_own || waited_all,
+        }
     }
 }

@@ -11,6 +11,9 @@
 //! of polkit, in the order the bus passes them, which gives the number of questions
 //! outstanding at every moment. The callers are `gdbus` processes run as `nobody`, one
 //! connection each, as a flood from several connections of one user would be.
+//!
+//! A read that waits for its turn is held behind the user's measurement of a pool whose
+//! volume a copy holds (the copy is frozen where it is); its caller then leaves.
 
 mod authz_support;
 mod common;
@@ -343,4 +346,72 @@ async fn a_users_call_larger_than_a_users_calls_may_hold_is_refused_unread() {
         .call(h.bus.address(), authz_support::client::Who::Root, &huge)
         .await;
     assert_eq!(error_of(&reply).as_deref(), Some(invalid), "{reply:?}");
+}
+
+/// How many of the service's log lines say `what` (a call's field may be quoted).
+fn log_count(h: &Harness, what: &str) -> usize {
+    h.log().matches(what).count()
+}
+
+/// Waits until `done` holds for the service's log.
+async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + HUNG;
+    while !done(&h.log()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never logged {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A read that waited for its turn is not run when its caller has left meanwhile: the
+/// user's place would otherwise go to work nobody waits for, and a user who floods and
+/// disconnects would keep the places of all users busy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
+    let mut h = Harness::start().await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 1024 * MIB).await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 1024 * MIB).await;
+    let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
+    common::fill_scattered(&h.volume(&source).await, 128 * MIB, 11).await;
+    let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
+    let hold = std::path::PathBuf::from(h.pool(&btrfs).await.dir_path().await.unwrap());
+    let (_job, copy, frozen) = common::start_held_import(&h, &destination, &source, &hold).await;
+    let measure = || {
+        let (bus, pool) = (h.bus.address().to_owned(), btrfs.to_string());
+        tokio::spawn(async move {
+            let args = [
+                "--object-path",
+                pool.as_str(),
+                "--method",
+                "org.qubes.Storage.Pool.MeasureSpace",
+                "@a{sv} {}",
+            ];
+            gdbus_as_nobody_at(&bus, &args).await
+        })
+    };
+    let taken = |log: &str| log.matches("method=\"MeasureSpace\"").count();
+    // The user's one place for measurements: taken by a measurement that waits for the
+    // volume the held copy has (it is admitted as it is taken off the bus).
+    let first = measure();
+    until_logged(&h, "the first measurement", |log| taken(log) == 1).await;
+    let second = measure();
+    until_logged(&h, "the second measurement", |log| taken(log) == 2).await;
+    // Its caller leaves while it waits for its turn: the gdbus process is killed.
+    second.abort();
+    assert!(second.await.is_err(), "the second caller was still there");
+    frozen.thaw();
+    copy.await.unwrap().expect("the held copy");
+    first.await.unwrap().expect("the first measurement");
+    until_logged(&h, "the end of the second measurement", |log| {
+        log.contains("its caller has left the bus: not run")
+            || log.matches("pool space measured").count() == 2
+    })
+    .await;
+    assert!(
+        h.log().contains("its caller has left the bus: not run"),
+        "the read of a caller that left was run"
+    );
+    assert_eq!(log_count(&h, "pool space measured"), 1);
 }

@@ -143,6 +143,13 @@ pub struct Permit {
     _held: Option<Place>,
 }
 
+impl Permit {
+    /// Whether the call waited behind other work for its turn.
+    pub fn waited(&self) -> bool {
+        self._held.as_ref().is_some_and(Place::waited)
+    }
+}
+
 impl Admission {
     /// Counts one call of the caller with `uid` whose message has `bytes`, or refuses it
     /// when that user has [`CALLS_PER_USER`] in progress or the message would take
@@ -298,6 +305,7 @@ mod tests {
     async fn a_users_heavy_reads_run_one_at_a_time_and_all_users_two() {
         let admission = Admission::default();
         let first = admission.admit(1000, Work::HeavyRead).await;
+        assert!(!first.waited(), "a free place counted as waited for");
         // The same user's second measurement waits for the first.
         let mut second = Box::pin(admission.admit(1000, Work::HeavyRead));
         assert!(
@@ -310,20 +318,27 @@ mod tests {
         // Another user's measurement takes the second place of all users; a third
         // user's waits, root's does not.
         let other = admission.admit(1001, Work::HeavyRead).now_or_never();
-        assert!(other.is_some());
+        assert!(other.as_ref().is_some_and(|p| !p.waited()));
         let mut third = Box::pin(admission.admit(1002, Work::HeavyRead));
         assert!((&mut third).now_or_never().is_none(), "a third ran at once");
         let root = admission.admit(0, Work::HeavyRead).now_or_never();
-        assert!(root.is_some(), "root's read waited");
+        assert!(root.is_some_and(|p| !p.waited()), "root's read waited");
         // The first user's first read ends: the place of all users it held goes to
         // the read that waited for it longest — the third user's — and the first
         // user's second read still waits for a place of all users.
         drop(first);
         let third = (&mut third).now_or_never();
-        assert!(third.is_some(), "the third user's read");
+        assert!(
+            third.as_ref().is_some_and(|p| p.waited()),
+            "the third user's read"
+        );
         assert!((&mut second).now_or_never().is_none());
         drop(other);
-        assert!(second.now_or_never().is_some(), "the second read at last");
+        let second = second.now_or_never().expect("the second read at last");
+        assert!(
+            second.waited(),
+            "a read that waited for its turn does not say so"
+        );
     }
 
     #[tokio::test]

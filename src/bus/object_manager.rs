@@ -53,7 +53,7 @@ pub async fn answer(svc: &Arc<Service>, call: &Call, member: &str) -> BusResult<
 }
 
 async fn get_managed_objects(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
-    let admitted = svc.admission.admit(call.uid(), Work::FullListing).await;
+    let admitted = svc.admit_read(call, Work::FullListing).await?;
     let permit = Arc::clone(&svc.large_reads)
         .acquire_owned()
         .await

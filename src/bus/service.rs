@@ -15,11 +15,11 @@ use zbus::names::UniqueName;
 use zbus::Connection;
 
 use crate::auth::{Authorizer, Caller};
-use crate::bus::admission::{Admission, Work};
+use crate::bus::admission::{Admission, Permit, Work};
 use crate::bus::authz::{self, Permission, Prompt};
 use crate::bus::call::Call;
 use crate::bus::engine_places::EnginePlaces;
-use crate::bus::error::BusError;
+use crate::bus::error::{BusError, Standard};
 use crate::bus::inflight::{Inflight, OpGuard};
 use crate::bus::outbox::Outbox;
 use crate::bus::registry::Registry;
@@ -112,14 +112,51 @@ impl Service {
     }
 
     /// [`Self::blocking`] for a read of `call` that needs no authorization, once it is
-    /// admitted ([`Admission::admit`]: a few at a time per user and for all users).
+    /// admitted ([`Self::admit_read`]).
     pub async fn read<T, F>(&self, call: &Call, work: Work, f: F) -> Result<T, BusError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> T + Send + 'static,
     {
-        let _admitted = self.admission.admit(call.uid(), work).await;
+        let _admitted = self.admit_read(call, work).await?;
         self.blocking(f).await
+    }
+
+    /// Waits until `call`, a read, may run ([`Admission::admit`]: a few at a time per
+    /// user and for all users). A read that had to wait for its turn is not run if its
+    /// caller has left the bus meanwhile (asked of the bus driver, not of the cache of
+    /// callers, which learns of departures a little later): a user's flood of reads
+    /// would otherwise keep the places busy for a caller that is gone.
+    pub async fn admit_read(&self, call: &Call, work: Work) -> Result<Permit, BusError> {
+        let permit = self.admission.admit(call.uid(), work).await;
+        let Some(sender) = call.sender().filter(|_| permit.waited()) else {
+            return Ok(permit);
+        };
+        if self.still_on_bus(&sender).await {
+            return Ok(permit);
+        }
+        tracing::info!(method = %call.member(), caller = %sender, "a read waited for its turn and its caller has left the bus: not run");
+        Err(BusError::standard(
+            Standard::AccessDenied,
+            "The sender of this call left the bus while it waited for its turn; it was not run",
+        ))
+    }
+
+    /// Whether `name` is still connected (true when the bus driver cannot tell).
+    async fn still_on_bus(&self, name: &UniqueName<'_>) -> bool {
+        let asked = self
+            .conn
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                "NameHasOwner",
+                &(name.as_str(),),
+            )
+            .await;
+        asked
+            .and_then(|reply| reply.body().deserialize::<bool>())
+            .unwrap_or(true)
     }
 
     /// Runs `f`, which blocks, without holding up the runtime, once one of the engine's

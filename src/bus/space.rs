@@ -37,7 +37,7 @@ pub async fn measure_volume(
         patience: (!svc.admission.is_exempt(call.uid())).then_some(WRITE_PATIENCE),
     };
     let vol = object.vol.clone();
-    let _admitted = svc.admission.admit(call.uid(), Work::HeavyRead).await;
+    let _admitted = svc.admit_read(call, Work::HeavyRead).await?;
     let images = svc
         .change_volume(call, object, change, move |e, ctx| {
             e.measure_volume(&vol, ctx)
@@ -64,7 +64,7 @@ pub async fn measure_pool(
     Options::parse(raw, &[], &pool.describe())?;
     let name = pool.name.clone();
     tracing::info!(method = "MeasureSpace", pool = %name, "call");
-    let _admitted = svc.admission.admit(call.uid(), Work::HeavyRead).await;
+    let _admitted = svc.admit_read(call, Work::HeavyRead).await?;
     let volumes = svc
         .operate(call, vec![pool.path.clone()], move |work| {
             work.engine.measure_pool(&name, work.ctx)
