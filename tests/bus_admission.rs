@@ -371,15 +371,9 @@ async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     let mut h = Harness::start().await;
-    let ext4 = h.pool_on("slow", FsType::Ext4, 1024 * MIB).await;
-    let btrfs = h.pool_on("fast", FsType::Btrfs, 1024 * MIB).await;
-    let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
-    common::fill_scattered(&h.volume(&source).await, 128 * MIB, 11).await;
-    let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
-    let hold = std::path::PathBuf::from(h.pool(&btrfs).await.dir_path().await.unwrap());
-    let (_job, copy, frozen) = common::start_held_import(&h, &destination, &source, &hold).await;
+    let held = common::HeldClone::start(&mut h, 128 * MIB).await;
     let measure = || {
-        let (bus, pool) = (h.bus.address().to_owned(), btrfs.to_string());
+        let (bus, pool) = (h.bus.address().to_owned(), held.pool.to_string());
         tokio::spawn(async move {
             let args = [
                 "--object-path",
@@ -401,8 +395,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     // Its caller leaves while it waits for its turn: the gdbus process is killed.
     second.abort();
     assert!(second.await.is_err(), "the second caller was still there");
-    frozen.thaw();
-    copy.await.unwrap().expect("the held copy");
+    held.finish().await;
     first.await.unwrap().expect("the first measurement");
     until_logged(&h, "the end of the second measurement", |log| {
         log.contains("its caller has left the bus: not run")

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::common_fs::Frozen;
 use common::{
-    fill_scattered, gdbus_as_nobody_at, opts, opts_of, FsType, Harness, VolumeProxy, MIB,
+    fill_scattered, gdbus_as_nobody_at, opts, opts_of, FsType, Harness, HeldClone, VolumeProxy, MIB,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -75,6 +75,19 @@ async fn probe_while<F: std::future::Future>(
             }
         }
     }
+}
+
+/// `count` probes of the service, with `other` the volume whose property they read,
+/// each answered within [`PROBE_LIMIT`] while `what`.
+async fn probe_responsive(h: &Harness, other: &OwnedObjectPath, count: usize, what: &str) {
+    let other_proxy = h.volume(other).await;
+    let mut probes = Probes::default();
+    for _ in 0..count {
+        let times = probe_once(h, &other_proxy).await;
+        probes.count += 1;
+        probes.slowest = probes.slowest.max(times[0]).max(times[1]);
+    }
+    assert_responsive(&probes, what);
 }
 
 fn assert_responsive(probes: &Probes, what: &str) {
@@ -181,17 +194,13 @@ async fn a_property_write_or_a_users_measurement_meeting_a_copy_is_busy_and_neve
         .expect("a user's measurement hung behind the copy");
     let err = measured.expect_err("measured a volume a copy holds");
     assert!(err.contains("org.qubes.Storage.Error.Busy"), "{err}");
-    let other_proxy = h.volume(&other).await;
-    let mut probes = Probes::default();
-    for _ in 0..20 {
-        let times = probe_once(&h, &other_proxy).await;
-        probes.count += 1;
-        probes.slowest = probes.slowest.max(times[0]).max(times[1]);
-    }
-    assert_responsive(
-        &probes,
+    probe_responsive(
+        &h,
+        &other,
+        20,
         "a snapshot copied its template and the template was written",
-    );
+    )
+    .await;
     frozen.thaw();
     start.await.unwrap().expect("the snapshot's Start");
     assert!(
@@ -361,14 +370,10 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     // dbus-daemon lets one connection wait for 128 replies at most.
     const PER_CONNECTION: usize = 100;
     let mut h = Harness::start().await;
-    let ext4 = h.pool_on("slow", FsType::Ext4, 2048 * MIB).await;
-    let btrfs = h.pool_on("fast", FsType::Btrfs, 2048 * MIB).await;
-    let source = h.origin_volume(&ext4, "vm-templates/big/root", MIB).await;
-    fill_scattered(&h.volume(&source).await, 256 * MIB, 11).await;
-    let destination = h.origin_volume(&btrfs, "appvms/clone/root", MIB).await;
-    let other = h.origin_volume(&ext4, "appvms/other/private", MIB).await;
-    let hold = std::path::PathBuf::from(h.pool(&btrfs).await.dir_path().await.unwrap());
-    let (_job, copy, frozen) = common::start_held_import(&h, &destination, &source, &hold).await;
+    let held = HeldClone::start(&mut h, 256 * MIB).await;
+    let other = h
+        .origin_volume(&held.source_pool, "appvms/other/private", MIB)
+        .await;
     // Each measurement of the destination's pool waits for the destination's lock,
     // which the held copy keeps.
     let mut connections = Vec::new();
@@ -378,7 +383,7 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     let measurements: Vec<_> = (0..WAITING)
         .map(|n| {
             let conn = connections[n / PER_CONNECTION].clone();
-            let pool = btrfs.clone();
+            let pool = held.pool.clone();
             tokio::spawn(async move {
                 let reply = conn
                     .call_method(
@@ -407,17 +412,8 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let other_proxy = h.volume(&other).await;
-    let mut probes = Probes::default();
-    for _ in 0..10 {
-        let times = probe_once(&h, &other_proxy).await;
-        probes.count += 1;
-        probes.slowest = probes.slowest.max(times[0]).max(times[1]);
-    }
-    assert_responsive(
-        &probes,
-        &format!("{WAITING} measurements waited for a volume a copy holds"),
-    );
+    let what = format!("{WAITING} measurements waited for a volume a copy holds");
+    probe_responsive(&h, &other, 10, &what).await;
     assert!(
         measurements.iter().all(|m| !m.is_finished()),
         "a measurement ended while the copy held the volume"
@@ -426,8 +422,7 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
         h.log().contains("every engine place is taken"),
         "the measurements never filled the engine's places"
     );
-    frozen.thaw();
-    copy.await.unwrap().expect("the held copy");
+    held.finish().await;
     for measurement in measurements {
         let volumes = measurement.await.unwrap().expect("a measurement");
         assert!(

@@ -77,6 +77,43 @@ pub async fn start_held_import(
     (job, import, common_fs::Frozen::new(hold_dir))
 }
 
+/// A clone held where it is: ImportVolume of an ext4 template root holding `data`
+/// bytes (pool `slow`) into `appvms/clone/root` of a btrfs pool (`fast`), frozen the
+/// moment its Job appears ([`start_held_import`]). The clone keeps the destination's
+/// lock until the test thaws it.
+pub struct HeldClone {
+    pub source_pool: OwnedObjectPath,
+    pub pool: OwnedObjectPath,
+    pub copy: tokio::task::JoinHandle<zbus::Result<()>>,
+    pub frozen: common_fs::Frozen,
+}
+
+impl HeldClone {
+    pub async fn start(h: &mut Harness, data: u64) -> HeldClone {
+        let source_pool = h.pool_on("slow", FsType::Ext4, 1024 * MIB).await;
+        let pool = h.pool_on("fast", FsType::Btrfs, 1024 * MIB).await;
+        let source = h
+            .origin_volume(&source_pool, "vm-templates/big/root", MIB)
+            .await;
+        fill_scattered(&h.volume(&source).await, data, 11).await;
+        let destination = h.origin_volume(&pool, "appvms/clone/root", MIB).await;
+        let hold = PathBuf::from(h.pool(&pool).await.dir_path().await.unwrap());
+        let (_job, copy, frozen) = start_held_import(h, &destination, &source, &hold).await;
+        HeldClone {
+            source_pool,
+            pool,
+            copy,
+            frozen,
+        }
+    }
+
+    /// Thaws the destination and waits for the clone to succeed.
+    pub async fn finish(self) {
+        self.frozen.thaw();
+        self.copy.await.unwrap().expect("the held clone");
+    }
+}
+
 /// The daemon this test run built.
 const DAEMON_BINARY: &str = env!("CARGO_BIN_EXE_qubes-storaged");
 
