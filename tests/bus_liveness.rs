@@ -23,6 +23,7 @@ use common::{
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
+use qubes_storaged::bus::engine_places::ENGINE_PLACES;
 use std::collections::HashMap;
 
 use zbus::{Connection, Message, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
@@ -359,14 +360,15 @@ async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
 
 /// Root's calls are not admitted a few at a time (`admission.rs` spares it), and an
 /// engine operation that waits — here for a volume a copy holds — keeps a thread while
-/// it waits. More of them than the runtime has blocking threads (512) froze the whole
-/// service: each runtime worker hands its place to a new thread before it runs an
+/// it waits. More of them than the runtime had blocking threads (tokio's 512) froze the
+/// whole service: each runtime worker hands its place to a new thread before it runs an
 /// operation, and with none left to take it, nothing read the bus any more. Now the
 /// operations beyond the service's bound wait as tasks, and everything that needs no
 /// engine thread is answered meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() {
-    const WAITING: usize = 600;
+    // More than the service's places, and than tokio's default of blocking threads.
+    const WAITING: usize = ENGINE_PLACES + 76;
     // dbus-daemon lets one connection wait for 128 replies at most.
     const PER_CONNECTION: usize = 100;
     let mut h = Harness::start().await;

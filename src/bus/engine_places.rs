@@ -2,7 +2,7 @@
 //! as long as it runs — and for as long as it waits, for a volume another operation
 //! holds (a copy of minutes) or for a barrier. Calls of unprivileged users are admitted
 //! a few at a time (`admission.rs`), root's are not, and each of them took a thread of
-//! the runtime's blocking pool (at most 512): with that many waiting, a runtime worker
+//! the runtime's blocking pool (tokio's default: at most 512): with that many waiting, a runtime worker
 //! that handed its place to a new thread before running the next operation found none
 //! left, and nothing read the bus any more until the copy ended (513 measurements of a
 //! pool waiting for a held copy froze the service; `tests/bus_liveness.rs`).
@@ -10,7 +10,10 @@
 //! So at most [`ENGINE_PLACES`] operations hold a thread; the calls beyond wait for a
 //! place as tasks, first come first served, while everything that needs no engine
 //! thread — reads of properties, introspection, `Job.Cancel`, the announcements —
-//! goes on. A place is taken only around the engine work itself, never while waiting
+//! goes on. The runtime may start that many blocking threads and
+//! [`OTHER_BLOCKING_THREADS`] more. Calls that wait for a place also wait behind the
+//! operation that holds up the others (a copy): the bound is set high so that only a
+//! flood reaches it. A place is taken only around the engine work itself, never while waiting
 //! for polkit or a volume's gate, and an operation that holds one waits only for
 //! operations that hold one too (locks are taken inside the engine), so the bound
 //! cannot deadlock. When every place is taken, the log says so once, until a place is
@@ -20,9 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// Engine operations running at once: half the runtime's blocking threads, which also
-/// serve the workers' hand-offs and the GetManagedObjects builders.
-pub const ENGINE_PLACES: usize = 256;
+/// Engine operations running at once. Most of them, when there are this many, wait
+/// (snapshots of a template starting while it commits): a waiting thread costs a few
+/// pages, and every place fewer is an unrelated call that waits for the template too.
+pub const ENGINE_PLACES: usize = 1024;
+/// The runtime's blocking threads besides the engine's places: the workers' hand-offs
+/// (one per worker at most) and the GetManagedObjects builders (`LARGE_READS`).
+pub const OTHER_BLOCKING_THREADS: usize = 64;
 
 /// The places engine operations run in.
 pub struct EnginePlaces {

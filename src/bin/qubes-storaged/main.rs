@@ -47,10 +47,11 @@ fn main() -> ExitCode {
         polkit_timeout: std::time::Duration::from_secs(args.polkit_timeout),
     };
     init_logging();
-    // Twice the engine operations that may run at once (`bus::engine_places`): the
-    // workers' hand-offs and the GetManagedObjects builders take threads of it too.
+    // The engine operations that may run at once and a margin for the rest
+    // (`bus::engine_places`).
+    use qubes_storaged::bus::engine_places::{ENGINE_PLACES, OTHER_BLOCKING_THREADS};
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(2 * qubes_storaged::bus::engine_places::ENGINE_PLACES)
+        .max_blocking_threads(ENGINE_PLACES + OTHER_BLOCKING_THREADS)
         .enable_all()
         .build()
     {
