@@ -12,8 +12,8 @@
 //! outstanding at every moment. The callers are `gdbus` processes run as `nobody`, one
 //! connection each, as a flood from several connections of one user would be.
 //!
-//! A read that waits for its turn is held behind the user's measurement of a pool whose
-//! volume a copy holds (the copy is frozen where it is); its caller then leaves.
+//! A read that waits for its turn is held behind the user's measurement of a pool where
+//! a held copy writes (its filesystem frozen); its caller then leaves.
 
 mod authz_support;
 mod common;
@@ -353,6 +353,24 @@ fn log_count(h: &Harness, what: &str) -> usize {
     h.log().matches(what).count()
 }
 
+/// How many connections of the bus belong to `uid` (asked of the bus driver).
+async fn connections_of(h: &Harness, uid: u32) -> usize {
+    let bus = zbus::fdo::DBusProxy::new(&h.conn)
+        .await
+        .expect("bus driver");
+    let mut count = 0;
+    for name in bus.list_names().await.expect("ListNames") {
+        if !name.starts_with(':') {
+            continue;
+        }
+        let name = zbus::names::BusName::try_from(name.as_str()).expect("a unique name");
+        if bus.get_connection_unix_user(name).await.ok() == Some(uid) {
+            count += 1;
+        }
+    }
+    count
+}
+
 /// Waits until `done` holds for the service's log.
 async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
     let deadline = std::time::Instant::now() + HUNG;
@@ -386,15 +404,25 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
         })
     };
     let taken = |log: &str| log.matches("method=\"MeasureSpace\"").count();
-    // The user's one place for measurements: taken by a measurement that waits for the
-    // volume the held copy has (it is admitted as it is taken off the bus).
+    // The user's one place for measurements: taken by a measurement that waits in the
+    // engine behind the held copy (its file is on the frozen filesystem); it is
+    // admitted as it is taken off the bus.
     let first = measure();
     until_logged(&h, "the first measurement", |log| taken(log) == 1).await;
     let second = measure();
     until_logged(&h, "the second measurement", |log| taken(log) == 2).await;
-    // Its caller leaves while it waits for its turn: the gdbus process is killed.
+    // Its caller leaves while it waits for its turn: the gdbus process is killed, and
+    // the bus has seen it go before the place is given back.
     second.abort();
     assert!(second.await.is_err(), "the second caller was still there");
+    let deadline = std::time::Instant::now() + HUNG;
+    while connections_of(&h, NOBODY.uid).await > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second caller never left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     held.finish().await;
     first.await.unwrap().expect("the first measurement");
     until_logged(&h, "the end of the second measurement", |log| {

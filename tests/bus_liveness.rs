@@ -359,7 +359,7 @@ async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
 }
 
 /// Root's calls are not admitted a few at a time (`admission.rs` spares it), and an
-/// engine operation that waits — here for a volume a copy holds — keeps a thread while
+/// engine operation that waits — here behind a held copy — keeps a thread while
 /// it waits. More of them than the runtime had blocking threads (tokio's 512) froze the
 /// whole service: each runtime worker hands its place to a new thread before it runs an
 /// operation, and with none left to take it, nothing read the bus any more. Now the
@@ -376,8 +376,9 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     let other = h
         .origin_volume(&held.source_pool, "appvms/other/private", MIB)
         .await;
-    // Each measurement of the destination's pool waits for the destination's lock,
-    // which the held copy keeps.
+    // Each measurement of the destination's pool waits in the engine: it maps the files
+    // with FIEMAP_FLAG_SYNC, and the clone's file has unwritten data on a filesystem
+    // that is frozen.
     let mut connections = Vec::new();
     for _ in 0..WAITING.div_ceil(PER_CONNECTION) {
         connections.push(h.bus.connect().await);
@@ -414,11 +415,11 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let what = format!("{WAITING} measurements waited for a volume a copy holds");
+    let what = format!("{WAITING} measurements waited behind a held copy");
     probe_responsive(&h, &other, 10, &what).await;
     assert!(
         measurements.iter().all(|m| !m.is_finished()),
-        "a measurement ended while the copy held the volume"
+        "a measurement ended while the copy was held"
     );
     assert!(
         h.log().contains("every engine place is taken"),

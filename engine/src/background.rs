@@ -101,7 +101,8 @@ impl Queue {
 #[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when a job is queued, ends, or the owner closes.
+    /// Signalled when a job is queued into an empty queue, a job ends, the engine
+    /// becomes idle with jobs waiting, a settle begins, or the owner closes.
     changed: Condvar,
 }
 
@@ -281,13 +282,23 @@ fn work(shared: &Shared) {
 }
 
 /// Run every queued job on this thread (no worker could be started).
+/// Busy while a job runs and signalled after each, as the worker does, so that a
+/// `settle` waiting meanwhile sees the queue empty.
 fn drain_here(shared: &Shared) {
     loop {
-        let job = shared.lock().jobs.pop_front();
-        match job {
-            Some((_, number, job)) => run(number, job),
-            None => return,
-        }
+        let job = {
+            let mut queue = shared.lock();
+            let job = queue.jobs.pop_front();
+            queue.busy = job.is_some();
+            job
+        };
+        let Some((_, number, job)) = job else {
+            shared.changed.notify_all();
+            return;
+        };
+        run(number, job);
+        shared.lock().busy = false;
+        shared.changed.notify_all();
     }
 }
 
@@ -368,6 +379,32 @@ mod tests {
             ran_at < ended + MAX_DEFERRAL / 2,
             "the worker was not woken when the engine became idle"
         );
+    }
+
+    #[test]
+    fn a_job_queued_while_the_worker_waits_idle_runs_without_a_settle() {
+        let background = Background::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for expected in 1..=2 {
+            // The first job starts the worker; the second finds it idle, waiting
+            // without a deadline for a job, and must wake it.
+            let counter = ran.clone();
+            background.spawn("test", move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+            let queued = Instant::now();
+            while ran.load(Ordering::SeqCst) < expected {
+                assert!(
+                    queued.elapsed() < MAX_DEFERRAL * 3,
+                    "job {expected} never ran"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Until the worker has gone back to waiting for a job.
+            while background.shared.lock().busy {
+                std::thread::yield_now();
+            }
+        }
     }
 
     #[test]

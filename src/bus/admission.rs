@@ -8,9 +8,9 @@
 //!   (the bus's largest message), which a call waiting for polkit keeps for as long;
 //! - pile up reads that hold a thread each: a pool's `MeasureSpace` first waits for the
 //!   work left after earlier replies and then maps every file, taking the lock of each
-//!   started snapshot it finds (behind a long copy of it, say). Once every thread the
-//!   runtime may start (tokio's 512) waited in such a read, no call at all would be read
-//!   any more: the whole service frozen, for every user;
+//!   started snapshot it finds (behind a long copy of it, say). Once every engine place
+//!   (`engine_places.rs`) held such a read, every other user's read and change would
+//!   wait behind them;
 //! - or fill the disk queue with measurements, or the memory with listings of every
 //!   object, that the others wait behind.
 //!

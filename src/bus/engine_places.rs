@@ -9,8 +9,9 @@
 //!
 //! So at most [`ENGINE_PLACES`] operations hold a thread; the calls beyond wait for a
 //! place as tasks, first come first served, while everything that needs no engine
-//! thread — reads of properties, introspection, `Job.Cancel`, the announcements —
-//! goes on. The runtime may start that many blocking threads and
+//! thread — reads of announced properties, introspection, `Job.Cancel`, the
+//! announcements — goes on (the live `Usage`, `UsageDetails` and Verify read the
+//! engine and wait too). The runtime may start that many blocking threads and
 //! [`OTHER_BLOCKING_THREADS`] more. Calls that wait for a place also wait behind the
 //! operation that holds up the others (a copy): the bound is set high so that only a
 //! flood reaches it. A place is taken only around the engine work itself, never while waiting
@@ -34,6 +35,8 @@ pub const OTHER_BLOCKING_THREADS: usize = 64;
 /// The places engine operations run in.
 pub struct EnginePlaces {
     places: Semaphore,
+    /// How many there are.
+    size: usize,
     /// Every place was taken when a call last asked (logged once per such spell).
     full: AtomicBool,
 }
@@ -48,6 +51,7 @@ impl EnginePlaces {
     pub fn new(places: usize) -> EnginePlaces {
         EnginePlaces {
             places: Semaphore::new(places),
+            size: places,
             full: AtomicBool::new(false),
         }
     }
@@ -61,7 +65,7 @@ impl EnginePlaces {
         }
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                places = ENGINE_PLACES,
+                places = self.size,
                 "every engine place is taken (operations waiting for a busy volume?); further calls wait for one"
             );
         }

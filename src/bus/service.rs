@@ -160,7 +160,7 @@ impl Service {
     }
 
     /// Runs `f`, which blocks, without holding up the runtime, once one of the engine's
-    /// places is free ([`EnginePlaces`]: a few hundred at once): on the multi-threaded
+    /// places is free ([`EnginePlaces`]: 1024 at once): on the multi-threaded
     /// runtime the daemon runs, in place (`block_in_place`: the worker's other tasks
     /// move to another thread, and the call continues on this one without the two
     /// thread hops of the blocking pool: a Start through the bus 0.99–1.16× the Python
