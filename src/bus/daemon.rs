@@ -66,7 +66,10 @@ pub enum DaemonError {
     Task,
 }
 
-/// Runs the service until SIGTERM/SIGINT (Ok) or until the bus goes away (Err).
+/// Runs the service until SIGTERM/SIGINT (Ok) or until the bus goes away (Err). On a
+/// multi-threaded runtime that may start at least `ENGINE_PLACES +
+/// OTHER_BLOCKING_THREADS` blocking threads (`engine_places.rs`; the daemon's `main`
+/// builds it so): with fewer, operations waiting in the engine can take them all.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     crate::bus::reply::set_limit(config.max_message_size);
     crate::auth::set_polkit_timeout(config.polkit_timeout);
