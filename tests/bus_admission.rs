@@ -13,7 +13,9 @@
 //! connection each, as a flood from several connections of one user would be.
 //!
 //! A read that waits for its turn is held behind the user's measurement of a pool where
-//! a held copy writes (its filesystem frozen); its caller then leaves.
+//! a held copy writes (its filesystem frozen); its caller then leaves. A call whose
+//! caller leaves before the service reads it waits in the socket of a stopped service
+//! (SIGSTOP) until its caller is gone.
 
 mod authz_support;
 mod common;
@@ -377,7 +379,8 @@ async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
     while !done(&h.log()) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the service never logged {what}"
+            "the service never logged {what}; its log:\n{}",
+            h.log()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -435,4 +438,107 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
         "the read of a caller that left was run"
     );
     assert_eq!(log_count(&h, "pool space measured"), 1);
+}
+
+/// Whether a unix socket of process `pid` has bytes it has not read (`ss`, iproute2).
+fn bytes_waiting_for(pid: u32) -> bool {
+    let listed = std::process::Command::new("ss")
+        .args(["-x", "-p", "-n"])
+        .output()
+        .expect("ss (iproute2)");
+    let owner = format!("pid={pid},");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|line| line.contains(&owner))
+        .any(|line| {
+            let receive_queue = line.split_whitespace().nth(2);
+            receive_queue
+                .and_then(|q| q.parse::<u64>().ok())
+                .unwrap_or(0)
+                > 0
+        })
+}
+
+/// The service stopped (SIGSTOP) until dropped (SIGCONT), also when the test fails.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, Signal::SIGSTOP).expect("SIGSTOP the service");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// A call whose sender has left the bus before the service read it is not run: the
+/// service learns the sender's uid from the bus driver, which no longer knows it, and
+/// does not count such a call as anybody's. Built by stopping the service while the
+/// bus hands it a user's measurement, whose caller then leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("p", FsType::Btrfs, 256 * MIB).await;
+    h.origin_volume(&pool, "appvms/a/private", MIB).await;
+    let mut passed = h
+        .monitor(&["type='method_call',interface='org.qubes.Storage.Pool',member='MeasureSpace'"])
+        .await;
+    let stopped = Stopped::new(h.daemon().pid());
+    let caller = {
+        let (bus, pool) = (h.bus.address().to_owned(), pool.to_string());
+        tokio::spawn(async move {
+            let args = [
+                "--object-path",
+                pool.as_str(),
+                "--method",
+                "org.qubes.Storage.Pool.MeasureSpace",
+                "@a{sv} {}",
+            ];
+            gdbus_as_nobody_at(&bus, &args).await
+        })
+    };
+    // The bus has passed the call on, and it waits in the service's socket, which the
+    // service cannot read yet (a message the bus has not written out when its sender
+    // leaves may never be written).
+    tokio::time::timeout(HUNG, passed.next())
+        .await
+        .expect("the call never reached the bus")
+        .expect("monitor")
+        .expect("message");
+    let deadline = std::time::Instant::now() + HUNG;
+    while !bytes_waiting_for(h.daemon().pid()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the service's socket"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    caller.abort();
+    assert!(caller.await.is_err(), "the caller was still there");
+    let deadline = std::time::Instant::now() + HUNG;
+    while connections_of(&h, NOBODY.uid).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the caller never left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stopped);
+    until_logged(&h, "what became of the call", |log| {
+        log.contains("a call whose sender has left the bus: not run")
+            || log.contains("pool space measured")
+    })
+    .await;
+    assert!(
+        !h.log().contains("pool space measured"),
+        "the call of a caller that had left was run"
+    );
+    // The service goes on serving.
+    let measured = h.pool(&pool).await.measure_space(opts()).await;
+    assert!(measured.is_ok(), "{measured:?}");
 }

@@ -69,6 +69,7 @@ async fn answer(svc: Arc<Service>, msg: Message) {
     // reaches it should it still be there (admission.rs). If the bus driver failed to
     // answer, the call is not run either, but may be made again. If the bus driver
     // cannot be asked at all, all callers are counted as one.
+    let gone = matches!(caller, Caller::Gone);
     let (uid, refusal) = match caller {
         Caller::Uid(uid) => (uid, None),
         Caller::Unasked => (u32::MAX, None),
@@ -81,6 +82,9 @@ async fn answer(svc: Arc<Service>, msg: Message) {
         )))),
     };
     let call = Call::new(msg, uid);
+    if gone {
+        tracing::info!(member = %call.member(), "a call whose sender has left the bus: not run");
+    }
     let answered = match refusal {
         Some(refusal) => Err(refusal),
         None => match svc.admission.admit_call(uid, call.message().data().len()) {
