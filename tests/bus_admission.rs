@@ -355,6 +355,34 @@ fn log_count(h: &Harness, what: &str) -> usize {
     h.log().matches(what).count()
 }
 
+/// Pool.MeasureSpace of `pool` by `nobody` (a gdbus process, killed if the task is
+/// aborted).
+fn measure_pool_as_nobody(
+    h: &Harness,
+    pool: &zbus::OwnedObjectPath,
+) -> tokio::task::JoinHandle<Result<String, String>> {
+    let (bus, pool) = (h.bus.address().to_owned(), pool.to_string());
+    tokio::spawn(async move {
+        let args = [
+            "--object-path",
+            pool.as_str(),
+            "--method",
+            "org.qubes.Storage.Pool.MeasureSpace",
+            "@a{sv} {}",
+        ];
+        gdbus_as_nobody_at(&bus, &args).await
+    })
+}
+
+/// Waits until at most `most` connections of `nobody` are left on the bus.
+async fn until_nobody_has_at_most(h: &Harness, most: usize) {
+    let deadline = std::time::Instant::now() + HUNG;
+    while connections_of(h, NOBODY.uid).await > most {
+        assert!(std::time::Instant::now() < deadline, "a caller never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How many connections of the bus belong to `uid` (asked of the bus driver).
 async fn connections_of(h: &Harness, uid: u32) -> usize {
     let bus = zbus::fdo::DBusProxy::new(&h.conn)
@@ -393,19 +421,7 @@ async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
 async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     let mut h = Harness::start().await;
     let held = common::HeldClone::start(&mut h, 128 * MIB).await;
-    let measure = || {
-        let (bus, pool) = (h.bus.address().to_owned(), held.pool.to_string());
-        tokio::spawn(async move {
-            let args = [
-                "--object-path",
-                pool.as_str(),
-                "--method",
-                "org.qubes.Storage.Pool.MeasureSpace",
-                "@a{sv} {}",
-            ];
-            gdbus_as_nobody_at(&bus, &args).await
-        })
-    };
+    let measure = || measure_pool_as_nobody(&h, &held.pool);
     let taken = |log: &str| log.matches("method=\"MeasureSpace\"").count();
     // The user's one place for measurements: taken by a measurement that waits in the
     // engine behind the held copy (its file is on the frozen filesystem); it is
@@ -418,14 +434,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     // the bus has seen it go before the place is given back.
     second.abort();
     assert!(second.await.is_err(), "the second caller was still there");
-    let deadline = std::time::Instant::now() + HUNG;
-    while connections_of(&h, NOBODY.uid).await > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second caller never left"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_nobody_has_at_most(&h, 1).await;
     held.finish().await;
     first.await.unwrap().expect("the first measurement");
     until_logged(&h, "the end of the second measurement", |log| {
@@ -489,19 +498,7 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
         .monitor(&["type='method_call',interface='org.qubes.Storage.Pool',member='MeasureSpace'"])
         .await;
     let stopped = Stopped::new(h.daemon().pid());
-    let caller = {
-        let (bus, pool) = (h.bus.address().to_owned(), pool.to_string());
-        tokio::spawn(async move {
-            let args = [
-                "--object-path",
-                pool.as_str(),
-                "--method",
-                "org.qubes.Storage.Pool.MeasureSpace",
-                "@a{sv} {}",
-            ];
-            gdbus_as_nobody_at(&bus, &args).await
-        })
-    };
+    let caller = measure_pool_as_nobody(&h, &pool);
     // The bus has passed the call on, and it waits in the service's socket, which the
     // service cannot read yet (a message the bus has not written out when its sender
     // leaves may never be written).
@@ -520,14 +517,7 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
     }
     caller.abort();
     assert!(caller.await.is_err(), "the caller was still there");
-    let deadline = std::time::Instant::now() + HUNG;
-    while connections_of(&h, NOBODY.uid).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the caller never left"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_nobody_has_at_most(&h, 0).await;
     drop(stopped);
     until_logged(&h, "what became of the call", |log| {
         log.contains("a call whose sender has left the bus: not run")
