@@ -350,11 +350,6 @@ async fn a_users_call_larger_than_a_users_calls_may_hold_is_refused_unread() {
     assert_eq!(error_of(&reply).as_deref(), Some(invalid), "{reply:?}");
 }
 
-/// How many of the service's log lines say `what` (a call's field may be quoted).
-fn log_count(h: &Harness, what: &str) -> usize {
-    h.log().matches(what).count()
-}
-
 /// Pool.MeasureSpace of `pool` by `nobody` (a gdbus process, killed if the task is
 /// aborted).
 fn measure_pool_as_nobody(
@@ -401,19 +396,6 @@ async fn connections_of(h: &Harness, uid: u32) -> usize {
     count
 }
 
-/// Waits until `done` holds for the service's log.
-async fn until_logged(h: &Harness, what: &str, done: impl Fn(&str) -> bool) {
-    let deadline = std::time::Instant::now() + HUNG;
-    while !done(&h.log()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the service never logged {what}; its log:\n{}",
-            h.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A read that waited for its turn is not run when its caller has left meanwhile: the
 /// user's place would otherwise go to work nobody waits for, and a user who floods and
 /// disconnects would keep the places of all users busy.
@@ -427,9 +409,11 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     // engine behind the held copy (its file is on the frozen filesystem); it is
     // admitted as it is taken off the bus.
     let first = measure();
-    until_logged(&h, "the first measurement", |log| taken(log) == 1).await;
+    h.wait_for_log_where("the first measurement", |log| taken(log) == 1)
+        .await;
     let second = measure();
-    until_logged(&h, "the second measurement", |log| taken(log) == 2).await;
+    h.wait_for_log_where("the second measurement", |log| taken(log) == 2)
+        .await;
     // Its caller leaves while it waits for its turn: the gdbus process is killed, and
     // the bus has seen it go before the place is given back.
     second.abort();
@@ -437,7 +421,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     until_nobody_has_at_most(&h, 1).await;
     held.finish().await;
     first.await.unwrap().expect("the first measurement");
-    until_logged(&h, "the end of the second measurement", |log| {
+    h.wait_for_log_where("the end of the second measurement", |log| {
         log.contains("its caller has left the bus: not run")
             || log.matches("pool space measured").count() == 2
     })
@@ -446,7 +430,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
         h.log().contains("its caller has left the bus: not run"),
         "the read of a caller that left was run"
     );
-    assert_eq!(log_count(&h, "pool space measured"), 1);
+    assert_eq!(h.log().matches("pool space measured").count(), 1);
 }
 
 /// Whether a unix socket of process `pid` has bytes it has not read (`ss`, iproute2).
@@ -519,7 +503,7 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
     assert!(caller.await.is_err(), "the caller was still there");
     until_nobody_has_at_most(&h, 0).await;
     drop(stopped);
-    until_logged(&h, "what became of the call", |log| {
+    h.wait_for_log_where("what became of the call", |log| {
         log.contains("a call whose sender has left the bus: not run")
             || log.contains("pool space measured")
     })

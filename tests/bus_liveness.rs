@@ -404,8 +404,7 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     // Every one of them is taken off the bus (the handler logs it before it waits).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let taken = h.log().matches("method=\"MeasureSpace\"").count()
-            + h.log().matches("method=MeasureSpace").count();
+        let taken = h.log().matches("method=\"MeasureSpace\"").count();
         if taken >= WAITING {
             break;
         }

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use qubes_storage_engine::{Engine, OpCtx, VolumeRef};
 use tokio::sync::mpsc;
 use zbus::fdo::DBusProxy;
-use zbus::names::{BusName, UniqueName};
+use zbus::names::UniqueName;
 
 use crate::bus::objects::VolumeObject;
 use crate::bus::outbox::Item;
@@ -55,11 +55,7 @@ pub async fn abandon_if_gone(
     object: &Arc<VolumeObject>,
     caller: &UniqueName<'_>,
 ) {
-    let Ok(bus) = DBusProxy::new(svc.conn()).await else {
-        return;
-    };
-    let name = BusName::Unique(caller.to_owned());
-    if let Ok(false) = bus.name_has_owner(name).await {
+    if !svc.still_on_bus(caller).await {
         abandon(Arc::clone(svc), object.vol.clone(), caller.to_string()).await;
     }
 }

@@ -69,22 +69,24 @@ async fn answer(svc: Arc<Service>, msg: Message) {
     // reaches it should it still be there (admission.rs). If the bus driver failed to
     // answer, the call is not run either, but may be made again. If the bus driver
     // cannot be asked at all, all callers are counted as one.
-    let gone = matches!(caller, Caller::Gone);
     let (uid, refusal) = match caller {
         Caller::Uid(uid) => (uid, None),
         Caller::Unasked => (u32::MAX, None),
-        Caller::Gone => (u32::MAX, Some(BusError::standard(
+        Caller::Gone => {
+            tracing::info!(member = ?msg.header().member(), "a call whose sender has left the bus: not run");
+            (u32::MAX, Some(BusError::standard(
             Standard::AccessDenied,
             "The bus no longer knows the sender of this call (it has left the bus); it was not run",
-        ))),
-        Caller::Unknown(why) => (u32::MAX, Some(BusError::failed(format!(
+        )))
+        }
+        Caller::Unknown(why) => (
+            u32::MAX,
+            Some(BusError::failed(format!(
             "The bus could not tell which user sent this call ({why}); it was not run: try again"
-        )))),
+        ))),
+        ),
     };
     let call = Call::new(msg, uid);
-    if gone {
-        tracing::info!(member = %call.member(), "a call whose sender has left the bus: not run");
-    }
     let answered = match refusal {
         Some(refusal) => Err(refusal),
         None => match svc.admission.admit_call(uid, call.message().data().len()) {

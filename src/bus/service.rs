@@ -143,7 +143,7 @@ impl Service {
     }
 
     /// Whether `name` is still connected (true when the bus driver cannot tell).
-    async fn still_on_bus(&self, name: &UniqueName<'_>) -> bool {
+    pub async fn still_on_bus(&self, name: &UniqueName<'_>) -> bool {
         let asked = self
             .conn
             .call_method(

@@ -465,7 +465,7 @@ impl Harness {
 
     /// Polls the daemon's log until `holds` says yes; panics with `what` after the
     /// deadline.
-    async fn wait_for_log_where(&self, what: &str, holds: impl Fn(&str) -> bool) {
+    pub async fn wait_for_log_where(&self, what: &str, holds: impl Fn(&str) -> bool) {
         let deadline = std::time::Instant::now() + DEADLINE;
         while !holds(&self.log()) {
             assert!(
