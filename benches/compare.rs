@@ -20,9 +20,9 @@
 //!   fresh volume);
 //! * a VM's three volumes started at once (as qubesd starts a VM);
 //! * a VM's three volumes stopped concurrently against one after another, and 16 VMs
-//!   (48 volumes) stopped at once against one VM, with the service's CPU time per
-//!   volume stopped (its process's CPU-time clock over the timed call, all threads;
-//!   the work after the replies is not in it);
+//!   (48 volumes) stopped at once against one VM, with the CPU time per volume stopped
+//!   of the service, the bus daemon and this client (each process's CPU-time clock
+//!   over the timed calls, all threads; the work after the replies is not in it);
 //! * on ext4 also the bytes each operation wrote to the disk (the loop device's
 //!   counters, after the work each side left for later and a sync).
 //!
@@ -372,7 +372,7 @@ impl Spec {
 
 struct World {
     fs: LoopFs,
-    _bus: Bus,
+    bus: Bus,
     daemon: Daemon,
     _state: TempDir,
     runtime: tokio::runtime::Runtime,
@@ -418,7 +418,7 @@ impl World {
         let loop_device = loop_device_of(fs.path());
         World {
             fs,
-            _bus: bus,
+            bus,
             daemon,
             _state: state,
             runtime,
@@ -551,8 +551,46 @@ struct Figures {
     /// Sectors written, per side (ext4 only).
     python_written: Vec<u64>,
     ours_written: Vec<u64>,
-    /// CPU time the service's process used during each of our runs.
-    ours_cpu: Vec<Duration>,
+    /// CPU time the service, the bus daemon and this client used during each of our
+    /// runs.
+    ours_cpu: Vec<Cpu>,
+}
+
+/// CPU time used during one of our runs, per process (all threads).
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    service: Duration,
+    bus: Duration,
+    client: Duration,
+}
+
+impl Cpu {
+    /// What each process has used so far.
+    fn now(w: &World) -> Cpu {
+        Cpu {
+            service: process_cpu(w.daemon.pid()),
+            bus: process_cpu(w.bus.pid()),
+            client: process_cpu(std::process::id()),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            service: self.service.saturating_sub(before.service),
+            bus: self.bus.saturating_sub(before.bus),
+            client: self.client.saturating_sub(before.client),
+        }
+    }
+
+    /// The median of each process's figure.
+    fn median_of(samples: &[Cpu]) -> Cpu {
+        let of = |pick: fn(&Cpu) -> Duration| median(&samples.iter().map(pick).collect::<Vec<_>>());
+        Cpu {
+            service: of(|c| c.service),
+            bus: of(|c| c.bus),
+            client: of(|c| c.client),
+        }
+    }
 }
 
 /// One row of the table.
@@ -564,8 +602,8 @@ struct Row {
     /// `ours / python` must be at most this.
     target: f64,
     written: Option<(u64, u64)>,
-    /// The service's CPU time in our run (median).
-    ours_cpu: Duration,
+    /// The CPU time of our run (medians).
+    ours_cpu: Cpu,
 }
 
 fn median(samples: &[Duration]) -> Duration {
@@ -596,7 +634,7 @@ impl Figures {
             ours: median(&self.ours),
             target,
             written,
-            ours_cpu: median(&self.ours_cpu),
+            ours_cpu: Cpu::median_of(&self.ours_cpu),
         }
     }
 }
@@ -615,11 +653,9 @@ fn both(
     figures.python.push(python(w));
     w.settle();
     let between = w.written();
-    let cpu = process_cpu(w.daemon.pid());
+    let cpu = Cpu::now(w);
     figures.ours.push(ours(w));
-    figures
-        .ours_cpu
-        .push(process_cpu(w.daemon.pid()).saturating_sub(cpu));
+    figures.ours_cpu.push(Cpu::now(w).since(cpu));
     w.settle();
     if let (true, Some(a), Some(b), Some(c)) = (count, before, between, w.written()) {
         figures.python_written.push(b - a);
@@ -1017,9 +1053,18 @@ fn print_concurrency(rows: &[Row]) {
                 4.0,
             ),
         ];
-        let per_stop = |row: &Row, stops: usize| row.ours_cpu.as_secs_f64() * 1e6 / stops as f64;
+        let per_stop = |row: &Row, stops: usize| {
+            let each = |d: Duration| d.as_secs_f64() * 1e6 / stops as f64;
+            let cpu = row.ours_cpu;
+            format!(
+                "{:.0} / {:.0} / {:.0} µs",
+                each(cpu.service),
+                each(cpu.bus),
+                each(cpu.client)
+            )
+        };
         println!(
-            "{:<6} service CPU per volume stopped: {:.0} µs (3 at once), {:.0} µs (3 in turn), {:.0} µs (16 VMs at once)",
+            "{:<6} CPU per volume stopped, service / bus daemon / client: {} (3 at once), {} (3 in turn), {} (16 VMs at once)",
             fs.name(),
             per_stop(at_once, 3),
             per_stop(in_turn, 3),

@@ -6,7 +6,9 @@
 //! more each time) and clone (import_volume within the pool; on ext4 the
 //! hole-preserving byte copy) — medians of several runs — a VM's three volumes
 //! (origin, snapshot, volatile) stopped one after another and all at once from three
-//! threads (group commit: target ≤ 0.5×, with the barriers issued) — and the ImportDataEnd that
+//! threads (group commit: target ≤ 0.5×, with the barriers issued), 16 VMs' 48 volumes
+//! stopped at once from 48 threads against one VM's three (target ≤ 4×, with the CPU
+//! time per volume: the bus benchmark's 16-VM figure without the bus) — and the ImportDataEnd that
 //! committed the import (one run: it commits a private copy of the import file, a
 //! reflink or on ext4 a byte copy, so that the importer's fd cannot reach committed
 //! data). Beside each time it prints the **barriers** the operation waited for
@@ -52,6 +54,8 @@ const RANGE_LEN: u64 = 400 << 10;
 const TARGET_RATIO: f64 = 1.5;
 const POOL: &str = "bench";
 const VID: &str = "appvms/bench/private";
+/// How many VMs stop at once in the many-VMs figure (as in `benches/compare.rs`).
+const VMS: usize = 16;
 
 // ---- timing ----
 
@@ -105,6 +109,19 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "MISS"
     }
+}
+
+/// The CPU time this process has used so far, all its threads together.
+fn process_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the call's duration.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn sync_all() {
@@ -433,49 +450,45 @@ impl Bench {
         (summary(starts), summary(stops))
     }
 
-    /// A VM's three volumes — an origin `private`, a snapshot `root` of the bench
-    /// volume, a `volatile` — stopped one after another and all at once (one thread
-    /// each, as the daemon runs concurrent calls), each time after a start and a session
-    /// of 4 MiB written into the private image and flushed. Returns the medians (in
-    /// turn, at once) with the barriers the filesystem saw during the last run of each.
-    fn time_vm_stop(&self) -> VmFigures {
-        let vids = [
-            "appvms/vm3/private",
-            "appvms/vm3/root",
-            "appvms/vm3/volatile",
-        ];
-        self.create_origin(vids[0]);
+    /// The three volumes of VM `name` — an origin `private`, a snapshot `root` of the
+    /// bench volume, a `volatile` — created.
+    fn create_vm(&self, name: &str) -> [VolumeRef; 3] {
+        let [private, root, volatile] =
+            ["private", "root", "volatile"].map(|v| format!("appvms/{name}/{v}"));
+        self.create_origin(&private);
         let snapshot = VolumeSpec {
             size: IMAGE_SIZE,
             snap_on_start: true,
             source: Some(Vid::parse(VID).unwrap()),
             ..Default::default()
         };
-        let volatile = VolumeSpec {
+        let volatile_spec = VolumeSpec {
             size: IMAGE_SIZE,
             rw: true,
             ..Default::default()
         };
-        for (vid, spec) in [(vids[1], snapshot), (vids[2], volatile)] {
+        for (vid, spec) in [(&root, snapshot), (&volatile, volatile_spec)] {
             let created = self.engine.create_volume(&self.vol(vid), spec, &ctx());
             created.expect("create volume");
         }
-        let vols: Vec<VolumeRef> = vids.iter().map(|v| self.vol(v)).collect();
+        [private, root, volatile].map(|vid| self.vol(&vid))
+    }
+
+    /// Starts `vms` one volume after another, then [`Bench::write_sessions`].
+    fn start_with_session(&self, vms: &[[VolumeRef; 3]]) {
+        for vol in vms.iter().flatten() {
+            self.engine.start(vol, &ctx()).expect("start");
+        }
+        self.write_sessions(vms);
+    }
+
+    /// Writes a session of 4 MiB into each started private image of `vms` and flushes
+    /// it, then lets the after-reply work finish and syncs, so that a stop measured
+    /// next finds a quiet filesystem.
+    fn write_sessions(&self, vms: &[[VolumeRef; 3]]) {
         let session = pattern(9, 0, (256 << 10) as usize);
-        let (mut in_turn, mut at_once) = (Vec::new(), Vec::new());
-        let (mut in_turn_counts, mut at_once_counts) = (Counts::default(), Counts::default());
-        let (mut starts, mut start_counts) = (Vec::new(), Counts::default());
-        for run in 0..2 * self.runs {
-            sync_all();
-            let before = barrier::total_counts();
-            let (took, _) = timed(|| {
-                for vol in &vols {
-                    self.engine.start(vol, &ctx()).expect("start");
-                }
-            });
-            starts.push(took);
-            start_counts = barrier::total_counts().since(&before);
-            let private = self.pool_dir.join("appvms/vm3/private-dirty.img");
+        for vm in vms {
+            let private = self.pool_dir.join(format!("{}-dirty.img", vm[0].vid));
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(private)
@@ -484,34 +497,107 @@ impl Bench {
                 file.write_all_at(&session, piece * 50 * MIB).unwrap();
             }
             file.sync_data().unwrap();
-            drop(file);
-            self.engine.settle();
+        }
+        self.engine.settle();
+        sync_all();
+    }
+
+    /// Stops every volume of `vms` at once, one thread each (as the daemon runs
+    /// concurrent calls): how long it took, the barriers and the CPU time the process
+    /// used (all threads).
+    fn stop_at_once(&self, vms: &[[VolumeRef; 3]]) -> (Duration, Counts, Duration) {
+        let before = barrier::total_counts();
+        let cpu = process_cpu();
+        let (took, _) = timed(|| {
+            std::thread::scope(|scope| {
+                for vol in vms.iter().flatten() {
+                    scope.spawn(|| self.engine.stop(vol, &ctx()).expect("stop"));
+                }
+            })
+        });
+        let used = process_cpu().saturating_sub(cpu);
+        (took, barrier::total_counts().since(&before), used)
+    }
+
+    /// A VM's three volumes stopped one after another and all at once, each time after
+    /// a start and a session of 4 MiB written into the private image and flushed.
+    /// Returns the medians (in turn, at once) with the barriers the filesystem saw
+    /// during the last run of each.
+    fn time_vm_stop(&self) -> VmFigures {
+        let vm = [self.create_vm("vm3")];
+        let (mut in_turn, mut at_once) = (Vec::new(), Vec::new());
+        let (mut in_turn_counts, mut at_once_counts) = (Counts::default(), Counts::default());
+        let (mut starts, mut start_counts) = (Vec::new(), Counts::default());
+        for run in 0..2 * self.runs {
             sync_all();
             let before = barrier::total_counts();
-            let (took, _) = timed(|| match run % 2 {
-                0 => vols
-                    .iter()
-                    .for_each(|v| self.engine.stop(v, &ctx()).expect("stop")),
-                _ => std::thread::scope(|scope| {
-                    for vol in &vols {
-                        scope.spawn(|| self.engine.stop(vol, &ctx()).expect("stop"));
-                    }
-                }),
+            let (took, _) = timed(|| {
+                for vol in &vm[0] {
+                    self.engine.start(vol, &ctx()).expect("start");
+                }
             });
-            let counts = barrier::total_counts().since(&before);
+            starts.push(took);
+            start_counts = barrier::total_counts().since(&before);
+            self.write_sessions(&vm);
             match run % 2 {
-                0 => (in_turn.push(took), in_turn_counts = counts),
-                _ => (at_once.push(took), at_once_counts = counts),
-            };
+                0 => {
+                    let before = barrier::total_counts();
+                    let (took, _) = timed(|| {
+                        vm[0]
+                            .iter()
+                            .for_each(|v| self.engine.stop(v, &ctx()).expect("stop"))
+                    });
+                    in_turn.push(took);
+                    in_turn_counts = barrier::total_counts().since(&before);
+                }
+                _ => {
+                    let (took, counts, _) = self.stop_at_once(&vm);
+                    at_once.push(took);
+                    at_once_counts = counts;
+                }
+            }
             self.engine.settle();
         }
-        for vid in vids {
-            self.remove(vid);
+        for vol in vm.iter().flatten() {
+            self.remove(&vol.vid.to_string());
         }
         VmFigures {
             start: (median(starts), start_counts),
             in_turn: (median(in_turn), in_turn_counts),
             at_once: (median(at_once), at_once_counts),
+        }
+    }
+
+    /// [`VMS`] VMs' volumes stopped all at once against one VM's three at once
+    /// (alternating, each after a start with a session): medians of the time and of
+    /// the CPU time per volume, with the barriers of the last run. The bus
+    /// benchmark's 16-VM figure (`cargo bench --bench compare`) is this plus the bus.
+    fn time_many_vms_stop(&self) -> ManyVmFigures {
+        let vms: Vec<[VolumeRef; 3]> = (0..VMS)
+            .map(|i| self.create_vm(&format!("many{i}")))
+            .collect();
+        let (mut one, mut many) = (Vec::new(), Vec::new());
+        let (mut one_cpu, mut many_cpu) = (Vec::new(), Vec::new());
+        let mut many_counts = Counts::default();
+        for _ in 0..self.runs {
+            self.start_with_session(&vms[..1]);
+            let (took, _, cpu) = self.stop_at_once(&vms[..1]);
+            one.push(took);
+            one_cpu.push(cpu / 3);
+            self.engine.settle();
+            self.start_with_session(&vms);
+            let (took, counts, cpu) = self.stop_at_once(&vms);
+            many.push(took);
+            many_cpu.push(cpu / (3 * VMS as u32));
+            many_counts = counts;
+            self.engine.settle();
+        }
+        for vol in vms.iter().flatten() {
+            self.remove(&vol.vid.to_string());
+        }
+        ManyVmFigures {
+            one: (median(one), median(one_cpu)),
+            many: (median(many), median(many_cpu), many_counts),
         }
     }
 
@@ -635,6 +721,31 @@ struct VmFigures {
     at_once: (Duration, Counts),
 }
 
+/// [`VMS`] VMs stopped at once and one VM (its three volumes at once): (time, CPU
+/// time per volume), the many's with the barriers of the last run.
+struct ManyVmFigures {
+    one: (Duration, Duration),
+    many: (Duration, Duration, Counts),
+}
+
+/// The target for [`VMS`] VMs at once against one VM.
+const MANY_VMS_TARGET: f64 = 4.0;
+
+fn print_many_vms(fs: FsType, figures: ManyVmFigures) {
+    let ((one, one_cpu), (many, many_cpu, counts)) = (figures.one, figures.many);
+    let ratio = many.as_secs_f64() / one.as_secs_f64().max(1e-9);
+    println!(
+        "{:<6} {VMS} VMs' {} volumes stopped at once {} [{counts}] ÷ one VM's 3 {}: {ratio:.1}× {} (≤{MANY_VMS_TARGET}×); CPU per volume {} µs (one VM {} µs)",
+        fs.name(),
+        3 * VMS,
+        ms(many),
+        ms(one),
+        verdict(ratio <= MANY_VMS_TARGET),
+        many_cpu.as_micros(),
+        one_cpu.as_micros(),
+    );
+}
+
 /// A VM's three volumes started, and stopped one after another and at once (target ≤
 /// 0.5×).
 fn print_vm_stop(fs: FsType, vm: VmFigures) {
@@ -704,6 +815,7 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
     let resize = bench.time_resize();
     let clone = bench.time_clone();
     let vm_stop = bench.time_vm_stop();
+    let many_vms = fs_type.has_reflink().then(|| bench.time_many_vms_stop());
     for (op, run) in [
         ("create", create),
         ("start", start),
@@ -717,6 +829,9 @@ fn bench_fs(fs_type: FsType, fs_size: u64, runs: usize) {
     }
     print_floors(fs_type, &floors);
     print_vm_stop(fs_type, vm_stop);
+    if let Some(figures) = many_vms {
+        print_many_vms(fs_type, figures);
+    }
     if !fs_type.has_reflink() {
         print_ext4_copy(bench.time_engine_copy(), &copy_floor);
     }
