@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use authz_support::client::{DbusCall, PyClient, Reply};
 use common::{
-    gdbus_as_nobody_at, is_polkit_cancel, is_polkit_check, opts, FsType, Harness, MIB, NOBODY,
+    gdbus_as_nobody_at, is_polkit_cancel, is_polkit_check, measure_pool_as_nobody, opts,
+    until_nobody_has_at_most, FsType, Harness, MIB, NOBODY,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -350,52 +351,6 @@ async fn a_users_call_larger_than_a_users_calls_may_hold_is_refused_unread() {
     assert_eq!(error_of(&reply).as_deref(), Some(invalid), "{reply:?}");
 }
 
-/// Pool.MeasureSpace of `pool` by `nobody` (a gdbus process, killed if the task is
-/// aborted).
-fn measure_pool_as_nobody(
-    h: &Harness,
-    pool: &zbus::OwnedObjectPath,
-) -> tokio::task::JoinHandle<Result<String, String>> {
-    let (bus, pool) = (h.bus.address().to_owned(), pool.to_string());
-    tokio::spawn(async move {
-        let args = [
-            "--object-path",
-            pool.as_str(),
-            "--method",
-            "org.qubes.Storage.Pool.MeasureSpace",
-            "@a{sv} {}",
-        ];
-        gdbus_as_nobody_at(&bus, &args).await
-    })
-}
-
-/// Waits until at most `most` connections of `nobody` are left on the bus.
-async fn until_nobody_has_at_most(h: &Harness, most: usize) {
-    let deadline = std::time::Instant::now() + HUNG;
-    while connections_of(h, NOBODY.uid).await > most {
-        assert!(std::time::Instant::now() < deadline, "a caller never left");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// How many connections of the bus belong to `uid` (asked of the bus driver).
-async fn connections_of(h: &Harness, uid: u32) -> usize {
-    let bus = zbus::fdo::DBusProxy::new(&h.conn)
-        .await
-        .expect("bus driver");
-    let mut count = 0;
-    for name in bus.list_names().await.expect("ListNames") {
-        if !name.starts_with(':') {
-            continue;
-        }
-        let name = zbus::names::BusName::try_from(name.as_str()).expect("a unique name");
-        if bus.get_connection_unix_user(name).await.ok() == Some(uid) {
-            count += 1;
-        }
-    }
-    count
-}
-
 /// A read that waited for its turn is not run when its caller has left meanwhile: the
 /// user's place would otherwise go to work nobody waits for, and a user who floods and
 /// disconnects would keep the places of all users busy.
@@ -418,7 +373,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
     // the bus has seen it go before the place is given back.
     second.abort();
     assert!(second.await.is_err(), "the second caller was still there");
-    until_nobody_has_at_most(&h, 1).await;
+    until_nobody_has_at_most(&h, 1, HUNG).await;
     held.finish().await;
     first.await.unwrap().expect("the first measurement");
     h.wait_for_log_where("the end of the second measurement", |log| {
@@ -501,7 +456,7 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
     }
     caller.abort();
     assert!(caller.await.is_err(), "the caller was still there");
-    until_nobody_has_at_most(&h, 0).await;
+    until_nobody_has_at_most(&h, 0, HUNG).await;
     drop(stopped);
     h.wait_for_log_where("what became of the call", |log| {
         log.contains("a call whose sender has left the bus: not run")

@@ -6,6 +6,9 @@
 //! froze the whole service (zbus's object-server lock held by a call that waited): the
 //! probes then hung for as long as the wait lasted (seconds, or for ever).
 //!
+//! And a call that waited for one of the engine's places while its caller left is not
+//! run: callers that flood and leave would otherwise keep every place busy.
+//!
 //! [`PROBE_LIMIT`] is a liveness bound, not a speed figure: the probes cross
 //! dbus-daemon, which these tests keep busy, on a small machine doing gigabytes of
 //! copies. Each test prints its slowest probe; `cargo bench --bench bus` measures the
@@ -19,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::common_fs::Frozen;
 use common::{
-    fill_scattered, gdbus_as_nobody_at, opts, opts_of, FsType, Harness, HeldClone, VolumeProxy, MIB,
+    fill_scattered, gdbus_as_nobody_at, measure_pool_as_nobody, opts, opts_of,
+    until_nobody_has_at_most, FsType, Harness, HeldClone, VolumeProxy, MIB,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -32,6 +36,8 @@ use zbus::{Connection, Message, MessageStream, OwnedObjectPath, OwnedVariant, Va
 const PROBE_LIMIT: Duration = Duration::from_millis(500);
 /// A probe that takes this long has hung: the test fails instead of waiting for it.
 const HUNG: Duration = Duration::from_secs(5);
+/// How long a killed caller may take to leave the bus.
+const HUNG_CALLER: Duration = Duration::from_secs(20);
 const JOBS: &str = "/org/qubes/Storage/jobs/";
 
 /// What the probes measured.
@@ -369,21 +375,90 @@ async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
 async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() {
     // More than the service's places, and than tokio's default of blocking threads.
     const WAITING: usize = ENGINE_PLACES + 76;
-    // dbus-daemon lets one connection wait for 128 replies at most.
-    const PER_CONNECTION: usize = 100;
     let mut h = Harness::start().await;
     let held = HeldClone::start(&mut h, 256 * MIB).await;
     let other = h
         .origin_volume(&held.source_pool, "appvms/other/private", MIB)
         .await;
-    // Each measurement of the destination's pool waits in the engine: it maps the files
-    // with FIEMAP_FLAG_SYNC, and the clone's file has unwritten data on a filesystem
-    // that is frozen.
+    let measurements = measurements_behind(&h, &held, WAITING).await;
+    let what = format!("{WAITING} measurements waited behind a held copy");
+    probe_responsive(&h, &other, 10, &what).await;
+    assert!(
+        measurements.iter().all(|m| !m.is_finished()),
+        "a measurement ended while the copy was held"
+    );
+    assert!(
+        h.log().contains("every engine place is taken"),
+        "the measurements never filled the engine's places"
+    );
+    held.finish().await;
+    for measurement in measurements {
+        let volumes = measurement.await.unwrap().expect("a measurement");
+        assert!(
+            volumes.iter().any(|(vid, _, _)| vid == "appvms/clone/root"),
+            "{volumes:?}"
+        );
+    }
+}
+
+/// A call that waited for an engine place is not run when its caller has left the bus
+/// meanwhile: callers that flood the service and leave would otherwise keep every
+/// place busy, for everyone, with work nobody waits for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_caller_left_while_it_waited_for_an_engine_place_is_not_run() {
+    let mut h = Harness::start().await;
+    let held = HeldClone::start(&mut h, 128 * MIB).await;
+    let measurements = measurements_behind(&h, &held, ENGINE_PLACES + 8).await;
+    h.wait_for_log_where("every engine place taken", |log| {
+        log.contains("every engine place is taken")
+    })
+    .await;
+    // A user's measurement: admitted at once (the user has nothing running), it waits
+    // for an engine place, which the held measurements keep until the copy ends.
+    let taken = |log: &str| log.matches("method=\"MeasureSpace\"").count();
+    let theirs = measure_pool_as_nobody(&h, &held.pool);
+    h.wait_for_log_where("the user's measurement", |log| {
+        taken(log) == ENGINE_PLACES + 9
+    })
+    .await;
+    // Its caller leaves (the gdbus process is killed), and the bus has seen it go
+    // before a place is free.
+    theirs.abort();
+    assert!(theirs.await.is_err(), "the user's caller was still there");
+    until_nobody_has_at_most(&h, 0, HUNG_CALLER).await;
+    held.finish().await;
+    for measurement in measurements {
+        measurement.await.unwrap().expect("a measurement");
+    }
+    let refused = "waited for an engine place and its caller has left the bus: not run";
+    let measured = |log: &str| log.matches("pool space measured").count();
+    h.wait_for_log_where("the end of the user's measurement", |log| {
+        log.contains(refused) || measured(log) > ENGINE_PLACES + 8
+    })
+    .await;
+    assert!(
+        h.log().contains(refused),
+        "the measurement of a caller that left while it waited for a place was run"
+    );
+    assert_eq!(measured(&h.log()), ENGINE_PLACES + 8);
+}
+
+/// `count` of root's measurements of the pool the held copy writes to, from
+/// connections of 100 calls each (dbus-daemon lets one connection wait for 128
+/// replies at most), once every one of them is taken off the bus. Each waits in the
+/// engine: it maps the files with FIEMAP_FLAG_SYNC, and the clone's file has unwritten
+/// data on a filesystem that is frozen.
+async fn measurements_behind(
+    h: &Harness,
+    held: &HeldClone,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<zbus::Result<Vec<(String, u64, u64)>>>> {
+    const PER_CONNECTION: usize = 100;
     let mut connections = Vec::new();
-    for _ in 0..WAITING.div_ceil(PER_CONNECTION) {
+    for _ in 0..count.div_ceil(PER_CONNECTION) {
         connections.push(h.bus.connect().await);
     }
-    let measurements: Vec<_> = (0..WAITING)
+    let measurements = (0..count)
         .map(|n| {
             let conn = connections[n / PER_CONNECTION].clone();
             let pool = held.pool.clone();
@@ -405,31 +480,14 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let taken = h.log().matches("method=\"MeasureSpace\"").count();
-        if taken >= WAITING {
+        if taken >= count {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the service stopped taking calls after {taken} of {WAITING} waiting measurements (frozen)"
+            "the service stopped taking calls after {taken} of {count} waiting measurements (frozen)"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let what = format!("{WAITING} measurements waited behind a held copy");
-    probe_responsive(&h, &other, 10, &what).await;
-    assert!(
-        measurements.iter().all(|m| !m.is_finished()),
-        "a measurement ended while the copy was held"
-    );
-    assert!(
-        h.log().contains("every engine place is taken"),
-        "the measurements never filled the engine's places"
-    );
-    held.finish().await;
-    for measurement in measurements {
-        let volumes = measurement.await.unwrap().expect("a measurement");
-        assert!(
-            volumes.iter().any(|(vid, _, _)| vid == "appvms/clone/root"),
-            "{volumes:?}"
-        );
-    }
+    measurements
 }

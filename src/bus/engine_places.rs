@@ -18,7 +18,8 @@
 //! for polkit or a volume's gate, and an operation that holds one waits only for
 //! operations that hold one too (locks are taken inside the engine), so the bound
 //! cannot deadlock. When every place is taken, the log says so once, until a place is
-//! free again.
+//! free again. A place says whether it was waited for: a call that waited for one is
+//! not run if its caller has left the bus meanwhile (`Service::blocking_for`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,6 +32,13 @@ pub const ENGINE_PLACES: usize = 1024;
 /// The runtime's blocking threads besides the engine's places: the workers' hand-offs
 /// (one per worker at most) and the GetManagedObjects builders (`LARGE_READS`).
 pub const OTHER_BLOCKING_THREADS: usize = 64;
+
+/// One engine operation's place, given back when dropped.
+pub struct EnginePlace<'a> {
+    _permit: SemaphorePermit<'a>,
+    /// Every place was taken when it was asked for: the call waited for this one.
+    pub waited: bool,
+}
 
 /// The places engine operations run in.
 pub struct EnginePlaces {
@@ -56,12 +64,15 @@ impl EnginePlaces {
         }
     }
 
-    /// A place for one engine operation, held until the permit drops; waits (as a task)
-    /// while every place is taken.
-    pub async fn enter(&self) -> SemaphorePermit<'_> {
+    /// A place for one engine operation, held until it drops; waits (as a task) while
+    /// every place is taken.
+    pub async fn enter(&self) -> EnginePlace<'_> {
         if let Ok(permit) = self.places.try_acquire() {
             self.full.store(false, Ordering::Relaxed);
-            return permit;
+            return EnginePlace {
+                _permit: permit,
+                waited: false,
+            };
         }
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -69,10 +80,15 @@ impl EnginePlaces {
                 "every engine place is taken (operations waiting for a busy volume?); further calls wait for one"
             );
         }
-        self.places
+        let permit = self
+            .places
             .acquire()
             .await
-            .expect("the engine places are never closed")
+            .expect("the engine places are never closed");
+        EnginePlace {
+            _permit: permit,
+            waited: true,
+        }
     }
 
     /// Places free now (for tests).
@@ -91,13 +107,15 @@ mod tests {
     async fn a_call_beyond_the_places_waits_until_one_is_given_back() {
         let places = Arc::new(EnginePlaces::new(2));
         let first = places.enter().await;
-        let _second = places.enter().await;
+        let second = places.enter().await;
+        assert!(
+            !first.waited && !second.waited,
+            "a free place was waited for"
+        );
         assert_eq!(places.free(), 0);
         let waiting = {
             let places = Arc::clone(&places);
-            tokio::spawn(async move {
-                let _third = places.enter().await;
-            })
+            tokio::spawn(async move { places.enter().await.waited })
         };
         // It cannot finish while both places are held.
         let early = tokio::time::timeout(Duration::from_millis(50), async {
@@ -111,10 +129,14 @@ mod tests {
             "a third operation ran beside two in two places"
         );
         drop(first);
-        tokio::time::timeout(Duration::from_secs(10), waiting)
+        let waited = tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
             .expect("the waiting call never got the place given back")
             .unwrap();
+        assert!(
+            waited,
+            "the third place does not say that it was waited for"
+        );
         assert_eq!(places.free(), 1);
     }
 

@@ -12,7 +12,8 @@
 //!    property write waits at most [`WRITE_PATIENCE`], then it is `Busy`.
 //! 3. **Engine**: the operation runs off the executor (`Service::blocking`) with an [`OpCtx`] whose copies
 //!    become Job objects (queued, never waited for) and whose cancel token shutdown and
-//!    `Job.Cancel` trip.
+//!    `Job.Cancel` trip — once an engine place is free; a call that had to wait for
+//!    one is not run if its caller has left the bus meanwhile.
 //! 4. **Refresh**, still off the executor: the objects the call changed are read
 //!    again and their values queued for the outbox, which announces the differences.
 //! 5. The engine's **events** are queued as domain signals, then each Job's
@@ -157,7 +158,7 @@ impl Service {
         }
         let svc = Arc::clone(self);
         let ran = self
-            .blocking(move |engine| {
+            .blocking_for(call, move |engine| {
                 let work_ctx = Work {
                     engine,
                     ctx: &ctx,

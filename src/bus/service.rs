@@ -119,26 +119,38 @@ impl Service {
         F: FnOnce(&Engine) -> T + Send + 'static,
     {
         let _admitted = self.admit_read(call, work).await?;
-        self.blocking(f).await
+        self.blocking_for(call, f).await
     }
 
     /// Waits until `call`, a read, may run ([`Admission::admit`]: a few at a time per
     /// user and for all users). A read that had to wait for its turn is not run if its
-    /// caller has left the bus meanwhile (asked of the bus driver, not of the cache of
-    /// callers, which learns of departures a little later): a user's flood of reads
-    /// would otherwise keep the places busy for a caller that is gone.
+    /// caller has left the bus meanwhile ([`Service::refuse_if_gone`]): a user's flood
+    /// of reads would otherwise keep the places busy for a caller that is gone.
     pub async fn admit_read(&self, call: &Call, work: Work) -> Result<Permit, BusError> {
         let permit = self.admission.admit(call.uid(), work).await;
-        let Some(sender) = call.sender().filter(|_| permit.waited()) else {
-            return Ok(permit);
+        if permit.waited() {
+            self.refuse_if_gone(call, "its turn").await?;
+        }
+        Ok(permit)
+    }
+
+    /// `AccessDenied` when the sender of `call`, which waited for `what`, has left the
+    /// bus meanwhile — asked of the bus driver, not of the cache of callers, which
+    /// learns of departures a little later. The call is then not run, as one whose
+    /// sender had left before the service read it (`dispatch.rs`).
+    async fn refuse_if_gone(&self, call: &Call, what: &str) -> Result<(), BusError> {
+        let Some(sender) = call.sender() else {
+            return Ok(());
         };
         if self.still_on_bus(&sender).await {
-            return Ok(permit);
+            return Ok(());
         }
-        tracing::info!(method = %call.member(), caller = %sender, "a read waited for its turn and its caller has left the bus: not run");
+        tracing::info!(method = %call.member(), caller = %sender, "a call waited for {what} and its caller has left the bus: not run");
         Err(BusError::standard(
             Standard::AccessDenied,
-            "The sender of this call left the bus while it waited for its turn; it was not run",
+            format!(
+                "The sender of this call left the bus while it waited for {what}; it was not run"
+            ),
         ))
     }
 
@@ -159,20 +171,46 @@ impl Service {
             .unwrap_or(true)
     }
 
+    /// [`Service::blocking`] for the engine work of `call`: if every engine place was
+    /// taken and the caller has left the bus while the call waited for one, it is not
+    /// run ([`Service::refuse_if_gone`]) — a flood of calls whose callers are gone
+    /// would otherwise keep every place busy with work nobody waits for.
+    pub async fn blocking_for<T, F>(&self, call: &Call, f: F) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> T + Send + 'static,
+    {
+        let place = self.engine_places.enter().await;
+        if place.waited {
+            self.refuse_if_gone(call, "an engine place").await?;
+        }
+        self.run_blocking(f).await
+    }
+
     /// Runs `f`, which blocks, without holding up the runtime, once one of the engine's
-    /// places is free ([`EnginePlaces`]: 1024 at once): on the multi-threaded
-    /// runtime the daemon runs, in place (`block_in_place`: the worker's other tasks
-    /// move to another thread, and the call continues on this one without the two
-    /// thread hops of the blocking pool: a Start through the bus 0.99–1.16× the Python
-    /// driver's on XFS instead of 1.21–1.25×, `cargo bench --bench compare`); elsewhere
-    /// (a single-threaded runtime in tests) on the blocking pool. A panic in `f` is
-    /// the call's `Failed` reply, not the end of the task.
+    /// places is free ([`EnginePlaces`]: 1024 at once): the service's own work, which no
+    /// caller waits for ([`Service::blocking_for`] for a call's).
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, BusError>
     where
         T: Send + 'static,
         F: FnOnce(&Engine) -> T + Send + 'static,
     {
         let _place = self.engine_places.enter().await;
+        self.run_blocking(f).await
+    }
+
+    /// Runs `f` in the engine place its caller holds: on the multi-threaded runtime the
+    /// daemon runs, in place (`block_in_place`: the worker's other tasks move to
+    /// another thread, and the call continues on this one without the two thread hops
+    /// of the blocking pool: a Start through the bus 0.99–1.16× the Python driver's on
+    /// XFS instead of 1.21–1.25×, `cargo bench --bench compare`); elsewhere (a
+    /// single-threaded runtime in tests) on the blocking pool. A panic in `f` is the
+    /// call's `Failed` reply, not the end of the task.
+    async fn run_blocking<T, F>(&self, f: F) -> Result<T, BusError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> T + Send + 'static,
+    {
         let engine = Arc::clone(&self.engine);
         let died = |what: &dyn std::fmt::Display| {
             tracing::error!(error = %what, "an engine task died");

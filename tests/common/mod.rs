@@ -18,6 +18,7 @@ pub mod proxies;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tempfile::TempDir;
@@ -357,6 +358,53 @@ pub async fn gdbus_as_nobody_at(address: &str, args: &[&str]) -> Result<String, 
     gdbus_call_as(&NOBODY, address, &all).await
 }
 
+/// Pool.MeasureSpace of `pool` by `nobody` (a gdbus process, killed if the task is
+/// aborted).
+pub fn measure_pool_as_nobody(
+    h: &Harness,
+    pool: &zbus::OwnedObjectPath,
+) -> tokio::task::JoinHandle<Result<String, String>> {
+    let (bus, pool) = (h.bus.address().to_owned(), pool.to_string());
+    tokio::spawn(async move {
+        let args = [
+            "--object-path",
+            pool.as_str(),
+            "--method",
+            "org.qubes.Storage.Pool.MeasureSpace",
+            "@a{sv} {}",
+        ];
+        gdbus_as_nobody_at(&bus, &args).await
+    })
+}
+
+/// Waits until at most `most` connections of `nobody` are left on the bus (the bus
+/// driver has seen the others leave), for at most `patience`.
+pub async fn until_nobody_has_at_most(h: &Harness, most: usize, patience: Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    while connections_of(h, NOBODY.uid).await > most {
+        assert!(std::time::Instant::now() < deadline, "a caller never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How many connections of the bus belong to `uid` (asked of the bus driver).
+pub async fn connections_of(h: &Harness, uid: u32) -> usize {
+    let bus = zbus::fdo::DBusProxy::new(&h.conn)
+        .await
+        .expect("bus driver");
+    let mut count = 0;
+    for name in bus.list_names().await.expect("ListNames") {
+        if !name.starts_with(':') {
+            continue;
+        }
+        let name = zbus::names::BusName::try_from(name.as_str()).expect("a unique name");
+        if bus.get_connection_unix_user(name).await.ok() == Some(uid) {
+            count += 1;
+        }
+    }
+    count
+}
+
 // ---- the whole setup ----
 
 /// Bus + (polkitd) + service + a client connection + the filesystems of the pools.
@@ -473,7 +521,7 @@ impl Harness {
                 "timed out waiting until {what}; log:\n{}",
                 self.log()
             );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
