@@ -22,10 +22,17 @@
 //! ([`Journal::write`] under its owner's lock, then [`Syncer::sync`] outside it), so
 //! that changes recorded at the same time share one fdatasync: the first waiter whose
 //! record is not yet durable syncs everything written so far and the others find
-//! theirs covered. A failed fdatasync fails every record it was to cover — the file is
-//! cut back to what is known durable before anything else is written (its owner calls
-//! [`Journal::cut_failed`]) — and bumps an epoch, so a record written after the cut
-//! point can never be taken for durable.
+//! theirs covered. A failed fdatasync fails every record beyond what is known durable
+//! (the *cut point*): from then on no fdatasync runs and every such record's writer is
+//! told it failed, until the file is cut back to the cut point ([`Journal::cut_failed`],
+//! which its writers' owner calls, and which the next write does first if it has not
+//! happened yet). The cut ends an *epoch*: a record of an earlier epoch counts as
+//! durable exactly when it ends at or before its epoch's cut point, so neither a record
+//! written after a failure but before the cut, nor one whose bytes a later record
+//! reoccupies, can be taken for durable — and a record that was durable before a
+//! failure is never reported as failed. (A fresh descriptor's fdatasync after a failed
+//! one may report success for pages whose writeback failed: nothing is synced while a
+//! cut is due, so it can never cover the failed records.)
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -170,13 +177,22 @@ struct SyncState {
     written: u64,
     /// Bytes known durable.
     synced: u64,
-    /// Bumped by every failed fdatasync: records of an older epoch beyond `synced`
-    /// were cut off.
+    /// Bumped by every cut: the records of an earlier epoch that end beyond its cut
+    /// point were cut off.
     epoch: u64,
+    /// The cut point of each ended epoch (indexed by epoch): what was durable when its
+    /// fdatasync failed.
+    cut_points: Vec<u64>,
+    /// An fdatasync failed and the file has not been cut back to `synced` yet: no
+    /// fdatasync runs meanwhile.
+    cut_due: bool,
     /// An fdatasync is running.
     running: bool,
     /// The errno of the last failed fdatasync, for its waiters.
     failure: Option<i32>,
+    /// Tests: the next fdatasync fails with EIO.
+    #[cfg(test)]
+    fail_next: bool,
 }
 
 impl Syncer {
@@ -207,11 +223,19 @@ impl Syncer {
     pub fn sync(&self, ticket: Ticket) -> Result<()> {
         let mut state = self.lock();
         loop {
-            if state.epoch != ticket.epoch {
-                return Err(self.failed(state.failure));
+            if ticket.epoch != state.epoch {
+                // Its epoch ended with a cut: kept if it was durable by then.
+                return match ticket.end <= state.cut_points[ticket.epoch as usize] {
+                    true => Ok(()),
+                    false => Err(self.failed(state.failure)),
+                };
             }
             if state.synced >= ticket.end {
                 return Ok(());
+            }
+            if state.cut_due {
+                // Beyond the cut point: it will be cut.
+                return Err(self.failed(state.failure));
             }
             if !state.running {
                 state = self.lead(state);
@@ -219,6 +243,11 @@ impl Syncer {
             }
             state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// An fdatasync failed and the file is still to be cut back ([`Journal::cut_failed`]).
+    pub fn cut_due(&self) -> bool {
+        self.lock().cut_due
     }
 
     /// fdatasync everything written so far, for every waiter.
@@ -229,11 +258,19 @@ impl Syncer {
         let outcome = open_for_sync(&self.path)
             .and_then(|file| durable::sync_data(&file, "journal-append", &self.path));
         let mut state = self.lock();
+        #[cfg(test)]
+        let outcome = match std::mem::take(&mut state.fail_next) {
+            true => Err(EngineError::io(
+                "a failure for the test",
+                std::io::Error::from_raw_os_error(libc_eio()),
+            )),
+            false => outcome,
+        };
         state.running = false;
         match outcome {
             Ok(()) => state.synced = state.synced.max(target),
             Err(err) => {
-                state.epoch += 1;
+                state.cut_due = true;
                 let errno = err.os_error().and_then(std::io::Error::raw_os_error);
                 state.failure = Some(errno.unwrap_or(libc_eio()));
             }
@@ -263,11 +300,22 @@ impl Syncer {
         }
     }
 
-    /// The file was cut back to `len` (what is durable).
+    /// The file was cut back to `len`, what is durable: the epoch ends (its records
+    /// beyond `len` are gone) and fdatasyncs may run again.
     fn cut_to(&self, len: u64) {
         let mut state = self.lock();
         state.written = len;
         state.synced = state.synced.min(len);
+        state.cut_points.push(len);
+        state.epoch += 1;
+        state.cut_due = false;
+        self.done.notify_all();
+    }
+
+    /// Tests: the next fdatasync fails.
+    #[cfg(test)]
+    pub(crate) fn fail_next(&self) {
+        self.lock().fail_next = true;
     }
 }
 
@@ -369,6 +417,10 @@ impl Journal {
         if !self.exists {
             *self = Journal::create_empty(&self.path)?;
         }
+        if self.syncer.cut_due() {
+            // Never write behind records a failed fdatasync left (the module comment).
+            self.cut_failed()?;
+        }
         let mut file = self.open_for_append()?;
         if self.partial {
             self.cut(&file)?;
@@ -395,10 +447,17 @@ impl Journal {
     }
 
     /// After a failed sync: cut the file back to the records known durable, so that
-    /// no record that failed is ever read back. Returns how many records were cut.
+    /// no record that failed is ever read back — once: a cut already made (by another
+    /// writer, or by the write that followed the failure) is not repeated, so the
+    /// records written after it stay. Returns how many records were cut.
     pub fn cut_failed(&mut self) -> Result<u64> {
+        if !self.syncer.cut_due() {
+            // Nothing failed, or the cut is made: what follows it is not to be cut.
+            return Ok(0);
+        }
         let synced = self.syncer.synced();
         if self.len <= synced {
+            self.syncer.cut_to(synced);
             return Ok(0);
         }
         let cut = self.count_records_beyond(synced);
@@ -553,12 +612,59 @@ mod tests {
         let (mut journal, _) = Journal::open(&path).unwrap();
         journal.append("kept").unwrap();
         let lost = journal.write("lost").unwrap();
+        assert_eq!(journal.cut_failed().unwrap(), 0, "nothing failed yet");
+        journal.syncer().fail_next();
+        assert!(journal.syncer().sync(lost).is_err());
         assert_eq!(journal.cut_failed().unwrap(), 1);
+        assert_eq!(journal.cut_failed().unwrap(), 0, "cut once");
         assert_eq!(std::fs::read(&path).unwrap(), records(&["kept"]));
         assert_eq!(journal.records(), 1);
         assert!(journal.syncer().synced() < lost.end());
         journal.append("next").unwrap();
         assert_eq!(Journal::open(&path).unwrap().1, ["kept", "next"]);
+        assert!(journal.syncer().sync(lost).is_err(), "its bytes are reused");
+    }
+
+    #[test]
+    fn a_record_written_after_a_failed_sync_follows_the_cut_not_the_failed_records() {
+        let (_dir, path) = journal_with(b"");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        journal.append("kept").unwrap();
+        let failed = journal.write("failed").unwrap();
+        journal.syncer().fail_next();
+        assert!(journal.syncer().sync(failed).is_err());
+        // Another change is written before the failed record's owner has cut it.
+        let next = journal.write("next").unwrap();
+        journal.syncer().sync(next).unwrap();
+        assert_eq!(journal.cut_failed().unwrap(), 0, "the write cut first");
+        assert!(journal.syncer().sync(failed).is_err());
+        assert_eq!(Journal::open(&path).unwrap().1, ["kept", "next"]);
+    }
+
+    #[test]
+    fn after_a_failed_sync_nothing_is_synced_until_the_cut_and_later_records_fail() {
+        let (_dir, path) = journal_with(b"");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        let durable = journal.write("durable").unwrap();
+        journal.syncer().sync(durable).unwrap();
+        let (first, second) = (
+            journal.write("first").unwrap(),
+            journal.write("second").unwrap(),
+        );
+        journal.syncer().fail_next();
+        assert!(journal.syncer().sync(first).is_err());
+        // A fresh descriptor's fdatasync could report success for the failed pages: none
+        // runs before the cut, and the record behind the failed one fails with it.
+        let before = crate::barrier::thread_counts();
+        assert!(journal.syncer().sync(second).is_err());
+        assert_eq!(crate::barrier::thread_counts().since(&before).total(), 0);
+        journal.cut_failed().unwrap();
+        assert!(journal.syncer().sync(second).is_err(), "after the cut too");
+        assert!(
+            journal.syncer().sync(durable).is_ok(),
+            "a record durable before the failure is never reported as failed"
+        );
+        assert_eq!(Journal::open(&path).unwrap().1, ["durable"]);
     }
 
     #[test]

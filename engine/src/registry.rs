@@ -148,3 +148,67 @@ impl Pool {
         files.delete()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VolumeConfig;
+    use crate::names::{PoolName, RevisionsToKeep, Vid};
+    use crate::store::Store;
+
+    fn volume(vid: &str) -> VolumeConfig {
+        VolumeConfig {
+            vid: Vid::parse(vid).unwrap(),
+            size: 1 << 20,
+            rw: true,
+            snap_on_start: false,
+            save_on_stop: true,
+            source: None,
+            revisions_to_keep: RevisionsToKeep::DEFAULT,
+            ephemeral: None,
+            committed_image_shared: false,
+            revision_notes: Default::default(),
+        }
+    }
+
+    fn vids(pool: &Pool) -> Vec<String> {
+        pool.read().volumes().map(|c| c.vid.to_string()).collect()
+    }
+
+    /// A change recorded while another's flush has failed and before that one's writer
+    /// came back to cut it: the failed change is neither kept nor applied, the other
+    /// is both — in memory and in the journal.
+    #[test]
+    fn a_change_recorded_beside_a_failed_flush_is_kept_and_the_failed_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = PoolConfig {
+            name: PoolName::parse("p").unwrap(),
+            dir_path: "/srv/pool".into(),
+            setup_check: true,
+            revisions_to_keep: RevisionsToKeep::DEFAULT,
+            ephemeral_volatile: false,
+        };
+        let pool = Pool::new(
+            PoolState::new(config.clone()),
+            store.create(&config).unwrap(),
+        );
+        let failed = pool.begin(Change::Put(volume("appvms/a/private"))).unwrap();
+        failed.written.syncer.fail_next();
+        let outcome = failed.written.syncer.sync(failed.written.ticket);
+        assert!(outcome.is_err());
+        pool.begin(Change::Put(volume("appvms/b/private")))
+            .unwrap()
+            .finish()
+            .expect("the change recorded after the failure");
+        // The failed change's writer comes back.
+        let mut files = pool.files();
+        assert!(files.finish(failed.written.ticket, outcome).is_err());
+        pool.apply_durable(&mut files);
+        drop(files);
+        assert_eq!(vids(&pool), ["appvms/b/private"]);
+        let (reloaded, _) = store.load().unwrap().pop().unwrap();
+        let reloaded: Vec<String> = reloaded.volumes().map(|c| c.vid.to_string()).collect();
+        assert_eq!(reloaded, ["appvms/b/private"]);
+    }
+}

@@ -176,6 +176,11 @@ impl PoolFiles {
         if self.removed {
             return Err(EngineError::not_found("the pool was removed"));
         }
+        if self.journal.syncer().cut_due() {
+            // A failed fdatasync left records that are to be cut: cut them (and forget
+            // their changes) before anything is written behind them.
+            self.drop_failed();
+        }
         let seq = self.seq + 1;
         let ticket = self.journal.write(&json(&Line::of(seq, &change)))?;
         self.seq = seq;
@@ -222,8 +227,12 @@ impl PoolFiles {
         durable
     }
 
-    /// Cut the records that did not become durable and forget their changes.
+    /// Cut the records that did not become durable and forget their changes — once
+    /// per failed fdatasync: the changes written after the cut are not touched.
     fn drop_failed(&mut self) {
+        if !self.journal.syncer().cut_due() {
+            return;
+        }
         let synced = self.journal.syncer().synced();
         self.pending.retain(|p| p.ticket.end() <= synced);
         self.seq = self.pending.back().map_or(self.applied, |p| p.seq);
