@@ -66,6 +66,7 @@ on_every_fs!(
     a_revision_timestamp_has_its_image_mtime_to_the_nanosecond,
     bad_details_are_refused_and_change_nothing,
     a_pinned_revision_survives_a_start_with_snapshots_disabled,
+    pins_survive_an_operation_that_finds_the_vm_directory_missing,
 );
 
 fn pinned_revisions_survive_pruning_and_do_not_count(t: FsType) {
@@ -344,4 +345,24 @@ fn a_pinned_revision_survives_a_start_with_snapshots_disabled(t: FsType) {
     );
     f.stop(&v);
     assert!(Path::new(&f.revision_path(&v, f.details(&v)[0].revision)).exists());
+}
+
+/// A pool whose disk is not mounted at the moment (its directory is there, empty): an
+/// operation finds no VM directory and fails — and must not take that for "every
+/// revision is gone" and drop the pins, which would let the next stop prune the pinned
+/// revision once the disk is back.
+fn pins_survive_an_operation_that_finds_the_vm_directory_missing(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 8 * MIB, 1);
+    f.session(&v, 0, b"first");
+    f.session(&v, 0, b"second");
+    f.set(&v, Some(2), pin(true));
+    let (class, away) = (f.dir.join("appvms"), f.dir.join("appvms-away"));
+    fs::rename(&class, &away).unwrap();
+    let start = f.engine.start(&v, &OpCtx::quiet("Start"));
+    fs::rename(&away, &class).unwrap();
+    assert!(start.is_err(), "a start without its files: {start:?}");
+    assert!(f.details(&v)[0].pinned, "{:?}", f.details(&v));
+    f.session(&v, 0, b"third");
+    assert_eq!(f.ids(&v), [2, 3], "the pinned revision was pruned");
 }

@@ -121,7 +121,10 @@ impl Engine {
     /// After an operation on `vol` (under its lock): the notes and measurements of
     /// revisions that no longer exist are dropped (pruned, consumed by a revert,
     /// deleted by hand) — one listing of the VM directory, only for a volume that has
-    /// any. A failure only leaves notes that every reader ignores.
+    /// any. Nothing is dropped when the VM directory cannot be listed or is missing
+    /// (a pool whose disk is not mounted yet looks like that: its revisions come back
+    /// with it, and so must their pins). A failure only leaves notes that every reader
+    /// ignores.
     pub(super) fn forget_vanished_notes(&self, vol: &VolumeRef, v: &Volume<'_>) {
         let Ok((_, config, _)) = self.lookup(vol) else {
             self.measurements().forget(vol);
@@ -131,13 +134,11 @@ impl Engine {
         if config.revision_notes.is_empty() && !self.measurements().holds(vol) {
             return;
         }
-        let existing = match v.vm_dir() {
-            Ok(Some(dir)) => match revision::list_in(&dir, &v.paths) {
-                Ok(existing) => existing,
-                Err(_) => return,
-            },
-            Ok(None) => Vec::new(),
-            Err(_) => return,
+        let Ok(Some(dir)) = v.vm_dir() else {
+            return;
+        };
+        let Ok(existing) = revision::list_in(&dir, &v.paths) else {
+            return;
         };
         self.measurements().retain(vol, &existing);
         let kept = config.revision_notes.retain_existing(&existing);
