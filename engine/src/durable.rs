@@ -773,6 +773,7 @@ impl<'a> DirChanges<'a> {
     pub fn place(&mut self, staged: Staged<'_>) -> Result<()> {
         let path = self.dir.join(&staged.dst);
         let (existed, bytes) = (self.dir.exists(&staged.dst), staged.bytes);
+        failpoint::refused("place").io_ctx(|| format!("cannot put {} in place", path.display()))?;
         staged.rename_into_place()?;
         self.changed = true;
         let op = if existed { "replace" } else { "create" };

@@ -1,8 +1,10 @@
 //! Crash points for the crash tests. With the `failpoints` feature, every completed
 //! durable step (see [`crate::durable`]) calls [`step`]; when the environment variable
 //! `QSD_CRASH_AFTER_STEP=k` is set, the process aborts right after the k-th step, as a
-//! power loss would stop it (nothing is unwound, no destructor runs). Without the
-//! feature [`step`] is an empty inline function.
+//! power loss would stop it (nothing is unwound, no destructor runs). A test may also
+//! make one named step fail on its own thread ([`refuse_next_on_this_thread`], checked
+//! by [`refused`]), as a failing disk would. Without the feature [`step`] and
+//! [`refused`] are empty inline functions.
 
 #[cfg(feature = "failpoints")]
 mod imp {
@@ -34,6 +36,40 @@ mod imp {
 #[cfg(feature = "failpoints")]
 pub use imp::{step, steps};
 
+#[cfg(feature = "failpoints")]
+mod refusal {
+    use std::cell::Cell;
+
+    thread_local! {
+        static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    /// The next [`refused`] check of the step `name` on this thread fails (EIO).
+    pub fn refuse_next_on_this_thread(name: &'static str) {
+        REFUSED.with(|r| r.set(Some(name)));
+    }
+
+    /// An I/O error if a test asked the step `name` to fail on this thread (once).
+    pub fn refused(name: &str) -> std::io::Result<()> {
+        match REFUSED.with(|r| r.get()) {
+            Some(armed) if armed == name => {
+                REFUSED.with(|r| r.set(None));
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "failpoints")]
+pub use refusal::{refuse_next_on_this_thread, refused};
+
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn step(_name: &str) {}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn refused(_name: &str) -> std::io::Result<()> {
+    Ok(())
+}

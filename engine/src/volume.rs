@@ -669,9 +669,10 @@ impl<'a> Volume<'a> {
 
     /// R§3.9: make `incoming` (the running image, or a staged copy) the new clean
     /// image, keeping the previous one as a revision, in one batch: the revision is
-    /// linked, the pruned revisions, the old precache and `discard` (the import file)
-    /// discarded, the new image put in place, then one fsync of the directory. The
-    /// running image's content is fsynced before anything changes.
+    /// linked, the pruned revisions and the old precache discarded, the new image put
+    /// in place, then one fsync of the directory; `discard` (the import file) is
+    /// discarded after it. The running image's content is fsynced before anything
+    /// changes.
     fn commit(
         &self,
         dir: &Dir,
@@ -706,17 +707,31 @@ impl<'a> Volume<'a> {
             ctx,
         )?;
         changes.discard(&self.paths.precache_name())?;
-        if let Some(name) = discard {
-            changes.discard(name)?;
-        }
         match incoming {
             Incoming::Running(from) | Incoming::Revision(from) => changes.rename(from, &clean)?,
             Incoming::Staged(staged) => changes.place(staged)?,
         }
         changes.commit()?;
         ctx.point_of_no_return();
+        if let Some(name) = discard {
+            self.discard_after_commit(dir, name);
+        }
         self.precache_after(dir, ctx);
         Ok(())
+    }
+
+    /// `name` (the import file whose private copy was committed) leaves only once the
+    /// commit is durable: a commit that fails keeps it for a retry
+    /// (`engine/imports.rs`). From then on it is garbage, whose removal needs no
+    /// barrier (rule 4 of docs/durability.md): a power cut may leave it, and the
+    /// start-up sweep deletes it; so may a failure to discard it now, which is only
+    /// logged — the commit stands.
+    fn discard_after_commit(&self, dir: &Dir, name: &str) {
+        let mut leaving = self.changes_without_barrier(dir);
+        if let Err(err) = leaving.discard(name) {
+            warn!(path = %dir.join(name).display(), error = %err, "cannot discard the committed import file; the start-up sweep deletes it");
+        }
+        leaving.end_without_barrier();
     }
 
     /// R§3.13 with fixes 1 and 7: refused while started; `None` = the highest id.

@@ -24,6 +24,44 @@ on_every_fs!(
     an_import_file_nobody_holds_any_more_is_committed_without_a_copy,
 );
 
+/// The tests that make a step fail (feature `failpoints`, which scripts/test turns on).
+#[cfg(feature = "failpoints")]
+mod failing {
+    use super::*;
+
+    on_every_fs!(a_commit_of_a_held_import_that_fails_keeps_the_import_file_for_a_retry,);
+
+    /// The commit of an import whose file the importer still holds (a private copy is
+    /// committed) fails as its copy is put in place (a failing disk): the import file
+    /// is kept — the import is still in progress and the retry commits it (before, the
+    /// import file had been discarded first and was deleted with the failed batch).
+    fn a_commit_of_a_held_import_that_fails_keeps_the_import_file_for_a_retry(t: FsType) {
+        let f = Fixture::new(t);
+        let v = f.origin(VID, MIB, 1);
+        let fd = import_with(&f, &v, MIB, b"imported");
+        qubes_storage_engine::failpoint::refuse_next_on_this_thread("place");
+        let failed = f.engine.import_data_end(&v, true, &quiet("ImportDataEnd"));
+        assert!(failed.is_err(), "{failed:?}");
+        f.engine.settle();
+        assert!(
+            exists(&f.paths(VID).import()),
+            "the import file was deleted"
+        );
+        assert_eq!(
+            read_at(&f.paths(VID).clean(), 0, 8),
+            [0; 8],
+            "clean unchanged"
+        );
+        f.engine
+            .import_data_end(&v, true, &quiet("ImportDataEnd"))
+            .expect("the retry");
+        drop(fd);
+        assert_eq!(read_at(&f.paths(VID).clean(), 0, 8), b"imported");
+        f.engine.settle();
+        assert!(!exists(&f.paths(VID).import()));
+    }
+}
+
 /// ImportData of `size` on `v`, `data` written at 0; the importer's fd.
 fn import_with(f: &Fixture, v: &VolumeRef, size: u64, data: &[u8]) -> fs::File {
     let fd = f
