@@ -6,9 +6,11 @@
 //!   Job objects for long copies, and the daemon's startup and shutdown;
 //! - [`auth`]: polkit authorization of every mutating call;
 //! - [`memory`]: the allocator policy that gives large replies' memory back;
+//! - [`open_files`]: the limit of open files, raised for calls that carry descriptors;
 //! - [`user_gate`]: work admitted a few at a time per user and for all users.
 
 pub mod auth;
 pub mod bus;
 pub mod memory;
+pub mod open_files;
 pub mod user_gate;

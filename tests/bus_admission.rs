@@ -12,6 +12,10 @@
 //! outstanding at every moment. The callers are `gdbus` processes run as `nobody`, one
 //! connection each, as a flood from several connections of one user would be.
 //!
+//! Nor can a user make it fall off the bus with calls that carry file descriptors (no
+//! method takes one): they are refused at once and their descriptors closed, and the
+//! service raises its limit of open files beyond what its queue of calls can hold.
+//!
 //! A read that waits for its turn is held behind the user's measurement of a pool where
 //! a held copy writes (its filesystem frozen); its caller then leaves. A call whose
 //! caller leaves before the service reads it waits in the socket of a stopped service
@@ -470,4 +474,93 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
     // The service goes on serving.
     let measured = h.pool(&pool).await.measure_space(opts()).await;
     assert!(measured.is_ok(), "{measured:?}");
+}
+
+/// Sends, as `nobody`, `connections` × `calls` Peer.Ping calls each carrying `fds`
+/// descriptors of /dev/null (replies expected, never read), then one Ping carrying one
+/// descriptor whose reply it waits for; prints that reply's error name and message, or
+/// `no error`.
+const DESCRIPTOR_FLOOD: &str = r#"
+import os, sys
+import dbus, dbus.lowlevel
+address, connections, calls, fds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+null = os.open('/dev/null', os.O_RDONLY)
+def ping(descriptors):
+    call = dbus.lowlevel.MethodCallMessage('org.qubes.Storage', '/org/qubes/Storage',
+                                           'org.freedesktop.DBus.Peer', 'Ping')
+    call.append(*[dbus.types.UnixFd(null) for _ in range(descriptors)], signature='h' * descriptors)
+    return call
+flooding = [dbus.bus.BusConnection(address) for _ in range(connections)]
+for conn in flooding:
+    for _ in range(calls):
+        conn.send_message(ping(fds))
+    conn.flush()
+last = dbus.bus.BusConnection(address)
+try:
+    last.send_message_with_reply_and_block(ping(1), 60000)
+    print('no error')
+except dbus.exceptions.DBusException as e:
+    print(e.get_dbus_name())
+    print(e.get_dbus_message())
+"#;
+
+/// A user who floods the service with calls carrying file descriptors — 1024 calls of
+/// 16 each, as many as the bus lets one user's 8 connections have waiting — while the
+/// service's soft limit of open files is systemd's 1024 does not make it fall off the
+/// bus (before, the kernel dropped descriptors of a message once the limit was reached,
+/// zbus took that for a broken connection, and the service exited): each such call is
+/// refused with `InvalidArgs`, and root is served throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_carrying_file_descriptors_are_refused_and_cannot_take_the_service_off_the_bus() {
+    let h = Harness::with_soft_open_files_limit(1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = dir.path().join("flood.py");
+    std::fs::write(&script, DESCRIPTOR_FLOOD).unwrap();
+    let mut command = NOBODY.setpriv(qubes_storaged_testkit::users::Groups::Cleared);
+    command
+        .arg("/usr/bin/python3")
+        .arg(&script)
+        .args([h.bus.address(), "8", "128", "16"]);
+    let output = tokio::time::timeout(HUNG * 3, tokio::process::Command::from(command).output())
+        .await
+        .expect("the flood never ended")
+        .expect("python3");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.starts_with("org.freedesktop.DBus.Error.InvalidArgs"),
+        "the last call: {printed}{}\nlog:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        h.log()
+    );
+    assert!(printed.contains("file descriptors"), "{printed}");
+    let bus = zbus::fdo::DBusProxy::new(&h.conn).await.unwrap();
+    let name = zbus::names::BusName::try_from(common::SERVICE).unwrap();
+    assert!(
+        bus.name_has_owner(name).await.unwrap(),
+        "the service fell off the bus; log:\n{}",
+        h.log()
+    );
+    let pools = tokio::time::timeout(
+        HUNG,
+        h.conn.call_method(
+            Some(common::SERVICE),
+            "/org/qubes/Storage",
+            Some("org.qubes.Storage.Manager"),
+            "ListPools",
+            &(opts(),),
+        ),
+    )
+    .await
+    .expect("root's call was not answered");
+    assert!(pools.is_ok(), "{pools:?}");
+    assert!(
+        !h.log().contains("connection to the bus was lost"),
+        "{}",
+        h.log()
+    );
 }

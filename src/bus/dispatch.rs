@@ -9,6 +9,10 @@
 //! any handler runs. The handler's answer — a reply, an error or a read — goes to the
 //! outbox, which sends it after everything the call queued before it.
 //!
+//! A call that carries file descriptors is refused before it gets a task (no method
+//! takes one): its descriptors are closed at once, so a flood of them cannot fill the
+//! process's table (`open_files.rs`).
+//!
 //! The service does not use zbus's `ObjectServer`: its tree lock and per-interface
 //! locks, held across awaits, were what let one waiting call freeze the whole service.
 //! Nothing here holds a lock across an await.
@@ -35,7 +39,7 @@ use crate::bus::{job, manager, object_manager, pool, standard, volume};
 
 /// How many calls may wait in the stream before the dispatcher takes them (it takes
 /// them as fast as it can spawn a task).
-const QUEUED_CALLS: usize = 1024;
+pub const QUEUED_CALLS: usize = 1024;
 
 /// Starts taking method calls; returns once the stream is subscribed.
 pub async fn serve(svc: Arc<Service>) -> zbus::Result<()> {
@@ -49,14 +53,49 @@ pub async fn serve(svc: Arc<Service>) -> zbus::Result<()> {
     tokio::spawn(async move {
         while let Some(msg) = calls.next().await {
             match msg {
-                Ok(msg) => {
-                    tokio::spawn(answer(Arc::clone(&svc), msg));
-                }
+                Ok(msg) => match msg.header().unix_fds().unwrap_or(0) {
+                    0 => drop(tokio::spawn(answer(Arc::clone(&svc), msg))),
+                    // No method takes a descriptor: refused here, and the message's
+                    // descriptors are closed at once (`open_files.rs`).
+                    carried => refuse_descriptors(&svc, msg, carried),
+                },
                 Err(err) => tracing::debug!(error = %err, "an unreadable message"),
             }
         }
     });
     Ok(())
+}
+
+/// Refuses `msg`, which carried `count` file descriptors, with `InvalidArgs` (unless no
+/// reply is expected); dropping it closes them. Not logged above debug: a flood of
+/// them must not flood the journal either.
+fn refuse_descriptors(svc: &Service, msg: Message, count: u32) {
+    let header = msg.header();
+    let (path, member) = (header.path(), header.member());
+    tracing::debug!(
+        ?path,
+        ?member,
+        count,
+        "a call carrying file descriptors: not run"
+    );
+    if header
+        .primary()
+        .flags()
+        .contains(zbus::message::Flags::NO_REPLY_EXPECTED)
+    {
+        return;
+    }
+    let what = match (path, member) {
+        (Some(path), Some(member)) => format!("{member} on {path}"),
+        _ => "This call".to_owned(),
+    };
+    let refusal = BusError::invalid_args(format!(
+        "{what} carried {count} file descriptors; no method of this service takes one, and it was not run"
+    ));
+    match refusal.reply_to(&header) {
+        Ok(reply) => svc.outbox.send(Item::Send(reply)),
+        Err(err) => tracing::error!(error = %err, "cannot build an error reply"),
+    }
 }
 
 /// Answers one call: admit (`admission.rs`), route, run, queue the answer.

@@ -42,6 +42,10 @@ pub struct DaemonSpec<'a> {
     pub extra_args: &'a [&'a str],
     /// More environment variables for it (e.g. a test-only fault switch).
     pub env: &'a [(&'a str, &'a str)],
+    /// Its soft limit of open files, as systemd and most shells give one (1024);
+    /// `None` leaves this process's. Set with `prlimit` (util-linux), which then execs
+    /// it: the same process.
+    pub soft_open_files: Option<u64>,
 }
 
 impl<'a> DaemonSpec<'a> {
@@ -55,6 +59,7 @@ impl<'a> DaemonSpec<'a> {
             log_filter: None,
             extra_args: &[],
             env: &[],
+            soft_open_files: None,
         }
     }
 }
@@ -86,7 +91,14 @@ impl Daemon {
             .append(true)
             .open(spec.log)
             .expect("daemon log");
-        let mut command = Command::new(spec.binary);
+        let mut command = match spec.soft_open_files {
+            None => Command::new(spec.binary),
+            Some(soft) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={soft}:")).arg(spec.binary);
+                prlimit
+            }
+        };
         command.arg("--state-dir").arg(spec.state_dir);
         match spec.bus_arg {
             BusArg::Flag => command.arg("--bus-address").arg(bus.address()),

@@ -419,6 +419,8 @@ pub struct Harness {
     dir: TempDir,
     /// More arguments for the service.
     daemon_args: Vec<String>,
+    /// The service's soft limit of open files, if not this process's.
+    soft_open_files: Option<u64>,
 }
 
 impl Harness {
@@ -442,11 +444,26 @@ impl Harness {
         Harness::start_on(TestBus::permissive(), true, args).await
     }
 
+    /// A harness whose service starts with the soft limit of open files systemd gives
+    /// (1024), as a service started by the unit without its LimitNOFILE would.
+    pub async fn with_soft_open_files_limit(soft: u64) -> Harness {
+        Harness::start_configured(TestBus::permissive(), false, Vec::new(), Some(soft)).await
+    }
+
     async fn start_with(polkit: bool) -> Harness {
         Harness::start_on(TestBus::permissive(), polkit, Vec::new()).await
     }
 
     async fn start_on(bus: TestBus, polkit: bool, daemon_args: Vec<String>) -> Harness {
+        Harness::start_configured(bus, polkit, daemon_args, None).await
+    }
+
+    async fn start_configured(
+        bus: TestBus,
+        polkit: bool,
+        daemon_args: Vec<String>,
+        soft_open_files: Option<u64>,
+    ) -> Harness {
         common_fs::require_root();
         let conn = bus.connect().await;
         let polkit = if polkit {
@@ -467,6 +484,7 @@ impl Harness {
             bus,
             dir,
             daemon_args,
+            soft_open_files,
         };
         harness.start_daemon().await;
         harness
@@ -535,6 +553,7 @@ impl Harness {
         let log = self.log_path();
         let spec = DaemonSpec {
             extra_args: &args,
+            soft_open_files: self.soft_open_files,
             ..DaemonSpec::new(Path::new(DAEMON_BINARY), &state_dir, &log)
         };
         let daemon = Daemon::start(&spec, &self.bus, &self.conn).await;

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         polkit_timeout: std::time::Duration::from_secs(args.polkit_timeout),
     };
     init_logging();
+    qubes_storaged::open_files::raise_limit();
     // The engine operations that may run at once and a margin for the rest
     // (`bus::engine_places`).
     use qubes_storaged::bus::engine_places::{ENGINE_PLACES, OTHER_BLOCKING_THREADS};
