@@ -108,20 +108,49 @@ pub fn check_dir_path(dir: &Path) -> Result<()> {
     }
 }
 
-/// Refuse a pool directory that [`check_dir_path`] refuses or that resolves into a
-/// system tree.
+/// Refuse a pool directory that [`check_dir_path`] refuses, that resolves into a
+/// system tree, or that lies below a directory another user may change
+/// ([`check_ancestors`]).
 fn check_location(dir: &Path) -> Result<()> {
     check_dir_path(dir)?;
     let resolved = resolve(dir)?;
-    match system_tree(&resolved) {
-        None => Ok(()),
-        Some(tree) => Err(EngineError::invalid(format!(
+    if let Some(tree) = system_tree(&resolved) {
+        return Err(EngineError::invalid(format!(
             "{} cannot be a pool directory: it resolves to {}, which is {} or inside it, a directory of the system",
             dir.display(),
             resolved.display(),
             tree
-        ))),
+        )));
     }
+    check_ancestors(dir, &resolved)
+}
+
+/// Every directory above the resolved pool directory must belong to the service and
+/// be closed to writes by group and others — or be sticky (`/tmp`), where nobody else
+/// may rename what the service owns. Otherwise the user who may write there could
+/// later move the pool directory away and put a symlink to another pool's directory
+/// (or anywhere) in its place: every operation opens the configured path, and the
+/// pool's volumes would be files of another pool. (As sshd's StrictModes judges a
+/// user's keys.)
+fn check_ancestors(dir: &Path, resolved: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = sys::effective_uid();
+    for ancestor in resolved.ancestors().skip(1) {
+        let meta = std::fs::symlink_metadata(ancestor)
+            .io_ctx(|| format!("cannot stat {}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() == euid && (meta.mode() & 0o022 == 0 || sticky) {
+            continue;
+        }
+        return Err(EngineError::invalid(format!(
+            "{} cannot be a pool directory: {} above it is owned by uid {} with mode {:o}, so another user could replace the pool directory; use a directory whose parents belong to uid {euid} and are not writable by group or others",
+            dir.display(),
+            ancestor.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// What [`setup`] made, so that a pool that is not registered in the end leaves

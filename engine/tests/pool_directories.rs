@@ -186,3 +186,27 @@ fn a_pool_in_an_existing_directory_that_cannot_be_saved_removes_what_setup_made(
     w.create_pool("q", &dir).unwrap_err();
     assert_eq!(names_in(&dir), ["keep.txt"]);
 }
+
+/// A pool directory below one that another user owns, or that group or others may
+/// write: that user could move the pool directory away and put a symlink to another
+/// pool's directory in its place, and the pool's operations would work on that pool's
+/// files. Refused, naming the directory above, before anything is created; a sticky
+/// directory of the service's (`/tmp`) is fine, since nobody else may rename in it
+/// what the service owns.
+#[test]
+fn a_pool_below_a_directory_another_user_may_change_is_refused() {
+    let w = World::new();
+    let theirs = w.dir("theirs");
+    chown(&theirs, OTHER_UID);
+    assert_refused(w.create_pool("p", &theirs.join("pool")), &theirs);
+    assert!(names_in(&theirs).is_empty(), "{:?}", names_in(&theirs));
+    let shared = w.dir("shared");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let below = shared.join("a").join("pool");
+    std::fs::create_dir(below.parent().unwrap()).unwrap();
+    assert_refused(w.create_pool("q", &below), &shared);
+    let sticky = w.dir("sticky");
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    w.create_pool("r", &sticky.join("pool"))
+        .expect("a pool in a sticky directory of the service's");
+}
