@@ -23,6 +23,21 @@ pub enum Answer {
     Read(ReadFn),
 }
 
+impl Answer {
+    /// The answer with `held` (e.g. the call's place among its user's calls in
+    /// progress) kept until the reply is built: now for a reply, when the outbox builds
+    /// it for a read.
+    pub fn holding<T: Send + 'static>(self, held: T) -> Answer {
+        match self {
+            Answer::Reply(reply) => Answer::Reply(reply),
+            Answer::Read(read) => Answer::Read(Box::new(move |registry| {
+                let _held = held;
+                read(registry)
+            })),
+        }
+    }
+}
+
 /// An incoming method call.
 pub struct Call {
     msg: Message,
@@ -115,5 +130,33 @@ pub fn outgoing(call: &Message, answer: BusResult<Message>) -> Outgoing {
             tracing::error!(error = %err, "cannot build a reply");
             Outgoing::Nothing
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A read's reply is built later by the outbox; what the answer holds (the call's
+    /// place among its user's calls in progress) stays held until then.
+    #[test]
+    fn a_read_holds_what_it_was_given_until_its_reply_is_built() {
+        let held = Arc::new(());
+        let read = Answer::Read(Box::new(|_| Outgoing::Nothing)).holding(Arc::clone(&held));
+        assert_eq!(
+            Arc::strong_count(&held),
+            2,
+            "let go before the reply was built"
+        );
+        let Answer::Read(read) = read else {
+            panic!("a read became a reply");
+        };
+        read(&Registry::default());
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "kept after the reply was built"
+        );
     }
 }

@@ -129,7 +129,11 @@ async fn answer(svc: Arc<Service>, msg: Message) {
     let answered = match refusal {
         Some(refusal) => Err(refusal),
         None => match svc.admission.admit_call(uid, call.message().data().len()) {
-            Ok(_in_progress) => route(&svc, &call).await,
+            // A read's reply is built later, by the outbox: the call stays in
+            // progress (counted against its user) until then.
+            Ok(in_progress) => route(&svc, &call)
+                .await
+                .map(|answer| answer.holding(in_progress)),
             Err(refused) => Err(refused),
         },
     };
@@ -175,7 +179,7 @@ async fn route(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
         )
     };
     let node = Node::of(&path).ok_or_else(unknown_object)?;
-    if svc.registry.children(&node).is_none() {
+    if !svc.registry.exists(&node) {
         return Err(unknown_object());
     }
     let object = svc.registry.object_at(&node);

@@ -110,6 +110,21 @@ impl Registry {
         }
     }
 
+    /// Whether a node exists (what [`Registry::children`] says without listing them:
+    /// every call asks, and a pool's volumes node may have 100 000 children).
+    pub fn exists(&self, node: &Node) -> bool {
+        let tables = self.read();
+        match node {
+            Node::Ancestor(_) | Node::Manager | Node::Pools | Node::Jobs => true,
+            Node::Pool(name) | Node::Volumes(name) => tables.pools.contains_key(name),
+            Node::Volume(vol) => tables
+                .pools
+                .get(&vol.pool)
+                .is_some_and(|entry| entry.volumes.contains_key(&vol.vid)),
+            Node::Job(number) => tables.jobs.contains_key(number),
+        }
+    }
+
     /// The names of a node's children, or `None` when the node does not exist.
     pub fn children(&self, node: &Node) -> Option<Vec<String>> {
         let tables = self.read();
