@@ -125,9 +125,9 @@ fn check_location(dir: &Path) -> Result<()> {
     check_ancestors(dir, &resolved)
 }
 
-/// Every directory above the resolved pool directory must belong to the service and
-/// be closed to writes by group and others — or be sticky (`/tmp`), where nobody else
-/// may rename what the service owns. Otherwise the user who may write there could
+/// Every directory above the resolved pool directory must belong to the service (or
+/// root) and be closed to writes by group and others — or be sticky (`/tmp`), where
+/// nobody else may rename what the service owns. Otherwise the user who may write there could
 /// later move the pool directory away and put a symlink to another pool's directory
 /// (or anywhere) in its place: every operation opens the configured path, and the
 /// pool's volumes would be files of another pool. (As sshd's StrictModes judges a
@@ -139,11 +139,12 @@ fn check_ancestors(dir: &Path, resolved: &Path) -> Result<()> {
         let meta = std::fs::symlink_metadata(ancestor)
             .io_ctx(|| format!("cannot stat {}", ancestor.display()))?;
         let sticky = meta.mode() & 0o1000 != 0;
-        if meta.uid() == euid && (meta.mode() & 0o022 == 0 || sticky) {
+        let trusted = meta.uid() == euid || meta.uid() == 0;
+        if trusted && (meta.mode() & 0o022 == 0 || sticky) {
             continue;
         }
         return Err(EngineError::invalid(format!(
-            "{} cannot be a pool directory: {} above it is owned by uid {} with mode {:o}, so another user could replace the pool directory; use a directory whose parents belong to uid {euid} and are not writable by group or others",
+            "{} cannot be a pool directory: {} above it is owned by uid {} with mode {:o}, so another user could replace the pool directory; use a directory whose parents belong to root or uid {euid} and are not writable by group or others",
             dir.display(),
             ancestor.display(),
             meta.uid(),
