@@ -6,8 +6,8 @@
 //!   `source` she may not export, and ImportVolume from it, are also checked against
 //!   `org.qubes.storage.export` for the source — and nothing is created or changed;
 //! - from her own volumes she may;
-//! - CreatePool passes the detail `dir_path`: the same rule lets her create a pool in
-//!   her directory and nowhere else.
+//! - CreatePool passes the detail `dir_path`, resolved: the same rule lets her create a
+//!   pool in her directory and nowhere else, however the path is spelled.
 
 mod authz_support;
 mod common;
@@ -222,6 +222,19 @@ async fn create_pool_passes_the_directory_to_rules() {
         !elsewhere.exists(),
         "a refused CreatePool created its directory"
     );
+    // The rule sees where the directory is, not how it is spelled: through `..` or a
+    // symlink out of her directory, it is elsewhere.
+    let dotdot = w.mount.join(HER_DIR).join("..").join("sneaky");
+    let reply = w.as_alice(&create_pool("sneaky", &dotdot)).await;
+    assert_denied(&reply, "sneaky");
+    assert!(!w.mount.join("sneaky").exists(), "created through ..");
+    let outside = w.mount.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, w.mount.join(HER_DIR).join("link")).unwrap();
+    let linked = w.mount.join(HER_DIR).join("link").join("p");
+    let reply = w.as_alice(&create_pool("linked", &linked)).await;
+    assert_denied(&reply, "linked");
+    assert!(!outside.join("p").exists(), "created through a symlink");
 }
 
 fn import_data_end(target: &OwnedObjectPath, success: bool) -> DbusCall {

@@ -51,8 +51,8 @@ pub fn system_tree(path: &Path) -> Option<String> {
 
 /// The path `dir` names once symlinks and `..` are resolved: its realpath, or for a
 /// directory that does not exist yet (setup makes it with a single mkdir) its parent's
-/// realpath and its name.
-fn resolve(dir: &Path) -> Result<PathBuf> {
+/// realpath and its name. (What polkit rules are shown for CreatePool's `dir_path`.)
+pub fn resolve(dir: &Path) -> Result<PathBuf> {
     match std::fs::canonicalize(dir) {
         Ok(path) => return Ok(path),
         Err(err) if err.kind() != io::ErrorKind::NotFound => {
