@@ -592,15 +592,28 @@ async fn runners_rule_lets_its_group_start_and_stop_and_nothing_else() {
     runner_starts_and_stops(&world).await;
 }
 
-/// Every other mutation, as a member of the group, changes nothing.
+/// Every other mutation, as a member of the group, changes nothing — nor does a Stop
+/// that would describe or pin the revision it keeps.
 async fn runner_is_refused_all_but_start_and_stop(world: &World) {
     let before = world.state().await;
     let mutations = mutations(&world.objects, &world.mount);
-    let expected: Vec<Refused> = mutations
+    let mut expected: Vec<Refused> = mutations
         .iter()
         .filter(|m| !matches!(m.call.method.as_str(), "Start" | "Stop"))
         .map(|m| m.refused(m.call.clone(), INTERACTION_REQUIRED))
         .collect();
+    // A Stop that describes or pins the revision it keeps makes the change
+    // SetRevisionDetails makes: it needs manage-volumes too (a pin is never pruned).
+    for note in [
+        json!({"revision_pinned": true}),
+        json!({"revision_description": "mine"}),
+    ] {
+        expected.push(Refused {
+            call: DbusCall::new(&world.objects.run, VOLUME, "Stop", "a{sv}", vec![note]),
+            error: INTERACTION_REQUIRED,
+            object: format!("volume {RUN} in pool tank"),
+        });
+    }
     let mismatches = refusal_mismatches(world, world.runner(), &expected).await;
     assert_no_mismatches(&mismatches);
     assert_same_state(&before, &world.state().await, "runner's other calls");

@@ -110,8 +110,8 @@ pub fn check_dir_path(dir: &Path) -> Result<()> {
 
 /// Refuse a pool directory that [`check_dir_path`] refuses, that resolves into a
 /// system tree, or that lies below a directory another user may change
-/// ([`check_ancestors`]).
-fn check_location(dir: &Path) -> Result<()> {
+/// ([`check_ancestors`]); else the path it resolves to, which the pool then keeps.
+fn check_location(dir: &Path) -> Result<PathBuf> {
     check_dir_path(dir)?;
     let resolved = resolve(dir)?;
     if let Some(tree) = system_tree(&resolved) {
@@ -122,7 +122,8 @@ fn check_location(dir: &Path) -> Result<()> {
             tree
         )));
     }
-    check_ancestors(dir, &resolved)
+    check_ancestors(dir, &resolved)?;
+    Ok(resolved)
 }
 
 /// Every directory above the resolved pool directory must belong to the service (or
@@ -158,6 +159,10 @@ fn check_ancestors(dir: &Path, resolved: &Path) -> Result<()> {
 /// nothing behind ([`Setup::undo`]).
 #[derive(Debug)]
 pub struct Setup {
+    /// The pool directory's path as it resolved (no symlink, no `..`): what the pool
+    /// keeps and every operation opens, so that a symlink on the path as written —
+    /// in a directory someone else may change — can never redirect it later.
+    pub dir: PathBuf,
     root: Dir,
     /// The parent and name of the pool directory, when setup created it.
     created_root: Option<(Dir, String)>,
@@ -182,9 +187,8 @@ impl Setup {
 /// the directory (single mkdir), probe reflinks when asked, then `appvms/` and
 /// `vm-templates/`. On failure everything created is removed again.
 pub fn setup(spec: &PoolSpec) -> Result<Setup> {
-    let dir = &spec.dir_path;
-    check_location(dir)?;
-    let mut setup = open_or_create(dir)?;
+    let dir = check_location(&spec.dir_path)?;
+    let mut setup = open_or_create(&dir)?;
     if let Err(err) = finish_setup(&mut setup, spec) {
         setup.undo();
         return Err(err);
@@ -198,6 +202,7 @@ fn open_or_create(dir: &Path) -> Result<Setup> {
         Ok(root) => {
             check_existing(&root)?;
             Ok(Setup {
+                dir: dir.to_owned(),
                 root,
                 created_root: None,
                 created_classes: Vec::new(),
@@ -222,6 +227,7 @@ fn create_root(dir: &Path) -> Result<Setup> {
     let (parent, name) = Dir::open_parent_of(dir)?;
     let (root, created) = durable::ensure_dir_at(&parent, &name)?;
     let setup = Setup {
+        dir: dir.to_owned(),
         root,
         created_root: created.then_some((parent, name)),
         created_classes: Vec::new(),

@@ -210,3 +210,42 @@ fn a_pool_below_a_directory_another_user_may_change_is_refused() {
     w.create_pool("r", &sticky.join("pool"))
         .expect("a pool in a sticky directory of the service's");
 }
+
+/// A pool created through a symlink that sits in a directory another user may change
+/// keeps the path as it resolved: when that user points the symlink at another pool's
+/// directory afterwards, the pool's operations still work in its own directory (before,
+/// every operation opened the path as written, and the pool's volumes became the other
+/// pool's files).
+#[test]
+fn a_pool_keeps_its_directory_however_the_symlink_it_was_named_through_changes() {
+    let w = World::new();
+    let (real, victim, theirs) = (w.dir("real"), w.dir("victim"), w.dir("theirs"));
+    chown(&theirs, OTHER_UID);
+    let link = theirs.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    w.create_pool("mine", &link)
+        .expect("a pool through a symlink");
+    w.create_pool("other", &victim).unwrap();
+    let name = PoolName::parse("mine").unwrap();
+    assert_eq!(w.engine.pool_config(&name).unwrap().dir_path, real);
+    // The symlink is pointed at the other pool's directory.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let vol = qubes_storage_engine::VolumeRef {
+        pool: name,
+        vid: qubes_storage_engine::Vid::parse("appvms/work/private").unwrap(),
+    };
+    let spec = qubes_storage_engine::VolumeSpec {
+        size: MIB,
+        rw: true,
+        save_on_stop: true,
+        ..Default::default()
+    };
+    let ctx = qubes_storage_engine::OpCtx::quiet("CreateVolume");
+    w.engine.create_volume(&vol, spec, &ctx).unwrap();
+    assert!(real.join("appvms/work/private.img").exists());
+    assert!(
+        !victim.join("appvms/work").exists(),
+        "made in the other pool"
+    );
+}

@@ -79,16 +79,19 @@ async fn create_pool(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
         ));
     }
     let options = Options::parse(raw, &CREATE_POOL_KEYS, &format!("pool {name}"))?;
-    let spec = pool_spec(name, &options)?;
+    let mut spec = pool_spec(name, &options)?;
     let mut permission = Permission::on_pool(Action::ManagePools, spec.name.as_str());
     // Rules judge where the directory is, not how the caller spelled it: a rule that
     // allows `/srv/alice/` must not allow `/srv/alice/../bob` (or a symlink there).
-    // A path that cannot be resolved is shown as written; the engine refuses it.
+    // The pool is then made at exactly that path — a symlink on the path as written
+    // could be pointed elsewhere meanwhile. A path that cannot be resolved is shown as
+    // written; the engine refuses it.
     let written = spec.dir_path.clone();
     let resolved = svc
         .blocking(move |_| pool::resolve(&written).unwrap_or(written))
         .await?;
     permission.dir_path = Some(resolved.display().to_string());
+    spec.dir_path = resolved;
     let prompt = Prompt::Allowed {
         no_user_interaction: options.no_user_interaction(),
     };

@@ -97,7 +97,14 @@ impl VolumeCall<'_> {
         let options = self.options(raw, &revisions::STOP_KEYS)?;
         let note = revisions::stop_note(&options, &self.object.vol)?;
         let vol = self.vol();
-        let change = self.change(Action::RunVolumes, &options);
+        let mut change = self.change(Action::RunVolumes, &options);
+        if note.is_some() {
+            // Describing or pinning the revision it keeps is SetRevisionDetails' change
+            // (a pin is never pruned): it needs what that needs too.
+            change
+                .permissions
+                .push(self.permission(Action::ManageVolumes));
+        }
         self.svc
             .change_volume(self.call, self.object, change, move |e, ctx| match &note {
                 Some(note) => e.stop_keeping(&vol, note, ctx),

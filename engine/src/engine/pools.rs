@@ -72,6 +72,11 @@ impl Engine {
         let _admin = self.pool_admin.lock().unwrap_or_else(|e| e.into_inner());
         self.refuse_taken(&spec).map_err(|e| e.on(&object))?;
         let setup = pool::setup(&spec).map_err(|e| e.on(&object))?;
+        // The pool keeps the path as it resolved (`pool::Setup::dir`).
+        let config = PoolConfig {
+            dir_path: setup.dir.clone(),
+            ..config
+        };
         // Again now that the directory exists: a path that names a taken directory
         // differently (a symlink, `..`, a bind mount) may only resolve to it now.
         if let Err(err) = self
