@@ -443,6 +443,62 @@ async fn a_call_whose_caller_left_while_it_waited_for_an_engine_place_is_not_run
     assert_eq!(measured(&h.log()), ENGINE_PLACES + 8);
 }
 
+/// A measurement waits for the work left after earlier replies (`settle`), and one
+/// worker does that work for every pool in turn. A precache queued for a volume that a
+/// long copy then holds (a clone into it, right after its CreateVolume) waited for the
+/// volume's lock until the copy ended — and with it every measurement, of any pool, and
+/// everything queued behind a measurement on its volume: a user's MeasureSpace of a VM's
+/// volume held up root's Start of that volume. Now the precache gives up quickly (the
+/// next start makes the image itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_precache_waiting_for_a_held_volume_holds_up_no_measurement_and_no_start() {
+    let mut h = Harness::start().await;
+    let held = HeldClone::start(&mut h, 256 * MIB).await;
+    let queued = "what=precache of volume appvms/clone/root in pool fast";
+    assert!(
+        h.log().contains(queued),
+        "no precache was queued for the clone's target"
+    );
+    let vm = h
+        .origin_volume(&held.source_pool, "appvms/vm/private", MIB)
+        .await;
+    let path = vm.to_string();
+    let theirs = tokio::spawn({
+        let bus = h.bus.address().to_owned();
+        async move {
+            let args = [
+                "--object-path",
+                path.as_str(),
+                "--method",
+                "org.qubes.Storage.Volume.MeasureSpace",
+                "@a{sv} {}",
+            ];
+            gdbus_as_nobody_at(&bus, &args).await
+        }
+    });
+    h.wait_for_log_where("the user's measurement", |log| {
+        log.contains("call method=MeasureSpace")
+    })
+    .await;
+    assert!(
+        !h.log().contains("clone/root-precache.img"),
+        "the precache was made before the clone held its volume"
+    );
+    let start = tokio::time::timeout(HUNG, h.volume(&vm).await.start(opts())).await;
+    let measured = tokio::time::timeout(HUNG, theirs).await;
+    let copy_was_held = !held.copy.is_finished();
+    held.finish().await;
+    assert!(copy_was_held, "the clone ended before the checks");
+    let device = start.expect("root's Start waited for the user's measurement");
+    device.expect("root's Start");
+    let measured = measured.expect("the measurement waited for the held copy");
+    measured.unwrap().expect("the user's measurement");
+    assert!(
+        h.log().contains("its precache is not made now"),
+        "the precache did not give up"
+    );
+}
+
 /// `count` of root's measurements of the pool the held copy writes to, from
 /// connections of 100 calls each (dbus-daemon lets one connection wait for 128
 /// replies at most), once every one of them is taken off the bus. Each waits in the

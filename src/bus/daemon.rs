@@ -68,8 +68,9 @@ pub enum DaemonError {
 
 /// Runs the service until SIGTERM/SIGINT (Ok) or until the bus goes away (Err). On a
 /// multi-threaded runtime that may start at least `ENGINE_PLACES +
-/// OTHER_BLOCKING_THREADS` blocking threads (`engine_places.rs`; the daemon's `main`
-/// builds it so): with fewer, operations waiting in the engine can take them all.
+/// OTHER_BLOCKING_THREADS` blocking threads and one per worker (`engine_places.rs`;
+/// the daemon's `main` builds it so): with fewer, operations waiting in the engine can
+/// take them all.
 pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     crate::bus::reply::set_limit(config.max_message_size);
     crate::auth::set_polkit_timeout(config.polkit_timeout);

@@ -11,8 +11,8 @@
 //! place as tasks, first come first served, while everything that needs no engine
 //! thread — reads of announced properties, introspection, `Job.Cancel`, the
 //! announcements — goes on (the live `Usage`, `UsageDetails` and Verify read the
-//! engine and wait too). The runtime may start that many blocking threads and
-//! [`OTHER_BLOCKING_THREADS`] more. Calls that wait for a place also wait behind the
+//! engine and wait too). The runtime may start that many blocking threads,
+//! [`OTHER_BLOCKING_THREADS`] more and one per runtime worker. Calls that wait for a place also wait behind the
 //! operation that holds up the others (a copy): the bound is set high so that only a
 //! flood reaches it. A place is taken only around the engine work itself, never while waiting
 //! for polkit or a volume's gate, and an operation that holds one waits only for
@@ -29,8 +29,9 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// (snapshots of a template starting while it commits): a waiting thread costs a few
 /// pages, and every place fewer is an unrelated call that waits for the template too.
 pub const ENGINE_PLACES: usize = 1024;
-/// The runtime's blocking threads besides the engine's places: the workers' hand-offs
-/// (one per worker at most) and the GetManagedObjects builders (`LARGE_READS`).
+/// The runtime's blocking threads besides the engine's places and the workers'
+/// hand-offs (one per runtime worker, which the daemon adds: a host with many CPUs has
+/// many workers): the GetManagedObjects builders (`LARGE_READS`) and a margin.
 pub const OTHER_BLOCKING_THREADS: usize = 64;
 
 /// One engine operation's place, given back when dropped.

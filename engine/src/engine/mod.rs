@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 mod deltas;
 mod imports;
@@ -309,11 +310,27 @@ impl Engine {
     }
 }
 
+/// How long the precache task waits for its volume's lock before it leaves the
+/// precache to the next start.
+const PRECACHE_PATIENCE: Duration = Duration::from_millis(200);
+
 /// The background task that makes `vol`'s precache, under the volume's lock, if the
-/// volume is still registered, halted and an origin (see [`crate::precache`]).
+/// volume is still registered, halted and an origin (see [`crate::precache`]). It never
+/// waits long for the lock: the one worker runs every pool's jobs in turn, and a
+/// measurement waits for them all (`settle`) — a precache waiting for a volume that a
+/// copy holds for minutes (a clone into it) held up every measurement, and the calls
+/// queued behind a measurement on its volume, until the copy ended; and on the
+/// operation's own thread (no worker could be started) it would wait for a lock that
+/// thread holds. A precache not made costs the next start a reflink of its own (and
+/// whoever holds the volume for long is usually about to change its committed image
+/// and queue a new one).
 fn refresh_precache(pool: &Pool, locks: &VidLocks, vol: &VolumeRef) {
     let lock = locks.get(vol);
-    let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+    let Some(_guard) = crate::lock::write_within(&lock, Some(PRECACHE_PATIENCE)) else {
+        tracing::info!(pool = %vol.pool, vid = %vol.vid,
+            "the volume is busy: its precache is not made now; the next start makes its image itself");
+        return;
+    };
     let (pool_config, config) = {
         let state = pool.read();
         (state.config().clone(), state.get(&vol.vid).cloned())

@@ -48,11 +48,13 @@ fn main() -> ExitCode {
     };
     init_logging();
     qubes_storaged::open_files::raise_limit();
-    // The engine operations that may run at once and a margin for the rest
-    // (`bus::engine_places`).
+    // The engine operations that may run at once, a margin for the rest
+    // (`bus::engine_places`), and one hand-off thread per runtime worker (each worker
+    // that runs an operation in place hands its other tasks to a blocking thread).
     use qubes_storaged::bus::engine_places::{ENGINE_PLACES, OTHER_BLOCKING_THREADS};
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(ENGINE_PLACES + OTHER_BLOCKING_THREADS)
+        .max_blocking_threads(ENGINE_PLACES + OTHER_BLOCKING_THREADS + workers)
         .enable_all()
         .build()
     {
