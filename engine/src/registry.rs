@@ -152,24 +152,8 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::VolumeConfig;
-    use crate::names::{PoolName, RevisionsToKeep, Vid};
+    use crate::store::tests::{pool_config, volume};
     use crate::store::Store;
-
-    fn volume(vid: &str) -> VolumeConfig {
-        VolumeConfig {
-            vid: Vid::parse(vid).unwrap(),
-            size: 1 << 20,
-            rw: true,
-            snap_on_start: false,
-            save_on_stop: true,
-            source: None,
-            revisions_to_keep: RevisionsToKeep::DEFAULT,
-            ephemeral: None,
-            committed_image_shared: false,
-            revision_notes: Default::default(),
-        }
-    }
 
     fn vids(pool: &Pool) -> Vec<String> {
         pool.read().volumes().map(|c| c.vid.to_string()).collect()
@@ -182,13 +166,7 @@ mod tests {
     fn a_change_recorded_beside_a_failed_flush_is_kept_and_the_failed_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let config = PoolConfig {
-            name: PoolName::parse("p").unwrap(),
-            dir_path: "/srv/pool".into(),
-            setup_check: true,
-            revisions_to_keep: RevisionsToKeep::DEFAULT,
-            ephemeral_volatile: false,
-        };
+        let config = pool_config("p");
         let pool = Pool::new(
             PoolState::new(config.clone()),
             store.create(&config).unwrap(),

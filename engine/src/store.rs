@@ -472,14 +472,14 @@ pub fn make_dirs(dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::names::RevisionsToKeep;
     use crate::registry::Pool;
     use std::os::unix::fs::MetadataExt;
 
-    fn pool_config(name: &str) -> PoolConfig {
+    pub(crate) fn pool_config(name: &str) -> PoolConfig {
         PoolConfig {
             name: PoolName::parse(name).unwrap(),
             dir_path: "/srv/pool".into(),
@@ -489,7 +489,7 @@ mod tests {
         }
     }
 
-    fn volume(vid: &str) -> VolumeConfig {
+    pub(crate) fn volume(vid: &str) -> VolumeConfig {
         VolumeConfig {
             vid: Vid::parse(vid).unwrap(),
             size: 1 << 20,
