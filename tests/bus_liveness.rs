@@ -365,8 +365,8 @@ async fn a_thousand_departures_while_a_volume_is_busy_hold_up_nothing() {
 }
 
 /// Root's calls are not admitted a few at a time (`admission.rs` spares it), and an
-/// engine operation that waits — here behind a held copy — keeps a thread while
-/// it waits. More of them than the runtime had blocking threads (tokio's 512) froze the
+/// engine operation that waits — here snapshot starts behind a held copy of their
+/// source — keeps a thread while it waits. More of them than the runtime had blocking threads (tokio's 512) froze the
 /// whole service: each runtime worker hands its place to a new thread before it runs an
 /// operation, and with none left to take it, nothing read the bus any more. Now the
 /// operations beyond the service's bound wait as tasks, and everything that needs no
@@ -376,28 +376,25 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
     // More than the service's places, and than tokio's default of blocking threads.
     const WAITING: usize = ENGINE_PLACES + 76;
     let mut h = Harness::start().await;
-    let held = HeldClone::start(&mut h, 256 * MIB).await;
+    let (held, snapshots) = HeldClone::start_with_snapshots(&mut h, 64 * MIB, WAITING).await;
     let other = h
         .origin_volume(&held.source_pool, "appvms/other/private", MIB)
         .await;
-    let measurements = measurements_behind(&h, &held, WAITING).await;
-    let what = format!("{WAITING} measurements waited behind a held copy");
+    let starts = starts_behind(&h, &snapshots).await;
+    let what = format!("{WAITING} snapshot starts waited behind a held copy");
     probe_responsive(&h, &other, 10, &what).await;
     assert!(
-        measurements.iter().all(|m| !m.is_finished()),
-        "a measurement ended while the copy was held"
+        starts.iter().all(|s| !s.is_finished()),
+        "a snapshot started while the copy held its source"
     );
     assert!(
         h.log().contains("every engine place is taken"),
-        "the measurements never filled the engine's places"
+        "the starts never filled the engine's places"
     );
     held.finish().await;
-    for measurement in measurements {
-        let volumes = measurement.await.unwrap().expect("a measurement");
-        assert!(
-            volumes.iter().any(|(vid, _, _)| vid == "appvms/clone/root"),
-            "{volumes:?}"
-        );
+    for start in starts {
+        let device = start.await.unwrap().expect("a snapshot's Start");
+        assert!(device.ends_with("-dirty.img"), "{device}");
     }
 }
 
@@ -407,40 +404,92 @@ async fn more_waiting_operations_than_the_service_has_threads_never_freeze_it() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_whose_caller_left_while_it_waited_for_an_engine_place_is_not_run() {
     let mut h = Harness::start().await;
-    let held = HeldClone::start(&mut h, 128 * MIB).await;
-    let measurements = measurements_behind(&h, &held, ENGINE_PLACES + 8).await;
+    let waiting = ENGINE_PLACES + 8;
+    let (held, snapshots) = HeldClone::start_with_snapshots(&mut h, 16 * MIB, waiting).await;
+    let starts = starts_behind(&h, &snapshots).await;
     h.wait_for_log_where("every engine place taken", |log| {
         log.contains("every engine place is taken")
     })
     .await;
     // A user's measurement: admitted at once (the user has nothing running), it waits
-    // for an engine place, which the held measurements keep until the copy ends.
+    // for an engine place, which the held starts keep until the copy ends.
     let taken = |log: &str| log.matches("method=\"MeasureSpace\"").count();
-    let theirs = measure_pool_as_nobody(&h, &held.pool);
-    h.wait_for_log_where("the user's measurement", |log| {
-        taken(log) == ENGINE_PLACES + 9
-    })
-    .await;
+    let theirs = measure_pool_as_nobody(&h, &held.source_pool);
+    h.wait_for_log_where("the user's measurement", |log| taken(log) == 1)
+        .await;
     // Its caller leaves (the gdbus process is killed), and the bus has seen it go
     // before a place is free.
     theirs.abort();
     assert!(theirs.await.is_err(), "the user's caller was still there");
     until_nobody_has_at_most(&h, 0, HUNG_CALLER).await;
     held.finish().await;
-    for measurement in measurements {
-        measurement.await.unwrap().expect("a measurement");
+    for start in starts {
+        start.await.unwrap().expect("a snapshot's Start");
     }
     let refused = "waited for an engine place and its caller has left the bus: not run";
     let measured = |log: &str| log.matches("pool space measured").count();
     h.wait_for_log_where("the end of the user's measurement", |log| {
-        log.contains(refused) || measured(log) > ENGINE_PLACES + 8
+        log.contains(refused) || measured(log) > 0
     })
     .await;
     assert!(
         h.log().contains(refused),
         "the measurement of a caller that left while it waited for a place was run"
     );
-    assert_eq!(measured(&h.log()), ENGINE_PLACES + 8);
+    assert_eq!(measured(&h.log()), 0);
+}
+
+/// Root's Starts of `snapshots` (whose source a held clone holds), from connections
+/// of 100 calls each (dbus-daemon lets one connection wait for 128 replies at most),
+/// once every one of them is taken off the bus. Each waits in the engine, holding an
+/// engine place, for its source's lock.
+async fn starts_behind(
+    h: &Harness,
+    snapshots: &[OwnedObjectPath],
+) -> Vec<tokio::task::JoinHandle<zbus::Result<String>>> {
+    const PER_CONNECTION: usize = 100;
+    let mut connections = Vec::new();
+    for _ in 0..snapshots.len().div_ceil(PER_CONNECTION) {
+        connections.push(h.bus.connect().await);
+    }
+    let starts = snapshots
+        .iter()
+        .enumerate()
+        .map(|(n, snapshot)| {
+            let conn = connections[n / PER_CONNECTION].clone();
+            let path = snapshot.clone();
+            tokio::spawn(async move {
+                let reply = conn
+                    .call_method(
+                        Some(common::SERVICE),
+                        path.as_str(),
+                        Some("org.qubes.Storage.Volume"),
+                        "Start",
+                        &(opts(),),
+                    )
+                    .await?;
+                reply.body().deserialize::<String>()
+            })
+        })
+        .collect();
+    // Every one of them is taken off the bus (the handler logs it before it waits).
+    let count = snapshots.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let taken = h
+            .log()
+            .matches("call method=Start pool=fast vid=appvms/s")
+            .count();
+        if taken >= count {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service stopped taking calls after {taken} of {count} waiting starts (frozen)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    starts
 }
 
 /// A measurement waits for the work left after earlier replies (`settle`), and one
@@ -497,53 +546,4 @@ async fn a_precache_waiting_for_a_held_volume_holds_up_no_measurement_and_no_sta
         h.log().contains("its precache is not made now"),
         "the precache did not give up"
     );
-}
-
-/// `count` of root's measurements of the pool the held copy writes to, from
-/// connections of 100 calls each (dbus-daemon lets one connection wait for 128
-/// replies at most), once every one of them is taken off the bus. Each waits in the
-/// engine: it maps the files with FIEMAP_FLAG_SYNC, and the clone's file has unwritten
-/// data on a filesystem that is frozen.
-async fn measurements_behind(
-    h: &Harness,
-    held: &HeldClone,
-    count: usize,
-) -> Vec<tokio::task::JoinHandle<zbus::Result<Vec<(String, u64, u64)>>>> {
-    const PER_CONNECTION: usize = 100;
-    let mut connections = Vec::new();
-    for _ in 0..count.div_ceil(PER_CONNECTION) {
-        connections.push(h.bus.connect().await);
-    }
-    let measurements = (0..count)
-        .map(|n| {
-            let conn = connections[n / PER_CONNECTION].clone();
-            let pool = held.pool.clone();
-            tokio::spawn(async move {
-                let reply = conn
-                    .call_method(
-                        Some(common::SERVICE),
-                        pool.as_str(),
-                        Some("org.qubes.Storage.Pool"),
-                        "MeasureSpace",
-                        &(opts(),),
-                    )
-                    .await?;
-                reply.body().deserialize::<Vec<(String, u64, u64)>>()
-            })
-        })
-        .collect();
-    // Every one of them is taken off the bus (the handler logs it before it waits).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let taken = h.log().matches("method=\"MeasureSpace\"").count();
-        if taken >= count {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service stopped taking calls after {taken} of {count} waiting measurements (frozen)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    measurements
 }

@@ -91,6 +91,18 @@ pub struct HeldClone {
 
 impl HeldClone {
     pub async fn start(h: &mut Harness, data: u64) -> HeldClone {
+        HeldClone::start_with_snapshots(h, data, 0).await.0
+    }
+
+    /// [`HeldClone::start`], with `count` snapshot volumes of the clone's destination
+    /// (`appvms/s<i>/root` in `fast`, made before the clone holds it): their Starts
+    /// wait in the engine for the destination (shared, behind the clone's exclusive
+    /// hold), as snapshot VMs of a template wait while the template commits.
+    pub async fn start_with_snapshots(
+        h: &mut Harness,
+        data: u64,
+        count: usize,
+    ) -> (HeldClone, Vec<OwnedObjectPath>) {
         let source_pool = h.pool_on("slow", FsType::Ext4, 1024 * MIB).await;
         let pool = h.pool_on("fast", FsType::Btrfs, 1024 * MIB).await;
         let source = h
@@ -98,14 +110,16 @@ impl HeldClone {
             .await;
         fill_scattered(&h.volume(&source).await, data, 11).await;
         let destination = h.origin_volume(&pool, "appvms/clone/root", MIB).await;
+        let snapshots = h.snapshots_of(&pool, "appvms/clone/root", count).await;
         let hold = PathBuf::from(h.pool(&pool).await.dir_path().await.unwrap());
         let (_job, copy, frozen) = start_held_import(h, &destination, &source, &hold).await;
-        HeldClone {
+        let held = HeldClone {
             source_pool,
             pool,
             copy,
             frozen,
-        }
+        };
+        (held, snapshots)
     }
 
     /// Thaws the destination and waits for the clone to succeed.
@@ -704,6 +718,36 @@ impl Harness {
             .create_volume(vid, config, opts())
             .await
             .expect("CreateVolume")
+    }
+
+    /// `count` snapshot volumes (`appvms/s<i>/root`, snap_on_start) of `source` in
+    /// `pool`, created 50 at a time.
+    pub async fn snapshots_of(
+        &self,
+        pool: &OwnedObjectPath,
+        source: &str,
+        count: usize,
+    ) -> Vec<OwnedObjectPath> {
+        let proxy = self.pool(pool).await;
+        let mut made = Vec::new();
+        for batch in (0..count).collect::<Vec<_>>().chunks(50) {
+            let creating = batch.iter().map(|i| {
+                let config = opts_of([
+                    ("snap_on_start", Variant::from(true)),
+                    ("source", Variant::from(source)),
+                ]);
+                let proxy = &proxy;
+                async move {
+                    let vid = format!("appvms/s{i}/root");
+                    proxy
+                        .create_volume(&vid, config, opts())
+                        .await
+                        .expect("CreateVolume")
+                }
+            });
+            made.extend(futures_util::future::join_all(creating).await);
+        }
+        made
     }
 
     /// A save_on_stop, rw volume of `size` bytes (an "origin", like a private volume).

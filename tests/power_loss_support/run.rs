@@ -101,7 +101,19 @@ pub fn run_case(op: Op, fs: FsType, setup: Setup) -> CaseReport {
     runtime.block_on(async {
         let bus = TestBus::permissive();
         let conn = bus.connect().await;
-        let log = record(op, fs, &ws, &bus, &conn, setup).await;
+        let mut log = None;
+        for _ in 0..RECORDINGS {
+            log = record(op, fs, &ws, &bus, &conn, setup).await;
+            if log.is_some() {
+                break;
+            }
+        }
+        let log = log.unwrap_or_else(|| {
+            panic!(
+                "{RECORDINGS} recordings of {} took another path than the fault needs",
+                op.name()
+            )
+        });
         replay_all(op, fs, &ws, &bus, &conn, &log, setup.plan).await
     })
 }
@@ -164,6 +176,16 @@ fn daemon_spec<'a>(
     }
 }
 
+/// How many times a case is recorded before it gives up on a recording that took
+/// the path its fault is on ([`record`]).
+const RECORDINGS: usize = 5;
+
+/// Records `op` on a fresh copy of the base image. `None` when a fault was to be
+/// injected and the operation took another path for a reason outside the test: an
+/// import whose importer closed its fd is committed itself only if nobody else holds
+/// the import file, and a test running beside this one in the same process may hold
+/// it for a moment (a child between its fork and its exec) just when the service asks
+/// — then a private copy is committed, whose path has no fsync at `commit-file`.
 async fn record(
     op: Op,
     fs: FsType,
@@ -171,13 +193,14 @@ async fn record(
     bus: &TestBus,
     conn: &Connection,
     setup: Setup,
-) -> WriteLog {
+) -> Option<WriteLog> {
     clone_file(&ws.base, &ws.recorded).expect("clone the base image");
     let mut recorder = Recorder::start(&ws.recorded, &ws.fuse).expect("start the recorder");
     recorder
         .mount(&ws.disk.mount_point)
         .expect("mount the recorded disk");
     let log_path = ws.logs.join("recording.log");
+    let _ = std::fs::remove_file(&log_path);
     let fault: Vec<(&str, &str)> = setup
         .skip_fsync
         .map(|site| ("QSD_SKIP_FSYNC", site))
@@ -216,14 +239,18 @@ async fn record(
     );
     if let Some(site) = setup.skip_fsync {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let skipped = text.contains("durability fault: fsync skipped");
+        if !skipped && text.contains("the import file is still open elsewhere") {
+            return None;
+        }
         assert!(
-            text.contains("durability fault: fsync skipped"),
+            skipped,
             "no fsync at {site} was skipped while recording {}{}",
             op.name(),
             log_tail(&log_path)
         );
     }
-    log
+    Some(log)
 }
 
 async fn replay_all(
