@@ -86,7 +86,7 @@ fn refuse_descriptors(svc: &Service, msg: Message, count: u32) {
         return;
     }
     let what = match (path, member) {
-        (Some(path), Some(member)) => format!("{member} on {path}"),
+        (Some(path), Some(member)) => format!("{} on {}", quote(member), quote(path.as_str())),
         _ => "This call".to_owned(),
     };
     let refusal = BusError::invalid_args(format!(
