@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use authz_support::client::{DbusCall, PyClient, Reply};
 use common::{
-    gdbus_as_nobody_at, is_polkit_cancel, is_polkit_check, measure_pool_as_nobody, opts,
-    until_nobody_has_at_most, FsType, Harness, MIB, NOBODY,
+    gdbus_as_nobody_at, is_polkit_cancel, is_polkit_check, make_caller_leave,
+    measure_pool_as_nobody, opts, FsType, Harness, MIB, NOBODY,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -375,9 +375,7 @@ async fn a_read_whose_caller_left_while_it_waited_for_its_turn_is_not_run() {
         .await;
     // Its caller leaves while it waits for its turn: the gdbus process is killed, and
     // the bus has seen it go before the place is given back.
-    second.abort();
-    assert!(second.await.is_err(), "the second caller was still there");
-    until_nobody_has_at_most(&h, 1, HUNG).await;
+    make_caller_leave(&h, second, 1, HUNG).await;
     held.finish().await;
     first.await.unwrap().expect("the first measurement");
     h.wait_for_log_where("the end of the second measurement", |log| {
@@ -458,9 +456,7 @@ async fn a_call_whose_caller_left_before_it_was_read_is_not_run() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    caller.abort();
-    assert!(caller.await.is_err(), "the caller was still there");
-    until_nobody_has_at_most(&h, 0, HUNG).await;
+    make_caller_leave(&h, caller, 0, HUNG).await;
     drop(stopped);
     h.wait_for_log_where("what became of the call", |log| {
         log.contains("a call whose sender has left the bus: not run")

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::common_fs::Frozen;
 use common::{
-    fill_scattered, gdbus_as_nobody_at, measure_pool_as_nobody, opts, opts_of,
-    until_nobody_has_at_most, FsType, Harness, HeldClone, VolumeProxy, MIB,
+    fill_scattered, gdbus_as_nobody_at, make_caller_leave, measure_pool_as_nobody, opts, opts_of,
+    FsType, Harness, HeldClone, VolumeProxy, MIB,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -419,9 +419,7 @@ async fn a_call_whose_caller_left_while_it_waited_for_an_engine_place_is_not_run
         .await;
     // Its caller leaves (the gdbus process is killed), and the bus has seen it go
     // before a place is free.
-    theirs.abort();
-    assert!(theirs.await.is_err(), "the user's caller was still there");
-    until_nobody_has_at_most(&h, 0, HUNG_CALLER).await;
+    make_caller_leave(&h, theirs, 0, HUNG_CALLER).await;
     held.finish().await;
     for start in starts {
         start.await.unwrap().expect("a snapshot's Start");

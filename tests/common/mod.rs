@@ -391,6 +391,20 @@ pub fn measure_pool_as_nobody(
     })
 }
 
+/// Makes `nobody`'s caller leave: its gdbus process (a task of
+/// [`measure_pool_as_nobody`]) is killed, and this returns once the bus driver has seen
+/// it go (at most `left` of nobody's connections remain), within `patience`.
+pub async fn make_caller_leave(
+    h: &Harness,
+    caller: tokio::task::JoinHandle<Result<String, String>>,
+    left: usize,
+    patience: Duration,
+) {
+    caller.abort();
+    assert!(caller.await.is_err(), "the caller had already ended");
+    until_nobody_has_at_most(h, left, patience).await;
+}
+
 /// Waits until at most `most` connections of `nobody` are left on the bus (the bus
 /// driver has seen the others leave), for at most `patience`.
 pub async fn until_nobody_has_at_most(h: &Harness, most: usize, patience: Duration) {
