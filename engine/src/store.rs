@@ -176,11 +176,9 @@ impl PoolFiles {
         if self.removed {
             return Err(EngineError::not_found("the pool was removed"));
         }
-        if self.journal.syncer().cut_due() {
-            // A failed fdatasync left records that are to be cut: cut them (and forget
-            // their changes) before anything is written behind them.
-            self.drop_failed();
-        }
+        // Records a failed fdatasync left are cut (and their changes forgotten) before
+        // anything is written behind them.
+        self.drop_failed();
         let seq = self.seq + 1;
         let ticket = self.journal.write(&json(&Line::of(seq, &change)))?;
         self.seq = seq;
