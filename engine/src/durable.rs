@@ -756,13 +756,15 @@ impl<'a> DirChanges<'a> {
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         let (from_path, to_path) = (self.dir.join(from), self.dir.join(to));
         self.dir.regular_entry(from)?;
-        sys::rename_at(self.dir.fd(), from, self.dir.fd(), to).io_ctx(|| {
-            format!(
-                "cannot rename {} to {}",
-                from_path.display(),
-                to_path.display()
-            )
-        })?;
+        failpoint::refused("rename")
+            .and_then(|()| sys::rename_at(self.dir.fd(), from, self.dir.fd(), to))
+            .io_ctx(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    from_path.display(),
+                    to_path.display()
+                )
+            })?;
         self.changed = true;
         info!(op = "rename", from = %from_path.display(), to = %to_path.display(), "renamed");
         failpoint::step("rename");

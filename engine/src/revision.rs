@@ -16,10 +16,10 @@
 //! durable with its other renames by one fsync of the directory; a pruned revision is
 //! discarded (deleted after the reply).
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::context::OpCtx;
-use crate::dir::Dir;
+use crate::dir::{Dir, Entry};
 use crate::durable::DirChanges;
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
@@ -85,15 +85,42 @@ pub fn find_in(revisions: &[Revision], id: Option<u64>) -> Result<Revision> {
     })
 }
 
-/// The revision [`add`] would make of the current clean image now: the next id and
-/// the clean image's mtime.
+/// The revision that keeps the current clean image once [`add`] has run: the newest
+/// revision when it already is that image, else the next id with the image's mtime.
 pub fn next(dir: &Dir, paths: &VolumePaths) -> Result<Revision> {
-    next_after(dir, paths, &list_in(dir, paths)?)
+    let revisions = list_in(dir, paths)?;
+    let clean = dir.regular_entry(&paths.clean_name())?;
+    match kept_already(dir, paths, &revisions, &clean)? {
+        Some(kept) => Ok(kept),
+        None => next_after(&clean, &revisions),
+    }
 }
 
-/// The next revision of the clean image, after `revisions` (the directory's listing).
-fn next_after(dir: &Dir, paths: &VolumePaths, revisions: &[Revision]) -> Result<Revision> {
-    let clean = dir.regular_entry(&paths.clean_name())?;
+/// The newest of `revisions` when it is the clean image itself (the same inode): an
+/// earlier commit or revert linked it and then failed, or was cut short by a crash,
+/// before it put the new image in place. It already keeps the clean image; another
+/// link would only be a duplicate, and pruning would make room for it by dropping the
+/// oldest real revision — each failed attempt one more (the reference's re-commit
+/// does that, R§5.5; ARCHITECTURE.md, "Deliberate differences").
+fn kept_already(
+    dir: &Dir,
+    paths: &VolumePaths,
+    revisions: &[Revision],
+    clean: &Entry,
+) -> Result<Option<Revision>> {
+    let Some(newest) = revisions.last() else {
+        return Ok(None);
+    };
+    let name = paths.revision_name(newest.id, newest.timestamp);
+    Ok(dir
+        .entry(&name)?
+        .filter(|entry| entry.is_file() && entry.same_inode(clean))
+        .map(|_| *newest))
+}
+
+/// The next revision of the clean image `clean`, after `revisions` (the directory's
+/// listing).
+fn next_after(clean: &Entry, revisions: &[Revision]) -> Result<Revision> {
     let timestamp = clean.mtime().0;
     let id = match revisions.last() {
         None => 1,
@@ -108,9 +135,11 @@ fn next_after(dir: &Dir, paths: &VolumePaths, revisions: &[Revision]) -> Result<
 }
 
 /// Add a revision of the current clean image (R§3.10) to `changes` — a hard link
-/// named with the next id and the image's mtime — unless `keep` is 0. `revisions` is
-/// the directory's listing, kept up to date. Revisions are made even of an empty
-/// image: that is what "revert to empty" reverts to.
+/// named with the next id and the image's mtime — unless `keep` is 0, or the newest
+/// revision already is the clean image ([`kept_already`]: that one is returned, no
+/// link is made and no event). `revisions` is the directory's listing, kept up to
+/// date. Revisions are made even of an empty image: that is what "revert to empty"
+/// reverts to.
 pub fn add(
     changes: &mut DirChanges<'_>,
     paths: &VolumePaths,
@@ -122,7 +151,16 @@ pub fn add(
         return Ok(None);
     }
     let dir = changes.dir();
-    let revision = next_after(dir, paths, revisions)?;
+    let clean = dir.regular_entry(&paths.clean_name())?;
+    if let Some(kept) = kept_already(dir, paths, revisions, &clean)? {
+        info!(
+            path = %dir.join(&paths.clean_name()).display(),
+            revision = kept.id,
+            "the committed image is already kept as the newest revision (an earlier attempt linked it); no other is added"
+        );
+        return Ok(Some(kept));
+    }
+    let revision = next_after(&clean, revisions)?;
     let Revision { id, timestamp } = revision;
     changes.link(
         dir,

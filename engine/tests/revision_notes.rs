@@ -69,6 +69,93 @@ on_every_fs!(
     pins_survive_an_operation_that_finds_the_vm_directory_missing,
 );
 
+/// The tests that make a step fail (feature `failpoints`, which scripts/test turns on).
+#[cfg(feature = "failpoints")]
+mod failing {
+    use super::*;
+
+    on_every_fs!(
+        a_stop_retried_after_a_failure_keeps_its_revision_once,
+        a_stop_retried_after_a_failure_pins_the_revision_the_first_attempt_kept,
+    );
+
+    /// Revisions 2 = "first1", 3 = "second" (keep 2), committed "third3", started with
+    /// "fourth" written; then a stop that fails as it puts the running image in place,
+    /// after it linked the committed image as revision 4 and pruned 2 for it.
+    fn a_failed_stop(f: &Fixture) -> VolumeRef {
+        let v = f.origin("appvms/work/private", 8 * MIB, 2);
+        for data in [&b"first1"[..], b"second", b"third3"] {
+            f.session(&v, 0, data);
+        }
+        assert_eq!(f.ids(&v), [2, 3]);
+        let dirty = f.start(&v);
+        write_at(&dirty, 0, b"fourth");
+        qubes_storage_engine::failpoint::refuse_next_on_this_thread("rename");
+        let failed = f.engine.stop(&v, &OpCtx::quiet("Stop"));
+        assert!(failed.is_err(), "{failed:?}");
+        f.engine.settle();
+        assert_eq!(f.ids(&v), [3, 4], "the failed attempt kept its revision");
+        v
+    }
+
+    /// The retry finds the committed image already kept as revision 4 and adds no
+    /// duplicate of it, so revision 3 ("second") is not pruned for one.
+    fn a_stop_retried_after_a_failure_keeps_its_revision_once(t: FsType) {
+        let f = Fixture::new(t);
+        let v = a_failed_stop(&f);
+        let ctx = OpCtx::quiet("Stop");
+        f.engine.stop(&v, &ctx).expect("the retry");
+        f.engine.settle();
+        let added = ctx
+            .take_events()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::RevisionAdded { .. }))
+            .count();
+        assert_eq!(added, 0, "no revision is added by the retry");
+        let contents: Vec<Vec<u8>> = f
+            .details(&v)
+            .iter()
+            .map(|d| read_at(&f.revision_path(&v, d.revision), 0, 6))
+            .collect();
+        assert_eq!(
+            contents,
+            [b"second".to_vec(), b"third3".to_vec()],
+            "revisions 3 and 4"
+        );
+        let clean = f.dir.join("appvms/work/private.img");
+        assert_eq!(read_at(&clean, 0, 6), b"fourth");
+    }
+
+    /// A retried stop that pins the revision it keeps pins revision 4, the one the
+    /// failed attempt linked (it is the committed image of before the stop).
+    fn a_stop_retried_after_a_failure_pins_the_revision_the_first_attempt_kept(t: FsType) {
+        let f = Fixture::new(t);
+        let v = a_failed_stop(&f);
+        let ctx = OpCtx::quiet("Stop");
+        f.engine
+            .stop_keeping(&v, &pin(true), &ctx)
+            .expect("the retry");
+        f.engine.settle();
+        let kept = f.details(&v).pop().unwrap();
+        assert_eq!((kept.revision.id, kept.pinned), (4, true));
+        assert_eq!(
+            read_at(&f.revision_path(&v, kept.revision), 0, 6),
+            b"third3"
+        );
+        assert!(
+            ctx.take_events().into_iter().any(|e| e.kind
+                == EventKind::RevisionDetailsSet {
+                    id: 4,
+                    description: String::new(),
+                    pinned: true,
+                }),
+            "the pin is announced"
+        );
+        f.session(&v, 0, b"fifth5");
+        assert_eq!(f.ids(&v), [3, 4, 5], "4 is pinned and does not count");
+    }
+}
+
 fn pinned_revisions_survive_pruning_and_do_not_count(t: FsType) {
     let f = Fixture::new(t);
     let v = f.origin("appvms/work/private", 8 * MIB, 1);
