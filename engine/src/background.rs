@@ -1,4 +1,5 @@
-//! Work an operation leaves for after its reply, done by one worker thread per engine:
+//! Work an operation leaves for after its reply, done by a worker thread of the
+//! operation's pool ([`PerPool`]: each pool has its own queue and worker):
 //!
 //! * **reaping** discarded files: an operation takes a file out of the committed state
 //!   by renaming it to a discarded name (`<name>~reap-XXXXXXXX`,
@@ -10,18 +11,24 @@
 //! * **tasks** an operation hands over, such as making a volume's precache on a pool
 //!   with reflinks ([`crate::engine`] builds them; each takes the locks it needs).
 //!
-//! Jobs run one at a time in the order they were queued, **when the engine is idle**:
-//! while an operation runs ([`Background::activity`]) and for [`QUIET`] after the last
-//! one ended, the worker waits, so that an unlink or a reflink of the precache does not
-//! compete for the filesystem with the operations of a burst (a VM's three volumes
-//! stopping together; measured on btrfs: a stop behind the deletion of a discarded
-//! 1 GiB image took 11 ms instead of 0.7). A job that has waited [`MAX_DEFERRAL`] runs
-//! anyway, so a busy engine still gets its files deleted. A job that panics is logged
-//! and the worker goes on. [`Background::settle`] runs every queued job at once and
-//! waits until they are done (tests, benchmarks). Dropping the `Background` finishes
-//! the queue and joins the worker. The worker is started with the first job.
+//! A pool's jobs run one at a time in the order they were queued, **when its pool is
+//! idle**: while an operation on it runs ([`Background::activity`]) and for [`QUIET`]
+//! after the last one ended, the worker waits, so that an unlink or a reflink of the
+//! precache does not compete for the filesystem with the operations of a burst (a VM's
+//! three volumes stopping together; measured on btrfs: a stop behind the deletion of a
+//! discarded 1 GiB image took 11 ms instead of 0.7). A job that has waited
+//! [`MAX_DEFERRAL`] runs anyway, so a busy pool still gets its files deleted. A job
+//! that panics is logged and the worker goes on. [`Background::settle`] runs every
+//! queued job at once and waits until they are done (measurements, tests, benchmarks).
+//! Dropping the `Background` finishes the queue and joins the worker. The worker is
+//! started with the first job.
+//!
+//! One queue per pool, not one per engine: a job that cannot finish — an unlink on a
+//! frozen or hung filesystem — then holds up only its own pool's later jobs and the
+//! measurements of its own pool, which wait for its queue; the other pools' files are
+//! still deleted, their precaches made and their measurements answered.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -30,6 +37,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::dir::Dir;
+use crate::names::PoolName;
 use crate::sys;
 
 /// How long the engine must have been idle before a job runs.
@@ -112,7 +120,45 @@ impl Shared {
     }
 }
 
-/// The deferred work of one engine.
+/// The deferred work of an engine, one [`Background`] per pool (see the module
+/// comment); each is made with the pool's first operation and lives as long as the
+/// engine (a removed pool's idles; one made again under the same name reuses it).
+#[derive(Default)]
+pub struct PerPool {
+    pools: Mutex<HashMap<PoolName, Arc<Background>>>,
+}
+
+impl PerPool {
+    /// The queue and worker of `pool`.
+    pub fn of(&self, pool: &PoolName) -> Arc<Background> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.entry(pool.clone()).or_default().clone()
+    }
+
+    /// [`Background::settle`] of `pool` only.
+    pub fn settle(&self, pool: &PoolName) {
+        let background = {
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.get(pool).cloned()
+        };
+        if let Some(background) = background {
+            background.settle();
+        }
+    }
+
+    /// [`Background::settle`] of every pool, one after the other.
+    pub fn settle_all(&self) {
+        let all: Vec<Arc<Background>> = {
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.values().cloned().collect()
+        };
+        for background in all {
+            background.settle();
+        }
+    }
+}
+
+/// The deferred work of one pool.
 #[derive(Default)]
 pub struct Background {
     shared: Arc<Shared>,
@@ -208,20 +254,20 @@ impl Background {
 
     /// An operation runs until the guard is dropped: jobs wait for it (see the module
     /// comment).
-    pub fn activity(&self) -> Activity<'_> {
+    pub fn activity(&self) -> Activity {
         self.shared.lock().operations += 1;
         Activity {
-            shared: &self.shared,
+            shared: self.shared.clone(),
         }
     }
 }
 
 /// An operation in progress, holding the background jobs back ([`Background::activity`]).
-pub struct Activity<'a> {
-    shared: &'a Shared,
+pub struct Activity {
+    shared: Arc<Shared>,
 }
 
-impl Drop for Activity<'_> {
+impl Drop for Activity {
     /// Wakes the worker only when the engine has become idle with jobs waiting: while
     /// other operations run, its deadline ([`Queue::wait_for_next`]) is unchanged.
     fn drop(&mut self) {

@@ -3,6 +3,7 @@
 //! waits for them; getters take no volume lock and answer while a copy runs. On ext4,
 //! where a snapshot start is a byte copy that reports progress, so a test can hold a
 //! copy open at `copy_started` (every wait has a deadline: a test fails, never hangs).
+//! A pool whose filesystem is frozen holds up no other pool's measurement.
 //!
 //! Needs root (loop mounts).
 
@@ -14,11 +15,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_fs::{FsType, MIB};
+use common_fs::{FsType, LoopFs, MIB};
 use qubes_storage_engine::{
-    CancelToken, ErrorKind, OpCtx, ProgressSink, RevisionsToKeep, VolumeRef, VolumeSpec,
+    CancelToken, ErrorKind, OpCtx, PoolName, ProgressSink, RevisionsToKeep, Vid, VolumeRef,
+    VolumeSpec,
 };
-use scenario_support::{write_at, Fixture};
+use scenario_support::{origin_spec, pool_spec, write_at, Fixture};
 
 const TEMPLATE: &str = "vm-templates/t/root";
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -183,4 +185,78 @@ fn ext4_getters_answer_while_a_snapshot_start_copies() {
     gate.open();
     start.join().unwrap().expect("snapshot start");
     assert_eq!(answered, Ok(true), "every getter answered during the copy");
+}
+
+/// A pool whose filesystem is frozen while a discarded file of it waits to be deleted
+/// (the unlink blocks in the kernel until the thaw — a hung disk looks the same) holds
+/// up neither the after-reply work nor the measurements of another pool: each pool has
+/// its own queue. Before, one queue served every pool, and measuring any pool waited
+/// for the frozen pool's unlink.
+#[test]
+fn a_frozen_pool_holds_up_no_measurement_of_another_pool() {
+    let f = Fixture::new(FsType::Xfs);
+    let other_fs = LoopFs::new(FsType::Xfs, 512 * MIB);
+    let other = PoolName::parse("q").unwrap();
+    f.engine
+        .create_pool(pool_spec(&other, &other_fs.path().join("pool"), true))
+        .unwrap();
+    let elsewhere = VolumeRef {
+        pool: other.clone(),
+        vid: Vid::parse("appvms/b/private").unwrap(),
+    };
+    f.create_in(&elsewhere, origin_spec(MIB, 1));
+    f.session(&elsewhere, 0, b"elsewhere");
+    let here = f.origin("appvms/a/private", MIB, 1);
+    f.session(&here, 0, b"first");
+    let vm_dir = f.dir.join("appvms/a");
+    let discarded = || {
+        std::fs::read_dir(&vm_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("~reap-")
+            })
+            .count()
+    };
+    // A stop discards the pruned revision and the precache; their deletion waits for
+    // the pool to be quiet, so the filesystem is usually frozen before it begins (else
+    // the files are gone and the test thaws and tries again).
+    let mut attempts = 0;
+    let frozen = loop {
+        attempts += 1;
+        assert!(
+            attempts <= 20,
+            "the discarded files were always deleted before the freeze"
+        );
+        let dirty = f.start(&here);
+        write_at(&dirty, 0, b"again");
+        f.engine.stop(&here, &OpCtx::quiet("Stop")).unwrap();
+        let frozen = common_fs::Frozen::new(f.fs.path());
+        if discarded() > 0 {
+            break frozen;
+        }
+        drop(frozen);
+    };
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = tx.send(f.engine.measure_pool(&other, &OpCtx::quiet("MeasureSpace")));
+        });
+        let measured = rx.recv_timeout(DEADLINE);
+        let still_discarded = discarded();
+        drop(frozen);
+        let measured = measured
+            .expect("the other pool's measurement waited for the frozen pool")
+            .expect("the other pool is measured");
+        assert_eq!(measured.len(), 1);
+        assert!(
+            still_discarded > 0,
+            "the frozen pool's discarded files were deleted while it was frozen"
+        );
+    });
+    f.engine.settle();
+    assert_eq!(discarded(), 0, "deleted after the thaw");
 }

@@ -87,7 +87,7 @@ impl Engine {
         // What earlier operations left for after their replies (a precache to make,
         // discarded files to delete) is done first, so the files measured are the
         // volume's state, not a moment of its housekeeping. No lock is held meanwhile.
-        self.settle();
+        self.settle_pool(&vol.pool);
         let images = self.with_volume_read(vol, ctx, |v| measure_files(v, ctx))?;
         self.measurements().record(vol, &images);
         let total: u64 = images.iter().map(|i| i.space.total()).sum();

@@ -7,8 +7,9 @@
 //! are serialised. Getters take no vid lock: they never wait for an operation.
 //!
 //! Work an operation leaves for after its reply — deleting discarded files, making a
-//! precache on a pool with reflinks — is done by the engine's [`Background`] worker;
-//! [`Engine::settle`] waits for it.
+//! precache on a pool with reflinks — is done by its pool's [`Background`] worker
+//! ([`PerPool`]); [`Engine::settle`] waits for every pool's, a measurement for its
+//! pool's.
 //!
 //! Order of every change: what can fail without changing anything first; the state
 //! directory is written before the files when a failure of the file work can be undone
@@ -32,7 +33,7 @@ mod pools;
 mod sweep;
 mod volumes;
 
-use crate::background::Background;
+use crate::background::{Activity, Background, PerPool};
 use crate::context::OpCtx;
 use crate::dir::Dir;
 use crate::error::{EngineError, Result};
@@ -63,14 +64,35 @@ pub struct Engine {
     /// Volumes between ImportData and ImportDataEnd: who opened the import, its
     /// declared size, a failed commit. Every other change is refused meanwhile.
     importing: Mutex<HashMap<VolumeRef, Import>>,
-    /// Deletes discarded files and makes precaches after the replies; dropped (its
-    /// queue finished) with the engine.
-    background: Background,
+    /// Deletes discarded files and makes precaches after the replies, one queue and
+    /// worker per pool; dropped (their queues finished) with the engine.
+    background: PerPool,
     /// Writes the files of imports in progress behind their importers.
     write_behind: crate::writeback::WriteBehind,
     /// The bytes exclusive to each revision as last measured (not persisted: after a
     /// restart they are unknown until measured again).
     measured: Mutex<Measurements>,
+}
+
+/// An operation running on a pool ([`Engine::busy`]): holds the pool's after-reply
+/// work back until it ends, and is where that work is queued.
+pub(super) struct Busy {
+    background: Arc<Background>,
+    _activity: Activity,
+}
+
+impl Busy {
+    fn new(background: Arc<Background>) -> Busy {
+        let _activity = background.activity();
+        Busy {
+            background,
+            _activity,
+        }
+    }
+
+    pub(super) fn background(&self) -> &Background {
+        &self.background
+    }
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
@@ -101,7 +123,7 @@ impl Engine {
             pool_admin: Mutex::new(()),
             locks: Arc::new(VidLocks::default()),
             importing: Mutex::new(HashMap::new()),
-            background: Background::new(),
+            background: PerPool::default(),
             write_behind: Default::default(),
             measured: Mutex::new(Measurements::default()),
         })
@@ -123,15 +145,22 @@ impl Engine {
     }
 
     /// Wait until the work left for after the replies so far is done (discarded files
-    /// deleted, precaches made): for tests and benchmarks that look at the files.
+    /// deleted, precaches made) in every pool: for tests and benchmarks that look at
+    /// the files.
     pub fn settle(&self) {
-        self.background.settle();
+        self.background.settle_all();
     }
 
-    /// An operation is running: work left for after earlier replies waits until the
-    /// engine is quiet again (see [`crate::background`]).
-    pub(super) fn busy(&self) -> crate::background::Activity<'_> {
-        self.background.activity()
+    /// [`Self::settle`] of one pool: what a measurement of it waits for.
+    pub(super) fn settle_pool(&self, pool: &PoolName) {
+        self.background.settle(pool);
+    }
+
+    /// An operation on `pool` is running: work left for after earlier replies in that
+    /// pool waits until it is quiet again (see [`crate::background`]). The guard holds
+    /// the pool's queue.
+    pub(super) fn busy(&self, pool: &PoolName) -> Busy {
+        Busy::new(self.background.of(pool))
     }
 
     pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
@@ -204,7 +233,7 @@ impl Engine {
         op: impl FnOnce(&mut Volume<'_>, Option<&SourceView>) -> Result<T>,
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
-        let _busy = self.background.activity();
+        let busy = self.busy(&vol.pool);
         let lock = self.locks.get(vol);
         let _guard = crate::lock::write_within(&lock, ctx.patience()).ok_or_else(|| {
             EngineError::busy(
@@ -217,7 +246,7 @@ impl Engine {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
         let root = Self::open_root(&pool, vol)?;
-        let mut v = self.volume(&root, &pool, config);
+        let mut v = self.volume(&root, &pool, config, busy.background());
         v.check_dirs().map_err(|e| e.on(vol))?;
         let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol));
         self.forget_vanished_notes(vol, &v);
@@ -226,16 +255,17 @@ impl Engine {
         Ok(out)
     }
 
-    /// The view of a volume that operations change: its discarded files go to the
-    /// background worker, which also makes its precache on a pool with reflinks (one
-    /// whose setup check passed).
+    /// The view of a volume that operations change: its discarded files go to its
+    /// pool's background worker (`background`), which also makes its precache on a pool
+    /// with reflinks (one whose setup check passed).
     pub(super) fn volume<'a>(
         &'a self,
         root: &'a Dir,
         pool: &PoolConfig,
         config: VolumeConfig,
+        background: &'a Background,
     ) -> Volume<'a> {
-        Volume::new(root, config).with_background(&self.background, pool.setup_check)
+        Volume::new(root, config).with_background(background, pool.setup_check)
     }
 
     /// Queue what `v`'s operation left for after its reply: its precache.
@@ -248,6 +278,7 @@ impl Engine {
         };
         let (locks, vol) = (self.locks.clone(), vol.clone());
         self.background
+            .of(&vol.pool)
             .spawn(format!("precache of {vol}"), move || {
                 refresh_precache(&pool, &locks, &vol)
             });
@@ -316,14 +347,14 @@ const PRECACHE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// The background task that makes `vol`'s precache, under the volume's lock, if the
 /// volume is still registered, halted and an origin (see [`crate::precache`]). It never
-/// waits long for the lock: the one worker runs every pool's jobs in turn, and a
-/// measurement waits for them all (`settle`) — a precache waiting for a volume that a
-/// copy holds for minutes (a clone into it) held up every measurement, and the calls
-/// queued behind a measurement on its volume, until the copy ended; and on the
-/// operation's own thread (no worker could be started) it would wait for a lock that
-/// thread holds. A precache not made costs the next start a reflink of its own (and
-/// whoever holds the volume for long is usually about to change its committed image
-/// and queue a new one).
+/// waits long for the lock: its pool's worker runs the pool's jobs in turn, and a
+/// measurement of the pool waits for them all (`settle_pool`) — a precache waiting for
+/// a volume that a copy holds for minutes (a clone into it) held up every measurement,
+/// and the calls queued behind a measurement on its volume, until the copy ended; and
+/// on the operation's own thread (no worker could be started) it would wait for a lock
+/// that thread holds. A precache not made costs the next start a reflink of its own
+/// (and whoever holds the volume for long is usually about to change its committed
+/// image and queue a new one).
 fn refresh_precache(pool: &Pool, locks: &VidLocks, vol: &VolumeRef) {
     let lock = locks.get(vol);
     let Some(_guard) = crate::lock::write_within(&lock, Some(PRECACHE_PATIENCE)) else {

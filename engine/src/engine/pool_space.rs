@@ -55,7 +55,7 @@ impl Engine {
     pub fn measure_pool(&self, pool: &PoolName, ctx: &OpCtx) -> Result<Vec<VolumeSpace>> {
         let _span = tracing::info_span!("pool", op = ctx.operation(), pool = %pool).entered();
         // As for one volume: the work left for after earlier replies is done first.
-        self.settle();
+        self.settle_pool(pool);
         let (config, volumes) = {
             let live = self.pool(pool)?;
             let state = live.read();

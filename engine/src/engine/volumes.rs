@@ -70,7 +70,7 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
         let _span = Self::span(vol, ctx).entered();
-        let _busy = self.busy();
+        let _busy = self.busy(&vol.pool);
         let source = spec.source.clone();
         self.with_source_held(vol, source.as_ref(), || {
             self.create_volume_locked(vol, spec, ctx)
@@ -98,7 +98,8 @@ impl Engine {
             (state.config().clone(), config, state.is_removing(&vol.vid))
         };
         let root = Self::open_root(&pool_config, vol)?;
-        let v = self.volume(&root, &pool_config, config.clone());
+        let background = self.background.of(&vol.pool);
+        let v = self.volume(&root, &pool_config, config.clone(), &background);
         v.check_dirs().map_err(|e| e.on(vol))?;
         if removing {
             self.delete_removed_files(vol, &v, ctx)
@@ -160,7 +161,7 @@ impl Engine {
     /// happened: a file that cannot be deleted is a warning, not a failed Remove.
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         let _span = Self::span(vol, ctx).entered();
-        let _busy = self.busy();
+        let _busy = self.busy(&vol.pool);
         let lock = self.locks.get(vol);
         let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
