@@ -118,16 +118,26 @@ pub fn is_private(owner: u32, mode: u32, euid: u32) -> bool {
 impl Dir {
     /// Open the directory a configured absolute path names (following symlinks in it).
     pub fn open_path(path: &Path) -> Result<Dir> {
-        let fd = sys::open_dir_path(path).map_err(|err| match Errno::from_io_error(&err) {
+        let fd = sys::open_dir_path(path).map_err(|err| Dir::open_error(path, err))?;
+        Ok(Dir::from_fd(fd, path))
+    }
+
+    /// The directory `fd`, opened at `path`.
+    pub fn from_fd(fd: OwnedFd, path: &Path) -> Dir {
+        Dir {
+            fd,
+            path: path.to_owned(),
+        }
+    }
+
+    /// Why the directory `path` could not be opened.
+    pub fn open_error(path: &Path, err: io::Error) -> EngineError {
+        match Errno::from_io_error(&err) {
             Some(Errno::NOTDIR) => {
                 EngineError::invalid(format!("{} is not a directory", path.display()))
             }
             _ => EngineError::io(format!("cannot open the directory {}", path.display()), err),
-        })?;
-        Ok(Dir {
-            fd,
-            path: path.to_owned(),
-        })
+        }
     }
 
     /// The directory holding `path` and `path`'s last component, which must be a plain

@@ -15,6 +15,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use rustix::io::Errno;
 use tracing::info;
 
 use crate::copy;
@@ -258,10 +259,103 @@ fn finish_setup(setup: &mut Setup, spec: &PoolSpec) -> Result<()> {
     Ok(())
 }
 
-/// Open the pool directory named by the configuration (symlinks in that path are the
-/// administrator's choice; everything below goes through the returned fd).
+/// Open the pool directory named by the configuration; everything below goes through
+/// the returned fd. CreatePool keeps the path as it resolved, so it holds no symlink
+/// and this is one `openat2` that refuses any. A pool created by an earlier release may
+/// keep a path through a symlink: it is followed only where nobody but root and the
+/// service can have made or changed it ([`resolve_trusted`]); otherwise the pool is
+/// refused, never opened where the symlink points (a user who could re-point it could
+/// make this pool's operations work on another pool's files).
 pub fn open_root(dir_path: &Path) -> Result<Dir> {
-    Dir::open_path(dir_path)
+    match sys::open_dir_path_without_symlinks(dir_path) {
+        Ok(fd) => Ok(Dir::from_fd(fd, dir_path)),
+        Err(err) if matches!(Errno::from_io_error(&err), Some(Errno::LOOP | Errno::NOSYS)) => {
+            Dir::open_path(&resolve_trusted(dir_path)?)
+        }
+        Err(err) => Err(Dir::open_error(dir_path, err)),
+    }
+}
+
+/// Where the absolute path `dir` leads, resolved one component at a time, following
+/// symlinks — provided nobody but root and the service can have decided it: every
+/// directory a name is looked up in belongs to root or the service and is closed to
+/// writes by group and others, or is sticky (`/tmp`) and the entry found there belongs
+/// to root or the service. An error names the first place another user controls.
+fn resolve_trusted(dir: &Path) -> Result<PathBuf> {
+    use std::collections::VecDeque;
+    use std::os::unix::fs::MetadataExt;
+    /// Symlinks followed before giving up, as the kernel's limit (ELOOP).
+    const MAX_LINKS: usize = 40;
+    let euid = sys::effective_uid();
+    let trusted_owner = |uid: u32| uid == 0 || uid == euid;
+    let untrusted = |place: &Path, meta: &std::fs::Metadata| {
+        EngineError::new(
+            ErrorKind::Failed,
+            format!(
+                "the pool directory {} cannot be opened safely: its path goes through {}, owned by uid {} with mode {:o}, which another user may change (and so point this pool at other files); make every directory on the path belong to root or uid {euid} and be closed to group and others, or keep the pool at the path it resolves to",
+                dir.display(),
+                place.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        )
+    };
+    let lstat = |path: &Path| {
+        std::fs::symlink_metadata(path).io_ctx(|| {
+            format!(
+                "cannot open the directory {}: {} cannot be looked up",
+                dir.display(),
+                path.display()
+            )
+        })
+    };
+    let mut pending: VecDeque<std::ffi::OsString> = VecDeque::new();
+    let mut current = PathBuf::from("/");
+    let push_front = |pending: &mut VecDeque<std::ffi::OsString>, path: &Path| {
+        for part in path.components().rev() {
+            match part {
+                Component::Normal(name) => pending.push_front(name.to_owned()),
+                Component::ParentDir => pending.push_front("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    push_front(&mut pending, dir);
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            current.pop();
+            continue;
+        }
+        let parent = lstat(&current)?;
+        let sticky = parent.mode() & 0o1000 != 0;
+        if !trusted_owner(parent.uid()) || (parent.mode() & 0o022 != 0 && !sticky) {
+            return Err(untrusted(&current, &parent));
+        }
+        let next = current.join(&name);
+        let entry = lstat(&next)?;
+        if sticky && !trusted_owner(entry.uid()) {
+            return Err(untrusted(&next, &entry));
+        }
+        if !entry.file_type().is_symlink() {
+            current = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(EngineError::invalid(format!(
+                "the pool directory {} cannot be opened: its path follows more than {MAX_LINKS} symlinks",
+                dir.display()
+            )));
+        }
+        let target = std::fs::read_link(&next)
+            .io_ctx(|| format!("cannot read the symlink {}", next.display()))?;
+        if target.is_absolute() {
+            current = PathBuf::from("/");
+        }
+        push_front(&mut pending, &target);
+    }
+    Ok(current)
 }
 
 /// The pool directory and the volume's class directory (when it exists) must be

@@ -194,6 +194,22 @@ pub fn open_dir_path(dir: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(dir, flags, Mode::empty())?)
 }
 
+/// Open the absolute directory path `dir` when no component of it is a symlink
+/// (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: ELOOP otherwise,
+/// atomically with the lookup; ENOSYS without openat2). `..` is taken as the kernel
+/// finds it.
+pub fn open_dir_path_without_symlinks(dir: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    Ok(rustix::fs::openat2(
+        rustix::fs::CWD,
+        dir,
+        flags,
+        Mode::empty(),
+        resolve,
+    )?)
+}
+
 /// Open `rel` (plain names joined by `/`) beneath the directory `dir`: no component,
 /// the last included, may be a symlink and the lookup cannot leave `dir`
 /// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS). O_CLOEXEC is always

@@ -249,3 +249,81 @@ fn a_pool_keeps_its_directory_however_the_symlink_it_was_named_through_changes()
         "made in the other pool"
     );
 }
+
+/// A pool created by an earlier release keeps the path as it was written, which may go
+/// through a symlink. Such a path is followed only where nobody but root and the
+/// service can have made or changed the symlink: a symlink in a root-owned directory
+/// (an administrator moved the pool and left a symlink) still leads to the pool; one in
+/// a directory another user owns is refused — that user pointed it at another pool's
+/// directory, and a Remove of the legacy pool's volume deleted the other pool's image.
+#[test]
+fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could_change_it() {
+    let mut w = World::new();
+    let (trusted, theirs, victim) = (w.dir("trusted"), w.dir("theirs"), w.dir("victim"));
+    let vid = qubes_storage_engine::Vid::parse("appvms/work/private").unwrap();
+    let vol = |pool: &str| qubes_storage_engine::VolumeRef {
+        pool: PoolName::parse(pool).unwrap(),
+        vid: vid.clone(),
+    };
+    let ctx = |op| qubes_storage_engine::OpCtx::quiet(op);
+    for (pool, dir) in [("kept", &trusted), ("legacy", &theirs), ("other", &victim)] {
+        w.create_pool(pool, &dir.join("pool")).unwrap();
+        let spec = qubes_storage_engine::VolumeSpec {
+            size: MIB,
+            rw: true,
+            save_on_stop: true,
+            ..Default::default()
+        };
+        w.engine
+            .create_volume(&vol(pool), spec, &ctx("CreateVolume"))
+            .unwrap();
+    }
+    // With the service stopped, the two pool directories are moved and a symlink left
+    // at the path each pool keeps: what a pool of an earlier release looks like.
+    drop(std::mem::replace(
+        &mut w.engine,
+        Engine::open(tempfile::tempdir().unwrap().path()).unwrap(),
+    ));
+    for dir in [&trusted, &theirs] {
+        std::fs::rename(dir.join("pool"), dir.join("moved")).unwrap();
+        std::os::unix::fs::symlink("moved", dir.join("pool")).unwrap();
+    }
+    // The other user owns `theirs` and points its symlink at the other pool.
+    chown(&theirs, OTHER_UID);
+    std::fs::remove_file(theirs.join("pool")).unwrap();
+    std::os::unix::fs::symlink(victim.join("pool"), theirs.join("pool")).unwrap();
+    w.engine = Engine::open(w.state.path()).unwrap();
+
+    w.engine
+        .start(&vol("kept"), &ctx("Start"))
+        .expect("the pool moved by root is followed");
+    assert!(trusted.join("moved/appvms/work/private-dirty.img").exists());
+
+    let err = w
+        .engine
+        .remove_volume(&vol("legacy"), &ctx("Remove"))
+        .expect_err("removed through a symlink another user controls");
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    let named = theirs.display().to_string();
+    assert!(
+        err.to_string().contains(&named),
+        "{err} does not name {named}"
+    );
+    assert!(
+        victim.join("pool/appvms/work/private.img").exists(),
+        "the other pool's image was deleted"
+    );
+    // Once root owns the directory again and the symlink leads to the pool, its
+    // volume is there as before: the refused Remove changed nothing.
+    chown(&theirs, 0);
+    std::fs::remove_file(theirs.join("pool")).unwrap();
+    std::os::unix::fs::symlink("moved", theirs.join("pool")).unwrap();
+    let info = w.engine.volume_info(&vol("legacy")).unwrap();
+    assert_eq!(info.size, MIB);
+    assert!(theirs.join("moved/appvms/work/private.img").exists());
+    w.engine
+        .remove_volume(&vol("legacy"), &ctx("Remove"))
+        .expect("removed where the pool is");
+    assert!(!theirs.join("moved/appvms/work/private.img").exists());
+    assert!(victim.join("pool/appvms/work/private.img").exists());
+}
