@@ -260,3 +260,59 @@ fn a_frozen_pool_holds_up_no_measurement_of_another_pool() {
     f.engine.settle();
     assert_eq!(discarded(), 0, "deleted after the thaw");
 }
+
+/// A precache queued for a volume that a long copy then holds (a clone into it right
+/// after its CreateVolume) gives up waiting for the volume's lock: a measurement of the
+/// pool, which waits for the pool's after-reply work, is answered while the copy is
+/// still held (it waited for the whole copy before).
+#[test]
+fn a_precache_waiting_for_a_held_volume_holds_up_no_measurement_of_its_pool() {
+    let f = Fixture::new(FsType::Btrfs);
+    let ext4 = LoopFs::new(FsType::Ext4, 512 * MIB);
+    let slow = PoolName::parse("slow").unwrap();
+    f.engine
+        .create_pool(pool_spec(&slow, &ext4.path().join("pool"), false))
+        .unwrap();
+    let source = VolumeRef {
+        pool: slow,
+        vid: Vid::parse("vm-templates/big/root").unwrap(),
+    };
+    f.create_in(&source, origin_spec(8 * MIB, 1));
+    f.session(&source, 0, b"the template");
+    let other = f.origin("appvms/other/private", MIB, 1);
+    // CreateVolume on a reflink pool queues the precache for after its reply.
+    let clone = f.vref("appvms/clone/root");
+    f.engine
+        .create_volume(
+            &clone,
+            origin_spec(8 * MIB, 1),
+            &OpCtx::quiet("CreateVolume"),
+        )
+        .unwrap();
+    let gate = Arc::new(Gate::default());
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|scope| {
+        let copy = scope.spawn(|| {
+            f.engine
+                .import_volume(&clone, &source, &ctx_with(Held(gate.clone())))
+        });
+        assert!(
+            gate.wait_until(|arrived, _| arrived == 1),
+            "the clone's copy never started"
+        );
+        scope.spawn(|| {
+            let _ = tx.send(
+                f.engine
+                    .measure_volume(&other, &OpCtx::quiet("MeasureSpace")),
+            );
+        });
+        let measured = rx.recv_timeout(DEADLINE);
+        let copy_was_held = !copy.is_finished();
+        gate.open();
+        copy.join().unwrap().expect("the clone");
+        measured
+            .expect("the measurement waited for the held copy")
+            .expect("the measurement");
+        assert!(copy_was_held, "the copy ended before the measurement");
+    });
+}
