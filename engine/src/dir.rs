@@ -2,9 +2,9 @@
 //! from callers cannot leave the pool and no symlink is ever followed, by construction
 //! rather than by a check before each use (which a writer of the directory could race):
 //!
-//! * the pool directory is opened once per operation by its configured path
-//!   ([`Dir::open_path`]; symlinks in that path are the administrator's choice) and must
-//!   be private to the service ([`Dir::check_private`]);
+//! * the pool directory is opened once per operation by its configured path, walked
+//!   from `/` through descriptors, every directory on it root's or the service's
+//!   (`pool::open_root`), and must be private to the service ([`Dir::check_private`]);
 //! * everything below it is reached with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
 //!   relative to that fd ([`Dir::open_subdir`], [`Dir::open_file`]): a class or VM
 //!   directory that is a symlink is refused (ELOOP), whatever happens to it later;

@@ -13,9 +13,9 @@
 //! ([`check_private`]).
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::io::Errno;
 use tracing::info;
 
 use crate::copy;
@@ -199,7 +199,7 @@ pub fn setup(spec: &PoolSpec) -> Result<Setup> {
 
 /// The pool directory: an existing one after its checks, or a new one (single mkdir).
 fn open_or_create(dir: &Path) -> Result<Setup> {
-    match Dir::open_path(dir) {
+    match open_root(dir) {
         Ok(root) => {
             check_existing(&root)?;
             Ok(Setup {
@@ -260,58 +260,56 @@ fn finish_setup(setup: &mut Setup, spec: &PoolSpec) -> Result<()> {
 }
 
 /// Open the pool directory named by the configuration; everything below goes through
-/// the returned fd. CreatePool keeps the path as it resolved, so it holds no symlink
-/// and this is one `openat2` that refuses any. A pool created by an earlier release may
-/// keep a path through a symlink: it is followed only where nobody but root and the
-/// service can have made or changed it ([`resolve_trusted`]); otherwise the pool is
-/// refused, never opened where the symlink points (a user who could re-point it could
-/// make this pool's operations work on another pool's files).
+/// the returned fd. The path is walked one component at a time from `/`, through
+/// descriptors (no component can be swapped between its check and its use), and every
+/// directory a name is looked up in must belong to root or the service and be closed
+/// to writes by group and others — or be sticky (`/tmp`) with the entry found there
+/// belonging to root or the service. Otherwise the pool is refused: whoever may change
+/// such a directory could put another pool's directory (or a symlink to it) where this
+/// pool's is, by renaming within it, and this pool's operations would work on the
+/// other pool's files. CreatePool checks the same before it creates a pool (and keeps
+/// the path as it resolved); here it holds for every operation, also after a directory
+/// above changed owner, and for a pool of an earlier release that kept a path through
+/// a symlink: a symlink is followed only where nobody else can have made or changed
+/// it.
 pub fn open_root(dir_path: &Path) -> Result<Dir> {
-    match sys::open_dir_path_without_symlinks(dir_path) {
-        Ok(fd) => Ok(Dir::from_fd(fd, dir_path)),
-        Err(err) if matches!(Errno::from_io_error(&err), Some(Errno::LOOP | Errno::NOSYS)) => {
-            Dir::open_path(&resolve_trusted(dir_path)?)
-        }
-        Err(err) => Err(Dir::open_error(dir_path, err)),
-    }
+    let fd = walk_trusted(dir_path)?;
+    let dir = sys::open_dir_fd(fd.as_fd()).map_err(|err| Dir::open_error(dir_path, err))?;
+    Ok(Dir::from_fd(dir, dir_path))
 }
 
-/// Where the absolute path `dir` leads, resolved one component at a time, following
-/// symlinks — provided nobody but root and the service can have decided it: every
-/// directory a name is looked up in belongs to root or the service and is closed to
-/// writes by group and others, or is sticky (`/tmp`) and the entry found there belongs
-/// to root or the service. An error names the first place another user controls.
-fn resolve_trusted(dir: &Path) -> Result<PathBuf> {
+/// The `O_PATH` descriptor of the directory the absolute path `dir` leads to, walked
+/// as [`open_root`] says; an error names the first place another user controls.
+fn walk_trusted(dir: &Path) -> Result<OwnedFd> {
     use std::collections::VecDeque;
-    use std::os::unix::fs::MetadataExt;
+    use std::ffi::OsString;
     /// Symlinks followed before giving up, as the kernel's limit (ELOOP).
     const MAX_LINKS: usize = 40;
     let euid = sys::effective_uid();
     let trusted_owner = |uid: u32| uid == 0 || uid == euid;
-    let untrusted = |place: &Path, meta: &std::fs::Metadata| {
+    let untrusted = |place: &Path, stat: &rustix::fs::Stat| {
         EngineError::new(
             ErrorKind::Failed,
             format!(
-                "the pool directory {} cannot be opened safely: its path goes through {}, owned by uid {} with mode {:o}, which another user may change (and so point this pool at other files); make every directory on the path belong to root or uid {euid} and be closed to group and others, or keep the pool at the path it resolves to",
+                "the pool directory {} cannot be opened safely: its path goes through {}, owned by uid {} with mode {:o}, which another user may change (and so put other files where the pool is); make every directory on the path belong to root or uid {euid} and be closed to group and others",
                 dir.display(),
                 place.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
+                stat.st_uid,
+                stat.st_mode & 0o7777
             ),
         )
     };
-    let lstat = |path: &Path| {
-        std::fs::symlink_metadata(path).io_ctx(|| {
+    let looked_up = |place: &Path, err: io::Error| {
+        EngineError::io(
             format!(
                 "cannot open the directory {}: {} cannot be looked up",
                 dir.display(),
-                path.display()
-            )
-        })
+                place.display()
+            ),
+            err,
+        )
     };
-    let mut pending: VecDeque<std::ffi::OsString> = VecDeque::new();
-    let mut current = PathBuf::from("/");
-    let push_front = |pending: &mut VecDeque<std::ffi::OsString>, path: &Path| {
+    let push_front = |pending: &mut VecDeque<OsString>, path: &Path| {
         for part in path.components().rev() {
             match part {
                 Component::Normal(name) => pending.push_front(name.to_owned()),
@@ -320,40 +318,53 @@ fn resolve_trusted(dir: &Path) -> Result<PathBuf> {
             }
         }
     };
+    let root = || sys::open_path_root().map_err(|e| looked_up(Path::new("/"), e));
+    let mut pending = VecDeque::new();
     push_front(&mut pending, dir);
+    let (mut current, mut current_path) = (root()?, PathBuf::from("/"));
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
-        if name == ".." {
-            current.pop();
-            continue;
+        let here = sys::stat_fd(&current).map_err(|e| looked_up(&current_path, e))?;
+        let sticky = here.st_mode & 0o1000 != 0;
+        if !trusted_owner(here.st_uid) || (here.st_mode & 0o022 != 0 && !sticky) {
+            return Err(untrusted(&current_path, &here));
         }
-        let parent = lstat(&current)?;
-        let sticky = parent.mode() & 0o1000 != 0;
-        if !trusted_owner(parent.uid()) || (parent.mode() & 0o022 != 0 && !sticky) {
-            return Err(untrusted(&current, &parent));
+        let next_path = if name == ".." {
+            current_path.parent().unwrap_or(Path::new("/")).to_owned()
+        } else {
+            current_path.join(&name)
+        };
+        let next =
+            sys::open_path_at(current.as_fd(), &name).map_err(|e| looked_up(&next_path, e))?;
+        let stat = sys::stat_fd(&next).map_err(|e| looked_up(&next_path, e))?;
+        if sticky && name != ".." && !trusted_owner(stat.st_uid) {
+            return Err(untrusted(&next_path, &stat));
         }
-        let next = current.join(&name);
-        let entry = lstat(&next)?;
-        if sticky && !trusted_owner(entry.uid()) {
-            return Err(untrusted(&next, &entry));
+        match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+            rustix::fs::FileType::Directory => (current, current_path) = (next, next_path),
+            rustix::fs::FileType::Symlink => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(EngineError::invalid(format!(
+                        "the pool directory {} cannot be opened: its path follows more than {MAX_LINKS} symlinks",
+                        dir.display()
+                    )));
+                }
+                let target =
+                    sys::read_link_fd(next.as_fd()).map_err(|e| looked_up(&next_path, e))?;
+                if target.is_absolute() {
+                    (current, current_path) = (root()?, PathBuf::from("/"));
+                }
+                push_front(&mut pending, &target);
+            }
+            _ => {
+                return Err(EngineError::invalid(format!(
+                    "{} is not a directory ({} is not one)",
+                    dir.display(),
+                    next_path.display()
+                )))
+            }
         }
-        if !entry.file_type().is_symlink() {
-            current = next;
-            continue;
-        }
-        links += 1;
-        if links > MAX_LINKS {
-            return Err(EngineError::invalid(format!(
-                "the pool directory {} cannot be opened: its path follows more than {MAX_LINKS} symlinks",
-                dir.display()
-            )));
-        }
-        let target = std::fs::read_link(&next)
-            .io_ctx(|| format!("cannot read the symlink {}", next.display()))?;
-        if target.is_absolute() {
-            current = PathBuf::from("/");
-        }
-        push_front(&mut pending, &target);
     }
     Ok(current)
 }

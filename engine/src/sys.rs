@@ -48,12 +48,12 @@
 //!   FIEMAP_EXTENT_SHARED is set on btrfs and XFS for an extent another file (or
 //!   another offset) also references; ext4 never shares.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, ResolveFlags, SeekFrom, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -186,28 +186,40 @@ pub fn copy_file_range_all(src: &File, dst: &File, offset: u64, len: u64) -> io:
     Ok(done)
 }
 
-/// Open an absolute directory named by the configuration (a pool directory, the state
-/// directory), following symlinks in it: that path is the administrator's choice. Every
-/// path below it goes through [`open_beneath`].
+/// Open a directory by its path, following symlinks in it (the state directory and its
+/// parents: the administrator's choice). A pool directory is walked instead
+/// (`pool::open_root`); every path below it goes through [`open_beneath`].
 pub fn open_dir_path(dir: &Path) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     Ok(rustix::fs::open(dir, flags, Mode::empty())?)
 }
 
-/// Open the absolute directory path `dir` when no component of it is a symlink
-/// (openat2 with RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: ELOOP otherwise,
-/// atomically with the lookup; ENOSYS without openat2). `..` is taken as the kernel
-/// finds it.
-pub fn open_dir_path_without_symlinks(dir: &Path) -> io::Result<OwnedFd> {
+/// An `O_PATH` descriptor of the root directory `/`: where a walk of an absolute path
+/// begins ([`open_path_at`]).
+pub fn open_path_root() -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open("/", flags, Mode::empty())?)
+}
+
+/// An `O_PATH` descriptor of the entry `name` of `dir` itself (`O_NOFOLLOW`: a symlink
+/// is not followed, its descriptor names the link), for a walk that looks at every
+/// component before it goes on (`fstat`, [`read_link_fd`]).
+pub fn open_path_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// The target of the symlink an `O_PATH | O_NOFOLLOW` descriptor names
+/// (`readlinkat(fd, "")`).
+pub fn read_link_fd(link: BorrowedFd<'_>) -> io::Result<PathBuf> {
+    let target = rustix::fs::readlinkat(link, "", Vec::new())?;
+    Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
+}
+
+/// A readable descriptor of the directory an `O_PATH` descriptor names.
+pub fn open_dir_fd(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    Ok(rustix::fs::openat2(
-        rustix::fs::CWD,
-        dir,
-        flags,
-        Mode::empty(),
-        resolve,
-    )?)
+    Ok(rustix::fs::openat(dir, ".", flags, Mode::empty())?)
 }
 
 /// Open `rel` (plain names joined by `/`) beneath the directory `dir`: no component,

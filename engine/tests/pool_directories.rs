@@ -327,3 +327,52 @@ fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could
     assert!(!theirs.join("moved/appvms/work/private.img").exists());
     assert!(victim.join("pool/appvms/work/private.img").exists());
 }
+
+/// Pools created below a directory that another user comes to own later (a chown) are
+/// refused as long as it is theirs: by renames within it, without any symlink, that
+/// user could swap two pools' directories, and one pool's Remove would delete the
+/// other's image.
+#[test]
+fn pools_below_a_directory_another_user_came_to_own_are_refused_however_it_changes() {
+    let w = World::new();
+    let shared = w.dir("shared");
+    let vid = qubes_storage_engine::Vid::parse("appvms/work/private").unwrap();
+    let vol = |pool: &str| qubes_storage_engine::VolumeRef {
+        pool: PoolName::parse(pool).unwrap(),
+        vid: vid.clone(),
+    };
+    let ctx = |op| qubes_storage_engine::OpCtx::quiet(op);
+    for pool in ["first", "second"] {
+        w.create_pool(pool, &shared.join(pool)).unwrap();
+        let spec = qubes_storage_engine::VolumeSpec {
+            size: MIB,
+            rw: true,
+            save_on_stop: true,
+            ..Default::default()
+        };
+        w.engine
+            .create_volume(&vol(pool), spec, &ctx("CreateVolume"))
+            .unwrap();
+    }
+    chown(&shared, OTHER_UID);
+    // What the other user may now do: swap the two directories by renaming.
+    std::fs::rename(shared.join("first"), shared.join("swap")).unwrap();
+    std::fs::rename(shared.join("second"), shared.join("first")).unwrap();
+    std::fs::rename(shared.join("swap"), shared.join("second")).unwrap();
+    let err = w
+        .engine
+        .remove_volume(&vol("first"), &ctx("Remove"))
+        .expect_err("removed below a directory another user owns");
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    let named = shared.display().to_string();
+    assert!(
+        err.to_string().contains(&named),
+        "{err} does not name {named}"
+    );
+    for pool in ["first", "second"] {
+        assert!(
+            shared.join(pool).join("appvms/work/private.img").exists(),
+            "an image was deleted"
+        );
+    }
+}
