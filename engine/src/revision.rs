@@ -96,6 +96,19 @@ pub fn next(dir: &Dir, paths: &VolumePaths) -> Result<Revision> {
     }
 }
 
+/// The newest of `revisions` when it is the committed image itself ([`kept_already`]);
+/// `None` also without a committed image.
+pub fn current_in(
+    dir: &Dir,
+    paths: &VolumePaths,
+    revisions: &[Revision],
+) -> Result<Option<Revision>> {
+    match dir.entry(&paths.clean_name())? {
+        Some(clean) if clean.is_file() => kept_already(dir, paths, revisions, &clean),
+        _ => Ok(None),
+    }
+}
+
 /// The newest of `revisions` when it is the clean image itself (the same inode): an
 /// earlier commit or revert linked it and then failed, or was cut short by a crash,
 /// before it put the new image in place. It already keeps the clean image; another

@@ -734,7 +734,10 @@ impl<'a> Volume<'a> {
         leaving.end_without_barrier();
     }
 
-    /// R§3.13 with fixes 1 and 7: refused while started; `None` = the highest id.
+    /// R§3.13 with fixes 1 and 7: refused while started; `None` = the highest id — not
+    /// counting a newest revision that already is the committed image (an earlier
+    /// revert or commit kept it and failed before it replaced the image: reverting to it
+    /// would change nothing).
     pub fn revert(&self, id: Option<u64>, ctx: &OpCtx) -> Result<Revision> {
         if self.is_started() {
             return Err(EngineError::busy(
@@ -746,7 +749,19 @@ impl<'a> Volume<'a> {
             Some(id) => EngineError::not_found(format!("has no revision {id}")),
         })?;
         let revisions = revision::list_in(&dir, &self.paths)?;
-        let target = revision::find_in(&revisions, id)?;
+        let current = revision::current_in(&dir, &self.paths, &revisions)?;
+        let target = match (id, current) {
+            (None, Some(_)) => revision::find_in(&revisions[..revisions.len() - 1], None)
+                .map_err(|_| {
+                    EngineError::not_found(
+                        "has no revision older than its committed image (its newest revision is that image)",
+                    )
+                })?,
+            _ => revision::find_in(&revisions, id)?,
+        };
+        if Some(target) == current {
+            return self.revert_to_current(&dir, target, ctx);
+        }
         if self.pins().is_pinned(&target) {
             return self.revert_keeping(&dir, target, ctx);
         }
@@ -758,6 +773,20 @@ impl<'a> Volume<'a> {
             target,
             ctx,
         )
+    }
+
+    /// A revert to the revision that already is the committed image: the data stays as
+    /// it is and the revision is consumed, as by any revert (its name discarded; a
+    /// pinned one stays).
+    fn revert_to_current(&self, dir: &Dir, target: Revision, ctx: &OpCtx) -> Result<Revision> {
+        if !self.pins().is_pinned(&target) {
+            let mut changes = self.changes(dir);
+            changes.discard(&self.paths.revision_name(target.id, target.timestamp))?;
+            changes.commit()?;
+        }
+        ctx.point_of_no_return();
+        ctx.emit_volume(EventKind::Reverted { id: target.id });
+        Ok(target)
     }
 
     /// A revert's one batch: the current image kept as a revision, the precache

@@ -77,7 +77,48 @@ mod failing {
     on_every_fs!(
         a_stop_retried_after_a_failure_keeps_its_revision_once,
         a_stop_retried_after_a_failure_pins_the_revision_the_first_attempt_kept,
+        a_revert_to_the_newest_retried_after_a_failure_reverts_to_it,
     );
+
+    /// Revisions 1 = empty, 2 = "first1", 3 = "second" (keep 3), committed "third3";
+    /// a revert to the newest revision (3) fails as it puts 3 in place, after it kept
+    /// the committed image as revision 4 (a revert prunes nothing). The retried revert to
+    /// "the newest" goes to 3 — revision 4 is the committed image itself — and does
+    /// not report success while changing nothing (it did).
+    fn a_revert_to_the_newest_retried_after_a_failure_reverts_to_it(t: FsType) {
+        let f = Fixture::new(t);
+        let v = f.origin("appvms/work/private", 8 * MIB, 3);
+        for data in [&b"first1"[..], b"second", b"third3"] {
+            f.session(&v, 0, data);
+        }
+        assert_eq!(f.ids(&v), [1, 2, 3]);
+        qubes_storage_engine::failpoint::refuse_next_on_this_thread("rename");
+        let failed = f.engine.revert(&v, None, &OpCtx::quiet("Revert"));
+        assert!(failed.is_err(), "{failed:?}");
+        f.engine.settle();
+        assert_eq!(f.ids(&v), [1, 2, 3, 4], "the failed attempt kept the image");
+        let ctx = OpCtx::quiet("Revert");
+        f.engine.revert(&v, None, &ctx).expect("the retry");
+        f.engine.settle();
+        assert!(
+            ctx.take_events()
+                .iter()
+                .any(|e| e.kind == EventKind::Reverted { id: 3 }),
+            "reverted to 3"
+        );
+        let clean = f.dir.join("appvms/work/private.img");
+        assert_eq!(read_at(&clean, 0, 6), b"second");
+        assert_eq!(
+            f.ids(&v),
+            [1, 2, 4],
+            "3 consumed, the image of before kept as 4"
+        );
+        let kept = f.details(&v).pop().unwrap();
+        assert_eq!(
+            read_at(&f.revision_path(&v, kept.revision), 0, 6),
+            b"third3"
+        );
+    }
 
     /// Revisions 2 = "first1", 3 = "second" (keep 2), committed "third3", started with
     /// "fourth" written; then a stop that fails as it puts the running image in place,
