@@ -394,6 +394,31 @@ pub fn stage_link_at<'a>(
     }))
 }
 
+/// Stage a new name of the regular file `src` of `src_dir` (a source's committed
+/// image) next to `dst` in `dir` — a hard link under a temp name, checked to be the
+/// inode that was looked at — so that the operation can read from it before it changes
+/// anything of its own; it gets its final name with [`DirChanges::place`] (durable with
+/// the batch's fsync: the content is already durable, docs/durability.md rule 3).
+/// Unlike [`stage_link_at`] a link that cannot be made is an error.
+pub fn stage_link<'a>(src_dir: &Dir, src: &str, dir: &'a Dir, dst: &str) -> Result<Staged<'a>> {
+    // A random temp name (a clash fails the operation, which changed nothing).
+    let name = temp_name(dst);
+    link_checked(src_dir, src, dir, &name)?;
+    let temp = TempFile {
+        dir,
+        name,
+        armed: true,
+    };
+    let bytes = dir.regular_entry(&temp.name)?.size();
+    info!(op = "hardlink", from = %src_dir.join(src).display(), to = %dir.join(&temp.name).display(), bytes, "committed image linked");
+    failpoint::step("hardlink");
+    Ok(Staged {
+        temp,
+        dst: dst.to_owned(),
+        bytes,
+    })
+}
+
 /// [`replace_at`] by path, for the state directory (whose path the administrator
 /// chose; pool files always go through a [`Dir`]), with the fsync sites of that state
 /// file.
@@ -702,14 +727,20 @@ pub fn prepare_commit_at(dir: &Dir, name: &str) -> Result<()> {
 /// power cut.
 ///
 /// Discarded files are renamed to a discarded name at once and handed to the
-/// [`Background`] worker when the batch ends (committed or not: they are garbage
-/// either way); without a worker they are unlinked right after the commit.
+/// [`Background`] worker when the batch ends ([`DirChanges::commit`],
+/// [`DirChanges::end_without_barrier`]); without a worker they are unlinked right after
+/// the commit. A batch that does not end that way — an error or a cancel returned
+/// early — gives them their names back (where a name was not taken meanwhile) and
+/// fsyncs the directory: an operation that fails changes as little as it can, and
+/// what it took out of the committed state (revisions pruned for a revision it never
+/// kept, a committed image it was replacing) is not deleted after its failure.
 pub struct DirChanges<'a> {
     dir: &'a Dir,
     reaper: Option<&'a Background>,
     /// A change was made since the last fsync of the directory.
     changed: bool,
-    discarded: Vec<String>,
+    /// The files discarded: their names before, and their discarded names.
+    discarded: Vec<(String, String)>,
     /// The batch's barrier, announced to the other operations of the directory while
     /// the batch lasts (group commit, [`barrier::expect`]).
     _announced: Option<barrier::Expected>,
@@ -795,7 +826,7 @@ impl<'a> DirChanges<'a> {
                 self.changed = true;
                 info!(op = "discard", path = %self.dir.join(name).display(), to = %discarded,
                     "taken out of the committed state; deleted after the reply");
-                self.discarded.push(discarded);
+                self.discarded.push((name.to_owned(), discarded));
                 failpoint::step("discard");
                 Ok(true)
             }
@@ -871,19 +902,55 @@ impl<'a> DirChanges<'a> {
 
     /// The discarded files go to the reaper (or are unlinked now without one).
     fn release(&mut self) {
-        for name in self.discarded.drain(..) {
-            match self.reaper {
-                Some(reaper) => reaper.reap(self.dir, name),
-                None => background::reap_now(self.dir, &name),
+        for (_, name) in std::mem::take(&mut self.discarded) {
+            self.reap(name);
+        }
+    }
+
+    fn reap(&self, name: String) {
+        match self.reaper {
+            Some(reaper) => reaper.reap(self.dir, name),
+            None => background::reap_now(self.dir, &name),
+        }
+    }
+
+    /// A batch that did not end: each discarded file gets its name back unless the
+    /// name was taken meanwhile (then it is garbage: reaped), and the directory is
+    /// fsynced, so that a power cut cannot leave the discarded names for the start-up
+    /// sweep to delete. Best effort: a failure is logged (the sweep would then delete
+    /// what is left under a discarded name).
+    fn restore(&mut self) {
+        let discarded = std::mem::take(&mut self.discarded);
+        if discarded.is_empty() {
+            return;
+        }
+        let fd = self.dir.fd();
+        for (name, discarded) in discarded {
+            let (path, from) = (self.dir.join(&name), self.dir.join(&discarded));
+            match sys::rename_noreplace_at(fd, &discarded, fd, &name) {
+                Ok(()) => {
+                    info!(op = "rename", from = %from.display(), to = %path.display(),
+                        "the operation failed: given its name back");
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => self.reap(discarded),
+                Err(err) => {
+                    tracing::warn!(op = "rename", from = %from.display(), to = %path.display(), error = %err,
+                        "the operation failed and its discarded file cannot get its name back; the start-up sweep deletes it")
+                }
             }
+        }
+        if let Err(err) = sync_dir(self.dir, "changes-dir") {
+            tracing::warn!(path = %self.dir.path().display(), error = %err,
+                "cannot make the names given back durable");
         }
     }
 }
 
 impl Drop for DirChanges<'_> {
-    /// A batch that ends early (an error) still hands over its discarded files.
+    /// A batch that ends early (an error, a cancel) gives its discarded files their
+    /// names back.
     fn drop(&mut self) {
-        self.release();
+        self.restore();
     }
 }
 

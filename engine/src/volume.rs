@@ -310,7 +310,9 @@ impl<'a> Volume<'a> {
         );
         if !origin {
             if let Some(dir) = self.vm_dir()? {
-                self.discard_incomplete(&mut self.changes(&dir))?;
+                let mut garbage = self.changes_without_barrier(&dir);
+                self.discard_incomplete(&mut garbage)?;
+                garbage.end_without_barrier();
             }
             return Ok(());
         }
@@ -466,10 +468,25 @@ impl<'a> Volume<'a> {
         let (clean, dirty) = (self.paths.clean_name(), self.paths.dirty_name());
         // From the count of names to the rename: a clone's link in between would give
         // the VM an image that is also the clone's committed one.
-        let exclusive = link_or_grow();
+        let mut exclusive = Some(link_or_grow());
         let linked_elsewhere = dir.regular_entry(&clean)?.links() > 1;
         let mut changes = self.changes(&dir);
         self.discard_incomplete(&mut changes)?;
+        // The copy, if one is needed, comes before anything is taken out of the
+        // committed state: its cancel or failure, or a crash during it, leaves the
+        // revisions and the precache as they were.
+        let copy = if !self.config.committed_image_shared && !linked_elsewhere {
+            None
+        } else {
+            exclusive.take();
+            let opts = CopyOptions {
+                dst_size: None,
+                copy_mtime: true,
+                disposable: false,
+                own_image: false,
+            };
+            Some(copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?.0)
+        };
         let mut revisions = revision::list_in(&dir, &self.paths)?;
         revision::prune(
             &mut changes,
@@ -480,19 +497,11 @@ impl<'a> Volume<'a> {
             ctx,
         )?;
         changes.discard(&self.paths.precache_name())?;
-        if !self.config.committed_image_shared && !linked_elsewhere {
+        let Some(staged) = copy else {
             changes.rename(&clean, &dirty)?;
             drop(exclusive);
             return changes.commit();
-        }
-        drop(exclusive);
-        let opts = CopyOptions {
-            dst_size: None,
-            copy_mtime: true,
-            disposable: false,
-            own_image: false,
         };
-        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
         changes.place(staged)?;
         changes.discard(&clean)?;
         changes.commit()?;
@@ -527,9 +536,20 @@ impl<'a> Volume<'a> {
         self.discard_incomplete(&mut changes)?;
         // A running image left over from a session never stopped (see start).
         changes.discard(&self.paths.dirty_name())?;
-        self.keep_committed_session(&mut changes, &source_dir, source, ctx)?;
-        changes.discard(&clean)?;
-        changes.link(&source_dir, &source.paths.clean_name(), &clean)?;
+        // The source's committed image is linked next to this volume's, and the VM's
+        // image copied from that link, before anything of this volume's committed
+        // state changes: a source without an image, a failed or cancelled copy, or a
+        // crash during it leave an origin_snapshot's committed session as it was.
+        let source_image =
+            durable::stage_link(&source_dir, &source.paths.clean_name(), &dir, &clean).map_err(
+                |e| match e.kind() {
+                    crate::error::ErrorKind::NotFound => EngineError::not_found(format!(
+                        "cannot start: its source's committed image {} does not exist",
+                        source.paths.clean().display()
+                    )),
+                    _ => e,
+                },
+            )?;
         let dirty = self.paths.dirty_name();
         // docs/durability.md rule 9: a snapshot's running image is never used after a
         // power cut (the next start makes a fresh one), so neither the copy nor the
@@ -538,7 +558,10 @@ impl<'a> Volume<'a> {
             disposable,
             ..CopyOptions::default()
         };
-        let (staged, _) = copy::stage_at(&dir, &clean, &dir, &dirty, opts, ctx)?;
+        let (staged, _) = copy::stage_at(&dir, source_image.temp_name(), &dir, &dirty, opts, ctx)?;
+        self.keep_committed_session(&mut changes, &source_dir, source, ctx)?;
+        changes.discard(&clean)?;
+        changes.place(source_image)?;
         changes.place(staged)?;
         match disposable {
             true => {
@@ -683,6 +706,17 @@ impl<'a> Volume<'a> {
         // The batch begins (and announces its barrier) before the running image's
         // fsync, so that the other volumes of the VM stopped at the same time wait for
         // this one to share their directory fsync.
+        if let Incoming::Staged(staged) = &incoming {
+            if self.is_committed_image(dir, staged.temp_name())? {
+                // A clone of a source whose image this volume already has (cloned
+                // before, unchanged since): a rename between two names of one inode
+                // would do nothing, and a revision of it would be a duplicate.
+                info!(path = %dir.join(&self.paths.clean_name()).display(),
+                    "the committed image already is this image: nothing to commit");
+                ctx.point_of_no_return();
+                return Ok(());
+            }
+        }
         let mut changes = self.changes(dir);
         if let Incoming::Running(from) = incoming {
             if !dir.exists(from) {
@@ -718,6 +752,16 @@ impl<'a> Volume<'a> {
         }
         self.precache_after(dir, ctx);
         Ok(())
+    }
+
+    /// Is `name` of `dir` another name of the committed image (the same inode)?
+    fn is_committed_image(&self, dir: &Dir, name: &str) -> Result<bool> {
+        Ok(
+            match (dir.entry(name)?, dir.entry(&self.paths.clean_name())?) {
+                (Some(file), Some(clean)) => clean.is_file() && file.same_inode(&clean),
+                _ => false,
+            },
+        )
     }
 
     /// `name` (the import file whose private copy was committed) leaves only once the
@@ -1133,7 +1177,9 @@ impl<'a> Volume<'a> {
     /// the start-up sweep deletes it.
     pub fn discard_import(&self, ctx: &OpCtx) -> Result<()> {
         if let Some(dir) = self.vm_dir()? {
-            self.changes(&dir).discard(&self.paths.import_name())?;
+            let mut garbage = self.changes_without_barrier(&dir);
+            garbage.discard(&self.paths.import_name())?;
+            garbage.end_without_barrier();
         }
         ctx.emit_volume(EventKind::Imported { success: false });
         Ok(())

@@ -22,7 +22,32 @@ on_every_fs!(
     writes_through_the_import_fd_after_the_end_never_reach_committed_data,
     the_committed_image_has_exactly_the_declared_size,
     an_import_file_nobody_holds_any_more_is_committed_without_a_copy,
+    a_clone_of_an_unchanged_source_into_its_clone_changes_nothing,
 );
+
+/// A clone within one filesystem is a hard link of the source's committed image; a
+/// second clone of the source, unchanged since, finds that image already committed:
+/// nothing changes — no revision of it (a duplicate that would push out a real one)
+/// and no temp name left behind (a rename between two names of one inode does
+/// nothing).
+fn a_clone_of_an_unchanged_source_into_its_clone_changes_nothing(t: FsType) {
+    let f = Fixture::new(t);
+    let source = f.origin("vm-templates/t/root", MIB, 1);
+    f.session(&source, 0, b"template");
+    let v = f.origin(VID, MIB, 2);
+    let clone = || {
+        f.engine
+            .import_volume(&v, &source, &quiet("ImportVolume"))
+            .unwrap();
+        f.engine.settle();
+        files_in(f.paths(VID).dir())
+    };
+    let once = clone();
+    let twice = clone();
+    assert_eq!(twice, once, "the second clone changed the files");
+    assert!(!twice.iter().any(|n| n.contains('~')), "{twice:?}");
+    assert_eq!(read_at(&f.paths(VID).clean(), 0, 8), b"template");
+}
 
 /// The tests that make a step fail (feature `failpoints`, which scripts/test turns on).
 #[cfg(feature = "failpoints")]

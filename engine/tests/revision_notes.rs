@@ -122,7 +122,8 @@ mod failing {
 
     /// Revisions 2 = "first1", 3 = "second" (keep 2), committed "third3", started with
     /// "fourth" written; then a stop that fails as it puts the running image in place,
-    /// after it linked the committed image as revision 4 and pruned 2 for it.
+    /// after it linked the committed image as revision 4 and pruned 2 for it (2 is given
+    /// its name back when the stop fails).
     fn a_failed_stop(f: &Fixture) -> VolumeRef {
         let v = f.origin("appvms/work/private", 8 * MIB, 2);
         for data in [&b"first1"[..], b"second", b"third3"] {
@@ -135,7 +136,11 @@ mod failing {
         let failed = f.engine.stop(&v, &OpCtx::quiet("Stop"));
         assert!(failed.is_err(), "{failed:?}");
         f.engine.settle();
-        assert_eq!(f.ids(&v), [3, 4], "the failed attempt kept its revision");
+        assert_eq!(
+            f.ids(&v),
+            [2, 3, 4],
+            "the failed attempt kept its revision, and gave back the one it pruned"
+        );
         v
     }
 
