@@ -495,8 +495,8 @@ async fn starts_behind(
 /// after its CreateVolume) once held up every measurement, of any pool (one worker did
 /// every pool's work in turn), and everything queued behind a measurement on its
 /// volume: a user's MeasureSpace of a VM's volume held up root's Start of that volume.
-/// Now each pool has its own queue, so a measurement of another pool does not wait for
-/// it at all (and in the same pool the precache gives up quickly: engine test
+/// Now each filesystem has its own queue, so a measurement of a pool on another one does
+/// not wait for it at all (and on the same one the precache gives up quickly: engine test
 /// `a_precache_waiting_for_a_held_volume_holds_up_no_measurement_of_its_pool`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_precache_waiting_for_a_held_volume_holds_up_no_measurement_and_no_start() {

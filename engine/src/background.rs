@@ -1,5 +1,5 @@
 //! Work an operation leaves for after its reply, done by a worker thread of the
-//! operation's pool ([`PerPool`]: each pool has its own queue and worker):
+//! filesystem its pool is on ([`PerFilesystem`]: each has its own queue and worker):
 //!
 //! * **reaping** discarded files: an operation takes a file out of the committed state
 //!   by renaming it to a discarded name (`<name>~reap-XXXXXXXX`,
@@ -11,22 +11,24 @@
 //! * **tasks** an operation hands over, such as making a volume's precache on a pool
 //!   with reflinks ([`crate::engine`] builds them; each takes the locks it needs).
 //!
-//! A pool's jobs run one at a time in the order they were queued, **when its pool is
-//! idle**: while an operation on it runs ([`Background::activity`]) and for [`QUIET`]
-//! after the last one ended, the worker waits, so that an unlink or a reflink of the
+//! A filesystem's jobs run one at a time in the order they were queued, **when it is
+//! idle**: while an operation on a pool there runs ([`Background::activity`]) and for
+//! [`QUIET`] after the last one ended, the worker waits, so that an unlink or a reflink of the
 //! precache does not compete for the filesystem with the operations of a burst (a VM's
 //! three volumes stopping together; measured on btrfs: a stop behind the deletion of a
 //! discarded 1 GiB image took 11 ms instead of 0.7). A job that has waited
-//! [`MAX_DEFERRAL`] runs anyway, so a busy pool still gets its files deleted. A job
+//! [`MAX_DEFERRAL`] runs anyway, so a busy filesystem still gets its files deleted. A job
 //! that panics is logged and the worker goes on. [`Background::settle`] runs every
 //! queued job at once and waits until they are done (measurements, tests, benchmarks).
 //! Dropping the `Background` finishes the queue and joins the worker. The worker is
 //! started with the first job.
 //!
-//! One queue per pool, not one per engine: a job that cannot finish — an unlink on a
-//! frozen or hung filesystem — then holds up only its own pool's later jobs and the
-//! measurements of its own pool, which wait for its queue; the other pools' files are
-//! still deleted, their precaches made and their measurements answered.
+//! One queue per filesystem, not one per engine: a job that cannot finish — an unlink
+//! on a frozen or hung filesystem — then holds up only that filesystem's later jobs and
+//! the measurements of its pools, which wait for its queue; the other filesystems'
+//! files are still deleted, their precaches made and their pools measured. (Not one per
+//! pool: pools on one filesystem compete for it, and their files may share extents — a
+//! clone across them — which a measurement should see settled.)
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -37,7 +39,6 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::dir::Dir;
-use crate::names::PoolName;
 use crate::sys;
 
 /// How long the engine must have been idle before a job runs.
@@ -120,37 +121,34 @@ impl Shared {
     }
 }
 
-/// The deferred work of an engine, one [`Background`] per pool (see the module
-/// comment); each is made with the pool's first operation and lives as long as the
-/// engine (a removed pool's idles; one made again under the same name reuses it).
+/// The deferred work of an engine, one [`Background`] per filesystem (see the module
+/// comment), keyed by its device number; each is made with the first operation on a
+/// pool there and lives as long as the engine (as many as the filesystems pools are
+/// on).
 #[derive(Default)]
-pub struct PerPool {
-    pools: Mutex<HashMap<PoolName, Arc<Background>>>,
+pub struct PerFilesystem {
+    lanes: Mutex<HashMap<u64, Arc<Background>>>,
 }
 
-impl PerPool {
-    /// The queue and worker of `pool`.
-    pub fn of(&self, pool: &PoolName) -> Arc<Background> {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.entry(pool.clone()).or_default().clone()
+impl PerFilesystem {
+    /// The queue and worker of the filesystem holding the directory `dir` (one shared
+    /// lane for a directory whose filesystem cannot be told).
+    pub fn of(&self, dir: &Dir) -> Arc<Background> {
+        let device = sys::stat_fd(dir.fd()).map_or(0, |stat| stat.st_dev);
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.entry(device).or_default().clone()
     }
 
-    /// [`Background::settle`] of `pool` only.
-    pub fn settle(&self, pool: &PoolName) {
-        let background = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools.get(pool).cloned()
-        };
-        if let Some(background) = background {
-            background.settle();
-        }
+    /// [`Background::settle`] of the filesystem holding `dir` only.
+    pub fn settle(&self, dir: &Dir) {
+        self.of(dir).settle();
     }
 
-    /// [`Background::settle`] of every pool, one after the other.
+    /// [`Background::settle`] of every filesystem, one after the other.
     pub fn settle_all(&self) {
         let all: Vec<Arc<Background>> = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools.values().cloned().collect()
+            let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.values().cloned().collect()
         };
         for background in all {
             background.settle();
@@ -158,7 +156,7 @@ impl PerPool {
     }
 }
 
-/// The deferred work of one pool.
+/// The deferred work of one filesystem.
 #[derive(Default)]
 pub struct Background {
     shared: Arc<Shared>,

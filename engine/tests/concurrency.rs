@@ -189,9 +189,9 @@ fn ext4_getters_answer_while_a_snapshot_start_copies() {
 
 /// A pool whose filesystem is frozen while a discarded file of it waits to be deleted
 /// (the unlink blocks in the kernel until the thaw — a hung disk looks the same) holds
-/// up neither the after-reply work nor the measurements of another pool: each pool has
-/// its own queue. Before, one queue served every pool, and measuring any pool waited
-/// for the frozen pool's unlink.
+/// up neither the after-reply work nor the measurements of a pool on another
+/// filesystem: each filesystem has its own queue. Before, one queue served every pool,
+/// and measuring any pool waited for the frozen pool's unlink.
 #[test]
 fn a_frozen_pool_holds_up_no_measurement_of_another_pool() {
     let f = Fixture::new(FsType::Xfs);

@@ -7,9 +7,9 @@
 //! are serialised. Getters take no vid lock: they never wait for an operation.
 //!
 //! Work an operation leaves for after its reply — deleting discarded files, making a
-//! precache on a pool with reflinks — is done by its pool's [`Background`] worker
-//! ([`PerPool`]); [`Engine::settle`] waits for every pool's, a measurement for its
-//! pool's.
+//! precache on a pool with reflinks — is done by the [`Background`] worker of its
+//! pool's filesystem ([`PerFilesystem`]); [`Engine::settle`] waits for every one, a
+//! measurement for its pool's.
 //!
 //! Order of every change: what can fail without changing anything first; the state
 //! directory is written before the files when a failure of the file work can be undone
@@ -33,7 +33,7 @@ mod pools;
 mod sweep;
 mod volumes;
 
-use crate::background::{Activity, Background, PerPool};
+use crate::background::{Activity, Background, PerFilesystem};
 use crate::context::OpCtx;
 use crate::dir::Dir;
 use crate::error::{EngineError, Result};
@@ -65,8 +65,8 @@ pub struct Engine {
     /// declared size, a failed commit. Every other change is refused meanwhile.
     importing: Mutex<HashMap<VolumeRef, Import>>,
     /// Deletes discarded files and makes precaches after the replies, one queue and
-    /// worker per pool; dropped (their queues finished) with the engine.
-    background: PerPool,
+    /// worker per filesystem; dropped (their queues finished) with the engine.
+    background: PerFilesystem,
     /// Writes the files of imports in progress behind their importers.
     write_behind: crate::writeback::WriteBehind,
     /// The bytes exclusive to each revision as last measured (not persisted: after a
@@ -74,8 +74,8 @@ pub struct Engine {
     measured: Mutex<Measurements>,
 }
 
-/// An operation running on a pool ([`Engine::busy`]): holds the pool's after-reply
-/// work back until it ends, and is where that work is queued.
+/// An operation running on a pool ([`Engine::busy`]): holds the after-reply work of
+/// its filesystem back until it ends, and is where its own is queued.
 pub(super) struct Busy {
     background: Arc<Background>,
     _activity: Activity,
@@ -123,7 +123,7 @@ impl Engine {
             pool_admin: Mutex::new(()),
             locks: Arc::new(VidLocks::default()),
             importing: Mutex::new(HashMap::new()),
-            background: PerPool::default(),
+            background: PerFilesystem::default(),
             write_behind: Default::default(),
             measured: Mutex::new(Measurements::default()),
         })
@@ -151,16 +151,23 @@ impl Engine {
         self.background.settle_all();
     }
 
-    /// [`Self::settle`] of one pool: what a measurement of it waits for.
+    /// [`Self::settle`] of the filesystem `pool` is on: what a measurement of it waits
+    /// for. Nothing to wait for when its directory cannot be opened (the measurement
+    /// then fails itself).
     pub(super) fn settle_pool(&self, pool: &PoolName) {
-        self.background.settle(pool);
+        let Ok(config) = self.pool_config(pool) else {
+            return;
+        };
+        if let Ok(root) = pool::open_root(&config.dir_path) {
+            self.background.settle(&root);
+        }
     }
 
-    /// An operation on `pool` is running: work left for after earlier replies in that
-    /// pool waits until it is quiet again (see [`crate::background`]). The guard holds
-    /// the pool's queue.
-    pub(super) fn busy(&self, pool: &PoolName) -> Busy {
-        Busy::new(self.background.of(pool))
+    /// An operation on the pool whose directory is `root` is running: work left for
+    /// after earlier replies on its filesystem waits until it is quiet again (see
+    /// [`crate::background`]). The guard holds the filesystem's queue.
+    pub(super) fn busy(&self, root: &Dir) -> Busy {
+        Busy::new(self.background.of(root))
     }
 
     pub(super) fn pool_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<PoolName, Arc<Pool>>> {
@@ -233,7 +240,6 @@ impl Engine {
         op: impl FnOnce(&mut Volume<'_>, Option<&SourceView>) -> Result<T>,
     ) -> Result<T> {
         let _span = Self::span(vol, ctx).entered();
-        let busy = self.busy(&vol.pool);
         let lock = self.locks.get(vol);
         let _guard = crate::lock::write_within(&lock, ctx.patience()).ok_or_else(|| {
             EngineError::busy(
@@ -246,18 +252,19 @@ impl Engine {
         let (pool, config, source) = self.lookup(vol)?;
         let source = Self::source_view(&pool.dir_path, source);
         let root = Self::open_root(&pool, vol)?;
+        let busy = self.busy(&root);
         let mut v = self.volume(&root, &pool, config, busy.background());
         v.check_dirs().map_err(|e| e.on(vol))?;
         let out = op(&mut v, source.as_ref()).map_err(|e| e.on(vol));
         self.forget_vanished_notes(vol, &v);
         let out = out?;
-        self.after_reply(vol, &v);
+        self.after_reply(vol, &v, busy.background());
         Ok(out)
     }
 
-    /// The view of a volume that operations change: its discarded files go to its
-    /// pool's background worker (`background`), which also makes its precache on a pool
-    /// with reflinks (one whose setup check passed).
+    /// The view of a volume that operations change: its discarded files go to the
+    /// background worker of its filesystem (`background`), which also makes its
+    /// precache on a pool with reflinks (one whose setup check passed).
     pub(super) fn volume<'a>(
         &'a self,
         root: &'a Dir,
@@ -268,8 +275,9 @@ impl Engine {
         Volume::new(root, config).with_background(background, pool.setup_check)
     }
 
-    /// Queue what `v`'s operation left for after its reply: its precache.
-    pub(super) fn after_reply(&self, vol: &VolumeRef, v: &Volume<'_>) {
+    /// Queue what `v`'s operation left for after its reply, its precache, on
+    /// `background` (its filesystem's).
+    pub(super) fn after_reply(&self, vol: &VolumeRef, v: &Volume<'_>, background: &Background) {
         if !v.precache_due() {
             return;
         }
@@ -277,11 +285,9 @@ impl Engine {
             return;
         };
         let (locks, vol) = (self.locks.clone(), vol.clone());
-        self.background
-            .of(&vol.pool)
-            .spawn(format!("precache of {vol}"), move || {
-                refresh_precache(&pool, &locks, &vol)
-            });
+        background.spawn(format!("precache of {vol}"), move || {
+            refresh_precache(&pool, &locks, &vol)
+        });
     }
 
     /// [`Self::with_volume`] for an operation that only reads the volume's files

@@ -70,7 +70,6 @@ impl Engine {
         ctx: &OpCtx,
     ) -> Result<VolumeInfo> {
         let _span = Self::span(vol, ctx).entered();
-        let _busy = self.busy(&vol.pool);
         let source = spec.source.clone();
         self.with_source_held(vol, source.as_ref(), || {
             self.create_volume_locked(vol, spec, ctx)
@@ -98,8 +97,8 @@ impl Engine {
             (state.config().clone(), config, state.is_removing(&vol.vid))
         };
         let root = Self::open_root(&pool_config, vol)?;
-        let background = self.background.of(&vol.pool);
-        let v = self.volume(&root, &pool_config, config.clone(), &background);
+        let busy = self.busy(&root);
+        let v = self.volume(&root, &pool_config, config.clone(), busy.background());
         v.check_dirs().map_err(|e| e.on(vol))?;
         if removing {
             self.delete_removed_files(vol, &v, ctx)
@@ -119,7 +118,7 @@ impl Engine {
         }
         info!(pool = %vol.pool, vid = %vol.vid, adopt = spec.adopt, "volume created");
         drop(guard);
-        self.after_reply(vol, &v);
+        self.after_reply(vol, &v, busy.background());
         self.volume_info(vol)
     }
 
@@ -161,12 +160,12 @@ impl Engine {
     /// happened: a file that cannot be deleted is a warning, not a failed Remove.
     pub fn remove_volume(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         let _span = Self::span(vol, ctx).entered();
-        let _busy = self.busy(&vol.pool);
         let lock = self.locks.get(vol);
         let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool_config, config, _) = self.lookup(vol)?;
         let root = Self::open_root(&pool_config, vol)?;
+        let _busy = self.busy(&root);
         let v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
         if v.is_started() {
