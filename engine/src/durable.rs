@@ -99,8 +99,19 @@ pub fn temp_name(final_name: &str) -> String {
     format!("{final_name}~{}", random_part())
 }
 
-/// A fresh discarded name for `final_name`: `<final name>~reap-<8 random chars>`.
-pub fn discard_name(final_name: &str) -> String {
+/// A fresh discarded name for `name`: `<final name>~reap-<8 random chars>`, where the
+/// final name of a temp (`<final name>~<8 chars>`) is the one it was made for — a name
+/// the start-up sweep recognises should the deletion not happen.
+pub fn discard_name(name: &str) -> String {
+    let final_name = match name.rsplit_once('~') {
+        Some((base, random))
+            if random.len() == TEMP_RANDOM_LEN
+                && random.bytes().all(|b| TEMP_ALPHABET.contains(&b)) =>
+        {
+            base
+        }
+        _ => name,
+    };
     format!("{final_name}{REAP_MARK}{}", random_part())
 }
 
@@ -1016,6 +1027,21 @@ mod tests {
         let vid = crate::names::Vid::parse("appvms/work/private").unwrap();
         let paths = crate::layout::VolumePaths::new(Path::new("/pool"), &vid);
         assert!(paths.is_own_temp(&temp_name(&paths.dirty_name())));
+    }
+
+    #[test]
+    fn a_discarded_temp_gets_a_discarded_name_of_its_final_name() {
+        let vid = crate::names::Vid::parse("appvms/work/private").unwrap();
+        let paths = crate::layout::VolumePaths::new(Path::new("/pool"), &vid);
+        for name in [paths.clean_name(), paths.dirty_name()] {
+            let temp = temp_name(&name);
+            let discarded = discard_name(&temp);
+            assert!(
+                discarded.starts_with(&format!("{name}{REAP_MARK}")),
+                "{discarded}"
+            );
+            assert!(crate::layout::is_volume_discard(&discarded), "{discarded}");
+        }
     }
 
     #[test]

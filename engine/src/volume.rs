@@ -249,6 +249,13 @@ impl<'a> Volume<'a> {
         Ok(names.iter().map(|name| dir.join(name)).collect())
     }
 
+    /// The import file, when it holds an allocated block.
+    pub fn import_holding_data(&self) -> Option<PathBuf> {
+        let name = self.paths.import_name();
+        let entry = self.entry(&name)?;
+        (entry.is_file() && entry.allocated() > 0).then(|| self.paths.import())
+    }
+
     /// The image files among `paths` that hold no allocated block and are not
     /// revisions: what a create interrupted by a crash leaves.
     pub fn holds_no_data(&self, leftovers: &[PathBuf]) -> bool {

@@ -118,6 +118,62 @@ fn temps_of_a_registered_volume_are_swept_and_its_images_kept(fs_type: FsType) {
     assert_eq!(files_in(paths.dir()), before);
 }
 
+/// CreateVolume of a vid whose import file holds data (another driver's import in
+/// progress) is `AlreadyExists` naming it, and the file stays (create discarded it as
+/// garbage); a data-free one is cleared.
+fn a_create_never_deletes_an_import_file_that_holds_data(fs_type: FsType) {
+    let f = Fixture::new(fs_type);
+    let paths = f.paths("appvms/legacy/private");
+    std::fs::create_dir_all(paths.dir()).unwrap();
+    File::create(paths.import())
+        .unwrap()
+        .write_all_at(b"data", 0)
+        .unwrap();
+    let vol = f.vref("appvms/legacy/private");
+    let err = f
+        .engine
+        .create_volume(&vol, origin_spec(MIB, 1), &ctx())
+        .expect_err("created over an import that holds data");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let named = paths.import().display().to_string();
+    assert!(
+        err.to_string().contains(&named),
+        "{err} does not name {named}"
+    );
+    f.engine.settle();
+    assert!(exists(&paths.import()), "the import file was deleted");
+    File::create(paths.import()).unwrap().set_len(MIB).unwrap();
+    f.engine
+        .create_volume(&vol, origin_spec(MIB, 1), &ctx())
+        .expect("a data-free import file is cleared");
+    f.engine.settle();
+    assert!(!exists(&paths.import()));
+}
+
+/// A stale import of a registered volume whose class directory others may change is
+/// left alone, as every volume operation refuses that directory (another user could
+/// have moved a different VM directory under the volume's name).
+fn no_stale_import_is_swept_in_a_class_directory_others_may_change(fs_type: FsType) {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new(fs_type);
+    f.origin("appvms/work/private", MIB, 1);
+    let import = f.paths("appvms/work/private").import();
+    File::create(&import)
+        .unwrap()
+        .write_all_at(b"data", 0)
+        .unwrap();
+    let class = f.dir.join("appvms");
+    std::fs::set_permissions(&class, std::fs::Permissions::from_mode(0o775)).unwrap();
+    assert_eq!(restarted(&f).sweep_leftovers(), 0);
+    assert!(
+        exists(&import),
+        "swept below a class directory others may change"
+    );
+    std::fs::set_permissions(&class, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(restarted(&f).sweep_leftovers(), 1);
+    assert!(!exists(&import));
+}
+
 fn ctx() -> qubes_storage_engine::OpCtx {
     qubes_storage_engine::OpCtx::quiet("leftovers-test")
 }
@@ -128,4 +184,6 @@ on_every_fs!(
     a_stale_import_is_swept_at_start_up_and_cannot_be_committed,
     an_import_in_progress_is_not_swept,
     temps_of_a_registered_volume_are_swept_and_its_images_kept,
+    a_create_never_deletes_an_import_file_that_holds_data,
+    no_stale_import_is_swept_in_a_class_directory_others_may_change,
 );

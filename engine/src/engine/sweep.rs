@@ -79,6 +79,11 @@ impl Engine {
         }
         for vid in self.stale_imports(config, vids) {
             let paths = VolumePaths::new(&config.dir_path, &vid);
+            // As every volume operation: not in a class directory others may change.
+            if let Err(err) = pool::check_private(&root, &paths) {
+                warn!(pool = %config.name, error = %err, "not sweeping a class directory");
+                continue;
+            }
             if let Some(dir) = subdir(config, &root, paths.vm_dir_rel()) {
                 removed += usize::from(remove_leftover(config, &dir, &paths.import_name()));
             }

@@ -137,6 +137,16 @@ impl Engine {
     /// crash leaves) are removed; anything holding data makes this `AlreadyExists` —
     /// CreateVolume never deletes what a user wrote.
     pub(super) fn clear_leftovers(vol: &VolumeRef, v: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
+        if let Some(import) = v.import_holding_data() {
+            // Another driver's import in progress (the reference's, in an existing
+            // Qubes pool): data the service does not own, which its create would
+            // discard as garbage.
+            return Err(EngineError::already_exists(format!(
+                "an import file of this volume holds data ({}); remove it, or finish that import first",
+                import.display()
+            ))
+            .on(vol));
+        }
         let leftovers = v.existing_images().map_err(|e| e.on(vol))?;
         let Some(first) = leftovers.first() else {
             return Ok(());
