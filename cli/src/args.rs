@@ -383,7 +383,9 @@ pub struct ImportArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     pub volume: VolumeRef,
-    /// Output file (written sparse), or - for stdout
+    /// Output file (written sparse, under a temp name beside it, and renamed over FILE
+    /// only once complete and on disk: a failed export leaves an existing FILE as it
+    /// was), a device, or - for stdout
     #[arg(value_name = "FILE")]
     pub output: PathBuf,
 }

@@ -73,6 +73,15 @@ pub enum CliError {
 
 pub type Result<T> = std::result::Result<T, CliError>;
 
+/// A local write that ran out of space or quota: the same exit status as the service's
+/// `NoSpace`, so a script tells a full disk apart from other failures.
+fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
+    )
+}
+
 impl CliError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> CliError {
         CliError::Io {
@@ -86,6 +95,7 @@ impl CliError {
             CliError::Service { name, .. } => exit_code_for_error_name(name),
             CliError::Unreachable(_) => exit::UNREACHABLE,
             CliError::Usage(_) => exit::USAGE,
+            CliError::Io { source, .. } if is_no_space(source) => exit::NO_SPACE,
             CliError::Failed(_) | CliError::Io { .. } | CliError::Protocol(_) => exit::FAILED,
             CliError::Cancelled(_) => exit::CANCELLED,
         }
@@ -234,6 +244,22 @@ mod tests {
         for (kind, code) in expected {
             assert_eq!(exit_code_for_error_name(&storage(kind)), code, "{kind}");
         }
+    }
+
+    #[test]
+    fn a_local_write_out_of_space_exits_as_no_space() {
+        for code in [nix::libc::ENOSPC, nix::libc::EDQUOT] {
+            let error = CliError::io(
+                "cannot write out.img",
+                std::io::Error::from_raw_os_error(code),
+            );
+            assert_eq!(error.exit_code(), exit::NO_SPACE);
+        }
+        let other = CliError::io(
+            "cannot write out.img",
+            std::io::Error::from_raw_os_error(nix::libc::EIO),
+        );
+        assert_eq!(other.exit_code(), exit::FAILED);
     }
 
     #[test]

@@ -228,6 +228,41 @@ fn import_then_export_keeps_content_and_holes() {
     assert!(allocated_bytes(&exported) < 8 * MIB, "export is not sparse");
 }
 
+/// An export over an existing file (last night's backup) that runs out of space — the
+/// image is larger than the filesystem — fails with the no-space status and leaves that
+/// file as it was, and no partial file beside it: the image is written under a temp
+/// name and renamed over the file only once complete (before, the file was emptied
+/// first, and a partial image was left under its name).
+#[test]
+fn a_failed_export_leaves_the_file_it_was_to_replace_as_it_was() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 256 * MIB);
+    origin(&world, "p1", VID, "96M");
+    let image = world.scratch().join("in.img");
+    write_sparse_file(&image, 96 * MIB, &[(0, 96 * MIB)], 5);
+    world
+        .cli(&["volume", "import", "p1", VID, image.to_str().unwrap()])
+        .ok();
+    let small = world.mount(FsType::Ext4, 64 * MIB);
+    let backup = small.join("backup.img");
+    let yesterday = pattern(9, 0, (30 * MIB) as usize);
+    std::fs::write(&backup, &yesterday).unwrap();
+    let run = world
+        .cli(&["volume", "export", "p1", VID, backup.to_str().unwrap()])
+        .fails_with(7);
+    assert!(run.stderr.contains("backup.img"), "{run:?}");
+    assert!(
+        std::fs::read(&backup).unwrap() == yesterday,
+        "the backup was changed"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["backup.img", "lost+found"]);
+}
+
 #[test]
 fn import_from_stdin_needs_a_size() {
     let mut world = World::start();

@@ -10,8 +10,9 @@
 //! reflinks).
 //!
 //! Ctrl-C: import stops writing and calls `ImportDataEnd(false)`, so the service
-//! deletes its import file and the volume stays as it was; export removes the file it
-//! created; clone cancels the service's job. All then exit with status 8.
+//! deletes its import file and the volume stays as it was; export removes its temp (a
+//! file it was to replace stays as it was); clone cancels the service's job. All then
+//! exit with status 8.
 
 use std::fs::File;
 use std::io::{ErrorKind, IsTerminal, Seek, SeekFrom};
@@ -41,14 +42,49 @@ enum Input {
 
 /// Where export data goes.
 enum Output {
-    /// A regular file this run may leave sparse; `created` if it did not exist before.
-    SparseFile {
-        file: File,
-        path: PathBuf,
-        created: bool,
-    },
+    /// A fresh regular file this run may leave sparse: a temp beside the file named
+    /// (see [`Destination`]).
+    SparseFile { file: File, path: PathBuf },
     /// stdout, a device: every byte written in order.
     Stream(File),
+}
+
+/// Where an export's bytes end up once they are all written. A regular file is
+/// written under a temp name in its directory and renamed over the name given only
+/// once complete and synced: a failure, a full disk or Ctrl-C leaves the file that was
+/// there (yesterday's backup) as it was, or no file.
+enum Destination {
+    Replace {
+        temp: tempfile::NamedTempFile,
+        path: PathBuf,
+    },
+    /// stdout or a device: written in place.
+    InPlace,
+}
+
+impl Destination {
+    /// The temp gets the name given (replacing a file there), and the rename is made
+    /// durable.
+    fn finish(self) -> Result<()> {
+        let Destination::Replace { temp, path } = self else {
+            return Ok(());
+        };
+        let cannot =
+            |error| CliError::io(format!("cannot put the image at {}", path.display()), error);
+        temp.persist(&path).map_err(|error| cannot(error.error))?;
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(cannot)
+    }
+
+    /// After a failure: the temp is removed; the file named stays as it was.
+    fn discard(self) {
+        drop(self);
+    }
 }
 
 fn is_stdio(path: &Path) -> bool {
@@ -310,7 +346,7 @@ fn write_import(
     target.sync_data().map_err(CopyError::Write)
 }
 
-fn open_output(path: &Path) -> Result<Output> {
+fn open_output(path: &Path) -> Result<(Output, Destination)> {
     if is_stdio(path) {
         if std::io::stdout().is_terminal() {
             return Err(CliError::Usage(
@@ -318,42 +354,68 @@ fn open_output(path: &Path) -> Result<Output> {
                     .to_owned(),
             ));
         }
-        return Ok(Output::Stream(duplicate_stdio(
-            std::io::stdout().as_fd(),
-            "standard output",
-        )?));
+        let stdout = duplicate_stdio(std::io::stdout().as_fd(), "standard output")?;
+        return Ok((Output::Stream(stdout), Destination::InPlace));
     }
     let cannot = |error| CliError::io(format!("cannot create {}", path.display()), error);
-    let (file, created) = match File::options().write(true).create_new(true).open(path) {
-        Ok(file) => (file, true),
-        Err(error) if error.kind() == ErrorKind::AlreadyExists => (
-            File::options().write(true).open(path).map_err(cannot)?,
-            false,
-        ),
+    let existing = match std::fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
         Err(error) => return Err(cannot(error)),
     };
-    match file.metadata().map_err(cannot)?.is_file() {
-        true => Ok(Output::SparseFile {
+    if existing.as_ref().is_some_and(|meta| !meta.is_file()) {
+        // A device or a pipe: written in place.
+        let file = File::options().write(true).open(path).map_err(cannot)?;
+        return Ok((Output::Stream(file), Destination::InPlace));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => (
+            if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            },
+            name,
+        ),
+        _ => return Err(cannot(std::io::Error::from(ErrorKind::InvalidInput))),
+    };
+    // A file replaced keeps its permissions; a new one gets what File::create gives.
+    let mode = existing.map_or(0o666, |meta| meta.permissions().mode() & 0o7777);
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".part")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(cannot)?;
+    let file = temp.as_file().try_clone().map_err(cannot)?;
+    Ok((
+        Output::SparseFile {
             file,
             path: path.to_owned(),
-            created,
-        }),
-        false => Ok(Output::Stream(file)),
-    }
+        },
+        Destination::Replace {
+            temp,
+            path: path.to_owned(),
+        },
+    ))
 }
 
 pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
     let name = describe_output(&args.output);
-    let output = open_output(&args.output)?;
-    let result = export_into(context, &args.volume, output.clone_handle()?).await;
+    let (output, destination) = open_output(&args.output)?;
+    let result = export_into(context, &args.volume, output).await;
     let result = result.map_err(|error| match error {
         ExportError::Copy(copy) => copy_error(copy, "export", "the volume's image", &name),
         ExportError::Call(call) => call,
     });
-    if result.is_err() {
-        output.discard();
+    match result {
+        Ok(()) => destination.finish(),
+        Err(error) => {
+            destination.discard();
+            Err(error)
+        }
     }
-    result
 }
 
 enum ExportError {
@@ -364,40 +426,6 @@ enum ExportError {
 impl From<CliError> for ExportError {
     fn from(error: CliError) -> ExportError {
         ExportError::Call(error)
-    }
-}
-
-impl Output {
-    /// A second handle for the copy thread, so `self` can still clean up afterwards.
-    fn clone_handle(&self) -> Result<Output> {
-        let duplicate = |file: &File| {
-            file.try_clone()
-                .map_err(|error| CliError::io("cannot duplicate the output", error))
-        };
-        Ok(match self {
-            Output::SparseFile {
-                file,
-                path,
-                created,
-            } => Output::SparseFile {
-                file: duplicate(file)?,
-                path: path.clone(),
-                created: *created,
-            },
-            Output::Stream(file) => Output::Stream(duplicate(file)?),
-        })
-    }
-
-    /// After a failure: remove a file this run created (an existing one stays).
-    fn discard(self) {
-        if let Output::SparseFile {
-            path,
-            created: true,
-            ..
-        } = self
-        {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -445,11 +473,13 @@ fn write_export(
     control: &Control<'_>,
 ) -> std::result::Result<(), CopyError> {
     match output {
-        Output::SparseFile { file, path, .. } => {
+        Output::SparseFile { file, path } => {
             let method = "sparse file copy";
             tracing::info!(op = "export", method, bytes = size, path = %path.display(), "writing");
-            file.set_len(0).map_err(CopyError::Write)?;
-            sparse_copy::copy_file_sparse(source, &file, size, control)
+            sparse_copy::copy_file_sparse(source, &file, size, control)?;
+            // On disk before it gets its name: a power cut never leaves an image of
+            // the right size with zeros where data belongs.
+            file.sync_all().map_err(CopyError::Write)
         }
         Output::Stream(mut file) => {
             tracing::info!(
@@ -459,7 +489,12 @@ fn write_export(
                 "writing"
             );
             let mut reader = source;
-            sparse_copy::copy_stream(&mut reader, &mut file, size, control)
+            sparse_copy::copy_stream(&mut reader, &mut file, size, control)?;
+            // A device is synced; a pipe or a terminal cannot be (EINVAL).
+            match file.sync_all() {
+                Err(error) if error.raw_os_error() == Some(nix::libc::EINVAL) => Ok(()),
+                other => other.map_err(CopyError::Write),
+            }
         }
     }
 }
@@ -552,24 +587,42 @@ mod tests {
     }
 
     #[test]
-    fn export_to_a_new_file_is_removed_on_failure() {
+    fn export_to_a_new_file_leaves_nothing_on_failure() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.img");
-        let output = open_output(&path).unwrap();
-        assert!(matches!(output, Output::SparseFile { created: true, .. }));
-        output.discard();
-        assert!(!path.exists());
+        let (output, destination) = open_output(&path).unwrap();
+        assert!(matches!(output, Output::SparseFile { .. }));
+        drop(output);
+        destination.discard();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
-    fn export_over_an_existing_file_keeps_it_on_failure() {
+    fn export_over_an_existing_file_keeps_it_whole_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.img");
+        std::fs::write(&path, b"yesterday's backup").unwrap();
+        let (output, destination) = open_output(&path).unwrap();
+        let Output::SparseFile { file, .. } = output else {
+            panic!("not a file");
+        };
+        std::os::unix::fs::FileExt::write_all_at(&file, b"half of today's", 0).unwrap();
+        destination.discard();
+        assert_eq!(std::fs::read(&path).unwrap(), b"yesterday's backup");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn export_over_an_existing_file_keeps_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.img");
         std::fs::write(&path, b"old").unwrap();
-        let output = open_output(&path).unwrap();
-        assert!(matches!(output, Output::SparseFile { created: false, .. }));
-        output.discard();
-        assert!(path.exists());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (_, destination) = open_output(&path).unwrap();
+        destination.finish().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
     }
 
     #[test]
@@ -592,7 +645,9 @@ mod tests {
             cancel: &cancel,
             progress: &|_| {},
         };
-        write_export(&source, open_output(&path).unwrap(), 8 << 20, &control).unwrap();
+        let (output, destination) = open_output(&path).unwrap();
+        write_export(&source, output, 8 << 20, &control).unwrap();
+        destination.finish().unwrap();
         let written = std::fs::read(&path).unwrap();
         assert_eq!(written.len(), 8 << 20);
         assert_eq!(&written[1 << 20..(1 << 20) + 4], b"data");
