@@ -5,7 +5,9 @@
 //! every byte copy while the call is still running, and replies only when the work is
 //! done; the Jobs of one call announce `Completed` together, when the call ends. So:
 //! subscribe to `InterfacesAdded`, Job `PropertiesChanged` and `Completed` *before*
-//! calling, adopt each Job whose `Objects` holds the target volume, one after the other
+//! calling, adopt each Job of this call — its `Objects` begin with the target, its
+//! `Operation` is the method called and its `StartedByUID` is ours (not another
+//! caller's copy of the same volume, which Ctrl-C must never cancel) — one after the other
 //! (a call's copies run one at a time, so a new Job means the previous copy is done and
 //! its bar is finished), and drive a progress bar from its `BytesDone`/`BytesTotal`. No
 //! bar is shown when no job appears (a reflink is instant).
@@ -16,9 +18,10 @@
 //! gets the commit label, and the first commit copy a one-line note on stderr, so a
 //! second bar is not a surprise.
 //!
-//! Ctrl-C calls the current job's `Cancel`; the call then fails with `Cancelled`.
-//! Ctrl-C before any job appeared waits for the call (and cancels the job should one
-//! still appear).
+//! Ctrl-C calls the current job's `Cancel` (and that of each job adopted after it);
+//! the call then fails with `Cancelled`. Ctrl-C before the call was sent sends nothing;
+//! before any job appeared it waits for the call (and cancels the job should one still
+//! appear).
 
 use std::future::Future;
 
@@ -27,7 +30,7 @@ use indicatif::ProgressBar;
 use zbus::Message;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
 use crate::model::JobInfo;
 use crate::paths::{is_in_namespace, JOBS_PATH, JOB_IFACE};
@@ -96,6 +99,8 @@ const COMMIT_COPIES_NOTE: &str = "this pool cannot reflink, so the commit copies
 pub struct JobWatch {
     signals: SignalStream,
     target: String,
+    /// The method called: the `Operation` of its jobs.
+    method: String,
     labels: Labels,
     mode: ProgressMode,
     job: Option<FollowedJob>,
@@ -111,6 +116,7 @@ impl JobWatch {
     pub async fn subscribe(
         client: &Client,
         target: &str,
+        method: &str,
         labels: Labels,
         mode: ProgressMode,
     ) -> Result<JobWatch> {
@@ -123,6 +129,7 @@ impl JobWatch {
         Ok(JobWatch {
             signals,
             target: target.to_owned(),
+            method: method.to_owned(),
             labels,
             mode,
             job: None,
@@ -183,7 +190,7 @@ impl JobWatch {
             return;
         };
         let info = JobInfo::from_properties(properties);
-        if is_in_namespace(&path, JOBS_PATH) && info.objects.contains(&self.target) {
+        if is_in_namespace(&path, JOBS_PATH) && self.is_ours(&info) {
             // The previous copy of the call ended before this one started.
             self.end(true);
             let (label, first_commit_copy) = self.next_label(&info);
@@ -203,6 +210,16 @@ impl JobWatch {
                 ended: false,
             });
         }
+    }
+
+    /// A job of the call being watched: on its target (named first), made by the
+    /// method called, for this user.
+    fn is_ours(&self, info: &JobInfo) -> bool {
+        info.objects.first() == Some(&self.target)
+            && info.operation == self.method
+            && info
+                .started_by
+                .is_none_or(|uid| uid == nix::unistd::getuid().as_raw())
     }
 
     fn apply_change(&mut self, message: &Message) {
@@ -238,18 +255,14 @@ impl JobWatch {
         self.end(success);
     }
 
-    /// Asks the service to cancel the adopted job; a job that already ended is fine.
-    async fn cancel(&self, client: &Client) -> bool {
-        let Some(path) = self.job_path() else {
-            return false;
-        };
+    /// Asks the service to cancel the job at `path`; a job that already ended is fine.
+    async fn cancel(client: &Client, path: &str) {
         let reply: Result<()> = client
             .call(path, JOB_IFACE, "Cancel", &(client.options(),))
             .await;
         if let Err(error) = reply {
             eprintln!("qubes-storage: could not cancel the job: {error}");
         }
-        true
     }
 }
 
@@ -261,11 +274,25 @@ pub async fn run_following_job<T>(
     interrupt: &Interrupt,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    if interrupt.is_requested() {
+        // Nothing was sent yet (a call future sends when first polled).
+        return Err(CliError::Cancelled(
+            "cancelled before it was sent".to_owned(),
+        ));
+    }
     tokio::pin!(call);
-    let mut cancel_sent = false;
+    // The job a Cancel was sent to: each job adopted after Ctrl-C is cancelled too.
+    let mut cancelled: Option<String> = None;
     loop {
-        if interrupt.is_requested() && !cancel_sent {
-            cancel_sent = watch.cancel(client).await;
+        if interrupt.is_requested() {
+            if let Some(path) = watch
+                .job_path()
+                .filter(|p| cancelled.as_deref() != Some(*p))
+            {
+                let path = path.to_owned();
+                JobWatch::cancel(client, &path).await;
+                cancelled = Some(path);
+            }
         }
         tokio::select! {
             result = &mut call => {
@@ -290,6 +317,7 @@ mod tests {
         JobWatch {
             signals: Box::pin(futures_util::stream::empty()),
             target: target.to_owned(),
+            method: "ImportVolume".to_owned(),
             labels: Labels::copy_then_commit("clone".to_owned(), "p:v"),
             mode: ProgressMode::Hidden,
             job: None,
@@ -305,12 +333,18 @@ mod tests {
     }
 
     fn job_added(job: &str, objects: &[&str], done: u64) -> Message {
+        let uid = nix::unistd::getuid().as_raw();
+        job_added_by(job, objects, done, "ImportVolume", uid)
+    }
+
+    fn job_added_by(job: &str, objects: &[&str], done: u64, operation: &str, uid: u32) -> Message {
         let objects: Vec<ObjectPath<'_>> = objects
             .iter()
             .map(|o| ObjectPath::try_from(*o).unwrap())
             .collect();
         let mut props: HashMap<&str, Variant<'_>> = HashMap::new();
-        props.insert("Operation", Variant::from("clone"));
+        props.insert("Operation", Variant::from(operation));
+        props.insert("StartedByUID", Variant::from(uid));
         props.insert("Objects", Variant::from(objects));
         props.insert("BytesTotal", Variant::from(100u64));
         props.insert("BytesDone", Variant::from(done));
@@ -328,17 +362,51 @@ mod tests {
     }
 
     #[test]
-    fn job_naming_the_target_is_adopted() {
+    fn job_naming_the_target_first_is_adopted() {
         let mut watch = watch_for("/v/dst");
         watch.handle(&job_added("/org/qubes/Storage/jobs/1", &["/v/src"], 0));
         assert_eq!(watch.job_path(), None);
         watch.handle(&job_added(
             "/org/qubes/Storage/jobs/2",
-            &["/v/src", "/v/dst"],
+            &["/v/dst", "/v/src"],
             10,
         ));
         assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/2"));
         assert_eq!(watch.job.as_ref().unwrap().info.bytes_done, 10);
+    }
+
+    /// Another caller's copy that involves the target — a clone of it into another
+    /// volume, a measurement of it, another user's call — is not this call's: its bar is
+    /// not shown and Ctrl-C never cancels it.
+    #[test]
+    fn another_calls_job_on_the_target_is_not_adopted() {
+        let mut watch = watch_for("/v/dst");
+        let me = nix::unistd::getuid().as_raw();
+        let jobs = "/org/qubes/Storage/jobs";
+        watch.handle(&job_added(&format!("{jobs}/1"), &["/v/other", "/v/dst"], 0));
+        watch.handle(&job_added_by(
+            &format!("{jobs}/2"),
+            &["/v/dst"],
+            0,
+            "MeasureSpace",
+            me,
+        ));
+        watch.handle(&job_added_by(
+            &format!("{jobs}/3"),
+            &["/v/dst"],
+            0,
+            "ImportVolume",
+            me + 1,
+        ));
+        assert_eq!(watch.job_path(), None);
+        watch.handle(&job_added_by(
+            &format!("{jobs}/4"),
+            &["/v/dst"],
+            0,
+            "ImportVolume",
+            me,
+        ));
+        assert_eq!(watch.job_path(), Some("/org/qubes/Storage/jobs/4"));
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub struct JobInfo {
     pub bytes_done: u64,
     pub rate: u64,
     pub cancelable: bool,
+    /// The uid of the caller whose call made the job.
+    pub started_by: Option<u32>,
 }
 
 impl JobInfo {
@@ -215,6 +217,9 @@ impl JobInfo {
         self.bytes_done = props.uint("BytesDone").unwrap_or(self.bytes_done);
         self.rate = props.uint("Rate").unwrap_or(self.rate);
         self.cancelable = props.boolean("Cancelable").unwrap_or(self.cancelable);
+        if let Some(uid) = props.uint("StartedByUID") {
+            self.started_by = u32::try_from(uid).ok();
+        }
     }
 }
 

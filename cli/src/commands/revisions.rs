@@ -158,8 +158,14 @@ pub async fn delta(context: &Context, args: DeltaArgs) -> Result<()> {
     let name = format!("{}:{}", args.volume.pool, args.volume.vid);
     let interrupt = Interrupt::install();
     let labels = Labels::copy_then_commit(format!("compare {name}"), &name);
-    let watch =
-        JobWatch::subscribe(&context.client, path.as_str(), labels, context.progress).await?;
+    let watch = JobWatch::subscribe(
+        &context.client,
+        path.as_str(),
+        "ExportDelta",
+        labels,
+        context.progress,
+    )
+    .await?;
     let body = (args.revision.clone().unwrap_or_default(), options);
     let call = context
         .client

@@ -40,7 +40,14 @@ where
 {
     let interrupt = Interrupt::install();
     let labels = Labels::copy_then_commit(format!("measure {what}"), what);
-    let watch = JobWatch::subscribe(&context.client, path, labels, context.progress).await?;
+    let watch = JobWatch::subscribe(
+        &context.client,
+        path,
+        "MeasureSpace",
+        labels,
+        context.progress,
+    )
+    .await?;
     let body = (context.client.options(),);
     let call = context.client.call(path, interface, "MeasureSpace", &body);
     run_following_job(&context.client, watch, &interrupt, call).await

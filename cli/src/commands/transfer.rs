@@ -296,15 +296,29 @@ async fn end_import(
     success: bool,
     interrupt: &Interrupt,
 ) -> Result<()> {
-    let body = (success, context.client.options());
-    if !success {
-        return context
+    // Ctrl-C after the copy but before the commit was sent: the import is discarded.
+    let cancelled = success && interrupt.is_requested();
+    let body = (success && !cancelled, context.client.options());
+    if !body.0 {
+        let ended: Result<()> = context
             .client
             .call(path, VOLUME_IFACE, "ImportDataEnd", &body)
             .await;
+        ended?;
+        return match cancelled {
+            true => Err(CliError::Cancelled("import cancelled".to_owned())),
+            false => Ok(()),
+        };
     }
     let labels = Labels::commit(&format!("{}:{}", volume.pool, volume.vid));
-    let watch = JobWatch::subscribe(&context.client, path, labels, context.progress).await?;
+    let watch = JobWatch::subscribe(
+        &context.client,
+        path,
+        "ImportDataEnd",
+        labels,
+        context.progress,
+    )
+    .await?;
     let call = context
         .client
         .call(path, VOLUME_IFACE, "ImportDataEnd", &body);
@@ -512,8 +526,14 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
     let destination = format!("{}:{}", args.dst_pool, args.dst_vid);
     let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
     let labels = Labels::clone_then_commit(label, &destination);
-    let watch =
-        JobWatch::subscribe(&context.client, target.as_str(), labels, context.progress).await?;
+    let watch = JobWatch::subscribe(
+        &context.client,
+        target.as_str(),
+        "ImportVolume",
+        labels,
+        context.progress,
+    )
+    .await?;
     tracing::info!(op = "clone", source = %source.as_str(), target = %target.as_str(), "ImportVolume");
     let body = (source, context.client.options());
     let call = context

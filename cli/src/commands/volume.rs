@@ -337,8 +337,14 @@ async fn resize(
     let interrupt = Interrupt::install();
     let name = format!("{}:{}", volume.pool, volume.vid);
     let labels = Labels::copy_then_commit(format!("resize {name}"), &name);
-    let watch =
-        JobWatch::subscribe(&context.client, path.as_str(), labels, context.progress).await?;
+    let watch = JobWatch::subscribe(
+        &context.client,
+        path.as_str(),
+        "Resize",
+        labels,
+        context.progress,
+    )
+    .await?;
     let body = (size, options);
     let call = context
         .client
