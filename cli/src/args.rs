@@ -86,6 +86,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Does the command write image data to stdout (`volume export … -`)? Then stdout
+    /// carries nothing else, not even a `--json` error document.
+    pub fn writes_data_to_stdout(&self) -> bool {
+        matches!(
+            &self.command,
+            Command::Volume(VolumeCommand::Export(args)) if args.output.as_os_str() == "-"
+        )
+    }
+}
+
 /// Which bus to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusChoice {

@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     completion::answer_if_asked();
     let cli = args::Cli::parse();
     init_logging(cli.verbose);
-    let json = cli.json;
+    // With image data on stdout, a --json error document goes nowhere near it.
+    let json = cli.json && !cli.writes_data_to_stdout();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,7 +68,8 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Prints the error for people (stderr) and, with `--json`, for scripts (stdout).
+/// Prints the error for people (stderr) and, with `--json`, for scripts (stdout) —
+/// unless stdout carries an exported image.
 fn report(error: &CliError, json: bool) -> ExitCode {
     eprintln!("qubes-storage: {error}");
     if json {

@@ -263,6 +263,56 @@ fn a_failed_export_leaves_the_file_it_was_to_replace_as_it_was() {
     assert_eq!(names, ["backup.img", "lost+found"]);
 }
 
+/// `import … /dev/zero --size N` (to wipe a volume) reads exactly N bytes: a
+/// character device never ends, so it is not held to the end-of-input check a pipe is
+/// (the import failed after copying everything, "holds more than …").
+#[test]
+fn an_import_from_a_character_device_reads_exactly_the_size_given() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "4M");
+    let image = world.scratch().join("data.img");
+    std::fs::write(&image, pattern(3, 0, 4 * MIB as usize)).unwrap();
+    world
+        .cli(&["volume", "import", "p1", VID, image.to_str().unwrap()])
+        .ok();
+    world
+        .cli(&["volume", "import", "p1", VID, "/dev/zero", "--size", "4M"])
+        .ok();
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "p1", VID, exported.to_str().unwrap()])
+        .ok();
+    let data = std::fs::read(&exported).unwrap();
+    assert_eq!(data.len() as u64, 4 * MIB);
+    assert!(data.iter().all(|&b| b == 0), "not wiped");
+}
+
+/// A clone into a volume that does not save on stop would change nothing (the service
+/// does nothing, R§3.19): refused with exit status 6, as an import into it is, instead
+/// of exiting 0 as if it had been done.
+#[test]
+fn a_clone_into_a_volume_that_does_not_save_on_stop_is_refused() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "4M");
+    world
+        .cli(&[
+            "volume",
+            "create",
+            "p1",
+            "appvms/work/volatile",
+            "--size",
+            "4M",
+            "--rw",
+        ])
+        .ok();
+    let run = world
+        .cli(&["volume", "clone", "p1", VID, "p1", "appvms/work/volatile"])
+        .fails_with(6);
+    assert!(run.stderr.contains("does not save on stop"), "{run:?}");
+}
+
 #[test]
 fn import_from_stdin_needs_a_size() {
     let mut world = World::start();

@@ -199,6 +199,31 @@ fn info_of_a_stopped_volume_shows_no_image_path() {
     assert!(!info.contains("-dirty.img"), "{info}");
 }
 
+/// `--json volume export … -` that fails writes its error on stderr only: stdout is
+/// the image's stream, and a JSON document there would end up inside the consumer's
+/// data (`| gzip > backup.gz`).
+#[test]
+fn a_failed_export_to_stdout_puts_no_json_document_into_the_stream() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    let run = world
+        .cli(&[
+            "--json",
+            "volume",
+            "export",
+            "p1",
+            "appvms/none/private",
+            "-",
+        ])
+        .fails_with(3);
+    assert_eq!(run.stdout, "", "{run:?}");
+    assert!(run.stderr.contains("appvms/none/private"), "{run:?}");
+    let listed = world
+        .cli(&["--json", "volume", "info", "p1", "appvms/none/private"])
+        .fails_with(3);
+    assert!(listed.stdout.contains("\"exit_status\":3"), "{listed:?}");
+}
+
 #[test]
 fn export_into_a_closed_pipe_names_standard_output() {
     let mut world = World::start();

@@ -345,16 +345,35 @@ fn write_import(
         bytes = size,
         "writing the import file"
     );
+    // A stream must end where --size says (more data is an error, not cut off), but a
+    // character device such as /dev/zero or /dev/urandom never ends: it gives exactly
+    // --size bytes.
+    let endless = |source: &File| {
+        use std::os::unix::fs::FileTypeExt;
+        source
+            .metadata()
+            .is_ok_and(|meta| meta.file_type().is_char_device())
+    };
     match (input, target_is_file) {
         (Input::Seekable(source), true) => {
             sparse_copy::copy_file_sparse(&source, target, size, control)?
         }
         (Input::Stream(mut source), true) => {
-            sparse_copy::copy_stream_to_file(&mut source, target, size, control)?
+            sparse_copy::copy_stream_to_file(&mut source, target, size, control)?;
+            if !endless(&source) {
+                sparse_copy::expect_end(&mut source, size)?;
+            }
         }
-        (Input::Seekable(mut source) | Input::Stream(mut source), false) => {
+        (Input::Seekable(mut source), false) => {
             let mut writer = target;
             sparse_copy::copy_stream(&mut source, &mut writer, size, control)?
+        }
+        (Input::Stream(mut source), false) => {
+            let mut writer = target;
+            sparse_copy::copy_stream(&mut source, &mut writer, size, control)?;
+            if !endless(&source) {
+                sparse_copy::expect_end(&mut source, size)?;
+            }
         }
     }
     target.sync_data().map_err(CopyError::Write)
@@ -518,12 +537,22 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
         .client
         .volume_path(&args.src_pool, &args.src_vid)
         .await?;
-    let target = context
+    let (target, target_info) = context
         .client
-        .volume_path(&args.dst_pool, &args.dst_vid)
+        .volume_info(&args.dst_pool, &args.dst_vid)
         .await?;
-    let interrupt = Interrupt::install();
     let destination = format!("{}:{}", args.dst_pool, args.dst_vid);
+    if !target_info.save_on_stop {
+        // The service's ImportVolume does nothing here (R§3.19); as `import` into it,
+        // this is refused rather than reported as done.
+        return Err(CliError::Service {
+            name: "org.qubes.Storage.Error.NotSupported".to_owned(),
+            message: format!(
+                "{destination} does not save on stop: a clone into it would change nothing (its next start makes its image afresh)"
+            ),
+        });
+    }
+    let interrupt = Interrupt::install();
     let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
     let labels = Labels::clone_then_commit(label, &destination);
     let watch = JobWatch::subscribe(
