@@ -103,16 +103,28 @@ pub fn temp_name(final_name: &str) -> String {
 /// final name of a temp (`<final name>~<8 chars>`) is the one it was made for — a name
 /// the start-up sweep recognises should the deletion not happen.
 pub fn discard_name(name: &str) -> String {
-    let final_name = match name.rsplit_once('~') {
+    let final_name = temp_base(name).unwrap_or(name);
+    format!("{final_name}{REAP_MARK}{}", random_part())
+}
+
+/// The final name a temp name (`<final name>~<8 chars>`) was made for.
+fn temp_base(name: &str) -> Option<&str> {
+    match name.rsplit_once('~') {
         Some((base, random))
             if random.len() == TEMP_RANDOM_LEN
                 && random.bytes().all(|b| TEMP_ALPHABET.contains(&b)) =>
         {
-            base
+            Some(base)
         }
-        _ => name,
-    };
-    format!("{final_name}{REAP_MARK}{}", random_part())
+        _ => None,
+    }
+}
+
+/// A discarded file a failed batch never gives back: a cache (the precache: another
+/// one is made, and one given back while a VM writes the committed image in place could
+/// be taken for it, durability rule 8) or garbage (an import file, a temp).
+fn is_cache_or_garbage(name: &str) -> bool {
+    name.ends_with("-precache.img") || name.ends_with("-import.img") || temp_base(name).is_some()
 }
 
 fn random_part() -> String {
@@ -752,6 +764,9 @@ pub struct DirChanges<'a> {
     changed: bool,
     /// The files discarded: their names before, and their discarded names.
     discarded: Vec<(String, String)>,
+    /// The names this batch put a file at (renames, links, placed stages): a discarded
+    /// file whose name one of them took gets it back by an exchange.
+    filled: Vec<String>,
     /// The batch's barrier, announced to the other operations of the directory while
     /// the batch lasts (group commit, [`barrier::expect`]).
     _announced: Option<barrier::Expected>,
@@ -774,6 +789,7 @@ impl<'a> DirChanges<'a> {
             reaper,
             changed: false,
             discarded: Vec::new(),
+            filled: Vec::new(),
             _announced: None,
         }
     }
@@ -789,6 +805,7 @@ impl<'a> DirChanges<'a> {
         let (src_path, dst_path) = (src_dir.join(src), self.dir.join(dst));
         link_checked(src_dir, src, self.dir, dst)?;
         self.changed = true;
+        self.filled.push(dst.to_owned());
         info!(op = "hardlink", from = %src_path.display(), to = %dst_path.display(), "hard link created");
         failpoint::step("hardlink");
         Ok(())
@@ -808,6 +825,7 @@ impl<'a> DirChanges<'a> {
                 )
             })?;
         self.changed = true;
+        self.filled.push(to.to_owned());
         info!(op = "rename", from = %from_path.display(), to = %to_path.display(), "renamed");
         failpoint::step("rename");
         Ok(())
@@ -818,8 +836,10 @@ impl<'a> DirChanges<'a> {
         let path = self.dir.join(&staged.dst);
         let (existed, bytes) = (self.dir.exists(&staged.dst), staged.bytes);
         failpoint::refused("place").io_ctx(|| format!("cannot put {} in place", path.display()))?;
+        let dst = staged.dst.clone();
         staged.rename_into_place()?;
         self.changed = true;
+        self.filled.push(dst);
         let op = if existed { "replace" } else { "create" };
         info!(op, path = %path.display(), bytes, "file written and renamed into place");
         failpoint::step("replace");
@@ -925,8 +945,10 @@ impl<'a> DirChanges<'a> {
         }
     }
 
-    /// A batch that did not end: each discarded file gets its name back unless the
-    /// name was taken meanwhile (then it is garbage: reaped), and the directory is
+    /// A batch that did not end: each discarded file of the committed state (a
+    /// committed image, a revision, a running image) gets its name back — by an
+    /// exchange when this batch put a file at that name, which then goes — and caches
+    /// and garbage are reaped ([`is_cache_or_garbage`]); the directory is
     /// fsynced, so that a power cut cannot leave the discarded names for the start-up
     /// sweep to delete. Best effort: a failure is logged (the sweep would then delete
     /// what is left under a discarded name).
@@ -936,12 +958,36 @@ impl<'a> DirChanges<'a> {
             return;
         }
         let fd = self.dir.fd();
+        let mut renamed = false;
         for (name, discarded) in discarded {
+            if is_cache_or_garbage(&name) {
+                self.reap(discarded);
+                continue;
+            }
+            renamed = true;
             let (path, from) = (self.dir.join(&name), self.dir.join(&discarded));
             match sys::rename_noreplace_at(fd, &discarded, fd, &name) {
                 Ok(()) => {
                     info!(op = "rename", from = %from.display(), to = %path.display(),
                         "the operation failed: given its name back");
+                }
+                // The batch itself put a file at that name (an origin_snapshot's start
+                // its source's image): the two swap, and the batch's file goes.
+                Err(err)
+                    if err.kind() == io::ErrorKind::AlreadyExists
+                        && self.filled.contains(&name) =>
+                {
+                    match sys::exchange_at(fd, &discarded, &name) {
+                        Ok(()) => {
+                            info!(op = "rename", from = %from.display(), to = %path.display(),
+                                "the operation failed: given its name back in exchange for the file it had put there");
+                            self.reap(discarded);
+                        }
+                        Err(err) => {
+                            tracing::warn!(op = "rename", from = %from.display(), to = %path.display(), error = %err,
+                            "the operation failed and its discarded file cannot get its name back; the start-up sweep deletes it")
+                        }
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => self.reap(discarded),
                 Err(err) => {
@@ -949,6 +995,9 @@ impl<'a> DirChanges<'a> {
                         "the operation failed and its discarded file cannot get its name back; the start-up sweep deletes it")
                 }
             }
+        }
+        if !renamed {
+            return;
         }
         if let Err(err) = sync_dir(self.dir, "changes-dir") {
             tracing::warn!(path = %self.dir.path().display(), error = %err,

@@ -41,20 +41,31 @@ mod refusal {
     use std::cell::Cell;
 
     thread_local! {
-        static REFUSED: Cell<Option<&'static str>> = const { Cell::new(None) };
+        /// The step to refuse, and how many of its checks pass before.
+        static REFUSED: Cell<Option<(&'static str, usize)>> = const { Cell::new(None) };
     }
 
     /// The next [`refused`] check of the step `name` on this thread fails (EIO).
     pub fn refuse_next_on_this_thread(name: &'static str) {
-        REFUSED.with(|r| r.set(Some(name)));
+        refuse_on_this_thread(name, 0);
+    }
+
+    /// The check of the step `name` on this thread after `passing` ones that pass fails
+    /// (EIO).
+    pub fn refuse_on_this_thread(name: &'static str, passing: usize) {
+        REFUSED.with(|r| r.set(Some((name, passing))));
     }
 
     /// An I/O error if a test asked the step `name` to fail on this thread (once).
     pub fn refused(name: &str) -> std::io::Result<()> {
         match REFUSED.with(|r| r.get()) {
-            Some(armed) if armed == name => {
+            Some((armed, 0)) if armed == name => {
                 REFUSED.with(|r| r.set(None));
                 Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            Some((armed, passing)) if armed == name => {
+                REFUSED.with(|r| r.set(Some((armed, passing - 1))));
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -62,7 +73,7 @@ mod refusal {
 }
 
 #[cfg(feature = "failpoints")]
-pub use refusal::{refuse_next_on_this_thread, refused};
+pub use refusal::{refuse_next_on_this_thread, refuse_on_this_thread, refused};
 
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]

@@ -307,6 +307,17 @@ pub fn rename_noreplace_at(
     )?)
 }
 
+/// `renameat2(RENAME_EXCHANGE)`: `a` and `b` (both in `dir`, both existing) swap names.
+pub fn exchange_at(dir: BorrowedFd<'_>, a: &str, b: &str) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        dir,
+        a,
+        dir,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )?)
+}
+
 /// `unlinkat` of a non-directory entry (a symlink itself is removed, not its target).
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)

@@ -161,3 +161,46 @@ fn an_origin_snapshot_whose_source_has_no_image_keeps_its_session() {
         );
     }
 }
+
+/// The tests that make a step fail (feature `failpoints`, which scripts/test turns on).
+#[cfg(feature = "failpoints")]
+mod failing {
+    use super::*;
+
+    /// An origin_snapshot's start that fails after it put its source's image in place
+    /// of its own (as it puts the running image in place: a full disk, an I/O error)
+    /// gives its own committed image back — by an exchange, since the name is taken by
+    /// then — and keeps no revision it added; with revisions_to_keep 0 the session was
+    /// deleted.
+    #[test]
+    fn an_origin_snapshot_start_failing_late_gives_its_session_back() {
+        for t in [FsType::Btrfs, FsType::Xfs, FsType::Ext4] {
+            for keep in [0, 1] {
+                let f = Fixture::new(t);
+                let template = f.origin("vm-templates/t/root", SIZE, 1);
+                f.session(&template, 0, b"template");
+                let v = origin_snapshot_with_a_session(&f, &template, keep);
+                let before = committed_state(&f, &v);
+                // The first placement (the source's image as the committed one) passes,
+                // the second (the running image) fails.
+                qubes_storage_engine::failpoint::refuse_on_this_thread("place", 1);
+                let err = f
+                    .engine
+                    .start(&v, &OpCtx::quiet("Start"))
+                    .expect_err("the start's placement was refused");
+                assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+                f.engine.settle();
+                assert_eq!(
+                    committed_state(&f, &v).0,
+                    before.0,
+                    "on {t:?} keeping {keep}: the committed session was replaced"
+                );
+                f.session(&v, 0, b"again!!!");
+                assert_eq!(
+                    read_at(&f.paths("appvms/work/root").clean(), 0, 8),
+                    b"again!!!"
+                );
+            }
+        }
+    }
+}

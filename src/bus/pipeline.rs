@@ -169,7 +169,18 @@ impl Service {
                     },
                 };
                 let result = work(&work_ctx);
-                for event in ctx.take_events() {
+                let events = ctx.take_events();
+                // A call that failed before its point of no return changed nothing (its
+                // batch gave back what it had pruned): what it had announced to itself
+                // — a revision added or pruned — did not happen.
+                let happened = result.is_ok() || ctx.is_committed();
+                if !happened && !events.is_empty() {
+                    tracing::debug!(
+                        events = events.len(),
+                        "the call failed: its events are not announced"
+                    );
+                }
+                for event in events.into_iter().filter(|_| happened) {
                     match signals::volume_event(&event) {
                         Ok(signal) => svc.outbox.send(Item::Send(signal)),
                         Err(err) => tracing::error!(error = %err, "cannot build a volume signal"),
