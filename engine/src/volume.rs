@@ -1093,6 +1093,15 @@ impl<'a> Volume<'a> {
         dir.open_file(&import, Access::Write)
     }
 
+    /// A read-only descriptor of the import file, opened when the import begins: the
+    /// kernel reports a failed write-back of the file's pages once to each open file
+    /// description, so this one still tells, at the commit, that data written through
+    /// the importer's descriptor never reached the disk — whoever else has been told.
+    pub fn import_witness(&self) -> Result<File> {
+        let dir = self.existing_vm_dir(&self.paths.import())?;
+        dir.open_file(&self.paths.import_name(), Access::Read)
+    }
+
     /// R§3.18 success, with fix 8 (without an import file nothing changes) and
     /// contract rev 2: what is committed has exactly the declared `size`, and no fd the
     /// importer still holds can ever reach committed data. When the import file has no

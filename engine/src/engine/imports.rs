@@ -9,6 +9,15 @@
 //! it. A commit that fails (a full disk) keeps it in progress, remembering why, so
 //! that every refused change says how to end it. While it is in progress its file is
 //! written behind ([`crate::writeback`]), so that the commit finds its data written.
+//!
+//! Data written through the importer's descriptor that the kernel could not write to
+//! the disk (a thin pool or a loop device's backing store full, a media error) is
+//! lost: its pages are marked clean, and only the first to ask on each open file
+//! description is told. So the import keeps a descriptor of its own from the start
+//! (its *witness*), asked before the commit: when the write-back failed, the import's
+//! data is lost, the commit is refused for good and only ImportDataEnd(false) ends it
+//! (before, a retry — or a first commit after the importer had been told and carried
+//! on — committed zeros where the data should be).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,7 +43,25 @@ pub struct Import {
     pub failed_commit: Option<String>,
     /// Its file's write-behind, if one could be started.
     pub write_behind: Option<Watch>,
+    /// A descriptor of the import file of its own, asked for write-back errors before
+    /// the commit (and closed then: the commit of the file itself needs it to be the
+    /// only one open). `None` once asked, or when it could not be opened.
+    pub witness: Option<Witness>,
+    /// The import's data did not reach the disk (why): it can only be discarded.
+    pub data_lost: Option<String>,
 }
+
+/// The witness of an import: a read-only descriptor of its file.
+#[derive(Debug, Clone)]
+pub struct Witness(std::sync::Arc<File>);
+
+impl PartialEq for Witness {
+    fn eq(&self, other: &Witness) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Witness {}
 
 impl Import {
     /// Refuse `ctx`'s caller unless it opened the import or is privileged.
@@ -51,6 +78,12 @@ impl Import {
 
     /// Why `what` is refused while this import is in progress, and how to end it.
     fn refusal(&self, what: &str) -> EngineError {
+        if let Some(why) = &self.data_lost {
+            return EngineError::busy(format!(
+                "cannot {what}: an import into it is pending whose data did not reach the disk ({why}); \
+                 end it with ImportDataEnd(false) and import again"
+            ));
+        }
         EngineError::busy(match &self.failed_commit {
             None => {
                 format!("cannot {what} while an import is in progress (end it with ImportDataEnd)")
@@ -78,6 +111,11 @@ impl Engine {
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
             let file = v.import_data(size, allow_shrink)?;
+            let witness = v
+                .import_witness()
+                .inspect_err(|err| tracing::warn!(error = %err, "cannot keep a witness of the import file; a failed write-back of its data may go unnoticed"))
+                .ok()
+                .map(|file| Witness(std::sync::Arc::new(file)));
             let write_behind = file
                 .try_clone()
                 .ok()
@@ -87,6 +125,8 @@ impl Engine {
                 size: size.get(),
                 failed_commit: None,
                 write_behind,
+                witness,
+                data_lost: None,
             };
             if let Some(old) = self.importing_set().insert(vol.clone(), import) {
                 self.stop_write_behind(&old);
@@ -100,7 +140,11 @@ impl Engine {
     /// a stale import file).
     pub fn import_data_end(&self, vol: &VolumeRef, success: bool, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
-            let import = self.importing_set().get(vol).cloned();
+            // Without its witness: that one stays in the set (the commit takes it).
+            let import = self.importing_set().get(vol).map(|import| Import {
+                witness: None,
+                ..import.clone()
+            });
             if let Some(import) = &import {
                 import.check_owner(ctx)?;
             }
@@ -127,15 +171,53 @@ impl Engine {
         import: &Import,
         ctx: &OpCtx,
     ) -> Result<()> {
+        if let Some(why) = &import.data_lost {
+            return Err(EngineError::new(
+                crate::error::ErrorKind::Failed,
+                format!(
+                    "the import's data did not reach the disk ({why}); it cannot be committed: end it with ImportDataEnd(false) and import again"
+                ),
+            ));
+        }
         // The write-behind's fd (a dup of the importer's) would keep the import file
         // open: the commit commits the file itself only when nobody has it open.
         self.stop_write_behind(import);
+        // The witness is asked (writing back what is still dirty) and closed.
+        let witness = self
+            .importing_set()
+            .get_mut(vol)
+            .and_then(|pending| pending.witness.take());
+        if let Some(Witness(file)) = witness {
+            if let Err(err) = crate::sys::write_back_and_wait(&file) {
+                let why = err.to_string();
+                let path = v.paths.import();
+                tracing::error!(path = %path.display(), error = %err,
+                    "data written into the import file did not reach the disk: the import cannot be committed");
+                if let Some(pending) = self.importing_set().get_mut(vol) {
+                    pending.data_lost = Some(why.clone());
+                }
+                return Err(EngineError::io(
+                    format!(
+                        "data written into {} did not reach the disk; the import cannot be committed (end it with ImportDataEnd(false) and import again)",
+                        path.display()
+                    ),
+                    err,
+                ));
+            }
+        }
         let out = v.commit_import(import.size, ctx);
         match &out {
             Ok(()) => self.end_import(vol),
             Err(err) => {
+                // A retry asks a witness again: one opened now hears of what fails
+                // from here on (what failed before was asked above).
+                let witness = v
+                    .import_witness()
+                    .ok()
+                    .map(|file| Witness(std::sync::Arc::new(file)));
                 if let Some(pending) = self.importing_set().get_mut(vol) {
                     pending.failed_commit = Some(err.cause());
+                    pending.witness = witness;
                 }
             }
         }
