@@ -116,6 +116,29 @@ fn apply(item: Item, registry: &Registry) -> Outgoing {
     let built = match item {
         Item::Export { object, live } => export(object, live, registry),
         Item::Unexport(object) => unexport(&object, registry),
+        // An object no longer served (its InterfacesRemoved went out before: a refresh
+        // raced its removal) announces nothing: no signal of an object after its end.
+        Item::Volume(object, _)
+            if !registry
+                .volume(&object.vol)
+                .is_some_and(|served| Arc::ptr_eq(&served, &object)) =>
+        {
+            Ok(None)
+        }
+        Item::Pool(object, _)
+            if !registry
+                .pool(&object.name)
+                .is_some_and(|served| Arc::ptr_eq(&served, &object)) =>
+        {
+            Ok(None)
+        }
+        Item::Job(object, _)
+            if !registry
+                .job(object.number)
+                .is_some_and(|served| Arc::ptr_eq(&served, &object)) =>
+        {
+            Ok(None)
+        }
         Item::Volume(object, values) => announce_volume(&object, values),
         Item::Pool(object, values) => announce_pool(&object, values),
         Item::Job(object, progress) => announce_job(&object, progress),
@@ -227,5 +250,47 @@ async fn send_in_order(mut out: mpsc::UnboundedReceiver<Outgoing>, conn: Connect
         if size >= LARGE_MESSAGE {
             crate::memory::give_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::values::JobIdentity;
+    use qubes_storage_engine::CancelToken;
+
+    fn job() -> Arc<JobObject> {
+        let identity = JobIdentity {
+            operation: "ImportVolume".into(),
+            objects: vec![],
+            total: 100,
+            start_time_us: 0,
+            started_by: 0,
+        };
+        Arc::new(JobObject::new(7, identity, CancelToken::new()))
+    }
+
+    /// A change queued after an object's removal (a refresh that raced it) sends no
+    /// signal: clients never hear of an object after its InterfacesRemoved.
+    #[test]
+    fn an_object_announces_nothing_after_its_removal() {
+        let registry = Registry::default();
+        let job = job();
+        let added = apply(
+            Item::Export {
+                object: Object::Job(Arc::clone(&job)),
+                live: Vec::new(),
+            },
+            &registry,
+        );
+        assert!(matches!(added, Outgoing::Ready(_)));
+        job.advance(40);
+        let changed = apply(Item::Job(Arc::clone(&job), job.progress_now()), &registry);
+        assert!(matches!(changed, Outgoing::Ready(_)));
+        let removed = apply(Item::Unexport(Object::Job(Arc::clone(&job))), &registry);
+        assert!(matches!(removed, Outgoing::Ready(_)));
+        job.advance(80);
+        let late = apply(Item::Job(Arc::clone(&job), job.progress_now()), &registry);
+        assert!(matches!(late, Outgoing::Nothing), "a signal after the removal");
     }
 }
