@@ -850,6 +850,19 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         std::fs::read(&exported).expect("the download") == data,
         "the download differs from the volume"
     );
+    // A volume that does not save on stop has nothing committed to export (the service
+    // refuses it, and the download would be an empty file saved as if it worked).
+    w.expect(
+        "(() => { \
+            const items = qs.$$('.pf-v5-c-menu__item').map(i => i.textContent.trim()); \
+            if (!items.includes('Remove…')) { \
+                qs.click(qs.row('work', 'appvms/work/volatile')?.querySelector('button[aria-label=\"Kebab toggle\"]')); \
+                return false; \
+            } \
+            return !items.includes('Export'); \
+        })()",
+        "the volatile volume's menu without Export",
+    );
     w.assert_no_page_errors();
 }
 

@@ -52,18 +52,22 @@ function discard(service, messages, target, what, error) {
 export function CloneDialog({ volume, close }) {
     const app = useApp();
     const pools = [...app.store.pools.values()].sort((a, b) => a.name.localeCompare(b.name));
+    // The store may be empty for a moment (the service restarting): no pool to offer.
     const other = pools.find(p => p.path !== volume.pool) ?? pools[0];
-    const [poolPath, setPoolPath] = useState(other.path);
-    const [vid, setVid] = useState(suggestVid(volume, other.path === volume.pool));
+    const [poolPath, setPoolPath] = useState(() => other?.path ?? "");
+    const [vid, setVid] = useState(() => suggestVid(volume, !other || other.path === volume.pool));
     const choosePool = path => {
         setPoolPath(path);
         setVid(suggestVid(volume, path === volume.pool));
     };
     const target = app.store.pools.get(poolPath);
     const taken = [...app.store.volumes.values()].some(v => v.pool === poolPath && v.vid === vid);
+    const error = !target
+        ? "The pool to clone into is not there (is the storage service running?)."
+        : taken ? `${vid} exists in ${target.name} already.` : null;
     return (
         <ActionDialog id="clone-dialog" title={`Clone ${volume.vid}`} applyLabel="Clone" close={close}
-                      error={taken ? `${vid} exists in ${target.name} already.` : null}
+                      error={error}
                       onApply={() => startClone(app, volume, target, vid)}>
             <FormGroup label="Into pool" fieldId="clone-pool">
                 <FormSelect id="clone-pool" value={poolPath} onChange={(_e, v) => choosePool(v)}>

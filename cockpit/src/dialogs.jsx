@@ -41,7 +41,9 @@ export function ActionDialog({ id, title, applyLabel, applyVariant = "primary", 
     };
 
     return (
-        <Modal id={id} isOpen variant={variant} title={title} onClose={close}
+        // While the action runs the dialog stays (Escape and × do nothing): it is where
+        // its outcome is shown, and closing it would not stop the call anyway.
+        <Modal id={id} isOpen variant={variant} title={title} onClose={() => busy || close()}
                actions={[
                    <Button key="apply" variant={applyVariant} onClick={apply}
                            isDisabled={Boolean(error) || busy} isLoading={busy}>

@@ -35,7 +35,9 @@ export function volumeActions(app, volume) {
         list.push({ id: "clone", label: "Clone…", run: dialog(close => <CloneDialog volume={volume} close={close} />) });
     if (may(ACTIONS.import))
         list.push({ id: "import", label: "Import…", disabled: volume.started, run: dialog(close => <ImportDialog volume={volume} close={close} />) });
-    if (may(ACTIONS.export))
+    // The service exports only what a volume keeps: a volume that does not save on
+    // stop has nothing committed to export (its Export is refused).
+    if (may(ACTIONS.export) && volume.saveOnStop)
         list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid) });
     if (may(ACTIONS.manageVolumes))
         list.push({ id: "remove", label: "Remove…", disabled: volume.started, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });

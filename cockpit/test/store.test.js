@@ -108,3 +108,36 @@ test("the list filters by pool, VM, state and text and sorts by pool then vid", 
     assert.deepEqual(vmNames(store), ["x", "y"]);
     assert.deepEqual(poolCounts(store).get(pools.a), { total: 2, running: 1 });
 });
+
+test("a change of an object the page does not know makes no half object", () => {
+    const store = loaded();
+    const gone = `${POOL}/volumes/appvms_2fold_2fprivate`;
+    store.applyNotify({ [gone]: { "org.qubes.Storage.Volume": { Started: false } } });
+    store.applyNotify({ "/org/qubes/Storage/pools/gone": { "org.qubes.Storage.Pool": { RevisionsToKeep: 2 } } });
+    store.applyNotify({ "/org/qubes/Storage/jobs/9": { "org.qubes.Storage.Job": { BytesDone: 5 } } });
+    assert.deepEqual([...store.volumes.keys()], [VOLUME]);
+    assert.deepEqual([...store.pools.keys()], [POOL]);
+    assert.equal(store.jobs.size, 0);
+    assert.doesNotThrow(() => filterVolumes(store, { text: "a" }));
+});
+
+test("a volume's removal makes its pool's usage stale", () => {
+    const store = loaded();
+    store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 }, data_usage: { t: "t", v: 250 } });
+    assert.equal(store.pools.get(POOL).usageStale, false);
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": null } });
+    assert.equal(store.pools.get(POOL).usageStale, true);
+});
+
+test("a burst of signals notifies the listeners once", async () => {
+    const store = loaded();
+    await new Promise(resolve => setTimeout(resolve, 0));
+    const heard = [];
+    store.subscribe(version => heard.push(version));
+    for (let i = 0; i < 100; i++)
+        store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Size: 2048 + i } } });
+    assert.deepEqual(heard, [], "not before the burst is over");
+    await new Promise(resolve => setTimeout(resolve, 0));
+    assert.deepEqual(heard, [store.version]);
+    assert.equal(store.volumes.get(VOLUME).size, 2048 + 99);
+});
