@@ -866,6 +866,28 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     w.assert_no_page_errors();
 }
 
+/// A service that is not on the bus when the page opens (stopped, or its start failed)
+/// is said to be not running, and the page lists its pools as soon as it starts —
+/// without a reload (the page stayed on "Cannot talk to the storage service").
+#[test]
+fn the_page_opened_while_the_service_is_stopped_lists_once_it_starts() {
+    let (mut w, _) = small_world("absent-at-open");
+    w.stop_daemon();
+    w.open_page(Session::Root);
+    let absent = w.expect(
+        "qs.text('#service-absent')",
+        "the page says the service is not running",
+    );
+    assert!(
+        absent.as_str().is_some_and(|t| t.contains("not running")),
+        "{absent}"
+    );
+    w.start_daemon();
+    w.expect_state("vault", "appvms/vault/private", "running");
+    assert_eq!(w.cell("work", "appvms/work/private", "State"), "stopped");
+    w.assert_no_page_errors();
+}
+
 #[test]
 fn the_page_says_when_the_service_is_gone_and_lists_again_when_it_returns() {
     let (mut w, _) = small_world("restart");

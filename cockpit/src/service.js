@@ -11,7 +11,9 @@
 // shows them is on screen and its value went stale by a change of that object.
 //
 // When the service leaves the bus the page says so and forgets everything; when it
-// comes back the channel is opened again (one new GetManagedObjects).
+// comes back the channel is opened again (one new GetManagedObjects). A service not on
+// the bus when the page opens is waited for the same way (the bridge closes the
+// channel then: the page follows the bus driver's NameOwnerChanged itself).
 
 import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, SERVICE, VOLUME_IFACE } from "./paths.js";
 
@@ -47,8 +49,18 @@ export class Service extends EventTarget {
         client.addEventListener("notify", (_event, data) => this.store.applyNotify(data));
         client.addEventListener("owner", (_event, owner) => this.ownerChanged(client, owner));
         client.addEventListener("close", (_event, info) => {
-            if (this.client === client && info?.problem)
+            if (this.client !== client)
+                return;
+            if (info?.problem === "not-found") {
+                // Not on the bus when the page opened (stopped, or its start failed):
+                // the bridge closes the channel, so the page waits for the name itself.
+                this.client = null;
+                this.store.clear();
+                this.setState("absent");
+                this.awaitService();
+            } else if (info?.problem) {
                 this.setState("failed", cockpit.message(info));
+            }
         });
         client.subscribe({ interface: VOLUME_IFACE, path_namespace: ROOT },
                          (path, _iface, member, args) => this.store.recordEvent(path, member, args));
@@ -63,6 +75,32 @@ export class Service extends EventTarget {
                     if (this.client === client)
                         this.setState("failed", describe(error));
                 });
+    }
+
+    /**
+     * Waits — by the bus driver's NameOwnerChanged, not by polling — for the service
+     * to own its name, then opens the channel again (one new GetManagedObjects).
+     */
+    awaitService() {
+        if (this.waiting)
+            return;
+        const bus = cockpit.dbus("org.freedesktop.DBus", { bus: "system" });
+        this.waiting = bus;
+        const reopen = () => {
+            if (this.waiting !== bus)
+                return;
+            this.waiting = null;
+            bus.close();
+            this.owner = undefined;
+            this.setState("connecting");
+            this.open();
+        };
+        bus.subscribe({ interface: "org.freedesktop.DBus", member: "NameOwnerChanged", arg0: SERVICE },
+                      (_path, _iface, _member, [, , owner]) => owner && reopen());
+        // It may have come between the close and the subscription.
+        bus.call("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameHasOwner", [SERVICE])
+                .then(([has]) => has && reopen())
+                .catch(() => {});
     }
 
     ownerChanged(client, owner) {
