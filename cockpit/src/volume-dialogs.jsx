@@ -66,6 +66,16 @@ export function ResizeDialog({ volume, close }) {
     );
 }
 
+/**
+ * What a revert does with the current state, as the service decides it: kept as a new
+ * revision unless the volume keeps none (RevisionsToKeep 0) — then it is gone for good.
+ */
+export function revertOutcome(volume) {
+    if (volume.revisionsToKeep === 0)
+        return "The volume goes back to the chosen revision. It keeps no revisions (revisions to keep: 0), so its current state is discarded: this cannot be undone.";
+    return "The volume goes back to the chosen revision; its current state is kept as a new revision.";
+}
+
 export function RevertDialog({ volume, close, revision: initial }) {
     const { service } = useApp();
     const revisions = [...(volume.revisions || [])].reverse();
@@ -74,7 +84,7 @@ export function RevertDialog({ volume, close, revision: initial }) {
         <ActionDialog id="revert-dialog" title={`Revert ${volume.vid}`} applyLabel="Revert" close={close}
                       error={revisions.length === 0 ? "This volume has no revisions." : null}
                       onApply={() => service.volume(volume.path, "Revert", "sa{sv}", [chosen, {}])}>
-            <p>The volume goes back to the chosen revision; its current state is kept as a new revision.</p>
+            <p>{revertOutcome(volume)}</p>
             <FormGroup role="radiogroup" label="Revision" fieldId="revert-revisions" isStack>
                 {revisions.map(r => (
                     <Radio key={r.id} id={`revert-${r.id}`} name="revision" isChecked={chosen === r.id}
