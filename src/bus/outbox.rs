@@ -291,6 +291,9 @@ mod tests {
         assert!(matches!(removed, Outgoing::Ready(_)));
         job.advance(80);
         let late = apply(Item::Job(Arc::clone(&job), job.progress_now()), &registry);
-        assert!(matches!(late, Outgoing::Nothing), "a signal after the removal");
+        assert!(
+            matches!(late, Outgoing::Nothing),
+            "a signal after the removal"
+        );
     }
 }
