@@ -36,6 +36,17 @@ fn cancelled_at_copy() -> OpCtx {
     OpCtx::new("Start", Arc::new(CancelAtCopy(token.clone())), token)
 }
 
+/// A start of `v` whose copy is cancelled as it begins: `Cancelled`, and the work it
+/// left for after its reply is done.
+fn start_cancelled_at_its_copy(f: &Fixture, v: &VolumeRef) {
+    let err = f
+        .engine
+        .start(v, &cancelled_at_copy())
+        .expect_err("the start's copy was cancelled");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    f.engine.settle();
+}
+
 /// The committed image's first bytes, the revisions' ids and whether a precache exists.
 fn committed_state(f: &Fixture, v: &VolumeRef) -> (Vec<u8>, Vec<u64>, bool) {
     let paths = f.paths(&v.vid.to_string());
@@ -69,12 +80,7 @@ fn ext4_a_start_with_snapshots_disabled_cancelled_during_its_copy_keeps_the_revi
     let before = committed_state(&f, &v);
     assert_eq!(before.1, [1, 2, 3]);
     assert!(before.2, "a precache");
-    let err = f
-        .engine
-        .start(&v, &cancelled_at_copy())
-        .expect_err("the start's copy was cancelled");
-    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
-    f.engine.settle();
+    start_cancelled_at_its_copy(&f, &v);
     assert_eq!(
         committed_state(&f, &v),
         before,
@@ -118,12 +124,7 @@ fn ext4_an_origin_snapshot_start_cancelled_during_its_copy_keeps_its_session() {
         f.session(&template, 0, b"template");
         let v = origin_snapshot_with_a_session(&f, &template, keep);
         let before = committed_state(&f, &v);
-        let err = f
-            .engine
-            .start(&v, &cancelled_at_copy())
-            .expect_err("the start's copy was cancelled");
-        assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
-        f.engine.settle();
+        start_cancelled_at_its_copy(&f, &v);
         assert_eq!(
             committed_state(&f, &v),
             before,

@@ -47,6 +47,31 @@ impl World {
     fn create_pool(&self, name: &str, dir: &Path) -> qubes_storage_engine::Result<()> {
         self.engine.create_pool(spec(name, dir)).map(|_| ())
     }
+
+    /// Pool `name` at `dir` with one origin volume of 1 MiB, [`WORK_PRIVATE`].
+    fn pool_with_a_volume(&self, name: &str, dir: &Path) -> qubes_storage_engine::VolumeRef {
+        self.create_pool(name, dir).unwrap();
+        let vol = work_private(name);
+        let spec = qubes_storage_engine::VolumeSpec {
+            size: MIB,
+            rw: true,
+            save_on_stop: true,
+            ..Default::default()
+        };
+        let ctx = qubes_storage_engine::OpCtx::quiet("CreateVolume");
+        self.engine.create_volume(&vol, spec, &ctx).unwrap();
+        vol
+    }
+}
+
+const WORK_PRIVATE: &str = "appvms/work/private";
+
+/// [`WORK_PRIVATE`] of pool `pool`.
+fn work_private(pool: &str) -> qubes_storage_engine::VolumeRef {
+    qubes_storage_engine::VolumeRef {
+        pool: PoolName::parse(pool).unwrap(),
+        vid: qubes_storage_engine::Vid::parse(WORK_PRIVATE).unwrap(),
+    }
 }
 
 fn spec(name: &str, dir: &Path) -> PoolSpec {
@@ -260,23 +285,10 @@ fn a_pool_keeps_its_directory_however_the_symlink_it_was_named_through_changes()
 fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could_change_it() {
     let mut w = World::new();
     let (trusted, theirs, victim) = (w.dir("trusted"), w.dir("theirs"), w.dir("victim"));
-    let vid = qubes_storage_engine::Vid::parse("appvms/work/private").unwrap();
-    let vol = |pool: &str| qubes_storage_engine::VolumeRef {
-        pool: PoolName::parse(pool).unwrap(),
-        vid: vid.clone(),
-    };
+    let vol = work_private;
     let ctx = |op| qubes_storage_engine::OpCtx::quiet(op);
     for (pool, dir) in [("kept", &trusted), ("legacy", &theirs), ("other", &victim)] {
-        w.create_pool(pool, &dir.join("pool")).unwrap();
-        let spec = qubes_storage_engine::VolumeSpec {
-            size: MIB,
-            rw: true,
-            save_on_stop: true,
-            ..Default::default()
-        };
-        w.engine
-            .create_volume(&vol(pool), spec, &ctx("CreateVolume"))
-            .unwrap();
+        w.pool_with_a_volume(pool, &dir.join("pool"));
     }
     // With the service stopped, the two pool directories are moved and a symlink left
     // at the path each pool keeps: what a pool of an earlier release looks like.
@@ -336,23 +348,10 @@ fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could
 fn pools_below_a_directory_another_user_came_to_own_are_refused_however_it_changes() {
     let w = World::new();
     let shared = w.dir("shared");
-    let vid = qubes_storage_engine::Vid::parse("appvms/work/private").unwrap();
-    let vol = |pool: &str| qubes_storage_engine::VolumeRef {
-        pool: PoolName::parse(pool).unwrap(),
-        vid: vid.clone(),
-    };
+    let vol = work_private;
     let ctx = |op| qubes_storage_engine::OpCtx::quiet(op);
     for pool in ["first", "second"] {
-        w.create_pool(pool, &shared.join(pool)).unwrap();
-        let spec = qubes_storage_engine::VolumeSpec {
-            size: MIB,
-            rw: true,
-            save_on_stop: true,
-            ..Default::default()
-        };
-        w.engine
-            .create_volume(&vol(pool), spec, &ctx("CreateVolume"))
-            .unwrap();
+        w.pool_with_a_volume(pool, &shared.join(pool));
     }
     chown(&shared, OTHER_UID);
     // What the other user may now do: swap the two directories by renaming.
