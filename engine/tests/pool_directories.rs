@@ -66,6 +66,23 @@ impl World {
 
 const WORK_PRIVATE: &str = "appvms/work/private";
 
+/// Remove of [`WORK_PRIVATE`] of `pool` is refused (`Failed`), naming `dir`, the
+/// directory another user may change.
+#[track_caller]
+fn assert_remove_refused_naming(w: &World, pool: &str, dir: &Path) {
+    let ctx = qubes_storage_engine::OpCtx::quiet("Remove");
+    let err = w
+        .engine
+        .remove_volume(&work_private(pool), &ctx)
+        .expect_err("removed through a directory another user may change");
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    let named = dir.display().to_string();
+    assert!(
+        err.to_string().contains(&named),
+        "{err} does not name {named}"
+    );
+}
+
 /// [`WORK_PRIVATE`] of pool `pool`.
 fn work_private(pool: &str) -> qubes_storage_engine::VolumeRef {
     qubes_storage_engine::VolumeRef {
@@ -311,16 +328,7 @@ fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could
         .expect("the pool moved by root is followed");
     assert!(trusted.join("moved/appvms/work/private-dirty.img").exists());
 
-    let err = w
-        .engine
-        .remove_volume(&vol("legacy"), &ctx("Remove"))
-        .expect_err("removed through a symlink another user controls");
-    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
-    let named = theirs.display().to_string();
-    assert!(
-        err.to_string().contains(&named),
-        "{err} does not name {named}"
-    );
+    assert_remove_refused_naming(&w, "legacy", &theirs);
     assert!(
         victim.join("pool/appvms/work/private.img").exists(),
         "the other pool's image was deleted"
@@ -348,8 +356,6 @@ fn a_legacy_pool_path_through_a_symlink_is_followed_only_where_nobody_else_could
 fn pools_below_a_directory_another_user_came_to_own_are_refused_however_it_changes() {
     let w = World::new();
     let shared = w.dir("shared");
-    let vol = work_private;
-    let ctx = |op| qubes_storage_engine::OpCtx::quiet(op);
     for pool in ["first", "second"] {
         w.pool_with_a_volume(pool, &shared.join(pool));
     }
@@ -358,16 +364,7 @@ fn pools_below_a_directory_another_user_came_to_own_are_refused_however_it_chang
     std::fs::rename(shared.join("first"), shared.join("swap")).unwrap();
     std::fs::rename(shared.join("second"), shared.join("first")).unwrap();
     std::fs::rename(shared.join("swap"), shared.join("second")).unwrap();
-    let err = w
-        .engine
-        .remove_volume(&vol("first"), &ctx("Remove"))
-        .expect_err("removed below a directory another user owns");
-    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
-    let named = shared.display().to_string();
-    assert!(
-        err.to_string().contains(&named),
-        "{err} does not name {named}"
-    );
+    assert_remove_refused_naming(&w, "first", &shared);
     for pool in ["first", "second"] {
         assert!(
             shared.join(pool).join("appvms/work/private.img").exists(),
