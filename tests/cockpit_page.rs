@@ -866,6 +866,45 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     w.assert_no_page_errors();
 }
 
+/// A Remove dialog left open while its volume is removed and created again under the
+/// same name (a VM re-created) acts on nothing: the page says the volume changed and the
+/// new volume stays (before, the dialog's Remove deleted the new volume).
+#[test]
+fn a_dialog_never_acts_on_a_volume_created_again_under_its_name() {
+    let (mut w, _) = small_world("re-created");
+    w.open_page(Session::Root);
+    w.click_row_menu("work", "appvms/personal/private", "Remove…");
+    w.expect("qs.$('#remove-volume-dialog')", "the Remove dialog");
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let work = work.expect("GetPool");
+    let old = w.block_on(
+        w.pool_proxy(&work)
+            .get_volume("appvms/personal/private", common::opts()),
+    );
+    w.block_on(w.volume(&old.expect("GetVolume")).remove(common::opts()))
+        .expect("Remove");
+    w.expect(
+        "!qs.row('work', 'appvms/personal/private')",
+        "the page saw the volume go",
+    );
+    let new = w.origin(&work, "appvms/personal/private", 16 * MIB);
+    w.expect(
+        "qs.row('work', 'appvms/personal/private')",
+        "the page saw the volume come again",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#remove-volume-dialog'), 'Remove'))",
+        "the Remove button",
+    );
+    w.expect(
+        "qs.text('#remove-volume-dialog')?.includes('was removed and created again')",
+        "the dialog says the volume changed",
+    );
+    w.block_on(w.volume(&new).verify(common::opts()))
+        .expect("the volume created again is still there");
+    w.assert_no_page_errors();
+}
+
 /// A service that is not on the bus when the page opens (stopped, or its start failed)
 /// is said to be not running, and the page lists its pools as soon as it starts —
 /// without a reload (the page stayed on "Cannot talk to the storage service").

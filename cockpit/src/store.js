@@ -108,6 +108,8 @@ export class Store {
         this.events = new Map();
         this.version = 0;
         this.volumesVersion = 0;
+        /** Objects created so far: each new object's `generation`. */
+        this.generations = 0;
         this.listeners = new Set();
     }
 
@@ -179,7 +181,13 @@ export class Store {
         if (!table.has(path) && props[identity] === undefined)
             return;
         const build = { [POOL_IFACE]: toPool, [VOLUME_IFACE]: toVolume, [JOB_IFACE]: toJob }[iface];
-        table.set(path, build(path, props, table.get(path)));
+        const old = table.get(path);
+        const built = build(path, props, old);
+        // Which life of the object this is: a path removed and created again (a VM
+        // re-created under its name) is another volume, which a dialog opened for the
+        // old one must not act on.
+        built.generation = old ? old.generation : ++this.generations;
+        table.set(path, built);
         if (iface === VOLUME_IFACE)
             this.markPoolUsageStale(table.get(path).pool);
     }
@@ -225,6 +233,17 @@ export class Store {
         this.events.clear();
         this.manager = {};
         this.changed(true);
+    }
+
+    /**
+     * The volume as it is now, when it is still the one `seen` (the same life of its
+     * path); else an Error saying why a dialog opened for it must not act.
+     */
+    sameVolume(seen) {
+        const now = this.volumes.get(seen.path);
+        if (!now || now.generation !== seen.generation)
+            return new Error(`${seen.vid} was removed${now ? " and created again" : ""} since this dialog opened; nothing was done.`);
+        return now;
     }
 
     poolByName(name) {

@@ -29,27 +29,37 @@ export function sizeOrError(text) {
     return [bytes, null];
 }
 
+/** Acts on `volume` only if it is still the volume the dialog was opened for. */
+function onSameVolume(store, volume, act) {
+    const now = store.sameVolume(volume);
+    return now instanceof Error ? Promise.reject(now) : act(now);
+}
+
 export function RemoveVolumeDialog({ volume, close }) {
     const { service, store } = useApp();
     const pool = store.pools.get(volume.pool)?.name;
     return (
         <ActionDialog id="remove-volume-dialog" title={`Remove ${volume.vid}?`} applyLabel="Remove"
                       applyVariant="danger" close={close}
-                      onApply={() => service.volume(volume.path, "Remove")}>
+                      onApply={() => onSameVolume(store, volume, () => service.volume(volume.path, "Remove"))}>
             <p>The volume {volume.vid} of pool {pool} and all its revisions are deleted.</p>
         </ActionDialog>
     );
 }
 
 export function ResizeDialog({ volume, close }) {
-    const { service } = useApp();
+    const { service, store } = useApp();
     const [text, setText] = useState(formatBytes(volume.size).replace(" ", ""));
     const [shrink, setShrink] = useState(false);
     const [bytes, sizeError] = sizeOrError(text);
     const shrinking = bytes !== null && bytes < volume.size;
     const error = sizeError || (shrinking && !shrink ? "Shrinking needs confirmation." : null);
-    const apply = () => service.volume(volume.path, "Resize", "ta{sv}",
-                                       [bytes, shrinking ? options({ allow_shrink: ["b", true] }) : {}]);
+    // The confirmation was given for the size shown: a volume whose size changed since
+    // (an import) would lose more than the dialog said.
+    const apply = () => onSameVolume(store, volume, now => now.size !== volume.size
+        ? Promise.reject(new Error(`The size of ${volume.vid} changed since this dialog opened (now ${formatBytes(now.size)}); nothing was done.`))
+        : service.volume(volume.path, "Resize", "ta{sv}",
+                         [bytes, shrinking ? options({ allow_shrink: ["b", true] }) : {}]));
     return (
         <ActionDialog id="resize-dialog" title={`Resize ${volume.vid}`} applyLabel="Resize" close={close}
                       onApply={apply} error={error}>

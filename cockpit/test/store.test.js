@@ -141,3 +141,14 @@ test("a burst of signals notifies the listeners once", async () => {
     assert.deepEqual(heard, [store.version]);
     assert.equal(store.volumes.get(VOLUME).size, 2048 + 99);
 });
+
+test("a volume removed and created again under its path is another volume", () => {
+    const store = loaded();
+    const seen = store.volumes.get(VOLUME);
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
+    assert.equal(store.sameVolume(seen).started, true, "a change keeps it the same volume");
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": null } });
+    assert.match(store.sameVolume(seen).message, /was removed since/);
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Vid: "appvms/work/private", Pool: POOL, Size: 1 } } });
+    assert.match(store.sameVolume(seen).message, /was removed and created again/);
+});
