@@ -17,7 +17,7 @@
 // (an "external" channel URL with a content-disposition), streamed to disk.
 
 import React, { useRef, useState } from "react";
-import { Alert, Button, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
+import { Alert, Button, Checkbox, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
 
 import { useApp } from "./context.js";
 import { formatBytes } from "./format.js";
@@ -39,14 +39,18 @@ function cliArgs(...args) {
 const RELAY = `slices=$1; shift
 exec 3>&1
 { n=0; while [ "$n" -lt "$slices" ]; do head -c ${CHUNK} || exit 1; n=$((n + 1)); echo "$n" >&3; done; } |
-${cliArgs("volume", "import").join(" ")} "$1" "$2" - --size "$3" >&2 3>&-`;
+${cliArgs("volume", "import").join(" ")} "$1" "$2" - --size "$3" \${4:+--allow-shrink} >&2 3>&-`;
 
-/** Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`. */
-export function importFile(poolName, vid, file, progress) {
+/**
+ * Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`.
+ * `shrink`: the file is smaller than the volume and the user agreed to lose what lies
+ * past its end (`--allow-shrink`).
+ */
+export function importFile(poolName, vid, file, progress, shrink = false) {
     const slices = Math.ceil(file.size / CHUNK);
     const channel = cockpit.channel({
         payload: "stream",
-        spawn: ["/bin/sh", "-c", RELAY, "sh", String(slices), poolName, vid, String(file.size)],
+        spawn: ["/bin/sh", "-c", RELAY, "sh", String(slices), poolName, vid, String(file.size), shrink ? "shrink" : ""],
         superuser: "try",
         binary: true,
         err: "message",
@@ -119,11 +123,13 @@ export function ImportDialog({ volume, close }) {
     const [failure, setFailure] = useState(null);
     const running = useRef(null);
 
+    const [shrink, setShrink] = useState(false);
     const sizeError = file && file.size % 512 !== 0 ? "The image size must be a whole number of 512-byte sectors." : null;
+    const shrinking = Boolean(file) && file.size < volume.size;
     const start = () => {
         setFailure(null);
         setSent(0);
-        const transfer = importFile(pool, volume.vid, file, setSent);
+        const transfer = importFile(pool, volume.vid, file, setSent, shrinking);
         running.current = transfer;
         transfer.done
                 .then(() => {
@@ -144,7 +150,7 @@ export function ImportDialog({ volume, close }) {
     return (
         <Modal id="import-dialog" isOpen variant="medium" title={`Import an image into ${volume.vid}`} onClose={cancel}
                actions={[
-                   <Button key="import" onClick={start} isDisabled={!file || busy || Boolean(sizeError)} isLoading={busy}>Import</Button>,
+                   <Button key="import" onClick={start} isDisabled={!file || busy || Boolean(sizeError) || (shrinking && !shrink)} isLoading={busy}>Import</Button>,
                    <Button key="cancel" variant="link" onClick={cancel}>Cancel</Button>,
                ]}>
             {failure && <Alert isInline variant="danger" title={failure} />}
@@ -155,6 +161,9 @@ export function ImportDialog({ volume, close }) {
                             isDisabled={busy} />
             </FormGroup>
             {sizeError && <Alert isInline variant="warning" title={sizeError} />}
+            {shrinking && !sizeError &&
+                <Checkbox id="import-shrink" isChecked={shrink} onChange={(_e, v) => setShrink(v)} isDisabled={busy}
+                          label={`Shrink: the file is smaller than the volume (${formatBytes(volume.size)}); the data past its end is lost`} />}
             {busy && <Progress value={file.size ? (100 * sent) / file.size : 100} title="Sent"
                                label={`${formatBytes(sent)} of ${formatBytes(file.size)}`} />}
         </Modal>
