@@ -51,6 +51,11 @@ impl World {
     /// Pool `name` at `dir` with one origin volume of 1 MiB, [`WORK_PRIVATE`].
     fn pool_with_a_volume(&self, name: &str, dir: &Path) -> qubes_storage_engine::VolumeRef {
         self.create_pool(name, dir).unwrap();
+        self.volume_in(name)
+    }
+
+    /// [`WORK_PRIVATE`], an origin volume of 1 MiB, created in pool `name`.
+    fn volume_in(&self, name: &str) -> qubes_storage_engine::VolumeRef {
         let vol = work_private(name);
         let spec = qubes_storage_engine::VolumeSpec {
             size: MIB,
@@ -273,18 +278,7 @@ fn a_pool_keeps_its_directory_however_the_symlink_it_was_named_through_changes()
     // The symlink is pointed at the other pool's directory.
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let vol = qubes_storage_engine::VolumeRef {
-        pool: name,
-        vid: qubes_storage_engine::Vid::parse("appvms/work/private").unwrap(),
-    };
-    let spec = qubes_storage_engine::VolumeSpec {
-        size: MIB,
-        rw: true,
-        save_on_stop: true,
-        ..Default::default()
-    };
-    let ctx = qubes_storage_engine::OpCtx::quiet("CreateVolume");
-    w.engine.create_volume(&vol, spec, &ctx).unwrap();
+    w.volume_in(name.as_str());
     assert!(real.join("appvms/work/private.img").exists());
     assert!(
         !victim.join("appvms/work").exists(),
