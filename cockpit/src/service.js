@@ -151,8 +151,9 @@ export class Service extends EventTarget {
     refreshVolumeUsage(volume) {
         if (!volume.usageStale)
             return;
+        const epoch = this.store.volumes.get(volume.path)?.usageEpoch;
         this.readOnce(volume.path, VOLUME_IFACE, "Usage",
-                      value => this.store.setVolumeUsage(volume.path, value),
+                      value => this.store.setVolumeUsage(volume.path, value, epoch),
                       () => this.store.setVolumeUsage(volume.path, volume.usage));
     }
 
@@ -160,8 +161,9 @@ export class Service extends EventTarget {
     refreshPoolUsage(pool) {
         if (!pool.usageStale)
             return;
+        const epoch = this.store.pools.get(pool.path)?.usageEpoch;
         this.readOnce(pool.path, POOL_IFACE, "UsageDetails",
-                      value => this.store.setPoolUsage(pool.path, value),
+                      value => this.store.setPoolUsage(pool.path, value, epoch),
                       () => this.store.setPoolUsage(pool.path, pool.usage));
     }
 

@@ -39,6 +39,7 @@ function toPool(path, p, old) {
         includedIn: p.IncludedIn ?? old?.includedIn,
         usage: p.UsageDetails ? usageDetails(p.UsageDetails) : old?.usage,
         usageStale: p.UsageDetails === undefined,
+        usageEpoch: (old?.usageEpoch ?? 0) + (p.UsageDetails === undefined ? 1 : 0),
     };
 }
 
@@ -72,8 +73,10 @@ function toVolume(path, p, old) {
     volume.pool = volume.pool || poolOfVolumePath(path);
     volume.vm = vmOf(volume.vid);
     // Usage is never announced: a value that came now is fresh, any other change
-    // makes the old one stale.
+    // makes the old one stale (and moves its epoch: a read begun before it is stale
+    // when it arrives, see `setVolumeUsage`).
     volume.usageStale = p.Usage === undefined;
+    volume.usageEpoch = (old?.usageEpoch ?? 0) + (volume.usageStale ? 1 : 0);
     return volume;
 }
 
@@ -194,24 +197,32 @@ export class Store {
 
     markPoolUsageStale(poolPath) {
         const pool = this.pools.get(poolPath);
-        if (pool && !pool.usageStale)
-            this.pools.set(poolPath, { ...pool, usageStale: true });
+        if (pool)
+            this.pools.set(poolPath, { ...pool, usageStale: true, usageEpoch: (pool.usageEpoch ?? 0) + 1 });
     }
 
-    /** A fresh Usage read for a volume (service.js). */
-    setVolumeUsage(path, usage) {
+    /**
+     * A Usage read for a volume (service.js), begun at `epoch` (the volume's
+     * `usageEpoch` then): fresh unless the volume changed while it was read — Usage is
+     * read outside the service's order of signals, so it may predate that change; it
+     * is shown, and read again.
+     */
+    setVolumeUsage(path, usage, epoch) {
         const volume = this.volumes.get(path);
         if (!volume)
             return;
-        this.volumes.set(path, { ...volume, usage, usageStale: false });
+        const fresh = epoch === undefined || epoch === volume.usageEpoch;
+        this.volumes.set(path, { ...volume, usage, usageStale: !fresh });
         this.changed(true);
     }
 
-    setPoolUsage(path, details) {
+    /** A UsageDetails read for a pool, begun at `epoch` (as `setVolumeUsage`). */
+    setPoolUsage(path, details, epoch) {
         const pool = this.pools.get(path);
         if (!pool)
             return;
-        this.pools.set(path, { ...pool, usage: usageDetails(details), usageStale: false });
+        const fresh = epoch === undefined || epoch === pool.usageEpoch;
+        this.pools.set(path, { ...pool, usage: usageDetails(details), usageStale: !fresh });
         this.changed(true);
     }
 
@@ -221,7 +232,7 @@ export class Store {
         this.events.set(path, [...list, { member, args, at: Date.now() }].slice(-50));
         const volume = this.volumes.get(path);
         if (volume)
-            this.volumes.set(path, { ...volume, usageStale: true });
+            this.volumes.set(path, { ...volume, usageStale: true, usageEpoch: (volume.usageEpoch ?? 0) + 1 });
         this.changed(true);
     }
 

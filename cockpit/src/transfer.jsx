@@ -41,6 +41,15 @@ exec 3>&1
 { n=0; while [ "$n" -lt "$slices" ]; do head -c ${CHUNK} || exit 1; n=$((n + 1)); echo "$n" >&3; done; } |
 ${cliArgs("volume", "import").join(" ")} "$1" "$2" - --size "$3" \${4:+--allow-shrink} >&2 3>&-`;
 
+/** How the import's process ended when it said nothing itself (killed, say). */
+function endedHow(info) {
+    if (info.problem)
+        return cockpit.message(info.problem);
+    if (info["exit-signal"])
+        return `The import stopped: qubes-storage was killed (${info["exit-signal"]}); the volume is as it was.`;
+    return `The import failed: qubes-storage exited with status ${info["exit-status"]}.`;
+}
+
 /**
  * Sends `file` into a spawned `qubes-storage volume import`; calls `progress(bytes)`.
  * `shrink`: the file is smaller than the volume and the user agreed to lose what lies
@@ -73,7 +82,7 @@ export function importFile(poolName, vid, file, progress, shrink = false) {
         channel.addEventListener("close", (_event, info) => {
             waiter?.();
             if (info.problem || info["exit-status"] || info["exit-signal"])
-                reject(new Error(info.message?.trim() || cockpit.message(info)));
+                reject(new Error(info.message?.trim() || endedHow(info)));
             else
                 resolve();
         });

@@ -152,3 +152,21 @@ test("a volume removed and created again under its path is another volume", () =
     store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Vid: "appvms/work/private", Pool: POOL, Size: 1 } } });
     assert.match(store.sameVolume(seen).message, /was removed and created again/);
 });
+
+test("a usage read that a change overtook stays stale, and the next one is fresh", () => {
+    const store = loaded();
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
+    const epoch = store.volumes.get(VOLUME).usageEpoch;
+    // The read is on its way; the volume changes meanwhile.
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: false } } });
+    store.setVolumeUsage(VOLUME, 1024, epoch);
+    assert.equal(store.volumes.get(VOLUME).usage, 1024);
+    assert.equal(store.volumes.get(VOLUME).usageStale, true, "read again");
+    store.setVolumeUsage(VOLUME, 2048, store.volumes.get(VOLUME).usageEpoch);
+    assert.equal(store.volumes.get(VOLUME).usageStale, false);
+    const poolEpoch = store.pools.get(POOL).usageEpoch;
+    store.recordEvent(VOLUME, "VolumeStarted", ["/x-dirty.img"]);
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
+    store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 } }, poolEpoch);
+    assert.equal(store.pools.get(POOL).usageStale, true, "the pool's read is stale too");
+});
