@@ -806,25 +806,9 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     std::fs::write(&image, &data).expect("the image file");
     w.open_page(Session::Root);
     // Import.
-    w.click_row_menu("work", "appvms/work/private", "Import…");
-    w.expect("qs.$('#import-dialog input[type=file]')", "the file input");
-    w.browser().set_files(
-        "qs.$('#import-dialog input[type=file]')",
-        &[image.as_path()],
-    );
+    choose_import_file(&mut w, &image);
     w.expect("qs.$('#import-dialog input[value=\"mail.img\"]') || qs.text('#import-dialog').includes('mail.img')", "the chosen file");
-    w.expect(
-        "qs.click(qs.button(qs.$('#import-dialog'), 'Import'))",
-        "the Import button",
-    );
-    w.expect(
-        "qs.$$('[data-message=info]').some(m => m.textContent.includes('Imported mail.img'))",
-        "the page says the image was imported",
-    );
-    w.expect(
-        "qs.cell('work', 'appvms/work/private', 'Size') === '32 MiB'",
-        "the row shows the new size",
-    );
+    click_import_and_expect(&mut w, "mail.img", "32 MiB");
     let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
     let path = w.block_on(
         w.pool_proxy(&work.expect("GetPool"))
@@ -879,33 +863,47 @@ fn a_smaller_image_is_imported_once_the_shrink_is_confirmed() {
     let image = files.path().join("small.img");
     std::fs::write(&image, vec![7u8; 8 * MIB as usize]).expect("the image file");
     w.open_page(Session::Root);
-    w.click_row_menu("work", "appvms/work/private", "Import…");
-    w.expect("qs.$('#import-dialog input[type=file]')", "the file input");
-    w.browser().set_files(
-        "qs.$('#import-dialog input[type=file]')",
-        &[image.as_path()],
-    );
+    choose_import_file(&mut w, &image);
     w.expect("qs.$('#import-shrink')", "the shrink confirmation");
     w.expect(
         "qs.button(qs.$('#import-dialog'), 'Import')?.disabled",
         "Import disabled until the shrink is confirmed",
     );
     w.expect("qs.click(qs.$('#import-shrink'))", "the shrink checkbox");
+    click_import_and_expect(&mut w, "small.img", "8 MiB");
+    w.assert_no_page_errors();
+}
+
+/// Opens the Import dialog of appvms/work/private in pool work and chooses `image`.
+fn choose_import_file(w: &mut World, image: &std::path::Path) {
+    w.click_row_menu("work", "appvms/work/private", "Import…");
+    w.expect("qs.$('#import-dialog input[type=file]')", "the file input");
+    w.browser()
+        .set_files("qs.$('#import-dialog input[type=file]')", &[image]);
+}
+
+/// Clicks Import; the page says `file` was imported and the row shows `size` (which
+/// comes as a signal on the page's own channel, and may reach it after the CLI's exit
+/// on the import's channel).
+fn click_import_and_expect(w: &mut World, file: &str, size: &str) {
     w.expect(
         "qs.click(qs.button(qs.$('#import-dialog'), 'Import'))",
         "the Import button",
     );
     w.expect(
-        "qs.$$('[data-message=info]').some(m => m.textContent.includes('Imported small.img'))",
+        &format!(
+            "qs.$$('[data-message=info]').some(m => m.textContent.includes({}))",
+            js(&format!("Imported {file}"))
+        ),
         "the page says the image was imported",
     );
-    // The new size comes as a signal on the page's own channel, which may reach it
-    // after the CLI's exit on the import's channel.
     w.expect(
-        "qs.cell('work', 'appvms/work/private', 'Size') === '8 MiB'",
+        &format!(
+            "qs.cell('work', 'appvms/work/private', 'Size') === {}",
+            js(size)
+        ),
         "the row shows the new size",
     );
-    w.assert_no_page_errors();
 }
 
 /// A Remove dialog left open while its volume is removed and created again under the

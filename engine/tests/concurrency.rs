@@ -187,6 +187,31 @@ fn ext4_getters_answer_while_a_snapshot_start_copies() {
     assert_eq!(answered, Ok(true), "every getter answered during the copy");
 }
 
+/// A pool `pool` of `f`'s engine on a filesystem of its own of `kind` (reflinks where
+/// it has them), and the reference of its volume `vid` (not created): the filesystem is
+/// returned with it, to be kept while the test runs.
+fn volume_on_another_filesystem(
+    f: &Fixture,
+    kind: FsType,
+    pool: &str,
+    vid: &str,
+) -> (LoopFs, VolumeRef) {
+    let fs = LoopFs::new(kind, 512 * MIB);
+    let pool = PoolName::parse(pool).unwrap();
+    f.engine
+        .create_pool(pool_spec(
+            &pool,
+            &fs.path().join("pool"),
+            kind.has_reflink(),
+        ))
+        .unwrap();
+    let vol = VolumeRef {
+        pool,
+        vid: Vid::parse(vid).unwrap(),
+    };
+    (fs, vol)
+}
+
 /// A pool whose filesystem is frozen while a discarded file of it waits to be deleted
 /// (the unlink blocks in the kernel until the thaw — a hung disk looks the same) holds
 /// up neither the after-reply work nor the measurements of a pool on another
@@ -195,15 +220,9 @@ fn ext4_getters_answer_while_a_snapshot_start_copies() {
 #[test]
 fn a_frozen_pool_holds_up_no_measurement_of_another_pool() {
     let f = Fixture::new(FsType::Xfs);
-    let other_fs = LoopFs::new(FsType::Xfs, 512 * MIB);
-    let other = PoolName::parse("q").unwrap();
-    f.engine
-        .create_pool(pool_spec(&other, &other_fs.path().join("pool"), true))
-        .unwrap();
-    let elsewhere = VolumeRef {
-        pool: other.clone(),
-        vid: Vid::parse("appvms/b/private").unwrap(),
-    };
+    let (_other_fs, elsewhere) =
+        volume_on_another_filesystem(&f, FsType::Xfs, "q", "appvms/b/private");
+    let other = elsewhere.pool.clone();
     f.create_in(&elsewhere, origin_spec(MIB, 1));
     f.session(&elsewhere, 0, b"elsewhere");
     let here = f.origin("appvms/a/private", MIB, 1);
@@ -268,15 +287,8 @@ fn a_frozen_pool_holds_up_no_measurement_of_another_pool() {
 #[test]
 fn a_precache_waiting_for_a_held_volume_holds_up_no_measurement_of_its_pool() {
     let f = Fixture::new(FsType::Btrfs);
-    let ext4 = LoopFs::new(FsType::Ext4, 512 * MIB);
-    let slow = PoolName::parse("slow").unwrap();
-    f.engine
-        .create_pool(pool_spec(&slow, &ext4.path().join("pool"), false))
-        .unwrap();
-    let source = VolumeRef {
-        pool: slow,
-        vid: Vid::parse("vm-templates/big/root").unwrap(),
-    };
+    let (_ext4, source) =
+        volume_on_another_filesystem(&f, FsType::Ext4, "slow", "vm-templates/big/root");
     f.create_in(&source, origin_spec(8 * MIB, 1));
     f.session(&source, 0, b"the template");
     let other = f.origin("appvms/other/private", MIB, 1);
