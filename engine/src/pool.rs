@@ -322,9 +322,14 @@ fn walk_trusted(dir: &Path) -> Result<OwnedFd> {
     let mut pending = VecDeque::new();
     push_front(&mut pending, dir);
     let (mut current, mut current_path) = (root()?, PathBuf::from("/"));
+    // The status of `current` when the step that made it current read it already.
+    let mut known: Option<rustix::fs::Stat> = None;
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
-        let here = sys::stat_fd(&current).map_err(|e| looked_up(&current_path, e))?;
+        let here = match known.take() {
+            Some(stat) => stat,
+            None => sys::stat_fd(&current).map_err(|e| looked_up(&current_path, e))?,
+        };
         let sticky = here.st_mode & 0o1000 != 0;
         if !trusted_owner(here.st_uid) || (here.st_mode & 0o022 != 0 && !sticky) {
             return Err(untrusted(&current_path, &here));
@@ -341,7 +346,10 @@ fn walk_trusted(dir: &Path) -> Result<OwnedFd> {
             return Err(untrusted(&next_path, &stat));
         }
         match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
-            rustix::fs::FileType::Directory => (current, current_path) = (next, next_path),
+            rustix::fs::FileType::Directory => {
+                (current, current_path) = (next, next_path);
+                known = Some(stat);
+            }
             rustix::fs::FileType::Symlink => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -354,6 +362,8 @@ fn walk_trusted(dir: &Path) -> Result<OwnedFd> {
                     sys::read_link_fd(next.as_fd()).map_err(|e| looked_up(&next_path, e))?;
                 if target.is_absolute() {
                     (current, current_path) = (root()?, PathBuf::from("/"));
+                } else {
+                    known = Some(here);
                 }
                 push_front(&mut pending, &target);
             }

@@ -200,7 +200,7 @@ fn unexport(object: &Object, registry: &Registry) -> zbus::Result<Option<Message
 fn announce_volume(object: &VolumeObject, values: VolumeValues) -> zbus::Result<Option<Message>> {
     let new = Arc::new(values);
     let old = object.announce(Arc::clone(&new));
-    let diff = changed(&old.entries(&object.vol), new.entries(&object.vol));
+    let diff = new.changes_since(&old, &object.vol);
     properties_changed(object.path.as_ref(), VOLUME, &diff)
 }
 

@@ -2,7 +2,8 @@
 //! properties. Each object keeps the values it last announced; after every call that
 //! may change an object the bus layer reads the engine's live view again, and the
 //! properties whose values differ go out in one `PropertiesChanged` carrying the new
-//! values, before the reply of the call. Get, GetAll, GetManagedObjects and
+//! values, before the reply of the call (a volume's are compared field by field, and
+//! only the changed ones are turned into D-Bus values: [`VolumeValues::changes_since`]). Get, GetAll, GetManagedObjects and
 //! InterfacesAdded are all served from [`VolumeValues::entries`] and its siblings, so
 //! what a client reads and what the signals said never disagree.
 //!
@@ -79,49 +80,110 @@ impl VolumeValues {
 
     /// Every announced property of the volume `vol`, by its D-Bus name.
     pub fn entries<'a>(&'a self, vol: &'a VolumeRef) -> Vec<Entry<'a>> {
-        let source = match &self.source {
-            Some(vid) => path::volume_path(&VolumeRef {
-                pool: vol.pool.clone(),
-                vid: vid.clone(),
+        VOLUME_PROPERTIES
+            .iter()
+            .map(|name| (*name, self.value(name, vol)))
+            .collect()
+    }
+
+    /// The properties whose values differ from those of `old` (the same volume's
+    /// values announced before), with their new values — built only for them: a call
+    /// usually changes two or three of the seventeen.
+    pub fn changes_since<'a>(&'a self, old: &VolumeValues, vol: &'a VolumeRef) -> Vec<Entry<'a>> {
+        VOLUME_PROPERTIES
+            .iter()
+            .filter(|name| self.differs(old, name))
+            .map(|name| (*name, self.value(name, vol)))
+            .collect()
+    }
+
+    /// The value of property `name` of the volume `vol`.
+    fn value<'a>(&'a self, name: &str, vol: &'a VolumeRef) -> Variant<'a> {
+        match name {
+            "Vid" => Variant::from(owned_str(vol.vid.to_string())),
+            "Name" => Variant::from(vol.vid.name()),
+            "Pool" => object(path::pool_path(&vol.pool)),
+            "Size" => Variant::from(self.size),
+            "Rw" => Variant::from(self.rw),
+            "SnapOnStart" => Variant::from(self.snap_on_start),
+            "SaveOnStop" => Variant::from(self.save_on_stop),
+            "Source" => object(match &self.source {
+                Some(vid) => path::volume_path(&VolumeRef {
+                    pool: vol.pool.clone(),
+                    vid: vid.clone(),
+                }),
+                None => path::no_object(),
             }),
-            None => path::no_object(),
-        };
-        let revisions: Vec<(String, i64)> = self
-            .revisions
-            .iter()
-            .map(|(id, ts)| (id.to_string(), *ts))
-            .collect();
-        let details: Vec<(String, i64, u32, &str, bool, i64)> = self
-            .revision_details
-            .iter()
-            .map(|(id, ts, ns, text, pinned, bytes)| {
-                (id.to_string(), *ts, *ns, text.as_str(), *pinned, *bytes)
-            })
-            .collect();
-        vec![
-            ("Vid", Variant::from(owned_str(vol.vid.to_string()))),
-            ("Name", Variant::from(vol.vid.name())),
-            ("Pool", object(path::pool_path(&vol.pool))),
-            ("Size", Variant::from(self.size)),
-            ("Rw", Variant::from(self.rw)),
-            ("SnapOnStart", Variant::from(self.snap_on_start)),
-            ("SaveOnStop", Variant::from(self.save_on_stop)),
-            ("Source", object(source)),
-            ("RevisionsToKeep", Variant::from(self.revisions_to_keep)),
-            ("Ephemeral", Variant::from(self.ephemeral)),
-            ("SnapshotsDisabled", Variant::from(self.snapshots_disabled)),
-            ("IsDirty", Variant::from(self.is_dirty)),
-            ("IsOutdated", Variant::from(self.is_outdated)),
-            ("Started", Variant::from(self.started)),
-            ("Revisions", Variant::from(revisions)),
-            ("RevisionDetails", Variant::from(details)),
-            (
-                "BlockDevicePath",
-                Variant::from(self.block_device_path.as_str()),
+            "RevisionsToKeep" => Variant::from(self.revisions_to_keep),
+            "Ephemeral" => Variant::from(self.ephemeral),
+            "SnapshotsDisabled" => Variant::from(self.snapshots_disabled),
+            "IsDirty" => Variant::from(self.is_dirty),
+            "IsOutdated" => Variant::from(self.is_outdated),
+            "Started" => Variant::from(self.started),
+            "Revisions" => Variant::from(
+                self.revisions
+                    .iter()
+                    .map(|(id, ts)| (id.to_string(), *ts))
+                    .collect::<Vec<(String, i64)>>(),
             ),
-        ]
+            "RevisionDetails" => Variant::from(
+                self.revision_details
+                    .iter()
+                    .map(|(id, ts, ns, text, pinned, bytes)| {
+                        (id.to_string(), *ts, *ns, text.as_str(), *pinned, *bytes)
+                    })
+                    .collect::<Vec<(String, i64, u32, &str, bool, i64)>>(),
+            ),
+            "BlockDevicePath" => Variant::from(self.block_device_path.as_str()),
+            other => unreachable!("{other} is not in VOLUME_PROPERTIES"),
+        }
+    }
+
+    /// Whether property `name` has another value in `other` (of the same volume: its
+    /// identity — Vid, Name, Pool — never differs). Each value above is a one-to-one
+    /// function of the fields compared here (a test checks it field by field).
+    fn differs(&self, other: &VolumeValues, name: &str) -> bool {
+        match name {
+            "Vid" | "Name" | "Pool" => false,
+            "Size" => self.size != other.size,
+            "Rw" => self.rw != other.rw,
+            "SnapOnStart" => self.snap_on_start != other.snap_on_start,
+            "SaveOnStop" => self.save_on_stop != other.save_on_stop,
+            "Source" => self.source != other.source,
+            "RevisionsToKeep" => self.revisions_to_keep != other.revisions_to_keep,
+            "Ephemeral" => self.ephemeral != other.ephemeral,
+            "SnapshotsDisabled" => self.snapshots_disabled != other.snapshots_disabled,
+            "IsDirty" => self.is_dirty != other.is_dirty,
+            "IsOutdated" => self.is_outdated != other.is_outdated,
+            "Started" => self.started != other.started,
+            "Revisions" => self.revisions != other.revisions,
+            "RevisionDetails" => self.revision_details != other.revision_details,
+            "BlockDevicePath" => self.block_device_path != other.block_device_path,
+            other => unreachable!("{other} is not in VOLUME_PROPERTIES"),
+        }
     }
 }
+
+/// The announced properties of a volume, in the order GetAll lists them.
+const VOLUME_PROPERTIES: [&str; 17] = [
+    "Vid",
+    "Name",
+    "Pool",
+    "Size",
+    "Rw",
+    "SnapOnStart",
+    "SaveOnStop",
+    "Source",
+    "RevisionsToKeep",
+    "Ephemeral",
+    "SnapshotsDisabled",
+    "IsDirty",
+    "IsOutdated",
+    "Started",
+    "Revisions",
+    "RevisionDetails",
+    "BlockDevicePath",
+];
 
 /// The announced state of a pool (all but `UsageDetails`).
 #[derive(Debug, Clone, PartialEq)]
@@ -397,5 +459,47 @@ mod tests {
         assert_eq!(names, vec!["Size", "Started"]);
         assert_eq!(diff[0].1, Variant::from(20u64));
         assert!(changed(&after.entries(&vol), after.entries(&vol)).is_empty());
+    }
+
+    /// `changes_since`, which compares fields, announces exactly what comparing the
+    /// serialised values would — for a change of each field on its own.
+    #[test]
+    fn changes_since_agrees_with_the_serialised_values() {
+        let vol = vol();
+        let before = VolumeValues::of(&info());
+        type Change = (&'static str, fn(&mut VolumeValues));
+        let changes: Vec<Change> = vec![
+            ("size", |v| v.size += 1),
+            ("rw", |v| v.rw = !v.rw),
+            ("snap_on_start", |v| v.snap_on_start = !v.snap_on_start),
+            ("save_on_stop", |v| v.save_on_stop = !v.save_on_stop),
+            ("source", |v| v.source = None),
+            ("revisions_to_keep", |v| v.revisions_to_keep += 1),
+            ("ephemeral", |v| v.ephemeral = !v.ephemeral),
+            ("snapshots_disabled", |v| {
+                v.snapshots_disabled = !v.snapshots_disabled
+            }),
+            ("is_dirty", |v| v.is_dirty = !v.is_dirty),
+            ("is_outdated", |v| v.is_outdated = !v.is_outdated),
+            ("started", |v| v.started = !v.started),
+            ("revisions", |v| v.revisions.push((3, 200))),
+            ("revision timestamp", |v| v.revisions[0].1 += 1),
+            ("revision_details", |v| v.revision_details[0].4 = false),
+            ("revision description", |v| {
+                v.revision_details[0].3.push('!')
+            }),
+            ("block_device_path", |v| v.block_device_path.push('x')),
+        ];
+        for (field, change) in changes {
+            let mut after = before.clone();
+            change(&mut after);
+            let by_value: Vec<_> = changed(&before.entries(&vol), after.entries(&vol))
+                .into_iter()
+                .collect();
+            let by_field = after.changes_since(&before, &vol);
+            assert_eq!(by_field, by_value, "a change of {field}");
+            assert_eq!(by_field.len(), 1, "a change of {field}");
+        }
+        assert!(before.changes_since(&before.clone(), &vol).is_empty());
     }
 }
