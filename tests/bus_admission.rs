@@ -20,6 +20,9 @@
 //! a held copy writes (its filesystem frozen); its caller then leaves. A call whose
 //! caller leaves before the service reads it waits in the socket of a stopped service
 //! (SIGSTOP) until its caller is gone.
+//!
+//! Nor can one user's flood of listings of a large pool hold up the others: a monitor
+//! counts the listings answered between another caller's read and its reply.
 
 mod authz_support;
 mod common;
@@ -559,4 +562,188 @@ async fn calls_carrying_file_descriptors_are_refused_and_cannot_take_the_service
         "{}",
         h.log()
     );
+}
+
+/// Volumes in the pool of the listing flood: enough that each listing takes the service
+/// a millisecond or more, so that the flood is still being answered when the probes go.
+const LARGE_POOL: usize = 5_000;
+/// The ListVolumes one user sends at once.
+const FLOOD: usize = 64;
+/// The listings that may go out between another caller's read reaching the bus and its
+/// reply: the one or two in flight, and a few more if the read is slow to reach the
+/// service on a busy machine — never the user's whole queue (62 of the 64, answered
+/// back to back, before listings were admitted one at a time).
+const MOST_AHEAD: usize = 8;
+
+/// A user's listings of a large pool wait for their turn one at a time (like
+/// GetManagedObjects, `Work::FullListing`) and are built off the outbox's sequencer:
+/// another caller's read sent while they are being answered is answered after at most
+/// the one or two listings already in flight, not after every listing the user had
+/// sent before it (62 of 64 when they were built in the sequencer and admitted at
+/// once: 64 listings of a 100 000-volume pool held every reply and signal of the
+/// service for seconds).
+///
+/// A monitor sees the messages in the order the bus passes them: the listings' replies
+/// (signature `ao`, to nobody's connection), each probe (`Get`, from this test's
+/// connection) and its reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_flood_of_listings_holds_up_another_callers_read_by_one_listing_at_most() {
+    let mut h = Harness::start().await;
+    let pool = h.pool_on("big", FsType::Ext4, 256 * MIB).await;
+    h.stop_daemon();
+    fill_pool_in_process(&h.state_dir(), "big", LARGE_POOL);
+    h.start_daemon().await;
+    let me = h.conn.unique_name().expect("a unique name").to_string();
+    let mut monitor = h
+        .monitor(&[
+            "type='method_call',member='Get'",
+            "type='method_return'",
+            "type='error'",
+        ])
+        .await;
+    let flood = ListingFlood::start(h.bus.address(), &pool, FLOOD).await;
+    // The flood is being answered.
+    while !is_listing_reply(&next_seen(&mut monitor).await, &me) {}
+    let pool_proxy = h.pool(&pool).await;
+    let mut ahead_of_probes = Vec::new();
+    for _ in 0..3 {
+        let probe = {
+            let pool_proxy = pool_proxy.clone();
+            tokio::spawn(async move { pool_proxy.name().await })
+        };
+        // From the probe's call passing the bus to its reply passing it.
+        loop {
+            let msg = next_seen(&mut monitor).await;
+            let header = msg.header();
+            if header.message_type() == zbus::message::Type::MethodCall
+                && header.sender().is_some_and(|s| s.as_str() == me)
+            {
+                break;
+            }
+        }
+        let mut ahead = 0;
+        loop {
+            let msg = next_seen(&mut monitor).await;
+            if is_listing_reply(&msg, &me) {
+                ahead += 1;
+            } else if msg.header().destination().is_some_and(|d| d.as_str() == me) {
+                break;
+            }
+        }
+        assert_eq!(probe.await.unwrap().expect("Get Name"), "big");
+        ahead_of_probes.push(ahead);
+        assert!(
+            ahead <= MOST_AHEAD,
+            "another caller's read waited behind {ahead} of a user's listings"
+        );
+    }
+    // The flood outlasted the probes: they were made while it was being answered.
+    while !is_listing_reply(&next_seen(&mut monitor).await, &me) {}
+    eprintln!("listings answered between a probe and its reply: {ahead_of_probes:?}");
+    flood.finish();
+}
+
+/// The monitor's next message (panics if none comes within [`HUNG`]).
+async fn next_seen(monitor: &mut MessageStream) -> zbus::Message {
+    tokio::time::timeout(HUNG, monitor.next())
+        .await
+        .expect("the bus passed nothing")
+        .expect("monitor")
+        .expect("message")
+}
+
+/// A reply to a ListVolumes of the flood: a method return of signature `ao` to someone
+/// else than `me`.
+fn is_listing_reply(msg: &zbus::Message, me: &str) -> bool {
+    let header = msg.header();
+    header.message_type() == zbus::message::Type::MethodReturn
+        && header.destination().is_some_and(|d| d.as_str() != me)
+        && msg.body().signature().to_string_no_parens() == "ao"
+}
+
+/// Registers `count` volatile volumes in pool `pool` through the engine itself, with
+/// the daemon stopped (through the bus this would take minutes).
+fn fill_pool_in_process(state_dir: &std::path::Path, pool: &str, count: usize) {
+    use qubes_storage_engine::{Engine, OpCtx, PoolName, Vid, VolumeRef, VolumeSpec};
+    let engine = Engine::open(state_dir).expect("open the engine");
+    let ctx = OpCtx::quiet("test");
+    let pool = PoolName::parse(pool).unwrap();
+    for n in 0..count {
+        let vol = VolumeRef {
+            pool: pool.clone(),
+            vid: Vid::parse(&format!("appvms/vm{}/v{n}", n / 100)).unwrap(),
+        };
+        let spec = VolumeSpec {
+            size: MIB,
+            rw: true,
+            ..VolumeSpec::default()
+        };
+        engine
+            .create_volume(&vol, spec, &ctx)
+            .expect("create a volume");
+    }
+}
+
+/// `nobody` sending `count` ListVolumes of one pool over one connection without waiting
+/// for their replies (python3-dbus); the connection stays until [`Self::finish`].
+struct ListingFlood {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+const FLOOD_SCRIPT: &str = r#"
+import os, sys
+import dbus, dbus.lowlevel
+bus = dbus.bus.BusConnection(os.environ['QSD_TEST_BUS_ADDRESS'])
+path, count = sys.argv[1], int(sys.argv[2])
+for _ in range(count):
+    call = dbus.lowlevel.MethodCallMessage('org.qubes.Storage', path, 'org.qubes.Storage.Pool', 'ListVolumes')
+    call.append(dbus.Dictionary({}, signature='sv'))
+    bus.send_message(call)
+bus.flush()
+print('sent', flush=True)
+sys.stdin.read()
+"#;
+
+impl ListingFlood {
+    async fn start(address: &str, pool: &zbus::OwnedObjectPath, count: usize) -> ListingFlood {
+        use std::os::unix::fs::PermissionsExt;
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::Builder::new()
+            .prefix("qsd-flood-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.path().join("flood.py");
+        std::fs::write(&script, FLOOD_SCRIPT).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut command = tokio::process::Command::from(
+            NOBODY.setpriv(qubes_storaged_testkit::users::Groups::Cleared),
+        );
+        command
+            .arg("/usr/bin/python3")
+            .arg(&script)
+            .arg(pool.as_str())
+            .arg(count.to_string())
+            .current_dir("/")
+            .env_clear()
+            .env("QSD_TEST_BUS_ADDRESS", address)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start python3 as nobody");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(HUNG, tokio::io::BufReader::new(stdout).read_line(&mut line))
+            .await
+            .expect("the flood was never sent")
+            .expect("read the flood's stdout");
+        assert_eq!(line.trim(), "sent", "the flood client said {line:?}");
+        ListingFlood { child, _dir: dir }
+    }
+
+    /// Closes the connection (python3 ends when its stdin does).
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+    }
 }

@@ -20,8 +20,8 @@
 //! legitimate call is a few hundred bytes, a listing of options a few KiB) — and the
 //! reads a call may wait long for are admitted a few at a time ([`Work`]), per user and
 //! for all users (`user_gate.rs`), each kind apart — light reads (Verify, the live
-//! `Usage` properties), heavy ones (`MeasureSpace`) and listings of every object
-//! (`GetManagedObjects`) — so a long measurement never holds up a Verify. A call whose
+//! `Usage` properties), heavy ones (`MeasureSpace`) and listings (`GetManagedObjects`,
+//! `ListVolumes`) — so a long measurement never holds up a Verify. A call whose
 //! caller the bus cannot tell (it has already left) is not run: nobody would get its
 //! reply, and it would count for nobody. Root (uid 0) is never limited: it is the
 //! administrator, and qubesd's calls must never wait behind another user's; nor is the
@@ -54,8 +54,9 @@ pub enum Work {
     LightRead,
     /// A read that walks images or a pool: `MeasureSpace`.
     HeavyRead,
-    /// A reply that lists every object (`GetManagedObjects`; all callers, root too,
-    /// also share `LARGE_READS` in `service.rs`, which bounds its memory).
+    /// A reply that lists every object (`GetManagedObjects`) or every volume of a pool
+    /// (`ListVolumes`); all callers, root too, also share `LARGE_READS` in
+    /// `service.rs`, which bounds their memory.
     FullListing,
 }
 

@@ -14,7 +14,9 @@
 //! - at most `LARGE_READS` (`service.rs`) are built at a time, so concurrent callers cannot
 //!   multiply the memory a reply needs, and one at a time per user other than root
 //!   (`admission.rs`), so one user's stream of them cannot keep the others waiting;
-//!   after a large reply is sent its memory is given back (`memory.rs`).
+//!   after a large reply is sent its memory is given back (`memory.rs`). The waiting,
+//!   the snapshot in the sequence and the building off it are `Service::large_read`,
+//!   which Pool.ListVolumes shares.
 //!
 //! InterfacesAdded / InterfacesRemoved are sent by the outbox as objects come and go.
 
@@ -24,16 +26,13 @@ use std::sync::Arc;
 use qubes_storage_engine::{Engine, VolumeRef};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use tokio::sync::oneshot;
 use zbus::{OwnedObjectPath, OwnedVariant, Type, Variant};
 
-use crate::bus::admission::Work;
-use crate::bus::call::{self, Answer, Call};
+use crate::bus::call::{Answer, Call};
 use crate::bus::error::{quote, BusError, BusResult, Standard};
 use crate::bus::interfaces::{JOB, POOL, VOLUME};
 use crate::bus::live;
 use crate::bus::objects::{JobObject, Object, PoolObject, VolumeObject};
-use crate::bus::outbox::Outgoing;
 use crate::bus::reply;
 use crate::bus::service::Service;
 use crate::bus::values::{Entry, JobProgress, PoolValues, VolumeValues};
@@ -53,26 +52,15 @@ pub async fn answer(svc: &Arc<Service>, call: &Call, member: &str) -> BusResult<
 }
 
 async fn get_managed_objects(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
-    let admitted = svc.admit_read(call, Work::FullListing).await?;
-    let permit = Arc::clone(&svc.large_reads)
-        .acquire_owned()
-        .await
-        .map_err(|_| BusError::failed("The service is shutting down"))?;
-    let engine = Arc::clone(svc.engine());
-    let msg = call.message().clone();
-    Ok(Answer::Read(Box::new(move |registry| {
-        let snapshot: Vec<Snapshot> = registry.objects().into_iter().map(Snapshot::of).collect();
-        let (reply_tx, reply_rx) = oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let _permits = (admitted, permit);
-            let body = ManagedObjects::read(snapshot, &engine);
-            let answer = reply::build(&msg.header(), &(body,), "GetManagedObjects");
-            if let Outgoing::Ready(message) = call::outgoing(&msg, answer) {
-                let _ = reply_tx.send(message);
-            }
-        });
-        Outgoing::Later(reply_rx)
-    })))
+    svc.large_read(
+        call,
+        |registry| -> Vec<Snapshot> { registry.objects().into_iter().map(Snapshot::of).collect() },
+        |snapshot, engine, header| {
+            let body = ManagedObjects::read(snapshot, engine);
+            reply::build(header, &(body,), "GetManagedObjects")
+        },
+    )
+    .await
 }
 
 /// One object and the values it had announced when the snapshot was taken.

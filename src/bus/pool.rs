@@ -1,7 +1,8 @@
 //! `org.qubes.Storage.Pool`: the methods of one pool at `/org/qubes/Storage/pools/<P>`.
 //! CreateVolume registers the volume and creates its files as one engine step; the
 //! outbox then serves its object (InterfacesAdded) before the reply goes out.
-//! GetVolume and ListVolumes are reads of the served objects.
+//! GetVolume and ListVolumes are reads of the served objects (ListVolumes, which may
+//! list 100 000 volumes, admitted and built like GetManagedObjects).
 
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub async fn answer(
     match member {
         "CreateVolume" => create_volume(svc, call, object).await,
         "GetVolume" => get_volume(call, object),
-        "ListVolumes" => list_volumes(call, object),
+        "ListVolumes" => list_volumes(svc, call, object).await,
         "MeasureSpace" => crate::bus::space::measure_pool(svc, call, object).await,
         _ => Err(BusError::standard(
             Standard::UnknownMethod,
@@ -139,17 +140,26 @@ fn get_volume(call: &Call, pool: &Arc<PoolObject>) -> BusResult<Answer> {
     }))
 }
 
-/// The paths of the pool's volumes, ordered by vid.
-fn list_volumes(call: &Call, pool: &Arc<PoolObject>) -> BusResult<Answer> {
+/// The paths of the pool's volumes, ordered by vid: a listing that may be megabytes
+/// (100 000 volumes), so a large read ([`Service::large_read`]).
+async fn list_volumes(
+    svc: &Arc<Service>,
+    call: &Call,
+    pool: &Arc<PoolObject>,
+) -> BusResult<Answer> {
     let (raw,): (RawOptions,) = call.args()?;
     Options::parse(raw, &[], &pool.describe())?;
     let name = pool.name.clone();
-    Ok(call.read(move |registry, msg| {
-        let paths: Vec<OwnedObjectPath> = registry
-            .volumes_of(&name)
-            .iter()
-            .map(|v| v.path.clone())
-            .collect();
-        reply::build(&msg.header(), &(paths,), "ListVolumes")
-    }))
+    svc.large_read(
+        call,
+        move |registry| -> Vec<OwnedObjectPath> {
+            registry
+                .volumes_of(&name)
+                .iter()
+                .map(|v| v.path.clone())
+                .collect()
+        },
+        |paths, _, header| reply::build(header, &(paths,), "ListVolumes"),
+    )
+    .await
 }

@@ -17,14 +17,16 @@ use zbus::Connection;
 use crate::auth::{Authorizer, Caller};
 use crate::bus::admission::{Admission, Permit, Work};
 use crate::bus::authz::{self, Permission, Prompt};
-use crate::bus::call::Call;
+use crate::bus::call::{self, Answer, Call};
 use crate::bus::engine_places::EnginePlaces;
+use crate::bus::error::BusResult;
 use crate::bus::error::{BusError, Standard};
 use crate::bus::inflight::{Inflight, OpGuard};
-use crate::bus::outbox::Outbox;
+use crate::bus::outbox::{Outbox, Outgoing};
 use crate::bus::registry::Registry;
 
-/// How many replies that list every object (GetManagedObjects) are built at once.
+/// How many replies that list every object (GetManagedObjects) or every volume of a
+/// pool (ListVolumes) are built at once.
 pub const LARGE_READS: usize = 2;
 
 /// The shared state of the service.
@@ -36,7 +38,7 @@ pub struct Service {
     pub outbox: Outbox,
     inflight: Arc<Inflight>,
     job_numbers: AtomicU64,
-    /// Bounds the GetManagedObjects replies built at the same time.
+    /// Bounds the listings ([`Service::large_read`]) built at the same time.
     pub large_reads: Arc<tokio::sync::Semaphore>,
     /// What each user has in progress ([`Admission`]).
     pub admission: Admission,
@@ -120,6 +122,46 @@ impl Service {
     {
         let _admitted = self.admit_read(call, work).await?;
         self.blocking_for(call, f).await
+    }
+
+    /// A read whose reply may be megabytes — a listing of every object or of a large
+    /// pool's volumes. It waits for its turn as [`Work::FullListing`] (one of a user's at
+    /// a time) and for one of the [`LARGE_READS`]; at its place in the outbox's sequence
+    /// only `take` runs (it takes what the reply reports, cheaply: `Arc`s and paths),
+    /// and `build` turns that into the reply on the blocking pool, so the sequencer,
+    /// which orders every signal and reply of the service, never serialises a listing.
+    /// (Built in the sequencer, a user's 64 listings of a large pool answered back to
+    /// back held every other caller's reply behind them.)
+    pub async fn large_read<S, T, B>(
+        self: &Arc<Self>,
+        call: &Call,
+        take: T,
+        build: B,
+    ) -> BusResult<Answer>
+    where
+        S: Send + 'static,
+        T: FnOnce(&Registry) -> S + Send + 'static,
+        B: FnOnce(S, &Engine, &Header<'_>) -> BusResult<zbus::Message> + Send + 'static,
+    {
+        let admitted = self.admit_read(call, Work::FullListing).await?;
+        let permit = Arc::clone(&self.large_reads)
+            .acquire_owned()
+            .await
+            .map_err(|_| BusError::failed("The service is shutting down"))?;
+        let engine = Arc::clone(&self.engine);
+        let msg = call.message().clone();
+        Ok(Answer::Read(Box::new(move |registry| {
+            let taken = take(registry);
+            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+            tokio::task::spawn_blocking(move || {
+                let _permits = (admitted, permit);
+                let answer = build(taken, &engine, &msg.header());
+                if let Outgoing::Ready(message) = call::outgoing(&msg, answer) {
+                    let _ = reply_tx.send(message);
+                }
+            });
+            Outgoing::Later(reply_rx)
+        })))
     }
 
     /// Waits until `call`, a read, may run ([`Admission::admit`]: a few at a time per
