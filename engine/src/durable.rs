@@ -906,6 +906,12 @@ impl<'a> DirChanges<'a> {
         Ok(removed)
     }
 
+    /// The batch's fsync is needed even if it changes nothing itself: it makes durable
+    /// what an earlier attempt of its operation changed before its own fsync failed.
+    pub fn require_barrier(&mut self) {
+        self.changed = true;
+    }
+
     /// Make every change so far durable with one fsync of the directory (none when
     /// nothing changed), then hand the discarded files to the reaper.
     pub fn commit(mut self) -> Result<()> {
@@ -925,6 +931,8 @@ impl<'a> DirChanges<'a> {
     /// Make every change so far durable and go on with the batch.
     pub fn sync(&mut self) -> Result<()> {
         if self.changed {
+            failpoint::refused("changes-sync")
+                .io_ctx(|| format!("cannot fsync {}", self.dir.path().display()))?;
             sync_dir(self.dir, "changes-dir")?;
             self.changed = false;
         }

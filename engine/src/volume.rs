@@ -1149,6 +1149,48 @@ impl<'a> Volume<'a> {
         Ok(())
     }
 
+    /// The committed image's identity (device, inode), if it exists.
+    pub fn committed_identity(&self) -> Result<Option<(u64, u64)>> {
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(None);
+        };
+        Ok(dir
+            .entry(&self.paths.clean_name())?
+            .filter(Entry::is_file)
+            .map(|e| (e.stat.st_dev, e.stat.st_ino)))
+    }
+
+    /// Ends the commit of an import whose image an earlier attempt had put in place
+    /// before its directory fsync failed (`engine/imports.rs`): the revisions that
+    /// attempt had pruned were given their names back, so they are pruned now, and the
+    /// directory's fsync makes the whole commit durable; then what follows a commit (the
+    /// import file, held by its importer, goes; the precache is made again).
+    pub fn finish_import_commit(&self, ctx: &OpCtx) -> Result<()> {
+        let dir = self.existing_vm_dir(&self.paths.clean())?;
+        let mut changes = self.changes(&dir);
+        let mut revisions = revision::list_in(&dir, &self.paths)?;
+        revision::prune(
+            &mut changes,
+            &self.paths,
+            self.keep(),
+            &mut revisions,
+            self.pins(),
+            ctx,
+        )?;
+        changes.require_barrier();
+        changes.commit()?;
+        ctx.point_of_no_return();
+        info!(path = %dir.join(&self.paths.clean_name()).display(),
+            "the import's image, put in place by an attempt whose directory fsync failed, is now durable");
+        let import = self.paths.import_name();
+        if dir.exists(&import) {
+            self.discard_after_commit(&dir, &import);
+        }
+        self.precache_after(&dir, ctx);
+        ctx.emit_volume(EventKind::Imported { success: true });
+        Ok(())
+    }
+
     /// Has every fd of the import file `import` been closed, and has it no other name
     /// (see [`Self::commit_import`])? Then it is cut to the declared `size` (a holder
     /// could have changed its size).

@@ -54,7 +54,57 @@ fn a_clone_of_an_unchanged_source_into_its_clone_changes_nothing(t: FsType) {
 mod failing {
     use super::*;
 
-    on_every_fs!(a_commit_of_a_held_import_that_fails_keeps_the_import_file_for_a_retry,);
+    on_every_fs!(
+        a_commit_of_a_held_import_that_fails_keeps_the_import_file_for_a_retry,
+        an_import_whose_commit_cannot_be_made_durable_is_committed_by_its_retry,
+    );
+
+    /// The directory fsync of an import's commit fails (EIO, after its renames), for an
+    /// import file committed itself and for a held one (a private copy): the call
+    /// fails, and its retry commits the import with the pre-import image as the one
+    /// revision kept — nothing is lost and nothing is counted twice.
+    fn an_import_whose_commit_cannot_be_made_durable_is_committed_by_its_retry(t: FsType) {
+        let f = Fixture::new(t);
+        let v = f.origin(VID, MIB, 1);
+        f.session(&v, 0, b"before!!");
+        for held in [false, true] {
+            let before = read_at(&f.paths(VID).clean(), 0, 8);
+            let fd = import_with(&f, &v, MIB, if held { b"second!!" } else { b"first!!!" });
+            let no_children = common_fs::no_children();
+            let fd = if held {
+                Some(fd)
+            } else {
+                drop(fd);
+                None
+            };
+            qubes_storage_engine::failpoint::refuse_next_on_this_thread("changes-sync");
+            let failed = f.engine.import_data_end(&v, true, &quiet("ImportDataEnd"));
+            assert!(failed.is_err(), "held {held}: {failed:?}");
+            f.engine
+                .import_data_end(&v, true, &quiet("ImportDataEnd"))
+                .unwrap_or_else(|err| panic!("held {held}: the retry: {err}"));
+            drop(no_children);
+            drop(fd);
+            f.engine.settle();
+            let paths = f.paths(VID);
+            let expected: &[u8] = if held { b"second!!" } else { b"first!!!" };
+            assert_eq!(read_at(&paths.clean(), 0, 8), expected, "held {held}");
+            let info = f.engine.volume_info(&v).unwrap();
+            assert_eq!(info.revisions.len(), 1, "held {held}: {:?}", info.revisions);
+            let revision = paths.revision(info.revisions[0].id, info.revisions[0].timestamp);
+            assert_eq!(
+                read_at(&revision, 0, 8),
+                before,
+                "held {held}: the revision"
+            );
+            assert!(!exists(&paths.import()), "held {held}");
+            let names = files_in(paths.dir());
+            assert!(
+                !names.iter().any(|n| n.contains('~')),
+                "held {held}: {names:?}"
+            );
+        }
+    }
 
     /// The commit of an import whose file the importer still holds (a private copy is
     /// committed) fails as its copy is put in place (a failing disk): the import file

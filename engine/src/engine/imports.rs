@@ -49,6 +49,12 @@ pub struct Import {
     pub witness: Option<Witness>,
     /// The import's data did not reach the disk (why): it can only be discarded.
     pub data_lost: Option<String>,
+    /// The committed image (device, inode) a failed commit had already put in place —
+    /// its directory fsync failed after the rename. While it is still the committed
+    /// image, a retry makes it durable instead of committing the import again (which
+    /// found no import file, or kept a copy of the import as a revision and pruned the
+    /// image from before the import).
+    pub placed: Option<(u64, u64)>,
 }
 
 /// The witness of an import: a read-only descriptor of its file.
@@ -127,6 +133,7 @@ impl Engine {
                 write_behind,
                 witness,
                 data_lost: None,
+                placed: None,
             };
             if let Some(old) = self.importing_set().insert(vol.clone(), import) {
                 self.stop_write_behind(&old);
@@ -179,6 +186,11 @@ impl Engine {
                 ),
             ));
         }
+        if import.placed.is_some() && v.committed_identity()? == import.placed {
+            v.finish_import_commit(ctx)?;
+            self.end_import(vol);
+            return Ok(());
+        }
         // The write-behind's fd (a dup of the importer's) would keep the import file
         // open: the commit commits the file itself only when nobody has it open.
         self.stop_write_behind(import);
@@ -205,10 +217,18 @@ impl Engine {
                 ));
             }
         }
+        let before = v.committed_identity()?;
         let out = v.commit_import(import.size, ctx);
         match &out {
             Ok(()) => self.end_import(vol),
             Err(err) => {
+                // Did it fail after putting the import's image in place?
+                let after = v.committed_identity().ok().flatten();
+                let placed = after.filter(|_| after != before);
+                if placed.is_some() {
+                    tracing::warn!(path = %v.paths.clean().display(), error = %err,
+                        "the import's image is in place but not known to be durable: a retry makes it so");
+                }
                 // A retry asks a witness again: one opened now hears of what fails
                 // from here on (what failed before was asked above).
                 let witness = v
@@ -218,6 +238,7 @@ impl Engine {
                 if let Some(pending) = self.importing_set().get_mut(vol) {
                     pending.failed_commit = Some(err.cause());
                     pending.witness = witness;
+                    pending.placed = placed;
                 }
             }
         }
