@@ -1160,12 +1160,24 @@ impl<'a> Volume<'a> {
             .map(|e| (e.stat.st_dev, e.stat.st_ino)))
     }
 
+    /// The newest revision, if any.
+    pub fn newest_revision(&self) -> Result<Option<Revision>> {
+        let Some(dir) = self.vm_dir()? else {
+            return Ok(None);
+        };
+        Ok(revision::list_in(&dir, &self.paths)?.last().copied())
+    }
+
     /// Ends the commit of an import whose image an earlier attempt had put in place
     /// before its directory fsync failed (`engine/imports.rs`): the revisions that
     /// attempt had pruned were given their names back, so they are pruned now, and the
     /// directory's fsync makes the whole commit durable; then what follows a commit (the
-    /// import file, held by its importer, goes; the precache is made again).
-    pub fn finish_import_commit(&self, ctx: &OpCtx) -> Result<()> {
+    /// import file, held by its importer, goes; the precache is made again). The
+    /// revision that attempt `kept` of the image before the import is announced now:
+    /// the failed call's events were not. What the importer wrote into a file it still
+    /// holds after its first ImportDataEnd is not looked at again: the image committed
+    /// is the copy made then.
+    pub fn finish_import_commit(&self, kept: Option<Revision>, ctx: &OpCtx) -> Result<()> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let mut changes = self.changes(&dir);
         let mut revisions = revision::list_in(&dir, &self.paths)?;
@@ -1180,6 +1192,9 @@ impl<'a> Volume<'a> {
         changes.require_barrier();
         changes.commit()?;
         ctx.point_of_no_return();
+        if let Some(Revision { id, timestamp }) = kept {
+            ctx.emit_volume(EventKind::RevisionAdded { id, timestamp });
+        }
         info!(path = %dir.join(&self.paths.clean_name()).display(),
             "the import's image, put in place by an attempt whose directory fsync failed, is now durable");
         let import = self.paths.import_name();
@@ -1189,6 +1204,22 @@ impl<'a> Volume<'a> {
         self.precache_after(&dir, ctx);
         ctx.emit_volume(EventKind::Imported { success: true });
         Ok(())
+    }
+
+    /// ImportDataEnd(false) of an import whose image a failed commit had put in place
+    /// (see [`Self::finish_import_commit`]): a revert to the revision it `kept` of the
+    /// image before the import (the import's image becomes a revision, as any committed
+    /// image a revert replaces). Without such a revision (`revisions_to_keep` 0) the
+    /// image before the import is gone, and the import can only be committed.
+    pub fn undo_placed_import(&self, kept: Option<Revision>, ctx: &OpCtx) -> Result<()> {
+        let Some(kept) = kept else {
+            return Err(EngineError::new(
+                crate::error::ErrorKind::Failed,
+                "the import's data already is the committed image (its commit failed only to be made durable) and the image before it was not kept as a revision: end the import with ImportDataEnd(true)",
+            ));
+        };
+        info!(revision = kept.id, "the import is discarded after its image was put in place: reverting to the image from before it");
+        self.revert(Some(kept.id), ctx).map(|_| ())
     }
 
     /// Has every fd of the import file `import` been closed, and has it no other name

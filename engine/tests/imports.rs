@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 
 use common_fs::{FsType, MIB};
-use qubes_storage_engine::{ErrorKind, OpCtx, VolumeRef};
+use qubes_storage_engine::{ErrorKind, EventKind, OpCtx, VolumeRef};
 use scenario_support::{exists, files_in, on_every_fs, read_at, Fixture};
 
 const VID: &str = "appvms/work/private";
@@ -57,7 +57,46 @@ mod failing {
     on_every_fs!(
         a_commit_of_a_held_import_that_fails_keeps_the_import_file_for_a_retry,
         an_import_whose_commit_cannot_be_made_durable_is_committed_by_its_retry,
+        an_import_whose_commit_cannot_be_made_durable_and_is_then_discarded_is_undone,
     );
+
+    /// The same failure, and then the importer gives up (ImportDataEnd(false)): the
+    /// import's image, already in place, is reverted to the image from before the
+    /// import, which is committed again (the import's image stays a revision, as any
+    /// image a revert replaces). Before, the import ended as discarded while its data
+    /// stayed committed.
+    fn an_import_whose_commit_cannot_be_made_durable_and_is_then_discarded_is_undone(t: FsType) {
+        let f = Fixture::new(t);
+        let v = f.origin(VID, MIB, 1);
+        f.session(&v, 0, b"before!!");
+        let fd = import_with(&f, &v, MIB, b"imported");
+        let no_children = common_fs::no_children();
+        drop(fd);
+        qubes_storage_engine::failpoint::refuse_next_on_this_thread("changes-sync");
+        let failed = f.engine.import_data_end(&v, true, &quiet("ImportDataEnd"));
+        assert!(failed.is_err(), "{failed:?}");
+        drop(no_children);
+        assert_eq!(
+            read_at(&f.paths(VID).clean(), 0, 8),
+            b"imported",
+            "in place"
+        );
+        f.engine
+            .import_data_end(&v, false, &quiet("ImportDataEnd"))
+            .expect("ImportDataEnd(false)");
+        f.engine.settle();
+        let paths = f.paths(VID);
+        assert_eq!(read_at(&paths.clean(), 0, 8), b"before!!", "undone");
+        let retried = f.engine.import_data_end(&v, true, &quiet("ImportDataEnd"));
+        assert_eq!(
+            retried.map_err(|e| e.kind()),
+            Err(ErrorKind::NotFound),
+            "the import ended"
+        );
+        assert!(!exists(&paths.import()));
+        let names = files_in(paths.dir());
+        assert!(!names.iter().any(|n| n.contains('~')), "{names:?}");
+    }
 
     /// The directory fsync of an import's commit fails (EIO, after its renames), for an
     /// import file committed itself and for a held one (a private copy): the call
@@ -80,9 +119,20 @@ mod failing {
             qubes_storage_engine::failpoint::refuse_next_on_this_thread("changes-sync");
             let failed = f.engine.import_data_end(&v, true, &quiet("ImportDataEnd"));
             assert!(failed.is_err(), "held {held}: {failed:?}");
+            let retry = quiet("ImportDataEnd");
             f.engine
-                .import_data_end(&v, true, &quiet("ImportDataEnd"))
+                .import_data_end(&v, true, &retry)
                 .unwrap_or_else(|err| panic!("held {held}: the retry: {err}"));
+            // The failed call's events were not announced: the retry announces the
+            // revision that call kept.
+            let added: Vec<u64> = retry
+                .take_events()
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::RevisionAdded { id, .. } => Some(id),
+                    _ => None,
+                })
+                .collect();
             drop(no_children);
             drop(fd);
             f.engine.settle();
@@ -96,6 +146,11 @@ mod failing {
                 read_at(&revision, 0, 8),
                 before,
                 "held {held}: the revision"
+            );
+            assert_eq!(
+                added,
+                vec![info.revisions[0].id],
+                "held {held}: RevisionAdded"
             );
             assert!(!exists(&paths.import()), "held {held}");
             let names = files_in(paths.dir());

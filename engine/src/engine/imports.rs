@@ -27,6 +27,7 @@ use tracing::info;
 use super::Engine;
 use crate::context::OpCtx;
 use crate::error::{EngineError, Result};
+use crate::layout::Revision;
 use crate::model::VolumeRef;
 use crate::names::ImageSize;
 use crate::volume::Volume;
@@ -49,12 +50,27 @@ pub struct Import {
     pub witness: Option<Witness>,
     /// The import's data did not reach the disk (why): it can only be discarded.
     pub data_lost: Option<String>,
-    /// The committed image (device, inode) a failed commit had already put in place —
-    /// its directory fsync failed after the rename. While it is still the committed
-    /// image, a retry makes it durable instead of committing the import again (which
-    /// found no import file, or kept a copy of the import as a revision and pruned the
-    /// image from before the import).
-    pub placed: Option<(u64, u64)>,
+    /// What a failed commit had already done — its directory fsync failed after the
+    /// rename. While its image is still the committed one, a retry makes it durable
+    /// instead of committing the import again (which found no import file, or kept a
+    /// copy of the import as a revision and pruned the image from before the import),
+    /// and ImportDataEnd(false) reverts to the image from before the import.
+    pub placed: Option<Placed>,
+}
+
+/// The image a failed commit of an import put in place, and the revision it kept of the
+/// image before it (none with `revisions_to_keep` 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub image: (u64, u64),
+    pub kept: Option<Revision>,
+}
+
+impl Placed {
+    /// Is this still what `v` has committed?
+    fn is_committed(&self, v: &Volume<'_>) -> Result<bool> {
+        Ok(v.committed_identity()? == Some(self.image))
+    }
 }
 
 /// The witness of an import: a read-only descriptor of its file.
@@ -156,6 +172,18 @@ impl Engine {
                 import.check_owner(ctx)?;
             }
             match (success, import) {
+                (
+                    false,
+                    Some(Import {
+                        placed: Some(placed),
+                        ..
+                    }),
+                ) if placed.is_committed(v)? => {
+                    v.undo_placed_import(placed.kept, ctx)?;
+                    let out = v.discard_import(ctx);
+                    self.end_import(vol);
+                    out
+                }
                 (false, _) => {
                     let out = v.discard_import(ctx);
                     self.end_import(vol);
@@ -186,11 +214,16 @@ impl Engine {
                 ),
             ));
         }
-        if import.placed.is_some() && v.committed_identity()? == import.placed {
-            v.finish_import_commit(ctx)?;
-            self.end_import(vol);
-            return Ok(());
+        if let Some(placed) = import.placed {
+            if placed.is_committed(v)? {
+                v.finish_import_commit(placed.kept, ctx)?;
+                self.end_import(vol);
+                return Ok(());
+            }
         }
+        // What is committed before this attempt (read before anything is changed: an
+        // error here leaves the import as it was).
+        let before = (v.committed_identity()?, v.newest_revision()?);
         // The write-behind's fd (a dup of the importer's) would keep the import file
         // open: the commit commits the file itself only when nobody has it open.
         self.stop_write_behind(import);
@@ -217,14 +250,20 @@ impl Engine {
                 ));
             }
         }
-        let before = v.committed_identity()?;
         let out = v.commit_import(import.size, ctx);
         match &out {
             Ok(()) => self.end_import(vol),
             Err(err) => {
                 // Did it fail after putting the import's image in place?
                 let after = v.committed_identity().ok().flatten();
-                let placed = after.filter(|_| after != before);
+                let placed = after.filter(|_| after != before.0).map(|image| Placed {
+                    image,
+                    kept: v
+                        .newest_revision()
+                        .ok()
+                        .flatten()
+                        .filter(|newest| Some(newest.id) > before.1.map(|r| r.id)),
+                });
                 if placed.is_some() {
                     tracing::warn!(path = %v.paths.clean().display(), error = %err,
                         "the import's image is in place but not known to be durable: a retry makes it so");
