@@ -54,9 +54,10 @@ pub fn made_at(dir: &Dir, name: &str) -> Made {
 
 /// May a VM be running on the running image `name` of `dir`? Not if it was made in an
 /// earlier boot; else if anyone besides this operation holds it open — a loop device
-/// attached to it, a process (the service itself never keeps a running image open
-/// across a start; a write lease is the probe, [`sys::only_opener`]). What cannot be
-/// told counts as in use.
+/// attached to it, a process (the service keeps no snapshot's or volatile volume's
+/// running image open across a start — only those of volumes that commit at stop,
+/// whose starts never ask this: `engine/sessions.rs`; a write lease is the probe,
+/// [`sys::only_opener`]). What cannot be told counts as in use.
 pub fn in_use(dir: &Dir, name: &str) -> bool {
     let path = dir.join(name);
     let file = match dir.open_file(name, Access::ReadWrite) {

@@ -93,7 +93,9 @@ impl FailingDisk {
     /// of the filesystem fails (ENOSPC at the loop device) while its metadata can still
     /// be rewritten where it is.
     fn fill(&self) {
-        sh("sync");
+        // This filesystem only: a global sync would also write back what the other
+        // tests' disks hold at that moment (full disks among them).
+        sh(&format!("sync -f {}", self.mnt().display()));
         let image = self.store().join("img");
         sh(&format!("fallocate -l 320M {}", image.display()));
         let free = self.free_ranges();
@@ -261,4 +263,160 @@ fn ext4_an_import_whose_data_did_not_reach_the_disk_is_never_committed() {
 #[test]
 fn xfs_an_import_whose_data_did_not_reach_the_disk_is_never_committed() {
     the_import_is_refused_once_its_data_did_not_reach_the_disk("xfs");
+}
+
+/// A pool on `disk` and an origin volume in it keeping `keep` revisions.
+fn origin_on(disk: &FailingDisk, engine: &Engine, keep: i64) -> (VolumeRef, PathBuf) {
+    let pool = PoolName::parse("p").unwrap();
+    let pool_dir = disk.mnt().join("pool");
+    engine
+        .create_pool(PoolSpec {
+            name: pool.clone(),
+            dir_path: pool_dir.clone(),
+            setup_check: disk.kind == "xfs",
+            revisions_to_keep: RevisionsToKeep::DEFAULT,
+            ephemeral_volatile: false,
+        })
+        .unwrap();
+    let vol = VolumeRef {
+        pool,
+        vid: Vid::parse("appvms/work/private").unwrap(),
+    };
+    let spec = VolumeSpec {
+        size: IMPORT,
+        rw: true,
+        save_on_stop: true,
+        revisions_to_keep: Some(RevisionsToKeep::new(keep).unwrap()),
+        ..Default::default()
+    };
+    engine
+        .create_volume(&vol, spec, &OpCtx::quiet("CreateVolume"))
+        .unwrap();
+    (vol, pool_dir)
+}
+
+/// One session that writes `byte` at 0 (flushed by the "VM") and stops.
+fn good_session(engine: &Engine, vol: &VolumeRef, byte: u8) {
+    let dirty = engine.start(vol, &OpCtx::quiet("Start")).unwrap();
+    let vm = fs::OpenOptions::new().write(true).open(&dirty).unwrap();
+    vm.write_all_at(&[byte; 4096], 0).unwrap();
+    vm.sync_data().unwrap();
+    drop(vm);
+    engine.stop(vol, &OpCtx::quiet("Stop")).unwrap();
+    engine.settle();
+}
+
+/// A session whose writes to new blocks cannot reach the disk: the "VM" (a descriptor
+/// of the running image, as a loop device holds) is told at its flush; the disk then
+/// has room again, as after an admin extended a thin pool.
+fn session_losing_writes(disk: &FailingDisk, engine: &Engine, vol: &VolumeRef) {
+    let dirty = engine.start(vol, &OpCtx::quiet("Start")).unwrap();
+    let vm = fs::OpenOptions::new().write(true).open(&dirty).unwrap();
+    disk.fill();
+    let data = vec![0xCDu8; MIB as usize];
+    for i in 4..IMPORT / MIB {
+        vm.write_all_at(&data, i * MIB).unwrap();
+    }
+    let told = vm.sync_data();
+    assert!(told.is_err(), "the {} took the data: {told:?}", disk.kind);
+    drop(vm);
+    disk.grow();
+}
+
+/// The stop of a session that lost writes commits it (the VM was told, and its next
+/// start must see what it saw), and keeps the image from before the session as a
+/// pinned, described revision that no later stop prunes (before, the stop's fresh
+/// descriptor heard nothing, and two stops later the last good image was pruned).
+fn the_image_before_a_session_that_lost_writes_is_kept(kind: &'static str) {
+    let disk = FailingDisk::new(kind);
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::open(state.path()).unwrap();
+    let (vol, pool_dir) = origin_on(&disk, &engine, 1);
+    good_session(&engine, &vol, 0xAA);
+    session_losing_writes(&disk, &engine, &vol);
+    let stop = OpCtx::quiet("Stop");
+    engine.stop(&vol, &stop).expect("the stop commits");
+    engine.settle();
+    for byte in [0xB1, 0xB2] {
+        good_session(&engine, &vol, byte);
+    }
+    let info = engine.volume_info(&vol).unwrap();
+    let kept: Vec<_> = info.revision_details.iter().filter(|d| d.pinned).collect();
+    assert_eq!(kept.len(), 1, "{:?}", info.revision_details);
+    assert!(
+        kept[0].description.contains("lost writes"),
+        "{}",
+        kept[0].description
+    );
+    let paths = VolumePaths::new(&pool_dir, &vol.vid);
+    let revision = paths.revision(kept[0].revision.id, kept[0].revision.timestamp);
+    let before = fs::read(&revision).unwrap();
+    assert_eq!(
+        &before[..4096],
+        &[0xAA; 4096][..],
+        "the image before the session"
+    );
+    assert!(stop.take_events().iter().any(|e| matches!(
+        e.kind,
+        qubes_storage_engine::EventKind::RevisionDetailsSet { pinned: true, .. }
+    )));
+    drop(engine);
+}
+
+/// A volume that keeps no revision: the stop of a session that lost writes refuses
+/// (committing would replace the only good image), again on a second try; once the
+/// volume keeps a revision, the stop commits keeping that image pinned.
+fn a_session_that_lost_writes_is_not_committed_over_the_only_good_image(kind: &'static str) {
+    let disk = FailingDisk::new(kind);
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::open(state.path()).unwrap();
+    let (vol, pool_dir) = origin_on(&disk, &engine, 0);
+    good_session(&engine, &vol, 0xAA);
+    session_losing_writes(&disk, &engine, &vol);
+    let paths = VolumePaths::new(&pool_dir, &vol.vid);
+    for attempt in ["stop", "second stop"] {
+        let err = engine
+            .stop(&vol, &OpCtx::quiet("Stop"))
+            .expect_err("a session that lost writes was committed over the only good image");
+        assert_eq!(err.kind(), ErrorKind::Failed, "{attempt}: {err}");
+        assert!(
+            err.to_string().contains("revisions_to_keep"),
+            "{attempt}: {err}"
+        );
+        assert!(paths.dirty().exists(), "{attempt}: the session stays");
+        assert_eq!(&fs::read(paths.clean()).unwrap()[..4096], &[0xAA; 4096][..]);
+    }
+    engine
+        .set_revisions_to_keep(&vol, RevisionsToKeep::new(1).unwrap())
+        .unwrap();
+    engine
+        .stop(&vol, &OpCtx::quiet("Stop"))
+        .expect("now it commits");
+    engine.settle();
+    let info = engine.volume_info(&vol).unwrap();
+    let kept: Vec<_> = info.revision_details.iter().filter(|d| d.pinned).collect();
+    assert_eq!(kept.len(), 1, "{:?}", info.revision_details);
+    let revision = paths.revision(kept[0].revision.id, kept[0].revision.timestamp);
+    assert_eq!(&fs::read(&revision).unwrap()[..4096], &[0xAA; 4096][..]);
+    drop(engine);
+}
+
+#[test]
+fn ext4_the_image_before_a_session_that_lost_writes_is_kept() {
+    the_image_before_a_session_that_lost_writes_is_kept("ext4");
+}
+
+#[test]
+fn xfs_the_image_before_a_session_that_lost_writes_is_kept() {
+    the_image_before_a_session_that_lost_writes_is_kept("xfs");
+}
+
+#[test]
+fn ext4_a_session_that_lost_writes_is_not_committed_over_the_only_good_image() {
+    a_session_that_lost_writes_is_not_committed_over_the_only_good_image("ext4");
+}
+
+#[test]
+fn xfs_a_session_that_lost_writes_is_not_committed_over_the_only_good_image() {
+    a_session_that_lost_writes_is_not_committed_over_the_only_good_image("xfs");
 }

@@ -26,6 +26,7 @@ impl Engine {
                 let before = v.config.clone();
                 let path = v.start(source, ctx)?;
                 self.record_after_start(vol, before, v);
+                self.watch_session(vol, v);
                 Ok(path)
             })
         })
@@ -47,7 +48,12 @@ impl Engine {
     pub fn stop(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
             self.persist_volatile_size(vol, v)?;
-            v.stop(ctx).map(|_| ())
+            match self.session_lost_writes(vol, v) {
+                None => v.stop(ctx).map(|_| ())?,
+                Some(why) => self.stop_after_lost_writes(vol, v, &why, None, ctx)?,
+            }
+            self.end_session(vol);
+            Ok(())
         })
     }
 

@@ -30,6 +30,7 @@ mod measurements;
 mod notes;
 mod pool_space;
 mod pools;
+mod sessions;
 mod sweep;
 mod volumes;
 
@@ -69,6 +70,8 @@ pub struct Engine {
     background: PerFilesystem,
     /// Writes the files of imports in progress behind their importers.
     write_behind: crate::writeback::WriteBehind,
+    /// The witnesses of the running sessions of volumes that commit at stop.
+    sessions: sessions::Sessions,
     /// The bytes exclusive to each revision as last measured (not persisted: after a
     /// restart they are unknown until measured again).
     measured: Mutex<Measurements>,
@@ -125,6 +128,7 @@ impl Engine {
             importing: Mutex::new(HashMap::new()),
             background: PerFilesystem::default(),
             write_behind: Default::default(),
+            sessions: Default::default(),
             measured: Mutex::new(Measurements::default()),
         })
     }

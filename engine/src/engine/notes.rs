@@ -9,10 +9,10 @@ use tracing::{info, warn};
 use super::Engine;
 use crate::context::OpCtx;
 use crate::dir::Dir;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::model::{Revision, VolumeConfig, VolumeKind, VolumeRef};
-use crate::note::NoteChange;
+use crate::note::{Description, NoteChange};
 use crate::revision;
 use crate::volume::Volume;
 
@@ -88,34 +88,98 @@ impl Engine {
     /// started, does not save on stop, has snapshots disabled or keeps none.
     pub fn stop_keeping(&self, vol: &VolumeRef, change: &NoteChange, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
-            let dir = kept_at_stop(v)?;
-            let kept = revision::next(&dir, &v.paths)?;
-            let existing = revision::list_in(&dir, &v.paths)?;
-            let notes = v
-                .config
-                .revision_notes
-                .retain_existing(&existing)
-                .with(kept, change);
-            let config = VolumeConfig {
-                revision_notes: notes,
-                ..v.config.clone()
-            };
-            self.update_volume(vol, v, config)?;
-            v.stop(ctx)?;
-            if revision::list_in(&dir, &v.paths)?.contains(&kept) {
-                let (description, pinned) = details_of(&v.config, &kept);
-                info!(
-                    revision = kept.id,
-                    description, pinned, "the stop kept a described revision"
-                );
-                ctx.emit_volume(EventKind::RevisionDetailsSet {
-                    id: kept.id,
-                    description,
-                    pinned,
-                });
+            match self.session_lost_writes(vol, v) {
+                Some(why) => self.stop_after_lost_writes(vol, v, &why, Some(change), ctx)?,
+                None => {
+                    let dir = kept_at_stop(v)?;
+                    self.stop_noting(vol, v, &dir, change, ctx)?;
+                }
             }
+            self.end_session(vol);
             Ok(())
         })
+    }
+
+    /// A stop of a session whose writes did not all reach the disk (`why`,
+    /// [`crate::engine::sessions`]): it commits only if it keeps a revision of the
+    /// image before the session, which it pins and describes (the caller's `change`
+    /// describes it, if it gives a description). Otherwise it refuses and changes
+    /// nothing: the session stays in its running image.
+    pub(super) fn stop_after_lost_writes(
+        &self,
+        vol: &VolumeRef,
+        v: &mut Volume<'_>,
+        why: &str,
+        change: Option<&NoteChange>,
+        ctx: &OpCtx,
+    ) -> Result<()> {
+        if v.config.kind() == VolumeKind::OriginSnapshotsDisabled {
+            // Its session is written into the committed image itself (there is no
+            // image from before it to keep): the stop commits what there is.
+            warn!(path = %v.paths.dirty().display(), why,
+                "a session whose writes did not all reach the disk is committed: with snapshots disabled there is no image from before it");
+            return v.stop(ctx).map(|_| ());
+        }
+        let dir = kept_at_stop(v).map_err(|refused| {
+            EngineError::new(
+                ErrorKind::Failed,
+                format!(
+                    "writes of the running session did not reach the disk ({why}), and it is not committed: {refused}, and committing it would replace the image from before the session. The session stays in {}; let the volume keep revisions (revisions_to_keep 1 or more) and stop it again to commit it keeping that image as a pinned revision",
+                    v.paths.dirty().display()
+                ),
+            )
+        })?;
+        let ours = Description::parse(&lost_writes_note(why))?;
+        let note = NoteChange {
+            description: Some(change.and_then(|c| c.description.clone()).unwrap_or(ours)),
+            pinned: Some(true),
+        };
+        self.stop_noting(vol, v, &dir, &note, ctx)?;
+        warn!(
+            path = %v.paths.clean().display(),
+            "a session whose writes did not all reach the disk was committed; the image from before it is kept as a pinned revision"
+        );
+        Ok(())
+    }
+
+    /// R§3.8 keeping a revision noted with `change`: the note is recorded first, under
+    /// the name the commit will give the revision (the next id and the committed
+    /// image's mtime, [`revision::next`]), so a failure to record it changes nothing;
+    /// then the volume stops.
+    fn stop_noting(
+        &self,
+        vol: &VolumeRef,
+        v: &mut Volume<'_>,
+        dir: &Dir,
+        change: &NoteChange,
+        ctx: &OpCtx,
+    ) -> Result<()> {
+        let kept = revision::next(dir, &v.paths)?;
+        let existing = revision::list_in(dir, &v.paths)?;
+        let notes = v
+            .config
+            .revision_notes
+            .retain_existing(&existing)
+            .with(kept, change);
+        let config = VolumeConfig {
+            revision_notes: notes,
+            ..v.config.clone()
+        };
+        self.update_volume(vol, v, config)?;
+        v.stop(ctx)?;
+        if revision::list_in(dir, &v.paths)?.contains(&kept) {
+            let (description, pinned) = details_of(&v.config, &kept);
+            info!(
+                revision = kept.id,
+                description, pinned, "the stop kept a described revision"
+            );
+            ctx.emit_volume(EventKind::RevisionDetailsSet {
+                id: kept.id,
+                description,
+                pinned,
+            });
+        }
+        Ok(())
     }
 
     /// After an operation on `vol` (under its lock): the notes and measurements of
@@ -194,4 +258,11 @@ fn kept_at_stop(v: &Volume<'_>) -> Result<Dir> {
         Some(dir) if dir.exists(&v.paths.clean_name()) => Ok(dir),
         _ => refuse("it has no committed image yet"),
     }
+}
+
+/// The description of the revision a stop keeps of the image before a session that lost
+/// writes (within the length a description may have).
+fn lost_writes_note(why: &str) -> String {
+    let why: String = why.chars().filter(|c| !c.is_control()).take(120).collect();
+    format!("kept by the service: the session committed after it lost writes that did not reach the disk ({why})")
 }

@@ -189,6 +189,7 @@ impl Engine {
         }
         pool.change(Change::Unregister(vol.vid.clone()))
             .map_err(|e| e.on(vol))?;
+        self.end_session(vol);
         self.measurements().forget(vol);
         info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
         if let Err(err) = self.delete_removed_files(vol, &v, ctx) {

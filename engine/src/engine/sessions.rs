@@ -1,0 +1,128 @@
+//! Witnesses of running sessions: a stop never commits, unnoticed, a running image
+//! whose writes did not all reach the disk.
+//!
+//! The kernel reports a failed write-back (EIO from a failing disk, ENOSPC from a full
+//! thin pool under the filesystem) once to each open file description that was open
+//! when it happened, and marks the failed pages clean. The VM's loop device hears of
+//! it (and tells the VM); a stop's fresh descriptor would not, and would commit an
+//! image that silently lacks those writes — replacing the committed image and, a few
+//! stops later, pruning the last revision that still held good data. So a start of a
+//! volume that commits at stop opens its running image read-only and keeps that
+//! descriptor (its *witness*) for the session, and the stop asks it (write back and
+//! wait) before it commits:
+//!
+//! - nothing failed: the stop commits as always;
+//! - writes were lost and the stop keeps a revision: it commits (the VM was told of
+//!   the failure, and its next start must see what it saw), and the revision it keeps
+//!   of the image from before the session is pinned and described — pruning never
+//!   takes it, and a Revert goes back to it;
+//! - writes were lost and the stop would keep no revision (`revisions_to_keep` 0): it
+//!   refuses, the session stays in its running image, and every later stop refuses the
+//!   same way until the volume keeps a revision (`revisions_to_keep` ≥ 1);
+//! - with snapshots disabled the session is written into the committed image itself:
+//!   there is no image from before it to protect, and the stop commits (logged).
+//!
+//! Witnesses live in memory: after a restart of the service a session has none (what
+//! failed before the restart went unnoticed by it, as before). A snapshot's or volatile
+//! volume's session is never committed and has none.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Mutex, MutexGuard};
+
+use tracing::{error, warn};
+
+use super::Engine;
+use crate::dir::Access;
+use crate::model::{VolumeKind, VolumeRef};
+use crate::volume::Volume;
+
+/// One running session's witness.
+struct Session {
+    witness: File,
+    /// Why writes were lost, once the witness told.
+    lost: Option<String>,
+}
+
+/// The witnesses of the sessions the service started.
+#[derive(Default)]
+pub(super) struct Sessions(Mutex<HashMap<VolumeRef, Session>>);
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<VolumeRef, Session>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Engine {
+    /// After a start: keep a witness of the running image of a volume that commits at
+    /// stop (one already kept for the same image stays, with what it knows).
+    pub(super) fn watch_session(&self, vol: &VolumeRef, v: &Volume<'_>) {
+        if v.config.kind() == VolumeKind::Snapshot || v.config.kind() == VolumeKind::Volatile {
+            return;
+        }
+        let opened = v.vm_dir().and_then(|dir| match dir {
+            Some(dir) => dir.open_file(&v.paths.dirty_name(), Access::Read).map(Some),
+            None => Ok(None),
+        });
+        let witness = match opened {
+            Ok(Some(file)) => file,
+            Ok(None) => return,
+            Err(err) => {
+                warn!(error = %err, "cannot keep a witness of the running image; a failed write-back of the session may go unnoticed at stop");
+                return;
+            }
+        };
+        let mut sessions = self.sessions.lock();
+        if let Some(kept) = sessions.get(vol) {
+            if same_file(&kept.witness, &witness) {
+                return;
+            }
+        }
+        sessions.insert(
+            vol.clone(),
+            Session {
+                witness,
+                lost: None,
+            },
+        );
+    }
+
+    /// Before a stop: why writes of the session were lost, if its witness says so (it
+    /// is asked once; what it said is remembered until the session ends).
+    pub(super) fn session_lost_writes(&self, vol: &VolumeRef, v: &Volume<'_>) -> Option<String> {
+        let mut sessions = self.sessions.lock();
+        let session = sessions.get_mut(vol)?;
+        if session.lost.is_none() {
+            let running = v
+                .vm_dir()
+                .ok()
+                .flatten()
+                .and_then(|dir| dir.open_file(&v.paths.dirty_name(), Access::Read).ok());
+            // A witness of another image (the session ended behind the service's back,
+            // and another began) knows nothing of this one.
+            if !running.is_some_and(|running| same_file(&session.witness, &running)) {
+                sessions.remove(vol);
+                return None;
+            }
+            if let Err(err) = crate::sys::write_back_and_wait(&session.witness) {
+                error!(path = %v.paths.dirty().display(), error = %err,
+                    "writes of the running session did not reach the disk");
+                session.lost = Some(err.to_string());
+            }
+        }
+        session.lost.clone()
+    }
+
+    /// The session of `vol` ended (stopped, or the volume removed).
+    pub(super) fn end_session(&self, vol: &VolumeRef) {
+        self.sessions.lock().remove(vol);
+    }
+}
+
+fn same_file(a: &File, b: &File) -> bool {
+    match (crate::sys::stat_fd(a), crate::sys::stat_fd(b)) {
+        (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+        _ => false,
+    }
+}
