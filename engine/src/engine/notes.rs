@@ -88,12 +88,10 @@ impl Engine {
     /// started, does not save on stop, has snapshots disabled or keeps none.
     pub fn stop_keeping(&self, vol: &VolumeRef, change: &NoteChange, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
+            let dir = kept_at_stop(v)?;
             match self.session_lost_writes(vol, v) {
                 Some(why) => self.stop_after_lost_writes(vol, v, &why, Some(change), ctx)?,
-                None => {
-                    let dir = kept_at_stop(v)?;
-                    self.stop_noting(vol, v, &dir, change, ctx)?;
-                }
+                None => self.stop_noting(vol, v, &dir, change, ctx)?,
             }
             self.end_session(vol);
             Ok(())
@@ -130,8 +128,12 @@ impl Engine {
             )
         })?;
         let ours = Description::parse(&lost_writes_note(why))?;
+        // The caller's description, if it gives one; else why the revision is kept.
+        let theirs = change
+            .and_then(|c| c.description.clone())
+            .filter(|d| !d.as_str().is_empty());
         let note = NoteChange {
-            description: Some(change.and_then(|c| c.description.clone()).unwrap_or(ours)),
+            description: Some(theirs.unwrap_or(ours)),
             pinned: Some(true),
         };
         self.stop_noting(vol, v, &dir, &note, ctx)?;

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
 
@@ -39,7 +39,9 @@ use crate::volume::Volume;
 
 /// One running session's witness.
 struct Session {
-    witness: File,
+    /// Shared, so that it is asked without holding the map (a failing disk may keep
+    /// the write-back waiting for minutes; other volumes' starts and stops go on).
+    witness: Arc<File>,
     /// Why writes were lost, once the witness told.
     lost: Option<String>,
 }
@@ -82,36 +84,58 @@ impl Engine {
         sessions.insert(
             vol.clone(),
             Session {
-                witness,
+                witness: Arc::new(witness),
                 lost: None,
             },
         );
     }
 
     /// Before a stop: why writes of the session were lost, if its witness says so (it
-    /// is asked once; what it said is remembered until the session ends).
+    /// is asked once; what it said is remembered until the session ends). A witness of
+    /// another image (the running image was replaced behind the service's back) or of
+    /// none (it is gone) is dropped; when the running image cannot be looked at (no
+    /// descriptor left, say), the witness is asked all the same.
     pub(super) fn session_lost_writes(&self, vol: &VolumeRef, v: &Volume<'_>) -> Option<String> {
-        let mut sessions = self.sessions.lock();
-        let session = sessions.get_mut(vol)?;
-        if session.lost.is_none() {
-            let running = v
-                .vm_dir()
-                .ok()
-                .flatten()
-                .and_then(|dir| dir.open_file(&v.paths.dirty_name(), Access::Read).ok());
-            // A witness of another image (the session ended behind the service's back,
-            // and another began) knows nothing of this one.
-            if !running.is_some_and(|running| same_file(&session.witness, &running)) {
-                sessions.remove(vol);
+        let witness = {
+            let sessions = self.sessions.lock();
+            let session = sessions.get(vol)?;
+            if session.lost.is_some() {
+                return session.lost.clone();
+            }
+            Arc::clone(&session.witness)
+        };
+        let running = v
+            .vm_dir()
+            .and_then(|dir| match dir {
+                Some(dir) => dir.entry(&v.paths.dirty_name()),
+                None => Ok(None),
+            })
+            .map(|entry| entry.map(|e| (e.stat.st_dev, e.stat.st_ino)));
+        let ours = crate::sys::stat_fd(&*witness)
+            .ok()
+            .map(|s| (s.st_dev, s.st_ino));
+        match running {
+            Ok(None) => {
+                self.end_session(vol);
                 return None;
             }
-            if let Err(err) = crate::sys::write_back_and_wait(&session.witness) {
-                error!(path = %v.paths.dirty().display(), error = %err,
-                    "writes of the running session did not reach the disk");
-                session.lost = Some(err.to_string());
+            Ok(Some(image)) if ours.is_some_and(|ours| ours != image) => {
+                self.end_session(vol);
+                return None;
+            }
+            Ok(Some(_)) => {}
+            Err(err) => {
+                warn!(error = %err, "cannot look at the running image; its session's witness is asked all the same")
             }
         }
-        session.lost.clone()
+        let err = crate::sys::write_back_and_wait(&witness).err()?;
+        error!(path = %v.paths.dirty().display(), error = %err,
+            "writes of the running session did not reach the disk");
+        let why = err.to_string();
+        if let Some(session) = self.sessions.lock().get_mut(vol) {
+            session.lost = Some(why.clone());
+        }
+        Some(why)
     }
 
     /// The session of `vol` ended (stopped, or the volume removed).
