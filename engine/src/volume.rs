@@ -598,15 +598,7 @@ impl<'a> Volume<'a> {
             (Some(own), Some(theirs)) if !own.same_inode(&theirs) => {
                 let mut revisions = revision::list_in(changes.dir(), &self.paths)?;
                 revision::add(changes, &self.paths, self.keep(), &mut revisions, ctx)?;
-                revision::prune(
-                    changes,
-                    &self.paths,
-                    self.keep(),
-                    &mut revisions,
-                    self.pins(),
-                    ctx,
-                )
-                .map(|_| ())
+                self.prune(changes, &mut revisions, ctx).map(|_| ())
             }
             _ => Ok(()),
         }
@@ -739,14 +731,7 @@ impl<'a> Volume<'a> {
         if dir.exists(&clean) {
             revision::add(&mut changes, &self.paths, self.keep(), &mut revisions, ctx)?;
         }
-        revision::prune(
-            &mut changes,
-            &self.paths,
-            self.keep(),
-            &mut revisions,
-            self.pins(),
-            ctx,
-        )?;
+        self.prune(&mut changes, &mut revisions, ctx)?;
         changes.discard(&self.paths.precache_name())?;
         match incoming {
             Incoming::Running(from) | Incoming::Revision(from) => changes.rename(from, &clean)?,
@@ -759,6 +744,24 @@ impl<'a> Volume<'a> {
         }
         self.precache_after(dir, ctx);
         Ok(())
+    }
+
+    /// Prunes `revisions` down to what the volume keeps (pinned ones stay), in
+    /// `changes`; returns the pruned ones.
+    fn prune(
+        &self,
+        changes: &mut DirChanges<'_>,
+        revisions: &mut Vec<Revision>,
+        ctx: &OpCtx,
+    ) -> Result<Vec<Revision>> {
+        revision::prune(
+            changes,
+            &self.paths,
+            self.keep(),
+            revisions,
+            self.pins(),
+            ctx,
+        )
     }
 
     /// Is `name` of `dir` another name of the committed image (the same inode)?
@@ -1181,14 +1184,7 @@ impl<'a> Volume<'a> {
         let dir = self.existing_vm_dir(&self.paths.clean())?;
         let mut changes = self.changes(&dir);
         let mut revisions = revision::list_in(&dir, &self.paths)?;
-        revision::prune(
-            &mut changes,
-            &self.paths,
-            self.keep(),
-            &mut revisions,
-            self.pins(),
-            ctx,
-        )?;
+        self.prune(&mut changes, &mut revisions, ctx)?;
         changes.require_barrier();
         changes.commit()?;
         ctx.point_of_no_return();

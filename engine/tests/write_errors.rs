@@ -189,31 +189,7 @@ fn the_import_is_refused_once_its_data_did_not_reach_the_disk(kind: &'static str
     let disk = FailingDisk::new(kind);
     let state = tempfile::tempdir().unwrap();
     let engine = Engine::open(state.path()).unwrap();
-    let pool = PoolName::parse("p").unwrap();
-    let pool_dir = disk.mnt().join("pool");
-    engine
-        .create_pool(PoolSpec {
-            name: pool.clone(),
-            dir_path: pool_dir.clone(),
-            setup_check: kind == "xfs",
-            revisions_to_keep: RevisionsToKeep::DEFAULT,
-            ephemeral_volatile: false,
-        })
-        .unwrap();
-    let vol = VolumeRef {
-        pool,
-        vid: Vid::parse("appvms/work/private").unwrap(),
-    };
-    let spec = VolumeSpec {
-        size: IMPORT,
-        rw: true,
-        save_on_stop: true,
-        revisions_to_keep: Some(RevisionsToKeep::new(1).unwrap()),
-        ..Default::default()
-    };
-    engine
-        .create_volume(&vol, spec, &OpCtx::quiet("CreateVolume"))
-        .unwrap();
+    let (vol, pool_dir) = origin_on(&disk, &engine, 1);
     engine.settle();
     let fd = engine
         .import_data(&vol, IMPORT, false, &OpCtx::quiet("ImportData"))

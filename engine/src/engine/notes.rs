@@ -64,17 +64,8 @@ impl Engine {
             ..v.config.clone()
         };
         self.update_volume(vol, v, config)?;
-        let (description, pinned) = details_of(&v.config, &target);
-        if (description.as_str(), pinned) != (before.0.as_str(), before.1) {
-            info!(
-                revision = target.id,
-                description, pinned, "revision details changed"
-            );
-            ctx.emit_volume(EventKind::RevisionDetailsSet {
-                id: target.id,
-                description,
-                pinned,
-            });
+        if details_of(&v.config, &target) != before {
+            announce_details(v, target, "revision details changed", ctx);
         }
         Ok(())
     }
@@ -170,16 +161,7 @@ impl Engine {
         self.update_volume(vol, v, config)?;
         v.stop(ctx)?;
         if revision::list_in(dir, &v.paths)?.contains(&kept) {
-            let (description, pinned) = details_of(&v.config, &kept);
-            info!(
-                revision = kept.id,
-                description, pinned, "the stop kept a described revision"
-            );
-            ctx.emit_volume(EventKind::RevisionDetailsSet {
-                id: kept.id,
-                description,
-                pinned,
-            });
+            announce_details(v, kept, "the stop kept a described revision", ctx);
         }
         Ok(())
     }
@@ -267,4 +249,16 @@ fn kept_at_stop(v: &Volume<'_>) -> Result<Dir> {
 fn lost_writes_note(why: &str) -> String {
     let why: String = why.chars().filter(|c| !c.is_control()).take(120).collect();
     format!("kept by the service: the session committed after it lost writes that did not reach the disk ({why})")
+}
+
+/// Logs `what` with `target`'s description and pin, and announces them
+/// (`RevisionDetailsSet`).
+fn announce_details(v: &Volume<'_>, target: Revision, what: &str, ctx: &OpCtx) {
+    let (description, pinned) = details_of(&v.config, &target);
+    info!(revision = target.id, description, pinned, "{what}");
+    ctx.emit_volume(EventKind::RevisionDetailsSet {
+        id: target.id,
+        description,
+        pinned,
+    });
 }
