@@ -445,6 +445,14 @@ pub fn set_xattr(file: impl AsFd, name: &str, value: &[u8]) -> io::Result<()> {
     )?)
 }
 
+/// Remove the extended attribute `name` of an open file (none there: nothing to do).
+pub fn remove_xattr(file: impl AsFd, name: &str) -> io::Result<()> {
+    match rustix::fs::fremovexattr(file, name) {
+        Ok(()) | Err(Errno::NODATA | Errno::NOTSUP) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// XFS's superblock magic (`XFS_SUPER_MAGIC`, "XFSB").
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// btrfs's superblock magic (`BTRFS_SUPER_MAGIC`).

@@ -340,17 +340,36 @@ fn the_image_before_a_session_that_lost_writes_is_kept(kind: &'static str) {
 }
 
 /// A volume that keeps no revision: the stop of a session that lost writes refuses
-/// (committing would replace the only good image), again on a second try; once the
-/// volume keeps a revision, the stop commits keeping that image pinned.
+/// (committing would replace the only good image), again on a second try, after a
+/// restart of the service and after the VM started again on the session; once the
+/// volume keeps a revision, the stop commits keeping that image pinned, and the
+/// committed image no longer carries the mark.
 fn a_session_that_lost_writes_is_not_committed_over_the_only_good_image(kind: &'static str) {
     let disk = FailingDisk::new(kind);
     let state = tempfile::tempdir().unwrap();
-    let engine = Engine::open(state.path()).unwrap();
+    let mut engine = Engine::open(state.path()).unwrap();
     let (vol, pool_dir) = origin_on(&disk, &engine, 0);
     good_session(&engine, &vol, 0xAA);
     session_losing_writes(&disk, &engine, &vol);
     let paths = VolumePaths::new(&pool_dir, &vol.vid);
-    for attempt in ["stop", "second stop"] {
+    for attempt in [
+        "stop",
+        "second stop",
+        "stop after a restart",
+        "stop after a start",
+    ] {
+        match attempt {
+            // The service restarts (its witnesses are gone)…
+            "stop after a restart" => {
+                drop(engine);
+                engine = Engine::open(state.path()).unwrap();
+            }
+            // …and the VM starts again on its session.
+            "stop after a start" => {
+                engine.start(&vol, &OpCtx::quiet("Start")).unwrap();
+            }
+            _ => {}
+        }
         let err = engine
             .stop(&vol, &OpCtx::quiet("Stop"))
             .expect_err("a session that lost writes was committed over the only good image");
@@ -374,6 +393,12 @@ fn a_session_that_lost_writes_is_not_committed_over_the_only_good_image(kind: &'
     assert_eq!(kept.len(), 1, "{:?}", info.revision_details);
     let revision = paths.revision(kept[0].revision.id, kept[0].revision.timestamp);
     assert_eq!(&fs::read(&revision).unwrap()[..4096], &[0xAA; 4096][..]);
+    let clean = fs::File::open(paths.clean()).unwrap();
+    let mut mark = [0u8; 64];
+    assert!(
+        rustix::fs::fgetxattr(&clean, "user.qubes-storaged.lost-writes", &mut mark).is_err(),
+        "the committed image still carries the mark"
+    );
     drop(engine);
 }
 

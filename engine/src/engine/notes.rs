@@ -107,7 +107,9 @@ impl Engine {
             // image from before it to keep): the stop commits what there is.
             warn!(path = %v.paths.dirty().display(), why,
                 "a session whose writes did not all reach the disk is committed: with snapshots disabled there is no image from before it");
-            return v.stop(ctx).map(|_| ());
+            v.stop(ctx)?;
+            self.unmark_lost_writes(v);
+            return Ok(());
         }
         let dir = kept_at_stop(v).map_err(|refused| {
             EngineError::new(
@@ -128,6 +130,7 @@ impl Engine {
             pinned: Some(true),
         };
         self.stop_noting(vol, v, &dir, &note, ctx)?;
+        self.unmark_lost_writes(v);
         warn!(
             path = %v.paths.clean().display(),
             "a session whose writes did not all reach the disk was committed; the image from before it is kept as a pinned revision"

@@ -22,9 +22,13 @@
 //! - with snapshots disabled the session is written into the committed image itself:
 //!   there is no image from before it to protect, and the stop commits (logged).
 //!
-//! Witnesses live in memory: after a restart of the service a session has none (what
-//! failed before the restart went unnoticed by it, as before). A snapshot's or volatile
-//! volume's session is never committed and has none.
+//! What a witness told is also written on the running image itself (the extended
+//! attribute [`LOST_WRITES`]), so that a stop refused for it is refused again after a
+//! restart of the service; the attribute is removed from the image once it is
+//! committed. The witnesses themselves live in memory: a session that was running when
+//! the service restarted has none (what its write-back lost before the restart went
+//! unnoticed, as before). A snapshot's or volatile volume's session is never committed
+//! and has none.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -36,6 +40,10 @@ use super::Engine;
 use crate::dir::Access;
 use crate::model::{VolumeKind, VolumeRef};
 use crate::volume::Volume;
+
+/// The extended attribute that marks a running image whose writes did not all reach
+/// the disk (its value: why, shortened).
+pub const LOST_WRITES: &str = "user.qubes-storaged.lost-writes";
 
 /// One running session's witness.
 struct Session {
@@ -81,11 +89,16 @@ impl Engine {
                 return;
             }
         }
+        // A session that lost writes before a restart of the service goes on.
+        let lost = crate::sys::get_xattr(&witness, LOST_WRITES)
+            .ok()
+            .flatten()
+            .map(|mark| lost_before_restart(&mark));
         sessions.insert(
             vol.clone(),
             Session {
                 witness: Arc::new(witness),
-                lost: None,
+                lost,
             },
         );
     }
@@ -98,11 +111,14 @@ impl Engine {
     pub(super) fn session_lost_writes(&self, vol: &VolumeRef, v: &Volume<'_>) -> Option<String> {
         let witness = {
             let sessions = self.sessions.lock();
-            let session = sessions.get(vol)?;
-            if session.lost.is_some() {
-                return session.lost.clone();
+            match sessions.get(vol) {
+                Some(session) if session.lost.is_some() => return session.lost.clone(),
+                Some(session) => Arc::clone(&session.witness),
+                None => {
+                    drop(sessions);
+                    return marked_lost(v);
+                }
             }
-            Arc::clone(&session.witness)
         };
         let running = v
             .vm_dir()
@@ -132,16 +148,55 @@ impl Engine {
         error!(path = %v.paths.dirty().display(), error = %err,
             "writes of the running session did not reach the disk");
         let why = err.to_string();
+        let mark: String = why.chars().take(60).collect();
+        if let Err(err) = crate::sys::set_xattr(&*witness, LOST_WRITES, mark.as_bytes()) {
+            warn!(error = %err, "cannot mark the running image as having lost writes; a restart of the service would forget it");
+        }
         if let Some(session) = self.sessions.lock().get_mut(vol) {
             session.lost = Some(why.clone());
         }
         Some(why)
     }
 
+    /// After the commit of a session that lost writes: the committed image no longer
+    /// carries the mark (best effort; a mark left there is only read on a running image).
+    pub(super) fn unmark_lost_writes(&self, v: &Volume<'_>) {
+        let cleared = v.vm_dir().and_then(|dir| match dir {
+            Some(dir) => dir
+                .open_file(&v.paths.clean_name(), Access::Read)
+                .and_then(|file| {
+                    crate::sys::remove_xattr(&file, LOST_WRITES)
+                        .map_err(|e| crate::error::EngineError::io("cannot remove the mark", e))
+                }),
+            None => Ok(()),
+        });
+        if let Err(err) = cleared {
+            warn!(error = %err, "cannot remove the lost-writes mark from the committed image");
+        }
+    }
+
     /// The session of `vol` ended (stopped, or the volume removed).
     pub(super) fn end_session(&self, vol: &VolumeRef) {
         self.sessions.lock().remove(vol);
     }
+}
+
+/// The lost-writes mark of `v`'s running image (a session that lost writes before a
+/// restart of the service, whose stop was refused).
+fn marked_lost(v: &Volume<'_>) -> Option<String> {
+    let dir = v.vm_dir().ok().flatten()?;
+    let running = dir.open_file(&v.paths.dirty_name(), Access::Read).ok()?;
+    let mark = crate::sys::get_xattr(&running, LOST_WRITES)
+        .ok()
+        .flatten()?;
+    Some(lost_before_restart(&mark))
+}
+
+fn lost_before_restart(mark: &[u8]) -> String {
+    format!(
+        "{} (noticed before the service restarted)",
+        String::from_utf8_lossy(mark)
+    )
 }
 
 fn same_file(a: &File, b: &File) -> bool {
