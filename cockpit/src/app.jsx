@@ -10,7 +10,7 @@ import { DialogHost } from "./dialogs.jsx";
 import { JobsPanel } from "./jobs.jsx";
 import { MessageList } from "./messages.jsx";
 import { PoolList } from "./pools.jsx";
-import { AccessBanner, ServiceStatus } from "./status.jsx";
+import { AccessBanner, LoadingBanner, ServiceStatus } from "./status.jsx";
 import { VolumeList } from "./volumes.jsx";
 import { VolumePage } from "./volume-page.jsx";
 
@@ -64,6 +64,7 @@ export function App({ app }) {
                 <PageSection>
                     <Stack hasGutter>
                         <StackItem><AccessBanner /></StackItem>
+                        <StackItem><LoadingBanner /></StackItem>
                         <StackItem><MessageList /></StackItem>
                         <StackItem><JobsPanel /></StackItem>
                         <Content />

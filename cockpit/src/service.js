@@ -2,22 +2,28 @@
 // (`cockpit.dbus(…, { bus: "system", superuser: "try" })`: with administrative access
 // the calls come from root, else from the logged-in user and polkit decides).
 //
-// At load: one `watch` of /org/qubes/Storage, which the bridge answers with one
-// GetManagedObjects of the ObjectManager there; from then on only signals —
-// InterfacesAdded/Removed and PropertiesChanged (carrying values) arrive as "notify"
-// and go to the store, the Volume domain signals go to each volume's timeline, Job
-// Completed ends a job. Nothing polls. The two properties the service does not
-// announce, Volume.Usage and Pool.UsageDetails, are read with one Get when a row that
-// shows them is on screen and its value went stale by a change of that object.
+// At load: the signals of /org/qubes/Storage and below are subscribed — InterfacesAdded
+// and InterfacesRemoved, PropertiesChanged (carrying values), the Volume domain
+// signals for each volume's timeline, Job Completed —, then everything is read once
+// (loader.js: one GetManagedObjects, or each object on its own when the service has
+// more than one message can carry). From then on only signals. Nothing polls. The two
+// properties the service does not announce, Volume.Usage and Pool.UsageDetails, are
+// read with one Get when a row that shows them is on screen and its value went stale
+// by a change of that object. (The page does not use the bridge's `watch`: when the
+// listing does not fit on the bus, the bridge falls back to introspecting and reading
+// every object one after another, which at 100 000 volumes shows nothing for minutes.)
 //
 // When the service leaves the bus the page says so and forgets everything; when it
-// comes back the channel is opened again (one new GetManagedObjects). A service not on
-// the bus when the page opens is waited for the same way (the bridge closes the
-// channel then: the page follows the bus driver's NameOwnerChanged itself).
+// comes back the channel is opened again and everything read again. A service not on
+// the bus when the page opens is waited for the same way (the page follows the bus
+// driver's NameOwnerChanged itself).
 
+import { Feed, OBJECT_MANAGER, PROPERTIES, errorKind, load } from "./loader.js";
+import { fromInterfacesAdded, fromInterfacesRemoved, fromPropertiesChanged } from "./notify.js";
 import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, SERVICE, VOLUME_IFACE } from "./paths.js";
 
-const PROPERTIES = "org.freedesktop.DBus.Properties";
+/** Errors of a call to a name nobody owns. */
+const ABSENT = new Set(["ServiceUnknown", "NameHasNoOwner"]);
 
 /** An a{sv} for cockpit's JSON encoding: {key: {t: signature, v: value}}. */
 export function options(typed = {}) {
@@ -37,6 +43,8 @@ export class Service extends EventTarget {
         this.problem = null;
         this.reading = new Set();
         this.owner = undefined;
+        /** A load piece by piece: {done, total, missed, problem, finished}, or null. */
+        this.loading = null;
     }
 
     start() {
@@ -45,36 +53,56 @@ export class Service extends EventTarget {
 
     open() {
         const client = cockpit.dbus(SERVICE, { bus: "system", superuser: "try" });
+        const feed = new Feed(this.store);
         this.client = client;
-        client.addEventListener("notify", (_event, data) => this.store.applyNotify(data));
+        this.setLoading(null);
+        const current = () => this.client === client;
         client.addEventListener("owner", (_event, owner) => this.ownerChanged(client, owner));
         client.addEventListener("close", (_event, info) => {
-            if (this.client !== client)
+            if (!current())
                 return;
-            if (info?.problem === "not-found") {
-                // Not on the bus when the page opened (stopped, or its start failed):
-                // the bridge closes the channel, so the page waits for the name itself.
-                this.client = null;
-                this.store.clear();
-                this.setState("absent");
-                this.awaitService();
-            } else if (info?.problem) {
+            if (info?.problem === "not-found")
+                this.absent(client);
+            else if (info?.problem)
                 this.setState("failed", cockpit.message(info));
-            }
         });
-        client.subscribe({ interface: VOLUME_IFACE, path_namespace: ROOT },
-                         (path, _iface, member, args) => this.store.recordEvent(path, member, args));
-        client.subscribe({ interface: JOB_IFACE, path_namespace: ROOT, member: "Completed" },
-                         (path, _iface, _member, [success, message]) => this.jobCompleted(path, success, message));
-        client.watch({ path_namespace: ROOT })
-                .then(() => {
-                    if (this.client === client && this.owner !== null)
-                        this.setState("ready");
-                })
-                .catch(error => {
-                    if (this.client === client)
-                        this.setState("failed", describe(error));
-                });
+        const here = { path_namespace: ROOT };
+        client.subscribe({ ...here, interface: OBJECT_MANAGER, member: "InterfacesAdded" },
+                         (_path, _iface, _member, args) => current() && feed.put(fromInterfacesAdded(args)));
+        client.subscribe({ ...here, interface: OBJECT_MANAGER, member: "InterfacesRemoved" },
+                         (_path, _iface, _member, args) => current() && feed.put(fromInterfacesRemoved(args)));
+        client.subscribe({ ...here, interface: PROPERTIES, member: "PropertiesChanged" },
+                         (path, _iface, _member, args) => current() && feed.put(fromPropertiesChanged(path, args)));
+        client.subscribe({ ...here, interface: VOLUME_IFACE },
+                         (path, _iface, member, args) => current() && feed.event(path, member, args));
+        client.subscribe({ ...here, interface: JOB_IFACE, member: "Completed" },
+                         (path, _iface, _member, [success, message]) => current() && this.jobCompleted(path, success, message));
+        const hooks = {
+            current,
+            listed: () => current() && this.owner !== null && this.setState("ready"),
+            progress: loading => current() && this.owner !== null && this.setLoading(loading),
+        };
+        load(client, feed, hooks).catch(error => {
+            if (!current())
+                return;
+            if (ABSENT.has(errorKind(error)))
+                this.absent(client);
+            else
+                this.setState("failed", describe(error));
+        });
+    }
+
+    /**
+     * Not on the bus (stopped, or its start failed): the page forgets everything and
+     * waits for the name itself.
+     */
+    absent(client) {
+        this.client = null;
+        client.close();
+        this.store.clear();
+        this.setLoading(null);
+        this.setState("absent");
+        this.awaitService();
     }
 
     /**
@@ -110,6 +138,7 @@ export class Service extends EventTarget {
         this.owner = owner;
         if (owner === null) {
             this.store.clear();
+            this.setLoading(null);
             this.setState("absent");
         } else if (previous !== undefined && previous !== owner) {
             // A new instance of the service: start over with a fresh channel.
@@ -120,6 +149,13 @@ export class Service extends EventTarget {
             this.setState("connecting");
             this.open();
         }
+    }
+
+    setLoading(loading) {
+        if (loading === null && this.loading === null)
+            return;
+        this.loading = loading;
+        this.dispatchEvent(new Event("loading"));
     }
 
     setState(state, problem = null) {
@@ -198,8 +234,4 @@ export function describe(error) {
     return String(error);
 }
 
-/** The short name of a D-Bus error ("Busy", "AccessDenied", …), or "". */
-export function errorKind(error) {
-    const name = error?.name || "";
-    return name.slice(name.lastIndexOf(".") + 1);
-}
+export { errorKind };

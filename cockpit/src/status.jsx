@@ -2,7 +2,7 @@
 // and why the page is read-only (or limited) for this session.
 
 import React from "react";
-import { Alert, AlertActionLink, EmptyState, EmptyStateBody, EmptyStateHeader, Spinner } from "@patternfly/react-core";
+import { Alert, AlertActionLink, EmptyState, EmptyStateBody, EmptyStateHeader, Progress, Spinner } from "@patternfly/react-core";
 
 import { ACTIONS } from "./access.js";
 import { useAccess, useApp, useEvent } from "./context.js";
@@ -70,4 +70,34 @@ export function ServiceStatus() {
         );
     }
     return <Alert id="service-failed" isInline variant="danger" title="Cannot talk to the storage service">{service.problem}</Alert>;
+}
+
+/**
+ * While the volumes are read one by one (the service has more than one listing can
+ * carry, loader.js): how far it got. Afterwards only if some could not be read.
+ */
+export function LoadingBanner() {
+    const { service } = useApp();
+    useEvent(service, "loading");
+    const loading = service.loading;
+    if (!loading)
+        return null;
+    const { done, total, missed, problem, finished } = loading;
+    if (finished) {
+        if (!missed)
+            return null;
+        return (
+            <Alert id="load-missed" isInline variant="warning"
+                   title={`${missed} of ${total} volumes could not be read`}>
+                {problem} They are missing from the list until they change; reload the page to read them again.
+            </Alert>
+        );
+    }
+    return (
+        <Alert id="loading-volumes" isInline variant="info" title={`Reading volumes: ${done} of ${total}`}>
+            The service has more volumes than one listing on the bus can carry, so each is read on its own.
+            The list fills in as they arrive; changes are shown meanwhile.
+            <Progress value={total ? (100 * done) / total : 0} measureLocation="none" aria-label="Volumes read" />
+        </Alert>
+    );
 }

@@ -109,12 +109,25 @@ pub struct World {
 impl World {
     /// Bus, polkitd, the daemon and the staged installation; no pool yet.
     pub fn start(test: &'static str) -> World {
+        World::start_on(test, None)
+    }
+
+    /// [`World::start`] on a bus whose largest message is `bytes` (dbus-daemon's
+    /// `max_message_size`), the service told so.
+    pub fn start_with_message_limit(test: &'static str, bytes: usize) -> World {
+        World::start_on(test, Some(bytes))
+    }
+
+    fn start_on(test: &'static str, message_limit: Option<usize>) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let harness = rt.block_on(Harness::with_polkit());
+        let harness = match message_limit {
+            None => rt.block_on(Harness::with_polkit()),
+            Some(bytes) => rt.block_on(Harness::with_polkit_and_message_limit(bytes)),
+        };
         World {
             browser: None,
             cockpit: None,

@@ -466,6 +466,13 @@ impl Harness {
         Harness::start_on(TestBus::permissive_with_message_limit(bytes), false, args).await
     }
 
+    /// [`Harness::with_polkit`] on a bus whose messages are of at most `bytes`, the
+    /// service told so.
+    pub async fn with_polkit_and_message_limit(bytes: usize) -> Harness {
+        let args = vec!["--max-message-size".to_owned(), bytes.to_string()];
+        Harness::start_on(TestBus::permissive_with_message_limit(bytes), true, args).await
+    }
+
     /// [`Harness::with_polkit`], the service started with `args` besides its usual ones.
     pub async fn with_polkit_and_args(args: &[&str]) -> Harness {
         let args = args.iter().map(|a| a.to_string()).collect();

@@ -1,0 +1,166 @@
+// How the page learns everything the service has: one GetManagedObjects, or — when
+// the service has more objects than one message on the bus can carry (100 000
+// volumes do not fit in the system bus's 32 MiB; the service then answers the
+// listing with LimitsExceeded, contract rev 2) — each object read on its own: the pools and the
+// paths of their volumes (ListPools, ListVolumes: paths only, 100 000 fit), then a
+// GetAll of every volume, a few dozen at a time, while the page already shows what
+// has arrived and how much is left.
+//
+// The signals are subscribed before anything is read (service.js), and the service
+// sends a reply only after every signal that went out before it: so a change made
+// meanwhile is in the reply or in a signal after it, and folding replies and signals
+// into the store in the order they arrive ends with what the service has. The
+// [`Feed`] keeps that order; while a load piece by piece runs it holds what arrives
+// and hands it to the store now and then (`MOST_HELD_MS`), not reply by reply.
+
+import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, VOLUME_IFACE } from "./paths.js";
+import { childNodes, fromGetAll, fromManagedObjects } from "./notify.js";
+
+export const OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager";
+export const PROPERTIES = "org.freedesktop.DBus.Properties";
+const INTROSPECTABLE = "org.freedesktop.DBus.Introspectable";
+const JOBS = `${ROOT}/jobs`;
+
+/** GetAll calls in flight at once: well below the service's 128 calls per user. */
+export const IN_FLIGHT = 32;
+
+/**
+ * During a load piece by piece the progress is shown every `TICK_MS`; what arrived
+ * reaches the store after `TICK_MS`, then after twice as long each time, at most every
+ * `MOST_HELD_MS`: each time the page sorts and counts every volume it has, so handing
+ * them over at a fixed rate would cost a time that grows with the square of their
+ * number (at 80 000 volumes a page that drew four times a second read 200 volumes a
+ * second instead of 1 500).
+ */
+export const TICK_MS = 250;
+export const MOST_HELD_MS = 4000;
+
+/** The short name of a D-Bus error ("LimitsExceeded", …), or "". */
+export function errorKind(error) {
+    const name = error?.name || "";
+    return name.slice(name.lastIndexOf(".") + 1);
+}
+
+/** Replies and signals into the store, in the order they arrived. */
+export class Feed {
+    constructor(store) {
+        this.store = store;
+        /** While held: what arrived since the last flush. */
+        this.queue = null;
+    }
+
+    /** A notify message. */
+    put(notify) {
+        if (this.queue)
+            this.queue.push(notify);
+        else
+            this.store.applyNotify(notify);
+    }
+
+    /** A domain signal of a volume (its timeline). */
+    event(path, member, args) {
+        if (this.queue)
+            this.queue.push({ event: [path, member, args] });
+        else
+            this.store.recordEvent(path, member, args);
+    }
+
+    /** From now on what arrives waits for `flush`. */
+    hold() {
+        this.queue ??= [];
+    }
+
+    flush() {
+        if (!this.queue?.length)
+            return;
+        const items = this.queue;
+        this.queue = [];
+        this.store.applyAll(items);
+    }
+
+    /** Everything held goes to the store, and from now on at once. */
+    release() {
+        this.flush();
+        this.queue = null;
+    }
+}
+
+/**
+ * Loads everything through `client` (cockpit's dbus channel) into `feed`.
+ * `hooks.current()` says whether this load is still wanted (the channel is still the
+ * page's); `hooks.listed()` is called once the pools are known (the page can show
+ * them); `hooks.progress({done, total, missed, problem, finished})` during and after a
+ * load piece by piece. Rejects with the error that ended it.
+ */
+export async function load(client, feed, hooks) {
+    let objects;
+    try {
+        [objects] = await client.call(ROOT, OBJECT_MANAGER, "GetManagedObjects", []);
+    } catch (error) {
+        if (errorKind(error) === "LimitsExceeded" && hooks.current())
+            return loadPiecewise(client, feed, hooks);
+        throw error;
+    }
+    if (!hooks.current())
+        return;
+    feed.put(fromManagedObjects(objects));
+    hooks.listed();
+}
+
+async function loadPiecewise(client, feed, hooks) {
+    const call = (path, iface, method, type, args) => client.call(path, iface, method, args, { type });
+    const loading = { done: 0, total: 0, missed: 0, problem: null, finished: false };
+    // An object removed after it was listed answers UnknownObject; its removal comes
+    // (or came) as a signal. Anything else is counted and said.
+    const getAll = (path, iface) => call(path, PROPERTIES, "GetAll", "s", [iface]).then(
+        reply => feed.put(fromGetAll(path, iface, reply)),
+        error => {
+            if (errorKind(error) !== "UnknownObject") {
+                loading.missed += 1;
+                loading.problem ??= error?.message || String(error);
+            }
+        });
+    feed.hold();
+    let held = TICK_MS;
+    let flushAt = Date.now() + held;
+    const tick = setInterval(() => {
+        if (!hooks.current())
+            return;
+        if (Date.now() >= flushAt) {
+            feed.flush();
+            held = Math.min(2 * held, MOST_HELD_MS);
+            flushAt = Date.now() + held;
+        }
+        hooks.progress({ ...loading });
+    }, TICK_MS);
+    try {
+        await getAll(ROOT, MANAGER_IFACE);
+        const [pools] = await call(ROOT, MANAGER_IFACE, "ListPools", "a{sv}", [{}]);
+        await Promise.all(pools.map(pool => getAll(pool, POOL_IFACE)));
+        const lists = await Promise.all(pools.map(pool =>
+            call(pool, POOL_IFACE, "ListVolumes", "a{sv}", [{}]).then(([paths]) => paths, () => [])));
+        const [xml] = await call(JOBS, INTROSPECTABLE, "Introspect", "", []).catch(() => [""]);
+        await Promise.all(childNodes(xml).map(node => getAll(`${JOBS}/${node}`, JOB_IFACE)));
+        const volumes = lists.flat();
+        loading.total = volumes.length;
+        if (!hooks.current())
+            return;
+        feed.flush();
+        hooks.progress({ ...loading });
+        hooks.listed();
+        let next = 0;
+        const reader = async () => {
+            while (next < volumes.length && hooks.current()) {
+                await getAll(volumes[next++], VOLUME_IFACE);
+                loading.done += 1;
+            }
+        };
+        await Promise.all(Array.from({ length: IN_FLIGHT }, reader));
+    } finally {
+        clearInterval(tick);
+        if (hooks.current()) {
+            feed.release();
+            hooks.progress({ ...loading, finished: true });
+        }
+    }
+}
