@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cockpit_support::{js, Session, World};
+use cockpit_support::{js, seed_volumes, Session, World, STARTED_EVERY};
 use common::common_fs::Frozen;
 use common::{FsType, MIB};
 use qubes_storaged_testkit::polkit::RuleFile;
@@ -664,55 +664,6 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
 // ---- 10 000 volumes ----
 
 const MANY: usize = 10_000;
-/// Every so many volumes is started (its `-dirty.img` exists).
-const STARTED_EVERY: usize = 8;
-
-/// Registers `count` origin volumes of `count / 4` VMs in the pool's state and makes their
-/// images, as the daemon would have left them (it is stopped meanwhile): the volumes
-/// are applied to the loaded pool in memory and written as one snapshot through the
-/// engine's own store — far faster than ten thousand CreateVolume calls (or journal
-/// appends), each of which waits for an fdatasync.
-fn seed_volumes(state_dir: &std::path::Path, pool: &str, pool_dir: &std::path::Path, count: usize) {
-    use qubes_storage_engine::layout::VolumePaths;
-    use qubes_storage_engine::store::{Change, Store};
-    use qubes_storage_engine::{RevisionsToKeep, Vid, VolumeConfig};
-    let store = Store::open(state_dir).expect("the state directory");
-    let mut pools = store.load().expect("the state");
-    let (state, files) = pools
-        .iter_mut()
-        .find(|(state, _)| state.config().name.as_str() == pool)
-        .expect("the pool's state");
-    let image = |path: std::path::PathBuf| {
-        std::fs::File::create(&path)
-            .and_then(|f| f.set_len(MIB))
-            .unwrap_or_else(|err| panic!("cannot make {}: {err}", path.display()));
-    };
-    for n in 0..count {
-        let name = ["kernel", "private", "root", "volatile"][n % 4];
-        let vid = Vid::parse(&format!("appvms/vm{:04}/{name}", n / 4)).expect("a vid");
-        let paths = VolumePaths::new(pool_dir, &vid);
-        std::fs::create_dir_all(paths.dir()).expect("the VM directory");
-        image(paths.clean());
-        if n % STARTED_EVERY == 0 {
-            image(paths.dirty());
-        }
-        let config = VolumeConfig {
-            vid: vid.clone(),
-            size: MIB,
-            rw: true,
-            snap_on_start: false,
-            save_on_stop: true,
-            source: None,
-            revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
-            ephemeral: None,
-            committed_image_shared: false,
-            revision_notes: Default::default(),
-        };
-        state.apply(Change::Put(config));
-    }
-    files.compact(state).expect("write the pool's snapshot");
-}
-
 #[test]
 fn ten_thousand_volumes_are_listed_in_a_window_and_filtered() {
     let mut w = World::start("many");

@@ -30,7 +30,7 @@ use qubes_storaged_testkit::workspace;
 use tempfile::TempDir;
 use zbus::{OwnedObjectPath, Variant};
 
-use crate::common::{opts_of, FsType, Harness, PoolProxy, VolumeProxy};
+use crate::common::{opts_of, FsType, Harness, PoolProxy, VolumeProxy, MIB};
 use monitor::BusMonitor;
 
 /// The page's package directory below a prefix, as the Makefile installs it.
@@ -348,6 +348,60 @@ impl Drop for World {
         drop(self.monitor.take());
         drop(self.harness.take());
     }
+}
+
+/// Every so many volumes is started (its `-dirty.img` exists).
+pub const STARTED_EVERY: usize = 8;
+
+/// Registers `count` origin volumes of `count / 4` VMs in the pool's state and makes their
+/// images, as the daemon would have left them (it is stopped meanwhile): the volumes
+/// are applied to the loaded pool in memory and written as one snapshot through the
+/// engine's own store — far faster than ten thousand CreateVolume calls (or journal
+/// appends), each of which waits for an fdatasync.
+pub fn seed_volumes(
+    state_dir: &std::path::Path,
+    pool: &str,
+    pool_dir: &std::path::Path,
+    count: usize,
+) {
+    use qubes_storage_engine::layout::VolumePaths;
+    use qubes_storage_engine::store::{Change, Store};
+    use qubes_storage_engine::{RevisionsToKeep, Vid, VolumeConfig};
+    let store = Store::open(state_dir).expect("the state directory");
+    let mut pools = store.load().expect("the state");
+    let (state, files) = pools
+        .iter_mut()
+        .find(|(state, _)| state.config().name.as_str() == pool)
+        .expect("the pool's state");
+    let image = |path: std::path::PathBuf| {
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(MIB))
+            .unwrap_or_else(|err| panic!("cannot make {}: {err}", path.display()));
+    };
+    for n in 0..count {
+        let name = ["kernel", "private", "root", "volatile"][n % 4];
+        let vid = Vid::parse(&format!("appvms/vm{:04}/{name}", n / 4)).expect("a vid");
+        let paths = VolumePaths::new(pool_dir, &vid);
+        std::fs::create_dir_all(paths.dir()).expect("the VM directory");
+        image(paths.clean());
+        if n % STARTED_EVERY == 0 {
+            image(paths.dirty());
+        }
+        let config = VolumeConfig {
+            vid: vid.clone(),
+            size: MIB,
+            rw: true,
+            snap_on_start: false,
+            save_on_stop: true,
+            source: None,
+            revisions_to_keep: RevisionsToKeep::new(1).expect("1"),
+            ephemeral: None,
+            committed_image_shared: false,
+            revision_notes: Default::default(),
+        };
+        state.apply(Change::Put(config));
+    }
+    files.compact(state).expect("write the pool's snapshot");
 }
 
 /// Where the screenshots go: `target/tmp/cockpit-screenshots`.
