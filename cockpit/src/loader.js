@@ -89,38 +89,58 @@ export class Feed {
  * Loads everything through `client` (cockpit's dbus channel) into `feed`.
  * `hooks.current()` says whether this load is still wanted (the channel is still the
  * page's); `hooks.listed()` is called once the pools are known (the page can show
- * them); `hooks.progress({done, total, missed, problem, finished})` during and after a
- * load piece by piece. Rejects with the error that ended it.
+ * them); `hooks.progress({done, total, missed, unlisted, problem, finished})` during
+ * and after a load piece by piece. Rejects with the error that ended it.
+ *
+ * Each reply goes into the feed from its own callback, never after an `await`:
+ * cockpit.js runs a reply and the signals that arrived right behind it in one go, and
+ * an `await` resumes only after all of them — a removal just after the listing would
+ * be folded in before it, and the listing would bring the volume back.
  */
 export async function load(client, feed, hooks) {
-    let objects;
-    try {
-        [objects] = await client.call(ROOT, OBJECT_MANAGER, "GetManagedObjects", []);
-    } catch (error) {
-        if (errorKind(error) === "LimitsExceeded" && hooks.current())
-            return loadPiecewise(client, feed, hooks);
-        throw error;
-    }
+    const manager = client.call(ROOT, PROPERTIES, "GetAll", [MANAGER_IFACE], { type: "s" }).then(
+        reply => hooks.current() && feed.put(fromGetAll(ROOT, MANAGER_IFACE, reply)),
+        // Only the header's version is missing then.
+        () => {});
+    // (A handler given to cockpit's `then` must not throw: cockpit.js 287 does not
+    // catch it, and the page would report an uncaught exception.)
+    const refused = await client.call(ROOT, OBJECT_MANAGER, "GetManagedObjects", []).then(
+        ([objects]) => {
+            if (hooks.current())
+                feed.put(fromManagedObjects(objects));
+            return null;
+        },
+        error => ({ error }));
+    await manager;
     if (!hooks.current())
         return;
-    feed.put(fromManagedObjects(objects));
-    hooks.listed();
+    if (!refused)
+        hooks.listed();
+    else if (errorKind(refused.error) === "LimitsExceeded")
+        await loadPiecewise(client, feed, hooks);
+    else
+        throw refused.error;
+}
+
+/** An object removed after it was listed: its removal comes (or came) as a signal. */
+function gone(error) {
+    return ["UnknownObject", "NotFound"].includes(errorKind(error));
 }
 
 async function loadPiecewise(client, feed, hooks) {
     const call = (path, iface, method, type, args) => client.call(path, iface, method, args, { type });
-    const loading = { done: 0, total: 0, missed: 0, problem: null, finished: false };
-    // An object removed after it was listed answers UnknownObject; its removal comes
-    // (or came) as a signal. Anything else is counted and said.
+    const loading = { done: 0, total: 0, missed: 0, unlisted: 0, problem: null, finished: false };
+    let missed = [];
     const getAll = (path, iface) => call(path, PROPERTIES, "GetAll", "s", [iface]).then(
         reply => feed.put(fromGetAll(path, iface, reply)),
         error => {
-            if (errorKind(error) !== "UnknownObject") {
-                loading.missed += 1;
+            if (!gone(error)) {
+                missed.push(path);
                 loading.problem ??= error?.message || String(error);
             }
         });
     feed.hold();
+    let shown = false;
     let held = TICK_MS;
     let flushAt = Date.now() + held;
     const tick = setInterval(() => {
@@ -131,31 +151,45 @@ async function loadPiecewise(client, feed, hooks) {
             held = Math.min(2 * held, MOST_HELD_MS);
             flushAt = Date.now() + held;
         }
-        hooks.progress({ ...loading });
+        if (shown)
+            hooks.progress({ ...loading });
     }, TICK_MS);
     try {
-        await getAll(ROOT, MANAGER_IFACE);
         const [pools] = await call(ROOT, MANAGER_IFACE, "ListPools", "a{sv}", [{}]);
         await Promise.all(pools.map(pool => getAll(pool, POOL_IFACE)));
         const lists = await Promise.all(pools.map(pool =>
-            call(pool, POOL_IFACE, "ListVolumes", "a{sv}", [{}]).then(([paths]) => paths, () => [])));
+            call(pool, POOL_IFACE, "ListVolumes", "a{sv}", [{}]).then(([paths]) => paths, error => {
+                if (!gone(error)) {
+                    loading.unlisted += 1;
+                    loading.problem ??= error?.message || String(error);
+                }
+                return [];
+            })));
         const [xml] = await call(JOBS, INTROSPECTABLE, "Introspect", "", []).catch(() => [""]);
         await Promise.all(childNodes(xml).map(node => getAll(`${JOBS}/${node}`, JOB_IFACE)));
+        missed = [];
         const volumes = lists.flat();
         loading.total = volumes.length;
         if (!hooks.current())
             return;
         feed.flush();
+        shown = true;
         hooks.progress({ ...loading });
         hooks.listed();
-        let next = 0;
-        const reader = async () => {
-            while (next < volumes.length && hooks.current()) {
-                await getAll(volumes[next++], VOLUME_IFACE);
-                loading.done += 1;
-            }
+        const readAll = async (paths, read) => {
+            let next = 0;
+            const reader = async () => {
+                while (next < paths.length && hooks.current())
+                    await read(paths[next++]);
+            };
+            await Promise.all(Array.from({ length: IN_FLIGHT }, reader));
         };
-        await Promise.all(Array.from({ length: IN_FLIGHT }, reader));
+        await readAll(volumes, path => getAll(path, VOLUME_IFACE).then(() => { loading.done += 1; }));
+        // What could not be read (the service busy, say) is asked once more.
+        const again = missed;
+        missed = [];
+        await readAll(again, path => getAll(path, VOLUME_IFACE));
+        loading.missed = missed.length;
     } finally {
         clearInterval(tick);
         if (hooks.current()) {

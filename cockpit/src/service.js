@@ -61,10 +61,15 @@ export class Service extends EventTarget {
         client.addEventListener("close", (_event, info) => {
             if (!current())
                 return;
-            if (info?.problem === "not-found")
+            if (info?.problem === "not-found") {
                 this.absent(client);
-            else if (info?.problem)
+            } else if (info?.problem) {
+                // The channel is gone: a load still running stops (its calls would
+                // all fail).
+                this.client = null;
+                this.setLoading(null);
                 this.setState("failed", cockpit.message(info));
+            }
         });
         const here = { path_namespace: ROOT };
         client.subscribe({ ...here, interface: OBJECT_MANAGER, member: "InterfacesAdded" },
@@ -137,9 +142,9 @@ export class Service extends EventTarget {
         const previous = this.owner;
         this.owner = owner;
         if (owner === null) {
-            this.store.clear();
-            this.setLoading(null);
-            this.setState("absent");
+            // Gone: a load still running stops with the channel (its calls would
+            // start the service again by bus activation), and the name is waited for.
+            this.absent(client);
         } else if (previous !== undefined && previous !== owner) {
             // A new instance of the service: start over with a fresh channel.
             this.client = null;

@@ -82,14 +82,16 @@ export function LoadingBanner() {
     const loading = service.loading;
     if (!loading)
         return null;
-    const { done, total, missed, problem, finished } = loading;
+    const { done, total, missed, unlisted, problem, finished } = loading;
     if (finished) {
-        if (!missed)
+        if (!missed && !unlisted)
             return null;
+        const title = missed
+            ? `${missed} of ${total} volumes could not be read`
+            : `The volumes of ${unlisted} ${unlisted === 1 ? "pool" : "pools"} could not be listed`;
         return (
-            <Alert id="load-missed" isInline variant="warning"
-                   title={`${missed} of ${total} volumes could not be read`}>
-                {problem} They are missing from the list until they change; reload the page to read them again.
+            <Alert id="load-missed" isInline variant="warning" title={title}>
+                {problem} They are not in the list; reload the page to read them again.
             </Alert>
         );
     }

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Feed } from "../src/loader.js";
+import { Feed, load } from "../src/loader.js";
 import {
     childNodes, fromGetAll, fromInterfacesAdded, fromInterfacesRemoved, fromManagedObjects,
     fromPropertiesChanged,
@@ -80,4 +80,85 @@ test("held replies and signals reach the store in the order they came, as one ch
     // Released: from now on at once.
     feed.put(volume(false, 2048));
     assert.equal(store.volumes.get(VOLUME).size, 2048);
+});
+
+/** A channel that answers like the service with more volumes than one listing holds. */
+function bigService({ failOnce = [], gone = [] } = {}) {
+    const volumes = ["a", "b", "c", "d"].map(n => `${POOL}/volumes/appvms_2fvm_2f${n}`);
+    const failed = new Set();
+    const error = (name, message) => Object.assign(new Error(message), { name: `org.qubes.Storage.Error.${name}` });
+    return {
+        volumes,
+        calls: [],
+        call(path, iface, method, args) {
+            this.calls.push(`${method} ${path}`);
+            const reply = (() => {
+                if (method === "GetManagedObjects")
+                    throw Object.assign(new Error("too large"), { name: "org.freedesktop.DBus.Error.LimitsExceeded" });
+                if (method === "ListPools")
+                    return [[POOL]];
+                if (method === "ListVolumes")
+                    return [volumes];
+                if (method === "Introspect")
+                    return ["<node></node>"];
+                if (method === "GetAll" && args[0] === POOL_IFACE)
+                    return [{ Name: { t: "s", v: "work" } }];
+                if (method === "GetAll" && args[0] === VOLUME_IFACE) {
+                    const n = path.slice(-1);
+                    if (gone.includes(n))
+                        throw error("NotFound", `There is no volume ${n}`);
+                    if (failOnce.includes(n) && !failed.has(n)) {
+                        failed.add(n);
+                        throw error("Busy", "busy");
+                    }
+                    return [{ Vid: { t: "s", v: `appvms/vm/${n}` }, Pool: { t: "o", v: POOL } }];
+                }
+                return [{}];
+            });
+            return new Promise((resolve, reject) => {
+                try {
+                    resolve(reply());
+                } catch (e) {
+                    reject(e);
+                }
+            });
+        },
+    };
+}
+
+test("refused one listing, the page reads each volume; a failed read is asked again, a vanished one is no failure", async () => {
+    const store = new Store();
+    store.changed = () => {};
+    const client = bigService({ failOnce: ["b"], gone: ["d"] });
+    const progress = [];
+    let listed = 0;
+    await load(client, new Feed(store), {
+        current: () => true,
+        listed: () => { listed += 1; },
+        progress: p => progress.push(p),
+    });
+    assert.equal(listed, 1);
+    assert.deepEqual([...store.volumes.values()].map(v => v.vid).sort(), ["appvms/vm/a", "appvms/vm/b", "appvms/vm/c"]);
+    const last = progress.at(-1);
+    assert.equal(last.finished, true);
+    assert.equal(last.total, 4);
+    assert.equal(last.missed, 0, "b was read the second time, d is gone");
+    assert.equal(client.calls.filter(c => c.endsWith("appvms_2fvm_2fb")).length, 2);
+    assert.ok(!progress.some(p => !p.finished && p.total === 0), "no progress before the volumes are counted");
+});
+
+test("a volume that cannot be read twice is counted and said", async () => {
+    const store = new Store();
+    store.changed = () => {};
+    const client = bigService();
+    const original = client.call.bind(client);
+    client.call = (path, iface, method, args, options) => (path.endsWith("_2fc") && method === "GetAll"
+        ? Promise.reject(Object.assign(new Error("The service is busy"), { name: "org.qubes.Storage.Error.Busy" }))
+        : original(path, iface, method, args, options));
+    const progress = [];
+    await load(client, new Feed(store), { current: () => true, listed: () => {}, progress: p => progress.push(p) });
+    const last = progress.at(-1);
+    assert.equal(last.missed, 1);
+    assert.equal(last.problem, "The service is busy");
+    assert.equal(store.volumes.size, 3);
 });
