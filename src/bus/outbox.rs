@@ -10,6 +10,10 @@
 //! A second task, the sender, puts the messages on the connection in the same order;
 //! a read whose reply takes long to serialise (GetManagedObjects of 10 000 volumes)
 //! holds later messages back until its reply is out, without holding up the sequencer.
+//! When the sender has nothing left to write, the sequencer writes a ready message
+//! itself: the hand-over to another task cost every reply and signal a wake-up (a
+//! property Get through the bus: 0.237 / 0.258 ms before, 0.224 / 0.244 ms after,
+//! p50 of two alternating runs of `cargo bench --bench bus`).
 //!
 //! What this guarantees by construction: a client that subscribes and then reads sees
 //! every change either in the reply or in a signal after it, never only in a signal
@@ -17,6 +21,7 @@
 //! state ever waits for zbus's locks (the service does not use zbus's object server),
 //! for an engine lock, or for polkit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -78,8 +83,16 @@ impl Outbox {
     pub fn start(conn: Connection, registry: Arc<Registry>) -> (Outbox, JoinHandle<()>) {
         let (tx, items) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(sequence(items, out_tx, registry));
-        let sender = tokio::spawn(send_in_order(out_rx, conn));
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let sequencer = Sequencer {
+            out: out_tx,
+            backlog: Arc::clone(&backlog),
+            conn: conn.clone(),
+        };
+        tokio::spawn(sequence(items, sequencer, registry));
+        // The sender ends only after the sequencer (which holds its queue) has ended:
+        // waiting for it waits for every message, written by either.
+        let sender = tokio::spawn(send_in_order(out_rx, conn, backlog));
         (Outbox { tx }, sender)
     }
 
@@ -98,15 +111,35 @@ impl Outbox {
     }
 }
 
+/// The sequencer's way out: the sender's queue, or the connection itself while the
+/// sender has nothing left to write.
+struct Sequencer {
+    out: mpsc::UnboundedSender<Outgoing>,
+    /// What was handed to the sender and is not yet on the connection. Only the
+    /// sequencer adds to it, so at 0 everything before is written and the sender stays
+    /// idle while the sequencer writes: the order holds.
+    backlog: Arc<AtomicUsize>,
+    conn: Connection,
+}
+
 async fn sequence(
     mut items: mpsc::UnboundedReceiver<Item>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    way_out: Sequencer,
     registry: Arc<Registry>,
 ) {
     while let Some(item) = items.recv().await {
         let outgoing = apply(item, &registry);
-        if out.send(outgoing).is_err() {
-            return;
+        let idle = way_out.backlog.load(Ordering::Acquire) == 0;
+        match outgoing {
+            Outgoing::Nothing => {}
+            Outgoing::Ready(message) if idle => write(&way_out.conn, message).await,
+            Outgoing::Reached(done) if idle => drop(done.send(())),
+            queued => {
+                way_out.backlog.fetch_add(1, Ordering::AcqRel);
+                if way_out.out.send(queued).is_err() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -228,28 +261,35 @@ fn properties_changed(
     signals::properties_changed(&path, iface, diff).map(Some)
 }
 
-async fn send_in_order(mut out: mpsc::UnboundedReceiver<Outgoing>, conn: Connection) {
+async fn send_in_order(
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    conn: Connection,
+    backlog: Arc<AtomicUsize>,
+) {
     while let Some(outgoing) = out.recv().await {
-        let message = match outgoing {
-            Outgoing::Ready(message) => message,
-            Outgoing::Later(reply) => match reply.await {
-                Ok(message) => message,
-                Err(_) => continue,
-            },
-            Outgoing::Reached(done) => {
-                let _ = done.send(());
-                continue;
+        match outgoing {
+            Outgoing::Ready(message) => write(&conn, message).await,
+            Outgoing::Later(reply) => {
+                if let Ok(message) = reply.await {
+                    write(&conn, message).await;
+                }
             }
-            Outgoing::Nothing => continue,
-        };
-        let size = message.data().len();
-        if let Err(err) = conn.send(&message).await {
-            tracing::warn!(error = %err, "cannot send a message");
+            Outgoing::Reached(done) => drop(done.send(())),
+            Outgoing::Nothing => {}
         }
-        drop(message);
-        if size >= LARGE_MESSAGE {
-            crate::memory::give_back();
-        }
+        backlog.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Puts one message on the connection.
+async fn write(conn: &Connection, message: Message) {
+    let size = message.data().len();
+    if let Err(err) = conn.send(&message).await {
+        tracing::warn!(error = %err, "cannot send a message");
+    }
+    drop(message);
+    if size >= LARGE_MESSAGE {
+        crate::memory::give_back();
     }
 }
 
