@@ -1,7 +1,9 @@
-//! The outbox's order on a real dbus-daemon: the sequencer writes a message itself
-//! only while the sender has nothing left to write. A reply still being serialised
-//! (a large listing) holds back everything queued after it — here two messages that
-//! the sequencer had finished with, and a probe proves it, before the reply was ready.
+//! The outbox's order on a real dbus-daemon, a guard for the sequencer's own writes
+//! (it writes a message itself only while the sender has nothing left to write): a
+//! reply still being serialised (a large listing) holds back everything queued after
+//! it — here two messages the sequencer had finished with, as a probe proves, before
+//! the reply was ready (a sequencer that always wrote itself fails this) — and
+//! messages queued back to back, which either task may write, arrive in order.
 
 use std::sync::Arc;
 
@@ -9,9 +11,31 @@ use futures_util::StreamExt;
 use qubes_storaged::bus::outbox::{Item, Outbox, Outgoing};
 use qubes_storaged::bus::registry::Registry;
 use qubes_storaged_testkit::bus::Bus;
+use qubes_storaged_testkit::process::DEADLINE;
 use tokio::sync::oneshot;
 use zbus::message::Type as MessageType;
 use zbus::{Message, MessageStream};
+
+/// The members of the next `count` test signals the listener receives.
+async fn next_notes(received: &mut MessageStream, count: usize) -> Vec<String> {
+    let mut members = Vec::new();
+    while members.len() < count {
+        let msg = tokio::time::timeout(DEADLINE, received.next())
+            .await
+            .unwrap_or_else(|_| panic!("no message after {DEADLINE:?}; so far {members:?}"))
+            .expect("a message")
+            .expect("readable");
+        if msg.message_type() == MessageType::Signal
+            && msg
+                .header()
+                .interface()
+                .is_some_and(|i| i.as_str() == "org.qubes.Test")
+        {
+            members.push(msg.header().member().expect("a member").to_string());
+        }
+    }
+    members
+}
 
 /// A signal addressed to `to` (dbus-daemon routes it without a match rule), named `member`.
 fn note(to: &str, member: &str) -> Message {
@@ -43,38 +67,20 @@ async fn a_reply_being_serialised_holds_back_what_was_queued_after_it() {
             let _ = probe_tx.send(());
             Outgoing::Nothing
         })));
-        probe_rx.await.expect("the sequencer reaches the probe");
+        tokio::time::timeout(DEADLINE, probe_rx)
+            .await
+            .expect("the sequencer reaches the probe in time")
+            .expect("the probe ran");
         reply_tx
             .send(note(&to, "Reply"))
             .expect("the sender waits for the reply");
-        let mut order = Vec::new();
-        while order.len() < 3 {
-            let msg = received.next().await.expect("a message").expect("readable");
-            if msg.message_type() == MessageType::Signal
-                && msg
-                    .header()
-                    .interface()
-                    .is_some_and(|i| i.as_str() == "org.qubes.Test")
-            {
-                order.push(msg.header().member().expect("a member").to_string());
-            }
-        }
+        let order = next_notes(&mut received, 3).await;
         assert_eq!(order, ["Reply", "First", "Second"], "round {round}");
-        // And with the sender idle again, the sequencer's own writes keep the order.
+        // Back to back, as the sender goes idle again.
         for n in 0..5 {
             outbox.send(Item::Send(note(&to, &format!("Idle{n}"))));
         }
-        let mut idle = Vec::new();
-        while idle.len() < 5 {
-            let msg = received.next().await.expect("a message").expect("readable");
-            if msg
-                .header()
-                .interface()
-                .is_some_and(|i| i.as_str() == "org.qubes.Test")
-            {
-                idle.push(msg.header().member().expect("a member").to_string());
-            }
-        }
+        let idle = next_notes(&mut received, 5).await;
         assert_eq!(idle, ["Idle0", "Idle1", "Idle2", "Idle3", "Idle4"]);
     }
 }

@@ -18,8 +18,11 @@
 //! What this guarantees by construction: a client that subscribes and then reads sees
 //! every change either in the reply or in a signal after it, never only in a signal
 //! before it; the signals of a call go out before its reply; nothing that announces
-//! state ever waits for zbus's locks (the service does not use zbus's object server),
-//! for an engine lock, or for polkit.
+//! state ever waits for zbus's object-server locks (the service does not use zbus's
+//! object server), for an engine lock, or for polkit. The sequencer does wait for the
+//! connection while it writes a message itself, as the sender did before it: when the
+//! bus is slow to take messages, the reads queued behind are answered later, which
+//! their replies, queued behind those messages, would be anyway.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
