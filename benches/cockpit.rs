@@ -20,8 +20,7 @@ mod common;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cockpit_support::{seed_volumes, Session, World};
-use common::{FsType, MIB};
+use cockpit_support::{Session, World};
 
 /// How long a load may take before the bench gives up on it.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -58,12 +57,7 @@ fn main() -> ExitCode {
 /// One world with `count` volumes; (how they were read, pools shown, all shown).
 fn measure(count: usize) -> (&'static str, Duration, Duration) {
     let mut w = World::start("bench");
-    let pool = w.pool("big", FsType::Btrfs, 512 * MIB);
-    let pool_dir = w.pool_dir(&pool);
-    let state_dir = w.h().state_dir();
-    w.stop_daemon();
-    seed_volumes(&state_dir, "big", &pool_dir, count);
-    w.start_daemon();
+    w.seeded_pool("big", count);
     let opened = Instant::now();
     w.open_page(Session::Root);
     let pools = opened.elapsed();

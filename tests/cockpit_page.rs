@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cockpit_support::{js, seed_volumes, Session, World, STARTED_EVERY};
+use cockpit_support::{js, Session, World, STARTED_EVERY};
 use common::common_fs::Frozen;
 use common::{FsType, MIB};
 use qubes_storaged_testkit::polkit::RuleFile;
@@ -667,13 +667,8 @@ const MANY: usize = 10_000;
 #[test]
 fn ten_thousand_volumes_are_listed_in_a_window_and_filtered() {
     let mut w = World::start("many");
-    let pool = w.pool("many", FsType::Btrfs, 512 * MIB);
-    let pool_dir = w.pool_dir(&pool);
-    let state_dir = w.h().state_dir();
     let restarted = std::time::Instant::now();
-    w.stop_daemon();
-    seed_volumes(&state_dir, "many", &pool_dir, MANY);
-    w.start_daemon();
+    w.seeded_pool("many", MANY);
     eprintln!(
         "seeded and restarted with {MANY} volumes in {:?}",
         restarted.elapsed()
@@ -738,12 +733,7 @@ const TOO_MANY: usize = 600;
 #[test]
 fn volumes_too_many_for_one_listing_are_read_one_by_one_and_kept_current() {
     let mut w = World::start_with_message_limit("too-many", SMALL_MESSAGES);
-    let pool = w.pool("big", FsType::Btrfs, 256 * MIB);
-    let pool_dir = w.pool_dir(&pool);
-    let state_dir = w.h().state_dir();
-    w.stop_daemon();
-    seed_volumes(&state_dir, "big", &pool_dir, TOO_MANY);
-    w.start_daemon();
+    let pool = w.seeded_pool("big", TOO_MANY);
     let objects = w.block_on(async {
         zbus::fdo::ObjectManagerProxy::builder(&w.h().conn)
             .destination(common::SERVICE)

@@ -170,6 +170,18 @@ impl World {
         rt.block_on(harness.start_daemon());
     }
 
+    /// A pool `name` on btrfs holding `count` volumes made by [`seed_volumes`] while the
+    /// daemon was stopped; returns once the daemon serves them.
+    pub fn seeded_pool(&mut self, name: &str, count: usize) -> OwnedObjectPath {
+        let pool = self.pool(name, FsType::Btrfs, 512 * MIB);
+        let pool_dir = self.pool_dir(&pool);
+        let state_dir = self.h().state_dir();
+        self.stop_daemon();
+        seed_volumes(&state_dir, name, &pool_dir, count);
+        self.start_daemon();
+        pool
+    }
+
     /// A save_on_stop, rw volume ("origin") of `size` bytes.
     pub fn origin(&self, pool: &OwnedObjectPath, vid: &str, size: u64) -> OwnedObjectPath {
         self.block_on(self.h().origin_volume(pool, vid, size))
