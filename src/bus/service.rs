@@ -155,7 +155,7 @@ impl Service {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
             tokio::task::spawn_blocking(move || {
                 let _permits = (admitted, permit);
-                let answer = build(taken, &engine, &msg.header());
+                let answer = unless_it_panics(|| build(taken, &engine, &msg.header()));
                 if let Outgoing::Ready(message) = call::outgoing(&msg, answer) {
                     let _ = reply_tx.send(message);
                 }
@@ -269,11 +269,35 @@ impl Service {
     }
 }
 
+/// A listing's reply, or `Failed` if building it panicked: the caller is told at once
+/// instead of waiting for its call to time out with no reply.
+fn unless_it_panics(build: impl FnOnce() -> BusResult<zbus::Message>) -> BusResult<zbus::Message> {
+    std::panic::catch_unwind(AssertUnwindSafe(build)).unwrap_or_else(|panic| {
+        tracing::error!(error = %panic_message(&*panic), "building a listing failed");
+        Err(BusError::failed(
+            "The service failed to build this listing; see the service log.",
+        ))
+    })
+}
+
 /// What a panic said, for the log.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
         (Some(text), _) => (*text).to_owned(),
         (None, Some(text)) => text.clone(),
         (None, None) => "a panic".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_whose_build_panics_is_answered_failed() {
+        let answer = unless_it_panics(|| panic!("a listing's build broke"));
+        let err = answer.expect_err("a panic is no reply");
+        assert_eq!(err.name(), "org.qubes.Storage.Error.Failed");
+        assert!(err.to_string().contains("see the service log"), "{err}");
     }
 }
