@@ -882,6 +882,21 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         std::fs::read(&exported).expect("the download") == data,
         "the download differs from the volume"
     );
+    let said = w.expect(
+        "qs.$$('[data-message=info]').map(m => m.textContent)\
+            .find(t => t.includes('Exported appvms/work/private')) || false",
+        "the page saying the export finished",
+    );
+    assert!(
+        said.as_str()
+            .is_some_and(|t| t.contains("work-private.img holds the volume's committed image")),
+        "the page says {said}"
+    );
+    assert_eq!(
+        w.eval("qs.$$('[data-message=danger]').length"),
+        serde_json::json!(0),
+        "a finished export is said to have failed"
+    );
     // A volume that does not save on stop has nothing committed to export (the service
     // refuses it, and the download would be an empty file saved as if it worked).
     w.expect(
@@ -895,6 +910,44 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         })()",
         "the volatile volume's menu without Export",
     );
+    w.assert_no_page_errors();
+}
+
+/// An export that fails still downloads a file (cockpit finishes the download whatever
+/// the process's exit status): the page says that it failed, with the CLI's message,
+/// and that the downloaded file is incomplete.
+#[test]
+fn a_refused_export_is_said_and_its_download_called_incomplete() {
+    let visitors = Visitors::hold();
+    let (mut w, _) = small_world("export-refused");
+    let files = tempfile::tempdir().expect("temp dir");
+    let downloads = files.path().join("downloads");
+    std::fs::create_dir(&downloads).expect("the download directory");
+    w.open_page(Session::User(visitors.viewer));
+    w.expect("qs.click(qs.$('#try-anyway'))", "the offer to try anyway");
+    w.expect(
+        "qs.$('#trying')",
+        "the notice that polkit decides each action",
+    );
+    w.browser().allow_downloads(&downloads);
+    w.click_row_menu("work", "appvms/work/private", "Export");
+    let shown = error_message(&mut w);
+    assert!(
+        shown.contains("Cannot export appvms/work/private")
+            && shown.contains("work-private.img is incomplete"),
+        "the page shows {shown:?}"
+    );
+    assert!(
+        shown.contains(
+            "Authentication is required to export volume data for volume appvms/work/private"
+        ),
+        "the page does not pass on the service's reason: {shown:?}"
+    );
+    assert!(
+        !shown.contains("--no-interaction") && !shown.contains("qubes-storage:"),
+        "the page shows advice for a terminal: {shown:?}"
+    );
+    w.screenshot("export-refused");
     w.assert_no_page_errors();
 }
 

@@ -14,12 +14,19 @@
 // import (an importer that leaves the bus is treated as ImportDataEnd(false)).
 //
 // Export: the browser downloads the CLI's standard output straight from cockpit-ws
-// (an "external" channel URL with a content-disposition), streamed to disk.
+// (an "external" channel URL with a content-disposition), streamed to disk. Cockpit
+// finishes that download whatever the process's exit status (a non-zero exit is no
+// channel problem, and a problem after the first bytes cannot undo them), so a failed
+// export would look like a finished file. The page therefore learns the outcome
+// itself: the export runs in a shell that writes the CLI's exit status and its message
+// into a private directory (made by `mktemp -d`, as the same user as the export), and
+// the page watches that file and says whether the download holds the whole image.
 
 import React, { useRef, useState } from "react";
 import { Alert, Button, Checkbox, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
 
 import { useApp } from "./context.js";
+import { cliMessage, exportOutcome } from "./cli-outcome.js";
 import { formatBytes } from "./format.js";
 
 const CHUNK = 1 << 20;
@@ -82,7 +89,7 @@ export function importFile(poolName, vid, file, progress, shrink = false) {
         channel.addEventListener("close", (_event, info) => {
             waiter?.();
             if (info.problem || info["exit-status"] || info["exit-signal"])
-                reject(new Error(info.message?.trim() || endedHow(info)));
+                reject(new Error(cliMessage(info.message ?? "") || endedHow(info)));
             else
                 resolve();
         });
@@ -102,23 +109,76 @@ export function importFile(poolName, vid, file, progress, shrink = false) {
     return { done: closed, cancel: () => channel.close("cancelled") };
 }
 
-/** Starts the download of the volume's committed image as `<vm>-<name>.img`. */
-export function exportVolume(poolName, vid) {
+/**
+ * The shell that runs the export: the CLI writes the image to standard output (the
+ * download) and its message to `$1/message`; its exit status and that message are then
+ * put in `$1/status` by a rename, so the file appears whole. A TERM or HUP (the
+ * download cancelled) is caught, so that the shell outlives the CLI and says how it
+ * ended; the CLI itself ends on the broken pipe or the signal.
+ */
+const EXPORT = `dir=$1; shift
+trap : TERM HUP
+${cliArgs("volume", "export").join(" ")} "$1" "$2" - 2>"$dir/message"
+code=$?
+{ echo "$code"; cat "$dir/message"; } >"$dir/status.new" && mv "$dir/status.new" "$dir/status"`;
+
+/**
+ * Watches an export's status file in `dir` until it appears; then `done(outcome)` and
+ * the directory goes.
+ */
+function awaitOutcome(dir, done) {
+    const file = cockpit.file(`${dir}/status`, { superuser: "try" });
+    let watch = null;
+    let ended = false;
+    watch = file.watch((content, _tag, error) => {
+        if (ended || (content === null && !error))
+            return;
+        ended = true;
+        watch?.remove();
+        file.close();
+        cockpit.spawn(["rm", "-rf", "--", dir], { superuser: "try", err: "ignore" })
+                .catch(() => {});
+        done(error ? { ok: false, text: `The export's outcome cannot be read: ${cockpit.message(error)}` } : exportOutcome(content));
+    });
+}
+
+/**
+ * Starts the download of the volume's committed image as `<vm>-<name>.img`, then says
+ * on the page how the export ended (`messages`): finished, or failed — the downloaded
+ * file is then incomplete.
+ */
+export async function exportVolume(poolName, vid, messages) {
     const [, vm, name] = vid.split("/");
+    const filename = `${vm}-${name}.img`;
+    const title = `Cannot export ${vid}`;
+    let dir;
+    try {
+        dir = (await cockpit.spawn(["mktemp", "-d", "--tmpdir", "qubes-storage-export.XXXXXXXXXX"],
+                                   { superuser: "try", err: "message" })).trim();
+    } catch (error) {
+        messages.error(title, error);
+        return;
+    }
+    awaitOutcome(dir, ({ ok, text }) => {
+        if (ok)
+            messages.info(`Exported ${vid}`, `The download ${filename} holds the volume's committed image.`);
+        else
+            messages.add("danger", title, `${text} The download ${filename} is incomplete: delete it.`);
+    });
     const query = window.btoa(JSON.stringify({
         payload: "stream",
-        spawn: cliArgs("volume", "export", poolName, vid, "-"),
+        spawn: ["/bin/sh", "-c", EXPORT, "sh", dir, poolName, vid],
         superuser: "try",
         binary: "raw",
         external: {
-            "content-disposition": `attachment; filename="${vm}-${name}.img"`,
+            "content-disposition": `attachment; filename="${filename}"`,
             "content-type": "application/octet-stream",
         },
     }));
     const prefix = new URL(cockpit.transport.uri(`channel/${cockpit.transport.csrf_token}`)).pathname;
     const link = document.createElement("a");
     link.href = `${prefix}?${query}`;
-    link.download = `${vm}-${name}.img`;
+    link.download = filename;
     document.body.appendChild(link);
     link.click();
     link.remove();

@@ -38,7 +38,7 @@ export function volumeActions(app, volume) {
     // The service exports only what a volume keeps: a volume that does not save on
     // stop has nothing committed to export (its Export is refused).
     if (may(ACTIONS.export) && volume.saveOnStop)
-        list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid) });
+        list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid, messages) });
     if (may(ACTIONS.manageVolumes))
         list.push({ id: "remove", label: "Remove…", disabled: volume.started, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });
     return list;

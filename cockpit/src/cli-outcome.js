@@ -1,0 +1,34 @@
+// What the page says when a run of the CLI it made (an import, an export) ends. The
+// CLI's message is written for a terminal: its "qubes-storage: " prefix and its advice
+// about --no-interaction (the page always passes it; a page has no terminal to ask a
+// password on) are dropped, the service's reason is kept. An export's download cannot
+// tell how it ended — cockpit finishes it whatever the process's exit status (see
+// transfer.jsx) — so the export's shell leaves a status file: the CLI's exit status on
+// its first line, its message after it.
+
+const PREFIX = "qubes-storage: ";
+const TERMINAL_ADVICE = / ?\(run it again without --no-interaction to authenticate\)/g;
+
+/** The CLI's message as the page shows it. */
+export function cliMessage(text) {
+    return text
+            .split("\n")
+            .map(line => (line.startsWith(PREFIX) ? line.slice(PREFIX.length) : line))
+            .join("\n")
+            .replace(TERMINAL_ADVICE, "")
+            .trim();
+}
+
+/** How an export ended, from its status file: `{ ok, text }`. */
+export function exportOutcome(status) {
+    const [first, ...rest] = status.split("\n");
+    const code = Number(first.trim());
+    const text = cliMessage(rest.join("\n"));
+    if (first.trim() !== "" && code === 0)
+        return { ok: true, text };
+    if (text)
+        return { ok: false, text };
+    if (code > 128)
+        return { ok: false, text: `qubes-storage was stopped by signal ${code - 128} (the download was cancelled?).` };
+    return { ok: false, text: `qubes-storage exited with status ${first.trim() || "unknown"}.` };
+}
