@@ -39,7 +39,7 @@ pub mod exit {
         (BUSY, "the pool or volume is busy, e.g. a started volume (Busy)"),
         (NOT_SUPPORTED, "not supported, e.g. a filesystem without reflinks (NotSupported)"),
         (NO_SPACE, "no space left (NoSpace)"),
-        (CANCELLED, "cancelled, e.g. by Ctrl-C; nothing half done is left behind (Cancelled)"),
+        (CANCELLED, "cancelled, e.g. by Ctrl-C, SIGTERM or SIGHUP; nothing half done is left behind (Cancelled)"),
         (ACCESS_DENIED, "not authorized (AccessDenied, InteractiveAuthorizationRequired)"),
         (UNREACHABLE, "the bus or the storage service cannot be reached"),
     ];

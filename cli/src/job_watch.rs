@@ -195,7 +195,7 @@ impl JobWatch {
             self.end(true);
             let (label, first_commit_copy) = self.next_label(&info);
             if first_commit_copy && self.mode != ProgressMode::Hidden {
-                eprintln!("note: {COMMIT_COPIES_NOTE}");
+                crate::output::say(format_args!("note: {COMMIT_COPIES_NOTE}"));
             }
             if label == self.labels.commit {
                 self.commit_copies += 1;
@@ -261,7 +261,9 @@ impl JobWatch {
             .call(path, JOB_IFACE, "Cancel", &(client.options(),))
             .await;
         if let Err(error) = reply {
-            eprintln!("qubes-storage: could not cancel the job: {error}");
+            crate::output::say(format_args!(
+                "qubes-storage: could not cancel the job: {error}"
+            ));
         }
     }
 }

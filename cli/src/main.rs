@@ -71,7 +71,7 @@ fn init_logging(verbose: u8) {
 /// Prints the error for people (stderr) and, with `--json`, for scripts (stdout) —
 /// unless stdout carries an exported image.
 fn report(error: &CliError, json: bool) -> ExitCode {
-    eprintln!("qubes-storage: {error}");
+    output::say(format_args!("qubes-storage: {error}"));
     if json {
         let document = serde_json::json!({
             "error": error.error_name(),

@@ -16,6 +16,13 @@ pub enum Align {
     Right,
 }
 
+/// Writes a line for people on stderr (a message, a note); a stderr that cannot be
+/// written — the terminal closed (SIGHUP), a closed pipe — is ignored, where
+/// `eprintln!` would panic.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// A table: a header row, then rows of cells, one alignment per column.
 pub struct Table {
     headers: Vec<&'static str>,

@@ -65,11 +65,11 @@ impl ProgressMode {
     pub fn finish(self, bar: &ProgressBar) {
         if self == ProgressMode::Lines {
             let done = crate::size::format_size(bar.position());
-            eprintln!(
+            crate::output::say(format_args!(
                 "{}: {done} done in {:.1} s",
                 bar.message(),
                 bar.elapsed().as_secs_f64()
-            );
+            ));
         }
         bar.finish_and_clear();
     }

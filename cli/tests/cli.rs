@@ -370,6 +370,17 @@ fn clone_across_filesystems_copies_the_content() {
 
 #[test]
 fn ctrl_c_during_import_leaves_the_volume_unchanged() {
+    stop_signal_during_import_leaves_the_volume_unchanged(Signal::SIGINT);
+}
+
+/// The terminal closed: the CLI ends the import as on Ctrl-C (it used to die, leaving
+/// the service to notice the importer gone) and says so where it still can.
+#[test]
+fn sighup_during_import_leaves_the_volume_unchanged() {
+    stop_signal_during_import_leaves_the_volume_unchanged(Signal::SIGHUP);
+}
+
+fn stop_signal_during_import_leaves_the_volume_unchanged(signal: Signal) {
     let mut world = World::start();
     let dir = world.pool("p1", FsType::Btrfs, 256 * MIB);
     origin(&world, "p1", VID, "4M");
@@ -387,7 +398,7 @@ fn ctrl_c_during_import_leaves_the_volume_unchanged() {
         .expect("feed the import");
     let import_file = dir.join("appvms/work/private-import.img");
     wait_until("the import file exists", || import_file.exists());
-    kill(Pid::from_raw(import.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    kill(Pid::from_raw(import.0.id() as i32), signal).expect("the signal");
     let run = wait_output(import);
     drop(stdin);
 
@@ -500,6 +511,17 @@ fn write_dense_file(path: &Path, size: u64) {
 
 #[test]
 fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
+    stop_signal_during_clone_cancels_the_job_and_changes_nothing(Signal::SIGINT);
+}
+
+/// `kill` (or a service manager stopping a script) cancels the clone as Ctrl-C does:
+/// it used to kill the CLI and leave its job copying in the service.
+#[test]
+fn sigterm_during_clone_cancels_the_job_and_changes_nothing() {
+    stop_signal_during_clone_cancels_the_job_and_changes_nothing(Signal::SIGTERM);
+}
+
+fn stop_signal_during_clone_cancels_the_job_and_changes_nothing(signal: Signal) {
     let mut world = World::start();
     world.pool("src", FsType::Btrfs, 1024 * MIB);
     let dst = world.pool("dst", FsType::Ext4, 1024 * MIB);
@@ -519,7 +541,7 @@ fn ctrl_c_during_clone_cancels_the_job_and_changes_nothing() {
     });
     // The copy is held where it is until the cancel has reached the service.
     let frozen = Frozen::new(&dst);
-    kill(Pid::from_raw(clone.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    kill(Pid::from_raw(clone.0.id() as i32), signal).expect("the signal");
     wait_until("the service cancelled the job", || {
         world.log().contains("job cancelled")
     });

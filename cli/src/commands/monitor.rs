@@ -194,7 +194,10 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
     ];
     let mut stream = signals::subscribe(context.client.connection(), rules).await?;
     learn_running_jobs(context, &mut scope).await?;
-    eprintln!("Monitoring {}; press Ctrl-C to stop.", scope.describe());
+    crate::output::say(format_args!(
+        "Monitoring {}; press Ctrl-C to stop.",
+        scope.describe()
+    ));
     let mut stdout = std::io::stdout().lock();
     while let Some(message) = stream.next().await {
         for event in events_of(&mut scope, &message) {

@@ -219,10 +219,10 @@ async fn start(context: &Context, volume: &VolumeRef) -> Result<()> {
         return print_json(&json!({ "block_device_path": device, "was_started": before.started }));
     }
     if before.started {
-        eprintln!(
+        crate::output::say(format_args!(
             "{}:{} was already started; nothing changed",
             volume.pool, volume.vid
-        );
+        ));
     }
     print_text(&format!("{device}\n"))
 }
