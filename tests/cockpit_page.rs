@@ -1043,6 +1043,61 @@ fn a_dialog_never_acts_on_a_volume_created_again_under_its_name() {
     w.assert_no_page_errors();
 }
 
+/// A Revert dialog reverts only the volume it listed the revisions of: a volume removed
+/// and created again under its path has revisions of its own, and the one of the
+/// chosen number is another image altogether.
+#[test]
+fn a_revert_dialog_never_reverts_a_volume_created_again_under_its_name() {
+    let (mut w, _) = small_world("revert-re-created");
+    let vid = "appvms/personal/private";
+    let work = w.block_on(async { w.h().manager().await.get_pool("work", common::opts()).await });
+    let work = work.expect("GetPool");
+    let old = w.block_on(w.pool_proxy(&work).get_volume(vid, common::opts()));
+    let old = w.volume(&old.expect("GetVolume"));
+    w.block_on(old.start(common::opts())).expect("Start");
+    w.block_on(old.stop(common::opts())).expect("Stop");
+    let listed = w.block_on(old.revisions()).expect("Revisions");
+    w.open_page(Session::Root);
+    w.click_row_menu("work", vid, "Revert…");
+    w.expect(
+        "qs.$('#revert-dialog input[type=radio]')",
+        "the Revert dialog's revision",
+    );
+    w.block_on(old.remove(common::opts())).expect("Remove");
+    w.expect(
+        &format!("!qs.row('work', '{vid}')"),
+        "the page saw the volume go",
+    );
+    // Created again, with revisions of its own: one has the number listed.
+    let new = w.origin(&work, vid, 16 * MIB);
+    let new = w.volume(&new);
+    w.block_on(new.start(common::opts())).expect("Start");
+    w.block_on(new.stop(common::opts())).expect("Stop");
+    let before = w.block_on(new.revisions()).expect("Revisions");
+    assert!(
+        before.iter().any(|(id, _)| *id == listed[0].0),
+        "the test needs a revision of the listed number: {before:?} {listed:?}"
+    );
+    w.expect(
+        &format!("qs.row('work', '{vid}')"),
+        "the page saw the volume come again",
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#revert-dialog'), 'Revert'))",
+        "the Revert button",
+    );
+    w.expect(
+        "qs.text('#revert-dialog')?.includes('was removed and created again')",
+        "the dialog saying the volume changed",
+    );
+    assert_eq!(
+        w.block_on(new.revisions()).expect("Revisions"),
+        before,
+        "the volume created again was reverted"
+    );
+    w.assert_no_page_errors();
+}
+
 /// A service that is not on the bus when the page opens (stopped, or its start failed)
 /// is said to be not running, and the page lists its pools as soon as it starts —
 /// without a reload (the page stayed on "Cannot talk to the storage service").

@@ -86,14 +86,24 @@ export function revertOutcome(volume) {
     return "The volume goes back to the chosen revision; its current state is kept as a new revision.";
 }
 
+/**
+ * Reverts `volume` to the revision `id` only while it is the volume the dialog listed
+ * it for: a volume created again under its path has revisions of its own, and the one
+ * of that number is another image. (A revision pruned since is refused by the service,
+ * which says so.)
+ */
+function revertToListed(store, service, volume, id) {
+    return onSameVolume(store, volume, () => service.volume(volume.path, "Revert", "sa{sv}", [id, {}]));
+}
+
 export function RevertDialog({ volume, close, revision: initial }) {
-    const { service } = useApp();
+    const { service, store } = useApp();
     const revisions = [...(volume.revisions || [])].reverse();
     const [chosen, setChosen] = useState(initial ?? revisions[0]?.id ?? "");
     return (
         <ActionDialog id="revert-dialog" title={`Revert ${volume.vid}`} applyLabel="Revert" close={close}
                       error={revisions.length === 0 ? "This volume has no revisions." : null}
-                      onApply={() => service.volume(volume.path, "Revert", "sa{sv}", [chosen, {}])}>
+                      onApply={() => revertToListed(store, service, volume, chosen)}>
             <p>{revertOutcome(volume)}</p>
             <FormGroup role="radiogroup" label="Revision" fieldId="revert-revisions" isStack>
                 {revisions.map(r => (
