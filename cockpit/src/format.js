@@ -80,3 +80,15 @@ export function vmOf(vid) {
     const parts = String(vid).split("/");
     return parts.length === 3 ? parts[1] : "";
 }
+
+/**
+ * A pool's "Volumes" cell: `counts` ({total, running}) of the volumes the page holds;
+ * while they are still read one by one, `listed` is how many the pool listed.
+ */
+export function volumeCountText(counts, listed) {
+    const total = counts?.total ?? 0;
+    const running = counts?.running ?? 0;
+    if (listed !== undefined && listed !== null && total < listed)
+        return `${total} of ${listed} read (${running} running so far)`;
+    return `${total} (${running} running)`;
+}

@@ -89,7 +89,8 @@ export class Feed {
  * Loads everything through `client` (cockpit's dbus channel) into `feed`.
  * `hooks.current()` says whether this load is still wanted (the channel is still the
  * page's); `hooks.listed()` is called once the pools are known (the page can show
- * them); `hooks.progress({done, total, missed, unlisted, problem, finished})` during
+ * them); `hooks.progress({done, total, missed, unlisted, problem, finished, listed})`
+ * (`listed`: each pool's number of volumes as listed, by path) during
  * and after a load piece by piece. Rejects with the error that ended it.
  *
  * Each reply goes into the feed from its own callback, never after an `await`:
@@ -129,7 +130,7 @@ function gone(error) {
 
 async function loadPiecewise(client, feed, hooks) {
     const call = (path, iface, method, type, args) => client.call(path, iface, method, args, { type });
-    const loading = { done: 0, total: 0, missed: 0, unlisted: 0, problem: null, finished: false };
+    const loading = { done: 0, total: 0, missed: 0, unlisted: 0, problem: null, finished: false, listed: {} };
     let missed = [];
     const getAll = (path, iface) => call(path, PROPERTIES, "GetAll", "s", [iface]).then(
         reply => feed.put(fromGetAll(path, iface, reply)),
@@ -170,6 +171,7 @@ async function loadPiecewise(client, feed, hooks) {
         missed = [];
         const volumes = lists.flat();
         loading.total = volumes.length;
+        loading.listed = Object.fromEntries(pools.map((pool, i) => [pool, lists[i].length]));
         if (!hooks.current())
             return;
         feed.flush();

@@ -8,8 +8,8 @@ import { Button, Card, CardBody, CardHeader, CardTitle, EmptyState, EmptyStateBo
 import { ActionsColumn, Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
 
 import { ACTIONS } from "./access.js";
-import { useAccess, useApp, useVolumesVersion } from "./context.js";
-import { formatBytes } from "./format.js";
+import { useAccess, useApp, useEvent, useVolumesVersion } from "./context.js";
+import { formatBytes, volumeCountText } from "./format.js";
 import { poolCounts } from "./store.js";
 import { CreatePoolDialog, RemovePoolDialog } from "./pool-dialogs.jsx";
 import { CreateVolumeDialog } from "./volume-dialogs.jsx";
@@ -28,7 +28,7 @@ function UsageBar({ pool }) {
     );
 }
 
-function PoolRow({ pool, counts, onFilter }) {
+function PoolRow({ pool, counts, listed, onFilter }) {
     const { service, dialogs } = useApp();
     const access = useAccess();
     useEffect(() => service.refreshPoolUsage(pool), [service, pool]);
@@ -44,7 +44,7 @@ function PoolRow({ pool, counts, onFilter }) {
             </Td>
             <Td dataLabel="Directory" className="qs-dir">{pool.dirPath}</Td>
             <Td dataLabel="Usage" width={30}><UsageBar pool={pool} /></Td>
-            <Td dataLabel="Volumes">{counts ? `${counts.total} (${counts.running} running)` : "0"}</Td>
+            <Td dataLabel="Volumes">{volumeCountText(counts, listed)}</Td>
             <Td dataLabel="Revisions kept">{pool.revisionsToKeep}</Td>
             <Td isActionCell>{actions.length > 0 && <ActionsColumn items={actions} />}</Td>
         </Tr>
@@ -52,8 +52,11 @@ function PoolRow({ pool, counts, onFilter }) {
 }
 
 export function PoolList({ onFilter }) {
-    const { dialogs, store } = useApp();
+    const { dialogs, service, store } = useApp();
     const version = useVolumesVersion();
+    useEvent(service, "loading");
+    // While the volumes are read one by one, how many each pool listed.
+    const listed = service.loading && !service.loading.finished ? service.loading.listed : null;
     const access = useAccess();
     const pools = [...store.pools.values()].sort((a, b) => a.name.localeCompare(b.name));
     const counts = useMemo(() => poolCounts(store), [store, version]);
@@ -84,7 +87,7 @@ export function PoolList({ onFilter }) {
                             </Tr>
                         </Thead>
                         <Tbody>
-                            {pools.map(p => <PoolRow key={p.path} pool={p} counts={counts.get(p.path)} onFilter={onFilter} />)}
+                            {pools.map(p => <PoolRow key={p.path} pool={p} counts={counts.get(p.path)} listed={listed?.[p.path]} onFilter={onFilter} />)}
                         </Tbody>
                     </Table>}
             </CardBody>

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { formatBytes, formatEta, formatRate, parseSize, stateWord, vmOf, volumeKind } from "../src/format.js";
+import { formatBytes, formatEta, formatRate, parseSize, stateWord, vmOf, volumeCountText, volumeKind } from "../src/format.js";
 
 test("sizes are written in binary units without trailing zeros", () => {
     assert.equal(formatBytes(0), "0 B");
@@ -42,4 +42,13 @@ test("kinds and states are words", () => {
     assert.equal(stateWord({ started: false }), "stopped");
     assert.equal(vmOf("appvms/work/private"), "work");
     assert.equal(vmOf("odd"), "");
+});
+
+test("a pool's volumes are counted, and said to be still read while they are", () => {
+    assert.equal(volumeCountText({ total: 3, running: 1 }, undefined), "3 (1 running)");
+    assert.equal(volumeCountText(undefined, undefined), "0 (0 running)");
+    assert.equal(volumeCountText({ total: 40, running: 2 }, 600), "40 of 600 read (2 running so far)");
+    assert.equal(volumeCountText(undefined, 600), "0 of 600 read (0 running so far)");
+    // Created during the load: more than listed is no longer "being read".
+    assert.equal(volumeCountText({ total: 601, running: 0 }, 600), "601 (0 running)");
 });

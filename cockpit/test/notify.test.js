@@ -145,6 +145,7 @@ test("refused one listing, the page reads each volume; a failed read is asked ag
     assert.equal(last.missed, 0, "b was read the second time, d is gone");
     assert.equal(client.calls.filter(c => c.endsWith("appvms_2fvm_2fb")).length, 2);
     assert.ok(!progress.some(p => !p.finished && p.total === 0), "no progress before the volumes are counted");
+    assert.deepEqual(last.listed, { [POOL]: 4 }, "each pool's count as listed");
 });
 
 test("a volume that cannot be read twice is counted and said", async () => {
