@@ -396,7 +396,8 @@ pub struct ExportArgs {
     pub volume: VolumeRef,
     /// Output file (written sparse, under a temp name beside it, and renamed over FILE
     /// only once complete and on disk: a failed export leaves an existing FILE as it
-    /// was), a device, or - for stdout
+    /// was; a new FILE gets mode 0600, private to its owner, an existing one keeps its
+    /// mode), a device, or - for stdout
     #[arg(value_name = "FILE")]
     pub output: PathBuf,
 }

@@ -87,6 +87,10 @@ impl Destination {
     }
 }
 
+/// The mode of a file an export creates (the umask applies): a VM's disk is private
+/// data, like the pool's own images.
+const NEW_EXPORT_MODE: u32 = 0o600;
+
 fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
@@ -413,8 +417,9 @@ fn open_output(path: &Path) -> Result<(Output, Destination)> {
         ),
         _ => return Err(cannot(std::io::Error::from(ErrorKind::InvalidInput))),
     };
-    // A file replaced keeps its permissions; a new one gets what File::create gives.
-    let mode = existing.map_or(0o666, |meta| meta.permissions().mode() & 0o7777);
+    // A file replaced keeps its permissions; a new one is private to its owner, as the
+    // pool's images are (a VM's disk: 0600, not File::create's world-readable 0644).
+    let mode = existing.map_or(NEW_EXPORT_MODE, |meta| meta.permissions().mode() & 0o7777);
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".part")
@@ -659,6 +664,17 @@ mod tests {
         destination.discard();
         assert_eq!(std::fs::read(&path).unwrap(), b"yesterday's backup");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_new_export_file_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.img");
+        let (_, destination) = open_output(&path).unwrap();
+        destination.finish().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
