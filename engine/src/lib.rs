@@ -39,6 +39,7 @@ pub mod store;
 pub mod sys;
 pub mod volume;
 pub mod writeback;
+pub mod writers;
 
 pub use context::{CancelToken, NoProgress, OpCtx, ProgressSink};
 pub use delta::{Delta, Granularity};

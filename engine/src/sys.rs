@@ -795,6 +795,65 @@ pub fn only_opener(file: &File) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Is `file`'s inode open for writing anywhere — a loop device attached read-write, a
+/// process? A read lease (`F_SETLEASE F_RDLCK`) is granted only while nobody has the
+/// file open for writing (`fcntl(2)`; readers do not count); it is released at once:
+/// a probe, not a lock. `file` must be open read-only and owned by the caller (or the
+/// caller has CAP_LEASE). `Ok(None)` when leases are not possible here (EINVAL,
+/// EPERM, ENOLCK, EACCES: leases disabled, another kind of filesystem).
+pub fn written_elsewhere(file: &File) -> io::Result<Option<bool>> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_SETSIG / F_SETLEASE takes an int argument and touches no
+    // user memory; `fd` is open for the duration of the call (borrowed from `file`).
+    // F_SETSIG only changes which signal this fd's lease breaks send.
+    if unsafe { libc::fcntl(fd, F_SETSIG, LEASE_BREAK_SIGNAL) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == -1 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(Some(true)),
+            Some(libc::EINVAL | libc::EPERM | libc::ENOLCK | libc::EACCES) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: as above; releasing a lease this fd holds.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(false))
+}
+
+/// Waits until `fd` is readable or `timeout` has passed; `Ok(false)` on the timeout.
+/// EINTR is waited through with the time left.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let millis = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` is one valid pollfd for the duration of the call; `fd` is
+        // borrowed, so open.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        match ready {
+            -1 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            0 if std::time::Instant::now() >= deadline => return Ok(false),
+            0 => {}
+            _ => return Ok(true),
+        }
+    }
+}
+
 /// Same file: equal device and inode numbers.
 pub fn same_inode(a: &Metadata, b: &Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;

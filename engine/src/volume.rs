@@ -40,6 +40,7 @@ use crate::pool;
 use crate::revision;
 use crate::running::{self, Made};
 use crate::sys;
+use crate::writers;
 
 /// One volume, as an operation sees it.
 pub struct Volume<'a> {
@@ -661,6 +662,10 @@ impl<'a> Volume<'a> {
             }
             return Ok(false);
         };
+        if self.config.save_on_stop {
+            // Committed below: nobody may write it after (crate::writers).
+            writers::wait_until_unwritten(&dir, &dirty, writers::GRACE)?;
+        }
         let committed = match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => {
                 durable::prepare_commit_at(&dir, &dirty)?;

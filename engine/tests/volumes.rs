@@ -149,7 +149,47 @@ on_every_fs!(
     one_directory_cannot_be_two_pools,
     snapshots_cannot_be_toggled_while_a_consumer_runs,
     an_import_abandoned_by_its_owner_is_discarded_and_others_are_not,
+    a_stop_never_commits_a_running_image_a_loop_device_still_writes,
 );
+
+/// A stop never commits a running image that a loop device still writes (the VM not
+/// gone, its block device not detached): the device would go on writing into the
+/// committed image, and through its hard links into the revision the next stop keeps
+/// and into clones. It refuses (Busy) and changes nothing; once the device is
+/// detached the stop commits — a reader (a backup) holding the image does not count.
+fn a_stop_never_commits_a_running_image_a_loop_device_still_writes(t: FsType) {
+    let f = Fixture::new(t);
+    let v = f.origin("appvms/work/private", 4 * MIB, 1);
+    f.session(&v, 0, b"first...");
+    let revisions = f.revision_ids(&v);
+    let dirty = f.start(&v);
+    write_at(&dirty, 0, b"second..");
+    let device = common_fs::LoopDevice::attach(&dirty);
+    let refused = f
+        .engine
+        .stop(&v, &OpCtx::quiet("Stop"))
+        .expect_err("a stop while the loop device is attached");
+    assert_eq!(refused.kind(), ErrorKind::Busy);
+    let said = refused.to_string();
+    assert!(
+        said.contains("appvms/work/private") && said.contains("still open for writing"),
+        "{said}"
+    );
+    assert!(exists(&dirty), "the session left its running image");
+    assert!(f.engine.volume_info(&v).unwrap().started);
+    assert_eq!(f.revision_ids(&v), revisions, "a revision was made");
+    let clean = f.dir.join("appvms/work/private.img");
+    assert_eq!(
+        read_at(&clean, 0, 8),
+        b"first...",
+        "the session was committed"
+    );
+    drop(device);
+    let backup = File::open(&dirty).unwrap();
+    f.stop(&v);
+    assert_eq!(read_at(&clean, 0, 8), b"second..");
+    drop(backup);
+}
 
 fn create_origin_makes_sparse_clean_and_precache_with_its_mtime(t: FsType) {
     let f = Fixture::new(t);
@@ -1605,4 +1645,53 @@ fn a_clone_of_a_snapshots_disabled_volume_holds_off_its_start_while_it_copies() 
     );
     // Once the clone is over, the source starts in place.
     f.start(&src);
+}
+
+/// A snap_on_start volume starts from its source's committed image: a source that does
+/// not save on stop (a volatile volume, another snapshot) has none, and such a volume
+/// was created only to fail at every start. CreateVolume refuses it, and a missing
+/// source, registering nothing.
+#[test]
+fn a_snapshot_needs_a_source_that_saves_on_stop() {
+    let f = Fixture::new(FsType::Ext4);
+    let template = f.origin("vm-templates/t/root", 4 * MIB, 1);
+    let volatile = f.volatile("appvms/work/volatile", 4 * MIB);
+    let snapshot = f.snapshot("appvms/work/root", &template);
+    let refuse = |vid: &str, source: &str| {
+        let vol = f.vref(vid);
+        let spec = VolumeSpec {
+            snap_on_start: true,
+            source: Some(Vid::parse(source).unwrap()),
+            ..Default::default()
+        };
+        let err = f
+            .engine
+            .create_volume(&vol, spec, &OpCtx::quiet("CreateVolume"))
+            .expect_err("a snapshot of a source without a committed image");
+        assert!(f.engine.volume_info(&vol).is_err(), "{vid} was registered");
+        err
+    };
+    for source in [&volatile, &snapshot] {
+        let err = refuse("appvms/disp/root", &source.vid.to_string());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        let said = err.to_string();
+        assert!(
+            said.contains("appvms/disp/root")
+                && said.contains(&source.vid.to_string())
+                && said.contains("does not save on stop"),
+            "{said}"
+        );
+    }
+    let err = refuse("appvms/disp/root", "vm-templates/nope/root");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string()
+            .contains("there is no volume vm-templates/nope/root"),
+        "{err}"
+    );
+    // An origin_snapshot volume's committed image is one.
+    f.snapshot(
+        "appvms/disp/root",
+        &f.origin_snapshot("appvms/os/private", &template, 1),
+    );
 }

@@ -50,11 +50,22 @@ impl Engine {
             revision_notes: Default::default(),
         };
         check_volume(&config)?;
-        if let Some(source) = config.source.as_ref().filter(|s| !pool.contains(s)) {
-            return Err(EngineError::not_found(format!(
-                "source volume {source} is not in pool {}",
-                vol.pool
-            )));
+        if let Some(source) = config.source.as_ref() {
+            let Some(of_source) = pool.get(source) else {
+                return Err(EngineError::not_found(format!(
+                    "there is no volume {source} in pool {} to be its source",
+                    vol.pool
+                )));
+            };
+            // A start snapshots the source's committed image: one that does not save
+            // on stop (a volatile volume, another snapshot) has none, and the volume
+            // could never start.
+            if !of_source.save_on_stop {
+                return Err(EngineError::invalid(format!(
+                    "source volume {source} does not save on stop, so it has no committed image to snapshot; \
+                     a snap_on_start volume needs a source that saves on stop"
+                )));
+            }
         }
         Ok(config)
     }
