@@ -162,14 +162,21 @@ pub enum PoolCommand {
     Remove { pool: String },
     /// Change a pool property
     Set {
+        /// The pool's name
         pool: String,
+        /// The property to change
         #[arg(value_enum)]
         property: PoolProperty,
+        /// The new value: revisions-to-keep -1 or more (-1 disables snapshots),
+        /// ephemeral-volatile true or false
         #[arg(allow_negative_numbers = true)]
         value: String,
     },
     /// Show what a Remove of each volume gives back, and what it shares with others
-    Space { pool: String },
+    Space {
+        /// The pool's name
+        pool: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +218,10 @@ pub struct VolumeRef {
 pub enum VolumeCommand {
     /// List volumes of all pools, or of one
     #[command(visible_alias = "ls")]
-    List { pool: Option<String> },
+    List {
+        /// Only the volumes of this pool
+        pool: Option<String>,
+    },
     /// Show one volume's properties
     Info(VolumeRef),
     /// Create a volume and its files
@@ -247,6 +257,10 @@ pub enum VolumeCommand {
     /// Copy a volume's content into another existing volume, in any pool
     Clone(CloneArgs),
     /// List a volume's revisions with their descriptions and pins
+    ///
+    /// TIMESTAMP is when the revision's data was last written (as Qubes names
+    /// revisions); EXCLUSIVE is the space only that revision holds, as last measured:
+    /// `-` until `volume space` (or a measurement of the pool) has measured it.
     Revisions(VolumeRef),
     /// Describe a revision, the newest unless --revision (an empty TEXT removes the
     /// description)
@@ -284,8 +298,11 @@ pub enum VolumeCommand {
     Set {
         #[command(flatten)]
         volume: VolumeRef,
+        /// The property to change
         #[arg(value_enum)]
         property: VolumeProperty,
+        /// The new value: rw and ephemeral true or false (also yes/no, on/off, 1/0),
+        /// revisions-to-keep -1 or more (-1 disables snapshots)
         #[arg(allow_negative_numbers = true)]
         value: String,
     },
@@ -404,9 +421,13 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct CloneArgs {
+    /// The pool holding the source volume
     pub src_pool: String,
+    /// The source volume's id
     pub src_vid: String,
+    /// The pool holding the destination volume (it must exist, and be stopped)
     pub dst_pool: String,
+    /// The destination volume's id
     pub dst_vid: String,
 }
 
@@ -424,7 +445,7 @@ pub fn parse_bool(text: &str) -> Result<bool, CliError> {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err(CliError::Usage(format!(
-            "{text:?} is not a boolean (true or false)"
+            "{text:?} is not a boolean (true or false; also yes/no, on/off, 1/0)"
         ))),
     }
 }

@@ -52,8 +52,9 @@ pub fn check_volume_size(bytes: u64) -> Result<u64, String> {
             0 => format!("the nearest size is {above}"),
             _ => format!("the nearest sizes are {below} and {above}"),
         };
+        let unit = if bytes == 1 { "byte" } else { "bytes" };
         return Err(format!(
-            "{bytes} bytes is not a whole number of 512-byte sectors ({nearest})"
+            "{bytes} {unit} is not a whole number of 512-byte sectors ({nearest})"
         ));
     }
     Ok(bytes)

@@ -31,8 +31,7 @@ pub enum Change {
 /// ([`pool::check_dir_path`]: absolute, a path the kernel can take, not `/`, `/var` or
 /// a system tree).
 pub fn check_pool(config: &PoolConfig) -> Result<()> {
-    pool::check_dir_path(&config.dir_path)
-        .map_err(|e| EngineError::invalid(format!("pool {}: {}", config.name, e.reason())))
+    pool::check_dir_path(&config.dir_path).map_err(|e| e.on(format!("pool {}", config.name)))
 }
 
 /// The rules of one volume's configuration by itself (R§1.3, rev 2 sizes): a source

@@ -135,13 +135,15 @@ impl Pool {
         let state = self.read();
         let (volumes, removing) = (state.len(), state.removing().count());
         if volumes > 0 {
+            let noun = if volumes == 1 { "volume" } else { "volumes" };
             return Err(EngineError::busy(format!(
-                "the pool still holds {volumes} volume(s)"
+                "the pool still holds {volumes} {noun}; remove them first"
             )));
         }
         if removing > 0 {
+            let noun = if removing == 1 { "volume" } else { "volumes" };
             return Err(EngineError::busy(format!(
-                "the files of {removing} removed volume(s) could not be deleted yet"
+                "the files of {removing} removed {noun} could not be deleted yet"
             )));
         }
         drop(state);

@@ -800,7 +800,7 @@ impl<'a> Volume<'a> {
     pub fn revert(&self, id: Option<u64>, ctx: &OpCtx) -> Result<Revision> {
         if self.is_started() {
             return Err(EngineError::busy(
-                "cannot revert while the volume is started",
+                "cannot revert while the volume is started; stop it first",
             ));
         }
         let dir = self.vm_dir()?.ok_or_else(|| match id {

@@ -115,9 +115,12 @@ fn assert_refused(result: qubes_storage_engine::Result<()>, naming: &Path) {
     let err = result.expect_err("the pool was created");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     let named = naming.display().to_string();
+    let said = err.to_string();
+    assert!(said.contains(&named), "{err} does not name {named}");
+    let (object, reason) = said.split_once(": ").expect("an object and a reason");
     assert!(
-        err.to_string().contains(&named),
-        "{err} does not name {named}"
+        object.starts_with("pool ") && !reason.starts_with("pool "),
+        "the pool is not named once, first: {said}"
     );
 }
 

@@ -182,10 +182,11 @@ pub async fn delta(context: &Context, args: DeltaArgs) -> Result<()> {
     }
     match &args.apply_to {
         Some(target) => print_text(&format!(
-            "{}: {} changed in {} ranges written; it is the committed image now ({size} bytes)\n",
+            "{}: {} changed, written in {} {}; it is the committed image now ({size} bytes)\n",
             target.display(),
             format_size(changed),
             ranges.len(),
+            if ranges.len() == 1 { "range" } else { "ranges" },
         )),
         None => print_text(&ranges_table(&ranges).render()),
     }

@@ -135,6 +135,12 @@ fn open_input(path: &Path) -> Result<Input> {
     if file_type.is_file() || file_type.is_block_device() {
         return Ok(Input::Seekable(file));
     }
+    if file_type.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{} is a directory; import reads an image file, a block device, a pipe or - (standard input)",
+            path.display()
+        )));
+    }
     Ok(Input::Stream(file))
 }
 
@@ -664,6 +670,15 @@ mod tests {
         destination.discard();
         assert_eq!(std::fs::read(&path).unwrap(), b"yesterday's backup");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_directory_is_no_image_to_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(CliError::Usage(said)) = open_input(dir.path()) else {
+            panic!("a directory was taken as an input");
+        };
+        assert!(said.contains("is a directory"), "{said}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Busy {
 }
 
 pub(super) fn pool_not_found(pool: &PoolName) -> EngineError {
-    EngineError::not_found("no such pool").on(format!("pool {pool}"))
+    EngineError::not_found(format!("pool {pool} does not exist"))
 }
 
 impl Engine {
