@@ -285,6 +285,45 @@ async fn pruned_revisions_are_announced() {
     assert_eq!(ids, vec!["3".to_owned()]);
 }
 
+/// A volume's removal is announced by InterfacesRemoved alone: its revisions go with
+/// it and are not "pruned" (RevisionPruned followed the InterfacesRemoved of the
+/// volume, from an object that no longer existed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_volumes_revisions_are_not_announced_as_pruned() {
+    let (h, pool, path) = with_origin().await;
+    let v = h.volume(&path).await;
+    v.start(opts()).await.unwrap();
+    v.stop(opts()).await.unwrap();
+    assert_eq!(v.revisions().await.unwrap().len(), 1);
+    let removal = call_traced(&h.conn, path.as_str(), VOLUME, "Remove", &(opts(),)).await;
+    assert!(
+        removal.reply.header().message_type() == zbus::message::Type::MethodReturn,
+        "Remove failed: {:?}",
+        removal.reply
+    );
+    // A later call's reply comes after every signal the removal sent (the service
+    // keeps one order for its messages).
+    let after = call_traced(
+        &h.conn,
+        pool.as_str(),
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        &("org.qubes.Storage.Pool",),
+    )
+    .await;
+    let pruned: Vec<_> = removal
+        .before("RevisionPruned")
+        .into_iter()
+        .chain(after.before("RevisionPruned"))
+        .collect();
+    assert!(
+        pruned.is_empty(),
+        "{} RevisionPruned for a removal",
+        pruned.len()
+    );
+    assert_eq!(removal.before("InterfacesRemoved").len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn remove_of_a_started_volume_is_busy() {
     let (h, _, path) = with_origin().await;

@@ -216,14 +216,12 @@ pub fn prune(
     Ok(pruned)
 }
 
-/// Unlink every revision at once (a removal, whose directory must end up empty).
-pub fn delete_all(changes: &mut DirChanges<'_>, paths: &VolumePaths, ctx: &OpCtx) -> Result<()> {
+/// Unlink every revision at once (a removal, whose directory must end up empty). No
+/// RevisionPruned: they go with the volume (whose removal the bus announces), not
+/// because of RevisionsToKeep.
+pub fn delete_all(changes: &mut DirChanges<'_>, paths: &VolumePaths) -> Result<()> {
     for r in list_in(changes.dir(), paths)? {
         changes.unlink(&paths.revision_name(r.id, r.timestamp))?;
-        ctx.emit_volume(EventKind::RevisionPruned {
-            id: r.id,
-            timestamp: r.timestamp,
-        });
     }
     Ok(())
 }

@@ -286,7 +286,7 @@ impl<'a> Volume<'a> {
     /// R§3.6 step 2: incomplete and discarded files, import, revisions, clean,
     /// precache, dirty — unlinked now (the directory is to be empty), durable with one
     /// fsync of the directory.
-    pub fn remove_all_images(&self, ctx: &OpCtx) -> Result<()> {
+    pub fn remove_all_images(&self) -> Result<()> {
         let Some(dir) = self.vm_dir()? else {
             return Ok(());
         };
@@ -297,7 +297,7 @@ impl<'a> Volume<'a> {
             }
         }
         changes.unlink(&self.paths.import_name())?;
-        revision::delete_all(&mut changes, &self.paths, ctx)?;
+        revision::delete_all(&mut changes, &self.paths)?;
         let paths = &self.paths;
         for name in [
             paths.clean_name(),
@@ -383,8 +383,8 @@ impl<'a> Volume<'a> {
     }
 
     /// R§3.6: remove every file of the volume and, if empty, its VM directory.
-    pub fn remove(&self, ctx: &OpCtx) -> Result<()> {
-        self.remove_all_images(ctx)?;
+    pub fn remove(&self) -> Result<()> {
+        self.remove_all_images()?;
         match pool::open_class_dir(self.root()?, &self.paths)? {
             Some(class) => durable::remove_dir_at(&class, self.paths.vm_name()),
             None => Ok(()),

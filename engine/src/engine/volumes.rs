@@ -112,18 +112,17 @@ impl Engine {
         let v = self.volume(&root, &pool_config, config.clone(), busy.background());
         v.check_dirs().map_err(|e| e.on(vol))?;
         if removing {
-            self.delete_removed_files(vol, &v, ctx)
-                .map_err(|e| e.on(vol))?;
+            self.delete_removed_files(vol, &v).map_err(|e| e.on(vol))?;
         }
         if spec.adopt {
             Self::check_adoptable(&v).map_err(|e| e.on(vol))?;
         } else {
-            Self::clear_leftovers(vol, &v, ctx)?;
+            Self::clear_leftovers(vol, &v)?;
             v.create(ctx).map_err(|e| e.on(vol))?;
         }
         if let Err(err) = pool.change(Change::Put(config)) {
             if !spec.adopt {
-                let _ = v.remove(ctx);
+                let _ = v.remove();
             }
             return Err(err.on(vol));
         }
@@ -147,7 +146,7 @@ impl Engine {
     /// Files of an unregistered vid: data-free ones (what a create interrupted by a
     /// crash leaves) are removed; anything holding data makes this `AlreadyExists` —
     /// CreateVolume never deletes what a user wrote.
-    pub(super) fn clear_leftovers(vol: &VolumeRef, v: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
+    pub(super) fn clear_leftovers(vol: &VolumeRef, v: &Volume<'_>) -> Result<()> {
         if let Some(import) = v.import_holding_data() {
             // Another driver's import in progress (the reference's, in an existing
             // Qubes pool): data the service does not own, which its create would
@@ -164,7 +163,7 @@ impl Engine {
         };
         if v.holds_no_data(&leftovers) {
             info!(pool = %vol.pool, vid = %vol.vid, "removing data-free leftovers of an unregistered volume");
-            return v.remove_all_images(ctx).map_err(|e| e.on(vol));
+            return v.remove_all_images().map_err(|e| e.on(vol));
         }
         Err(EngineError::already_exists(format!(
             "files of this volume already exist ({}); pass adopt=true to register them, or remove them",
@@ -203,7 +202,7 @@ impl Engine {
         self.end_session(vol);
         self.measurements().forget(vol);
         info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
-        if let Err(err) = self.delete_removed_files(vol, &v, ctx) {
+        if let Err(err) = self.delete_removed_files(vol, &v) {
             warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
                 "the volume is removed but some of its files are left; they are deleted at the next start of the service or CreateVolume of this vid");
         }
@@ -211,8 +210,8 @@ impl Engine {
     }
 
     /// Delete every file of an unregistered volume, then forget it (durably).
-    fn delete_removed_files(&self, vol: &VolumeRef, v: &Volume<'_>, ctx: &OpCtx) -> Result<()> {
-        v.remove(ctx)?;
+    fn delete_removed_files(&self, vol: &VolumeRef, v: &Volume<'_>) -> Result<()> {
+        v.remove()?;
         self.pool(&vol.pool)?
             .change(Change::Forget(vol.vid.clone()))?;
         info!(pool = %vol.pool, vid = %vol.vid, "volume removed");
@@ -282,8 +281,7 @@ impl Engine {
         let root = Self::open_root(pool, vol)?;
         let v = Volume::new(&root, placeholder);
         v.check_dirs().map_err(|e| e.on(vol))?;
-        self.delete_removed_files(vol, &v, &ctx)
-            .map_err(|e| e.on(vol))?;
+        self.delete_removed_files(vol, &v).map_err(|e| e.on(vol))?;
         Ok(true)
     }
 
