@@ -764,13 +764,10 @@ const LEASE_BREAK_SIGNAL: libc::c_int = libc::SIGWINCH;
 /// libc crate defines it for musl only.
 const F_SETSIG: libc::c_int = 10;
 
-/// Is `file` the only open file description of its inode, in any process? A write lease
-/// (`F_SETLEASE F_WRLCK`) is granted only then (`fcntl(2)`: no other open file
-/// descriptor for the file, readers included — an exported fd, a loop device); it is
-/// released at once: this is a probe, not a lock. `file` must be open read-write and
-/// owned by the caller (or the caller has CAP_LEASE). `Ok(false)` when the lease is
-/// refused (EAGAIN) or leases are not possible here (EINVAL, EPERM, ENOLCK, EACCES).
-pub fn only_opener(file: &File) -> io::Result<bool> {
+/// Takes a lease of `kind` (`F_RDLCK`, `F_WRLCK`) on `file` and releases it at once:
+/// `Ok(None)` when it was granted, `Ok(Some(errno))` when it was refused. Its break
+/// would send SIGWINCH ([`LEASE_BREAK_SIGNAL`]), not the default SIGIO.
+fn probe_lease(file: &File, kind: libc::c_int) -> io::Result<Option<i32>> {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl with F_SETSIG / F_SETLEASE takes an int argument and touches no
     // user memory; `fd` is open for the duration of the call (borrowed from `file`).
@@ -779,20 +776,38 @@ pub fn only_opener(file: &File) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == -1 {
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, kind) } == -1 {
         let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::EAGAIN | libc::EINVAL | libc::EPERM | libc::ENOLCK | libc::EACCES) => {
-                Ok(false)
-            }
-            _ => Err(err),
-        };
+        return err.raw_os_error().map(Some).ok_or(err);
     }
     // SAFETY: as above; releasing a lease this fd holds.
     if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(None)
+}
+
+/// Errnos of a lease that cannot be taken here at all (leases disabled, a filesystem
+/// or a file that has none, not the file's owner).
+fn leases_impossible(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EINVAL | libc::EPERM | libc::ENOLCK | libc::EACCES
+    )
+}
+
+/// Is `file` the only open file description of its inode, in any process? A write lease
+/// (`F_SETLEASE F_WRLCK`) is granted only then (`fcntl(2)`: no other open file
+/// descriptor for the file, readers included — an exported fd, a loop device); it is
+/// released at once: this is a probe, not a lock. `file` must be open read-write and
+/// owned by the caller (or the caller has CAP_LEASE). `Ok(false)` when the lease is
+/// refused (EAGAIN) or leases are not possible here (EINVAL, EPERM, ENOLCK, EACCES).
+pub fn only_opener(file: &File) -> io::Result<bool> {
+    match probe_lease(file, libc::F_WRLCK)? {
+        None => Ok(true),
+        Some(errno) if errno == libc::EAGAIN || leases_impossible(errno) => Ok(false),
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+    }
 }
 
 /// Is `file`'s inode open for writing anywhere — a loop device attached read-write, a
@@ -802,27 +817,12 @@ pub fn only_opener(file: &File) -> io::Result<bool> {
 /// caller has CAP_LEASE). `Ok(None)` when leases are not possible here (EINVAL,
 /// EPERM, ENOLCK, EACCES: leases disabled, another kind of filesystem).
 pub fn written_elsewhere(file: &File) -> io::Result<Option<bool>> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl with F_SETSIG / F_SETLEASE takes an int argument and touches no
-    // user memory; `fd` is open for the duration of the call (borrowed from `file`).
-    // F_SETSIG only changes which signal this fd's lease breaks send.
-    if unsafe { libc::fcntl(fd, F_SETSIG, LEASE_BREAK_SIGNAL) } == -1 {
-        return Err(io::Error::last_os_error());
+    match probe_lease(file, libc::F_RDLCK)? {
+        None => Ok(Some(false)),
+        Some(libc::EAGAIN) => Ok(Some(true)),
+        Some(errno) if leases_impossible(errno) => Ok(None),
+        Some(errno) => Err(io::Error::from_raw_os_error(errno)),
     }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == -1 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(Some(true)),
-            Some(libc::EINVAL | libc::EPERM | libc::ENOLCK | libc::EACCES) => Ok(None),
-            _ => Err(err),
-        };
-    }
-    // SAFETY: as above; releasing a lease this fd holds.
-    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Some(false))
 }
 
 /// Waits until `fd` is readable or `timeout` has passed; `Ok(false)` on the timeout.
