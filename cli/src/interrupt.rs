@@ -2,8 +2,9 @@
 //! (the terminal closed) during a long operation: the first one asks the operation to
 //! stop cleanly (cancel the service's job, or end an import with
 //! `ImportDataEnd(false)`), so nothing half done stays — without this a SIGTERM killed
-//! the CLI and left its clone running in the service; a second one gives up waiting
-//! and exits at once (status 128 + the signal's number: 130 for Ctrl-C).
+//! the CLI and left its clone running in the service; a second Ctrl-C or SIGTERM gives
+//! up waiting and exits at once (status 128 + the signal's number: 130 for Ctrl-C). A
+//! second SIGHUP does not: a closing terminal sends two.
 //!
 //! Installing the handlers replaces these signals' default action for the rest of the
 //! process, so only commands that know how to stop cleanly install them. After a
@@ -62,7 +63,13 @@ impl Interrupt {
         }
         self.requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        if let Some(number) = next_of(&mut streams).await {
+        // Only a second Ctrl-C or SIGTERM gives up: a closed terminal sends SIGHUP
+        // twice (the shell passes it on, then the kernel sends it when the shell
+        // exits), which must not cut the clean stop short.
+        while let Some(number) = next_of(&mut streams).await {
+            if number == Sig::SIGHUP as i32 {
+                continue;
+            }
             say(format_args!(
                 "qubes-storage: interrupted again; not waiting for the service"
             ));

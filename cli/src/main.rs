@@ -59,12 +59,15 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A log line that cannot be written (the terminal closed) is dropped: the
+    // subscriber's own report of it would panic (it uses eprintln!).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
+        .log_internal_errors(false)
         .init();
 }
 
@@ -78,7 +81,7 @@ fn report(error: &CliError, json: bool) -> ExitCode {
             "message": error.to_string(),
             "exit_status": error.exit_code(),
         });
-        println!("{document}");
+        let _ = output::print_text(&format!("{document}\n"));
     }
     ExitCode::from(error.exit_code())
 }

@@ -106,8 +106,21 @@ pub fn print_text(text: &str) -> Result<()> {
         .and_then(|()| stdout.flush())
     {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        // A terminal that hung up: the operation itself is done, only its report is lost.
+        Err(error) if error.raw_os_error() == Some(nix::libc::EIO) && stdout_is_a_terminal() => {
+            Ok(())
+        }
         other => other.map_err(|error| CliError::io("cannot write to stdout", error)),
     }
+}
+
+/// Is stdout a character device (a terminal, also one that hung up, which `isatty` no
+/// longer recognises)?
+fn stdout_is_a_terminal() -> bool {
+    nix::sys::stat::fstat(std::io::stdout()).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFCHR
+    })
 }
 
 /// Writes one pretty JSON document and a newline to stdout.

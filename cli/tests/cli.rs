@@ -412,6 +412,38 @@ fn stop_signal_during_import_leaves_the_volume_unchanged(signal: Signal) {
     assert!(files_equal(&original, &exported));
 }
 
+/// A closing terminal sends SIGHUP twice (the shell passes it on, the kernel sends it
+/// again when the shell exits): the second must not cut short the clean end of the
+/// import the first began (it exited 129 before ImportDataEnd(false) was answered).
+#[test]
+fn a_second_sighup_does_not_cut_the_cancel_of_an_import_short() {
+    let mut world = World::start();
+    let dir = world.pool("p1", FsType::Btrfs, 256 * MIB);
+    origin(&world, "p1", VID, "4M");
+    let args = ["volume", "import", "p1", VID, "-", "--size", "64M"];
+    let mut import = world.spawn(&args, Stdio::piped(), Stdio::piped());
+    let mut stdin = import.0.stdin.take().expect("stdin");
+    stdin
+        .write_all(&pattern(9, 0, MIB as usize))
+        .expect("feed the import");
+    let import_file = dir.join("appvms/work/private-import.img");
+    wait_until("the import file exists", || import_file.exists());
+    // The service's answer to the import's end is held until the filesystem thaws.
+    let frozen = Frozen::new(&dir);
+    let pid = Pid::from_raw(import.0.id() as i32);
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    wait_until("the CLI ended the import", || {
+        world.log().contains("call method=ImportDataEnd")
+    });
+    kill(pid, Signal::SIGHUP).expect("the second SIGHUP");
+    frozen.thaw();
+    let run = wait_output(import);
+    drop(stdin);
+    let run = run.fails_with(8);
+    assert!(run.stderr.contains("cancelled"), "{run:?}");
+    assert!(!import_file.exists(), "the import file stayed");
+}
+
 /// Lines of a child's pipe, as they come, through a channel.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();

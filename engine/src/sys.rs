@@ -825,35 +825,6 @@ pub fn written_elsewhere(file: &File) -> io::Result<Option<bool>> {
     }
 }
 
-/// Waits until `fd` is readable or `timeout` has passed; `Ok(false)` on the timeout.
-/// EINTR is waited through with the time left.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let millis = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-        let mut poll = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `poll` is one valid pollfd for the duration of the call; `fd` is
-        // borrowed, so open.
-        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
-        match ready {
-            -1 => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-            0 if std::time::Instant::now() >= deadline => return Ok(false),
-            0 => {}
-            _ => return Ok(true),
-        }
-    }
-}
-
 /// Same file: equal device and inode numbers.
 pub fn same_inode(a: &Metadata, b: &Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;

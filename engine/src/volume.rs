@@ -647,6 +647,23 @@ impl<'a> Volume<'a> {
         changes.commit()
     }
 
+    /// Before a stop that commits (a started volume that saves on stop): wait until
+    /// nobody writes its running image any more, else `Busy` ([`crate::writers`]). The
+    /// engine asks this before the session's witness, so that what is written while it
+    /// waits is in what the witness is asked about.
+    pub fn wait_for_writers(&self) -> Result<()> {
+        if !self.config.save_on_stop {
+            return Ok(());
+        }
+        let dirty = self.paths.dirty_name();
+        match self.vm_dir()? {
+            Some(dir) if dir.exists(&dirty) => {
+                writers::wait_until_unwritten(&dir, &dirty, writers::GRACE)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// R§3.8, idempotent. Returns whether anything was stopped.
     pub fn stop(&mut self, ctx: &OpCtx) -> Result<bool> {
         let dir = self.vm_dir()?;
@@ -662,10 +679,6 @@ impl<'a> Volume<'a> {
             }
             return Ok(false);
         };
-        if self.config.save_on_stop {
-            // Committed below: nobody may write it after (crate::writers).
-            writers::wait_until_unwritten(&dir, &dirty, writers::GRACE)?;
-        }
         let committed = match self.kind() {
             VolumeKind::OriginSnapshotsDisabled => {
                 durable::prepare_commit_at(&dir, &dirty)?;

@@ -184,9 +184,29 @@ fn a_stop_never_commits_a_running_image_a_loop_device_still_writes(t: FsType) {
         b"first...",
         "the session was committed"
     );
-    drop(device);
+    // A device detached while the stop waits (a VM's block device going a moment after
+    // the VM): the stop commits, with a reader (a backup) still holding the image.
     let backup = File::open(&dirty).unwrap();
-    f.stop(&v);
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let (f, v) = (&f, &v);
+        s.spawn(move || {
+            let result = f.engine.stop(v, &OpCtx::quiet("Stop"));
+            done.send(result.map_err(|e| e.to_string())).unwrap();
+        });
+        assert!(
+            stopped
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the stop went on while the device was attached"
+        );
+        drop(device);
+        let result = stopped
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the stop did not end");
+        result.expect("the stop after the device was detached");
+    });
+    f.engine.settle();
     assert_eq!(read_at(&clean, 0, 8), b"second..");
     drop(backup);
 }

@@ -47,6 +47,7 @@ impl Engine {
     /// R§3.8, idempotent.
     pub fn stop(&self, vol: &VolumeRef, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
+            v.wait_for_writers()?;
             self.persist_volatile_size(vol, v)?;
             match self.session_lost_writes(vol, v) {
                 None => v.stop(ctx).map(|_| ())?,

@@ -80,6 +80,7 @@ impl Engine {
     pub fn stop_keeping(&self, vol: &VolumeRef, change: &NoteChange, ctx: &OpCtx) -> Result<()> {
         self.with_volume(vol, ctx, |v, _| {
             let dir = kept_at_stop(v)?;
+            v.wait_for_writers()?;
             match self.session_lost_writes(vol, v) {
                 Some(why) => self.stop_after_lost_writes(vol, v, &why, Some(change), ctx)?,
                 None => self.stop_noting(vol, v, &dir, change, ctx)?,
