@@ -175,7 +175,7 @@ impl fmt::Display for CliError {
             | CliError::Failed(message)
             | CliError::Cancelled(message)
             | CliError::Protocol(message) => f.write_str(message),
-            CliError::Io { context, source } => write!(f, "{context}: {source}"),
+            CliError::Io { context, source } => write!(f, "{context}: {}", io_text(source)),
         }
     }
 }
@@ -221,9 +221,32 @@ fn service_error(name: &str, message: Option<&str>) -> CliError {
     }
 }
 
+/// An I/O error as people read it: the system's sentence without Rust's "(os error N)".
+fn io_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_read_without_the_os_error_number() {
+        let err = CliError::io(
+            "cannot open /nonexistent",
+            std::io::Error::from_raw_os_error(2),
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot open /nonexistent: No such file or directory"
+        );
+        let custom = CliError::io("x", std::io::Error::other("went wrong"));
+        assert_eq!(custom.to_string(), "x: went wrong");
+    }
 
     fn storage(kind: &str) -> String {
         format!("org.qubes.Storage.Error.{kind}")
