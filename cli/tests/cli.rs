@@ -380,6 +380,24 @@ fn sighup_during_import_leaves_the_volume_unchanged() {
     stop_signal_during_import_leaves_the_volume_unchanged(Signal::SIGHUP);
 }
 
+/// `volume import p1 VID - --size 64M` with its first MiB fed and its import file made
+/// (the import under way, waiting for more): the child, its stdin kept open, and the
+/// import file in the pool directory `dir`.
+fn import_from_stdin_under_way(
+    world: &World,
+    dir: &Path,
+) -> (Guarded, std::process::ChildStdin, std::path::PathBuf) {
+    let args = ["volume", "import", "p1", VID, "-", "--size", "64M"];
+    let mut import = world.spawn(&args, Stdio::piped(), Stdio::piped());
+    let mut stdin = import.0.stdin.take().expect("stdin");
+    stdin
+        .write_all(&pattern(9, 0, MIB as usize))
+        .expect("feed the import");
+    let import_file = dir.join("appvms/work/private-import.img");
+    wait_until("the import file exists", || import_file.exists());
+    (import, stdin, import_file)
+}
+
 fn stop_signal_during_import_leaves_the_volume_unchanged(signal: Signal) {
     let mut world = World::start();
     let dir = world.pool("p1", FsType::Btrfs, 256 * MIB);
@@ -390,14 +408,7 @@ fn stop_signal_during_import_leaves_the_volume_unchanged(signal: Signal) {
         .cli(&["volume", "import", "p1", VID, original.to_str().unwrap()])
         .ok();
 
-    let args = ["volume", "import", "p1", VID, "-", "--size", "64M"];
-    let mut import = world.spawn(&args, Stdio::piped(), Stdio::piped());
-    let mut stdin = import.0.stdin.take().expect("stdin");
-    stdin
-        .write_all(&pattern(9, 0, MIB as usize))
-        .expect("feed the import");
-    let import_file = dir.join("appvms/work/private-import.img");
-    wait_until("the import file exists", || import_file.exists());
+    let (import, stdin, import_file) = import_from_stdin_under_way(&world, &dir);
     kill(Pid::from_raw(import.0.id() as i32), signal).expect("the signal");
     let run = wait_output(import);
     drop(stdin);
@@ -420,14 +431,7 @@ fn a_second_sighup_does_not_cut_the_cancel_of_an_import_short() {
     let mut world = World::start();
     let dir = world.pool("p1", FsType::Btrfs, 256 * MIB);
     origin(&world, "p1", VID, "4M");
-    let args = ["volume", "import", "p1", VID, "-", "--size", "64M"];
-    let mut import = world.spawn(&args, Stdio::piped(), Stdio::piped());
-    let mut stdin = import.0.stdin.take().expect("stdin");
-    stdin
-        .write_all(&pattern(9, 0, MIB as usize))
-        .expect("feed the import");
-    let import_file = dir.join("appvms/work/private-import.img");
-    wait_until("the import file exists", || import_file.exists());
+    let (import, stdin, import_file) = import_from_stdin_under_way(&world, &dir);
     // The service's answer to the import's end is held until the filesystem thaws.
     let frozen = Frozen::new(&dir);
     let pid = Pid::from_raw(import.0.id() as i32);

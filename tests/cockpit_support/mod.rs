@@ -230,8 +230,13 @@ impl World {
             user,
         };
         let cockpit = Cockpit::start(&spec);
-        let mut browser = Browser::start();
-        browser.navigate(&cockpit.url("/qubes-storage"));
+        let url = cockpit.url("/qubes-storage");
+        // Kept before anything is expected of them, so that a failure to open the page
+        // reports Cockpit's log and a screenshot like any later failure.
+        self.cockpit = Some(cockpit);
+        self.browser = Some(Browser::start());
+        let browser = self.browser();
+        browser.navigate(&url);
         browser.expect(
             "document.readyState === 'complete' && document.querySelector('iframe[name=\"cockpit1:localhost/qubes-storage\"]')",
             "the shell shows the page's frame",
@@ -241,8 +246,6 @@ impl World {
             "qs.$('#pools') || qs.$('#service-absent')",
             "the page shows its pools",
         );
-        self.cockpit = Some(cockpit);
-        self.browser = Some(browser);
     }
 
     /// The pid of the session's bridge: the process that makes the page's calls.
