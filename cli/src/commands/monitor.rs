@@ -20,6 +20,7 @@ use super::Context;
 use crate::args::MonitorArgs;
 use crate::error::{CliError, Result};
 use crate::model::JobInfo;
+use crate::output::iso_utc;
 use crate::paths::{self, Subject, JOB_IFACE, ROOT_PATH};
 use crate::props::map_to_json;
 use crate::signals::{self, PathScope};
@@ -96,11 +97,7 @@ impl Event {
         let clock = chrono::Local::now().format("%H:%M:%S%.3f");
         let mut line = format!("{clock} {} {}", self.subject, self.event);
         for (name, value) in &self.args.0 {
-            let shown = match (name.as_str(), value) {
-                ("Operation", Json::String(method)) => operation_name(method).to_owned(),
-                _ => show(value),
-            };
-            line.push_str(&format!(" {name}={shown}"));
+            line.push_str(&format!(" {name}={}", show_named(name, value)));
         }
         line
     }
@@ -117,6 +114,48 @@ fn operation_name(method: &str) -> &str {
         "ExportDelta" => "delta",
         other => other,
     }
+}
+
+/// A named value as people read it: a job's operation by its everyday name, times as
+/// ISO 8601 instead of the Unix seconds the bus carries (`--json` keeps those).
+fn show_named(name: &str, value: &Json) -> String {
+    match (name, value) {
+        ("Operation", Json::String(method)) => operation_name(method).to_owned(),
+        ("timestamp", Json::Number(seconds)) => seconds.as_i64().map_or_else(|| show(value), iso_utc),
+        ("Revisions" | "RevisionDetails", Json::Array(revisions)) => revisions
+            .iter()
+            .map(show_revision)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => show(value),
+    }
+}
+
+/// One revision of Revisions `(id, timestamp)` or RevisionDetails `(id, timestamp,
+/// nanoseconds, description, pinned, exclusive)`: `5@2026-12-07T20:22:42Z`, then
+/// `/pinned` and the description when it has them.
+fn show_revision(revision: &Json) -> String {
+    let Some(fields) = revision.as_array() else {
+        return show(revision);
+    };
+    let (Some(id), Some(seconds)) = (
+        fields.first().and_then(Json::as_str),
+        fields.get(1).and_then(Json::as_i64),
+    ) else {
+        return show(revision);
+    };
+    let mut shown = format!("{id}@{}", iso_utc(seconds));
+    if fields.get(4).and_then(Json::as_bool) == Some(true) {
+        shown.push_str("/pinned");
+    }
+    match fields.get(3).and_then(Json::as_str) {
+        Some(description) if !description.is_empty() => {
+            shown.push('/');
+            shown.push_str(&show(&Json::from(description)));
+        }
+        _ => {}
+    }
+    shown
 }
 
 /// A JSON value as people read it: strings bare (quoted only when empty or spaced).
@@ -402,6 +441,49 @@ mod tests {
         assert!(events[0]
             .to_line()
             .ends_with(" p:appvms/a/b VolumeResized old_size=1 new_size=2"));
+    }
+
+    #[test]
+    fn times_read_as_iso_8601_in_text_and_stay_unix_seconds_in_json() {
+        let message = volume_signal("p", "appvms/a/b", "RevisionAdded", &("5", 1_796_674_962i64));
+        let event = &events_of(&mut scope(None, None), &message)[0];
+        assert!(
+            event
+                .to_line()
+                .ends_with(" RevisionAdded id=5 timestamp=2026-12-07T20:22:42Z"),
+            "{}",
+            event.to_line()
+        );
+        assert_eq!(event.args.get("timestamp"), Some(&Json::from(1_796_674_962i64)));
+    }
+
+    #[test]
+    fn revisions_read_as_ids_at_their_times_with_pins_and_descriptions() {
+        let revisions = vec![("4", 1_796_674_900i64), ("5", 1_796_674_962i64)];
+        let details = vec![
+            ("4", 1_796_674_900i64, 7u32, "", false, -1i64),
+            ("5", 1_796_674_962i64, 0u32, "before the update", true, 4096i64),
+        ];
+        let changed = HashMap::from([
+            ("Revisions", Variant::from(revisions)),
+            ("RevisionDetails", Variant::from(details)),
+        ]);
+        let message = Message::signal(
+            paths::volume_path("p", "appvms/a/b"),
+            PROPERTIES_IFACE,
+            "PropertiesChanged",
+        )
+        .build(&(VOLUME_IFACE, changed, Vec::<&str>::new()))
+        .unwrap();
+        let line = events_of(&mut scope(None, None), &message)[0].to_line();
+        let times = "4@2026-12-07T20:21:40Z,5@2026-12-07T20:22:42Z";
+        assert!(line.contains(&format!(" Revisions={times}")), "{line}");
+        assert!(
+            line.contains(&format!(
+                " RevisionDetails={times}/pinned/\"before the update\""
+            )),
+            "{line}"
+        );
     }
 
     #[test]
