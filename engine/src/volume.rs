@@ -670,11 +670,12 @@ impl<'a> Volume<'a> {
         let dirty = self.paths.dirty_name();
         let Some(dir) = dir.filter(|d| d.exists(&dirty)) else {
             if !self.config.save_on_stop {
-                // A snapshot's hardlink left behind by an interrupted stop.
+                // A snapshot's hardlink left behind by an interrupted stop (no barrier,
+                // as the stop's own discard).
                 if let Some(dir) = self.vm_dir()? {
-                    let mut changes = self.changes(&dir);
+                    let mut changes = self.changes_without_barrier(&dir);
                     changes.discard(&self.paths.clean_name())?;
-                    changes.commit()?;
+                    changes.end_without_barrier();
                 }
             }
             return Ok(false);
@@ -696,10 +697,14 @@ impl<'a> Volume<'a> {
                     // Keep a manual resize of the volatile image for the next start.
                     self.config.size = size;
                 }
-                let mut changes = self.changes(&dir);
+                // No barrier (docs/durability.md, rule 9): a power cut that undoes
+                // these discards leaves a running image made in that boot, which the
+                // start-up sweep after the reboot discards as this stop did — what a
+                // power cut while the VM ran leaves too.
+                let mut changes = self.changes_without_barrier(&dir);
                 changes.discard(&dirty)?;
                 changes.discard(&self.paths.clean_name())?;
-                changes.commit()?;
+                changes.end_without_barrier();
                 false
             }
         };

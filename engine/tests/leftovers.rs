@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use common_fs::{FsType, MIB};
 use qubes_storage_engine::durable::temp_name;
 use qubes_storage_engine::{Engine, ErrorKind};
-use scenario_support::{exists, files_in, on_every_fs, origin_spec, Fixture};
+use qubes_storage_engine::{VolumeRef, VolumeSpec};
+use scenario_support::{exists, files_in, on_every_fs, origin_spec, read_at, Fixture};
 
 /// A temp of `path` as the engine names it (`<file name>~XXXXXXXX`, beside it).
 fn temp_path(path: &Path) -> PathBuf {
@@ -174,6 +175,100 @@ fn no_stale_import_is_swept_in_a_class_directory_others_may_change(fs_type: FsTy
     assert!(!exists(&import));
 }
 
+/// After a reboot no VM runs on a snapshot's or volatile volume's running image: the
+/// sweep stops those volumes — an image made in an earlier boot goes, with a snapshot's
+/// link of its source, and so does a link an interrupted stop left alone — and keeps
+/// what a VM may still run on: images of this boot (the service restarted while VMs
+/// run) and unmarked ones (made by the reference driver); and every save_on_stop
+/// session, which the next start picks up. A stopped snapshot then starts afresh.
+fn volumes_a_reboot_stopped_are_stopped_by_the_sweep(fs_type: FsType) {
+    use qubes_storage_engine::running::MADE_IN_BOOT;
+    use qubes_storage_engine::sys;
+
+    let f = Fixture::new(fs_type);
+    let template = f.origin("vm-templates/t/root", 4 * MIB, 1);
+    f.session(&template, 0, b"template");
+    let snapshot = || VolumeSpec {
+        snap_on_start: true,
+        source: Some(template.vid.clone()),
+        ..Default::default()
+    };
+    let volatile = || VolumeSpec {
+        size: 4 * MIB,
+        rw: true,
+        ..Default::default()
+    };
+    // VM a ran before the reboot; VM b runs now (the service restarted); VM c's
+    // volatile image is unmarked; VM d's root was stopped but its link stayed.
+    let a_root = f.create("appvms/a/root", snapshot());
+    let a_volatile = f.create("appvms/a/volatile", volatile());
+    let a_private = f.origin("appvms/a/private", 4 * MIB, 1);
+    let b_root = f.create("appvms/b/root", snapshot());
+    let b_volatile = f.create("appvms/b/volatile", volatile());
+    let c_volatile = f.create("appvms/c/volatile", volatile());
+    let d_root = f.create("appvms/d/root", snapshot());
+    let mark = |path: &Path, boot: Option<&[u8]>| {
+        let file = File::open(path).unwrap();
+        match boot {
+            Some(boot) => sys::set_xattr(&file, MADE_IN_BOOT, boot).unwrap(),
+            None => sys::remove_xattr(&file, MADE_IN_BOOT).unwrap(),
+        }
+    };
+    for v in [&a_root, &a_volatile, &a_private] {
+        let dirty = f.start(v);
+        dirty_write(&dirty, b"session.");
+        mark(&dirty, Some(b"an earlier boot"));
+    }
+    for v in [&b_root, &b_volatile] {
+        dirty_write(&f.start(v), b"session.");
+    }
+    mark(&f.start(&c_volatile), None);
+    std::fs::remove_file(f.start(&d_root)).unwrap();
+    assert!(exists(&f.paths("appvms/d/root").clean()));
+
+    let engine = restarted(&f);
+    assert_eq!(engine.sweep_leftovers(), 4);
+    let started = |v: &VolumeRef| engine.volume_info(v).unwrap().started;
+    for v in [&a_root, &a_volatile, &d_root] {
+        assert!(!started(v), "{} is stopped", v.vid);
+        assert!(!exists(&f.paths(&v.vid.to_string()).dirty()));
+        let files = files_in(&f.paths(&v.vid.to_string()).dir());
+        assert!(
+            !files
+                .iter()
+                .any(|name| name.starts_with("root") || name.starts_with("volatile")),
+            "{}: {files:?}",
+            v.vid
+        );
+    }
+    assert!(
+        started(&a_private),
+        "a session is picked up at the next start"
+    );
+    assert_eq!(
+        read_at(&f.paths("appvms/a/private").dirty(), 0, 8),
+        b"session."
+    );
+    for v in [&b_root, &b_volatile, &c_volatile] {
+        assert!(started(v), "{} may still run", v.vid);
+    }
+    assert_eq!(
+        read_at(&f.paths("appvms/b/root").dirty(), 0, 8),
+        b"session."
+    );
+    let dirty = engine.start(&a_root, &ctx()).unwrap();
+    assert_eq!(read_at(&dirty, 0, 8), b"template", "afresh from its source");
+}
+
+fn dirty_write(path: &Path, data: &[u8]) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(data, 0)
+        .unwrap();
+}
+
 fn ctx() -> qubes_storage_engine::OpCtx {
     qubes_storage_engine::OpCtx::quiet("leftovers-test")
 }
@@ -186,4 +281,5 @@ on_every_fs!(
     temps_of_a_registered_volume_are_swept_and_its_images_kept,
     a_create_never_deletes_an_import_file_that_holds_data,
     no_stale_import_is_swept_in_a_class_directory_others_may_change,
+    volumes_a_reboot_stopped_are_stopped_by_the_sweep,
 );

@@ -32,11 +32,13 @@
 //! started with D, and before it a precache that a start would use must still hold the
 //! committed image (checked on every crash disk of every case).
 //!
-//! A snapshot's and a volatile volume's start waits for no barrier at all (rule 9):
-//! their running images are never used after a power cut — the next start makes fresh
-//! ones — so on a crash disk they may be missing, torn or anything
-//! ([`Op::disposable`]); what must hold is that a Start on the crash disk gives the
-//! source's committed image and an empty one (checked after start-vm).
+//! A snapshot's and a volatile volume's start and stop wait for no barrier at all (rule
+//! 9): their running images are never used after a power cut — the next start makes
+//! fresh ones — so on a crash disk they may be missing, torn or anything
+//! ([`Op::disposable`]); what must hold is that the daemon, after the reboot, serves
+//! them stopped (its start-up sweep removes what the crash left) and that a Start on
+//! the crash disk gives the source's committed image and an empty one (checked after
+//! start-vm and stop-vm).
 //!
 //! The last three run their three calls concurrently over the bus, so that they share
 //! barriers: the VM directory's fsyncs and syncfs rounds (stop-vm), the state journal's
@@ -158,11 +160,14 @@ impl Op {
     }
 
     /// The volumes whose running image nothing needs after a power cut (rule 9: a
-    /// snapshot's, a volatile volume's), which a crash disk may show with any running
-    /// image or none — and which a start there must make afresh.
+    /// snapshot's, a volatile volume's): a crash disk may hold any running image of
+    /// theirs or none, which the daemon must not serve after the reboot (its start-up
+    /// sweep stops them), and a start there must make afresh — in every phase, also
+    /// before a stop-vm began (their VM died with the power) and after it was
+    /// acknowledged (their stop waits for no barrier).
     pub fn disposable(self) -> &'static [Vol] {
         match self {
-            Op::StartVm => &[WORK_ROOT, WORK_VOLATILE],
+            Op::StartVm | Op::StopVm => &[WORK_ROOT, WORK_VOLATILE],
             _ => &[],
         }
     }

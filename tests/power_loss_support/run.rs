@@ -10,9 +10,11 @@
 //!    mark `ack` is logged when its success reply arrived; the daemon stops and the
 //!    file system is unmounted, so every later write is recorded too.
 //! 3. **Replays**: for each crash state the plan asks for, its image is built by
-//!    reflink, mounted at the same mount point (the file system's own recovery), the
-//!    daemon is started on it and the disk is checked ([`super::check`]); then the
-//!    daemon stops and the image is unmounted and deleted.
+//!    reflink, mounted at the same mount point (the file system's own recovery), made
+//!    to look as it does after the reboot that follows a power cut (the running images
+//!    it marks as made in this boot are marked as made in the one before,
+//!    [`as_after_a_reboot`]), the daemon is started on it and the disk is checked
+//!    ([`super::check`]); then the daemon stops and the image is unmounted and deleted.
 //!
 //! Nothing here knows how the engine does its work: a changed engine (another state
 //! store, fewer barriers) is checked by re-running the same cases.
@@ -303,6 +305,11 @@ async fn replay_one(
         Ok(mount) => mount,
         Err(err) => return vec![format!("the crash disk does not mount: {err}")],
     };
+    if let Err(err) = as_after_a_reboot(&ws.disk.mount_point) {
+        return vec![format!(
+            "cannot mark the crash disk's running images: {err}"
+        )];
+    }
     let spec = daemon_spec(ws, daemon_log, &[]);
     let mut problems = match Daemon::try_start(&spec, bus, conn).await {
         Ok(daemon) => {
@@ -318,6 +325,29 @@ async fn replay_one(
         problems.push(format!("cannot unmount the crash disk: {err}"));
     }
     problems
+}
+
+/// A crash disk is served after a reboot: what the daemon marked as made in this boot
+/// (the running images of snapshots and volatile volumes, docs/durability.md rule 9)
+/// was made in the boot the power cut ended. The replay runs in the boot that recorded
+/// the disk, so those marks are changed to another boot's before the daemon starts.
+fn as_after_a_reboot(dir: &Path) -> std::io::Result<()> {
+    use qubes_storage_engine::running::MADE_IN_BOOT;
+    use qubes_storage_engine::sys;
+    let this_boot = sys::boot_id()?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            as_after_a_reboot(&entry.path())?;
+        } else if kind.is_file() {
+            let file = std::fs::File::open(entry.path())?;
+            if sys::get_xattr(&file, MADE_IN_BOOT)?.as_deref() == Some(this_boot.as_bytes()) {
+                sys::set_xattr(&file, MADE_IN_BOOT, b"the boot the power cut ended")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every invariant of [`super::check`] on the mounted crash disk the daemon serves.
@@ -357,6 +387,13 @@ async fn check_disk(
         .map(|vol| disk.paths(*vol).dirty())
         .collect();
     problems.extend(leftovers_and_short_files(disk, &seen, &may_be_torn));
+    problems.extend(op.disposable().iter().filter_map(|vol| {
+        seen[vol].dirty.as_ref().map(|content| {
+            format!(
+                "{vol}: served as started after the reboot, with {content:?} that no VM runs on"
+            )
+        })
+    }));
     problems.extend(usable_precaches_hold_the_committed_image(disk));
     problems.extend(served_matches_files(disk, &served));
     // Last: it changes the disk.
@@ -364,9 +401,9 @@ async fn check_disk(
     problems
 }
 
-/// Rule 9's promise: a disposable volume (a snapshot, a volatile volume) that a crash
-/// disk shows with any running image, or none, is started afresh there — its source's
-/// committed image, an empty one — never with what the crash left.
+/// Rule 9's promise: a disposable volume (a snapshot, a volatile volume) is stopped by
+/// the start-up sweep after the reboot (checked above), and started afresh there — its
+/// source's committed image, an empty one — never with what the crash left.
 async fn disposables_start_afresh(op: Op, disk: &Disk, conn: &Connection) -> Vec<String> {
     let mut problems = Vec::new();
     for &vol in op.disposable() {

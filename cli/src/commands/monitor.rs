@@ -121,7 +121,9 @@ fn operation_name(method: &str) -> &str {
 fn show_named(name: &str, value: &Json) -> String {
     match (name, value) {
         ("Operation", Json::String(method)) => operation_name(method).to_owned(),
-        ("timestamp", Json::Number(seconds)) => seconds.as_i64().map_or_else(|| show(value), iso_utc),
+        ("timestamp", Json::Number(seconds)) => {
+            seconds.as_i64().map_or_else(|| show(value), iso_utc)
+        }
         ("Revisions" | "RevisionDetails", Json::Array(revisions)) => revisions
             .iter()
             .map(show_revision)
@@ -454,7 +456,10 @@ mod tests {
             "{}",
             event.to_line()
         );
-        assert_eq!(event.args.get("timestamp"), Some(&Json::from(1_796_674_962i64)));
+        assert_eq!(
+            event.args.get("timestamp"),
+            Some(&Json::from(1_796_674_962i64))
+        );
     }
 
     #[test]
@@ -462,7 +467,14 @@ mod tests {
         let revisions = vec![("4", 1_796_674_900i64), ("5", 1_796_674_962i64)];
         let details = vec![
             ("4", 1_796_674_900i64, 7u32, "", false, -1i64),
-            ("5", 1_796_674_962i64, 0u32, "before the update", true, 4096i64),
+            (
+                "5",
+                1_796_674_962i64,
+                0u32,
+                "before the update",
+                true,
+                4096i64,
+            ),
         ];
         let changed = HashMap::from([
             ("Revisions", Variant::from(revisions)),

@@ -16,7 +16,18 @@
 //!   directory;
 //! * the import file (`<name>-import.img`) of every registered volume without an
 //!   import in progress: after a restart no import is, and a stale one must never be
-//!   committed.
+//!   committed;
+//! * the running image of every registered snapshot or volatile volume that was made
+//!   in an earlier boot ([`running::Made::EarlierBoot`]), with a snapshot's link of its
+//!   source: no VM runs on it any more after the reboot and the next start would make
+//!   it afresh (docs/durability.md, rule 9), so the volume is stopped, as its Stop
+//!   would — otherwise a power cut left the volumes of every VM that ran looking
+//!   started (a Remove refused, a template's snapshots in use) until each was started
+//!   and stopped again. It is also what lets their Stop wait for no barrier: a power
+//!   cut that undoes a stop leaves the same images. A restarted service in the same
+//!   boot keeps them (their VMs may run), and so does it an unmarked image (made by
+//!   the reference driver, or where user xattrs are not kept). A snapshot's link left
+//!   without its running image (an interrupted stop) goes too.
 //!
 //! Nothing else is touched: a pool directory can be an existing Qubes pool whose
 //! volumes are not (yet) registered, and their files — images, revisions, even an
@@ -35,9 +46,10 @@ use crate::dir::Dir;
 use crate::durable;
 use crate::error::Result;
 use crate::layout::{self, VolumePaths};
-use crate::model::{PoolConfig, VolumeRef};
+use crate::model::{PoolConfig, VolumeConfig, VolumeKind, VolumeRef};
 use crate::names::{Vid, VmClass};
 use crate::pool;
+use crate::running::{self, Made};
 
 /// The temp name of the reflink probe's fallback (see `copy::probe_reflink`).
 const PROBE_TEMP_PREFIX: &str = ".reflink-probe~";
@@ -47,20 +59,17 @@ impl Engine {
     /// pool; returns how many files it removed. Call it before serving: it assumes no
     /// operation runs.
     pub fn sweep_leftovers(&self) -> usize {
-        let pools: Vec<(PoolConfig, Vec<Vid>)> = self
+        let pools: Vec<(PoolConfig, Vec<VolumeConfig>)> = self
             .pool_map()
             .values()
             .map(|pool| {
                 let state = pool.read();
-                (
-                    state.config().clone(),
-                    state.volumes().map(|c| c.vid.clone()).collect(),
-                )
+                (state.config().clone(), state.volumes().cloned().collect())
             })
             .collect();
         pools
             .iter()
-            .map(|(config, vids)| match self.sweep_pool(config, vids) {
+            .map(|(config, volumes)| match self.sweep_pool(config, volumes) {
                 Ok(removed) => removed,
                 Err(err) => {
                     warn!(pool = %config.name, error = %err, "cannot sweep the pool directory");
@@ -70,22 +79,27 @@ impl Engine {
             .sum()
     }
 
-    fn sweep_pool(&self, config: &PoolConfig, vids: &[Vid]) -> Result<usize> {
+    fn sweep_pool(&self, config: &PoolConfig, volumes: &[VolumeConfig]) -> Result<usize> {
         let root = pool::open_root(&config.dir_path)?;
         root.check_private()?;
         let mut removed = remove_where(config, &root, is_probe_temp);
         for class in VmClass::ALL {
             removed += sweep_class(config, &root, class);
         }
-        for vid in self.stale_imports(config, vids) {
-            let paths = VolumePaths::new(&config.dir_path, &vid);
-            // As every volume operation: not in a class directory others may change.
-            if let Err(err) = pool::check_private(&root, &paths) {
-                warn!(pool = %config.name, error = %err, "not sweeping a class directory");
-                continue;
-            }
-            if let Some(dir) = subdir(config, &root, paths.vm_dir_rel()) {
+        let vids: Vec<Vid> = volumes.iter().map(|v| v.vid.clone()).collect();
+        for vid in self.stale_imports(config, &vids) {
+            if let Some((dir, paths)) = vm_dir_of(config, &root, &vid) {
                 removed += usize::from(remove_leftover(config, &dir, &paths.import_name()));
+            }
+        }
+        for volume in volumes {
+            let snapshot = match volume.kind() {
+                VolumeKind::Snapshot => true,
+                VolumeKind::Volatile => false,
+                _ => continue,
+            };
+            if let Some((dir, paths)) = vm_dir_of(config, &root, &volume.vid) {
+                removed += stop_after_reboot(config, &dir, &paths, snapshot);
             }
         }
         Ok(removed)
@@ -105,6 +119,48 @@ impl Engine {
             .cloned()
             .collect()
     }
+}
+
+/// The VM directory of the registered volume `vid` and its paths; `None` when it is
+/// missing, or in a class directory that is not private to the service (as every
+/// volume operation refuses it; warned).
+fn vm_dir_of(config: &PoolConfig, root: &Dir, vid: &Vid) -> Option<(Dir, VolumePaths)> {
+    let paths = VolumePaths::new(&config.dir_path, vid);
+    if let Err(err) = pool::check_private(root, &paths) {
+        warn!(pool = %config.name, error = %err, "not sweeping a class directory");
+        return None;
+    }
+    subdir(config, root, paths.vm_dir_rel()).map(|dir| (dir, paths))
+}
+
+/// A snapshot's or volatile volume's running image made in an earlier boot is removed,
+/// and a snapshot's link of its source when no running image is left: the volume is
+/// stopped. Returns how many files went.
+fn stop_after_reboot(config: &PoolConfig, dir: &Dir, paths: &VolumePaths, snapshot: bool) -> usize {
+    let pool = &config.name;
+    let dirty = paths.dirty_name();
+    let mut removed = 0;
+    if dir
+        .entry(&dirty)
+        .is_ok_and(|e| e.is_some_and(|e| e.is_file()))
+        && running::made_at(dir, &dirty) == Made::EarlierBoot
+    {
+        info!(%pool, path = %dir.join(&dirty).display(),
+            "a running image made before the last reboot, which no VM runs on any more: the volume is stopped");
+        removed += usize::from(remove_file(config, dir, &dirty));
+    }
+    if snapshot && !dir.exists(&dirty) {
+        let link = paths.clean_name();
+        if dir
+            .entry(&link)
+            .is_ok_and(|e| e.is_some_and(|e| e.is_file()))
+        {
+            info!(%pool, path = %dir.join(&link).display(),
+                "a stopped snapshot's link of its source, left by a stop a power cut undid in part");
+            removed += usize::from(remove_file(config, dir, &link));
+        }
+    }
+    removed
 }
 
 /// Temps of any volume in every VM directory of one class directory.
@@ -163,10 +219,14 @@ fn remove_leftover(config: &PoolConfig, dir: &Dir, name: &str) -> bool {
     {
         return false;
     }
-    let pool = &config.name;
-    info!(%pool, path = %dir.join(name).display(), "removing a leftover of an interrupted operation");
+    info!(pool = %config.name, path = %dir.join(name).display(), "removing a leftover of an interrupted operation");
+    remove_file(config, dir, name)
+}
+
+/// Remove `name` of `dir` (logged by [`durable::remove_at`]); whether it went.
+fn remove_file(config: &PoolConfig, dir: &Dir, name: &str) -> bool {
     durable::remove_at(dir, name)
-        .inspect_err(|err| warn!(%pool, error = %err, "cannot remove a leftover"))
+        .inspect_err(|err| warn!(pool = %config.name, error = %err, "cannot remove a leftover"))
         .is_ok_and(|removed| removed)
 }
 
