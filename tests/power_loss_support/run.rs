@@ -13,7 +13,8 @@
 //!    reflink, mounted at the same mount point (the file system's own recovery), made
 //!    to look as it does after the reboot that follows a power cut (the running images
 //!    it marks as made in this boot are marked as made in the one before,
-//!    [`as_after_a_reboot`]), the daemon is started on it and the disk is checked
+//!    [`as_after_a_reboot`]; a case that leaves such images is replayed once more with
+//!    them unmarked), the daemon is started on it and the disk is checked
 //!    ([`super::check`]); then the daemon stops and the image is unmounted and deleted.
 //!
 //! Nothing here knows how the engine does its work: a changed engine (another state
@@ -270,32 +271,71 @@ async fn replay_all(
     };
     let mut images = CrashImages::new(log, &ws.base, &ws.images).expect("crash images");
     let mut report = CaseReport::new(op, fs, log);
+    // With disposable running images on the disk, each crash state is served twice:
+    // marked as made in the boot the power cut ended (what this service leaves: the
+    // start-up sweep stops those volumes) and unmarked (what the reference driver or
+    // an older release leaves: kept, and a start must make them afresh).
+    let boots: &[Boot] = match op.disposable().is_empty() {
+        true => &[Boot::Marked],
+        false => &[Boot::Marked, Boot::Unmarked],
+    };
     for (n, state) in crash_states(log, marks, &plan).iter().enumerate() {
-        images.build(state, &ws.crash).expect("build a crash image");
-        let daemon_log = ws.logs.join(format!("replay-{n}.log"));
-        let problems = replay_one(op, fs, state, ws, bus, conn, &daemon_log).await;
         let what = state.describe(report.flushes, later_writes(log, state.boundary).len());
-        let described = problems
-            .iter()
-            .take(KEPT_PROBLEMS)
-            .map(|p| format!("{what}: {p}"));
-        report.add(state, described.collect());
-        report.count_sweep(logged(
-            &daemon_log,
-            "removing a leftover of an interrupted operation",
-        ));
-        report.count_finished_removal(logged(&daemon_log, "interrupted volume removals finished"));
-        let _ = std::fs::remove_file(&ws.crash);
+        let mut described = Vec::new();
+        for &boot in boots {
+            images.build(state, &ws.crash).expect("build a crash image");
+            let daemon_log = ws.logs.join(format!("replay-{n}-{boot:?}.log"));
+            let problems = replay_one(op, fs, state, boot, ws, bus, conn, &daemon_log).await;
+            described.extend(
+                problems
+                    .iter()
+                    .take(KEPT_PROBLEMS)
+                    .map(|p| format!("{what}{}: {p}", boot.describe())),
+            );
+            if boot == Boot::Marked {
+                report.count_sweep(logged(
+                    &daemon_log,
+                    "removing a leftover of an interrupted operation",
+                ));
+                report.count_finished_removal(logged(
+                    &daemon_log,
+                    "interrupted volume removals finished",
+                ));
+            }
+            let _ = std::fs::remove_file(&ws.crash);
+        }
+        report.add(state, described);
     }
     report
 }
 
+/// The boot marks of the crash disk's running images when it is served
+/// ([`as_after_a_reboot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boot {
+    /// As this service marked them: made in the boot the power cut ended.
+    Marked,
+    /// Without a mark, as an older release or the reference driver left them.
+    Unmarked,
+}
+
+impl Boot {
+    fn describe(self) -> &'static str {
+        match self {
+            Boot::Marked => "",
+            Boot::Unmarked => " (running images unmarked)",
+        }
+    }
+}
+
 /// Mounts the crash image, starts the daemon on it, checks the disk; stops the daemon
 /// and unmounts again.
+#[allow(clippy::too_many_arguments)]
 async fn replay_one(
     op: Op,
     fs: FsType,
     state: &CrashState,
+    boot: Boot,
     ws: &Workspace,
     bus: &TestBus,
     conn: &Connection,
@@ -305,7 +345,7 @@ async fn replay_one(
         Ok(mount) => mount,
         Err(err) => return vec![format!("the crash disk does not mount: {err}")],
     };
-    if let Err(err) = as_after_a_reboot(&ws.disk.mount_point) {
+    if let Err(err) = as_after_a_reboot(&ws.disk.mount_point, boot) {
         return vec![format!(
             "cannot mark the crash disk's running images: {err}"
         )];
@@ -313,7 +353,7 @@ async fn replay_one(
     let spec = daemon_spec(ws, daemon_log, &[]);
     let mut problems = match Daemon::try_start(&spec, bus, conn).await {
         Ok(daemon) => {
-            let problems = check_disk(op, fs, state.phase, &ws.disk, conn).await;
+            let problems = check_disk(op, fs, state.phase, boot, &ws.disk, conn).await;
             let status = daemon.terminate();
             let exit = (!status.success())
                 .then(|| format!("the daemon exited with {status}{}", log_tail(daemon_log)));
@@ -330,8 +370,9 @@ async fn replay_one(
 /// A crash disk is served after a reboot: what the daemon marked as made in this boot
 /// (the running images of snapshots and volatile volumes, docs/durability.md rule 9)
 /// was made in the boot the power cut ended. The replay runs in the boot that recorded
-/// the disk, so those marks are changed to another boot's before the daemon starts.
-fn as_after_a_reboot(dir: &Path) -> std::io::Result<()> {
+/// the disk, so those marks are changed to another boot's before the daemon starts —
+/// or removed ([`Boot::Unmarked`]).
+fn as_after_a_reboot(dir: &Path, boot: Boot) -> std::io::Result<()> {
     use qubes_storage_engine::running::MADE_IN_BOOT;
     use qubes_storage_engine::sys;
     let this_boot = sys::boot_id()?;
@@ -339,11 +380,16 @@ fn as_after_a_reboot(dir: &Path) -> std::io::Result<()> {
         let entry = entry?;
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            as_after_a_reboot(&entry.path())?;
+            as_after_a_reboot(&entry.path(), boot)?;
         } else if kind.is_file() {
             let file = std::fs::File::open(entry.path())?;
             if sys::get_xattr(&file, MADE_IN_BOOT)?.as_deref() == Some(this_boot.as_bytes()) {
-                sys::set_xattr(&file, MADE_IN_BOOT, b"the boot the power cut ended")?;
+                match boot {
+                    Boot::Marked => {
+                        sys::set_xattr(&file, MADE_IN_BOOT, b"the boot the power cut ended")?
+                    }
+                    Boot::Unmarked => sys::remove_xattr(&file, MADE_IN_BOOT)?,
+                }
             }
         }
     }
@@ -355,6 +401,7 @@ async fn check_disk(
     op: Op,
     fs: FsType,
     phase: Phase,
+    boot: Boot,
     disk: &Disk,
     conn: &Connection,
 ) -> Vec<String> {
@@ -387,7 +434,9 @@ async fn check_disk(
         .map(|vol| disk.paths(*vol).dirty())
         .collect();
     problems.extend(leftovers_and_short_files(disk, &seen, &may_be_torn));
-    problems.extend(op.disposable().iter().filter_map(|vol| {
+    // Unmarked images are kept (a VM may run on one): a start makes them afresh.
+    let swept = op.disposable().iter().filter(|_| boot == Boot::Marked);
+    problems.extend(swept.filter_map(|vol| {
         seen[vol].dirty.as_ref().map(|content| {
             format!(
                 "{vol}: served as started after the reboot, with {content:?} that no VM runs on"
@@ -402,8 +451,9 @@ async fn check_disk(
 }
 
 /// Rule 9's promise: a disposable volume (a snapshot, a volatile volume) is stopped by
-/// the start-up sweep after the reboot (checked above), and started afresh there — its
-/// source's committed image, an empty one — never with what the crash left.
+/// the start-up sweep after the reboot when its running image is marked (checked
+/// above), and started afresh there — its source's committed image, an empty one —
+/// never with what the crash left, also from an unmarked image the sweep keeps.
 async fn disposables_start_afresh(op: Op, disk: &Disk, conn: &Connection) -> Vec<String> {
     let mut problems = Vec::new();
     for &vol in op.disposable() {
