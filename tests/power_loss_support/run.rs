@@ -436,13 +436,17 @@ async fn check_disk(
     problems.extend(leftovers_and_short_files(disk, &seen, &may_be_torn));
     // Unmarked images are kept (a VM may run on one): a start makes them afresh.
     let swept = op.disposable().iter().filter(|_| boot == Boot::Marked);
-    problems.extend(swept.filter_map(|vol| {
-        seen[vol].dirty.as_ref().map(|content| {
-            format!(
+    for vol in swept {
+        if let Some(content) = &seen[vol].dirty {
+            problems.push(format!(
                 "{vol}: served as started after the reboot, with {content:?} that no VM runs on"
-            )
-        })
-    }));
+            ));
+        } else if vol.is_snapshot() && disk.paths(*vol).clean().exists() {
+            problems.push(format!(
+                "{vol}: stopped, but its link of the source is left after the reboot"
+            ));
+        }
+    }
     problems.extend(usable_precaches_hold_the_committed_image(disk));
     problems.extend(served_matches_files(disk, &served));
     // Last: it changes the disk.
