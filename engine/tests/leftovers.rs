@@ -2,9 +2,11 @@
 //! removes the temp files an interrupted operation left — also of a vid that was never
 //! registered, which is what a CreateVolume killed between creating its image and
 //! renaming it leaves (`<name>.img~XXXXXXXX`) — and the import file of a registered
-//! volume (after a restart no import is in progress); it never touches a file that may
-//! hold a user's data, such as an unregistered volume of an existing Qubes pool, and
-//! never an import that is still in progress.
+//! volume (after a restart no import is in progress), and the running images of
+//! snapshot and volatile volumes made in an earlier boot (their VMs died with it); it
+//! never touches a file that may hold a user's data, such as an unregistered volume of
+//! an existing Qubes pool, and never an import that is still in progress or an image a
+//! VM of this boot may run on.
 //!
 //! The power-loss replay (`tests/power_loss.rs`, operation `create`) checks the same on
 //! the disks a real power cut during CreateVolume leaves. Needs root (loop mounts).
