@@ -234,7 +234,7 @@ fn volumes_a_reboot_stopped_are_stopped_by_the_sweep(fs_type: FsType) {
     for v in [&a_root, &a_volatile, &d_root] {
         assert!(!started(v), "{} is stopped", v.vid);
         assert!(!exists(&f.paths(&v.vid.to_string()).dirty()));
-        let files = files_in(&f.paths(&v.vid.to_string()).dir());
+        let files = files_in(f.paths(&v.vid.to_string()).dir());
         assert!(
             !files
                 .iter()
