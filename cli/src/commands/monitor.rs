@@ -404,6 +404,17 @@ mod tests {
             .unwrap()
     }
 
+    /// PropertiesChanged of the volume `p:appvms/a/b`.
+    fn volume_changed(changed: HashMap<&str, Variant<'_>>) -> Message {
+        Message::signal(
+            paths::volume_path("p", "appvms/a/b"),
+            PROPERTIES_IFACE,
+            "PropertiesChanged",
+        )
+        .build(&(VOLUME_IFACE, changed, Vec::<&str>::new()))
+        .unwrap()
+    }
+
     fn job_added(job: &str, objects: &[String]) -> Message {
         let objects: Vec<ObjectPath<'_>> = objects
             .iter()
@@ -480,14 +491,7 @@ mod tests {
             ("Revisions", Variant::from(revisions)),
             ("RevisionDetails", Variant::from(details)),
         ]);
-        let message = Message::signal(
-            paths::volume_path("p", "appvms/a/b"),
-            PROPERTIES_IFACE,
-            "PropertiesChanged",
-        )
-        .build(&(VOLUME_IFACE, changed, Vec::<&str>::new()))
-        .unwrap();
-        let line = events_of(&mut scope(None, None), &message)[0].to_line();
+        let line = events_of(&mut scope(None, None), &volume_changed(changed))[0].to_line();
         let times = "4@2026-12-07T20:21:40Z,5@2026-12-07T20:22:42Z";
         assert!(line.contains(&format!(" Revisions={times}")), "{line}");
         assert!(
@@ -558,14 +562,7 @@ mod tests {
     #[test]
     fn property_changes_carry_their_values() {
         let changed = HashMap::from([("Started", Variant::from(true))]);
-        let message = Message::signal(
-            paths::volume_path("p", "appvms/a/b"),
-            PROPERTIES_IFACE,
-            "PropertiesChanged",
-        )
-        .build(&(VOLUME_IFACE, changed, Vec::<&str>::new()))
-        .unwrap();
-        let events = events_of(&mut scope(None, None), &message);
+        let events = events_of(&mut scope(None, None), &volume_changed(changed));
         assert!(events[0]
             .to_line()
             .ends_with("p:appvms/a/b changed Started=true"));
