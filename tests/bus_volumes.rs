@@ -248,6 +248,36 @@ async fn stop_commits_a_revision_and_announces_it_before_the_reply() {
     assert_eq!(v.revisions().await.unwrap(), revisions);
 }
 
+/// A stop that fails because the pool directory is gone (moved away, say) announces
+/// nothing: the volume was not read as stopped and empty, which its files say it is not
+/// once the directory is back — and the next stop commits and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_that_cannot_reach_the_pool_directory_announces_no_change() {
+    let (h, pool, path) = with_origin().await;
+    let v = h.volume(&path).await;
+    v.start(opts()).await.unwrap();
+    let dir = std::path::PathBuf::from(h.pool(&pool).await.dir_path().await.unwrap());
+    let away = dir.with_extension("away");
+    std::fs::rename(&dir, &away).unwrap();
+    let trace = call_traced(&h.conn, path.as_str(), VOLUME, "Stop", &(opts(),)).await;
+    std::fs::rename(&away, &dir).unwrap();
+    assert!(trace.is_error());
+    let changed = trace.changed_properties(path.as_str());
+    assert!(changed.is_empty(), "announced {:?}", changed.keys());
+    assert!(v.started().await.unwrap(), "still started");
+    let trace = call_traced(&h.conn, path.as_str(), VOLUME, "Stop", &(opts(),)).await;
+    assert!(!trace.is_error());
+    let stopped = trace.before("VolumeStopped");
+    assert_eq!(stopped.len(), 1);
+    assert!(
+        stopped[0].body().deserialize::<(bool,)>().unwrap().0,
+        "committed"
+    );
+    assert!(!as_bool(
+        &trace.changed_properties(path.as_str())["Started"]
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_is_idempotent() {
     let (h, _, path) = with_origin().await;

@@ -145,6 +145,8 @@ fn again(err: &EngineError) -> EngineError {
 /// exist has no class directories; any other failure is kept for the volumes below it.
 struct ClassDirs {
     dirs: Vec<(VmClass, Result<Option<Dir>>)>,
+    /// The pool directory does not exist.
+    root_missing: bool,
 }
 
 impl ClassDirs {
@@ -164,7 +166,10 @@ impl ClassDirs {
                 (class, dir)
             })
             .collect();
-        ClassDirs { dirs }
+        ClassDirs {
+            dirs,
+            root_missing: matches!(root, Ok(None)),
+        }
     }
 
     /// The VM directory of `vid`, opened beneath its class directory.
@@ -190,10 +195,24 @@ impl ClassDirs {
 }
 
 impl Engine {
-    /// A volume's live view.
+    /// A volume's live view. Not while its pool directory is missing: a volume seen
+    /// there would look as if it had no files — stopped, empty — which it may not be
+    /// once the directory is back (moved away and back, a filesystem mounted again).
+    /// (The listing of a pool at start-up, [`Self::volume_infos`], still serves such
+    /// volumes, so that they can be removed.)
     pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
         let (pool, config, source) = self.lookup(vol)?;
         let classes = ClassDirs::open(&pool.dir_path);
+        if classes.root_missing {
+            return Err(EngineError::new(
+                ErrorKind::Failed,
+                format!(
+                    "the pool directory {} does not exist: the volume's files cannot be read",
+                    pool.dir_path.display()
+                ),
+            )
+            .on(vol));
+        }
         let dir = VmDir::read(classes.open_vm(&config.vid)).map_err(|e| e.on(vol))?;
         let source_clean = || source.and_then(|s| classes.clean_of(&pool.dir_path, &s.vid));
         let mut info = view(&pool, config, &dir, source_clean);
