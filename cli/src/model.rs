@@ -65,7 +65,7 @@ pub struct Revision {
     pub exclusive: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VolumeInfo {
     pub pool: String,
     pub vid: String,

@@ -126,17 +126,40 @@ pub async fn revert(context: &Context, volume: &VolumeRef, revision: Option<Stri
     if context.json {
         return print_json(&json!({ "reverted_to": row(&target) }));
     }
-    print_text(&format!("{}\n", reverted(volume, &target)))
+    let after = fetch(context, volume).await.map(|(_, info)| info).ok();
+    print_text(&format!(
+        "{}\n",
+        reverted(volume, &target, &before, after.as_ref())
+    ))
 }
 
-/// `reverted p:vid to revision 3 (…, "known good"); it is pinned, so it stays`.
-fn reverted(volume: &VolumeRef, target: &Revision) -> String {
-    let kept = match target.pinned {
+/// `reverted p:vid to revision 3 (…, "known good"); it is pinned, so it stays; the
+/// image before kept as revision 5` — or, when the volume keeps no revisions, that the
+/// image before is gone (nothing can undo that revert).
+fn reverted(
+    volume: &VolumeRef,
+    target: &Revision,
+    before: &VolumeInfo,
+    after: Option<&VolumeInfo>,
+) -> String {
+    let stays = match target.pinned {
         true => "; it is pinned, so it stays",
         false => "",
     };
+    let kept = after.and_then(|after| {
+        after
+            .revisions
+            .iter()
+            .rev()
+            .find(|r| !before.revisions.iter().any(|old| old.id == r.id))
+    });
+    let previous = match (kept, before.revisions_to_keep) {
+        (Some(kept), _) => format!("; the image before kept as revision {}", kept.id),
+        (None, 0) => "; the image before was not kept (the volume keeps no revisions)".to_owned(),
+        (None, _) => String::new(),
+    };
     format!(
-        "reverted {}:{} to {}{kept}",
+        "reverted {}:{} to {}{stays}{previous}",
         volume.pool,
         volume.vid,
         target.label()
@@ -263,10 +286,40 @@ mod tests {
             vid: "appvms/work/private".into(),
         };
         let target = revision("3", 0, "known good", true);
+        let before = VolumeInfo {
+            revisions_to_keep: 2,
+            revisions: vec![target.clone()],
+            ..VolumeInfo::default()
+        };
+        let after = VolumeInfo {
+            revisions: vec![target.clone(), revision("4", 0, "", false)],
+            ..before.clone()
+        };
         assert_eq!(
-            reverted(&volume, &target),
-            "reverted p:appvms/work/private to revision 3 (1970-01-01T00:00:00Z, \"known good\"); it is pinned, so it stays"
+            reverted(&volume, &target, &before, Some(&after)),
+            "reverted p:appvms/work/private to revision 3 (1970-01-01T00:00:00Z, \"known good\"); it is pinned, so it stays; the image before kept as revision 4"
         );
+    }
+
+    /// With revisions_to_keep 0 nothing can undo the revert: it says so.
+    #[test]
+    fn a_revert_that_keeps_no_revision_says_the_image_before_is_gone() {
+        let volume = VolumeRef {
+            pool: "p".into(),
+            vid: "appvms/work/private".into(),
+        };
+        let target = revision("3", 0, "", false);
+        let before = VolumeInfo {
+            revisions_to_keep: 0,
+            revisions: vec![target.clone()],
+            ..VolumeInfo::default()
+        };
+        let after = VolumeInfo {
+            revisions: Vec::new(),
+            ..before.clone()
+        };
+        assert!(reverted(&volume, &target, &before, Some(&after))
+            .ends_with("; the image before was not kept (the volume keeps no revisions)"));
     }
 
     #[test]

@@ -268,15 +268,24 @@ fn stop_outcome(volume: &VolumeRef, before: &VolumeInfo, after: Option<&VolumeIn
             "stopped {name}; the VM's writes are its committed image (snapshots disabled)"
         );
     }
-    let newest = |info: &VolumeInfo| info.revisions.last().map(|r| r.id.clone());
-    match after
-        .and_then(newest)
-        .filter(|id| Some(id) != newest(before).as_ref())
-    {
-        Some(id) => {
-            format!("stopped {name}; changes committed, the previous image kept as revision {id}")
-        }
-        None => format!("stopped {name}; changes committed"),
+    // The revision this stop kept is one the volume did not have before (ids are never
+    // reused): the newest id alone may be an older revision that pruning left newest.
+    let kept = after.and_then(|after| {
+        after
+            .revisions
+            .iter()
+            .rev()
+            .find(|r| !before.revisions.iter().any(|old| old.id == r.id))
+    });
+    match (kept, after) {
+        (Some(revision), _) => format!(
+            "stopped {name}; changes committed, the previous image kept as revision {}",
+            revision.id
+        ),
+        (None, Some(after)) if after.revisions_to_keep == 0 => format!(
+            "stopped {name}; changes committed, the previous image not kept (it keeps no revisions)"
+        ),
+        (None, _) => format!("stopped {name}; changes committed"),
     }
 }
 
@@ -472,6 +481,32 @@ mod tests {
         assert_eq!(
             stop_outcome(&private_ref(), &before, Some(&after)),
             "stopped p:appvms/work/private; changes committed, the previous image kept as revision 2"
+        );
+    }
+
+    /// Revision 1 is pinned, 2 is not, and the volume keeps no revisions any more: the
+    /// stop kept nothing and pruned 2, which leaves 1 newest — not kept by this stop.
+    #[test]
+    fn a_stop_that_keeps_no_revision_says_so_though_an_older_one_is_left_newest() {
+        let revision = |id: &str| Revision {
+            id: id.into(),
+            timestamp: 5,
+            ..Revision::default()
+        };
+        let before = VolumeInfo {
+            started: true,
+            revisions_to_keep: 0,
+            revisions: vec![revision("1"), revision("2")],
+            ..private_volume()
+        };
+        let after = VolumeInfo {
+            started: false,
+            revisions: vec![revision("1")],
+            ..before.clone()
+        };
+        assert_eq!(
+            stop_outcome(&private_ref(), &before, Some(&after)),
+            "stopped p:appvms/work/private; changes committed, the previous image not kept (it keeps no revisions)"
         );
     }
 
