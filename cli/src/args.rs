@@ -429,6 +429,9 @@ pub struct CloneArgs {
     pub dst_pool: String,
     /// The destination volume's id
     pub dst_vid: String,
+    /// Clone even if the destination becomes smaller (it takes the source's size)
+    #[arg(long)]
+    pub allow_shrink: bool,
 }
 
 #[derive(Debug, Args)]

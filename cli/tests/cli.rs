@@ -313,6 +313,47 @@ fn a_clone_into_a_volume_that_does_not_save_on_stop_is_refused() {
     assert!(run.stderr.contains("does not save on stop"), "{run:?}");
 }
 
+/// A clone gives the destination the source's size: a smaller source (the arguments
+/// the wrong way round, say) is refused as an import's would be, and changes nothing,
+/// unless `--allow-shrink`.
+#[test]
+fn a_clone_that_would_shrink_the_destination_needs_allow_shrink() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", "vm-templates/t/private", "4M");
+    origin(&world, "p1", VID, "8M");
+    let size = |world: &World| {
+        world
+            .cli(&["--json", "volume", "info", "p1", VID])
+            .ok()
+            .json()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    let run = world
+        .cli(&["volume", "clone", "p1", "vm-templates/t/private", "p1", VID])
+        .fails_with(2);
+    assert!(
+        run.stderr
+            .contains("would shrink p1:appvms/work/private from 8.0 MiB to 4.0 MiB"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--allow-shrink"), "{run:?}");
+    assert_eq!(size(&world), 8 * MIB);
+    world
+        .cli(&[
+            "volume",
+            "clone",
+            "p1",
+            "vm-templates/t/private",
+            "p1",
+            VID,
+            "--allow-shrink",
+        ])
+        .ok();
+    assert_eq!(size(&world), 4 * MIB);
+}
+
 #[test]
 fn import_from_stdin_needs_a_size() {
     let mut world = World::start();

@@ -544,9 +544,9 @@ fn write_export(
 }
 
 pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
-    let source = context
+    let (source, source_info) = context
         .client
-        .volume_path(&args.src_pool, &args.src_vid)
+        .volume_info(&args.src_pool, &args.src_vid)
         .await?;
     let (target, target_info) = context
         .client
@@ -562,6 +562,9 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
                 "{destination} does not save on stop: a clone into it would change nothing (its next start makes its image afresh)"
             ),
         });
+    }
+    if !args.allow_shrink {
+        refuse_clone_shrink(&args, source_info.size, target_info.size)?;
     }
     let interrupt = Interrupt::install();
     let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
@@ -582,9 +585,49 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
     run_following_job(&context.client, watch, &interrupt, call).await
 }
 
+/// A clone gives the destination the source's size, as an import does: refused when
+/// that makes it smaller, unless asked (the arguments the wrong way round would
+/// otherwise cut a VM's disk down to a template's without a word).
+fn refuse_clone_shrink(args: &CloneArgs, source_size: u64, current: u64) -> Result<()> {
+    if source_size >= current {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "cloning {}:{} ({}) would shrink {}:{} from {} to {}, replacing its content; \
+         pass --allow-shrink to do it anyway",
+        args.src_pool,
+        args.src_vid,
+        format_size(source_size),
+        args.dst_pool,
+        args.dst_vid,
+        format_size(current),
+        format_size(source_size),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clone_that_would_shrink_is_a_usage_error_naming_both_volumes() {
+        let args = CloneArgs {
+            src_pool: "p".into(),
+            src_vid: "vm-templates/t/private".into(),
+            dst_pool: "q".into(),
+            dst_vid: "appvms/a/private".into(),
+            allow_shrink: false,
+        };
+        assert!(refuse_clone_shrink(&args, 2 << 20, 2 << 20).is_ok());
+        assert!(refuse_clone_shrink(&args, 4 << 20, 2 << 20).is_ok());
+        let error = refuse_clone_shrink(&args, 3 << 20, 20 << 20).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.to_string(),
+            "cloning p:vm-templates/t/private (3.0 MiB) would shrink q:appvms/a/private from \
+             20.0 MiB to 3.0 MiB, replacing its content; pass --allow-shrink to do it anyway"
+        );
+    }
 
     #[test]
     fn size_comes_from_the_flag_or_the_file() {
