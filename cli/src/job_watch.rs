@@ -139,6 +139,14 @@ impl JobWatch {
     }
 
     /// The job being followed, while it runs.
+    /// The job followed has passed its point of no return (the service says so:
+    /// `Cancelable` false): its copy is done and being committed.
+    fn past_cancel(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|job| !job.ended && !job.info.cancelable)
+    }
+
     fn job_path(&self) -> Option<&str> {
         self.job
             .as_ref()
@@ -268,8 +276,14 @@ impl JobWatch {
     }
 }
 
+/// Said when Ctrl-C comes after the copy: the commit that follows is not cancelled.
+pub const TOO_LATE: &str =
+    "qubes-storage: too late to cancel: the copy is done and is being committed; \
+     waiting for it to finish (Ctrl-C again to stop waiting)";
+
 /// Runs `call` (a method call on `target`) while following its job; returns the
-/// call's own result, which is `Cancelled` when Ctrl-C cancelled the job.
+/// call's own result, which is `Cancelled` when Ctrl-C cancelled the job. A Ctrl-C
+/// after the copy ended says it is too late ([`TOO_LATE`]) and waits for the commit.
 pub async fn run_following_job<T>(
     client: &Client,
     mut watch: JobWatch,
@@ -285,9 +299,15 @@ pub async fn run_following_job<T>(
     tokio::pin!(call);
     // The job a Cancel was sent to: each job adopted after Ctrl-C is cancelled too.
     let mut cancelled: Option<String> = None;
+    let mut told_too_late = false;
     loop {
         if interrupt.is_requested() {
-            if let Some(path) = watch
+            if watch.past_cancel() {
+                if !told_too_late {
+                    told_too_late = true;
+                    crate::output::say(format_args!("{TOO_LATE}"));
+                }
+            } else if let Some(path) = watch
                 .job_path()
                 .filter(|p| cancelled.as_deref() != Some(*p))
             {
@@ -361,6 +381,26 @@ mod tests {
         Message::signal(job, PROPERTIES_IFACE, "PropertiesChanged")
             .build(&(JOB_IFACE, changed, Vec::<&str>::new()))
             .unwrap()
+    }
+
+    /// A Ctrl-C is too late once the service says the job can no longer be cancelled
+    /// (its copy is done and being committed), not before, and not for an ended job.
+    #[test]
+    fn a_job_is_past_cancel_when_it_stops_being_cancelable() {
+        let job = "/org/qubes/Storage/jobs/3";
+        let mut watch = watch_for("/v/dst");
+        assert!(!watch.past_cancel());
+        let mut added = job_added(job, &["/v/dst", "/v/src"], 10);
+        watch.handle(&added);
+        assert!(!watch.past_cancel(), "cancelable while it copies");
+        let changed = HashMap::from([("Cancelable", Variant::from(false))]);
+        added = Message::signal(job, PROPERTIES_IFACE, "PropertiesChanged")
+            .build(&(JOB_IFACE, changed, Vec::<&str>::new()))
+            .unwrap();
+        watch.handle(&added);
+        assert!(watch.past_cancel());
+        watch.handle(&job_completed(job));
+        assert!(!watch.past_cancel(), "an ended job is nothing to wait for");
     }
 
     #[test]

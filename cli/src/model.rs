@@ -197,8 +197,13 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
+    /// A job as first announced; one that does not say whether it can be cancelled
+    /// counts as cancelable (a Cancel it does not heed changes nothing).
     pub fn from_properties(map: &PropertyMap) -> JobInfo {
-        let mut job = JobInfo::default();
+        let mut job = JobInfo {
+            cancelable: true,
+            ..JobInfo::default()
+        };
         job.update(map);
         job
     }
