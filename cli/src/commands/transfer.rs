@@ -293,7 +293,8 @@ pub async fn import(context: &Context, args: ImportArgs) -> Result<()> {
     let success = copied.is_ok();
     tracing::info!(op = "import", %pool, %vid, bytes = size, success, "ImportDataEnd");
     let end = end_import(context, &args.volume, path.as_str(), success, &interrupt).await;
-    copied.map_err(|error| copy_error(error, "import", &name, "the volume's import file"))?;
+    let import_file = format!("the import file of {pool}:{vid}");
+    copied.map_err(|error| copy_error(error, "import", &name, &import_file))?;
     end
 }
 
@@ -450,7 +451,10 @@ pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
     let (output, destination) = open_output(&args.output)?;
     let result = export_into(context, &args.volume, output).await;
     let result = result.map_err(|error| match error {
-        ExportError::Copy(copy) => copy_error(copy, "export", "the volume's image", &name),
+        ExportError::Copy(copy) => {
+            let image = format!("the image of {}:{}", args.volume.pool, args.volume.vid);
+            copy_error(copy, "export", &image, &name)
+        }
         ExportError::Call(call) => call,
     });
     match result {
