@@ -116,11 +116,15 @@ fn operation_name(method: &str) -> &str {
     }
 }
 
-/// A named value as people read it: a job's operation by its everyday name, times as
-/// ISO 8601 instead of the Unix seconds the bus carries (`--json` keeps those).
+/// A named value as people read it: a job's operation by its everyday name, its
+/// progress in percent, times as ISO 8601 instead of the Unix seconds the bus carries
+/// (`--json` keeps the values as they are).
 fn show_named(name: &str, value: &Json) -> String {
     match (name, value) {
         ("Operation", Json::String(method)) => operation_name(method).to_owned(),
+        ("Progress", Json::Number(fraction)) => fraction
+            .as_f64()
+            .map_or_else(|| show(value), |f| format!("{:.1}%", f * 100.0)),
         ("timestamp", Json::Number(seconds)) => {
             seconds.as_i64().map_or_else(|| show(value), iso_utc)
         }
@@ -454,6 +458,20 @@ mod tests {
         assert!(events[0]
             .to_line()
             .ends_with(" p:appvms/a/b VolumeResized old_size=1 new_size=2"));
+    }
+
+    #[test]
+    fn a_jobs_progress_reads_in_percent() {
+        let args = Args(vec![(
+            "Progress".to_owned(),
+            Json::from(0.026_666_666_666_666_67),
+        )]);
+        let event = Event::new("/org/qubes/Storage/jobs/3", "changed", args);
+        assert!(
+            event.to_line().ends_with(" changed Progress=2.7%"),
+            "{}",
+            event.to_line()
+        );
     }
 
     #[test]
