@@ -262,6 +262,43 @@ fn volumes_a_reboot_stopped_are_stopped_by_the_sweep(fs_type: FsType) {
     assert_eq!(read_at(&dirty, 0, 8), b"template", "afresh from its source");
 }
 
+/// A pool whose directory is gone (its disk died, it was moved away) can still be taken
+/// apart: its volumes are removed — unregistered; their files, were the directory
+/// back, deleted at the next start — and then the pool, whose directory, back, is
+/// left as it is. Before, Remove was NotFound for want of the directory and RemovePool
+/// refused a pool that still held volumes.
+fn a_pool_whose_directory_is_gone_can_be_taken_apart(fs_type: FsType) {
+    let f = Fixture::new(fs_type);
+    let a = f.origin("appvms/a/private", 4 * MIB, 1);
+    let b = f.origin("appvms/b/private", 4 * MIB, 1);
+    let (a_files, b_files) = (f.paths("appvms/a/private"), f.paths("appvms/b/private"));
+    let away = f.dir.with_extension("away");
+    std::fs::rename(&f.dir, &away).unwrap();
+    let err = f.engine.remove_pool(&f.pool).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    f.engine.remove_volume(&a, &ctx()).unwrap();
+    assert_eq!(
+        f.engine.volume_info(&a).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The directory is back: the next start deletes what the removal left.
+    std::fs::rename(&away, &f.dir).unwrap();
+    assert!(exists(&a_files.clean()));
+    let engine = restarted(&f);
+    assert_eq!(engine.finish_interrupted_removals().unwrap(), 1);
+    assert!(!exists(&a_files.clean()) && exists(&b_files.clean()));
+    // Gone again: the last volume and the pool go.
+    std::fs::rename(&f.dir, &away).unwrap();
+    engine.remove_volume(&b, &ctx()).unwrap();
+    engine.remove_pool(&f.pool).unwrap();
+    std::fs::rename(&away, &f.dir).unwrap();
+    assert!(
+        exists(&b_files.clean()),
+        "the directory of a removed pool is left as it is"
+    );
+    assert!(restarted(&f).pool_info(&f.pool).is_err());
+}
+
 fn dirty_write(path: &Path, data: &[u8]) {
     File::options()
         .write(true)
@@ -284,4 +321,5 @@ on_every_fs!(
     a_create_never_deletes_an_import_file_that_holds_data,
     no_stale_import_is_swept_in_a_class_directory_others_may_change,
     volumes_a_reboot_stopped_are_stopped_by_the_sweep,
+    a_pool_whose_directory_is_gone_can_be_taken_apart,
 );

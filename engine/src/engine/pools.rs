@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{same_dir, Engine, PoolSpec};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::model::{PoolConfig, PoolInfo};
 use crate::names::{PoolName, RevisionsToKeep};
 use crate::pool;
@@ -107,7 +107,17 @@ impl Engine {
         let object = format!("pool {name}");
         let _admin = self.pool_admin.lock().unwrap_or_else(|e| e.into_inner());
         let pool = self.pool(name)?;
-        self.finish_removals_of(&pool).map_err(|e| e.on(&object))?;
+        let dir_path = pool.read().config().dir_path.clone();
+        match pool::open_root(&dir_path) {
+            // Its directory is gone: the files of the volumes removed meanwhile cannot
+            // be deleted, and the pool's directory, were it back, is left as it is.
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                self.forget_removals_of(&pool).map_err(|e| e.on(&object))?;
+            }
+            _ => {
+                self.finish_removals_of(&pool).map_err(|e| e.on(&object))?;
+            }
+        }
         pool.delete_if_empty().map_err(|e| e.on(&object))?;
         self.pools
             .write()

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::Engine;
 use crate::context::OpCtx;
 use crate::dir::Dir;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorKind, Result};
 use crate::model::{PoolConfig, VolumeConfig, VolumeInfo, VolumeRef, VolumeSpec};
 use crate::names::{ImageSize, PoolName, RevisionsToKeep, Vid};
 use crate::registry::{check_volume, validate_ephemeral, Pool, PoolState};
@@ -184,7 +184,12 @@ impl Engine {
         let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
         ctx.set_subject(vol);
         let (pool_config, config, _) = self.lookup(vol)?;
-        let root = Self::open_root(&pool_config, vol)?;
+        let root = match Self::open_root(&pool_config, vol) {
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                return self.remove_without_directory(vol, &pool_config, err);
+            }
+            other => other?,
+        };
         let _busy = self.busy(&root);
         let v = Volume::new(&root, config);
         v.check_dirs().map_err(|e| e.on(vol))?;
@@ -206,6 +211,33 @@ impl Engine {
             warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
                 "the volume is removed but some of its files are left; they are deleted at the next start of the service or CreateVolume of this vid");
         }
+        Ok(())
+    }
+
+    /// Remove of a volume whose pool directory does not exist (a disk gone, a directory
+    /// moved away): nothing of it can be started or read, so it is unregistered as any
+    /// removed volume, and its files, if the directory comes back, are deleted then —
+    /// at the service's next start, or when its pool is removed (which forgets them).
+    /// Without this a pool whose disk is gone could never be removed: RemovePool
+    /// refuses a pool that holds volumes.
+    fn remove_without_directory(
+        &self,
+        vol: &VolumeRef,
+        pool_config: &PoolConfig,
+        missing: EngineError,
+    ) -> Result<()> {
+        self.refuse_while_importing(vol, "remove the volume")
+            .map_err(|e| e.on(vol))?;
+        let pool = self.pool(&vol.pool)?;
+        if let Some(user) = pool.read().consumers(&vol.vid).next() {
+            return Err(EngineError::busy(format!("volume {user} uses it as its source")).on(vol));
+        }
+        pool.change(Change::Unregister(vol.vid.clone()))
+            .map_err(|e| e.on(vol))?;
+        self.end_session(vol);
+        self.measurements().forget(vol);
+        warn!(pool = %vol.pool, vid = %vol.vid, dir = %pool_config.dir_path.display(), error = %missing,
+            "volume unregistered while its pool directory does not exist; its files, if the directory comes back, are deleted at the next start of the service");
         Ok(())
     }
 
@@ -255,6 +287,17 @@ impl Engine {
             }
         }
         first_err.map_or(Ok(done), Err)
+    }
+
+    /// Forget the volumes of `pool` still being removed, without deleting their files
+    /// (the pool's directory is gone and the pool is being removed).
+    pub(super) fn forget_removals_of(&self, pool: &Pool) -> Result<()> {
+        let vids: Vec<Vid> = pool.read().removing().cloned().collect();
+        for vid in vids {
+            warn!(pool = %pool.read().config().name, %vid, "a removed volume's files are left: its pool directory does not exist");
+            pool.change(Change::Forget(vid))?;
+        }
+        Ok(())
     }
 
     /// Under the vid's lock: delete the files of `vol` if it is still being removed.
