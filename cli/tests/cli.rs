@@ -515,6 +515,48 @@ fn expect_line(lines: &mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) ->
     }
 }
 
+/// With more objects than one listing carries (here a small bus limit and a few hundred
+/// volumes; on the system bus 100 000 volumes), `pool list`, an export and `monitor`
+/// still work: none of them needs GetManagedObjects, which is then `LimitsExceeded`.
+/// And an export never writes into a pool's directory.
+#[test]
+fn pools_exports_and_the_monitor_work_when_the_service_has_too_many_objects_to_list() {
+    let mut world = World::start_with_message_limit(128 * 1024);
+    let pool_dir = world.pool("p1", FsType::Btrfs, 512 * MIB);
+    origin(&world, "p1", VID, "1M");
+    for n in 0..250 {
+        let vid = format!("appvms/vm{n:03}/volatile");
+        world
+            .cli(&["volume", "create", "p1", &vid, "--size", "1M", "--rw"])
+            .ok();
+    }
+    let pools = world.cli(&["pool", "list"]).ok().stdout;
+    assert!(pools.contains("p1"), "{pools}");
+    let out = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "p1", VID, out.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), MIB);
+    let inside = pool_dir.join("appvms/work/private.img");
+    let run = world
+        .cli(&["volume", "export", "p1", VID, inside.to_str().unwrap()])
+        .fails_with(2);
+    assert!(
+        run.stderr.contains("in the directory of pool p1"),
+        "{run:?}"
+    );
+
+    let mut monitor = world.spawn(&["monitor", "p1"], Stdio::null(), Stdio::piped());
+    let stderr = lines_of(monitor.0.stderr.take().unwrap());
+    let stdout = lines_of(monitor.0.stdout.take().unwrap());
+    expect_line(&stderr, |line| {
+        line.contains("jobs already running are not shown")
+    });
+    expect_line(&stderr, |line| line.starts_with("Monitoring pool p1"));
+    world.cli(&["volume", "start", "p1", VID]).ok();
+    expect_line(&stdout, |line| line.contains(" VolumeStarted "));
+}
+
 #[test]
 fn monitor_prints_the_watched_volume_signals_as_json() {
     let mut world = World::start();

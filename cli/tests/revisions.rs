@@ -145,7 +145,9 @@ fn revert_says_which_revision_it_went_to_by_its_description() {
         "{run:?}"
     );
     assert!(
-        run.stdout.trim_end().ends_with("\"known good\")"),
+        run.stdout
+            .trim_end()
+            .ends_with("\"known good\"); the image before kept as revision 3"),
         "{run:?}"
     );
 }

@@ -268,11 +268,19 @@ fn stopped_writing(error: std::io::Error) -> Result<()> {
 }
 
 /// Jobs that were already running when the monitor started; none when the service
-/// is not running yet (the monitor then waits for it).
+/// is not running yet (the monitor then waits for it), or when it has more objects than
+/// one listing carries (100 000 volumes): then only the jobs that start from now on are
+/// shown, which the greeting says.
 async fn learn_running_jobs(context: &Context, scope: &mut Scope) -> Result<()> {
     let objects = match context.client.managed_objects().await {
         Ok(objects) => objects,
         Err(CliError::Unreachable(_)) => return Ok(()),
+        Err(CliError::Service { name, .. }) if name.ends_with(".LimitsExceeded") => {
+            crate::output::say(format_args!(
+                "(the service has too many objects to list at once: jobs already running are not shown, new ones are)"
+            ));
+            return Ok(());
+        }
         Err(error) => return Err(error),
     };
     for (path, interfaces) in &objects {

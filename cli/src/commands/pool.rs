@@ -26,16 +26,25 @@ pub async fn run(context: &Context, command: PoolCommand) -> Result<()> {
     }
 }
 
-/// Every pool, from one `GetManagedObjects`, sorted by name.
+/// Every pool (ListPools, then each pool's properties: GetManagedObjects would carry
+/// every volume too, and does not fit on the bus at 100 000 volumes), sorted by name.
 pub async fn all_pools(context: &Context) -> Result<Vec<PoolInfo>> {
-    let objects = context.client.managed_objects().await?;
-    let mut pools: Vec<PoolInfo> = objects
-        .iter()
-        .filter_map(|(path, interfaces)| {
-            let properties = interfaces.get(POOL_IFACE)?;
-            Some(PoolInfo::from_properties(path.as_str(), properties))
-        })
-        .collect();
+    let paths = context
+        .client
+        .manager()
+        .await?
+        .list_pools(&context.client.options())
+        .await?;
+    let mut pools = Vec::with_capacity(paths.len());
+    for path in paths {
+        let properties = match context.client.properties(path.as_str(), POOL_IFACE).await {
+            Ok(properties) => properties,
+            // Removed since it was listed.
+            Err(CliError::Service { name, .. }) if name.ends_with(".UnknownObject") => continue,
+            Err(error) => return Err(error),
+        };
+        pools.push(PoolInfo::from_properties(path.as_str(), &properties));
+    }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(pools)
 }

@@ -203,6 +203,30 @@ async fn check_shrink(context: &Context, args: &ImportArgs, path: &str, size: u6
     )))
 }
 
+/// An export never writes into a pool's directory: it would put its own file where a
+/// volume's image or revision is (replacing a committed image by another inode behind
+/// the service's back). Compared by the real paths of the destination's directory and of
+/// each pool's, so no symlink or `..` gets around it.
+fn refuse_pool_destination(output: &Path, pools: &[(&str, &Path)]) -> Result<()> {
+    let parent = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let Ok(dir) = std::fs::canonicalize(parent) else {
+        return Ok(()); // Creating the file will say what is wrong with its directory.
+    };
+    for (name, pool_dir) in pools {
+        if std::fs::canonicalize(pool_dir).is_ok_and(|pool_dir| dir.starts_with(&pool_dir)) {
+            return Err(CliError::Usage(format!(
+                "{} is in the directory of pool {name}, where the service keeps its volumes' \
+                 files; export somewhere else",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A copy's failure for the user; `verb` names the operation (import, export).
 fn copy_error(error: CopyError, verb: &str, input: &str, output: &str) -> CliError {
     match error {
@@ -448,6 +472,14 @@ fn open_output(path: &Path) -> Result<(Output, Destination)> {
 
 pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
     let name = describe_output(&args.output);
+    if !is_stdio(&args.output) {
+        let pools = super::pool::all_pools(context).await?;
+        let dirs: Vec<(&str, &Path)> = pools
+            .iter()
+            .map(|pool| (pool.name.as_str(), Path::new(&pool.dir_path)))
+            .collect();
+        refuse_pool_destination(&args.output, &dirs)?;
+    }
     let (output, destination) = open_output(&args.output)?;
     let result = export_into(context, &args.volume, output).await;
     let result = result.map_err(|error| match error {
@@ -631,6 +663,26 @@ mod tests {
             "cloning p:vm-templates/t/private (3.0 MiB) would shrink q:appvms/a/private from \
              20.0 MiB to 3.0 MiB, replacing its content; pass --allow-shrink to do it anyway"
         );
+    }
+
+    #[test]
+    fn an_export_into_a_pool_directory_is_refused_however_it_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = root.path().join("pool");
+        std::fs::create_dir_all(pool.join("appvms/a")).unwrap();
+        std::os::unix::fs::symlink(&pool, root.path().join("link")).unwrap();
+        let pools = [("p", pool.as_path())];
+        for inside in [
+            pool.join("appvms/a/private.img"),
+            root.path().join("link/appvms/a/x.img"),
+            root.path().join("pool/appvms/../x.img"),
+        ] {
+            let error = refuse_pool_destination(&inside, &pools).unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            assert!(error.to_string().contains("directory of pool p"), "{error}");
+        }
+        assert!(refuse_pool_destination(&root.path().join("out.img"), &pools).is_ok());
+        assert!(refuse_pool_destination(&root.path().join("poolx.img"), &pools).is_ok());
     }
 
     #[test]

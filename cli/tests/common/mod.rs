@@ -143,14 +143,27 @@ impl World {
         world
     }
 
+    /// A bus whose messages are of at most `bytes`, with the service told so: a few
+    /// hundred volumes then do what 100 000 do on the system bus (GetManagedObjects is
+    /// `LimitsExceeded`).
+    pub fn start_with_message_limit(bytes: usize) -> World {
+        let mut world = World::on(Bus::permissive_with_message_limit(bytes));
+        let limit = bytes.to_string();
+        world.start_daemon_with(&["--max-message-size", &limit]);
+        world
+    }
+
     /// A bus with nobody serving org.qubes.Storage.
     pub fn without_service() -> World {
+        World::on(Bus::permissive())
+    }
+
+    fn on(bus: Bus) -> World {
         common_fs::require_root();
         let dir = tempfile::Builder::new()
             .prefix("qsd-cli-")
             .tempdir()
             .expect("temp dir");
-        let bus = Bus::permissive();
         World {
             daemon: None,
             filesystems: Vec::new(),
@@ -160,9 +173,14 @@ impl World {
     }
 
     fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    fn start_daemon_with(&mut self, extra_args: &[&str]) {
         let state_dir = self.dir.path().join("state");
         let log = self.dir.path().join("daemon.log");
-        let spec = DaemonSpec::new(daemon_binary(), &state_dir, &log);
+        let mut spec = DaemonSpec::new(daemon_binary(), &state_dir, &log);
+        spec.extra_args = extra_args;
         let daemon = block_on(async {
             let conn = self.bus.connect().await;
             Daemon::start(&spec, &self.bus, &conn).await
