@@ -532,6 +532,18 @@ fn pools_exports_and_the_monitor_work_when_the_service_has_too_many_objects_to_l
     }
     let pools = world.cli(&["pool", "list"]).ok().stdout;
     assert!(pools.contains("p1"), "{pools}");
+    let status = world.cli(&["--json", "status"]).ok().json();
+    assert_eq!(
+        (status["pools"].as_u64(), status["volumes"].as_u64()),
+        (Some(1), Some(251))
+    );
+    for args in [&["volume", "list"][..], &["volume", "list", "p1"][..]] {
+        let listed = world.cli(&[&["--json"][..], args].concat()).ok().json();
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 251);
+        assert_eq!(listed[0]["vid"], "appvms/vm000/volatile", "sorted");
+        assert_eq!(listed[250]["vid"], VID);
+    }
     let out = world.scratch().join("out.img");
     world
         .cli(&["volume", "export", "p1", VID, out.to_str().unwrap()])

@@ -6,7 +6,6 @@ use serde::Serialize;
 use super::Context;
 use crate::error::Result;
 use crate::output::{print_json, print_text, render_fields};
-use crate::paths::{POOL_IFACE, VOLUME_IFACE};
 
 #[derive(Debug, Serialize)]
 struct Status {
@@ -17,21 +16,23 @@ struct Status {
     volumes: usize,
 }
 
+/// Counted from ListPools and each pool's ListVolumes (paths only): GetManagedObjects
+/// would carry every volume's properties, and does not fit on the bus at 100 000.
 pub async fn status(context: &Context) -> Result<()> {
     let manager = context.client.manager().await?;
-    let objects = context.client.managed_objects().await?;
-    let count = |interface: &str| {
-        objects
-            .values()
-            .filter(|ifaces| ifaces.contains_key(interface))
-            .count()
-    };
+    let options = context.client.options();
+    let pools = manager.list_pools(&options).await?;
+    let mut volumes = 0;
+    for pool in &pools {
+        let proxy = context.client.pool_proxy(pool).await?;
+        volumes += proxy.list_volumes(&options).await?.len();
+    }
     let status = Status {
         version: manager.version().await?,
         drivers: manager.drivers().await?,
         features: manager.features().await?,
-        pools: count(POOL_IFACE),
-        volumes: count(VOLUME_IFACE),
+        pools: pools.len(),
+        volumes,
     };
     if context.json {
         return print_json(&status);

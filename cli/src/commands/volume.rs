@@ -70,12 +70,20 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
     }
 }
 
-/// Every volume (of one pool, or all), from one `GetManagedObjects`, sorted.
+/// Every volume (of one pool, or all), from one `GetManagedObjects` — or, when the
+/// service has more objects than one message carries (100 000 volumes), each pool's
+/// ListVolumes and each volume's properties — sorted.
 async fn all_volumes(context: &Context, pool: Option<&str>) -> Result<Vec<VolumeInfo>> {
     if let Some(pool) = pool {
         context.client.pool_path(pool).await?;
     }
-    let objects = context.client.managed_objects().await?;
+    let objects = match context.client.managed_objects().await {
+        Ok(objects) => objects,
+        Err(CliError::Service { name, .. }) if name.ends_with(".LimitsExceeded") => {
+            return volumes_one_by_one(context, pool).await;
+        }
+        Err(error) => return Err(error),
+    };
     let mut volumes: Vec<VolumeInfo> = objects
         .iter()
         .filter_map(|(path, interfaces)| {
@@ -84,6 +92,45 @@ async fn all_volumes(context: &Context, pool: Option<&str>) -> Result<Vec<Volume
         })
         .filter(|volume| pool.is_none_or(|pool| volume.pool == pool))
         .collect();
+    volumes.sort_by(|a, b| (&a.pool, &a.vid).cmp(&(&b.pool, &b.vid)));
+    Ok(volumes)
+}
+
+/// Calls in flight at once while volumes are read one by one.
+const READS_IN_FLIGHT: usize = 32;
+
+/// Every volume of `pool` (or all pools), read one by one, sorted.
+async fn volumes_one_by_one(context: &Context, pool: Option<&str>) -> Result<Vec<VolumeInfo>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let pools = match pool {
+        Some(pool) => vec![context.client.pool_path(pool).await?],
+        None => {
+            let manager = context.client.manager().await?;
+            manager.list_pools(&context.client.options()).await?
+        }
+    };
+    let mut paths = Vec::new();
+    for pool in &pools {
+        let proxy = context.client.pool_proxy(pool).await?;
+        paths.extend(proxy.list_volumes(&context.client.options()).await?);
+    }
+    let read = |path: OwnedObjectPath| async move {
+        match context.client.properties(path.as_str(), VOLUME_IFACE).await {
+            Ok(properties) => Ok(Some(VolumeInfo::from_properties(
+                path.as_str(),
+                &properties,
+            ))),
+            // Removed since it was listed.
+            Err(CliError::Service { name, .. }) if name.ends_with(".UnknownObject") => Ok(None),
+            Err(error) => Err(error),
+        }
+    };
+    let read: Vec<Option<VolumeInfo>> = futures_util::stream::iter(paths)
+        .map(read)
+        .buffer_unordered(READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut volumes: Vec<VolumeInfo> = read.into_iter().flatten().collect();
     volumes.sort_by(|a, b| (&a.pool, &a.vid).cmp(&(&b.pool, &b.vid)));
     Ok(volumes)
 }
