@@ -186,6 +186,39 @@ async fn a_job_stops_being_cancelable_at_its_point_of_no_return() {
     assert!(at < completed, "Cancelable turned false before Completed");
 }
 
+/// A copy an operation makes after its point of no return — a commit's precache on a
+/// pool without reflinks — is announced not cancelable from its first InterfacesAdded:
+/// a Cancel could not stop it (a client told it could would think it had).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_after_the_point_of_no_return_is_announced_not_cancelable() {
+    let mut h = Harness::start().await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 2048 * MIB).await;
+    let path = h.origin_volume(&ext4, "appvms/work/private", MIB).await;
+    let volume = h.volume(&path).await;
+    fill_scattered(&volume, 512 * MIB, 5).await;
+    volume.start(opts()).await.unwrap();
+    let trace = call_traced(
+        &h.conn,
+        path.as_str(),
+        "org.qubes.Storage.Volume",
+        "Stop",
+        &(opts(),),
+    )
+    .await;
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    let jobs: Vec<Added> = trace
+        .before("InterfacesAdded")
+        .iter()
+        .map(|m| m.body().deserialize::<Added>().unwrap())
+        .filter(|(p, _)| p.as_str().starts_with(JOBS))
+        .collect();
+    assert!(!jobs.is_empty(), "the stop's precache copy is a Job");
+    for (job, ifaces) in &jobs {
+        let cancelable = bool::try_from(&ifaces["org.qubes.Storage.Job"]["Cancelable"]).unwrap();
+        assert!(!cancelable, "{job} was announced cancelable: {ifaces:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;

@@ -139,6 +139,22 @@ impl Client {
             .await?)
     }
 
+    /// The volumes of the pool at `path` (ListVolumes); none when the pool went away
+    /// since it was listed.
+    pub async fn volumes_of(&self, path: &OwnedObjectPath) -> Result<Vec<OwnedObjectPath>> {
+        let pool = self.pool_proxy(path).await?;
+        match pool
+            .list_volumes(&self.options())
+            .await
+            .map_err(CliError::from)
+        {
+            Err(CliError::Service { name, .. }) if name.ends_with(".UnknownObject") => {
+                Ok(Vec::new())
+            }
+            listed => listed,
+        }
+    }
+
     /// The path of volume `vid` of `pool` and its properties.
     pub async fn volume_info(
         &self,

@@ -83,6 +83,14 @@ fn is_no_space(error: &std::io::Error) -> bool {
 }
 
 impl CliError {
+    /// GetManagedObjects refused because its reply would not fit on the bus (100 000
+    /// volumes; contract rev 2) — not the other `LimitsExceeded`, a user's calls in
+    /// flight: only the first is worth reading the objects one by one.
+    pub fn is_listing_too_large(&self) -> bool {
+        matches!(self, CliError::Service { name, message }
+            if name.ends_with(".LimitsExceeded") && message.contains("GetManagedObjects"))
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> CliError {
         CliError::Io {
             context: context.into(),

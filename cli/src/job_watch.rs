@@ -138,7 +138,6 @@ impl JobWatch {
         })
     }
 
-    /// The job being followed, while it runs.
     /// The job followed has passed its point of no return (the service says so:
     /// `Cancelable` false): its copy is done and being committed.
     fn past_cancel(&self) -> bool {
@@ -147,6 +146,7 @@ impl JobWatch {
             .is_some_and(|job| !job.ended && !job.info.cancelable)
     }
 
+    /// The job being followed, while it runs.
     fn job_path(&self) -> Option<&str> {
         self.job
             .as_ref()

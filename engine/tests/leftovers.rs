@@ -271,25 +271,35 @@ fn a_pool_whose_directory_is_gone_can_be_taken_apart(fs_type: FsType) {
     let f = Fixture::new(fs_type);
     let a = f.origin("appvms/a/private", 4 * MIB, 1);
     let b = f.origin("appvms/b/private", 4 * MIB, 1);
+    let c = f.origin("appvms/c/private", 4 * MIB, 1);
+    f.start(&c);
     let (a_files, b_files) = (f.paths("appvms/a/private"), f.paths("appvms/b/private"));
     let away = f.dir.with_extension("away");
     std::fs::rename(&f.dir, &away).unwrap();
-    let err = f.engine.remove_pool(&f.pool).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
     f.engine.remove_volume(&a, &ctx()).unwrap();
     assert_eq!(
         f.engine.volume_info(&a).unwrap_err().kind(),
         ErrorKind::NotFound
     );
+    // A volume this service started, and did not stop, may have a VM running on its
+    // files wherever the directory went.
+    let err = f.engine.remove_volume(&c, &ctx()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    // A RemovePool refused (volumes left) forgets nothing: a's files go once the
+    // directory is back.
+    let err = f.engine.remove_pool(&f.pool).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
     // The directory is back: the next start deletes what the removal left.
     std::fs::rename(&away, &f.dir).unwrap();
     assert!(exists(&a_files.clean()));
     let engine = restarted(&f);
     assert_eq!(engine.finish_interrupted_removals().unwrap(), 1);
     assert!(!exists(&a_files.clean()) && exists(&b_files.clean()));
-    // Gone again: the last volume and the pool go.
+    // Gone again (and no session known after the restart): the last volumes and the
+    // pool go.
     std::fs::rename(&f.dir, &away).unwrap();
     engine.remove_volume(&b, &ctx()).unwrap();
+    engine.remove_volume(&c, &ctx()).unwrap();
     engine.remove_pool(&f.pool).unwrap();
     std::fs::rename(&away, &f.dir).unwrap();
     assert!(

@@ -13,6 +13,7 @@
 //! outbox (which serves and announces it), progress is a number stored in the object
 //! and announced by a small ticker task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,10 @@ pub struct JobSink {
     cancel: CancelToken,
     numbers: Box<dyn Fn() -> u64 + Send + Sync>,
     jobs: Mutex<Vec<Running>>,
+    /// The operation passed its point of no return: a Job started from now on (the
+    /// copy of a commit's precache on a pool without reflinks) is announced not
+    /// cancelable from its first InterfacesAdded.
+    committed: AtomicBool,
 }
 
 impl JobSink {
@@ -68,6 +73,7 @@ impl JobSink {
             cancel,
             numbers: Box::new(numbers),
             jobs: Mutex::new(Vec::new()),
+            committed: AtomicBool::new(false),
         }
     }
 
@@ -133,6 +139,7 @@ impl ProgressSink for JobSink {
 
     /// Past the point of no return a Cancel changes nothing: every Job says so.
     fn committed(&self) {
+        self.committed.store(true, Ordering::Relaxed);
         for running in self.jobs().iter() {
             running.job.commit();
             let job = Arc::clone(&running.job);
@@ -154,7 +161,13 @@ impl JobSink {
             started_by: self.owner.uid,
         };
         let number = (self.numbers)();
-        let job = Arc::new(JobObject::new(number, identity, self.cancel.clone()));
+        let job = JobObject::new(number, identity, self.cancel.clone());
+        if self.committed.load(Ordering::Relaxed) {
+            // Announced so from its InterfacesAdded (which carries the announced values).
+            job.commit();
+            job.announce(job.progress_now());
+        }
+        let job = Arc::new(job);
         tracing::info!(job = number, op = operation, bytes = total, "job started");
         self.outbox.send(Item::Export {
             object: Object::Job(Arc::clone(&job)),

@@ -275,7 +275,7 @@ async fn learn_running_jobs(context: &Context, scope: &mut Scope) -> Result<()> 
     let objects = match context.client.managed_objects().await {
         Ok(objects) => objects,
         Err(CliError::Unreachable(_)) => return Ok(()),
-        Err(CliError::Service { name, .. }) if name.ends_with(".LimitsExceeded") => {
+        Err(error) if error.is_listing_too_large() => {
             crate::output::say(format_args!(
                 "(the service has too many objects to list at once: jobs already running are not shown, new ones are)"
             ));

@@ -24,8 +24,7 @@ pub async fn status(context: &Context) -> Result<()> {
     let pools = manager.list_pools(&options).await?;
     let mut volumes = 0;
     for pool in &pools {
-        let proxy = context.client.pool_proxy(pool).await?;
-        volumes += proxy.list_volumes(&options).await?.len();
+        volumes += context.client.volumes_of(pool).await?.len();
     }
     let status = Status {
         version: manager.version().await?,

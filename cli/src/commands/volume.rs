@@ -79,7 +79,7 @@ async fn all_volumes(context: &Context, pool: Option<&str>) -> Result<Vec<Volume
     }
     let objects = match context.client.managed_objects().await {
         Ok(objects) => objects,
-        Err(CliError::Service { name, .. }) if name.ends_with(".LimitsExceeded") => {
+        Err(error) if error.is_listing_too_large() => {
             return volumes_one_by_one(context, pool).await;
         }
         Err(error) => return Err(error),
@@ -111,8 +111,7 @@ async fn volumes_one_by_one(context: &Context, pool: Option<&str>) -> Result<Vec
     };
     let mut paths = Vec::new();
     for pool in &pools {
-        let proxy = context.client.pool_proxy(pool).await?;
-        paths.extend(proxy.list_volumes(&context.client.options()).await?);
+        paths.extend(context.client.volumes_of(pool).await?);
     }
     let read = |path: OwnedObjectPath| async move {
         match context.client.properties(path.as_str(), VOLUME_IFACE).await {

@@ -110,9 +110,13 @@ impl Engine {
         let dir_path = pool.read().config().dir_path.clone();
         match pool::open_root(&dir_path) {
             // Its directory is gone: the files of the volumes removed meanwhile cannot
-            // be deleted, and the pool's directory, were it back, is left as it is.
+            // be deleted, and the pool's directory, were it back, is left as it is —
+            // forgotten only when the pool then goes (it holds no volume), so a refused
+            // RemovePool leaves them to be deleted once the directory is back.
             Err(err) if err.kind() == ErrorKind::NotFound => {
-                self.forget_removals_of(&pool).map_err(|e| e.on(&object))?;
+                if pool.read().is_empty() {
+                    self.forget_removals_of(&pool).map_err(|e| e.on(&object))?;
+                }
             }
             _ => {
                 self.finish_removals_of(&pool).map_err(|e| e.on(&object))?;

@@ -175,6 +175,12 @@ impl Engine {
         }
     }
 
+    /// Whether the service started `vol` (one that commits at stop) and it has not
+    /// been stopped since, as far as this run of the service knows.
+    pub(super) fn has_session(&self, vol: &VolumeRef) -> bool {
+        self.sessions.lock().contains_key(vol)
+    }
+
     /// The session of `vol` ended (stopped, or the volume removed).
     pub(super) fn end_session(&self, vol: &VolumeRef) {
         self.sessions.lock().remove(vol);

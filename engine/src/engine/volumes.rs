@@ -219,13 +219,22 @@ impl Engine {
     /// removed volume, and its files, if the directory comes back, are deleted then —
     /// at the service's next start, or when its pool is removed (which forgets them).
     /// Without this a pool whose disk is gone could never be removed: RemovePool
-    /// refuses a pool that holds volumes.
+    /// refuses a pool that holds volumes. A volume this run of the service started and
+    /// has not stopped is refused, as when its files can be read: its VM may still run
+    /// on them (the directory moved away, a filesystem detached lazily).
     fn remove_without_directory(
         &self,
         vol: &VolumeRef,
         pool_config: &PoolConfig,
         missing: EngineError,
     ) -> Result<()> {
+        if self.has_session(vol) {
+            return Err(EngineError::busy(format!(
+                "cannot remove a started volume; stop it first (its pool directory {} does not exist now)",
+                pool_config.dir_path.display()
+            ))
+            .on(vol));
+        }
         self.refuse_while_importing(vol, "remove the volume")
             .map_err(|e| e.on(vol))?;
         let pool = self.pool(&vol.pool)?;
@@ -290,12 +299,28 @@ impl Engine {
     }
 
     /// Forget the volumes of `pool` still being removed, without deleting their files
-    /// (the pool's directory is gone and the pool is being removed).
+    /// (the pool's directory is gone and the pool is being removed). Each under its
+    /// vid's lock and only if it is still being removed, as [`Self::finish_removal`].
     pub(super) fn forget_removals_of(&self, pool: &Pool) -> Result<()> {
-        let vids: Vec<Vid> = pool.read().removing().cloned().collect();
+        let (name, vids): (_, Vec<Vid>) = {
+            let state = pool.read();
+            (
+                state.config().name.clone(),
+                state.removing().cloned().collect(),
+            )
+        };
         for vid in vids {
-            warn!(pool = %pool.read().config().name, %vid, "a removed volume's files are left: its pool directory does not exist");
-            pool.change(Change::Forget(vid))?;
+            let vol = VolumeRef {
+                pool: name.clone(),
+                vid,
+            };
+            let lock = self.locks.get(&vol);
+            let _guard = lock.write().unwrap_or_else(|e| e.into_inner());
+            if !pool.read().is_removing(&vol.vid) {
+                continue;
+            }
+            warn!(pool = %vol.pool, vid = %vol.vid, "a removed volume's files are left: its pool directory does not exist");
+            pool.change(Change::Forget(vol.vid.clone()))?;
         }
         Ok(())
     }
