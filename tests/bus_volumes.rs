@@ -55,6 +55,17 @@ fn data(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The traced Stop succeeded and sent one VolumeStopped, which says it committed.
+fn assert_stop_committed(trace: &common::CallTrace) {
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    let stopped = trace.before("VolumeStopped");
+    assert_eq!(stopped.len(), 1);
+    assert!(
+        stopped[0].body().deserialize::<(bool,)>().unwrap().0,
+        "committed"
+    );
+}
+
 fn as_bool(v: &OwnedVariant) -> bool {
     bool::try_from(v).unwrap()
 }
@@ -229,13 +240,7 @@ async fn stop_commits_a_revision_and_announces_it_before_the_reply() {
     let v = h.volume(&path).await;
     v.start(opts()).await.unwrap();
     let trace = call_traced(&h.conn, path.as_str(), VOLUME, "Stop", &(opts(),)).await;
-    assert!(!trace.is_error());
-    let stopped = trace.before("VolumeStopped");
-    assert_eq!(stopped.len(), 1);
-    assert!(
-        stopped[0].body().deserialize::<(bool,)>().unwrap().0,
-        "committed"
-    );
+    assert_stop_committed(&trace);
     let added = trace.before("RevisionAdded");
     assert_eq!(added.len(), 1);
     let (id, timestamp): (String, i64) = added[0].body().deserialize().unwrap();
@@ -266,13 +271,7 @@ async fn a_stop_that_cannot_reach_the_pool_directory_announces_no_change() {
     assert!(changed.is_empty(), "announced {:?}", changed.keys());
     assert!(v.started().await.unwrap(), "still started");
     let trace = call_traced(&h.conn, path.as_str(), VOLUME, "Stop", &(opts(),)).await;
-    assert!(!trace.is_error());
-    let stopped = trace.before("VolumeStopped");
-    assert_eq!(stopped.len(), 1);
-    assert!(
-        stopped[0].body().deserialize::<(bool,)>().unwrap().0,
-        "committed"
-    );
+    assert_stop_committed(&trace);
     assert!(!as_bool(
         &trace.changed_properties(path.as_str())["Started"]
     ));

@@ -88,6 +88,16 @@ pub struct VolumeInfo {
 }
 
 impl VolumeInfo {
+    /// The newest revision this volume has that `before` did not: the one an operation
+    /// between the two kept (ids are never reused; the newest id alone may be an older
+    /// revision that pruning left newest).
+    pub fn revision_new_since(&self, before: &VolumeInfo) -> Option<&Revision> {
+        self.revisions
+            .iter()
+            .rev()
+            .find(|r| !before.revisions.iter().any(|old| old.id == r.id))
+    }
+
     pub fn from_properties(path: &str, map: &PropertyMap) -> VolumeInfo {
         let props = Props(map);
         let (path_pool, path_vid) = match paths::Subject::of_path(path) {

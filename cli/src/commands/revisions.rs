@@ -146,13 +146,7 @@ fn reverted(
         true => "; it is pinned, so it stays",
         false => "",
     };
-    let kept = after.and_then(|after| {
-        after
-            .revisions
-            .iter()
-            .rev()
-            .find(|r| !before.revisions.iter().any(|old| old.id == r.id))
-    });
+    let kept = after.and_then(|after| after.revision_new_since(before));
     let previous = match (kept, before.revisions_to_keep) {
         (Some(kept), _) => format!("; the image before kept as revision {}", kept.id),
         (None, 0) => "; the image before was not kept (the volume keeps no revisions)".to_owned(),

@@ -314,15 +314,7 @@ fn stop_outcome(volume: &VolumeRef, before: &VolumeInfo, after: Option<&VolumeIn
             "stopped {name}; the VM's writes are its committed image (snapshots disabled)"
         );
     }
-    // The revision this stop kept is one the volume did not have before (ids are never
-    // reused): the newest id alone may be an older revision that pruning left newest.
-    let kept = after.and_then(|after| {
-        after
-            .revisions
-            .iter()
-            .rev()
-            .find(|r| !before.revisions.iter().any(|old| old.id == r.id))
-    });
+    let kept = after.and_then(|after| after.revision_new_since(before));
     match (kept, after) {
         (Some(revision), _) => format!(
             "stopped {name}; changes committed, the previous image kept as revision {}",

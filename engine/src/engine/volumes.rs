@@ -196,16 +196,7 @@ impl Engine {
         if v.is_started() {
             return Err(EngineError::busy("cannot remove a started volume; stop it first").on(vol));
         }
-        self.refuse_while_importing(vol, "remove the volume")
-            .map_err(|e| e.on(vol))?;
-        let pool = self.pool(&vol.pool)?;
-        if let Some(user) = pool.read().consumers(&vol.vid).next() {
-            return Err(EngineError::busy(format!("volume {user} uses it as its source")).on(vol));
-        }
-        pool.change(Change::Unregister(vol.vid.clone()))
-            .map_err(|e| e.on(vol))?;
-        self.end_session(vol);
-        self.measurements().forget(vol);
+        self.unregister_for_removal(vol)?;
         info!(pool = %vol.pool, vid = %vol.vid, "volume unregistered; deleting its files");
         if let Err(err) = self.delete_removed_files(vol, &v) {
             warn!(pool = %vol.pool, vid = %vol.vid, error = %err,
@@ -235,6 +226,16 @@ impl Engine {
             ))
             .on(vol));
         }
+        self.unregister_for_removal(vol)?;
+        warn!(pool = %vol.pool, vid = %vol.vid, dir = %pool_config.dir_path.display(), error = %missing,
+            "volume unregistered while its pool directory does not exist; its files, if the directory comes back, are deleted at the next start of the service");
+        Ok(())
+    }
+
+    /// The part of a Remove before the files: refused while an import is open or
+    /// another volume snapshots it; then unregistered, durably, and its session and
+    /// measurements forgotten.
+    fn unregister_for_removal(&self, vol: &VolumeRef) -> Result<()> {
         self.refuse_while_importing(vol, "remove the volume")
             .map_err(|e| e.on(vol))?;
         let pool = self.pool(&vol.pool)?;
@@ -245,8 +246,6 @@ impl Engine {
             .map_err(|e| e.on(vol))?;
         self.end_session(vol);
         self.measurements().forget(vol);
-        warn!(pool = %vol.pool, vid = %vol.vid, dir = %pool_config.dir_path.display(), error = %missing,
-            "volume unregistered while its pool directory does not exist; its files, if the directory comes back, are deleted at the next start of the service");
         Ok(())
     }
 
