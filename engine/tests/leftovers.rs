@@ -309,6 +309,26 @@ fn a_pool_whose_directory_is_gone_can_be_taken_apart(fs_type: FsType) {
     assert!(restarted(&f).pool_info(&f.pool).is_err());
 }
 
+/// A volume is not read while its pool directory, or its class directory, is missing
+/// (a directory moved away; a mount point whose filesystem is not mounted): it would
+/// look stopped and without files, which it is not once they are back.
+fn a_volume_is_not_read_while_its_directories_are_missing(fs_type: FsType) {
+    let f = Fixture::new(fs_type);
+    let v = f.origin("appvms/a/private", 4 * MIB, 1);
+    f.start(&v);
+    assert!(f.engine.volume_info(&v).unwrap().started);
+    let class = f.dir.join("appvms");
+    let away = f.dir.with_extension("away");
+    for (from, to) in [(&class, f.fs.path().join("appvms.away")), (&f.dir, away)] {
+        std::fs::rename(from, &to).unwrap();
+        let err = f.engine.volume_info(&v).unwrap_err();
+        std::fs::rename(&to, from).unwrap();
+        assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+        assert!(f.engine.volume_info(&v).unwrap().started);
+    }
+}
+
 fn dirty_write(path: &Path, data: &[u8]) {
     File::options()
         .write(true)
@@ -332,4 +352,5 @@ on_every_fs!(
     no_stale_import_is_swept_in_a_class_directory_others_may_change,
     volumes_a_reboot_stopped_are_stopped_by_the_sweep,
     a_pool_whose_directory_is_gone_can_be_taken_apart,
+    a_volume_is_not_read_while_its_directories_are_missing,
 );

@@ -172,6 +172,14 @@ impl ClassDirs {
         }
     }
 
+    /// The pool directory exists but not the class directory `class`.
+    fn class_missing(&self, class: VmClass) -> bool {
+        self.dirs
+            .iter()
+            .any(|(c, dir)| *c == class && matches!(dir, Ok(None)))
+            && !self.root_missing
+    }
+
     /// The VM directory of `vid`, opened beneath its class directory.
     fn open_vm(&self, vid: &Vid) -> Result<Option<Dir>> {
         let (_, class) = self
@@ -195,9 +203,11 @@ impl ClassDirs {
 }
 
 impl Engine {
-    /// A volume's live view. Not while its pool directory is missing: a volume seen
-    /// there would look as if it had no files — stopped, empty — which it may not be
-    /// once the directory is back (moved away and back, a filesystem mounted again).
+    /// A volume's live view. Not while its pool directory is missing, nor its class
+    /// directory (which pool setup makes and nothing removes: without it the pool
+    /// directory is most likely the mount point of a filesystem not mounted): a volume
+    /// seen there would look as if it had no files — stopped, empty — which it may not
+    /// be once the directory is back (moved away and back, a filesystem mounted again).
     /// (The listing of a pool at start-up, [`Self::volume_infos`], still serves such
     /// volumes, so that they can be removed.)
     pub fn volume_info(&self, vol: &VolumeRef) -> Result<VolumeInfo> {
@@ -209,6 +219,17 @@ impl Engine {
                 format!(
                     "the pool directory {} does not exist: the volume's files cannot be read",
                     pool.dir_path.display()
+                ),
+            )
+            .on(vol));
+        }
+        if classes.class_missing(config.vid.class()) {
+            return Err(EngineError::new(
+                ErrorKind::Failed,
+                format!(
+                    "the pool directory {} has no {}/ (is the pool's filesystem mounted?): the volume's files cannot be read",
+                    pool.dir_path.display(),
+                    config.vid.class().dir_name()
                 ),
             )
             .on(vol));
