@@ -273,12 +273,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_revert_names_the_revision_by_its_description() {
-        let volume = VolumeRef {
+    fn work_private() -> VolumeRef {
+        VolumeRef {
             pool: "p".into(),
             vid: "appvms/work/private".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_revert_names_the_revision_by_its_description() {
+        let volume = work_private();
         let target = revision("3", 0, "known good", true);
         let before = VolumeInfo {
             revisions_to_keep: 2,
@@ -298,10 +302,7 @@ mod tests {
     /// With revisions_to_keep 0 nothing can undo the revert: it says so.
     #[test]
     fn a_revert_that_keeps_no_revision_says_the_image_before_is_gone() {
-        let volume = VolumeRef {
-            pool: "p".into(),
-            vid: "appvms/work/private".into(),
-        };
+        let volume = work_private();
         let target = revision("3", 0, "", false);
         let before = VolumeInfo {
             revisions_to_keep: 0,
