@@ -354,6 +354,43 @@ fn a_clone_that_would_shrink_the_destination_needs_allow_shrink() {
     assert_eq!(size(&world), 4 * MIB);
 }
 
+/// A started source's `Size` is its running image's; a clone copies its committed image.
+/// Grown live to the destination's size, the source still commits 4 MiB: the clone
+/// would shrink the destination, and is refused (before, the running size was compared
+/// and the destination silently cut to 4 MiB).
+#[test]
+fn a_clone_from_a_source_resized_while_started_compares_its_committed_size() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    let source = "vm-templates/t/private";
+    origin(&world, "p1", source, "4M");
+    origin(&world, "p1", VID, "8M");
+    world.cli(&["volume", "start", "p1", source]).ok();
+    world.cli(&["volume", "resize", "p1", source, "8M"]).ok();
+    let run = world
+        .cli(&["volume", "clone", "p1", source, "p1", VID])
+        .fails_with(2);
+    assert!(
+        run.stderr
+            .contains("would shrink p1:appvms/work/private from 8.0 MiB to 4.0 MiB"),
+        "{run:?}"
+    );
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+    world.cli(&["volume", "stop", "p1", source]).ok();
+    world
+        .cli(&["volume", "clone", "p1", source, "p1", VID])
+        .ok();
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+}
+
 #[test]
 fn import_from_stdin_needs_a_size() {
     let mut world = World::start();

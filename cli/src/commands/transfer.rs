@@ -26,6 +26,7 @@ use crate::args::{CloneArgs, ExportArgs, ImportArgs, VolumeRef};
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
 use crate::job_watch::{run_following_job, JobWatch, Labels};
+use crate::model::VolumeInfo;
 use crate::paths::VOLUME_IFACE;
 use crate::progress::ProgressMode;
 use crate::props::Props;
@@ -600,7 +601,8 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
         });
     }
     if !args.allow_shrink {
-        refuse_clone_shrink(&args, source_info.size, target_info.size)?;
+        let source_size = committed_size(context, source.as_str(), &source_info).await?;
+        refuse_clone_shrink(&args, source_size, target_info.size)?;
     }
     let interrupt = Interrupt::install();
     let label = format!("clone {}:{} to {destination}", args.src_pool, args.src_vid);
@@ -619,6 +621,27 @@ pub async fn clone(context: &Context, args: CloneArgs) -> Result<()> {
         .client
         .call(target.as_str(), VOLUME_IFACE, "ImportVolume", &body);
     run_following_job(&context.client, watch, &interrupt, call).await
+}
+
+/// The size of the image a clone of `source` copies: its committed image's. `Size` is
+/// the running image's while the volume is started, which a live resize may have made
+/// larger or smaller than the committed one; then the committed image is opened
+/// (Export, which the clone needs permission for anyway) and measured. A started
+/// volume with snapshots disabled writes into its committed image: `Size` is its size.
+async fn committed_size(context: &Context, source: &str, info: &VolumeInfo) -> Result<u64> {
+    if !(info.started && info.save_on_stop && !info.snapshots_disabled) {
+        return Ok(info.size);
+    }
+    let fd: zbus::OwnedFd = context
+        .client
+        .call(source, VOLUME_IFACE, "Export", &(context.client.options(),))
+        .await?;
+    let image = File::from(std::os::fd::OwnedFd::from(fd));
+    let size = image
+        .metadata()
+        .map_err(|error| CliError::io("cannot size the source's committed image", error))?
+        .len();
+    Ok(size)
 }
 
 /// A clone gives the destination the source's size, as an import does: refused when
