@@ -8,7 +8,7 @@
 //! start). Service (re)starts show as `service appeared`/`service vanished`. A line on
 //! stderr says when the subscriptions are in place (scripts can wait for it).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 
 use futures_util::StreamExt;
@@ -77,6 +77,10 @@ struct Event {
     subject: String,
     event: String,
     args: Args,
+    /// What a job works on, shown after its subject in text (`job 5 (clone p:vid)`):
+    /// its Completed line would otherwise not say whose operation ended.
+    #[serde(skip)]
+    about: Option<String>,
 }
 
 impl Event {
@@ -89,13 +93,17 @@ impl Event {
             subject,
             event: event.to_owned(),
             args,
+            about: None,
         }
     }
 
     /// `12:00:01.123 pool:appvms/a/private VolumeStarted block_device_path=/...`
     fn to_line(&self) -> String {
         let clock = chrono::Local::now().format("%H:%M:%S%.3f");
-        let mut line = format!("{clock} {} {}", self.subject, self.event);
+        let mut line = match &self.about {
+            Some(about) => format!("{clock} {} ({about}) {}", self.subject, self.event),
+            None => format!("{clock} {} {}", self.subject, self.event),
+        };
         for (name, value) in &self.args.0 {
             line.push_str(&format!(" {name}={}", show_named(name, value)));
         }
@@ -174,10 +182,11 @@ fn show(value: &Json) -> String {
     }
 }
 
-/// Which objects are in scope, and the jobs working on them.
+/// Which objects are in scope, and the jobs working on them (with what each does, in
+/// words: `clone p:vm-templates/t/private, q:appvms/a/private`).
 struct Scope {
     path: Option<PathScope>,
-    jobs: HashSet<String>,
+    jobs: HashMap<String, String>,
 }
 
 impl Scope {
@@ -189,7 +198,7 @@ impl Scope {
         };
         Scope {
             path,
-            jobs: HashSet::new(),
+            jobs: HashMap::new(),
         }
     }
 
@@ -216,15 +225,35 @@ impl Scope {
     }
 
     fn includes(&self, path: &str) -> bool {
-        self.covers(path) || self.jobs.contains(path)
+        self.covers(path) || self.jobs.contains_key(path)
+    }
+
+    /// The words a job's lines carry after its subject.
+    fn about(&self, path: &str) -> Option<String> {
+        self.jobs.get(path).cloned()
     }
 
     /// Starts following a job when it works on something in scope.
     fn consider_job(&mut self, path: &str, job: &JobInfo) -> bool {
         if self.covers(path) || job.objects.iter().any(|object| self.covers(object)) {
-            self.jobs.insert(path.to_owned());
+            self.jobs.insert(path.to_owned(), describe_job(job));
         }
-        self.jobs.contains(path)
+        self.jobs.contains_key(path)
+    }
+}
+
+/// `clone p:vm-templates/t/private, q:appvms/a/private`: the operation and the objects
+/// it works on, as people name them.
+fn describe_job(job: &JobInfo) -> String {
+    let objects: Vec<String> = job
+        .objects
+        .iter()
+        .map(|object| Subject::of_path(object).to_string())
+        .collect();
+    let operation = operation_name(&job.operation);
+    match objects.is_empty() {
+        true => operation.to_owned(),
+        false => format!("{operation} {}", objects.join(", ")),
     }
 }
 
@@ -302,9 +331,13 @@ fn events_of(scope: &mut Scope, message: &Message) -> Vec<Event> {
         "InterfacesAdded" => interfaces_added(scope, message),
         "InterfacesRemoved" => interfaces_removed(scope, message),
         "NameOwnerChanged" => owner_changed(message),
-        "PropertiesChanged" if scope.includes(&path) => properties_changed(&path, message),
+        "PropertiesChanged" if scope.includes(&path) => {
+            properties_changed(&path, message, scope.about(&path))
+        }
         _ if scope.includes(&path) => {
-            vec![Event::new(&path, &member, named_args(&member, message))]
+            let mut event = Event::new(&path, &member, named_args(&member, message));
+            event.about = scope.about(&path);
+            vec![event]
         }
         _ => Vec::new(),
     }
@@ -340,7 +373,9 @@ fn interfaces_added(scope: &mut Scope, message: &Message) -> Vec<Event> {
             args.0.extend(summary);
         }
     }
-    vec![Event::new(&path, "added", args)]
+    let mut event = Event::new(&path, "added", args);
+    event.about = scope.about(&path);
+    vec![event]
 }
 
 /// The few properties worth a word when an object appears.
@@ -358,11 +393,12 @@ fn interfaces_removed(scope: &mut Scope, message: &Message) -> Vec<Event> {
     if !scope.includes(&path) {
         return Vec::new();
     }
-    scope.jobs.remove(&path);
-    vec![Event::new(&path, "removed", Args::default())]
+    let mut event = Event::new(&path, "removed", Args::default());
+    event.about = scope.jobs.remove(&path);
+    vec![event]
 }
 
-fn properties_changed(path: &str, message: &Message) -> Vec<Event> {
+fn properties_changed(path: &str, message: &Message, about: Option<String>) -> Vec<Event> {
     let Some((_, changed, invalidated)) = signals::properties_changed_body(message) else {
         return Vec::new();
     };
@@ -373,7 +409,9 @@ fn properties_changed(path: &str, message: &Message) -> Vec<Event> {
     for name in invalidated {
         args.0.push((name, Json::from("<invalidated>")));
     }
-    vec![Event::new(path, "changed", args)]
+    let mut event = Event::new(path, "changed", args);
+    event.about = about;
+    vec![event]
 }
 
 fn owner_changed(message: &Message) -> Vec<Event> {
@@ -565,9 +603,17 @@ mod tests {
             .unwrap();
         let events = events_of(&mut scope, &completed);
         assert_eq!(events[0].args.get("success"), Some(&Json::from(true)));
-        assert!(events[0]
-            .to_line()
-            .ends_with("job 5 Completed success=true message=\"\""));
+        assert!(
+            events[0].to_line().ends_with(
+                "job 5 (clone q:appvms/x/y, p:appvms/a/b) Completed success=true message=\"\""
+            ),
+            "{}",
+            events[0].to_line()
+        );
+        assert_eq!(
+            serde_json::to_value(&events[0]).unwrap()["subject"],
+            Json::from("job 5")
+        );
         let removed = Message::signal(ROOT_PATH, OBJECT_MANAGER_IFACE, "InterfacesRemoved")
             .build(&(ObjectPath::try_from(job).unwrap(), vec![JOB_IFACE]))
             .unwrap();
