@@ -236,8 +236,8 @@ pub enum VolumeCommand {
     Revert {
         #[command(flatten)]
         volume: VolumeRef,
-        /// Revision id, as listed by `volume revisions`
-        revision: Option<String>,
+        #[command(flatten)]
+        revision: RevisionChoice,
     },
     /// Change a volume's size
     Resize {
@@ -279,16 +279,16 @@ pub enum VolumeCommand {
     Pin {
         #[command(flatten)]
         volume: VolumeRef,
-        /// Revision id, as listed by `volume revisions`
-        revision: Option<String>,
+        #[command(flatten)]
+        revision: RevisionChoice,
     },
     /// Unpin a revision (the newest when none is given): it counts against
     /// revisions-to-keep again
     Unpin {
         #[command(flatten)]
         volume: VolumeRef,
-        /// Revision id, as listed by `volume revisions`
-        revision: Option<String>,
+        #[command(flatten)]
+        revision: RevisionChoice,
     },
     /// Show the bytes each file of a volume holds alone and shares with others
     Space(VolumeRef),
@@ -323,12 +323,32 @@ pub struct StopArgs {
     pub pin: bool,
 }
 
+/// A revision named after the volume (`pin POOL VID 5`) or as `--revision 5`, the way
+/// `describe` takes it (its TEXT is the positional argument): either works everywhere.
+#[derive(Debug, Args)]
+pub struct RevisionChoice {
+    /// Revision id, as listed by `volume revisions` (the newest when none is given)
+    #[arg(value_name = "REVISION")]
+    id: Option<String>,
+    /// The same, as an option
+    #[arg(long = "revision", value_name = "ID", conflicts_with = "id")]
+    option: Option<String>,
+}
+
+impl RevisionChoice {
+    /// The id given either way; `None` for the newest.
+    pub fn id(&self) -> Option<String> {
+        self.id.clone().or_else(|| self.option.clone())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DeltaArgs {
     #[command(flatten)]
     pub volume: VolumeRef,
     /// The revision to compare with (the newest when none is given)
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub revision: RevisionChoice,
     /// Unit of the ranges, a power of two from 1 byte to 1M (default 4K)
     #[arg(long, value_name = "SIZE", value_parser = parse_granularity)]
     pub granularity: Option<u64>,

@@ -108,6 +108,19 @@ fn describe_pin_and_unpin_change_a_revision() {
     assert_eq!(revisions(&world)[0]["description"], "");
     assert_eq!(revisions(&world)[0]["pinned"], false);
     world.cli(&["volume", "pin", "p1", VID, "9"]).fails_with(3);
+    // The revision as an option, as `describe` takes it; not both ways at once.
+    world
+        .cli(&["volume", "pin", "p1", VID, "--revision", "1"])
+        .ok();
+    assert_eq!(revisions(&world)[0]["pinned"], true);
+    let both = world.cli(&["volume", "unpin", "p1", VID, "1", "--revision", "1"]);
+    assert_eq!(both.code, 2, "{both:?}");
+    assert!(both.stderr.contains("cannot be used with"), "{both:?}");
+    assert_eq!(revisions(&world)[0]["pinned"], true);
+    world
+        .cli(&["volume", "unpin", "p1", VID, "--revision", "1"])
+        .ok();
+    assert_eq!(revisions(&world)[0]["pinned"], false);
     let run = world
         .cli(&[
             "volume",

@@ -183,7 +183,7 @@ pub async fn delta(context: &Context, args: DeltaArgs) -> Result<()> {
         context.progress,
     )
     .await?;
-    let body = (args.revision.clone().unwrap_or_default(), options);
+    let body = (args.revision.id().unwrap_or_default(), options);
     let call = context
         .client
         .call(path.as_str(), VOLUME_IFACE, "ExportDelta", &body);

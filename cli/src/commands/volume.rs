@@ -32,7 +32,7 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
         VolumeCommand::Stop(args) => stop(context, args).await,
         VolumeCommand::Verify(volume) => verify(context, &volume).await,
         VolumeCommand::Revert { volume, revision } => {
-            revisions::revert(context, &volume, revision).await
+            revisions::revert(context, &volume, revision.id()).await
         }
         VolumeCommand::Resize {
             volume,
@@ -53,11 +53,11 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
         }
         VolumeCommand::Pin { volume, revision } => {
             let pin = Variant::from(true);
-            revisions::set_details(context, &volume, revision, "pinned", pin).await
+            revisions::set_details(context, &volume, revision.id(), "pinned", pin).await
         }
         VolumeCommand::Unpin { volume, revision } => {
             let unpin = Variant::from(false);
-            revisions::set_details(context, &volume, revision, "pinned", unpin).await
+            revisions::set_details(context, &volume, revision.id(), "pinned", unpin).await
         }
         VolumeCommand::Space(volume) => space::volume(context, &volume).await,
         VolumeCommand::Delta(args) => revisions::delta(context, args).await,
