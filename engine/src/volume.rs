@@ -698,13 +698,27 @@ impl<'a> Volume<'a> {
                     self.config.size = size;
                 }
                 // No barrier (docs/durability.md, rule 9): a power cut that undoes
-                // these discards leaves a running image made in that boot, which the
-                // start-up sweep after the reboot discards as this stop did — what a
-                // power cut while the VM ran leaves too.
-                let mut changes = self.changes_without_barrier(&dir);
+                // these discards leaves a running image marked with a boot before the
+                // reboot, which the start-up sweep then discards as this stop did —
+                // what a power cut while the VM ran leaves too. An image without the
+                // mark (the reference driver's, an older release's, a filesystem
+                // without user xattrs) would come back started: its stop waits for
+                // the directory's barrier, as before rule 9.
+                let marked = running::made_at(&dir, &dirty) != Made::Unknown;
+                let mut changes = match marked {
+                    true => self.changes_without_barrier(&dir),
+                    false => self.changes(&dir),
+                };
                 changes.discard(&dirty)?;
                 changes.discard(&self.paths.clean_name())?;
-                changes.end_without_barrier();
+                match marked {
+                    true => changes.end_without_barrier(),
+                    false => {
+                        info!(path = %dir.join(&dirty).display(),
+                            "the running image has no boot mark: its stop waits for the directory's barrier");
+                        changes.commit()?;
+                    }
+                }
                 false
             }
         };

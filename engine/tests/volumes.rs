@@ -125,6 +125,7 @@ on_every_fs!(
     halted_resize_grows_in_place_what_nothing_else_holds,
     start_from_a_reflinked_precache_waits_for_no_barrier,
     snapshot_and_volatile_starts_wait_for_no_barrier,
+    snapshot_and_volatile_stops_wait_for_a_barrier_only_without_a_boot_mark,
     resizing_a_template_while_its_snapshot_runs_makes_a_new_inode,
     shrinking_needs_allow_shrink_and_read_only_cannot_resize,
     export_stays_consistent_while_a_commit_replaces_the_image,
@@ -847,6 +848,37 @@ fn snapshot_and_volatile_starts_wait_for_no_barrier(t: FsType) {
     let (barriers, dirty) = barriers_of(start(&keeper));
     assert!(barriers.dir_fsync >= 1, "origin_snapshot: {barriers:?}");
     assert_eq!(read_at(&dirty, 0, 8), b"template");
+}
+
+/// docs/durability.md rule 9: a snapshot's or a volatile volume's stop waits for no
+/// barrier when its running image carries a boot mark (after a power cut the start-up
+/// sweep stops what the power cut brought back). An image without the mark (the
+/// reference driver's, an older release's) would come back started: its stop makes
+/// its discards durable with the directory's fsync.
+fn snapshot_and_volatile_stops_wait_for_a_barrier_only_without_a_boot_mark(t: FsType) {
+    use qubes_storage_engine::running::MADE_IN_BOOT;
+    let f = Fixture::new(t);
+    let (_template, root, volatile) = f.template_and_vm(2 * MIB);
+    for unmarked in [false, true] {
+        for v in [&root, &volatile] {
+            let dirty = f.start(v);
+            if unmarked {
+                let file = File::open(&dirty).unwrap();
+                qubes_storage_engine::sys::remove_xattr(&file, MADE_IN_BOOT).unwrap();
+            }
+            let stop = || f.engine.stop(v, &OpCtx::quiet("Stop")).unwrap();
+            let (barriers, ()) = barriers_of(stop);
+            let expected = if unmarked { 1 } else { 0 };
+            assert_eq!(
+                barriers.dir_fsync, expected,
+                "{} unmarked {unmarked}: {barriers:?}",
+                v.vid
+            );
+            assert_eq!(total(&barriers), expected, "{barriers:?}");
+            assert!(!dirty.exists(), "{} unmarked {unmarked}", v.vid);
+            f.engine.settle();
+        }
+    }
 }
 
 fn start_from_a_reflinked_precache_waits_for_no_barrier(t: FsType) {

@@ -80,6 +80,10 @@ pub enum Op {
     StopUnflushed,
     /// Stop of a VM's three volumes at once.
     StopVm,
+    /// The same, with the root's and the volatile volume's running images unmarked (as
+    /// the reference driver or an older release made them): their stops need the
+    /// barrier the marked ones skip.
+    StopVmUnmarked,
     /// CreateVolume of a VM's three volumes at once.
     CreateVm,
     /// Start of a VM's three volumes at once.
@@ -87,7 +91,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Start,
         Op::StartSession,
         Op::Stop,
@@ -101,6 +105,7 @@ impl Op {
         Op::CreatePool,
         Op::StopUnflushed,
         Op::StopVm,
+        Op::StopVmUnmarked,
         Op::CreateVm,
         Op::StartVm,
     ];
@@ -120,6 +125,7 @@ impl Op {
             Op::CreatePool => "create-pool",
             Op::StopUnflushed => "stop-unflushed",
             Op::StopVm => "stop-vm",
+            Op::StopVmUnmarked => "stop-vm-unmarked",
             Op::CreateVm => "create-vm",
             Op::StartVm => "start-vm",
         }
@@ -167,16 +173,22 @@ impl Op {
     /// acknowledged (their stop waits for no barrier).
     pub fn disposable(self) -> &'static [Vol] {
         match self {
-            Op::StartVm | Op::StopVm => &[WORK_ROOT, WORK_VOLATILE],
+            Op::StartVm | Op::StopVm | Op::StopVmUnmarked => &[WORK_ROOT, WORK_VOLATILE],
             _ => &[],
         }
+    }
+
+    /// Must the disposable volumes' stops hold once acknowledged? Those of running
+    /// images without a boot mark, which the start-up sweep would keep started.
+    pub fn disposables_stop_durably(self) -> bool {
+        self == Op::StopVmUnmarked
     }
 
     /// The volumes the operation changes.
     pub fn subjects(self) -> &'static [Vol] {
         match self {
             Op::Create => &[NEW],
-            Op::StopVm | Op::StartVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
+            Op::StopVm | Op::StopVmUnmarked | Op::StartVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
             Op::CreateVm => &[NEW, NEW_ROOT, NEW_VOLATILE],
             _ => &[WORK],
         }
@@ -186,16 +198,25 @@ impl Op {
     /// recording (the stop case needs a running session that wrote D).
     pub fn prepare(self, engine: &qubes_storage_engine::Engine) {
         let ctx = qubes_storage_engine::OpCtx::quiet("power-loss-history");
-        if matches!(self, Op::Stop | Op::StopVm) {
+        if matches!(self, Op::Stop | Op::StopVm | Op::StopVmUnmarked) {
             let dirty = engine.start(&WORK.vref(), &ctx).expect("start");
             write_fsynced(&dirty, 'D');
         }
         if self == Op::StopUnflushed {
             engine.start(&WORK.vref(), &ctx).expect("start");
         }
-        if self == Op::StopVm {
+        if matches!(self, Op::StopVm | Op::StopVmUnmarked) {
             for vol in [WORK_ROOT, WORK_VOLATILE] {
-                engine.start(&vol.vref(), &ctx).expect("start");
+                let dirty = engine.start(&vol.vref(), &ctx).expect("start");
+                if self == Op::StopVmUnmarked {
+                    let file = std::fs::File::open(&dirty).expect("the running image");
+                    qubes_storage_engine::sys::remove_xattr(
+                        &file,
+                        qubes_storage_engine::running::MADE_IN_BOOT,
+                    )
+                    .expect("unmark the running image");
+                    file.sync_all().expect("fsync the running image");
+                }
             }
         }
         engine.settle();
@@ -207,7 +228,7 @@ impl Op {
             return ALL.iter().map(|&v| (v, VolState::absent())).collect();
         }
         let mut world = history();
-        if matches!(self, Op::Stop | Op::StopVm) {
+        if matches!(self, Op::Stop | Op::StopVm | Op::StopVmUnmarked) {
             let work = world[&WORK].clone().started(Content::of('D'));
             world.insert(WORK, work);
         }
@@ -215,7 +236,7 @@ impl Op {
             let work = world[&WORK].clone().started(Content::of('C'));
             world.insert(WORK, work);
         }
-        if self == Op::StopVm {
+        if matches!(self, Op::StopVm | Op::StopVmUnmarked) {
             let root = VolState::halted().started(Content::of('H'));
             world.insert(WORK_ROOT, root);
             let volatile = VolState::halted().started(Content::of('E'));
@@ -242,7 +263,7 @@ impl Op {
             }
             Op::Remove => VolState::absent(),
             Op::CreatePool => return world,
-            Op::StopVm => {
+            Op::StopVm | Op::StopVmUnmarked => {
                 world.insert(WORK_ROOT, VolState::halted());
                 world.insert(WORK_VOLATILE, VolState::halted());
                 committed('D')
@@ -302,7 +323,7 @@ impl Op {
                 drop(file);
                 work.stop(opts()).await
             }
-            Op::StopVm => stop_vm(conn).await,
+            Op::StopVm | Op::StopVmUnmarked => stop_vm(conn).await,
             Op::CreateVm => create_vm(conn).await,
             Op::StartVm => start_vm(conn).await,
         }

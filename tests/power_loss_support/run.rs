@@ -275,7 +275,8 @@ async fn replay_all(
     // marked as made in the boot the power cut ended (what this service leaves: the
     // start-up sweep stops those volumes) and unmarked (what the reference driver or
     // an older release leaves: kept, and a start must make them afresh).
-    let boots: &[Boot] = match op.disposable().is_empty() {
+    // (Those of stop-vm-unmarked have no mark to remove.)
+    let boots: &[Boot] = match op.disposable().is_empty() || op.disposables_stop_durably() {
         true => &[Boot::Marked],
         false => &[Boot::Marked, Boot::Unmarked],
     };
@@ -434,8 +435,21 @@ async fn check_disk(
         .map(|vol| disk.paths(*vol).dirty())
         .collect();
     problems.extend(leftovers_and_short_files(disk, &seen, &may_be_torn));
-    // Unmarked images are kept (a VM may run on one): a start makes them afresh.
-    let swept = op.disposable().iter().filter(|_| boot == Boot::Marked);
+    // Unmarked images are kept (a VM may run on one): a start makes them afresh. Their
+    // stop, once acknowledged, must hold.
+    if op.disposables_stop_durably() && phase == Phase::Acknowledged {
+        for vol in op.disposable() {
+            if let Some(content) = &seen[vol].dirty {
+                problems.push(format!(
+                    "{vol}: its acknowledged stop was undone: served as started with {content:?}"
+                ));
+            }
+        }
+    }
+    // The sweep stops those marked with the boot the power cut ended (none of
+    // stop-vm-unmarked's are).
+    let marked = boot == Boot::Marked && !op.disposables_stop_durably();
+    let swept = op.disposable().iter().filter(|_| marked);
     for vol in swept {
         if let Some(content) = &seen[vol].dirty {
             problems.push(format!(
