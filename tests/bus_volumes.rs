@@ -694,6 +694,56 @@ async fn pool_ephemeral_volatile_is_announced_on_its_volatile_volumes() {
     ));
 }
 
+/// A pool property write while the pool directory is missing (moved away, its
+/// filesystem not mounted) is announced on the volumes that follow it: their files
+/// cannot be read, but `Ephemeral` is in their configuration. Before, their refresh
+/// failed and `Ephemeral` stayed as announced until the volume's next change. A volume's
+/// own `Rw`, which needs to know whether it is started, is refused naming the directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_property_write_is_announced_while_the_pool_directory_is_missing() {
+    let (h, pool) = with_pool().await;
+    let config = opts_of([("size", Variant::from(MIB)), ("rw", Variant::from(true))]);
+    let volatile = h.create_volume(&pool, "appvms/work/volatile", config).await;
+    let dir = std::path::PathBuf::from(h.pool(&pool).await.dir_path().await.unwrap());
+    let away = dir.with_extension("away");
+    std::fs::rename(&dir, &away).unwrap();
+    let set = |path: &OwnedObjectPath, iface: &'static str, name: &'static str, on: bool| {
+        let body = (iface, name, Variant::from(on));
+        let path = path.clone();
+        let conn = h.conn.clone();
+        async move {
+            call_traced(
+                &conn,
+                path.as_str(),
+                "org.freedesktop.DBus.Properties",
+                "Set",
+                &body,
+            )
+            .await
+        }
+    };
+    let pool_write = set(&pool, "org.qubes.Storage.Pool", "EphemeralVolatile", true).await;
+    let volume_write = set(&volatile, VOLUME, "Rw", false).await;
+    std::fs::rename(&away, &dir).unwrap();
+    assert!(!pool_write.is_error());
+    let changed = pool_write.changed_properties(volatile.as_str());
+    assert!(as_bool(&changed["Ephemeral"]), "{:?}", changed.keys());
+    assert_eq!(changed.len(), 1, "only Ephemeral: {:?}", changed.keys());
+    assert!(volume_write.is_error());
+    let message: String = volume_write.reply.body().deserialize().unwrap();
+    assert!(
+        message.contains("appvms/work/volatile") && message.contains("cannot open the directory"),
+        "{message}"
+    );
+    assert!(volume_write
+        .changed_properties(volatile.as_str())
+        .is_empty());
+    let v = h.volume(&volatile).await;
+    assert!(v.rw().await.unwrap());
+    assert!(v.ephemeral().await.unwrap());
+    assert_eq!(v.size().await.unwrap(), MIB, "the files' values stay");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_names_its_source_and_goes_outdated_when_the_source_commits() {
     let (h, pool) = with_pool().await;

@@ -48,7 +48,7 @@ pub use error::{EngineError, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use model::{
     PoolConfig, PoolInfo, Revision, RevisionDetails, VolumeConfig, VolumeInfo, VolumeKind,
-    VolumeRef, VolumeSpec, DRIVER,
+    VolumeRef, VolumeSettings, VolumeSpec, DRIVER,
 };
 pub use names::{quote, ImageSize, PoolName, RevisionsToKeep, Vid, VmClass};
 pub use note::{Description, NoteChange, RevisionNotes};

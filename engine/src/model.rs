@@ -168,6 +168,16 @@ pub struct VolumeInfo {
     pub block_device_path: PathBuf,
 }
 
+/// What a volume's registered configuration and its pool's defaults say of it, read
+/// without its files: what the property writes change, known also while the files
+/// cannot be read (the pool directory moved away, its filesystem not mounted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSettings {
+    pub config: VolumeConfig,
+    pub ephemeral: bool,
+    pub snapshots_disabled: bool,
+}
+
 /// A volume's address: pool and vid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VolumeRef {

@@ -27,6 +27,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use qubes_storage_engine::VolumeSettings;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use zbus::{Connection, Message};
@@ -55,6 +56,9 @@ pub enum Item {
     Unexport(Object),
     /// New values of a volume; the changed ones go out in one PropertiesChanged.
     Volume(Arc<VolumeObject>, VolumeValues),
+    /// New settings of a volume whose files cannot be read (its pool directory is
+    /// missing): those values change, the rest stay as announced.
+    VolumeSettings(Arc<VolumeObject>, VolumeSettings),
     Pool(Arc<PoolObject>, PoolValues),
     Job(Arc<JobObject>, JobProgress),
     /// A message built elsewhere (a domain signal, a reply that reports no state).
@@ -154,7 +158,7 @@ fn apply(item: Item, registry: &Registry) -> Outgoing {
         Item::Unexport(object) => unexport(&object, registry),
         // An object no longer served (its InterfacesRemoved went out before: a refresh
         // raced its removal) announces nothing: no signal of an object after its end.
-        Item::Volume(object, _)
+        Item::Volume(object, _) | Item::VolumeSettings(object, _)
             if !registry
                 .volume(&object.vol)
                 .is_some_and(|served| Arc::ptr_eq(&served, &object)) =>
@@ -176,6 +180,10 @@ fn apply(item: Item, registry: &Registry) -> Outgoing {
             Ok(None)
         }
         Item::Volume(object, values) => announce_volume(&object, values),
+        Item::VolumeSettings(object, settings) => {
+            let values = object.values().with_settings(&settings);
+            announce_volume(&object, values)
+        }
         Item::Pool(object, values) => announce_pool(&object, values),
         Item::Job(object, progress) => announce_job(&object, progress),
         Item::Send(message) => Ok(Some(message)),

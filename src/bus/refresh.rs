@@ -21,7 +21,9 @@ pub struct Refresher<'a> {
 }
 
 impl Refresher<'_> {
-    /// Reads a volume again and queues its values.
+    /// Reads a volume again and queues its values. When its files cannot be read (the
+    /// pool directory is missing) what was announced of them stays, and only what its
+    /// configuration says is queued (a pool property write changed it).
     pub fn volume(&self, object: &Arc<VolumeObject>) {
         let _serial = object.refresh.lock().unwrap_or_else(|e| e.into_inner());
         match self.engine.volume_info(&object.vol) {
@@ -29,7 +31,13 @@ impl Refresher<'_> {
                 .outbox
                 .send(Item::Volume(Arc::clone(object), VolumeValues::of(&info))),
             Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => tracing::warn!(error = %err, "cannot read the volume again"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the volume again");
+                if let Ok(settings) = self.engine.volume_settings(&object.vol) {
+                    self.outbox
+                        .send(Item::VolumeSettings(Arc::clone(object), settings));
+                }
+            }
         }
     }
 

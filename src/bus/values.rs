@@ -11,7 +11,7 @@
 //! are read live and never announced (see `live.rs`). The names and types here must
 //! match `dbus/*.xml`; the tests at the bottom check them.
 
-use qubes_storage_engine::{PoolInfo, RevisionDetails, VolumeInfo, VolumeRef};
+use qubes_storage_engine::{PoolInfo, RevisionDetails, VolumeInfo, VolumeRef, VolumeSettings};
 use zbus::{ObjectPath, OwnedObjectPath, Variant};
 
 use crate::bus::path;
@@ -75,6 +75,22 @@ impl VolumeValues {
             revisions: info.revisions.iter().map(|r| (r.id, r.timestamp)).collect(),
             revision_details: info.revision_details.iter().map(revision_entry).collect(),
             block_device_path: info.block_device_path.display().to_string(),
+        }
+    }
+
+    /// These values with what `settings` say instead (of a volume whose files cannot be
+    /// read): the configuration's properties change, the files' stay.
+    pub fn with_settings(&self, settings: &VolumeSettings) -> VolumeValues {
+        let config = &settings.config;
+        VolumeValues {
+            rw: config.rw,
+            snap_on_start: config.snap_on_start,
+            save_on_stop: config.save_on_stop,
+            source: config.source.clone(),
+            revisions_to_keep: config.revisions_to_keep.get(),
+            ephemeral: settings.ephemeral,
+            snapshots_disabled: settings.snapshots_disabled,
+            ..self.clone()
         }
     }
 

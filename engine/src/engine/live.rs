@@ -21,7 +21,9 @@ use super::Engine;
 use crate::dir::{Dir, Entry};
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::layout::VolumePaths;
-use crate::model::{PoolConfig, Revision, RevisionDetails, VolumeConfig, VolumeInfo, VolumeRef};
+use crate::model::{
+    PoolConfig, Revision, RevisionDetails, VolumeConfig, VolumeInfo, VolumeRef, VolumeSettings,
+};
 use crate::names::{PoolName, Vid, VmClass};
 use crate::pool;
 use crate::revision;
@@ -239,6 +241,18 @@ impl Engine {
         let mut info = view(&pool, config, &dir, source_clean);
         self.add_measurements(vol, &mut info);
         Ok(info)
+    }
+
+    /// What `vol`'s configuration and its pool's defaults say of it, without reading its
+    /// files ([`VolumeSettings`]): announced after a property write also while
+    /// [`Self::volume_info`] cannot read the volume.
+    pub fn volume_settings(&self, vol: &VolumeRef) -> Result<VolumeSettings> {
+        let (pool, config, _) = self.lookup(vol)?;
+        Ok(VolumeSettings {
+            ephemeral: config.ephemeral_effective(pool.ephemeral_volatile),
+            snapshots_disabled: config.snapshots_disabled(),
+            config,
+        })
     }
 
     /// The live view of every volume of `pool`, in vid order, each VM directory listed
