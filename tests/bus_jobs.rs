@@ -219,6 +219,57 @@ async fn a_copy_after_the_point_of_no_return_is_announced_not_cancelable() {
     }
 }
 
+/// A copy whose failure the call survives — a clone's precache on an ext4 pool with room
+/// for the clone but not for a second copy of it — says in its `Completed` that it did
+/// not finish, and why; the clone's reply is a success and the volume holds the source's
+/// data (before, that Job completed "successfully" after writing a part of the copy).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
+    let mut h = Harness::start().await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 512 * MIB).await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 128 * MIB).await;
+    let source = h.origin_volume(&btrfs, "vm-templates/t/root", MIB).await;
+    fill_scattered(&h.volume(&source).await, 140 * MIB, 3).await;
+    let clone = h.origin_volume(&ext4, "appvms/work/root", MIB).await;
+    let trace = call_traced(
+        &h.conn,
+        clone.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportVolume",
+        &(&source, opts()),
+    )
+    .await;
+    assert!(!trace.is_error(), "{:?}", trace.reply);
+    let completed: Vec<(String, bool, String)> = trace
+        .before("Completed")
+        .iter()
+        .map(|m| {
+            let (success, message): (bool, String) = m.body().deserialize().unwrap();
+            let path = m.header().path().unwrap().to_string();
+            (path, success, message)
+        })
+        .collect();
+    assert_eq!(
+        completed.len(),
+        2,
+        "the clone's copy and its precache: {completed:?}"
+    );
+    assert!(completed[0].1, "the clone's copy finished: {completed:?}");
+    let (_, success, message) = &completed[1];
+    assert!(
+        !success,
+        "the precache's copy did not finish: {completed:?}"
+    );
+    assert!(
+        message.contains("no space left on device")
+            && message.contains(
+                "the call succeeded without it: the volume's next start copies its image instead"
+            ),
+        "{message}"
+    );
+    assert_eq!(h.volume(&clone).await.size().await.unwrap(), 140 * MIB);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;

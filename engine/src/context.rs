@@ -36,6 +36,9 @@ pub trait ProgressSink: Send + Sync {
     /// The current copy ended (successfully or not). Not the end of the operation:
     /// another copy may follow, and the operation may still fail or succeed.
     fn copy_finished(&self, _success: bool) {}
+    /// Why the current copy failed, just before its [`Self::copy_finished`]: a copy
+    /// whose failure the operation survives (a commit's precache) can say so.
+    fn copy_failed(&self, _why: &str) {}
     /// The operation passed its point of no return: a cancel no longer has any effect
     /// (a Job stops being cancelable). Called at most once.
     fn committed(&self) {}

@@ -194,7 +194,7 @@ fn copy_labelled(
 ) -> Result<CopyMethod> {
     let job = CopyJob::new(src, src_label, dst_dir.join(dst), opts, ctx)?;
     let result = durable::replace_at(dst_dir, dst, |temp| job.fill(temp));
-    job.finish(result.as_ref().ok());
+    job.finish(result.as_ref());
     result.map(|report| report.method)
 }
 
@@ -242,7 +242,7 @@ fn stage_labelled<'a>(
         };
         Ok((report, content))
     });
-    job.finish(result.as_ref().ok().map(|(_, report)| report));
+    job.finish(result.as_ref().map(|(_, report)| report));
     result.map(|(staged, report)| (staged, report.method))
 }
 
@@ -315,13 +315,16 @@ impl<'a> CopyJob<'a> {
         })
     }
 
-    /// Report the end of the copy: progress, and the log line of a copy that was made
-    /// (`None`: it failed).
-    fn finish(&self, made: Option<&CopyReport>) {
+    /// Report the end of the copy: progress (with why a copy failed), and the log line
+    /// of a copy that was made.
+    fn finish(&self, made: std::result::Result<&CopyReport, &EngineError>) {
         if self.progress_started.get() {
-            self.ctx.progress().copy_finished(made.is_some());
+            if let Err(err) = made {
+                self.ctx.progress().copy_failed(&err.to_string());
+            }
+            self.ctx.progress().copy_finished(made.is_ok());
         }
-        if let Some(report) = made {
+        if let Ok(report) = made {
             self.log(report);
         }
     }
@@ -560,7 +563,7 @@ pub fn private_copy(src: &File, dir: &Dir, base: &str, ctx: &OpCtx) -> Result<Fi
     let label = dir.join(&format!("{base} (a private copy)"));
     let job = CopyJob::new(src, &src_label, label, CopyOptions::default(), ctx)?;
     let result = durable::unnamed_at(dir, base, |temp| job.fill(temp));
-    job.finish(result.as_ref().ok().map(|(_, report)| report));
+    job.finish(result.as_ref().map(|(_, report)| report));
     result.map(|(file, _)| file)
 }
 

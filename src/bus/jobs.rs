@@ -2,8 +2,10 @@
 //! published as `org.qubes.Storage.Job` at `/org/qubes/Storage/jobs/<n>` while the
 //! operation runs: progress announced at most ten times a second, `Completed` and the
 //! object's removal when the operation ends — with the operation's own outcome, so a
-//! method's reply and its Jobs' `Completed` always agree (a Cancel after the copy that
-//! changes nothing leaves both successful) — and `Cancel` tripping the operation's
+//! method's reply and its Jobs' `Completed` agree (a Cancel after the copy that
+//! changes nothing leaves both successful), except for a copy that failed while the
+//! operation succeeded without it (a commit's precache on a full disk): its `Completed`
+//! says it did not finish, and why — and `Cancel` tripping the operation's
 //! cancel token (the engine then removes its partial files and the method fails with
 //! `Cancelled`). Once the operation passes its point of no return (the engine's
 //! `ProgressSink::committed`), every Job announces `Cancelable` false.
@@ -42,6 +44,10 @@ pub struct JobOwner {
 struct Running {
     job: Arc<JobObject>,
     ticker: Option<JoinHandle<()>>,
+    /// Why its copy failed, if it did.
+    failed: Option<String>,
+    /// A copy of the target's own image (a commit's precache).
+    own: bool,
 }
 
 /// The progress sink of one operation: turns its copies into Job objects.
@@ -84,14 +90,22 @@ impl JobSink {
     /// The operation ended: every Job announces its last progress and `Completed` with
     /// the operation's outcome, then disappears.
     pub fn finish<T>(&self, outcome: &Result<T, BusError>) {
-        let (success, message) = match outcome {
-            Ok(_) => (true, String::new()),
-            Err(err) => (false, err.message().to_owned()),
-        };
         for running in self.jobs().drain(..) {
             if let Some(ticker) = running.ticker {
                 ticker.abort();
             }
+            let (success, message) = match (outcome, running.failed) {
+                (Err(err), _) => (false, err.message().to_owned()),
+                (Ok(_), Some(why)) if running.own => (
+                    false,
+                    format!("{why}; the call succeeded without it: the volume's next start copies its image instead"),
+                ),
+                (Ok(_), Some(why)) => (
+                    false,
+                    format!("{why}; the call succeeded without this copy"),
+                ),
+                (Ok(_), None) => (true, String::new()),
+            };
             let job = running.job;
             self.outbox
                 .send(Item::Job(Arc::clone(&job), job.progress_now()));
@@ -113,18 +127,24 @@ impl JobSink {
 
 impl ProgressSink for JobSink {
     fn copy_started(&self, operation: &str, total: u64) {
-        self.start_job(operation, total, self.owner.objects.clone());
+        self.start_job(operation, total, self.owner.objects.clone(), false);
     }
 
     /// The copy of the target's own image (a commit's precache on a pool without
     /// reflinks) works on the target alone: its Objects name no source.
     fn own_copy_started(&self, operation: &str, total: u64) {
         let target = self.owner.objects.iter().take(1).cloned().collect();
-        self.start_job(operation, total, target);
+        self.start_job(operation, total, target, true);
     }
     fn copy_advanced(&self, done: u64) {
         if let Some(running) = self.jobs().last() {
             running.job.advance(done);
+        }
+    }
+
+    fn copy_failed(&self, why: &str) {
+        if let Some(running) = self.jobs().last_mut() {
+            running.failed = Some(why.to_owned());
         }
     }
 
@@ -151,7 +171,7 @@ impl ProgressSink for JobSink {
 
 impl JobSink {
     /// Publishes a Job for a copy of `total` bytes working on `objects`.
-    fn start_job(&self, operation: &str, total: u64, objects: Vec<OwnedObjectPath>) {
+    fn start_job(&self, operation: &str, total: u64, objects: Vec<OwnedObjectPath>, own: bool) {
         self.stop_tickers();
         let identity = JobIdentity {
             operation: operation.to_owned(),
@@ -179,6 +199,8 @@ impl JobSink {
         self.jobs().push(Running {
             job,
             ticker: Some(ticker),
+            failed: None,
+            own,
         });
     }
 
