@@ -108,6 +108,9 @@ pub struct JobWatch {
     adopted: usize,
     /// How many of them were the commit's copies.
     commit_copies: usize,
+    /// Why a copy did not finish, as its `Completed` said: told after a call that
+    /// succeeded without it (a commit's precache on a full disk).
+    unfinished: Option<String>,
 }
 
 impl JobWatch {
@@ -135,6 +138,7 @@ impl JobWatch {
             job: None,
             adopted: 0,
             commit_copies: 0,
+            unfinished: None,
         })
     }
 
@@ -180,10 +184,13 @@ impl JobWatch {
                 self.apply_change(message)
             }
             "Completed" if Some(path.as_str()) == self.job_path() => {
-                let success = message
+                let (success, why) = message
                     .body()
                     .deserialize::<(bool, String)>()
-                    .is_ok_and(|(ok, _)| ok);
+                    .unwrap_or((false, String::new()));
+                if !success && !why.is_empty() {
+                    self.unfinished = Some(why);
+                }
                 self.end(success);
             }
             _ => {}
@@ -261,6 +268,9 @@ impl JobWatch {
             self.handle(&message);
         }
         self.end(success);
+        if let Some(why) = self.unfinished.take().filter(|_| success) {
+            crate::output::say(format_args!("note: a copy did not finish: {why}"));
+        }
     }
 
     /// Asks the service to cancel the job at `path`; a job that already ended is fine.
@@ -345,6 +355,7 @@ mod tests {
             job: None,
             adopted: 0,
             commit_copies: 0,
+            unfinished: None,
         }
     }
 

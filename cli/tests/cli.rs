@@ -446,6 +446,36 @@ fn clone_across_filesystems_copies_the_content() {
     assert!(files_equal(&image, &exported));
 }
 
+/// A clone into an ext4 pool with room for the copy but not for its precache succeeds,
+/// and says that the precache's copy did not finish, and why.
+#[test]
+fn a_clone_whose_precache_does_not_fit_says_so_and_succeeds() {
+    let mut world = World::start();
+    world.pool("src", FsType::Btrfs, 256 * MIB);
+    world.pool("dst", FsType::Ext4, 128 * MIB);
+    origin(&world, "src", VID, "1M");
+    origin(&world, "dst", VID, "1M");
+    let image = world.scratch().join("in.img");
+    write_sparse_file(&image, 80 * MIB, &[(0, 70 * MIB)], 5);
+    world
+        .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
+        .ok();
+    let run = world
+        .cli(&["volume", "clone", "src", VID, "dst", VID])
+        .ok();
+    assert!(
+        run.stderr.contains("note: a copy did not finish: ")
+            && run.stderr.contains("no space left on device")
+            && run.stderr.contains("next start copies its image instead"),
+        "{run:?}"
+    );
+    let exported = world.scratch().join("out.img");
+    world
+        .cli(&["volume", "export", "dst", VID, exported.to_str().unwrap()])
+        .ok();
+    assert!(files_equal(&image, &exported));
+}
+
 #[test]
 fn ctrl_c_during_import_leaves_the_volume_unchanged() {
     stop_signal_during_import_leaves_the_volume_unchanged(Signal::SIGINT);
