@@ -135,10 +135,11 @@ impl Pool {
         let state = self.read();
         let (volumes, removing) = (state.len(), state.removing().count());
         if volumes > 0 {
-            let noun = if volumes == 1 { "volume" } else { "volumes" };
-            return Err(EngineError::busy(format!(
-                "the pool still holds {volumes} {noun}; remove them first"
-            )));
+            let holds = match volumes {
+                1 => "1 volume; remove it first".to_owned(),
+                n => format!("{n} volumes; remove them first"),
+            };
+            return Err(EngineError::busy(format!("the pool still holds {holds}")));
         }
         if removing > 0 {
             let noun = if removing == 1 { "volume" } else { "volumes" };

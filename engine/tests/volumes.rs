@@ -1202,7 +1202,15 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         fs::metadata(&far_clean).unwrap().blocks() * 512 <= MIB,
         "the copy keeps holes"
     );
-    // Removing the far volume and pool before the mount goes away.
+    // Removing the far volume and pool before the mount goes away: not the pool first.
+    let refused = f.engine.remove_pool(&p2).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Busy);
+    assert!(
+        refused
+            .to_string()
+            .contains("the pool still holds 1 volume; remove it first"),
+        "{refused}"
+    );
     f.engine
         .remove_volume(&far, &OpCtx::quiet("Remove"))
         .unwrap();
