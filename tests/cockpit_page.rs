@@ -491,6 +491,13 @@ fn volume_page_shows_the_revision_timeline_and_reverts_to_a_chosen_revision() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(ids.len(), 3);
+    // The oldest described and pinned.
+    let details = common::opts_of([
+        ("description", zbus::Variant::from("before the upgrade")),
+        ("pinned", zbus::Variant::from(true)),
+    ]);
+    w.block_on(volume.set_revision_details(&ids[0], details, common::opts()))
+        .expect("SetRevisionDetails");
     w.open_page(Session::Root);
     w.expect(
         "qs.click([...qs.$$('tr.qs-row[data-vid=\"appvms/mail/private\"] button')].find(b => b.textContent === 'appvms/mail/private'))",
@@ -507,7 +514,42 @@ fn volume_page_shows_the_revision_timeline_and_reverts_to_a_chosen_revision() {
     let mut expected = vec!["current".to_owned()];
     expected.extend(ids.iter().rev().cloned());
     assert_eq!(shown, serde_json::json!(expected), "newest first");
+    // Its description and pin, under a heading that says what the time is.
+    let described = w.expect(
+        &format!(
+            "qs.$('#revisions tr[data-revision=\"{}\"] td[data-label=Description]')?.textContent.trim()",
+            ids[0]
+        ),
+        "the oldest revision's description",
+    );
+    assert_eq!(described, serde_json::json!("pinned before the upgrade"));
+    let heads = w.eval("qs.$$('#revisions th').map(t => t.textContent.trim())");
+    assert_eq!(
+        heads,
+        serde_json::json!(["Revision", "Content from", "Description", "Actions"])
+    );
     w.screenshot("volume");
+    // The revert dialog names them too.
+    w.expect(
+        &format!(
+            "qs.click(qs.button(qs.$('#revisions tr[data-revision=\"{}\"]'), 'Revert to this'))",
+            ids[0]
+        ),
+        "the revert button of the described revision",
+    );
+    let label = w.expect(
+        &format!("qs.$('label[for=\"revert-{}\"]')?.textContent", ids[0]),
+        "the described revision in the revert dialog",
+    );
+    assert!(
+        label.as_str().is_some_and(|t| t.starts_with(&format!("Revision {} — content from ", ids[0]))
+            && t.ends_with("— “before the upgrade” (pinned)")),
+        "the revert dialog says {label}"
+    );
+    w.expect(
+        "!qs.$('#revert-dialog') || (qs.click(qs.button(qs.$('#revert-dialog'), 'Cancel')), false)",
+        "the revert dialog closed",
+    );
     // Revert to the middle one.
     let chosen = ids[1].clone();
     w.expect(
@@ -553,7 +595,26 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     w.open_page(Session::Root);
     // Create a pool.
     w.expect("qs.click(qs.$('#create-pool'))", "the Create pool button");
+    // A bad name says why under its field (not only a grey Create button).
+    w.expect("qs.setValue(qs.$('#pool-name'), '1st pool')", "the name field");
+    let why = w.expect(
+        "qs.text('#create-pool-dialog .qs-field-error')",
+        "the sentence under the name field",
+    );
+    assert!(
+        why.as_str()
+            .is_some_and(|t| t.starts_with("The name starts with a letter")),
+        "under the name: {why}"
+    );
+    assert_eq!(
+        w.eval("qs.button(qs.$('#create-pool-dialog'), 'Create').disabled"),
+        serde_json::json!(true)
+    );
     w.expect("qs.setValue(qs.$('#pool-name'), 'fresh')", "the name field");
+    w.expect(
+        "!qs.$('#create-pool-dialog .qs-field-error')",
+        "no sentence under a good name",
+    );
     w.expect(
         &format!(
             "qs.setValue(qs.$('#pool-dir'), {})",
@@ -579,11 +640,12 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     let pool = pool.expect("the service has the pool");
     // Create a volume in it.
     w.expect(
-        "qs.$('#create-volume-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Create volume…'), false)",
+        "qs.$('#create-volume-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]'), 'Create volume…'), false)",
         "the Create volume dialog from the pool's menu",
     );
     w.expect("qs.setValue(qs.$('#volume-vm'), 'web')", "the VM field");
-    w.expect("qs.setValue(qs.$('#volume-size'), '32M')", "the size field");
+    // 32 MiB and one sector: shown rounded as "32 MiB" in the list.
+    w.expect("qs.setValue(qs.$('#volume-size'), '33554944')", "the size field");
     w.expect(
         "qs.click(qs.button(qs.$('#create-volume-dialog'), 'Create'))",
         "the Create button",
@@ -594,9 +656,17 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
             .get_volume("appvms/web/private", common::opts()),
     );
     let volume = w.volume(&volume_path.expect("the service has the volume"));
-    assert_eq!(w.block_on(volume.size()).expect("Size"), 32 * MIB);
-    // Resize it.
+    assert_eq!(w.block_on(volume.size()).expect("Size"), 32 * MIB + 512);
+    // Resize it: the dialog opens with the exact size (not the rounded "32MiB", which
+    // would be a shrink), so it can be applied as it is.
     w.click_row_menu("fresh", "appvms/web/private", "Resize…");
+    let opened = w.expect("qs.$('#resize-size')?.value", "the size field");
+    assert_eq!(opened, serde_json::json!("33554944B"));
+    assert_eq!(
+        w.eval("[qs.button(qs.$('#resize-dialog'), 'Resize').getAttribute('aria-disabled'), !!qs.$('#resize-shrink'), !!qs.$('#resize-dialog .qs-field-error')]"),
+        serde_json::json!(["false", false, false]),
+        "the resize dialog as it opened"
+    );
     w.expect("qs.setValue(qs.$('#resize-size'), '64M')", "the size field");
     w.expect(
         "qs.click(qs.button(qs.$('#resize-dialog'), 'Resize'))",
@@ -607,26 +677,24 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "the row shows the new size",
     );
     assert_eq!(w.block_on(volume.size()).expect("Size"), 64 * MIB);
-    // A pool with a volume cannot go: the service's sentence, in the dialog.
-    w.expect(
-        "qs.$('#remove-pool-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Remove pool…'), false)",
-        "the Remove pool dialog from the pool's menu",
-    );
-    w.expect(
-        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Remove'))",
-        "the Remove button",
-    );
-    let refusal = w.expect(
-        "qs.text('#remove-pool-dialog .qs-dialog-error')",
-        "the refusal in the dialog",
+    // A pool with a volume cannot go: its menu item is disabled and says why.
+    let why = w.expect(
+        "(() => { \
+            const item = qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'); \
+            if (!item) { qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]')); return false; } \
+            if (item.getAttribute('aria-disabled') !== 'true') return 'enabled'; \
+            item.closest('li').dispatchEvent(new (item.ownerDocument.defaultView.MouseEvent)('mouseenter')); \
+            return qs.text('.pf-v5-c-tooltip') || false; \
+        })()",
+        "the Remove pool item, disabled, with its reason",
     );
     assert!(
-        refusal.as_str().is_some_and(|t| t.contains("fresh")),
-        "{refusal}"
+        why.as_str().is_some_and(|t| t.contains("Remove its 1 volume first")),
+        "the Remove pool item says {why}"
     );
     w.expect(
-        "qs.click(qs.button(qs.$('#remove-pool-dialog'), 'Cancel'))",
-        "the Cancel button",
+        "!qs.$('.pf-v5-c-menu__item') || (qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]')), false)",
+        "the pool's menu closed",
     );
     // Remove the volume, then the pool.
     w.click_row_menu("fresh", "appvms/web/private", "Remove…");
@@ -639,7 +707,7 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "the volume's row is gone",
     );
     w.expect(
-        "qs.$('#remove-pool-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Kebab toggle\"]'), 'Remove pool…'), false)",
+        "qs.$('#remove-pool-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]'), 'Remove pool…'), false)",
         "the Remove pool dialog from the pool's menu",
     );
     w.expect(
@@ -876,7 +944,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     std::fs::create_dir(&downloads).expect("the download directory");
     w.browser().allow_downloads(&downloads);
     w.click_row_menu("work", "appvms/work/private", "Export");
-    let exported = downloads.join("work-private.img");
+    let exported = downloads.join("work-work-private.img");
     wait_for_download(&exported, data.len() as u64);
     assert!(
         std::fs::read(&exported).expect("the download") == data,
@@ -889,7 +957,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     );
     assert!(
         said.as_str()
-            .is_some_and(|t| t.contains("work-private.img holds the volume's committed image")),
+            .is_some_and(|t| t.contains("work-work-private.img holds the volume's committed image")),
         "the page says {said}"
     );
     assert_eq!(
@@ -903,7 +971,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         "(() => { \
             const items = qs.$$('.pf-v5-c-menu__item').map(i => i.textContent.trim()); \
             if (!items.includes('Remove…')) { \
-                qs.click(qs.row('work', 'appvms/work/volatile')?.querySelector('button[aria-label=\"Kebab toggle\"]')); \
+                qs.click(qs.row('work', 'appvms/work/volatile')?.querySelector('button[aria-label=\"Actions of appvms/work/volatile\"]')); \
                 return false; \
             } \
             return !items.includes('Export'); \
@@ -934,7 +1002,7 @@ fn a_refused_export_is_said_and_its_download_called_incomplete() {
     let shown = error_message(&mut w);
     assert!(
         shown.contains("Cannot export appvms/work/private")
-            && shown.contains("work-private.img is incomplete"),
+            && shown.contains("work-work-private.img is incomplete"),
         "the page shows {shown:?}"
     );
     assert!(

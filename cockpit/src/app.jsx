@@ -8,13 +8,11 @@ import { Page, PageSection, Stack, StackItem, Text, TextContent, Title } from "@
 import { AppContext, useApp, useEvent, useStore } from "./context.js";
 import { DialogHost } from "./dialogs.jsx";
 import { JobsPanel } from "./jobs.jsx";
-import { MessageList } from "./messages.jsx";
+import { MessageList } from "./message-list.jsx";
 import { PoolList } from "./pools.jsx";
 import { AccessBanner, LoadingBanner, ServiceStatus } from "./status.jsx";
-import { VolumeList } from "./volumes.jsx";
+import { NO_FILTER, VolumeList } from "./volumes.jsx";
 import { VolumePage } from "./volume-page.jsx";
-
-const NO_FILTER = { pool: "", vm: "", state: "", text: "" };
 
 function useLocation() {
     useEvent(cockpit, "locationchanged");

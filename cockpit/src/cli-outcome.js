@@ -4,7 +4,7 @@
 // password on) are dropped, the service's reason is kept. An export's download cannot
 // tell how it ended — cockpit finishes it whatever the process's exit status (see
 // transfer.jsx) — so the export's shell leaves a status file: the CLI's exit status on
-// its first line, its message after it.
+// its first line, its message after it. And the name an export's download gets.
 
 const PREFIX = "qubes-storage: ";
 const TERMINAL_ADVICE = / ?\(run it again without --no-interaction to authenticate\)/g;
@@ -31,4 +31,13 @@ export function exportOutcome(status) {
     if (code > 128)
         return { ok: false, text: `qubes-storage was stopped by signal ${code - 128} (the download was cancelled?).` };
     return { ok: false, text: `qubes-storage exited with status ${first.trim() || "unknown"}.` };
+}
+
+/**
+ * The file an export downloads as: `<pool>-<vm>-<name>.img` — the pool too, since the
+ * same vid may live in several pools (a clone keeps its vid in another pool).
+ */
+export function exportFilename(poolName, vid) {
+    const [, vm, name] = vid.split("/");
+    return `${poolName}-${vm}-${name}.img`;
 }

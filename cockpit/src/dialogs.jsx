@@ -1,10 +1,12 @@
 // The page's dialogs: `DialogHost` renders the one dialog shown (`dialog-slot.js`);
 // `ActionDialog` is their common shape: a PatternFly modal whose primary button runs
 // the action, stays open while it runs, and shows the service's sentence inside the
-// dialog when it fails.
+// dialog when it fails — until the user changes a field (the sentence was about the
+// values sent, not the ones shown). `FieldHelp` and `useTouched` put a field's own
+// sentence under it once the user typed in it.
 
 import React, { useState } from "react";
-import { Alert, Button, Form, Modal } from "@patternfly/react-core";
+import { Alert, Button, Form, FormHelperText, HelperText, HelperTextItem, Modal } from "@patternfly/react-core";
 
 import { useApp, useEvent } from "./context.js";
 import { describe } from "./service.js";
@@ -52,9 +54,32 @@ export function ActionDialog({ id, title, applyLabel, applyVariant = "primary", 
                    <Button key="cancel" variant="link" onClick={close} isDisabled={busy}>Cancel</Button>,
                ]}>
             {failure && <Alert isInline variant="danger" title={failure} className="qs-dialog-error" />}
-            <Form onSubmit={apply} isHorizontal={false}>
+            {/* React's change events bubble: any field that changes ends the old failure. */}
+            <Form onSubmit={apply} isHorizontal={false} onChange={() => failure && setFailure(null)}>
                 {children}
             </Form>
         </Modal>
     );
+}
+
+/** The text under a field: its error when there is one, else `children` (if any). */
+export function FieldHelp({ error, children }) {
+    if (!error && !children)
+        return null;
+    return (
+        <FormHelperText>
+            <HelperText>
+                <HelperTextItem variant={error ? "error" : "default"} className={error ? "qs-field-error" : undefined}>
+                    {error || children}
+                </HelperTextItem>
+            </HelperText>
+        </FormHelperText>
+    );
+}
+
+/** Which fields the user changed: [touched, touch(field)]. */
+export function useTouched() {
+    const [touched, setTouched] = useState({});
+    const touch = field => setTouched(t => (t[field] ? t : { ...t, [field]: true }));
+    return [touched, touch];
 }

@@ -1,7 +1,7 @@
 // How the page writes and reads quantities: byte sizes in binary units (as the CLI
-// does: "2 GiB"; input accepts 2G, 2GiB, 512M, plain bytes), rates, the remaining time
-// of a job, timestamps of revisions, and the words for a volume's kind and state.
-// Pure functions, tested under test/.
+// does: "2 GiB"; input accepts 2G, 2GiB, 512M, plain bytes), a size to edit that reads
+// back exactly, rates, the remaining time of a job, timestamps of revisions, and the
+// words for a volume's kind and state. Pure functions, tested under test/.
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
@@ -18,6 +18,21 @@ export function formatBytes(bytes) {
     const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
     const number = digits ? value.toFixed(digits).replace(/\.?0+$/, "") : value.toFixed(0);
     return `${number} ${UNITS[unit]}`;
+}
+
+/**
+ * A size to put in a field: the largest unit that holds it as a whole number ("2GiB",
+ * "1205632KiB", "1000B"), so that `parseSize` gives back exactly `bytes` — a rounded
+ * "1.15GiB" would be another size (and not a whole number of sectors).
+ */
+export function exactSizeText(bytes) {
+    let value = Number(bytes);
+    let unit = 0;
+    while (value !== 0 && value % 1024 === 0 && unit < UNITS.length - 1) {
+        value /= 1024;
+        unit += 1;
+    }
+    return `${value}${UNITS[unit]}`;
 }
 
 export function formatRate(bytesPerSecond) {

@@ -13,7 +13,8 @@ import { App } from "./app.jsx";
 // win over PatternFly's at equal specificity.
 import "./app.css";
 import { Dialogs } from "./dialog-slot.js";
-import { Messages } from "./messages.jsx";
+import { reportJobOutcomes } from "./jobs.jsx";
+import { Messages } from "./messages.js";
 import { Service } from "./service.js";
 import { Store } from "./store.js";
 
@@ -24,6 +25,7 @@ function main() {
     const app = { store, service, access, messages: new Messages(), dialogs: new Dialogs() };
     // For the browser tests and for looking around in the console.
     window.qubesStorage = app;
+    reportJobOutcomes(app);
     createRoot(document.getElementById("app")).render(<App app={app} />);
     service.start();
     access.start();

@@ -1,7 +1,9 @@
 // The running Job objects of the service (byte copies: the copy fallback,
-// cross-pool clones, large resizes without reflinks) as progress bars with bytes, rate,
-// time left and Cancel. Every figure comes from the job's PropertiesChanged signals;
-// the bar moves as they arrive. Cancel is offered to whoever may cancel: the user who
+// cross-pool clones, large resizes without reflinks, a commit's precache) as progress
+// bars with bytes, rate, time left and Cancel — or a note why there is none — titled
+// by what each is for (job-labels.js). A precache that did not finish is said. Every
+// figure comes from the job's PropertiesChanged signals; the bar moves as they
+// arrive. Cancel is offered to whoever may cancel: the user who
 // started the job, or an administrator (the contract's rule for Job.Cancel).
 
 import React from "react";
@@ -9,26 +11,8 @@ import { Button, Card, CardBody, CardTitle, DataList, DataListCell, DataListItem
 
 import { useAccess, useApp, useStore } from "./context.js";
 import { formatBytes, formatEta, formatRate } from "./format.js";
+import { jobNote, jobTitle, precacheWarning } from "./job-labels.js";
 import { JOB_IFACE } from "./paths.js";
-
-const VERBS = {
-    ImportVolume: "Copying",
-    Resize: "Resizing",
-};
-
-function objectName(store, path) {
-    const volume = store.volumes.get(path);
-    if (!volume)
-        return path;
-    return `${volume.vid} (${store.pools.get(volume.pool)?.name ?? "?"})`;
-}
-
-export function jobTitle(store, job) {
-    const names = (job.objects || []).map(p => objectName(store, p));
-    if (job.operation === "ImportVolume" && names.length === 2)
-        return `Copying ${names[1]} into ${names[0]}`;
-    return `${VERBS[job.operation] || job.operation || "Job"} ${names.join(", ")}`;
-}
 
 function JobRow({ job }) {
     const { service, messages } = useApp();
@@ -40,6 +24,7 @@ function JobRow({ job }) {
     const mayCancel = job.cancelable && (access.admin || (access.user && access.user.id === job.startedByUID));
     const cancel = () => messages.run(`Cannot cancel: ${jobTitle(store, job)}`,
                                       () => service.call(job.path, JOB_IFACE, "Cancel", "a{sv}", [{}]));
+    const note = jobNote(job);
     const label = `${formatBytes(done)} of ${formatBytes(total)} · ${formatRate(job.rate)} · ${formatEta(total - done, job.rate)} left`;
     return (
         <DataListItem data-job={job.path} aria-labelledby={job.path}>
@@ -48,6 +33,7 @@ function JobRow({ job }) {
                     <DataListCell key="bar" width={5}>
                         <Progress id={job.path} value={percent} title={jobTitle(store, job)}
                                   label={label} valueText={`${percent} %`} measureLocation="top" />
+                        {note && <p className="qs-muted qs-job-note">{note}</p>}
                     </DataListCell>,
                     <DataListCell key="cancel" width={1} alignRight isFilled={false}>
                         {mayCancel && <Button variant="secondary" className="qs-job-cancel" onClick={cancel}>Cancel</Button>}
@@ -56,6 +42,19 @@ function JobRow({ job }) {
             </DataListItemRow>
         </DataListItem>
     );
+}
+
+/**
+ * Says on the page when a commit's precache copy did not finish although its call
+ * succeeded (`Completed(false, why)`): the volume's next start will copy its image.
+ * Other failed Jobs end with their call, whose caller says why.
+ */
+export function reportJobOutcomes({ service, store, messages }) {
+    service.addEventListener("job-completed", ({ detail: { path, success, message } }) => {
+        const warning = precacheWarning(store, store.jobs.get(path), success, message);
+        if (warning)
+            messages.add("warning", warning.title, warning.text);
+    });
 }
 
 export function JobsPanel() {

@@ -1,15 +1,15 @@
 // Create and remove pools (Manager.CreatePool, Manager.RemovePool). Creating runs the
 // service's pool setup, which by default checks that the directory's filesystem
 // reflinks; on ext4 that check fails and the service's sentence says to turn it off.
+// What is wrong with a field is said under it (checks.js).
 
 import React, { useState } from "react";
 import { Checkbox, FormGroup, TextInput } from "@patternfly/react-core";
 
-import { ActionDialog } from "./dialogs.jsx";
+import { firstError, poolFieldErrors, shownError } from "./checks.js";
+import { ActionDialog, FieldHelp, useTouched } from "./dialogs.jsx";
 import { useApp } from "./context.js";
 import { options } from "./service.js";
-
-const POOL_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 
 export function CreatePoolDialog({ close }) {
     const { service } = useApp();
@@ -17,13 +17,12 @@ export function CreatePoolDialog({ close }) {
     const [dir, setDir] = useState("");
     const [setupCheck, setSetupCheck] = useState(true);
     const [keep, setKeep] = useState("1");
-    const error = !POOL_NAME.test(name)
-        ? "The name starts with a letter and holds only letters, digits, _ . and -."
-        : !dir.startsWith("/")
-            ? "The directory is an absolute path."
-            : !/^-?\d+$/.test(keep) || Number(keep) < -1
-                ? "Revisions to keep is a number, -1 or more."
-                : null;
+    const [touched, touch] = useTouched();
+    const errors = poolFieldErrors({ name, dir, keep });
+    const edit = (field, set) => (_e, value) => {
+        touch(field);
+        set(value);
+    };
     const apply = () => service.manager("CreatePool", "ssa{sv}", [name, "file-reflink", options({
         dir_path: ["s", dir],
         setup_check: ["b", setupCheck],
@@ -31,15 +30,23 @@ export function CreatePoolDialog({ close }) {
     })]);
     return (
         <ActionDialog id="create-pool-dialog" title="Create a pool" applyLabel="Create" close={close}
-                      onApply={apply} error={error}>
+                      onApply={apply} error={firstError(errors)}>
             <FormGroup label="Name" fieldId="pool-name">
-                <TextInput id="pool-name" value={name} onChange={(_e, v) => setName(v)} />
+                <TextInput id="pool-name" value={name} onChange={edit("name", setName)}
+                           validated={shownError(errors, touched, "name") ? "error" : "default"} />
+                <FieldHelp error={shownError(errors, touched, "name")} />
             </FormGroup>
             <FormGroup label="Directory" fieldId="pool-dir">
-                <TextInput id="pool-dir" value={dir} placeholder="/var/lib/qubes" onChange={(_e, v) => setDir(v)} />
+                <TextInput id="pool-dir" value={dir} placeholder="/var/lib/qubes" onChange={edit("dir", setDir)}
+                           validated={shownError(errors, touched, "dir") ? "error" : "default"} />
+                <FieldHelp error={shownError(errors, touched, "dir")} />
             </FormGroup>
             <FormGroup label="Revisions to keep" fieldId="pool-keep">
-                <TextInput id="pool-keep" value={keep} onChange={(_e, v) => setKeep(v)} />
+                <TextInput id="pool-keep" value={keep} onChange={edit("keep", setKeep)}
+                           validated={shownError(errors, touched, "keep") ? "error" : "default"} />
+                <FieldHelp error={shownError(errors, touched, "keep")}>
+                    How many revisions new volumes of the pool keep: 0 none, -1 disables snapshots.
+                </FieldHelp>
             </FormGroup>
             <Checkbox id="pool-setup-check" isChecked={setupCheck} onChange={(_e, v) => setSetupCheck(v)}
                       label="Require reflinks (turn off to allow byte copies, e.g. on ext4)" />

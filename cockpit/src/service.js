@@ -9,7 +9,10 @@
 // more than one message can carry). From then on only signals. Nothing polls. The two
 // properties the service does not announce, Volume.Usage and Pool.UsageDetails, are
 // read with one Get when a row that shows them is on screen and its value went stale
-// by a change of that object. (The page does not use the bridge's `watch`: when the
+// by a change of that object — or, for a pool, by a failed call on it or its volumes.
+// The one exception to "nothing polls": a pool whose usage cannot be read (its
+// directory moved away) is read again every 30 s while it stays so, since nothing
+// announces the directory's return. (The page does not use the bridge's `watch`: when the
 // listing does not fit on the bus, the bridge falls back to introspecting and reading
 // every object one after another: at 100 000 volumes not even the pools showed
 // within 20 s.)
@@ -21,7 +24,10 @@
 
 import { Feed, OBJECT_MANAGER, PROPERTIES, errorKind, load } from "./loader.js";
 import { fromInterfacesAdded, fromInterfacesRemoved, fromPropertiesChanged } from "./notify.js";
-import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, SERVICE, VOLUME_IFACE } from "./paths.js";
+import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, SERVICE, VOLUME_IFACE, kindOfPath, poolOfVolumePath } from "./paths.js";
+
+/** How often the usage of a pool whose usage cannot be read is read again. */
+export const POOL_USAGE_RETRY_MS = 30000;
 
 /** Errors of a call to a name nobody owns. */
 const ABSENT = new Set(["ServiceUnknown", "NameHasNoOwner"]);
@@ -46,6 +52,10 @@ export class Service extends EventTarget {
         this.owner = undefined;
         /** A load piece by piece: {done, total, missed, problem, finished}, or null. */
         this.loading = null;
+        /** Pending re-reads of pools whose usage could not be read, by pool path. */
+        this.retries = new Map();
+        /** How long until such a pool's usage is read again (tests shorten it). */
+        this.usageRetryMs = POOL_USAGE_RETRY_MS;
     }
 
     start() {
@@ -178,7 +188,14 @@ export class Service extends EventTarget {
     call(path, iface, method, signature, args) {
         if (!this.client)
             return Promise.reject(new Error("The storage service is not connected."));
-        return this.client.call(path, iface, method, args, { type: signature });
+        // (A plain promise around cockpit's: a handler given to cockpit's own must not throw.)
+        const reply = Promise.resolve(this.client.call(path, iface, method, args, { type: signature }));
+        if (iface !== POOL_IFACE && iface !== VOLUME_IFACE)
+            return reply;
+        return reply.catch(error => {
+            this.callFailed(path);
+            throw error;
+        });
     }
 
     manager(method, signature, args) {
@@ -199,14 +216,41 @@ export class Service extends EventTarget {
                       () => this.store.setVolumeUsage(volume.path, volume.usage));
     }
 
-    /** Reads a pool's UsageDetails once if the value shown is stale. */
+    /**
+     * Reads a pool's UsageDetails once if the value shown is stale. A pool whose usage
+     * cannot be read (its directory missing, the read refused) is read again every
+     * `usageRetryMs` while it stays so: nothing announces its directory's return.
+     */
     refreshPoolUsage(pool) {
         if (!pool.usageStale)
             return;
         const epoch = this.store.pools.get(pool.path)?.usageEpoch;
+        const after = () => this.retryPoolUsageLater(pool.path);
         this.readOnce(pool.path, POOL_IFACE, "UsageDetails",
-                      value => this.store.setPoolUsage(pool.path, value, epoch),
-                      () => this.store.setPoolUsage(pool.path, pool.usage));
+                      value => { this.store.setPoolUsage(pool.path, value, epoch); after() },
+                      error => { this.store.setPoolUsageFailed(pool.path, describe(error)); after() });
+    }
+
+    retryPoolUsageLater(path) {
+        if (!this.store.pools.get(path)?.usageProblem || this.retries.has(path))
+            return;
+        this.retries.set(path, setTimeout(() => {
+            this.retries.delete(path);
+            if (this.store.pools.get(path)?.usageProblem)
+                this.store.rereadPoolUsage(path);
+        }, this.usageRetryMs));
+    }
+
+    /**
+     * A call on a pool or volume failed: perhaps because its pool's directory went
+     * away, which nothing announces — the pool's usage is read again, and says so.
+     */
+    callFailed(path) {
+        const kind = kindOfPath(path);
+        if (kind === "pool")
+            this.store.rereadPoolUsage(path);
+        else if (kind === "volume")
+            this.store.rereadPoolUsage(poolOfVolumePath(path));
     }
 
     readOnce(path, iface, property, done, failed) {

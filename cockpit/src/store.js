@@ -24,6 +24,13 @@ function usageDetails(dict) {
     return details;
 }
 
+/** Why a pool's usage details have no figures, or null when they have them. */
+export function poolUsageProblem(pool, usage) {
+    if (usage?.data_size !== undefined)
+        return null;
+    return `The pool's directory ${pool.dirPath ?? ""} is missing (moved away or not mounted?).`;
+}
+
 function toPool(path, p, old) {
     return {
         ...old,
@@ -36,6 +43,7 @@ function toPool(path, p, old) {
         ephemeralVolatile: p.EphemeralVolatile ?? old?.ephemeralVolatile,
         includedIn: p.IncludedIn ?? old?.includedIn,
         usage: p.UsageDetails ? usageDetails(p.UsageDetails) : old?.usage,
+        usageProblem: p.UsageDetails ? poolUsageProblem({ dirPath: p.DirPath ?? old?.dirPath }, usageDetails(p.UsageDetails)) : old?.usageProblem,
         usageStale: p.UsageDetails === undefined,
         usageEpoch: (old?.usageEpoch ?? 0) + (p.UsageDetails === undefined ? 1 : 0),
     };
@@ -68,6 +76,10 @@ function toVolume(path, p, old) {
     }
     if (p.Revisions !== undefined)
         volume.revisions = p.Revisions.map(([id, timestamp]) => ({ id, timestamp: Number(timestamp) }));
+    if (p.RevisionDetails !== undefined) {
+        volume.revisionDetails = p.RevisionDetails.map(([id, timestamp, nanoseconds, description, pinned, exclusive]) => (
+            { id, timestamp: Number(timestamp), nanoseconds: Number(nanoseconds), description, pinned: Boolean(pinned), exclusive: Number(exclusive) }));
+    }
     volume.pool = volume.pool || poolOfVolumePath(path);
     volume.vm = vmOf(volume.vid);
     // Usage is never announced: a value that came now is fresh, any other change
@@ -96,6 +108,10 @@ function toJob(path, p, old) {
         if (p[dbus] !== undefined)
             job[key] = plain(p[dbus]);
     }
+    // A Job past its call's point of no return from its first announcement is the
+    // commit's precache copy (job-labels.js).
+    if (!old)
+        job.cancelableAtStart = job.cancelable;
     return job;
 }
 
@@ -239,13 +255,35 @@ export class Store {
         this.changed(true);
     }
 
-    /** A UsageDetails read for a pool, begun at `epoch` (as `setVolumeUsage`). */
+    /**
+     * A UsageDetails read for a pool, begun at `epoch` (as `setVolumeUsage`). Without
+     * its keys the directory is missing (the contract's word for it): `usageProblem`
+     * says so.
+     */
     setPoolUsage(path, details, epoch) {
         const pool = this.pools.get(path);
         if (!pool)
             return;
         const fresh = epoch === undefined || epoch === pool.usageEpoch;
-        this.pools.set(path, { ...pool, usage: usageDetails(details), usageStale: !fresh });
+        const usage = usageDetails(details);
+        this.pools.set(path, { ...pool, usage, usageStale: !fresh, usageProblem: poolUsageProblem(pool, usage) });
+        this.changed(true);
+    }
+
+    /** A UsageDetails read that failed with `message`: the old figures are no longer shown. */
+    setPoolUsageFailed(path, message) {
+        const pool = this.pools.get(path);
+        if (!pool)
+            return;
+        this.pools.set(path, { ...pool, usage: {}, usageStale: false, usageProblem: message });
+        this.changed(true);
+    }
+
+    /** Reads the pool's usage again (a retry, or a call on it failed). */
+    rereadPoolUsage(path) {
+        if (!this.pools.has(path))
+            return;
+        this.markPoolUsageStale(path);
         this.changed(true);
     }
 
@@ -334,6 +372,19 @@ export function vmNames(store) {
             names.add(volume.vm);
     }
     return [...names].sort();
+}
+
+/**
+ * The volumes of the pool at `poolPath` a snapshot may start from: those that save on
+ * stop (the service refuses a volatile or snapshot source), sorted by vid.
+ */
+export function snapshotSources(store, poolPath) {
+    const sources = [];
+    for (const volume of store.volumes.values()) {
+        if (volume.pool === poolPath && volume.saveOnStop)
+            sources.push(volume);
+    }
+    return sources.sort((a, b) => compare(a.vid, b.vid));
 }
 
 /** Counts of a pool's volumes: {total, running}. */

@@ -26,7 +26,7 @@ import React, { useRef, useState } from "react";
 import { Alert, Button, Checkbox, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
 
 import { useApp } from "./context.js";
-import { cliMessage, exportOutcome } from "./cli-outcome.js";
+import { cliMessage, exportFilename, exportOutcome } from "./cli-outcome.js";
 import { formatBytes } from "./format.js";
 
 const CHUNK = 1 << 20;
@@ -143,13 +143,12 @@ function awaitOutcome(dir, done) {
 }
 
 /**
- * Starts the download of the volume's committed image as `<vm>-<name>.img`, then says
+ * Starts the download of the volume's committed image as `<pool>-<vm>-<name>.img`, then says
  * on the page how the export ended (`messages`): finished, or failed — the downloaded
  * file is then incomplete.
  */
 export async function exportVolume(poolName, vid, messages) {
-    const [, vm, name] = vid.split("/");
-    const filename = `${vm}-${name}.img`;
+    const filename = exportFilename(poolName, vid);
     const title = `Cannot export ${vid}`;
     let dir;
     try {
@@ -226,7 +225,8 @@ export function ImportDialog({ volume, close }) {
             <p>The volume's content is replaced by the file; its current state is kept as a revision.</p>
             <FormGroup label="Image file" fieldId="import-file">
                 <FileUpload id="import-file" filename={file?.name ?? ""} hideDefaultPreview browseButtonText="Choose…"
-                            onFileInputChange={(_e, f) => setFile(f)} onClearClick={() => setFile(null)}
+                            onFileInputChange={(_e, f) => { setFile(f); setFailure(null) }}
+                            onClearClick={() => { setFile(null); setFailure(null) }}
                             isDisabled={busy} />
             </FormGroup>
             {sizeError && <Alert isInline variant="warning" title={sizeError} />}

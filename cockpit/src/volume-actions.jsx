@@ -1,7 +1,9 @@
 // The actions on one volume, shared by its row in the list and its own page: each with
 // the polkit action that governs it (an action the user may not do is not offered),
 // and whether it makes sense in the volume's state. Start and stop run at once;
-// the others open a dialog. Failures become messages with the service's sentence.
+// the others open a dialog. Failures become messages with the service's sentence. An
+// action that does not make sense now is shown disabled with the reason (`why`), which
+// the list's menu and the volume page show as its tooltip.
 
 import React from "react";
 
@@ -10,7 +12,9 @@ import { CloneDialog } from "./clone.jsx";
 import { ImportDialog, exportVolume } from "./transfer.jsx";
 import { RemoveVolumeDialog, ResizeDialog, RevertDialog } from "./volume-dialogs.jsx";
 
-/** [{id, label, run, disabled}] for the actions the user may do on `volume`. */
+const STOP_FIRST = "Stop the volume first.";
+
+/** [{id, label, run, disabled, why}] for the actions the user may do on `volume`. */
 export function volumeActions(app, volume) {
     const { access, dialogs, messages, service, store } = app;
     const pool = store.pools.get(volume.pool);
@@ -28,18 +32,19 @@ export function volumeActions(app, volume) {
             id: "revert",
             label: "Revert…",
             disabled: volume.started || !volume.revisions?.length,
+            why: volume.started ? STOP_FIRST : !volume.revisions?.length ? "The volume has no revisions." : null,
             run: dialog(close => <RevertDialog volume={volume} close={close} />),
         });
     }
     if (may(ACTIONS.export) && access.allowed(ACTIONS.import) && access.allowed(ACTIONS.manageVolumes))
         list.push({ id: "clone", label: "Clone…", run: dialog(close => <CloneDialog volume={volume} close={close} />) });
     if (may(ACTIONS.import))
-        list.push({ id: "import", label: "Import…", disabled: volume.started, run: dialog(close => <ImportDialog volume={volume} close={close} />) });
+        list.push({ id: "import", label: "Import…", disabled: volume.started, why: volume.started ? STOP_FIRST : null, run: dialog(close => <ImportDialog volume={volume} close={close} />) });
     // The service exports only what a volume keeps: a volume that does not save on
     // stop has nothing committed to export (its Export is refused).
     if (may(ACTIONS.export) && volume.saveOnStop)
         list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid, messages) });
     if (may(ACTIONS.manageVolumes))
-        list.push({ id: "remove", label: "Remove…", disabled: volume.started, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });
+        list.push({ id: "remove", label: "Remove…", disabled: volume.started, why: volume.started ? STOP_FIRST : null, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });
     return list;
 }

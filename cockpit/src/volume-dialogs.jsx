@@ -3,31 +3,16 @@
 // service checks everything again and its sentence is shown when it refuses.
 
 import React, { useState } from "react";
-import { Checkbox, FormGroup, FormHelperText, FormSelect, FormSelectOption, HelperText, HelperTextItem, Radio, TextInput } from "@patternfly/react-core";
+import { Checkbox, FormGroup, FormSelect, FormSelectOption, Radio, TextInput } from "@patternfly/react-core";
 
-import { ActionDialog } from "./dialogs.jsx";
+import { firstError, shownError, sizeOrError, volumeFieldErrors } from "./checks.js";
+import { ActionDialog, FieldHelp, useTouched } from "./dialogs.jsx";
 import { useApp } from "./context.js";
-import { formatBytes, formatTimestamp, parseSize } from "./format.js";
+import { exactSizeText, formatBytes, parseSize } from "./format.js";
 import { POOL_IFACE } from "./paths.js";
+import { revisionLabel, revisionsNewestFirst } from "./revisions.js";
 import { options } from "./service.js";
-
-function Helper({ children, variant = "default" }) {
-    return (
-        <FormHelperText>
-            <HelperText><HelperTextItem variant={variant}>{children}</HelperTextItem></HelperText>
-        </FormHelperText>
-    );
-}
-
-/** The size field's bytes, or the sentence that says why there are none. */
-export function sizeOrError(text) {
-    const bytes = parseSize(text);
-    if (bytes === null)
-        return [null, "Write a size such as 2G, 512M or 10GiB."];
-    if (bytes % 512 !== 0)
-        return [null, "The size must be a whole number of 512-byte sectors."];
-    return [bytes, null];
-}
+import { snapshotSources } from "./store.js";
 
 /** Acts on `volume` only if it is still the volume the dialog was opened for. */
 function onSameVolume(store, volume, act) {
@@ -49,7 +34,7 @@ export function RemoveVolumeDialog({ volume, close }) {
 
 export function ResizeDialog({ volume, close }) {
     const { service, store } = useApp();
-    const [text, setText] = useState(formatBytes(volume.size).replace(" ", ""));
+    const [text, setText] = useState(() => exactSizeText(volume.size));
     const [shrink, setShrink] = useState(false);
     const [bytes, sizeError] = sizeOrError(text);
     const shrinking = bytes !== null && bytes < volume.size;
@@ -65,9 +50,7 @@ export function ResizeDialog({ volume, close }) {
                       onApply={apply} error={error}>
             <FormGroup label="New size" fieldId="resize-size">
                 <TextInput id="resize-size" value={text} onChange={(_e, v) => setText(v)} />
-                <Helper variant={sizeError ? "error" : "default"}>
-                    {sizeError || `Now ${formatBytes(volume.size)}.`}
-                </Helper>
+                <FieldHelp error={sizeError}>Now {formatBytes(volume.size)} ({volume.size} bytes).</FieldHelp>
             </FormGroup>
             {shrinking &&
                 <Checkbox id="resize-shrink" isChecked={shrink} onChange={(_e, v) => setShrink(v)}
@@ -98,7 +81,7 @@ function revertToListed(store, service, volume, id) {
 
 export function RevertDialog({ volume, close, revision: initial }) {
     const { service, store } = useApp();
-    const revisions = [...(volume.revisions || [])].reverse();
+    const revisions = revisionsNewestFirst(volume);
     const [chosen, setChosen] = useState(initial ?? revisions[0]?.id ?? "");
     return (
         <ActionDialog id="revert-dialog" title={`Revert ${volume.vid}`} applyLabel="Revert" close={close}
@@ -109,7 +92,7 @@ export function RevertDialog({ volume, close, revision: initial }) {
                 {revisions.map(r => (
                     <Radio key={r.id} id={`revert-${r.id}`} name="revision" isChecked={chosen === r.id}
                            onChange={() => setChosen(r.id)}
-                           label={`Revision ${r.id} — ${formatTimestamp(r.timestamp)}`} />
+                           label={revisionLabel(r)} />
                 ))}
             </FormGroup>
         </ActionDialog>
@@ -122,16 +105,6 @@ const KINDS = {
     volatile: { label: "Volatile: empty at each start", config: {} },
 };
 
-const NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
-
-function vidError(vm, name) {
-    if (!NAME.test(vm))
-        return "The VM name starts with a letter and holds only letters, digits, _ . and -.";
-    if (!NAME.test(name))
-        return "The volume name starts with a letter and holds only letters, digits, _ . and -.";
-    return null;
-}
-
 export function CreateVolumeDialog({ pool, close }) {
     const { service, store } = useApp();
     const [vmClass, setVmClass] = useState("appvms");
@@ -140,11 +113,16 @@ export function CreateVolumeDialog({ pool, close }) {
     const [kind, setKind] = useState("origin");
     const [sizeText, setSizeText] = useState("2G");
     const [rw, setRw] = useState(true);
-    const sources = [...store.volumes.values()].filter(v => v.pool === pool.path && !v.snapOnStart);
+    const sources = snapshotSources(store, pool.path);
     const [source, setSource] = useState(sources[0]?.vid ?? "");
-    const [size, sizeError] = sizeOrError(sizeText);
+    const [touched, touch] = useTouched();
     const needsSource = kind === "snapshot";
-    const error = vidError(vm, name) || (needsSource ? (source ? null : "Choose the source volume.") : sizeError);
+    const errors = volumeFieldErrors({ vm, name, size: sizeText, source, needsSource });
+    const shown = field => shownError(errors, touched, field);
+    const edit = (field, set) => (_e, value) => {
+        touch(field);
+        set(value);
+    };
     const apply = () => {
         const typed = { rw: ["b", rw] };
         for (const key of Object.keys(KINDS[kind].config))
@@ -152,13 +130,13 @@ export function CreateVolumeDialog({ pool, close }) {
         if (needsSource)
             typed.source = ["s", source];
         else
-            typed.size = ["t", size];
+            typed.size = ["t", parseSize(sizeText)];
         return service.call(pool.path, POOL_IFACE, "CreateVolume", "sa{sv}a{sv}",
                             [`${vmClass}/${vm}/${name}`, options(typed), {}]);
     };
     return (
         <ActionDialog id="create-volume-dialog" title={`Create a volume in ${pool.name}`} applyLabel="Create"
-                      close={close} onApply={apply} error={error} variant="medium">
+                      close={close} onApply={apply} error={firstError(errors)} variant="medium">
             <FormGroup label="Class" fieldId="volume-class">
                 <FormSelect id="volume-class" value={vmClass} onChange={(_e, v) => setVmClass(v)}>
                     <FormSelectOption value="appvms" label="appvms" />
@@ -166,11 +144,14 @@ export function CreateVolumeDialog({ pool, close }) {
                 </FormSelect>
             </FormGroup>
             <FormGroup label="VM" fieldId="volume-vm">
-                <TextInput id="volume-vm" value={vm} onChange={(_e, v) => setVm(v)} />
+                <TextInput id="volume-vm" value={vm} onChange={edit("vm", setVm)}
+                           validated={shown("vm") ? "error" : "default"} />
+                <FieldHelp error={shown("vm")} />
             </FormGroup>
             <FormGroup label="Volume name" fieldId="volume-name">
-                <TextInput id="volume-name" value={name} onChange={(_e, v) => setName(v)} />
-                <Helper>The volume is {vmClass}/{vm || "…"}/{name || "…"}.</Helper>
+                <TextInput id="volume-name" value={name} onChange={edit("name", setName)}
+                           validated={shown("name") ? "error" : "default"} />
+                <FieldHelp error={shown("name")}>The volume is {vmClass}/{vm || "…"}/{name || "…"}.</FieldHelp>
             </FormGroup>
             <FormGroup label="Kind" fieldId="volume-kind">
                 <FormSelect id="volume-kind" value={kind} onChange={(_e, v) => setKind(v)}>
@@ -179,13 +160,18 @@ export function CreateVolumeDialog({ pool, close }) {
             </FormGroup>
             {needsSource
                 ? <FormGroup label="Source volume" fieldId="volume-source">
-                    <FormSelect id="volume-source" value={source} onChange={(_e, v) => setSource(v)}>
-                        {sources.map(v => <FormSelectOption key={v.vid} value={v.vid} label={v.vid} />)}
-                    </FormSelect>
+                    {sources.length > 0 &&
+                        <FormSelect id="volume-source" value={source} onChange={(_e, v) => setSource(v)}>
+                            {sources.map(v => <FormSelectOption key={v.vid} value={v.vid} label={v.vid} />)}
+                        </FormSelect>}
+                    <FieldHelp error={errors.source}>
+                        {sources.length > 0 && "Only volumes that save on stop can be a source."}
+                    </FieldHelp>
                 </FormGroup>
                 : <FormGroup label="Size" fieldId="volume-size">
-                    <TextInput id="volume-size" value={sizeText} onChange={(_e, v) => setSizeText(v)} />
-                    {sizeError && <Helper variant="error">{sizeError}</Helper>}
+                    <TextInput id="volume-size" value={sizeText} onChange={edit("size", setSizeText)}
+                               validated={errors.size ? "error" : "default"} />
+                    <FieldHelp error={errors.size} />
                 </FormGroup>}
             <Checkbox id="volume-rw" label="Writable by the VM" isChecked={rw} onChange={(_e, v) => setRw(v)} />
         </ActionDialog>

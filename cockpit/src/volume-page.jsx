@@ -1,6 +1,7 @@
-// One volume's page (#/volume?pool=…&vid=…): its state and properties, its actions,
-// the revision timeline (the current state, then every kept revision newest first,
-// each with "Revert to this"), and what happened to it while the page is open (its
+// One volume's page (#/volume?pool=…&vid=…): its state and properties, its actions
+// (a disabled one says why in its tooltip), the revision timeline (the current state,
+// then every kept revision newest first with its description and pin, each with
+// "Revert to this"), and what happened to it while the page is open (its
 // domain signals: started, stopped, revision added or pruned, reverted, resized,
 // imported).
 
@@ -8,15 +9,16 @@ import React, { useEffect } from "react";
 import {
     ActionList, ActionListItem, Breadcrumb, BreadcrumbItem, Button, Card, CardBody, CardTitle,
     DescriptionList, DescriptionListDescription, DescriptionListGroup, DescriptionListTerm,
-    EmptyState, EmptyStateBody, EmptyStateHeader, Flex, FlexItem, Title,
+    EmptyState, EmptyStateBody, EmptyStateHeader, Flex, FlexItem, Label, Title, Tooltip,
 } from "@patternfly/react-core";
 import { Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
 
 import { ACTIONS } from "./access.js";
 import { useAccess, useApp, useStore } from "./context.js";
 import { formatBytes, formatTimestamp, volumeKind } from "./format.js";
+import { keepText, noRevisionsText, revisionsNewestFirst } from "./revisions.js";
 import { RevertDialog } from "./volume-dialogs.jsx";
-import { StateLabel } from "./volumes.jsx";
+import { OutdatedLabel, StateLabel } from "./volumes.jsx";
 import { volumeActions } from "./volume-actions.jsx";
 
 function Crumbs({ poolName, vid }) {
@@ -50,7 +52,7 @@ function Details({ volume }) {
                     <Detail term="Size">{formatBytes(volume.size)}</Detail>
                     <Detail term="Usage">{formatBytes(volume.usage)}</Detail>
                     <Detail term="Writable">{volume.rw ? "yes" : "no"}</Detail>
-                    <Detail term="Revisions kept">{volume.revisionsToKeep}</Detail>
+                    <Detail term="Revisions to keep">{keepText(volume)}</Detail>
                     <Detail term="Ephemeral">{volume.ephemeral ? "yes" : "no"}</Detail>
                     {source && <Detail term="Source">{source.vid}</Detail>}
                     <Detail term="Image">{volume.started ? volume.blockDevicePath : "—"}</Detail>
@@ -66,24 +68,30 @@ function Timeline({ volume }) {
     const { dialogs } = useApp();
     const access = useAccess();
     const mayRevert = access.allowed(ACTIONS.manageVolumes) && !volume.started;
-    const revisions = [...(volume.revisions || [])].reverse();
+    const revisions = revisionsNewestFirst(volume);
     const revert = id => dialogs.show(close => <RevertDialog volume={volume} revision={id} close={close} />);
     return (
         <Card className="qs-card" id="revisions">
             <CardTitle>Revisions</CardTitle>
             <CardBody>
                 <Table aria-label="Revisions" variant="compact">
-                    <Thead><Tr><Th>Revision</Th><Th>Taken</Th><Th screenReaderText="Actions" /></Tr></Thead>
+                    <Thead><Tr><Th>Revision</Th><Th>Content from</Th><Th>Description</Th><Th screenReaderText="Actions" /></Tr></Thead>
                     <Tbody>
                         <Tr data-revision="current">
-                            <Td>current</Td>
-                            <Td>{volume.started ? "running now" : "the committed image"}</Td>
+                            <Td dataLabel="Revision">current</Td>
+                            <Td dataLabel="Content from">{volume.started ? "running now" : "the committed image"}</Td>
+                            <Td dataLabel="Description" />
                             <Td />
                         </Tr>
                         {revisions.map(r => (
                             <Tr key={r.id} data-revision={r.id}>
-                                <Td>{r.id}</Td>
-                                <Td>{formatTimestamp(r.timestamp)}</Td>
+                                <Td dataLabel="Revision">{r.id}</Td>
+                                <Td dataLabel="Content from">{formatTimestamp(r.timestamp)}</Td>
+                                <Td dataLabel="Description" className="qs-revision-description">
+                                    {r.pinned && <Label isCompact color="blue" className="qs-pinned">pinned</Label>}
+                                    {r.pinned && r.description && " "}
+                                    {r.description || (r.pinned ? "" : <span className="qs-muted">—</span>)}
+                                </Td>
                                 <Td isActionCell>
                                     {mayRevert && <Button variant="secondary" size="sm" onClick={() => revert(r.id)}>Revert to this</Button>}
                                 </Td>
@@ -91,7 +99,9 @@ function Timeline({ volume }) {
                         ))}
                     </Tbody>
                 </Table>
-                {revisions.length === 0 && <p className="qs-muted">No revisions are kept.</p>}
+                {revisions.length === 0 && <p className="qs-muted qs-no-revisions">{noRevisionsText(volume)}</p>}
+                {revisions.length > 0 &&
+                    <p className="qs-muted">A revision holds the image as it was last written at the time shown, not when the revision was made.</p>}
             </CardBody>
         </Card>
     );
@@ -137,12 +147,18 @@ function Actions({ volume }) {
     useAccess();
     return (
         <ActionList>
-            {volumeActions(app, volume).map(a => (
-                <ActionListItem key={a.id}>
+            {volumeActions(app, volume).map(a => {
+                const button = (
                     <Button id={`volume-${a.id}`} variant={a.id === "remove" ? "danger" : "secondary"}
-                            isDisabled={a.disabled} onClick={a.run}>{a.label}</Button>
-                </ActionListItem>
-            ))}
+                            isAriaDisabled={a.disabled} onClick={a.run}>{a.label}</Button>
+                );
+                // An aria-disabled button still gets the pointer, so its tooltip shows.
+                return (
+                    <ActionListItem key={a.id}>
+                        {a.disabled && a.why ? <Tooltip content={a.why}>{button}</Tooltip> : button}
+                    </ActionListItem>
+                );
+            })}
         </ActionList>
     );
 }
@@ -168,7 +184,7 @@ export function VolumePage({ poolName, vid }) {
             <Crumbs poolName={poolName} vid={vid} />
             <Flex className="qs-volume-header" alignItems={{ default: "alignItemsCenter" }}>
                 <FlexItem><Title headingLevel="h2">{vid}</Title></FlexItem>
-                <FlexItem><StateLabel volume={volume} /></FlexItem>
+                <FlexItem><StateLabel volume={volume} /> <OutdatedLabel volume={volume} /></FlexItem>
                 <FlexItem align={{ default: "alignRight" }}><Actions volume={volume} /></FlexItem>
             </Flex>
             <Details volume={volume} />

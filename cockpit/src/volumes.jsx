@@ -1,18 +1,22 @@
 // Every volume of every pool in one list — vid, pool, kind, size, usage, revisions and
-// state in words — filtered by pool, VM, state and a text in the vid, and windowed
-// (virtual.js) so that 10 000 volumes scroll like 10. A row's Usage is read when the
-// row is on screen and its last value went stale.
+// state in words (and "outdated" for a snapshot whose source changed) — filtered by
+// pool, VM, state and a text in the vid (a filter that matches nothing says so), and
+// windowed (virtual.js) so that 10 000 volumes scroll like 10. A row's Usage is read
+// when the row is on screen and its last value went stale. Stacked cards only on a
+// narrow page (narrow.js).
 
 import React, { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import {
-    Button, Card, CardBody, CardTitle, FormSelect, FormSelectOption, Label, SearchInput,
-    Toolbar, ToolbarContent, ToolbarItem,
+    Button, Card, CardBody, CardTitle, EmptyState, EmptyStateActions, EmptyStateBody, EmptyStateFooter, EmptyStateHeader,
+    FormSelect, FormSelectOption, Label, SearchInput, Toolbar, ToolbarContent, ToolbarItem, Tooltip,
 } from "@patternfly/react-core";
-import { ActionsColumn, Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
+import { Table, Tbody, Td, Th, Thead, Tr } from "@patternfly/react-table";
 
 import { useAccess, useApp, useVolumesVersion } from "./context.js";
 import { filterVolumes, vmNames } from "./store.js";
 import { formatBytes, stateWord, volumeKind } from "./format.js";
+import { useTableLayout, wideColumn } from "./narrow.js";
+import { RowMenu } from "./row-menu.jsx";
 import { useVisibleRows } from "./virtual.js";
 import { volumeActions } from "./volume-actions.jsx";
 
@@ -22,6 +26,25 @@ export function StateLabel({ volume }) {
             {stateWord(volume)}
         </Label>
     );
+}
+
+/** "outdated" beside the state of a snapshot whose source changed since it started. */
+export function OutdatedLabel({ volume }) {
+    if (!volume.isOutdated)
+        return null;
+    return (
+        <Tooltip content="Its source changed since it started: the next start takes the new content.">
+            <Label color="orange" className="qs-outdated" tabIndex={0}>outdated</Label>
+        </Tooltip>
+    );
+}
+
+/** A vid that may wrap after each "/" (and nowhere else) when its cell is narrow. */
+export function VidText({ vid }) {
+    const parts = vid.split("/");
+    return parts.map((part, i) => (
+        <React.Fragment key={i}>{part}{i < parts.length - 1 && <>/<wbr /></>}</React.Fragment>
+    ));
 }
 
 export function goToVolume(poolName, vid) {
@@ -36,11 +59,11 @@ function RowActions({ volume }) {
         return null;
     const [first, ...rest] = actions;
     const primary = first.id === "start" || first.id === "stop";
-    const kebab = (primary ? rest : actions).map(a => ({ title: a.label, onClick: a.run, isDisabled: a.disabled }));
+    const kebab = (primary ? rest : actions).map(a => ({ title: a.label, onClick: a.run, why: a.disabled ? (a.why || "Not possible now.") : null }));
     return (
         <div className="qs-row-actions">
             {primary && <Button variant="secondary" size="sm" className={`qs-${first.id}`} onClick={first.run}>{first.label}</Button>}
-            {kebab.length > 0 && <ActionsColumn items={kebab} />}
+            {kebab.length > 0 && <RowMenu name={volume.vid} items={kebab} />}
         </div>
     );
 }
@@ -48,17 +71,18 @@ function RowActions({ volume }) {
 const VolumeRow = React.memo(function VolumeRow({ volume, poolName }) {
     const { service } = useApp();
     useEffect(() => service.refreshVolumeUsage(volume), [service, volume]);
+    const wide = wideColumn(useTableLayout());
     return (
         <Tr className="qs-row" data-vid={volume.vid} data-pool={poolName}>
             <Td dataLabel="Volume">
-                <Button variant="link" isInline onClick={() => goToVolume(poolName, volume.vid)}>{volume.vid}</Button>
+                <Button variant="link" isInline onClick={() => goToVolume(poolName, volume.vid)}><VidText vid={volume.vid} /></Button>
             </Td>
             <Td dataLabel="Pool">{poolName}</Td>
             <Td dataLabel="Kind">{volumeKind(volume)}</Td>
             <Td dataLabel="Size">{formatBytes(volume.size)}</Td>
             <Td dataLabel="Usage">{formatBytes(volume.usage)}</Td>
-            <Td dataLabel="Revisions">{volume.revisions?.length ?? 0}</Td>
-            <Td dataLabel="State"><StateLabel volume={volume} /></Td>
+            <Td dataLabel="Revisions" visibility={wide}>{volume.revisions?.length ?? 0}</Td>
+            <Td dataLabel="State" className="qs-state-cell"><StateLabel volume={volume} />{volume.isOutdated ? " " : null}<OutdatedLabel volume={volume} /></Td>
             <Td isActionCell><RowActions volume={volume} /></Td>
         </Tr>
     );
@@ -102,6 +126,22 @@ function Filters({ filter, setFilter, vms, shown, total }) {
     );
 }
 
+export const NO_FILTER = { pool: "", vm: "", state: "", text: "" };
+
+function NoMatch({ clear }) {
+    return (
+        <EmptyState variant="xs" id="volumes-no-match">
+            <EmptyStateHeader titleText="No volume matches the filter" headingLevel="h3" />
+            <EmptyStateBody>Change the filter, or clear it to see every volume.</EmptyStateBody>
+            <EmptyStateFooter>
+                <EmptyStateActions>
+                    <Button variant="link" onClick={clear}>Clear all filters</Button>
+                </EmptyStateActions>
+            </EmptyStateFooter>
+        </EmptyState>
+    );
+}
+
 export function VolumeList({ filter, setFilter }) {
     const { store } = useApp();
     const version = useVolumesVersion();
@@ -133,13 +173,14 @@ export function VolumeList({ filter, setFilter }) {
     });
 
     const poolName = v => store.pools.get(v.pool)?.name ?? "";
+    const layout = useTableLayout();
     return (
         <Card id="volumes" className="qs-card">
             <CardTitle>Volumes</CardTitle>
             <CardBody>
                 <Filters filter={filter} setFilter={setFilter} vms={vms} shown={rows.length} total={store.volumes.size} />
                 <div className="qs-volumes-scroll" ref={setScroller}>
-                    <Table aria-label="Volumes" variant="compact" isStickyHeader className="qs-volumes">
+                    <Table aria-label="Volumes" variant="compact" isStickyHeader className="qs-volumes" gridBreakPoint={layout}>
                         <Thead>
                             <Tr>
                                 <Th>Volume</Th>
@@ -147,7 +188,7 @@ export function VolumeList({ filter, setFilter }) {
                                 <Th>Kind</Th>
                                 <Th>Size</Th>
                                 <Th>Usage</Th>
-                                <Th>Revisions</Th>
+                                <Th visibility={wideColumn(layout)}>Revisions</Th>
                                 <Th>State</Th>
                                 <Th screenReaderText="Actions" />
                             </Tr>
@@ -157,6 +198,10 @@ export function VolumeList({ filter, setFilter }) {
                             {rows.slice(first, last).map(v => <VolumeRow key={v.path} volume={v} poolName={poolName(v)} />)}
                             {last < rows.length &&
                                 <tr aria-hidden="true" className="qs-spacer" style={{ height: (rows.length - last) * rowHeight }} />}
+                            {rows.length === 0 && store.volumes.size > 0 &&
+                                <Tr className="qs-no-match">
+                                    <Td colSpan={8}><NoMatch clear={() => setFilter(NO_FILTER)} /></Td>
+                                </Tr>}
                         </Tbody>
                     </Table>
                 </div>

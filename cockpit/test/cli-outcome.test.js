@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { cliMessage, exportOutcome } from "../src/cli-outcome.js";
+import { cliMessage, exportFilename, exportOutcome } from "../src/cli-outcome.js";
 
 test("an exit status of 0 is a finished export", () => {
     assert.deepEqual(exportOutcome("0\n"), { ok: true, text: "" });
@@ -33,4 +33,8 @@ test("an empty status file is no success", () => {
 test("a message without the CLI's prefix or advice is kept as it is", () => {
     assert.equal(cliMessage("  No space left on device\n"), "No space left on device");
     assert.equal(cliMessage("qubes-storage: a\nqubes-storage: b"), "a\nb");
+});
+
+test("an export's download is named for its pool, VM and volume", () => {
+    assert.equal(exportFilename("fast", "appvms/work/private"), "fast-work-private.img");
 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { formatBytes, formatEta, formatRate, parseSize, stateWord, vmOf, volumeCountText, volumeKind } from "../src/format.js";
+import { exactSizeText, formatBytes, formatEta, formatRate, parseSize, stateWord, vmOf, volumeCountText, volumeKind } from "../src/format.js";
 
 test("sizes are written in binary units without trailing zeros", () => {
     assert.equal(formatBytes(0), "0 B");
@@ -51,4 +51,13 @@ test("a pool's volumes are counted, and said to be still read while they are", (
     assert.equal(volumeCountText(undefined, 600), "0 of 600 read (0 running so far)");
     // Created during the load: more than listed is no longer "being read".
     assert.equal(volumeCountText({ total: 601, running: 0 }, 600), "601 (0 running)");
+});
+
+test("a size to edit reads back exactly, in the largest unit that holds it whole", () => {
+    assert.equal(exactSizeText(2 * 1024 ** 3), "2GiB");
+    assert.equal(exactSizeText(1536 * 1024 ** 2), "1536MiB");
+    // 1.15 GiB shown, but not 1.15 GiB: the field holds the bytes.
+    assert.equal(exactSizeText(1234567680), "1234567680B");
+    for (const bytes of [0, 512, 1234567680, 1205632 * 1024, 3 * 1024 ** 4, 2 ** 52 + 512, 1.5 * 1024 ** 3])
+        assert.equal(parseSize(exactSizeText(bytes)), bytes, `${bytes} → ${exactSizeText(bytes)}`);
 });

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Store, filterVolumes, poolCounts, vmNames } from "../src/store.js";
+import { Store, filterVolumes, poolCounts, snapshotSources, vmNames } from "../src/store.js";
 
 const POOL = "/org/qubes/Storage/pools/work";
 const VOLUME = `${POOL}/volumes/appvms_2fwork_2fprivate`;
@@ -169,4 +169,37 @@ test("a usage read that a change overtook stays stale, and the next one is fresh
     store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { Started: true } } });
     store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 } }, poolEpoch);
     assert.equal(store.pools.get(POOL).usageStale, true, "the pool's read is stale too");
+});
+
+test("a snapshot may start only from a volume of its pool that saves on stop", () => {
+    const store = loaded();
+    const at = vid => `${POOL}/volumes/${vid.replaceAll("/", "_2f")}`;
+    store.applyNotify({
+        [at("appvms/work/volatile")]: { "org.qubes.Storage.Volume": { Vid: "appvms/work/volatile", Pool: POOL, SaveOnStop: false, SnapOnStart: false } },
+        [at("appvms/work/root")]: { "org.qubes.Storage.Volume": { Vid: "appvms/work/root", Pool: POOL, SaveOnStop: false, SnapOnStart: true } },
+        [at("vm-templates/t/root")]: { "org.qubes.Storage.Volume": { Vid: "vm-templates/t/root", Pool: POOL, SaveOnStop: true, SnapOnStart: true } },
+        "/org/qubes/Storage/pools/other/volumes/appvms_2fx_2fprivate": { "org.qubes.Storage.Volume": { Vid: "appvms/x/private", Pool: "/org/qubes/Storage/pools/other", SaveOnStop: true } },
+    });
+    assert.deepEqual(snapshotSources(store, POOL).map(v => v.vid), ["appvms/work/private", "vm-templates/t/root"]);
+});
+
+test("RevisionDetails are kept beside Revisions, and follow their changes", () => {
+    const store = loaded();
+    store.applyNotify({ [VOLUME]: { "org.qubes.Storage.Volume": { RevisionDetails: [["2", 1700000100, 5, "before the update", true, -1]] } } });
+    assert.deepEqual(store.volumes.get(VOLUME).revisionDetails, [
+        { id: "2", timestamp: 1700000100, nanoseconds: 5, description: "before the update", pinned: true, exclusive: -1 },
+    ]);
+});
+
+test("a pool whose usage has no figures says its directory is missing, and recovers", () => {
+    const store = loaded();
+    store.setPoolUsage(POOL, {});
+    assert.match(store.pools.get(POOL).usageProblem, /directory \/pools\/work is missing/);
+    store.rereadPoolUsage(POOL);
+    assert.equal(store.pools.get(POOL).usageStale, true);
+    store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 }, data_usage: { t: "t", v: 10 } });
+    assert.equal(store.pools.get(POOL).usageProblem, null);
+    store.setPoolUsageFailed(POOL, "Permission denied.");
+    assert.equal(store.pools.get(POOL).usageProblem, "Permission denied.");
+    assert.equal(store.pools.get(POOL).usage.data_size, undefined);
 });

@@ -303,14 +303,16 @@ impl World {
         self.expect(&expression, &format!("a {text} button in the row of {vid}"));
     }
 
-    /// Opens the row's kebab menu and clicks its item `text` ("Clone…", …), opening
-    /// the menu again should a re-render of the row close it first.
+    /// Opens the row's kebab menu (its toggle is named "Actions of <vid>") and clicks
+    /// its item `text` ("Clone…", …), opening the menu again should a re-render of the
+    /// row close it first.
     #[track_caller]
     pub fn click_row_menu(&mut self, pool: &str, vid: &str, text: &str) {
         let item = format!(
-            "qs.menuItem(qs.row({}, {})?.querySelector('button[aria-label=\"Kebab toggle\"]'), {})",
+            "qs.menuItem(qs.row({}, {})?.querySelector({}), {})",
             js(pool),
             js(vid),
+            js(&format!("button[aria-label={}]", js(&format!("Actions of {vid}")))),
             js(text)
         );
         self.expect(&item, &format!("the menu item {text} of {vid}"));

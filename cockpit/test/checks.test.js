@@ -1,0 +1,39 @@
+// What the create dialogs say about each field, and when they say it.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { firstError, poolFieldErrors, shownError, sizeOrError, volumeFieldErrors } from "../src/checks.js";
+
+test("a pool's bad name, relative directory and bad count each get their own sentence", () => {
+    const errors = poolFieldErrors({ name: "1st pool", dir: "pools/a", keep: "-2" });
+    assert.match(errors.name, /^The name starts with a letter/);
+    assert.match(errors.dir, /absolute path/);
+    assert.match(errors.keep, /-1 or more/);
+    assert.deepEqual(poolFieldErrors({ name: "fast", dir: "/var/lib/qubes", keep: "-1" }), { name: null, dir: null, keep: null });
+});
+
+test("a volume's fields are checked one by one, the size only without a source", () => {
+    const base = { vm: "work", name: "private", size: "2G", source: "", needsSource: false };
+    assert.equal(firstError(volumeFieldErrors(base)), null);
+    assert.match(volumeFieldErrors({ ...base, vm: "my vm" }).vm, /^The VM name starts with a letter/);
+    assert.match(volumeFieldErrors({ ...base, name: "root-dirty" }).name, /does not end in -dirty/);
+    assert.match(volumeFieldErrors({ ...base, size: "1000" }).size, /512-byte sectors/);
+    const snapshot = volumeFieldErrors({ ...base, size: "nonsense", needsSource: true });
+    assert.equal(snapshot.size, null);
+    assert.match(snapshot.source, /Choose the source volume/);
+});
+
+test("a field's sentence shows only once the user typed in it", () => {
+    const errors = poolFieldErrors({ name: "", dir: "", keep: "1" });
+    assert.equal(shownError(errors, {}, "name"), null);
+    assert.match(shownError(errors, { name: true }, "name"), /starts with a letter/);
+    // The button stays disabled for the untouched field all the same.
+    assert.match(firstError(errors), /starts with a letter/);
+});
+
+test("sizes must be whole sectors", () => {
+    assert.deepEqual(sizeOrError("1M"), [1024 * 1024, null]);
+    assert.match(sizeOrError("1.15GiB")[1], /512-byte sectors/);
+    assert.match(sizeOrError("big")[1], /Write a size/);
+});
