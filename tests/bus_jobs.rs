@@ -270,6 +270,42 @@ async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
     assert_eq!(h.volume(&clone).await.size().await.unwrap(), 140 * MIB);
 }
 
+/// A clone whose copy fails (an ext4 pool too small for it) announces
+/// `VolumeImported(false)` as its contract says ("an import or a clone into the volume
+/// ended … false: discarded"), before its error reply, and nothing of the changes it
+/// gave back. Before, every event of a failed call was dropped, that one too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_clone_announces_volume_imported_false() {
+    let mut h = Harness::start().await;
+    let btrfs = h.pool_on("fast", FsType::Btrfs, 512 * MIB).await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, 64 * MIB).await;
+    let source = h.origin_volume(&btrfs, "vm-templates/t/root", MIB).await;
+    fill_scattered(&h.volume(&source).await, 140 * MIB, 3).await;
+    let clone = h.origin_volume(&ext4, "appvms/work/root", MIB).await;
+    let trace = call_traced(
+        &h.conn,
+        clone.as_str(),
+        "org.qubes.Storage.Volume",
+        "ImportVolume",
+        &(&source, opts()),
+    )
+    .await;
+    assert!(trace.is_error(), "the copy does not fit");
+    let imported: Vec<bool> = trace
+        .before("VolumeImported")
+        .iter()
+        .filter(|m| {
+            m.header()
+                .path()
+                .is_some_and(|p| p.as_str() == clone.as_str())
+        })
+        .map(|m| m.body().deserialize::<(bool,)>().unwrap().0)
+        .collect();
+    assert_eq!(imported, vec![false]);
+    assert!(trace.before("RevisionAdded").is_empty());
+    assert!(trace.changed_properties(clone.as_str()).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_the_copy_and_leaves_no_partial_state() {
     let s = copy_setup().await;

@@ -38,6 +38,15 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// Does the event tell that an operation failed (an import or a clone discarded)?
+    /// Such an event is announced also when the call fails; the others describe
+    /// changes, which a failed call gave back.
+    pub fn tells_a_failure(&self) -> bool {
+        matches!(self, EventKind::Imported { success: false })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub pool: PoolName,

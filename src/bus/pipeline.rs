@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qubes_storage_engine::{Engine, OpCtx, Result as EngineResult};
+use qubes_storage_engine::{Engine, Event, OpCtx, Result as EngineResult};
 use zbus::OwnedObjectPath;
 
 use crate::bus::authz::{Permission, Prompt};
@@ -172,15 +172,17 @@ impl Service {
                 let events = ctx.take_events();
                 // A call that failed before its point of no return changed nothing (its
                 // batch gave back what it had pruned): what it had announced to itself
-                // — a revision added or pruned — did not happen.
+                // — a revision added or pruned — did not happen. What says that it
+                // failed — a clone's VolumeImported(false) — did.
                 let happened = result.is_ok() || ctx.is_committed();
                 if !happened && !events.is_empty() {
                     tracing::debug!(
                         events = events.len(),
-                        "the call failed: its events are not announced"
+                        "the call failed: its changes are not announced"
                     );
                 }
-                for event in events.into_iter().filter(|_| happened) {
+                let announced = |event: &Event| happened || event.kind.tells_a_failure();
+                for event in events.into_iter().filter(announced) {
                     match signals::volume_event(&event) {
                         Ok(signal) => svc.outbox.send(Item::Send(signal)),
                         Err(err) => tracing::error!(error = %err, "cannot build a volume signal"),
