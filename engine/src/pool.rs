@@ -421,17 +421,25 @@ pub fn usage(dir: &Path) -> Option<(u64, u64)> {
     sys::statvfs_usage(dir).ok()
 }
 
-/// R§3.23 (directory search): the first other pool, in name order, whose directory's
-/// realpath is a path prefix of this one's.
+/// R§3.23 (directory search): the other pool whose directory's realpath is a path
+/// prefix of this one's — the innermost of several (the reference takes the first in
+/// its own order, which made the answer depend on the order pools were defined in);
+/// between pools of one directory, the first by name.
 pub fn included_in<'a>(
     this: &PoolConfig,
     others: impl Iterator<Item = &'a PoolConfig>,
 ) -> Option<PoolName> {
     let mine: PathBuf = std::fs::canonicalize(&this.dir_path).ok()?;
-    others
+    let mut containing: Vec<(usize, &PoolName)> = others
         .filter(|p| p.name != this.name)
-        .find(|p| std::fs::canonicalize(&p.dir_path).is_ok_and(|theirs| mine.starts_with(theirs)))
-        .map(|p| p.name.clone())
+        .filter_map(|p| {
+            let theirs = std::fs::canonicalize(&p.dir_path).ok()?;
+            mine.starts_with(&theirs)
+                .then(|| (theirs.components().count(), &p.name))
+        })
+        .collect();
+    containing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    containing.first().map(|(_, name)| (*name).clone())
 }
 
 #[cfg(test)]

@@ -430,6 +430,11 @@ fn included_in_names_the_pool_whose_directory_contains_this_one() {
     );
     assert_eq!(included_in(&outer), None);
     assert_eq!(included_in(&f.pool), None);
+    // Of several containing pools, the innermost (not the first by name).
+    let middle = f.add_pool("zmiddle", "outer/middle");
+    let deepest = f.add_pool("deepest", "outer/middle/deeper");
+    assert_eq!(included_in(&deepest), Some(middle.clone()));
+    assert_eq!(included_in(&middle), Some(outer.clone()));
 }
 
 // ---- R§3.1 / §7.3: CreatePool's reflink probe ----
