@@ -421,6 +421,18 @@ pub fn usage(dir: &Path) -> Option<(u64, u64)> {
     sys::statvfs_usage(dir).ok()
 }
 
+/// The class directory (`appvms`, `vm-templates`) of the pool at `outer` that `inner`
+/// is in or is, by real paths; `None` when it is in neither, or either path does not
+/// resolve (yet).
+pub fn inside_vm_dirs(inner: &Path, outer: &Path) -> Option<&'static str> {
+    let inner = std::fs::canonicalize(inner).ok()?;
+    let outer = std::fs::canonicalize(outer).ok()?;
+    [VmClass::AppVm, VmClass::Template]
+        .into_iter()
+        .map(VmClass::dir_name)
+        .find(|class| inner.starts_with(outer.join(class)))
+}
+
 /// R§3.23 (directory search): the other pool whose directory's realpath is a path
 /// prefix of this one's — the innermost of several (the reference takes the first in
 /// its own order, which made the answer depend on the order pools were defined in);

@@ -437,6 +437,47 @@ fn included_in_names_the_pool_whose_directory_contains_this_one() {
     assert_eq!(included_in(&middle), Some(outer.clone()));
 }
 
+/// A pool inside another pool's `appvms/` or `vm-templates/` — among its VMs'
+/// directories, next to their images — or holding another pool there is refused, and
+/// leaves nothing behind; a pool elsewhere below another's directory is fine (it is
+/// `IncludedIn` it).
+#[test]
+fn a_pool_among_another_pools_vm_directories_is_refused() {
+    let f = Fixture::new(FsType::Ext4);
+    let outer = f.add_pool("outer", "outer");
+    let refused = |name: &str, rel: &str| {
+        let dir = f.fs.path().join(rel);
+        let spec = pool_spec(&PoolName::parse(name).unwrap(), &dir, false);
+        let err = f.engine.create_pool(spec).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{rel}: {err}");
+        err.to_string()
+    };
+    fs::create_dir(f.fs.path().join("outer/appvms/web")).unwrap();
+    let message = refused("inner", "outer/appvms/web");
+    assert!(
+        message.contains("inside the appvms/ directory of pool outer"),
+        "{message}"
+    );
+    assert!(
+        !f.fs.path().join("outer/appvms/web/appvms").exists(),
+        "the refused pool's setup was undone"
+    );
+    refused("inner", "outer/vm-templates/new");
+    assert!(!f.fs.path().join("outer/vm-templates/new").exists());
+    refused("inner", "outer/appvms");
+    let nested = f.add_pool("nested", "outer/other");
+    assert_eq!(
+        f.engine.pool_info(&nested).unwrap().included_in,
+        Some(outer.clone())
+    );
+    // The other way round: a new pool whose appvms/ would hold an existing pool.
+    fs::create_dir_all(f.fs.path().join("top/appvms/vm")).unwrap();
+    let deep = f.add_pool("deep", "top/appvms/vm/pool");
+    let message = refused("top", "top");
+    assert!(message.contains("pool deep uses"), "{message}");
+    assert!(f.engine.pool_info(&deep).is_ok());
+}
+
 // ---- R§3.1 / §7.3: CreatePool's reflink probe ----
 
 fn probing_spec(name: &str, dir: &Path) -> PoolSpec {

@@ -35,6 +35,8 @@ impl Engine {
         })
     }
 
+    /// `InvalidArgument` when the directory is inside another pool's `appvms/` or
+    /// `vm-templates/` (or holds another pool there): the two pools' files would mix.
     /// `AlreadyExists` when the name is taken or another pool uses the same directory,
     /// however it is named.
     fn refuse_taken(&self, spec: &PoolSpec) -> Result<()> {
@@ -42,18 +44,36 @@ impl Engine {
         if pools.contains_key(&spec.name) {
             return Err(EngineError::already_exists("a pool of that name exists"));
         }
-        let taken = pools
-            .values()
-            .map(|p| p.read().config().clone())
-            .find(|c| same_dir(&c.dir_path, &spec.dir_path));
-        match taken {
-            Some(other) => Err(EngineError::already_exists(format!(
+        let others: Vec<PoolConfig> = pools.values().map(|p| p.read().config().clone()).collect();
+        if let Some(other) = others
+            .iter()
+            .find(|c| same_dir(&c.dir_path, &spec.dir_path))
+        {
+            return Err(EngineError::already_exists(format!(
                 "pool {} already uses {}",
                 other.name,
                 spec.dir_path.display()
-            ))),
-            None => Ok(()),
+            )));
         }
+        for other in &others {
+            if let Some(class) = pool::inside_vm_dirs(&spec.dir_path, &other.dir_path) {
+                return Err(EngineError::invalid(format!(
+                    "{} is inside the {class}/ directory of pool {}, among its VMs' directories: \
+                     a pool there would mix its files with that pool's volumes",
+                    spec.dir_path.display(),
+                    other.name
+                )));
+            }
+            if let Some(class) = pool::inside_vm_dirs(&other.dir_path, &spec.dir_path) {
+                return Err(EngineError::invalid(format!(
+                    "pool {} uses {}, which would be inside this pool's {class}/ directory, \
+                     among its VMs' directories",
+                    other.name,
+                    other.dir_path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Pool setup (R§3.1) then registration. One CreatePool at a time: two on one
