@@ -92,16 +92,16 @@ impl Options {
         })
     }
 
-    /// A non-negative integer (`t` preferred).
+    /// A non-negative integer (`t` preferred; any integer type whose value fits).
     pub fn unsigned(&self, key: &str) -> Result<Option<u64>, BusError> {
-        self.typed(key, "a non-negative integer (t)", |v| {
+        self.typed(key, "a non-negative integer below 2^64", |v| {
             integer_of(v).and_then(|n| u64::try_from(n).ok())
         })
     }
 
-    /// A signed integer (`i` or `x` preferred).
+    /// A signed integer (`i` or `x` preferred; any integer type whose value fits).
     pub fn signed(&self, key: &str) -> Result<Option<i64>, BusError> {
-        self.typed(key, "an integer (i)", |v| {
+        self.typed(key, "an integer from -2^63 to 2^63 - 1", |v| {
             integer_of(v).and_then(|n| i64::try_from(n).ok())
         })
     }
@@ -115,9 +115,17 @@ impl Options {
         let Some(value) = self.map.get(key) else {
             return Ok(None);
         };
-        match read(unwrap_variant(value)) {
-            Some(v) => Ok(Some(v)),
-            None => Err(BusError::invalid(format!(
+        let value = unwrap_variant(value);
+        match (read(value), integer_of(value)) {
+            (Some(v), _) => Ok(Some(v)),
+            // An integer of any type is read by its value: the value is what is wrong.
+            (None, Some(n)) => Err(BusError::invalid(format!(
+                "{}: the {} {} must be {expected}, not {n}",
+                self.object,
+                self.what,
+                quote(key),
+            ))),
+            (None, None) => Err(BusError::invalid(format!(
                 "{}: the {} {} must be {expected}, not a value of type {}",
                 self.object,
                 self.what,
@@ -236,7 +244,13 @@ mod tests {
         .unwrap();
         assert_eq!(options.unsigned("a").unwrap(), Some(7));
         assert_eq!(options.signed("b").unwrap(), Some(-1));
-        assert!(options.unsigned("c").is_err());
+        assert_eq!(options.signed("a").unwrap(), Some(7));
+        // An integer that does not fit is refused by its value, not its type.
+        let negative = options.unsigned("c").unwrap_err().message().to_owned();
+        assert!(
+            negative.ends_with("\"c\" must be a non-negative integer below 2^64, not -5."),
+            "{negative}"
+        );
         assert_eq!(options.unsigned("missing").unwrap(), None);
     }
 
