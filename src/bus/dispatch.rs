@@ -89,8 +89,12 @@ fn refuse_descriptors(svc: &Service, msg: Message, count: u32) {
         (Some(path), Some(member)) => format!("{} on {}", quote(member), quote(path.as_str())),
         _ => "This call".to_owned(),
     };
+    let descriptors = match count {
+        1 => "a file descriptor".to_owned(),
+        n => format!("{n} file descriptors"),
+    };
     let refusal = BusError::invalid_args(format!(
-        "{what} carried {count} file descriptors; no method of this service takes one, and it was not run"
+        "{what} carried {descriptors}; no method of this service takes one, and it was not run"
     ));
     match refusal.reply_to(&header) {
         Ok(reply) => svc.outbox.send(Item::Send(reply)),
