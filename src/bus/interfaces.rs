@@ -329,6 +329,14 @@ mod tests {
             interfaces().expect(JOB).properties["Operation"].emits,
             Emits::Const
         );
+        // What an object is never changes: clients may read it once.
+        for name in ["Vid", "Name", "Pool", "SaveOnStop", "SnapOnStart", "Source"] {
+            assert_eq!(volume.properties[name].emits, Emits::Const, "Volume.{name}");
+        }
+        let pool = interfaces().expect(POOL);
+        for name in ["Name", "Driver", "DirPath", "SetupCheck"] {
+            assert_eq!(pool.properties[name].emits, Emits::Const, "Pool.{name}");
+        }
     }
 
     #[test]
