@@ -139,7 +139,10 @@ async fn bad_details_are_refused_and_change_nothing() {
         set(opts_of([("colour", Variant::from("red"))]), "").await,
         "InvalidArgument",
     );
-    assert!(message.contains("colour"), "{message}");
+    assert!(
+        message.contains("unknown detail \"colour\"; known: description, pinned"),
+        "{message}"
+    );
     assert_error(
         set(opts_of([("pinned", Variant::from("yes"))]), "").await,
         "InvalidArgument",

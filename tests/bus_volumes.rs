@@ -161,6 +161,19 @@ async fn create_volume_refuses_malformed_input_with_invalid_argument() {
         p.create_volume(PRIVATE, snap_without_source, opts()).await,
         "InvalidArgument",
     );
+    let escaping_source = opts_of([
+        ("snap_on_start", Variant::from(true)),
+        ("source", Variant::from("../../etc/passwd")),
+    ]);
+    let message = assert_error(
+        p.create_volume(PRIVATE, escaping_source, opts()).await,
+        "InvalidArgument",
+    );
+    assert!(
+        message
+            .contains("the configuration key \"source\": invalid volume id \"../../etc/passwd\""),
+        "{message}"
+    );
     let bad_rtk = opts_of([("revisions_to_keep", Variant::from(-5i32))]);
     assert_error(
         p.create_volume(PRIVATE, bad_rtk, opts()).await,

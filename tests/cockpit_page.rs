@@ -542,7 +542,8 @@ fn volume_page_shows_the_revision_timeline_and_reverts_to_a_chosen_revision() {
         "the described revision in the revert dialog",
     );
     assert!(
-        label.as_str().is_some_and(|t| t.starts_with(&format!("Revision {} — content from ", ids[0]))
+        label.as_str().is_some_and(|t| t
+            .starts_with(&format!("Revision {} — content from ", ids[0]))
             && t.ends_with("— “before the upgrade” (pinned)")),
         "the revert dialog says {label}"
     );
@@ -596,7 +597,10 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     // Create a pool.
     w.expect("qs.click(qs.$('#create-pool'))", "the Create pool button");
     // A bad name says why under its field (not only a grey Create button).
-    w.expect("qs.setValue(qs.$('#pool-name'), '1st pool')", "the name field");
+    w.expect(
+        "qs.setValue(qs.$('#pool-name'), '1st pool')",
+        "the name field",
+    );
     let why = w.expect(
         "qs.text('#create-pool-dialog .qs-field-error')",
         "the sentence under the name field",
@@ -645,7 +649,10 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     );
     w.expect("qs.setValue(qs.$('#volume-vm'), 'web')", "the VM field");
     // 32 MiB and one sector: shown rounded as "32 MiB" in the list.
-    w.expect("qs.setValue(qs.$('#volume-size'), '33554944')", "the size field");
+    w.expect(
+        "qs.setValue(qs.$('#volume-size'), '33554944')",
+        "the size field",
+    );
     w.expect(
         "qs.click(qs.button(qs.$('#create-volume-dialog'), 'Create'))",
         "the Create button",
@@ -689,7 +696,8 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "the Remove pool item, disabled, with its reason",
     );
     assert!(
-        why.as_str().is_some_and(|t| t.contains("Remove its 1 volume first")),
+        why.as_str()
+            .is_some_and(|t| t.contains("Remove its 1 volume first")),
         "the Remove pool item says {why}"
     );
     w.expect(

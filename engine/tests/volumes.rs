@@ -1130,6 +1130,23 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         fs::metadata(&clean).unwrap().blocks() * 512 < 4 * MIB,
         "holes are preserved"
     );
+    // A source with nothing committed is named with its pool.
+    let volatile = f.create(
+        "appvms/a/volatile",
+        VolumeSpec {
+            size: MIB,
+            rw: true,
+            ..Default::default()
+        },
+    );
+    let refused = f.engine.import_volume(&dst, &volatile, &ctx).unwrap_err();
+    assert!(
+        refused.to_string().contains(&format!(
+            "source volume appvms/a/volatile in pool {}",
+            f.pool
+        )),
+        "{refused}"
+    );
     f.session(&src, 5 * MIB, b"source next");
     assert_eq!(
         read_at(&clean, 5 * MIB, 11),

@@ -46,6 +46,15 @@ impl Options {
         Options::check(map, known, "configuration key", &[], object)
     }
 
+    /// SetRevisionDetails' `details`: exactly the keys in `known`.
+    pub fn parse_details(
+        map: RawOptions,
+        known: &[&str],
+        object: &dyn std::fmt::Display,
+    ) -> Result<Options, BusError> {
+        Options::check(map, known, "detail", &[], object)
+    }
+
     fn check(
         map: RawOptions,
         known: &[&str],

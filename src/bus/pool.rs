@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use qubes_storage_engine::{RevisionsToKeep, Vid, VolumeRef, VolumeSpec};
+use qubes_storage_engine::{EngineError, RevisionsToKeep, Vid, VolumeRef, VolumeSpec};
 use zbus::{OwnedObjectPath, Variant};
 
 use crate::auth::Action;
@@ -104,7 +104,10 @@ async fn create_volume(
 /// CreateVolume's `config` map as the engine's spec (`adopt` comes from the options).
 fn volume_spec(config: &Options, pool: &PoolObject) -> BusResult<VolumeSpec> {
     let source = match config.string("source")? {
-        Some(text) => Some(Vid::parse(&text).map_err(|e| BusError::from(e.on(pool.describe())))?),
+        Some(text) => Some(Vid::parse(&text).map_err(|e| {
+            let reason = format!("the configuration key \"source\": {}", e.reason());
+            BusError::from(EngineError::with_reason(e, reason).on(pool.describe()))
+        })?),
         None => None,
     };
     let revisions_to_keep = match config.signed("revisions_to_keep")? {

@@ -312,7 +312,10 @@ impl World {
             "qs.menuItem(qs.row({}, {})?.querySelector({}), {})",
             js(pool),
             js(vid),
-            js(&format!("button[aria-label={}]", js(&format!("Actions of {vid}")))),
+            js(&format!(
+                "button[aria-label={}]",
+                js(&format!("Actions of {vid}"))
+            )),
             js(text)
         );
         self.expect(&item, &format!("the menu item {text} of {vid}"));

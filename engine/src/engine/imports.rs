@@ -361,7 +361,7 @@ impl Engine {
         let (src_config, image) = self.with_volume_read(source, ctx, |src| {
             let image = src
                 .export(ctx)
-                .map_err(|e| e.on(format!("source volume {}", src.config.vid)))?;
+                .map_err(|e| e.on(format!("source {source}")))?;
             Ok((src.config.clone(), image))
         })?;
         self.with_volume(vol, ctx, |v, _| {
