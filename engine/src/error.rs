@@ -22,8 +22,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The errno classes that matter to callers: a full disk or quota is `NoSpace`,
-    /// everything else an operation did not expect is `Failed`.
+    /// The errno classes that matter to callers: a full disk or quota is `NoSpace`, a
+    /// size the filesystem cannot hold (`EFBIG`) `InvalidArgument`, everything else an
+    /// operation did not expect is `Failed`.
     pub fn from_io(err: &io::Error) -> ErrorKind {
         match err.raw_os_error() {
             Some(libc_enospc) if libc_enospc == rustix::io::Errno::NOSPC.raw_os_error() => {
@@ -31,6 +32,7 @@ impl ErrorKind {
             }
             Some(e) if e == rustix::io::Errno::DQUOT.raw_os_error() => ErrorKind::NoSpace,
             Some(e) if e == rustix::io::Errno::NOENT.raw_os_error() => ErrorKind::NotFound,
+            Some(e) if e == rustix::io::Errno::FBIG.raw_os_error() => ErrorKind::InvalidArgument,
             _ => ErrorKind::Failed,
         }
     }

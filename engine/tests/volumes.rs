@@ -993,6 +993,18 @@ fn shrinking_needs_allow_shrink_and_read_only_cannot_resize(t: FsType) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("read-only"), "{err}");
+    // A size beyond what the filesystem holds (ext4: 16 TiB) is the caller's mistake,
+    // and changes nothing; btrfs and XFS hold it (a sparse image).
+    let huge = 1 << 62;
+    match f.engine.resize(&v, huge, false, &OpCtx::quiet("Resize")) {
+        Ok(()) => assert_ne!(t, FsType::Ext4),
+        Err(err) => {
+            assert_eq!(t, FsType::Ext4, "{err}");
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+            assert!(err.to_string().contains("too large"), "{err}");
+            assert_eq!(f.engine.volume_info(&v).unwrap().size, MIB);
+        }
+    }
 }
 
 fn export_stays_consistent_while_a_commit_replaces_the_image(t: FsType) {
