@@ -219,15 +219,12 @@ async fn a_copy_after_the_point_of_no_return_is_announced_not_cancelable() {
     }
 }
 
-/// A copy whose failure the call survives — a clone's precache on an ext4 pool with room
-/// for the clone but not for a second copy of it — says in its `Completed` that it did
-/// not finish, and why; the clone's reply is a success and the volume holds the source's
-/// data (before, that Job completed "successfully" after writing a part of the copy).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
+/// A volume with 70 MiB of data on btrfs cloned (ImportVolume) into a new volume of an
+/// ext4 pool of `ext4_size`: the harness, the clone's path and the call's trace.
+async fn clone_into_a_small_ext4_pool(ext4_size: u64) -> (Harness, OwnedObjectPath, CallTrace) {
     let mut h = Harness::start().await;
     let btrfs = h.pool_on("fast", FsType::Btrfs, 512 * MIB).await;
-    let ext4 = h.pool_on("slow", FsType::Ext4, 128 * MIB).await;
+    let ext4 = h.pool_on("slow", FsType::Ext4, ext4_size).await;
     let source = h.origin_volume(&btrfs, "vm-templates/t/root", MIB).await;
     fill_scattered(&h.volume(&source).await, 140 * MIB, 3).await;
     let clone = h.origin_volume(&ext4, "appvms/work/root", MIB).await;
@@ -239,6 +236,16 @@ async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
         &(&source, opts()),
     )
     .await;
+    (h, clone, trace)
+}
+
+/// A copy whose failure the call survives — a clone's precache on an ext4 pool with room
+/// for the clone but not for a second copy of it — says in its `Completed` that it did
+/// not finish, and why; the clone's reply is a success and the volume holds the source's
+/// data (before, that Job completed "successfully" after writing a part of the copy).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
+    let (h, clone, trace) = clone_into_a_small_ext4_pool(128 * MIB).await;
     assert!(!trace.is_error(), "{:?}", trace.reply);
     let completed: Vec<(String, bool, String)> = trace
         .before("Completed")
@@ -276,20 +283,7 @@ async fn a_copy_that_fails_while_its_call_succeeds_completes_unsuccessfully() {
 /// gave back. Before, every event of a failed call was dropped, that one too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_clone_announces_volume_imported_false() {
-    let mut h = Harness::start().await;
-    let btrfs = h.pool_on("fast", FsType::Btrfs, 512 * MIB).await;
-    let ext4 = h.pool_on("slow", FsType::Ext4, 64 * MIB).await;
-    let source = h.origin_volume(&btrfs, "vm-templates/t/root", MIB).await;
-    fill_scattered(&h.volume(&source).await, 140 * MIB, 3).await;
-    let clone = h.origin_volume(&ext4, "appvms/work/root", MIB).await;
-    let trace = call_traced(
-        &h.conn,
-        clone.as_str(),
-        "org.qubes.Storage.Volume",
-        "ImportVolume",
-        &(&source, opts()),
-    )
-    .await;
+    let (_h, clone, trace) = clone_into_a_small_ext4_pool(64 * MIB).await;
     assert!(trace.is_error(), "the copy does not fit");
     let imported: Vec<bool> = trace
         .before("VolumeImported")

@@ -424,26 +424,45 @@ fn short_stdin_fails_and_leaves_no_import_file() {
     assert!(!dir.join("appvms/work/private-import.img").exists());
 }
 
-#[test]
-fn clone_across_filesystems_copies_the_content() {
-    let mut world = World::start();
+/// A btrfs pool `src` whose VID holds `image` (of `size`, data in `ranges`) and an
+/// ext4 pool `dst` of `dst_size` with an empty VID: what a clone across filesystems
+/// starts from. Returns the image file.
+fn btrfs_volume_and_ext4_pool(
+    world: &mut World,
+    dst_size: u64,
+    size: u64,
+    ranges: &[(u64, u64)],
+) -> std::path::PathBuf {
     world.pool("src", FsType::Btrfs, 256 * MIB);
-    world.pool("dst", FsType::Ext4, 256 * MIB);
-    origin(&world, "src", VID, "32M");
-    origin(&world, "dst", VID, "1M");
+    world.pool("dst", FsType::Ext4, dst_size);
+    origin(world, "src", VID, "1M");
+    origin(world, "dst", VID, "1M");
     let image = world.scratch().join("in.img");
-    write_sparse_file(&image, 32 * MIB, &[(0, 4 * MIB), (20 * MIB, 4 * MIB)], 11);
+    write_sparse_file(&image, size, ranges, 11);
     world
         .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
         .ok();
-    world
-        .cli(&["--progress", "volume", "clone", "src", VID, "dst", VID])
-        .ok();
+    image
+}
+
+/// `dst`'s VID exported holds exactly `image`.
+fn assert_dst_holds(world: &World, image: &Path) {
     let exported = world.scratch().join("out.img");
     world
         .cli(&["volume", "export", "dst", VID, exported.to_str().unwrap()])
         .ok();
-    assert!(files_equal(&image, &exported));
+    assert!(files_equal(image, &exported));
+}
+
+#[test]
+fn clone_across_filesystems_copies_the_content() {
+    let mut world = World::start();
+    let ranges = [(0, 4 * MIB), (20 * MIB, 4 * MIB)];
+    let image = btrfs_volume_and_ext4_pool(&mut world, 256 * MIB, 32 * MIB, &ranges);
+    world
+        .cli(&["--progress", "volume", "clone", "src", VID, "dst", VID])
+        .ok();
+    assert_dst_holds(&world, &image);
 }
 
 /// A clone into an ext4 pool with room for the copy but not for its precache succeeds,
@@ -451,29 +470,15 @@ fn clone_across_filesystems_copies_the_content() {
 #[test]
 fn a_clone_whose_precache_does_not_fit_says_so_and_succeeds() {
     let mut world = World::start();
-    world.pool("src", FsType::Btrfs, 256 * MIB);
-    world.pool("dst", FsType::Ext4, 128 * MIB);
-    origin(&world, "src", VID, "1M");
-    origin(&world, "dst", VID, "1M");
-    let image = world.scratch().join("in.img");
-    write_sparse_file(&image, 80 * MIB, &[(0, 70 * MIB)], 5);
-    world
-        .cli(&["volume", "import", "src", VID, image.to_str().unwrap()])
-        .ok();
-    let run = world
-        .cli(&["volume", "clone", "src", VID, "dst", VID])
-        .ok();
+    let image = btrfs_volume_and_ext4_pool(&mut world, 128 * MIB, 80 * MIB, &[(0, 70 * MIB)]);
+    let run = world.cli(&["volume", "clone", "src", VID, "dst", VID]).ok();
     assert!(
         run.stderr.contains("note: a copy did not finish: ")
             && run.stderr.contains("no space left on device")
             && run.stderr.contains("next start copies its image instead"),
         "{run:?}"
     );
-    let exported = world.scratch().join("out.img");
-    world
-        .cli(&["volume", "export", "dst", VID, exported.to_str().unwrap()])
-        .ok();
-    assert!(files_equal(&image, &exported));
+    assert_dst_holds(&world, &image);
 }
 
 #[test]
