@@ -200,11 +200,7 @@ fn shrinking_needs_allow_shrink() {
     world
         .cli(&["volume", "resize", "p1", VID, "8M", "--allow-shrink"])
         .ok();
-    let info = world
-        .cli(&["--json", "volume", "info", "p1", VID])
-        .ok()
-        .json();
-    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+    assert_eq!(p1_size(&world), 8 * MIB);
 }
 
 #[test]
@@ -322,14 +318,6 @@ fn a_clone_that_would_shrink_the_destination_needs_allow_shrink() {
     world.pool("p1", FsType::Btrfs, 128 * MIB);
     origin(&world, "p1", "vm-templates/t/private", "4M");
     origin(&world, "p1", VID, "8M");
-    let size = |world: &World| {
-        world
-            .cli(&["--json", "volume", "info", "p1", VID])
-            .ok()
-            .json()["size"]
-            .as_u64()
-            .unwrap()
-    };
     let run = world
         .cli(&["volume", "clone", "p1", "vm-templates/t/private", "p1", VID])
         .fails_with(2);
@@ -339,7 +327,7 @@ fn a_clone_that_would_shrink_the_destination_needs_allow_shrink() {
         "{run:?}"
     );
     assert!(run.stderr.contains("--allow-shrink"), "{run:?}");
-    assert_eq!(size(&world), 8 * MIB);
+    assert_eq!(p1_size(&world), 8 * MIB);
     world
         .cli(&[
             "volume",
@@ -351,7 +339,7 @@ fn a_clone_that_would_shrink_the_destination_needs_allow_shrink() {
             "--allow-shrink",
         ])
         .ok();
-    assert_eq!(size(&world), 4 * MIB);
+    assert_eq!(p1_size(&world), 4 * MIB);
 }
 
 /// A started source's `Size` is its running image's; a clone copies its committed image.
@@ -375,20 +363,21 @@ fn a_clone_from_a_source_resized_while_started_compares_its_committed_size() {
             .contains("would shrink p1:appvms/work/private from 8.0 MiB to 4.0 MiB"),
         "{run:?}"
     );
-    let info = world
-        .cli(&["--json", "volume", "info", "p1", VID])
-        .ok()
-        .json();
-    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+    assert_eq!(p1_size(&world), 8 * MIB);
     world.cli(&["volume", "stop", "p1", source]).ok();
     world
         .cli(&["volume", "clone", "p1", source, "p1", VID])
         .ok();
+    assert_eq!(p1_size(&world), 8 * MIB);
+}
+
+/// The size of `p1`'s VID, as `volume info --json` says.
+fn p1_size(world: &World) -> u64 {
     let info = world
         .cli(&["--json", "volume", "info", "p1", VID])
         .ok()
         .json();
-    assert_eq!(info["size"].as_u64(), Some(8 * MIB));
+    info["size"].as_u64().expect("a size")
 }
 
 #[test]
