@@ -1143,14 +1143,7 @@ fn import_volume_clones_and_takes_the_source_size(t: FsType) {
         "holes are preserved"
     );
     // A source with nothing committed is named with its pool.
-    let volatile = f.create(
-        "appvms/a/volatile",
-        VolumeSpec {
-            size: MIB,
-            rw: true,
-            ..Default::default()
-        },
-    );
+    let volatile = f.volatile("appvms/a/volatile", MIB);
     let refused = f.engine.import_volume(&dst, &volatile, &ctx).unwrap_err();
     assert!(
         refused.to_string().contains(&format!(
