@@ -273,8 +273,12 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
         scope.describe()
     ));
     let mut stdout = std::io::stdout().lock();
+    let mut pace = ProgressPace::default();
     while let Some(message) = stream.next().await {
         for event in events_of(&mut scope, &message) {
+            if !context.json && !pace.shows(&event, std::time::Instant::now()) {
+                continue;
+            }
             let line = if context.json {
                 serde_json::to_string(&event).unwrap_or_default()
             } else {
@@ -286,6 +290,43 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How often a job's progress is shown in text: a job announces it ten times a second,
+/// which scrolls everything else away. `--json` keeps every change.
+const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When each job's progress was last shown.
+#[derive(Default)]
+struct ProgressPace {
+    shown: HashMap<String, std::time::Instant>,
+}
+
+impl ProgressPace {
+    /// Whether to show `event` at `now`: every event but a job's progress alone, and
+    /// that at most once per [`PROGRESS_LINE_EVERY`] per job.
+    fn shows(&mut self, event: &Event, now: std::time::Instant) -> bool {
+        let progress_only = event.event == "changed"
+            && event.subject.starts_with("job ")
+            && event
+                .args
+                .0
+                .iter()
+                .all(|(name, _)| matches!(name.as_str(), "Progress" | "BytesDone" | "Rate"));
+        if !progress_only {
+            if event.event == "removed" {
+                self.shown.remove(&event.path);
+            }
+            return true;
+        }
+        match self.shown.get(&event.path) {
+            Some(last) if now.duration_since(*last) < PROGRESS_LINE_EVERY => false,
+            _ => {
+                self.shown.insert(event.path.clone(), now);
+                true
+            }
+        }
+    }
 }
 
 /// A reader that went away (`| head`) ends the monitor quietly.
@@ -504,6 +545,32 @@ mod tests {
         assert!(events[0]
             .to_line()
             .ends_with(" p:appvms/a/b VolumeResized old_size=1 new_size=2"));
+    }
+
+    #[test]
+    fn a_jobs_progress_is_shown_once_a_second_in_text() {
+        let progress = |done: u64| {
+            let args = Args(vec![
+                ("Progress".to_owned(), Json::from(0.5)),
+                ("BytesDone".to_owned(), Json::from(done)),
+            ]);
+            Event::new("/org/qubes/Storage/jobs/3", "changed", args)
+        };
+        let mut pace = ProgressPace::default();
+        let start = std::time::Instant::now();
+        let at = |ms: u64| start + std::time::Duration::from_millis(ms);
+        assert!(pace.shows(&progress(1), at(0)));
+        assert!(!pace.shows(&progress(2), at(100)));
+        assert!(!pace.shows(&progress(3), at(900)));
+        assert!(pace.shows(&progress(4), at(1000)));
+        let cancelable = Args(vec![("Cancelable".to_owned(), Json::from(false))]);
+        let other = Event::new("/org/qubes/Storage/jobs/3", "changed", cancelable);
+        assert!(pace.shows(&other, at(1100)), "not progress alone");
+        let other_job = Event::new("/org/qubes/Storage/jobs/4", "changed", progress(5).args);
+        assert!(
+            pace.shows(&other_job, at(1100)),
+            "each job has its own pace"
+        );
     }
 
     #[test]
