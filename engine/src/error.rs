@@ -22,9 +22,10 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The errno classes that matter to callers: a full disk or quota is `NoSpace`, a
-    /// size the filesystem cannot hold (`EFBIG`) `InvalidArgument`, everything else an
-    /// operation did not expect is `Failed`.
+    /// The errno classes that matter to callers: a full disk or quota is `NoSpace`,
+    /// everything else an operation did not expect is `Failed` (a size the filesystem
+    /// cannot hold is the caller's mistake only where the caller gave the size:
+    /// [`EngineError::size_given_too_large`]).
     pub fn from_io(err: &io::Error) -> ErrorKind {
         match err.raw_os_error() {
             Some(libc_enospc) if libc_enospc == rustix::io::Errno::NOSPC.raw_os_error() => {
@@ -32,7 +33,6 @@ impl ErrorKind {
             }
             Some(e) if e == rustix::io::Errno::DQUOT.raw_os_error() => ErrorKind::NoSpace,
             Some(e) if e == rustix::io::Errno::NOENT.raw_os_error() => ErrorKind::NotFound,
-            Some(e) if e == rustix::io::Errno::FBIG.raw_os_error() => ErrorKind::InvalidArgument,
             _ => ErrorKind::Failed,
         }
     }
@@ -97,6 +97,19 @@ impl EngineError {
         EngineError {
             reason: reason.into(),
             ..err
+        }
+    }
+
+    /// For an operation whose size the caller gave (Resize, ImportData): a size the
+    /// filesystem cannot hold (`EFBIG`) is `InvalidArgument`. Elsewhere (a Start of a
+    /// volatile volume created that large, a clone) it stays `Failed`.
+    pub fn size_given_too_large(self) -> Self {
+        match self.os_error().and_then(io::Error::raw_os_error) {
+            Some(e) if e == rustix::io::Errno::FBIG.raw_os_error() => EngineError {
+                kind: ErrorKind::InvalidArgument,
+                ..self
+            },
+            _ => self,
         }
     }
 

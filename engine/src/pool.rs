@@ -422,15 +422,27 @@ pub fn usage(dir: &Path) -> Option<(u64, u64)> {
 }
 
 /// The class directory (`appvms`, `vm-templates`) of the pool at `outer` that `inner`
-/// is in or is, by real paths; `None` when it is in neither, or either path does not
-/// resolve (yet).
+/// is in or is: one of `inner`'s directories (resolved; one not made yet resolves by
+/// its parent, as a pool directory is made with a single mkdir) is that class
+/// directory's inode — which also sees through bind mounts. `None` when it is in
+/// neither, or when `outer` has no class directory now (its filesystem not mounted).
 pub fn inside_vm_dirs(inner: &Path, outer: &Path) -> Option<&'static str> {
-    let inner = std::fs::canonicalize(inner).ok()?;
-    let outer = std::fs::canonicalize(outer).ok()?;
-    [VmClass::AppVm, VmClass::Template]
+    let classes: Vec<(&'static str, std::fs::Metadata)> = [VmClass::AppVm, VmClass::Template]
         .into_iter()
         .map(VmClass::dir_name)
-        .find(|class| inner.starts_with(outer.join(class)))
+        .filter_map(|class| Some((class, std::fs::metadata(outer.join(class)).ok()?)))
+        .collect();
+    let inner = std::fs::canonicalize(inner).ok().or_else(|| {
+        let parent = std::fs::canonicalize(inner.parent()?).ok()?;
+        Some(parent.join(inner.file_name()?))
+    })?;
+    inner.ancestors().find_map(|dir| {
+        let meta = std::fs::metadata(dir).ok()?;
+        classes
+            .iter()
+            .find(|(_, class)| sys::same_inode(&meta, class))
+            .map(|(name, _)| *name)
+    })
 }
 
 /// R§3.23 (directory search): the other pool whose directory's realpath is a path

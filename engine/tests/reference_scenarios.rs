@@ -465,6 +465,22 @@ fn a_pool_among_another_pools_vm_directories_is_refused() {
     refused("inner", "outer/vm-templates/new");
     assert!(!f.fs.path().join("outer/vm-templates/new").exists());
     refused("inner", "outer/appvms");
+    // Through a bind mount of the class directory elsewhere, and through a symlink.
+    let elsewhere = f.fs.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let bind = common_fs::Bind::new(&f.fs.path().join("outer/appvms"), &elsewhere);
+    let message = refused("inner", "elsewhere/web");
+    assert!(
+        message.contains("inside the appvms/ directory of pool outer"),
+        "{message}"
+    );
+    drop(bind);
+    std::os::unix::fs::symlink(
+        f.fs.path().join("outer/vm-templates"),
+        f.fs.path().join("link"),
+    )
+    .unwrap();
+    refused("inner", "link/new");
     let nested = f.add_pool("nested", "outer/other");
     assert_eq!(
         f.engine.pool_info(&nested).unwrap().included_in,

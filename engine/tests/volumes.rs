@@ -1003,6 +1003,11 @@ fn shrinking_needs_allow_shrink_and_read_only_cannot_resize(t: FsType) {
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
             assert!(err.to_string().contains("too large"), "{err}");
             assert_eq!(f.engine.volume_info(&v).unwrap().size, MIB);
+            let import = f
+                .engine
+                .import_data(&v, huge, false, &OpCtx::quiet("ImportData"));
+            let err = import.expect_err("an import file ext4 cannot hold");
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         }
     }
 }

@@ -46,8 +46,17 @@ struct Running {
     ticker: Option<JoinHandle<()>>,
     /// Why its copy failed, if it did.
     failed: Option<String>,
-    /// A copy of the target's own image (a commit's precache).
-    own: bool,
+    what: CopyFor,
+}
+
+/// What a Job's copy is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyFor {
+    /// The call's own work (a clone's copy, an import's private copy, …).
+    Work,
+    /// The target's own image, after the commit (a commit's precache): the call
+    /// succeeds without it.
+    OwnImage,
 }
 
 /// The progress sink of one operation: turns its copies into Job objects.
@@ -96,7 +105,7 @@ impl JobSink {
             }
             let (success, message) = match (outcome, running.failed) {
                 (Err(err), _) => (false, err.message().to_owned()),
-                (Ok(_), Some(why)) if running.own => (
+                (Ok(_), Some(why)) if running.what == CopyFor::OwnImage => (
                     false,
                     format!("{why}; the call succeeded without it: the volume's next start copies its image instead"),
                 ),
@@ -127,14 +136,14 @@ impl JobSink {
 
 impl ProgressSink for JobSink {
     fn copy_started(&self, operation: &str, total: u64) {
-        self.start_job(operation, total, self.owner.objects.clone(), false);
+        self.start_job(operation, total, self.owner.objects.clone(), CopyFor::Work);
     }
 
     /// The copy of the target's own image (a commit's precache on a pool without
     /// reflinks) works on the target alone: its Objects name no source.
     fn own_copy_started(&self, operation: &str, total: u64) {
         let target = self.owner.objects.iter().take(1).cloned().collect();
-        self.start_job(operation, total, target, true);
+        self.start_job(operation, total, target, CopyFor::OwnImage);
     }
     fn copy_advanced(&self, done: u64) {
         if let Some(running) = self.jobs().last() {
@@ -171,7 +180,7 @@ impl ProgressSink for JobSink {
 
 impl JobSink {
     /// Publishes a Job for a copy of `total` bytes working on `objects`.
-    fn start_job(&self, operation: &str, total: u64, objects: Vec<OwnedObjectPath>, own: bool) {
+    fn start_job(&self, operation: &str, total: u64, objects: Vec<OwnedObjectPath>, what: CopyFor) {
         self.stop_tickers();
         let identity = JobIdentity {
             operation: operation.to_owned(),
@@ -200,7 +209,7 @@ impl JobSink {
             job,
             ticker: Some(ticker),
             failed: None,
-            own,
+            what,
         });
     }
 

@@ -103,16 +103,36 @@ impl Options {
 
     /// A non-negative integer (`t` preferred; any integer type whose value fits).
     pub fn unsigned(&self, key: &str) -> Result<Option<u64>, BusError> {
-        self.typed(key, "a non-negative integer below 2^64", |v| {
-            integer_of(v).and_then(|n| u64::try_from(n).ok())
+        self.integer(key, "a non-negative integer below 2^64", |n| {
+            u64::try_from(n).ok()
         })
     }
 
     /// A signed integer (`i` or `x` preferred; any integer type whose value fits).
     pub fn signed(&self, key: &str) -> Result<Option<i64>, BusError> {
-        self.typed(key, "an integer from -2^63 to 2^63 - 1", |v| {
-            integer_of(v).and_then(|n| i64::try_from(n).ok())
+        self.integer(key, "an integer from -2^63 to 2^63 - 1", |n| {
+            i64::try_from(n).ok()
         })
+    }
+
+    /// An integer of any type, read by its value: one that does not fit is refused by
+    /// its value (`not -512`), anything else by its type.
+    fn integer<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        fit: impl Fn(i128) -> Option<T>,
+    ) -> Result<Option<T>, BusError> {
+        let value = self.map.get(key).map(|v| unwrap_variant(v));
+        match value.and_then(integer_of) {
+            Some(n) if fit(n).is_none() => Err(BusError::invalid(format!(
+                "{}: the {} {} must be {expected}, not {n}",
+                self.object,
+                self.what,
+                quote(key),
+            ))),
+            _ => self.typed(key, expected, |v| integer_of(v).and_then(&fit)),
+        }
     }
 
     fn typed<T>(
@@ -124,17 +144,9 @@ impl Options {
         let Some(value) = self.map.get(key) else {
             return Ok(None);
         };
-        let value = unwrap_variant(value);
-        match (read(value), integer_of(value)) {
-            (Some(v), _) => Ok(Some(v)),
-            // An integer of any type is read by its value: the value is what is wrong.
-            (None, Some(n)) => Err(BusError::invalid(format!(
-                "{}: the {} {} must be {expected}, not {n}",
-                self.object,
-                self.what,
-                quote(key),
-            ))),
-            (None, None) => Err(BusError::invalid(format!(
+        match read(unwrap_variant(value)) {
+            Some(v) => Ok(Some(v)),
+            None => Err(BusError::invalid(format!(
                 "{}: the {} {} must be {expected}, not a value of type {}",
                 self.object,
                 self.what,
@@ -269,7 +281,7 @@ mod tests {
         let err = options.bool("rw").unwrap_err();
         let text = err.message().to_owned();
         assert!(
-            text.contains("\"rw\"") && text.contains("boolean"),
+            text.contains("\"rw\"") && text.contains("boolean") && text.contains("type u"),
             "{text}"
         );
     }

@@ -242,8 +242,9 @@ impl Scope {
     }
 }
 
-/// `clone p:vm-templates/t/private, q:appvms/a/private`: the operation and the objects
-/// it works on, as people name them.
+/// `clone p:vm-templates/t/private to q:appvms/a/private`: the operation and the
+/// objects it works on, as people name them — a Job names its target first, then its
+/// source, which reads the other way round (`volume clone SRC DST`).
 fn describe_job(job: &JobInfo) -> String {
     let objects: Vec<String> = job
         .objects
@@ -251,9 +252,10 @@ fn describe_job(job: &JobInfo) -> String {
         .map(|object| Subject::of_path(object).to_string())
         .collect();
     let operation = operation_name(&job.operation);
-    match objects.is_empty() {
-        true => operation.to_owned(),
-        false => format!("{operation} {}", objects.join(", ")),
+    match objects.as_slice() {
+        [] => operation.to_owned(),
+        [target] => format!("{operation} {target}"),
+        [target, source, ..] => format!("{operation} {source} to {target}"),
     }
 }
 
@@ -672,7 +674,7 @@ mod tests {
         assert_eq!(events[0].args.get("success"), Some(&Json::from(true)));
         assert!(
             events[0].to_line().ends_with(
-                "job 5 (clone q:appvms/x/y, p:appvms/a/b) Completed success=true message=\"\""
+                "job 5 (clone p:appvms/a/b to q:appvms/x/y) Completed success=true message=\"\""
             ),
             "{}",
             events[0].to_line()

@@ -132,7 +132,9 @@ impl Engine {
         let size = ImageSize::new(size).map_err(|e| e.on(vol))?;
         self.with_volume(vol, ctx, |v, _| {
             self.refuse_while_importing(vol, "start another import")?;
-            let file = v.import_data(size, allow_shrink)?;
+            let file = v
+                .import_data(size, allow_shrink)
+                .map_err(EngineError::size_given_too_large)?;
             let witness = v
                 .import_witness()
                 .inspect_err(|err| tracing::warn!(error = %err, "cannot keep a witness of the import file; a failed write-back of its data may go unnoticed"))

@@ -127,7 +127,7 @@ impl Engine {
                     warn!(error = %err, "cannot restore the nominal size after a failed resize (the image keeps its size, which is what counts)");
                 }
             }
-            resized
+            resized.map_err(EngineError::size_given_too_large)
         })
     }
 

@@ -336,6 +336,28 @@ fn unmount_or_say(guard: &str, dir: &Path) {
     }
 }
 
+/// `dir` also reachable at `at` (a bind mount); unmounted on drop.
+pub struct Bind {
+    at: PathBuf,
+}
+
+impl Bind {
+    pub fn new(dir: &Path, at: &Path) -> Bind {
+        require_root();
+        run_ok(command(
+            "mount",
+            ["--bind".as_ref(), dir.as_os_str(), at.as_os_str()],
+        ));
+        Bind { at: at.to_owned() }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        unmount_or_say("Bind", &self.at);
+    }
+}
+
 /// `dir` made read-only in place by a read-only bind mount of itself (what a state
 /// directory on a read-only filesystem looks like to the engine); unmounted on drop.
 pub struct ReadOnlyBind {
