@@ -687,11 +687,10 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
     // A pool with a volume cannot go: its menu item is disabled and says why.
     let why = w.expect(
         "(() => { \
-            const item = qs.$$('.pf-v5-c-menu__item').find(i => i.textContent.trim() === 'Remove pool…'); \
+            const item = qs.$$('.pf-v5-c-menu__item').find(i => i.querySelector('.pf-v5-c-menu__item-text')?.textContent.trim() === 'Remove pool…'); \
             if (!item) { qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]')); return false; } \
             if (item.getAttribute('aria-disabled') !== 'true') return 'enabled'; \
-            item.closest('li').dispatchEvent(new (item.ownerDocument.defaultView.MouseEvent)('mouseenter')); \
-            return qs.text('.pf-v5-c-tooltip') || false; \
+            return item.querySelector('.pf-v5-c-menu__item-description')?.textContent || false; \
         })()",
         "the Remove pool item, disabled, with its reason",
     );
@@ -952,7 +951,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     std::fs::create_dir(&downloads).expect("the download directory");
     w.browser().allow_downloads(&downloads);
     w.click_row_menu("work", "appvms/work/private", "Export");
-    let exported = downloads.join("work-work-private.img");
+    let exported = downloads.join("work-appvms-work-private.img");
     wait_for_download(&exported, data.len() as u64);
     assert!(
         std::fs::read(&exported).expect("the download") == data,
@@ -964,8 +963,9 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
         "the page saying the export finished",
     );
     assert!(
-        said.as_str()
-            .is_some_and(|t| t.contains("work-work-private.img holds the volume's committed image")),
+        said.as_str().is_some_and(
+            |t| t.contains("work-appvms-work-private.img holds the volume's committed image")
+        ),
         "the page says {said}"
     );
     assert_eq!(
@@ -1010,7 +1010,7 @@ fn a_refused_export_is_said_and_its_download_called_incomplete() {
     let shown = error_message(&mut w);
     assert!(
         shown.contains("Cannot export appvms/work/private")
-            && shown.contains("work-work-private.img is incomplete"),
+            && shown.contains("work-appvms-work-private.img is incomplete"),
         "the page shows {shown:?}"
     );
     assert!(

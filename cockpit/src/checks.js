@@ -13,6 +13,9 @@ const NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 /** Endings of a volume name that the pool's own file names use. */
 const RESERVED = /-(dirty|precache|import|cow)$/;
 
+/** RevisionsToKeep is an `i` (int32) on the bus. */
+export const MOST_REVISIONS_TO_KEEP = 2147483647;
+
 const NAME_RULE = "starts with a letter and holds only letters, digits, _ . and - (at most 64 characters).";
 
 /** The size field's bytes, or the sentence that says why there are none. */
@@ -30,21 +33,25 @@ export function poolFieldErrors({ name, dir, keep }) {
     return {
         name: NAME.test(name) ? null : `The name ${NAME_RULE}`,
         dir: dir.startsWith("/") ? null : "The directory is an absolute path (it starts with /).",
-        keep: /^-?\d+$/.test(keep.trim()) && Number(keep) >= -1 ? null : "Revisions to keep is a whole number, -1 or more.",
+        keep: /^-?\d+$/.test(keep.trim()) && Number(keep) >= -1 && Number(keep) <= MOST_REVISIONS_TO_KEEP ? null
+            : `Revisions to keep is a whole number, -1 or more and at most ${MOST_REVISIONS_TO_KEEP}.`,
     };
 }
 
 /**
- * CreateVolume's fields: {vm, name, size, source, needsSource} → the sentence of each
- * field, or null (`size` is the size field's text; only one of size and source counts).
+ * CreateVolume's fields: {vm, name, size, source, needsSource, sourcesOffered} → the
+ * sentence of each field, or null (`size` is the size field's text; only one of size
+ * and source counts; `sourcesOffered`: how many volumes the pool has that may be one).
  */
-export function volumeFieldErrors({ vm, name, size, source, needsSource }) {
+export function volumeFieldErrors({ vm, name, size, source, needsSource, sourcesOffered }) {
     return {
         vm: NAME.test(vm) ? null : `The VM name ${NAME_RULE}`,
         name: !NAME.test(name) ? `The volume name ${NAME_RULE}`
             : RESERVED.test(name) ? "The volume name does not end in -dirty, -precache, -import or -cow (the names of its files)." : null,
         size: needsSource ? null : sizeOrError(size)[1],
-        source: !needsSource || source ? null : "Choose the source volume: one that saves on stop.",
+        source: !needsSource || source ? null
+            : sourcesOffered === 0 ? "The pool has no volume that saves on stop, which a snapshot needs as its source: create an origin in it first."
+                : "Choose the source volume: one that saves on stop.",
     };
 }
 

@@ -34,10 +34,12 @@ export function exportOutcome(status) {
 }
 
 /**
- * The file an export downloads as: `<pool>-<vm>-<name>.img` — the pool too, since the
- * same vid may live in several pools (a clone keeps its vid in another pool).
+ * The file an export downloads as: `<pool>-<vid with "-" for "/">.img` — the pool
+ * too, since the same vid may live in several pools (a clone keeps its vid in another
+ * pool), and the whole vid, since `appvms/fedora/root` and `vm-templates/fedora/root`
+ * may share one. Without a pool name (not known yet), the vid alone.
  */
 export function exportFilename(poolName, vid) {
-    const [, vm, name] = vid.split("/");
-    return `${poolName}-${vm}-${name}.img`;
+    const file = vid.replaceAll("/", "-");
+    return poolName ? `${poolName}-${file}.img` : `${file}.img`;
 }

@@ -3,7 +3,8 @@
 // the action, stays open while it runs, and shows the service's sentence inside the
 // dialog when it fails — until the user changes a field (the sentence was about the
 // values sent, not the ones shown). `FieldHelp` and `useTouched` put a field's own
-// sentence under it once the user typed in it.
+// sentence under it once the user typed in it; `describedBy` links the field to that
+// text (aria-describedby), so a screen reader reads it with the field.
 
 import React, { useState } from "react";
 import { Alert, Button, Form, FormHelperText, HelperText, HelperTextItem, Modal } from "@patternfly/react-core";
@@ -62,12 +63,28 @@ export function ActionDialog({ id, title, applyLabel, applyVariant = "primary", 
     );
 }
 
-/** The text under a field: its error when there is one, else `children` (if any). */
-export function FieldHelp({ error, children }) {
+/** The id of the text under the field `field` (its input's id). */
+function helpId(field) {
+    return `${field}-help`;
+}
+
+/**
+ * The input's aria-describedby for the text under it (`FieldHelp` with the same
+ * `error` and text), or undefined while there is none.
+ */
+export function describedBy(field, error, text) {
+    return error || text ? helpId(field) : undefined;
+}
+
+/**
+ * The text under the field `field`: its error when there is one, else `children` (if
+ * any); its id is the one `describedBy` gives the field.
+ */
+export function FieldHelp({ field, error, children }) {
     if (!error && !children)
         return null;
     return (
-        <FormHelperText>
+        <FormHelperText id={helpId(field)}>
             <HelperText>
                 <HelperTextItem variant={error ? "error" : "default"} className={error ? "qs-field-error" : undefined}>
                     {error || children}

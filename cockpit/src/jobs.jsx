@@ -50,8 +50,8 @@ function JobRow({ job }) {
  * Other failed Jobs end with their call, whose caller says why.
  */
 export function reportJobOutcomes({ service, store, messages }) {
-    service.addEventListener("job-completed", ({ detail: { path, success, message } }) => {
-        const warning = precacheWarning(store, store.jobs.get(path), success, message);
+    service.addEventListener("job-completed", ({ detail: { job, success, message } }) => {
+        const warning = precacheWarning(store, job, success, message);
         if (warning)
             messages.add("warning", warning.title, warning.text);
     });

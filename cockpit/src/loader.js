@@ -11,7 +11,10 @@
 // meanwhile is in the reply or in a signal after it, and folding replies and signals
 // into the store in the order they arrive ends with what the service has. The
 // [`Feed`] keeps that order; while a load piece by piece runs it holds what arrives
-// and hands it to the store now and then (`MOST_HELD_MS`), not reply by reply.
+// and hands it to the store now and then (`MOST_HELD_MS`), not reply by reply. What
+// must see the store as it was at a signal's place in that order (a Job's Completed
+// needs its Job, whose InterfacesAdded may be held and whose InterfacesRemoved
+// follows) waits in the same queue (`whenFolded`).
 
 import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, VOLUME_IFACE } from "./paths.js";
 import { childNodes, fromGetAll, fromManagedObjects } from "./notify.js";
@@ -65,6 +68,17 @@ export class Feed {
             this.store.recordEvent(path, member, args);
     }
 
+    /**
+     * Runs `fn` once everything that arrived before it is in the store, and before
+     * anything that arrived after it: at once unless held.
+     */
+    whenFolded(fn) {
+        if (this.queue)
+            this.queue.push(fn);
+        else
+            fn();
+    }
+
     /** From now on what arrives waits for `flush`. */
     hold() {
         this.queue ??= [];
@@ -75,7 +89,15 @@ export class Feed {
             return;
         const items = this.queue;
         this.queue = [];
-        this.store.applyAll(items);
+        let folded = 0;
+        items.forEach((item, i) => {
+            if (typeof item !== "function")
+                return;
+            this.store.applyAll(items.slice(folded, i));
+            folded = i + 1;
+            item();
+        });
+        this.store.applyAll(items.slice(folded));
     }
 
     /** Everything held goes to the store, and from now on at once. */

@@ -1,9 +1,12 @@
 // What the page says after an action started outside a dialog: each message is the
 // title of the action and the service's own sentence (`describe`). Errors and warnings
-// stay until dismissed — they need reading; news of success ("Cloned …", "Exported …")
-// goes by itself after INFO_MS, and at most MOST_SHOWN messages show (the oldest news
-// goes first), so they never pile up. Plain JavaScript (message-list.jsx draws them),
-// tested under test/ with a fake clock.
+// stay until dismissed — they need reading, so none is ever dropped; news of success
+// ("Cloned …", "Exported …") goes by itself after INFO_MS (its alert's own timeout,
+// which waits while the pointer or the focus is on it: message-list.jsx). At most
+// MOST_SHOWN messages show: older news goes first to make room (never the newest
+// message, so news arriving among five errors is seen), and lasting messages beyond
+// that collapse into "N more", which shows them all. Plain JavaScript, tested under
+// test/.
 
 import { describe } from "./service.js";
 
@@ -14,31 +17,46 @@ export const MOST_SHOWN = 5;
 const LASTING = new Set(["danger", "warning"]);
 
 export class Messages extends EventTarget {
-    /** `timers`: {setTimeout, clearTimeout} (the window's unless a test gives its own). */
-    constructor(timers = globalThis) {
+    constructor() {
         super();
         this.list = [];
         this.next = 1;
-        this.timers = timers;
-        this.expiries = new Map();
+        /** Whether the collapsed messages show (until they fit again). */
+        this.expanded = false;
     }
 
     add(variant, title, text) {
         const id = this.next++;
-        this.list = [...this.list, { id, variant, title, text }];
-        if (!LASTING.has(variant))
-            this.expiries.set(id, this.timers.setTimeout(() => this.dismiss(id), INFO_MS));
-        this.cap();
+        const timeout = LASTING.has(variant) ? undefined : INFO_MS;
+        this.list = [...this.list, { id, variant, title, text, timeout }];
+        this.makeRoom();
         this.dispatchEvent(new Event("changed"));
         return id;
     }
 
-    /** At most MOST_SHOWN: the oldest news goes first, then the oldest of the rest. */
-    cap() {
+    /** Beyond MOST_SHOWN the oldest news goes, except the newest message; lasting ones stay. */
+    makeRoom() {
         while (this.list.length > MOST_SHOWN) {
-            const victim = this.list.find(m => !LASTING.has(m.variant)) ?? this.list[0];
-            this.forget(victim.id);
+            const victim = this.list.slice(0, -1).find(m => !LASTING.has(m.variant));
+            if (!victim)
+                return;
+            this.list = this.list.filter(m => m !== victim);
         }
+    }
+
+    /** The messages to draw: the newest MOST_SHOWN, or all once expanded. */
+    shown() {
+        return this.expanded ? this.list : this.list.slice(-MOST_SHOWN);
+    }
+
+    /** How many messages "N more" stands for (0: all show). */
+    hidden() {
+        return this.list.length - this.shown().length;
+    }
+
+    expand() {
+        this.expanded = true;
+        this.dispatchEvent(new Event("changed"));
     }
 
     error(title, error) {
@@ -49,19 +67,14 @@ export class Messages extends EventTarget {
         this.add("info", title, text);
     }
 
+    /** Dismissed by its close button, or its timeout. */
     dismiss(id) {
         if (!this.list.some(m => m.id === id))
             return;
-        this.forget(id);
-        this.dispatchEvent(new Event("changed"));
-    }
-
-    forget(id) {
         this.list = this.list.filter(m => m.id !== id);
-        if (this.expiries.has(id)) {
-            this.timers.clearTimeout(this.expiries.get(id));
-            this.expiries.delete(id);
-        }
+        if (this.list.length <= MOST_SHOWN)
+            this.expanded = false;
+        this.dispatchEvent(new Event("changed"));
     }
 
     /** Runs `action` (returning a promise); a failure becomes a message titled `title`. */

@@ -2,7 +2,13 @@
 // InterfacesRemoved, PropertiesChanged, a GetAll — as the store's notify messages
 // ({path: {interface: {property: value} | null}}). Cockpit's channel gives a variant as
 // {t, v}; the store takes values, so each property's outer variant is taken off here
-// (a nested one, as in UsageDetails, stays: the store reads those itself).
+// (a nested one, as in UsageDetails, stays: the store reads those itself). A message
+// made from InterfacesAdded carries `ANNOUNCED` (a symbol key, so no path): what an
+// object says in its first announcement (a Job's Cancelable) means more than what a
+// listing says of an object that was there before (job-labels.js).
+
+/** Set (true) on the notify messages of InterfacesAdded. */
+export const ANNOUNCED = Symbol("InterfacesAdded");
 
 /** A property's value without its variant. */
 export function value(variant) {
@@ -35,7 +41,7 @@ export function fromManagedObjects(objects) {
 
 /** InterfacesAdded (o, a{sa{sv}}). */
 export function fromInterfacesAdded([path, ifaces]) {
-    return { [path]: interfaces(ifaces) };
+    return { [path]: interfaces(ifaces), [ANNOUNCED]: true };
 }
 
 /** InterfacesRemoved (o, as). */

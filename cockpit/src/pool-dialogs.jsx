@@ -7,7 +7,7 @@ import React, { useState } from "react";
 import { Checkbox, FormGroup, TextInput } from "@patternfly/react-core";
 
 import { firstError, poolFieldErrors, shownError } from "./checks.js";
-import { ActionDialog, FieldHelp, useTouched } from "./dialogs.jsx";
+import { ActionDialog, FieldHelp, describedBy, useTouched } from "./dialogs.jsx";
 import { useApp } from "./context.js";
 import { options } from "./service.js";
 
@@ -33,18 +33,21 @@ export function CreatePoolDialog({ close }) {
                       onApply={apply} error={firstError(errors)}>
             <FormGroup label="Name" fieldId="pool-name">
                 <TextInput id="pool-name" value={name} onChange={edit("name", setName)}
-                           validated={shownError(errors, touched, "name") ? "error" : "default"} />
-                <FieldHelp error={shownError(errors, touched, "name")} />
+                           validated={shownError(errors, touched, "name") ? "error" : "default"}
+                           aria-describedby={describedBy("pool-name", shownError(errors, touched, "name"))} />
+                <FieldHelp field="pool-name" error={shownError(errors, touched, "name")} />
             </FormGroup>
             <FormGroup label="Directory" fieldId="pool-dir">
                 <TextInput id="pool-dir" value={dir} placeholder="/var/lib/qubes" onChange={edit("dir", setDir)}
-                           validated={shownError(errors, touched, "dir") ? "error" : "default"} />
-                <FieldHelp error={shownError(errors, touched, "dir")} />
+                           validated={shownError(errors, touched, "dir") ? "error" : "default"}
+                           aria-describedby={describedBy("pool-dir", shownError(errors, touched, "dir"))} />
+                <FieldHelp field="pool-dir" error={shownError(errors, touched, "dir")} />
             </FormGroup>
             <FormGroup label="Revisions to keep" fieldId="pool-keep">
                 <TextInput id="pool-keep" value={keep} onChange={edit("keep", setKeep)}
-                           validated={shownError(errors, touched, "keep") ? "error" : "default"} />
-                <FieldHelp error={shownError(errors, touched, "keep")}>
+                           validated={shownError(errors, touched, "keep") ? "error" : "default"}
+                           aria-describedby={describedBy("pool-keep", true)} />
+                <FieldHelp field="pool-keep" error={shownError(errors, touched, "keep")}>
                     How many revisions new volumes of the pool keep: 0 none, -1 disables snapshots.
                 </FieldHelp>
             </FormGroup>

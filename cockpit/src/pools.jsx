@@ -22,21 +22,29 @@ function UsageBar({ pool }) {
     const narrow = useNarrow();
     const size = pool.usage?.data_size;
     const used = pool.usage?.data_usage;
+    const trouble = pool.usageProblem || pool.usageError;
     if (!size) {
         return (
             <span className="qs-unknown qs-usage-problem">
-                {pool.usageProblem
-                    ? <><ExclamationTriangleIcon className="qs-warning-icon" /> unknown: {pool.usageProblem}</>
+                {trouble
+                    ? <><ExclamationTriangleIcon className="qs-warning-icon" /> unknown: {trouble}</>
                     : "unknown"}
             </span>
         );
     }
     const percent = Math.round((1000 * used) / size) / 10;
     return (
-        <Progress className="qs-usage" size="sm" value={percent} measureLocation={narrow ? "top" : "outside"}
-                  aria-label={`Usage of ${pool.name}`} valueText={`${percent} %`}
-                  label={`${formatBytes(used)} of ${formatBytes(size)}`}
-                  variant={percent >= 90 ? "danger" : percent >= 75 ? "warning" : undefined} />
+        <>
+            <Progress className="qs-usage" size="sm" value={percent} measureLocation={narrow ? "top" : "outside"}
+                      aria-label={`Usage of ${pool.name}`} valueText={`${percent} %`}
+                      label={`${formatBytes(used)} of ${formatBytes(size)}`}
+                      variant={percent >= 90 ? "danger" : percent >= 75 ? "warning" : undefined} />
+            {/* A failed read leaves the figures of the last good one, and says so. */}
+            {pool.usageError &&
+                <span className="qs-muted qs-usage-error">
+                    <ExclamationTriangleIcon className="qs-warning-icon" /> the last read failed: {pool.usageError}
+                </span>}
+        </>
     );
 }
 

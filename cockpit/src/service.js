@@ -11,8 +11,10 @@
 // read with one Get when a row that shows them is on screen and its value went stale
 // by a change of that object — or, for a pool, by a failed call on it or its volumes.
 // The one exception to "nothing polls": a pool whose usage cannot be read (its
-// directory moved away) is read again every 30 s while it stays so, since nothing
-// announces the directory's return. (The page does not use the bridge's `watch`: when the
+// directory moved away, or the read failed) is read again every 30 s while it stays
+// so, since nothing announces the directory's return; its timer goes with the pool
+// or the service. A Job's Completed is taken at its place among the signals (the
+// Feed's order), with its Job as the store has it then. (The page does not use the bridge's `watch`: when the
 // listing does not fit on the bus, the bridge falls back to introspecting and reading
 // every object one after another: at 100 000 volumes not even the pools showed
 // within 20 s.)
@@ -25,6 +27,7 @@
 import { Feed, OBJECT_MANAGER, PROPERTIES, errorKind, load } from "./loader.js";
 import { fromInterfacesAdded, fromInterfacesRemoved, fromPropertiesChanged } from "./notify.js";
 import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, ROOT, SERVICE, VOLUME_IFACE, kindOfPath, poolOfVolumePath } from "./paths.js";
+import { poolUsageUnsure } from "./store.js";
 
 /** How often the usage of a pool whose usage cannot be read is read again. */
 export const POOL_USAGE_RETRY_MS = 30000;
@@ -56,6 +59,9 @@ export class Service extends EventTarget {
         this.retries = new Map();
         /** How long until such a pool's usage is read again (tests shorten it). */
         this.usageRetryMs = POOL_USAGE_RETRY_MS;
+        // A removed pool's retry goes with it: a pool created again under its path
+        // gets its own.
+        store.addEventListener("pool-removed", ({ detail: path }) => this.cancelRetries(path));
     }
 
     start() {
@@ -92,7 +98,7 @@ export class Service extends EventTarget {
         client.subscribe({ ...here, interface: VOLUME_IFACE },
                          (path, _iface, member, args) => current() && feed.event(path, member, args));
         client.subscribe({ ...here, interface: JOB_IFACE, member: "Completed" },
-                         (path, _iface, _member, [success, message]) => current() && this.jobCompleted(path, success, message));
+                         (path, _iface, _member, [success, message]) => current() && feed.whenFolded(() => this.jobCompleted(path, success, message)));
         const hooks = {
             current,
             listed: () => current() && this.owner !== null && this.setState("ready"),
@@ -115,6 +121,7 @@ export class Service extends EventTarget {
     absent(client) {
         this.client = null;
         client.close();
+        this.cancelRetries();
         this.store.clear();
         this.setLoading(null);
         this.setState("absent");
@@ -160,6 +167,7 @@ export class Service extends EventTarget {
             // A new instance of the service: start over with a fresh channel.
             this.client = null;
             client.close();
+            this.cancelRetries();
             this.store.clear();
             this.owner = undefined;
             this.setState("connecting");
@@ -180,8 +188,14 @@ export class Service extends EventTarget {
         this.dispatchEvent(new Event("state"));
     }
 
+    /**
+     * A Job's Completed, at its place among the other signals (the Feed's order): the
+     * event carries the Job as the store has it then — its InterfacesRemoved, which
+     * comes next, has not been folded in yet.
+     */
     jobCompleted(path, success, message) {
-        this.dispatchEvent(new CustomEvent("job-completed", { detail: { path, success, message } }));
+        const job = this.store.jobs.get(path);
+        this.dispatchEvent(new CustomEvent("job-completed", { detail: { path, job, success, message } }));
     }
 
     /** One method call; resolves to the reply's arguments. `signature` of the input. */
@@ -219,11 +233,15 @@ export class Service extends EventTarget {
     /**
      * Reads a pool's UsageDetails once if the value shown is stale. A pool whose usage
      * cannot be read (its directory missing, the read refused) is read again every
-     * `usageRetryMs` while it stays so: nothing announces its directory's return.
+     * `usageRetryMs` while it stays so: nothing announces its directory's return. That
+     * holds for a pool found so at the load too (its listing carries the live details:
+     * `{}` for a missing directory, not stale, so no read of its own follows).
      */
     refreshPoolUsage(pool) {
-        if (!pool.usageStale)
+        if (!pool.usageStale) {
+            this.retryPoolUsageLater(pool.path);
             return;
+        }
         const epoch = this.store.pools.get(pool.path)?.usageEpoch;
         const after = () => this.retryPoolUsageLater(pool.path);
         this.readOnce(pool.path, POOL_IFACE, "UsageDetails",
@@ -231,14 +249,25 @@ export class Service extends EventTarget {
                       error => { this.store.setPoolUsageFailed(pool.path, describe(error)); after() });
     }
 
+    /** One read of the pool at `path` in `usageRetryMs`, unless its usage is fine or one is pending. */
     retryPoolUsageLater(path) {
-        if (!this.store.pools.get(path)?.usageProblem || this.retries.has(path))
+        if (!poolUsageUnsure(this.store.pools.get(path)) || this.retries.has(path))
             return;
         this.retries.set(path, setTimeout(() => {
             this.retries.delete(path);
-            if (this.store.pools.get(path)?.usageProblem)
+            if (poolUsageUnsure(this.store.pools.get(path)))
                 this.store.rereadPoolUsage(path);
         }, this.usageRetryMs));
+    }
+
+    /** No more retry for the pool at `path` (removed), or for any (`path` undefined: the service left). */
+    cancelRetries(path) {
+        for (const [key, timer] of this.retries) {
+            if (path === undefined || key === path) {
+                clearTimeout(timer);
+                this.retries.delete(key);
+            }
+        }
     }
 
     /**

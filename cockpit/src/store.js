@@ -14,7 +14,7 @@
 
 import { JOB_IFACE, MANAGER_IFACE, POOL_IFACE, VOLUME_IFACE, poolOfVolumePath } from "./paths.js";
 import { vmOf } from "./format.js";
-import { value as plain } from "./notify.js";
+import { ANNOUNCED, value as plain } from "./notify.js";
 
 
 function usageDetails(dict) {
@@ -24,7 +24,11 @@ function usageDetails(dict) {
     return details;
 }
 
-/** Why a pool's usage details have no figures, or null when they have them. */
+/**
+ * Why a pool's usage details have no figures, or null when they have them: only
+ * details without keys say so (the contract's word for a missing directory); a read
+ * that failed is `usageError` and leaves the figures as they were.
+ */
 export function poolUsageProblem(pool, usage) {
     if (usage?.data_size !== undefined)
         return null;
@@ -44,6 +48,7 @@ function toPool(path, p, old) {
         includedIn: p.IncludedIn ?? old?.includedIn,
         usage: p.UsageDetails ? usageDetails(p.UsageDetails) : old?.usage,
         usageProblem: p.UsageDetails ? poolUsageProblem({ dirPath: p.DirPath ?? old?.dirPath }, usageDetails(p.UsageDetails)) : old?.usageProblem,
+        usageError: p.UsageDetails ? null : old?.usageError ?? null,
         usageStale: p.UsageDetails === undefined,
         usageEpoch: (old?.usageEpoch ?? 0) + (p.UsageDetails === undefined ? 1 : 0),
     };
@@ -102,21 +107,27 @@ const JOB_PROPS = {
     StartedByUID: "startedByUID",
 };
 
-function toJob(path, p, old) {
+function toJob(path, p, old, announced) {
     const job = { ...old, path };
     for (const [dbus, key] of Object.entries(JOB_PROPS)) {
         if (p[dbus] !== undefined)
             job[key] = plain(p[dbus]);
     }
-    // A Job past its call's point of no return from its first announcement is the
-    // commit's precache copy (job-labels.js).
-    if (!old)
+    // Whether it could be cancelled when the page first saw it, and whether that was
+    // its InterfacesAdded: only then does "not cancelable" mean it started past its
+    // call's point of no return (job-labels.js); a Job already running at the load may
+    // have passed that point since.
+    if (!old) {
         job.cancelableAtStart = job.cancelable;
+        job.announced = announced;
+    }
     return job;
 }
 
-export class Store {
+/** Also an EventTarget: "pool-removed" ({detail: path}) when a pool's InterfacesRemoved is folded in. */
+export class Store extends EventTarget {
     constructor() {
+        super();
         this.pools = new Map();
         this.volumes = new Map();
         this.jobs = new Map();
@@ -187,16 +198,17 @@ export class Store {
     /** Folds a notify message in without telling anyone; whether pools or volumes changed. */
     fold(notify) {
         let volumes = false;
+        const announced = Boolean(notify[ANNOUNCED]);
         for (const [path, interfaces] of Object.entries(notify)) {
             for (const [iface, props] of Object.entries(interfaces)) {
-                this.applyInterface(path, iface, props);
+                this.applyInterface(path, iface, props, announced);
                 volumes ||= iface === VOLUME_IFACE || iface === POOL_IFACE;
             }
         }
         return volumes;
     }
 
-    applyInterface(path, iface, props) {
+    applyInterface(path, iface, props, announced = false) {
         const table = { [POOL_IFACE]: this.pools, [VOLUME_IFACE]: this.volumes, [JOB_IFACE]: this.jobs }[iface];
         if (iface === MANAGER_IFACE) {
             if (props)
@@ -214,6 +226,8 @@ export class Store {
                 if (removed)
                     this.markPoolUsageStale(removed.pool);
             }
+            if (iface === POOL_IFACE && removed)
+                this.dispatchEvent(new CustomEvent("pool-removed", { detail: path }));
             return;
         }
         // An object is known from its InterfacesAdded (or the load), which carries all
@@ -224,7 +238,7 @@ export class Store {
             return;
         const build = { [POOL_IFACE]: toPool, [VOLUME_IFACE]: toVolume, [JOB_IFACE]: toJob }[iface];
         const old = table.get(path);
-        const built = build(path, props, old);
+        const built = build(path, props, old, announced);
         // Which life of the object this is: a path removed and created again (a VM
         // re-created under its name) is another volume, which a dialog opened for the
         // old one must not act on.
@@ -266,16 +280,20 @@ export class Store {
             return;
         const fresh = epoch === undefined || epoch === pool.usageEpoch;
         const usage = usageDetails(details);
-        this.pools.set(path, { ...pool, usage, usageStale: !fresh, usageProblem: poolUsageProblem(pool, usage) });
+        this.pools.set(path, { ...pool, usage, usageStale: !fresh, usageProblem: poolUsageProblem(pool, usage), usageError: null });
         this.changed(true);
     }
 
-    /** A UsageDetails read that failed with `message`: the old figures are no longer shown. */
+    /**
+     * A UsageDetails read that failed with `message` (the service busy, a limit, the
+     * connection): it says nothing about the pool, so the figures shown stay, with the
+     * error beside them (`usageError`), until a read succeeds.
+     */
     setPoolUsageFailed(path, message) {
         const pool = this.pools.get(path);
         if (!pool)
             return;
-        this.pools.set(path, { ...pool, usage: {}, usageStale: false, usageProblem: message });
+        this.pools.set(path, { ...pool, usageStale: false, usageError: message });
         this.changed(true);
     }
 
@@ -339,6 +357,11 @@ export class Store {
     }
 }
 
+/** Whether the pool's usage is to be read again later: its directory missing, or its last read failed. */
+export function poolUsageUnsure(pool) {
+    return Boolean(pool?.usageProblem || pool?.usageError);
+}
+
 /** Code-point order: names are ASCII (the contract's name rules), and 10 000 rows sort fast. */
 function compare(a, b) {
     return a < b ? -1 : a > b ? 1 : 0;
@@ -385,6 +408,15 @@ export function snapshotSources(store, poolPath) {
             sources.push(volume);
     }
     return sources.sort((a, b) => compare(a.vid, b.vid));
+}
+
+/**
+ * The source a Create dialog shows and sends: `chosen` while it is still among
+ * `sources` (snapshotSources, computed anew at each render: volumes come and go while
+ * the dialog is open), else the first of them, else "" (none).
+ */
+export function effectiveSource(sources, chosen) {
+    return sources.some(s => s.vid === chosen) ? chosen : sources[0]?.vid ?? "";
 }
 
 /** Counts of a pool's volumes: {total, running}. */

@@ -143,7 +143,7 @@ function awaitOutcome(dir, done) {
 }
 
 /**
- * Starts the download of the volume's committed image as `<pool>-<vm>-<name>.img`, then says
+ * Starts the download of the volume's committed image as `exportFilename` names it, then says
  * on the page how the export ended (`messages`): finished, or failed — the downloaded
  * file is then incomplete.
  */

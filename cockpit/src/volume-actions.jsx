@@ -2,8 +2,9 @@
 // the polkit action that governs it (an action the user may not do is not offered),
 // and whether it makes sense in the volume's state. Start and stop run at once;
 // the others open a dialog. Failures become messages with the service's sentence. An
-// action that does not make sense now is shown disabled with the reason (`why`), which
-// the list's menu and the volume page show as its tooltip.
+// action that does not make sense now is shown disabled with the reason (`why`,
+// volume-rules.js), which the list's menu shows as the item's description and the
+// volume page as its tooltip.
 
 import React from "react";
 
@@ -11,8 +12,12 @@ import { ACTIONS } from "./access.js";
 import { CloneDialog } from "./clone.jsx";
 import { ImportDialog, exportVolume } from "./transfer.jsx";
 import { RemoveVolumeDialog, ResizeDialog, RevertDialog } from "./volume-dialogs.jsx";
+import { importBlocked, removeBlocked, resizeBlocked, revertBlocked } from "./volume-rules.js";
 
-const STOP_FIRST = "Stop the volume first.";
+/** An action that `why` (a sentence, or null) disables. */
+function unless(why, action) {
+    return { ...action, disabled: Boolean(why), why };
+}
 
 /** [{id, label, run, disabled, why}] for the actions the user may do on `volume`. */
 export function volumeActions(app, volume) {
@@ -27,24 +32,19 @@ export function volumeActions(app, volume) {
             : { id: "start", label: "Start", run: () => messages.run(`Cannot start ${volume.vid}`, () => service.volume(volume.path, "Start")) });
     }
     if (may(ACTIONS.manageVolumes)) {
-        list.push({ id: "resize", label: "Resize…", run: dialog(close => <ResizeDialog volume={volume} close={close} />) });
-        list.push({
-            id: "revert",
-            label: "Revert…",
-            disabled: volume.started || !volume.revisions?.length,
-            why: volume.started ? STOP_FIRST : !volume.revisions?.length ? "The volume has no revisions." : null,
-            run: dialog(close => <RevertDialog volume={volume} close={close} />),
-        });
+        list.push(unless(resizeBlocked(volume), { id: "resize", label: "Resize…", run: dialog(close => <ResizeDialog volume={volume} close={close} />) }));
+        list.push(unless(revertBlocked(volume), { id: "revert", label: "Revert…", run: dialog(close => <RevertDialog volume={volume} close={close} />) }));
     }
     if (may(ACTIONS.export) && access.allowed(ACTIONS.import) && access.allowed(ACTIONS.manageVolumes))
         list.push({ id: "clone", label: "Clone…", run: dialog(close => <CloneDialog volume={volume} close={close} />) });
     if (may(ACTIONS.import))
-        list.push({ id: "import", label: "Import…", disabled: volume.started, why: volume.started ? STOP_FIRST : null, run: dialog(close => <ImportDialog volume={volume} close={close} />) });
+        list.push(unless(importBlocked(volume), { id: "import", label: "Import…", run: dialog(close => <ImportDialog volume={volume} close={close} />) }));
     // The service exports only what a volume keeps: a volume that does not save on
-    // stop has nothing committed to export (its Export is refused).
-    if (may(ACTIONS.export) && volume.saveOnStop)
-        list.push({ id: "export", label: "Export", run: () => exportVolume(pool?.name, volume.vid, messages) });
+    // stop has nothing committed to export (its Export is refused). The CLI names the
+    // volume by its pool's name: not offered while the pool is unknown.
+    if (may(ACTIONS.export) && volume.saveOnStop && pool?.name)
+        list.push({ id: "export", label: "Export", run: () => exportVolume(pool.name, volume.vid, messages) });
     if (may(ACTIONS.manageVolumes))
-        list.push({ id: "remove", label: "Remove…", disabled: volume.started, why: volume.started ? STOP_FIRST : null, run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) });
+        list.push(unless(removeBlocked(volume), { id: "remove", label: "Remove…", run: dialog(close => <RemoveVolumeDialog volume={volume} close={close} />) }));
     return list;
 }

@@ -6,13 +6,13 @@ import React, { useState } from "react";
 import { Checkbox, FormGroup, FormSelect, FormSelectOption, Radio, TextInput } from "@patternfly/react-core";
 
 import { firstError, shownError, sizeOrError, volumeFieldErrors } from "./checks.js";
-import { ActionDialog, FieldHelp, useTouched } from "./dialogs.jsx";
-import { useApp } from "./context.js";
+import { ActionDialog, FieldHelp, describedBy, useTouched } from "./dialogs.jsx";
+import { useApp, useVolumesVersion } from "./context.js";
 import { exactSizeText, formatBytes, parseSize } from "./format.js";
 import { POOL_IFACE } from "./paths.js";
 import { revisionLabel, revisionsNewestFirst } from "./revisions.js";
 import { options } from "./service.js";
-import { snapshotSources } from "./store.js";
+import { effectiveSource, snapshotSources } from "./store.js";
 
 /** Acts on `volume` only if it is still the volume the dialog was opened for. */
 function onSameVolume(store, volume, act) {
@@ -49,8 +49,9 @@ export function ResizeDialog({ volume, close }) {
         <ActionDialog id="resize-dialog" title={`Resize ${volume.vid}`} applyLabel="Resize" close={close}
                       onApply={apply} error={error}>
             <FormGroup label="New size" fieldId="resize-size">
-                <TextInput id="resize-size" value={text} onChange={(_e, v) => setText(v)} />
-                <FieldHelp error={sizeError}>Now {formatBytes(volume.size)} ({volume.size} bytes).</FieldHelp>
+                <TextInput id="resize-size" value={text} onChange={(_e, v) => setText(v)}
+                           aria-describedby={describedBy("resize-size", true)} />
+                <FieldHelp field="resize-size" error={sizeError}>Now {formatBytes(volume.size)} ({volume.size} bytes).</FieldHelp>
             </FormGroup>
             {shrinking &&
                 <Checkbox id="resize-shrink" isChecked={shrink} onChange={(_e, v) => setShrink(v)}
@@ -113,11 +114,14 @@ export function CreateVolumeDialog({ pool, close }) {
     const [kind, setKind] = useState("origin");
     const [sizeText, setSizeText] = useState("2G");
     const [rw, setRw] = useState(true);
+    // The pool's volumes change while the dialog is open: the sources follow them.
+    useVolumesVersion();
     const sources = snapshotSources(store, pool.path);
-    const [source, setSource] = useState(sources[0]?.vid ?? "");
+    const [chosenSource, setSource] = useState("");
+    const source = effectiveSource(sources, chosenSource);
     const [touched, touch] = useTouched();
     const needsSource = kind === "snapshot";
-    const errors = volumeFieldErrors({ vm, name, size: sizeText, source, needsSource });
+    const errors = volumeFieldErrors({ vm, name, size: sizeText, source, needsSource, sourcesOffered: sources.length });
     const shown = field => shownError(errors, touched, field);
     const edit = (field, set) => (_e, value) => {
         touch(field);
@@ -145,13 +149,13 @@ export function CreateVolumeDialog({ pool, close }) {
             </FormGroup>
             <FormGroup label="VM" fieldId="volume-vm">
                 <TextInput id="volume-vm" value={vm} onChange={edit("vm", setVm)}
-                           validated={shown("vm") ? "error" : "default"} />
-                <FieldHelp error={shown("vm")} />
+                           validated={shown("vm") ? "error" : "default"} aria-describedby={describedBy("volume-vm", shown("vm"))} />
+                <FieldHelp field="volume-vm" error={shown("vm")} />
             </FormGroup>
             <FormGroup label="Volume name" fieldId="volume-name">
                 <TextInput id="volume-name" value={name} onChange={edit("name", setName)}
-                           validated={shown("name") ? "error" : "default"} />
-                <FieldHelp error={shown("name")}>The volume is {vmClass}/{vm || "…"}/{name || "…"}.</FieldHelp>
+                           validated={shown("name") ? "error" : "default"} aria-describedby={describedBy("volume-name", true)} />
+                <FieldHelp field="volume-name" error={shown("name")}>The volume is {vmClass}/{vm || "…"}/{name || "…"}.</FieldHelp>
             </FormGroup>
             <FormGroup label="Kind" fieldId="volume-kind">
                 <FormSelect id="volume-kind" value={kind} onChange={(_e, v) => setKind(v)}>
@@ -161,17 +165,18 @@ export function CreateVolumeDialog({ pool, close }) {
             {needsSource
                 ? <FormGroup label="Source volume" fieldId="volume-source">
                     {sources.length > 0 &&
-                        <FormSelect id="volume-source" value={source} onChange={(_e, v) => setSource(v)}>
+                        <FormSelect id="volume-source" value={source} onChange={(_e, v) => setSource(v)}
+                                    aria-describedby={describedBy("volume-source", true)}>
                             {sources.map(v => <FormSelectOption key={v.vid} value={v.vid} label={v.vid} />)}
                         </FormSelect>}
-                    <FieldHelp error={errors.source}>
+                    <FieldHelp field="volume-source" error={errors.source}>
                         {sources.length > 0 && "Only volumes that save on stop can be a source."}
                     </FieldHelp>
                 </FormGroup>
                 : <FormGroup label="Size" fieldId="volume-size">
                     <TextInput id="volume-size" value={sizeText} onChange={edit("size", setSizeText)}
-                               validated={errors.size ? "error" : "default"} />
-                    <FieldHelp error={errors.size} />
+                               validated={errors.size ? "error" : "default"} aria-describedby={describedBy("volume-size", errors.size)} />
+                    <FieldHelp field="volume-size" error={errors.size} />
                 </FormGroup>}
             <Checkbox id="volume-rw" label="Writable by the VM" isChecked={rw} onChange={(_e, v) => setRw(v)} />
         </ActionDialog>

@@ -3,7 +3,8 @@
 // pool, VM, state and a text in the vid (a filter that matches nothing says so), and
 // windowed (virtual.js) so that 10 000 volumes scroll like 10. A row's Usage is read
 // when the row is on screen and its last value went stale. Stacked cards only on a
-// narrow page (narrow.js).
+// narrow page (narrow.js). Every row (and card) is one height, which the window
+// measures once: a long vid or pool name is cut, not wrapped (`OneLine`).
 
 import React, { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import {
@@ -39,12 +40,13 @@ export function OutdatedLabel({ volume }) {
     );
 }
 
-/** A vid that may wrap after each "/" (and nowhere else) when its cell is narrow. */
-export function VidText({ vid }) {
-    const parts = vid.split("/");
-    return parts.map((part, i) => (
-        <React.Fragment key={i}>{part}{i < parts.length - 1 && <>/<wbr /></>}</React.Fragment>
-    ));
+/**
+ * A text (a vid, a pool name) on one line, cut with an ellipsis when its cell is
+ * narrow, whole in its title: rows of one height are what the window of rows
+ * (virtual.js) relies on (app.css).
+ */
+export function OneLine({ text }) {
+    return <span className="qs-one-line" title={text}>{text}</span>;
 }
 
 export function goToVolume(poolName, vid) {
@@ -75,9 +77,9 @@ const VolumeRow = React.memo(function VolumeRow({ volume, poolName }) {
     return (
         <Tr className="qs-row" data-vid={volume.vid} data-pool={poolName}>
             <Td dataLabel="Volume">
-                <Button variant="link" isInline onClick={() => goToVolume(poolName, volume.vid)}><VidText vid={volume.vid} /></Button>
+                <Button variant="link" isInline onClick={() => goToVolume(poolName, volume.vid)}><OneLine text={volume.vid} /></Button>
             </Td>
-            <Td dataLabel="Pool">{poolName}</Td>
+            <Td dataLabel="Pool"><OneLine text={poolName} /></Td>
             <Td dataLabel="Kind">{volumeKind(volume)}</Td>
             <Td dataLabel="Size">{formatBytes(volume.size)}</Td>
             <Td dataLabel="Usage">{formatBytes(volume.usage)}</Td>

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { firstError, poolFieldErrors, shownError, sizeOrError, volumeFieldErrors } from "../src/checks.js";
+import { MOST_REVISIONS_TO_KEEP, firstError, poolFieldErrors, shownError, sizeOrError, volumeFieldErrors } from "../src/checks.js";
 
 test("a pool's bad name, relative directory and bad count each get their own sentence", () => {
     const errors = poolFieldErrors({ name: "1st pool", dir: "pools/a", keep: "-2" });
@@ -36,4 +36,17 @@ test("sizes must be whole sectors", () => {
     assert.deepEqual(sizeOrError("1M"), [1024 * 1024, null]);
     assert.match(sizeOrError("1.15GiB")[1], /512-byte sectors/);
     assert.match(sizeOrError("big")[1], /Write a size/);
+});
+
+test("a snapshot in a pool without any volume that saves on stop says so", () => {
+    const base = { vm: "work", name: "private", size: "2G", source: "", needsSource: true };
+    assert.match(volumeFieldErrors({ ...base, sourcesOffered: 0 }).source, /^The pool has no volume that saves on stop/);
+    assert.match(volumeFieldErrors({ ...base, sourcesOffered: 2 }).source, /^Choose the source volume/);
+});
+
+test("revisions to keep fits the bus's int32", () => {
+    const pool = keep => poolFieldErrors({ name: "fast", dir: "/var/lib/qubes", keep }).keep;
+    assert.equal(pool(String(MOST_REVISIONS_TO_KEEP)), null);
+    assert.match(pool(String(MOST_REVISIONS_TO_KEEP + 1)), /at most 2147483647/);
+    assert.match(pool("99999999999999999999"), /at most 2147483647/);
 });

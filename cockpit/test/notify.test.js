@@ -6,7 +6,7 @@ import { test } from "node:test";
 
 import { Feed, load } from "../src/loader.js";
 import {
-    childNodes, fromGetAll, fromInterfacesAdded, fromInterfacesRemoved, fromManagedObjects,
+    ANNOUNCED, childNodes, fromGetAll, fromInterfacesAdded, fromInterfacesRemoved, fromManagedObjects,
     fromPropertiesChanged,
 } from "../src/notify.js";
 import { Store } from "../src/store.js";
@@ -36,7 +36,7 @@ test("a listing's variants come off each property, nested ones stay", () => {
 
 test("signals and GetAll become the notify messages the bridge's watch gave", () => {
     assert.deepEqual(fromInterfacesAdded([VOLUME, { [VOLUME_IFACE]: { Vid: { t: "s", v: "a/b/c" } } }]),
-                     { [VOLUME]: { [VOLUME_IFACE]: { Vid: "a/b/c" } } });
+                     { [VOLUME]: { [VOLUME_IFACE]: { Vid: "a/b/c" } }, [ANNOUNCED]: true });
     assert.deepEqual(fromInterfacesRemoved([VOLUME, [VOLUME_IFACE, "org.freedesktop.DBus.Properties"]]),
                      { [VOLUME]: { [VOLUME_IFACE]: null, "org.freedesktop.DBus.Properties": null } });
     assert.deepEqual(fromPropertiesChanged(VOLUME, [VOLUME_IFACE, { Started: { t: "b", v: true } }, []]),

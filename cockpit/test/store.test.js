@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Store, filterVolumes, poolCounts, snapshotSources, vmNames } from "../src/store.js";
+import { Store, effectiveSource, filterVolumes, poolCounts, snapshotSources, vmNames } from "../src/store.js";
 
 const POOL = "/org/qubes/Storage/pools/work";
 const VOLUME = `${POOL}/volumes/appvms_2fwork_2fprivate`;
@@ -200,6 +200,20 @@ test("a pool whose usage has no figures says its directory is missing, and recov
     store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 }, data_usage: { t: "t", v: 10 } });
     assert.equal(store.pools.get(POOL).usageProblem, null);
     store.setPoolUsageFailed(POOL, "Permission denied.");
-    assert.equal(store.pools.get(POOL).usageProblem, "Permission denied.");
-    assert.equal(store.pools.get(POOL).usage.data_size, undefined);
+    assert.equal(store.pools.get(POOL).usageProblem, null);
+    assert.equal(store.pools.get(POOL).usageError, "Permission denied.");
+    assert.equal(store.pools.get(POOL).usage.data_size, 1000, "a failed read keeps the figures");
+    store.setPoolUsage(POOL, { data_size: { t: "t", v: 1000 }, data_usage: { t: "t", v: 20 } });
+    assert.equal(store.pools.get(POOL).usageError, null);
+});
+
+test("the Create dialog's source follows the sources offered", () => {
+    const a = { vid: "appvms/a/private" };
+    const b = { vid: "appvms/b/private" };
+    // None when the dialog opened; one appears: it is the source, not "".
+    assert.equal(effectiveSource([], ""), "");
+    assert.equal(effectiveSource([a], ""), "appvms/a/private");
+    // A choice stays while it is offered; once gone, the first offered takes its place.
+    assert.equal(effectiveSource([a, b], "appvms/b/private"), "appvms/b/private");
+    assert.equal(effectiveSource([a], "appvms/b/private"), "appvms/a/private");
 });
