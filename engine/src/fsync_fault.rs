@@ -21,6 +21,7 @@
 //! | `commit-file`      | the dirty image before it is committed                |
 //! | `changes-dir`      | a VM directory after an operation's batch of renames, links and discards (`durable::DirChanges`) |
 //! | `start-dir`        | a VM directory after a start renamed a precache that is not a marked reflink on btrfs or XFS (that start then waits for no barrier, as rule 8 allows only for a marked one) |
+//! | `stop-dir`         | a VM directory after the stop of a snapshot's or volatile volume's running image without a boot mark (that stop then waits for no barrier, as rule 9 allows only for a marked one) |
 //! | `journal-append`   | the fdatasync of a state change appended to a pool's journal |
 //! | `journal-cut`      | the fdatasync of a journal cut back to its good records |
 //! | `journal-empty-file` | a pool's new empty journal, before its rename       |
@@ -30,7 +31,7 @@
 //! | `state-mkdir-parent` | the parent of a new state directory                 |
 
 /// Every site, for tests that name one.
-pub const SITES: [&str; 19] = [
+pub const SITES: [&str; 20] = [
     "replace-file",
     "replace-dir",
     "rename-dir",
@@ -43,6 +44,7 @@ pub const SITES: [&str; 19] = [
     "commit-file",
     "changes-dir",
     "start-dir",
+    "stop-dir",
     "journal-append",
     "journal-cut",
     "journal-empty-file",

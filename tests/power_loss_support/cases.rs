@@ -80,9 +80,11 @@ pub enum Op {
     StopUnflushed,
     /// Stop of a VM's three volumes at once.
     StopVm,
-    /// The same, with the root's and the volatile volume's running images unmarked (as
+    /// A VM's stop whose root's and volatile volume's running images are unmarked (as
     /// the reference driver or an older release made them): their stops need the
-    /// barrier the marked ones skip.
+    /// barrier the marked ones skip. The private volume is stopped first, then the
+    /// other two at once, so that no fsync of the private volume's stop can make
+    /// their changes durable for them (a skipped barrier is then always seen).
     StopVmUnmarked,
     /// CreateVolume of a VM's three volumes at once.
     CreateVm,
@@ -323,7 +325,11 @@ impl Op {
                 drop(file);
                 work.stop(opts()).await
             }
-            Op::StopVm | Op::StopVmUnmarked => stop_vm(conn).await,
+            Op::StopVm => stop_vm(conn).await,
+            Op::StopVmUnmarked => {
+                work().await?.stop(opts()).await?;
+                stop_disposables(conn).await
+            }
             Op::CreateVm => create_vm(conn).await,
             Op::StartVm => start_vm(conn).await,
         }
@@ -334,6 +340,19 @@ impl Op {
 async fn stop_vm(conn: &Connection) -> zbus::Result<()> {
     let mut volumes = Vec::new();
     for vol in [WORK, WORK_ROOT, WORK_VOLATILE] {
+        volumes.push(volume(conn, vol).await?);
+    }
+    let stops = volumes.iter().map(|v| v.stop(opts()));
+    futures_util::future::join_all(stops)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Stop WORK's VM's root and volatile volume at once; the first failure, if any.
+async fn stop_disposables(conn: &Connection) -> zbus::Result<()> {
+    let mut volumes = Vec::new();
+    for vol in [WORK_ROOT, WORK_VOLATILE] {
         volumes.push(volume(conn, vol).await?);
     }
     let stops = volumes.iter().map(|v| v.stop(opts()));
