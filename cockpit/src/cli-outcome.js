@@ -33,6 +33,25 @@ export function exportOutcome(status) {
     return { ok: false, text: `qubes-storage exited with status ${first.trim() || "unknown"}.` };
 }
 
+/** The name of an export's status directory, made by `mktemp -d` in the temp dir. */
+export const EXPORT_DIR_PATTERN = "qubes-storage-export.XXXXXXXXXX";
+
+/** How old an export's status directory must be to count as left behind (a day). */
+export const STALE_EXPORT_MINUTES = 24 * 60;
+
+/**
+ * The command that deletes the status directories of earlier exports whose page went
+ * away before their outcome was read (closed, reloaded, its download refused): this
+ * user's, older than [STALE_EXPORT_MINUTES] — no export takes that long, so none
+ * still running loses its directory.
+ */
+export function staleExportCleanup() {
+    const script = 'find "${TMPDIR:-/tmp}" -maxdepth 1 -type d -name "$1" -user "$(id -u)" ' +
+        '-mmin +"$2" -exec rm -rf -- {} +';
+    const pattern = EXPORT_DIR_PATTERN.replace(/X+$/, "*");
+    return ["/bin/sh", "-c", script, "sh", pattern, String(STALE_EXPORT_MINUTES)];
+}
+
 /**
  * The file an export downloads as: `<pool>-<vid with "-" for "/">.img` — the pool
  * too, since the same vid may live in several pools (a clone keeps its vid in another

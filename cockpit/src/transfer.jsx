@@ -26,7 +26,7 @@ import React, { useRef, useState } from "react";
 import { Alert, Button, Checkbox, FileUpload, FormGroup, Modal, Progress } from "@patternfly/react-core";
 
 import { useApp } from "./context.js";
-import { cliMessage, exportFilename, exportOutcome } from "./cli-outcome.js";
+import { EXPORT_DIR_PATTERN, cliMessage, exportFilename, exportOutcome, staleExportCleanup } from "./cli-outcome.js";
 import { formatBytes } from "./format.js";
 
 const CHUNK = 1 << 20;
@@ -151,8 +151,10 @@ export async function exportVolume(poolName, vid, messages) {
     const filename = exportFilename(poolName, vid);
     const title = `Cannot export ${vid}`;
     let dir;
+    // What earlier exports left behind when their page went away first goes now.
+    await cockpit.spawn(staleExportCleanup(), { superuser: "try", err: "ignore" }).catch(() => {});
     try {
-        dir = (await cockpit.spawn(["mktemp", "-d", "--tmpdir", "qubes-storage-export.XXXXXXXXXX"],
+        dir = (await cockpit.spawn(["mktemp", "-d", "--tmpdir", EXPORT_DIR_PATTERN],
                                    { superuser: "try", err: "message" })).trim();
     } catch (error) {
         messages.error(title, error);

@@ -4,7 +4,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { cliMessage, exportFilename, exportOutcome } from "../src/cli-outcome.js";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, existsSync, utimesSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { cliMessage, exportFilename, exportOutcome, staleExportCleanup } from "../src/cli-outcome.js";
 
 test("an exit status of 0 is a finished export", () => {
     assert.deepEqual(exportOutcome("0\n"), { ok: true, text: "" });
@@ -46,4 +51,26 @@ test("an app VM's and a template's volume of one name get different downloads", 
 
 test("a download is never named undefined", () => {
     assert.equal(exportFilename(undefined, "appvms/work/private"), "appvms-work-private.img");
+});
+
+test("the cleanup deletes only this user's export directories older than a day", () => {
+    const tmp = mkdtempSync(join(tmpdir(), "qs-cleanup-test-"));
+    try {
+        const old = join(tmp, "qubes-storage-export.oldoldoldo");
+        const fresh = join(tmp, "qubes-storage-export.freshfresh");
+        const other = join(tmp, "something-else.oldoldoldo");
+        for (const dir of [old, fresh, other])
+            mkdirSync(dir);
+        mkdirSync(join(old, "inside"));
+        const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+        for (const dir of [old, other])
+            utimesSync(dir, twoDaysAgo, twoDaysAgo);
+        const [command, ...args] = staleExportCleanup();
+        execFileSync(command, args, { env: { ...process.env, TMPDIR: tmp } });
+        assert.equal(existsSync(old), false, "the old export directory stayed");
+        assert.equal(existsSync(fresh), true, "a running export's directory went");
+        assert.equal(existsSync(other), true, "another program's directory went");
+    } finally {
+        rmSync(tmp, { recursive: true, force: true });
+    }
 });
