@@ -45,6 +45,7 @@ on_every_fs!(
     create_pool_on_a_fresh_disk_survives_power_loss => Op::CreatePool,
     stopping_a_vms_three_volumes_at_once_survives_power_loss => Op::StopVm,
     stopping_a_vm_whose_disposable_images_an_older_release_made_survives_power_loss => Op::StopVmUnmarked,
+    stopping_disposable_images_an_older_release_made_survives_power_loss => Op::StopDisposablesUnmarked,
     creating_a_vms_three_volumes_at_once_survives_power_loss => Op::CreateVm,
     starting_a_vms_three_volumes_at_once_survives_power_loss => Op::StartVm,
 );

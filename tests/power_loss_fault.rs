@@ -28,8 +28,8 @@
 //! would hand out data that was never committed; on all three the stop of a VM's root
 //! and volatile volume whose images carry no boot mark, made without its barrier as
 //! rule 9 allows only for marked ones (`stop-dir`), is undone by a power cut after its
-//! acknowledgement: the volumes come back started (the case stops the VM's private
-//! volume first: stopped at the same time, its directory fsync may commit theirs). A
+//! acknowledgement: the volumes come back started (the case stops those two alone:
+//! stopped with the VM's private volume, its directory fsync may commit theirs). A
 //! skipped fsync that a later fsync of the same operation covers (ext4 and XFS commit
 //! their whole journal on any fsync) is, rightly, not reported.
 //!
@@ -218,10 +218,11 @@ fn a_start_without_its_barrier_from_a_copied_precache_leaves_session_data_in_it_
 /// running image carries a boot mark (the start-up sweep after a reboot stops such a
 /// volume). Skipped for images without the mark (`stop-dir`), a power cut after the
 /// acknowledgement can bring the running images back, which the sweep keeps: the
-/// volumes are served started.
-#[test]
-fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone_on_btrfs() {
-    let report = replay_with_skipped_fsync(Op::StopVmUnmarked, FsType::Btrfs, "stop-dir");
+/// volumes are served started. (The case stops those two alone: stopped with the VM's
+/// private volume, the private volume's directory fsync may make their changes durable
+/// for them, depending on the order of the three.)
+fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone(fs: FsType) {
+    let report = replay_with_skipped_fsync(Op::StopDisposablesUnmarked, fs, "stop-dir");
     assert_acknowledged_change_lost(&report);
     assert!(
         report
@@ -234,13 +235,16 @@ fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone_on_btrfs()
 }
 
 #[test]
+fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone_on_btrfs() {
+    a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone(FsType::Btrfs);
+}
+
+#[test]
 fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone_on_xfs() {
-    let report = replay_with_skipped_fsync(Op::StopVmUnmarked, FsType::Xfs, "stop-dir");
-    assert_acknowledged_change_lost(&report);
+    a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone(FsType::Xfs);
 }
 
 #[test]
 fn a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone_on_ext4() {
-    let report = replay_with_skipped_fsync(Op::StopVmUnmarked, FsType::Ext4, "stop-dir");
-    assert_acknowledged_change_lost(&report);
+    a_stop_without_its_barrier_of_unmarked_disposable_images_is_undone(FsType::Ext4);
 }

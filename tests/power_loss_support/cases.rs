@@ -40,10 +40,15 @@
 //! the crash disk gives the source's committed image and an empty one (checked after
 //! start-vm and stop-vm).
 //!
-//! The last three run their three calls concurrently over the bus, so that they share
-//! barriers: the VM directory's fsyncs and syncfs rounds (stop-vm), the state journal's
-//! fdatasync (create-vm); stop-vm also discards the two stopped images, which are
-//! deleted after the replies.
+//! stop-vm, stop-vm-unmarked, create-vm and start-vm run their three calls concurrently
+//! over the bus, so that they share barriers: the VM directory's fsyncs and syncfs
+//! rounds (stop-vm), the state journal's fdatasync (create-vm); stop-vm also discards
+//! the two stopped images, which are deleted after the replies. stop-vm-unmarked is
+//! stop-vm with the root's and the volatile volume's running images unmarked (as the
+//! reference driver or an older release made them), whose stops keep their barrier;
+//! stop-disposables-unmarked stops those two alone, so that no other fsync in the VM
+//! directory can make their changes durable for them: the fault tests skip their
+//! barrier there, where skipping it is always seen.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
@@ -80,12 +85,13 @@ pub enum Op {
     StopUnflushed,
     /// Stop of a VM's three volumes at once.
     StopVm,
-    /// A VM's stop whose root's and volatile volume's running images are unmarked (as
-    /// the reference driver or an older release made them): their stops need the
-    /// barrier the marked ones skip. The private volume is stopped first, then the
-    /// other two at once, so that no fsync of the private volume's stop can make
-    /// their changes durable for them (a skipped barrier is then always seen).
+    /// Stop of a VM's three volumes at once, the root's and the volatile volume's
+    /// running images unmarked (as the reference driver or an older release made
+    /// them): their stops need the barrier the marked ones skip.
     StopVmUnmarked,
+    /// Stop of the root and the volatile volume alone (at once), their running images
+    /// unmarked: nothing else in the VM directory is made durable meanwhile.
+    StopDisposablesUnmarked,
     /// CreateVolume of a VM's three volumes at once.
     CreateVm,
     /// Start of a VM's three volumes at once.
@@ -93,7 +99,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 17] = [
         Op::Start,
         Op::StartSession,
         Op::Stop,
@@ -108,6 +114,7 @@ impl Op {
         Op::StopUnflushed,
         Op::StopVm,
         Op::StopVmUnmarked,
+        Op::StopDisposablesUnmarked,
         Op::CreateVm,
         Op::StartVm,
     ];
@@ -128,6 +135,7 @@ impl Op {
             Op::StopUnflushed => "stop-unflushed",
             Op::StopVm => "stop-vm",
             Op::StopVmUnmarked => "stop-vm-unmarked",
+            Op::StopDisposablesUnmarked => "stop-disposables-unmarked",
             Op::CreateVm => "create-vm",
             Op::StartVm => "start-vm",
         }
@@ -175,7 +183,9 @@ impl Op {
     /// acknowledged (their stop waits for no barrier).
     pub fn disposable(self) -> &'static [Vol] {
         match self {
-            Op::StartVm | Op::StopVm | Op::StopVmUnmarked => &[WORK_ROOT, WORK_VOLATILE],
+            Op::StartVm | Op::StopVm | Op::StopVmUnmarked | Op::StopDisposablesUnmarked => {
+                &[WORK_ROOT, WORK_VOLATILE]
+            }
             _ => &[],
         }
     }
@@ -183,7 +193,7 @@ impl Op {
     /// Must the disposable volumes' stops hold once acknowledged? Those of running
     /// images without a boot mark, which the start-up sweep would keep started.
     pub fn disposables_stop_durably(self) -> bool {
-        self == Op::StopVmUnmarked
+        matches!(self, Op::StopVmUnmarked | Op::StopDisposablesUnmarked)
     }
 
     /// The volumes the operation changes.
@@ -191,6 +201,7 @@ impl Op {
         match self {
             Op::Create => &[NEW],
             Op::StopVm | Op::StopVmUnmarked | Op::StartVm => &[WORK, WORK_ROOT, WORK_VOLATILE],
+            Op::StopDisposablesUnmarked => &[WORK_ROOT, WORK_VOLATILE],
             Op::CreateVm => &[NEW, NEW_ROOT, NEW_VOLATILE],
             _ => &[WORK],
         }
@@ -207,10 +218,13 @@ impl Op {
         if self == Op::StopUnflushed {
             engine.start(&WORK.vref(), &ctx).expect("start");
         }
-        if matches!(self, Op::StopVm | Op::StopVmUnmarked) {
+        if matches!(
+            self,
+            Op::StopVm | Op::StopVmUnmarked | Op::StopDisposablesUnmarked
+        ) {
             for vol in [WORK_ROOT, WORK_VOLATILE] {
                 let dirty = engine.start(&vol.vref(), &ctx).expect("start");
-                if self == Op::StopVmUnmarked {
+                if self.disposables_stop_durably() {
                     let file = std::fs::File::open(&dirty).expect("the running image");
                     qubes_storage_engine::sys::remove_xattr(
                         &file,
@@ -238,7 +252,10 @@ impl Op {
             let work = world[&WORK].clone().started(Content::of('C'));
             world.insert(WORK, work);
         }
-        if matches!(self, Op::StopVm | Op::StopVmUnmarked) {
+        if matches!(
+            self,
+            Op::StopVm | Op::StopVmUnmarked | Op::StopDisposablesUnmarked
+        ) {
             let root = VolState::halted().started(Content::of('H'));
             world.insert(WORK_ROOT, root);
             let volatile = VolState::halted().started(Content::of('E'));
@@ -265,6 +282,11 @@ impl Op {
             }
             Op::Remove => VolState::absent(),
             Op::CreatePool => return world,
+            Op::StopDisposablesUnmarked => {
+                world.insert(WORK_ROOT, VolState::halted());
+                world.insert(WORK_VOLATILE, VolState::halted());
+                return world;
+            }
             Op::StopVm | Op::StopVmUnmarked => {
                 world.insert(WORK_ROOT, VolState::halted());
                 world.insert(WORK_VOLATILE, VolState::halted());
@@ -325,11 +347,8 @@ impl Op {
                 drop(file);
                 work.stop(opts()).await
             }
-            Op::StopVm => stop_vm(conn).await,
-            Op::StopVmUnmarked => {
-                work().await?.stop(opts()).await?;
-                stop_disposables(conn).await
-            }
+            Op::StopVm | Op::StopVmUnmarked => stop_vm(conn).await,
+            Op::StopDisposablesUnmarked => stop_disposables(conn).await,
             Op::CreateVm => create_vm(conn).await,
             Op::StartVm => start_vm(conn).await,
         }
