@@ -69,6 +69,73 @@ fn page_lists_every_pool_and_volume_with_state_in_words() {
     w.assert_no_page_errors();
 }
 
+/// The page at a desktop's width, at 900 px and 660 px (Cockpit's menu beside it) and a
+/// phone's, with long names and an outdated snapshot: nothing scrolls sideways (the
+/// volumes' actions and the pools' menu stay in sight; before, at 900 px the list pushed
+/// Start and the menu out of view), and every row — every card on a phone — has one
+/// height, which the window of rows relies on (an outdated snapshot's card was taller).
+#[test]
+fn the_volume_list_fits_every_width_with_rows_of_one_height() {
+    let mut w = World::start("widths");
+    let pool = w.pool("varlibqubes", FsType::Btrfs, 256 * MIB);
+    let template = w.origin(&pool, "vm-templates/fedora-40-xfce-minimal/root", 16 * MIB);
+    w.origin(&pool, "appvms/a-very-long-name-for-a-vm/private", 16 * MIB);
+    w.volatile(&pool, "appvms/a-very-long-name-for-a-vm/volatile", 8 * MIB);
+    let config = common::opts_of([
+        ("snap_on_start", zbus::zvariant::Value::from(true)),
+        (
+            "source",
+            zbus::zvariant::Value::from("vm-templates/fedora-40-xfce-minimal/root"),
+        ),
+    ]);
+    let root = w.block_on(w.h().create_volume(
+        &pool,
+        "appvms/a-very-long-name-for-a-vm/root",
+        config,
+    ));
+    w.block_on(w.volume(&root).start(common::opts()))
+        .expect("Start");
+    let source = w.volume(&template);
+    w.block_on(source.start(common::opts())).expect("Start");
+    w.block_on(source.stop(common::opts())).expect("Stop");
+    w.open_page(Session::Root);
+    w.expect(
+        "qs.$$('tr.qs-row .qs-outdated').length === 1",
+        "the snapshot shown outdated",
+    );
+    for width in [1400, 900, 660, 400] {
+        w.browser().call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({ "width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        w.expect(
+            "(() => { const s = qs.$('.qs-volumes-scroll'); \
+                const page = s.ownerDocument.documentElement; \
+                return s.scrollWidth <= s.clientWidth && page.scrollWidth <= page.clientWidth \
+                    && [...s.ownerDocument.querySelectorAll('.qs-pools, .qs-volumes')] \
+                        .every(t => t.getBoundingClientRect().right <= page.clientWidth); })()",
+            &format!("no sideways scroll at {width} px"),
+        );
+        let heights = w.eval(
+            "qs.$$('tr.qs-row').map(r => [r.dataset.vid, r.offsetHeight, \
+                [...r.querySelectorAll('td')].map(c => c.dataset.label + ':' + c.offsetHeight).join(' ')])",
+        );
+        // (The last card of a list has no margin below it: not a row's own height.)
+        let rows = heights.as_array().expect("rows");
+        let distinct: std::collections::BTreeSet<u64> = rows[..rows.len() - 1]
+            .iter()
+            .filter_map(|row| row[1].as_u64())
+            .collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "rows of several heights at {width} px: {heights}"
+        );
+        w.screenshot(&format!("width-{width}"));
+    }
+    w.assert_no_page_errors();
+}
+
 #[test]
 fn busctl_start_turns_the_row_running_within_a_second_without_reload() {
     let (mut w, _) = small_world("realtime");
@@ -658,11 +725,13 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "the Create button",
     );
     assert_eq!(w.cell("fresh", "appvms/web/private", "Size"), "32 MiB");
-    let volume_path = w.block_on(
-        w.pool_proxy(&pool)
-            .get_volume("appvms/web/private", common::opts()),
-    );
-    let volume = w.volume(&volume_path.expect("the service has the volume"));
+    let volume_path = w
+        .block_on(
+            w.pool_proxy(&pool)
+                .get_volume("appvms/web/private", common::opts()),
+        )
+        .expect("the service has the volume");
+    let volume = w.volume(&volume_path);
     assert_eq!(w.block_on(volume.size()).expect("Size"), 32 * MIB + 512);
     // Resize it: the dialog opens with the exact size (not the rounded "32MiB", which
     // would be a shrink), so it can be applied as it is.
@@ -703,6 +772,49 @@ fn pools_and_volumes_are_created_resized_and_removed_through_dialogs() {
         "!qs.$('.pf-v5-c-menu__item') || (qs.click(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]')), false)",
         "the pool's menu closed",
     );
+    // A snapshot's source: the first shown stays chosen when a volume that sorts first
+    // appears while the dialog is open, and that is the source it gets.
+    w.expect(
+        "qs.$('#create-volume-dialog') || (qs.menuItem(qs.$('tr.qs-pool-row[data-pool=fresh] button[aria-label=\"Actions of pool fresh\"]'), 'Create volume…'), false)",
+        "the Create volume dialog again",
+    );
+    w.expect("qs.setValue(qs.$('#volume-vm'), 'disp')", "the VM field");
+    w.expect(
+        "qs.setValue(qs.$('#volume-name'), 'root')",
+        "the name field",
+    );
+    w.expect("qs.setValue(qs.$('#volume-kind'), 'snapshot')", "the kind");
+    w.expect(
+        "qs.$('#volume-source')?.value === 'appvms/web/private'",
+        "the one source offered, chosen",
+    );
+    let earlier = w.origin(&pool, "appvms/aaa/private", MIB);
+    w.expect(
+        "[...qs.$('#volume-source').options].some(o => o.value === 'appvms/aaa/private')",
+        "the new volume offered",
+    );
+    assert_eq!(
+        w.eval("qs.$('#volume-source').value"),
+        serde_json::json!("appvms/web/private"),
+        "the source changed unseen"
+    );
+    w.expect(
+        "qs.click(qs.button(qs.$('#create-volume-dialog'), 'Create'))",
+        "the Create button",
+    );
+    w.expect(
+        "!!qs.row('fresh', 'appvms/disp/root')",
+        "the snapshot's row",
+    );
+    let snapshot = w.block_on(
+        w.pool_proxy(&pool)
+            .get_volume("appvms/disp/root", common::opts()),
+    );
+    let snapshot = w.volume(&snapshot.expect("the service has the snapshot"));
+    assert_eq!(w.block_on(snapshot.source()).expect("Source"), volume_path);
+    for extra in [snapshot, w.volume(&earlier)] {
+        w.block_on(extra.remove(common::opts())).expect("Remove");
+    }
     // Remove the volume, then the pool.
     w.click_row_menu("fresh", "appvms/web/private", "Remove…");
     w.expect(
@@ -951,7 +1063,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     std::fs::create_dir(&downloads).expect("the download directory");
     w.browser().allow_downloads(&downloads);
     w.click_row_menu("work", "appvms/work/private", "Export");
-    let exported = downloads.join("work-appvms-work-private.img");
+    let exported = downloads.join("work+appvms+work+private.img");
     wait_for_download(&exported, data.len() as u64);
     assert!(
         std::fs::read(&exported).expect("the download") == data,
@@ -964,7 +1076,7 @@ fn an_image_is_imported_from_a_file_and_exported_to_a_download() {
     );
     assert!(
         said.as_str().is_some_and(
-            |t| t.contains("work-appvms-work-private.img holds the volume's committed image")
+            |t| t.contains("work+appvms+work+private.img holds the volume's committed image")
         ),
         "the page says {said}"
     );
@@ -1010,7 +1122,7 @@ fn a_refused_export_is_said_and_its_download_called_incomplete() {
     let shown = error_message(&mut w);
     assert!(
         shown.contains("Cannot export appvms/work/private")
-            && shown.contains("work-appvms-work-private.img is incomplete"),
+            && shown.contains("work+appvms+work+private.img is incomplete"),
         "the page shows {shown:?}"
     );
     assert!(

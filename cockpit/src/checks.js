@@ -39,17 +39,19 @@ export function poolFieldErrors({ name, dir, keep }) {
 }
 
 /**
- * CreateVolume's fields: {vm, name, size, source, needsSource, sourcesOffered} → the
- * sentence of each field, or null (`size` is the size field's text; only one of size
- * and source counts; `sourcesOffered`: how many volumes the pool has that may be one).
+ * CreateVolume's fields: {vm, name, size, source, needsSource, sourcesOffered, gone} →
+ * the sentence of each field, or null (`size` is the size field's text; only one of
+ * size and source counts; `sourcesOffered`: how many volumes the pool has that may be
+ * one; `gone`: the vid of a chosen source that was removed meanwhile).
  */
-export function volumeFieldErrors({ vm, name, size, source, needsSource, sourcesOffered }) {
+export function volumeFieldErrors({ vm, name, size, source, needsSource, sourcesOffered, gone }) {
     return {
         vm: NAME.test(vm) ? null : `The VM name ${NAME_RULE}`,
         name: !NAME.test(name) ? `The volume name ${NAME_RULE}`
             : RESERVED.test(name) ? "The volume name does not end in -dirty, -precache, -import or -cow (the names of its files)." : null,
         size: needsSource ? null : sizeOrError(size)[1],
         source: !needsSource || source ? null
+            : gone ? `The source ${gone} was removed meanwhile: choose another.`
             : sourcesOffered === 0 ? "The pool has no volume that saves on stop, which a snapshot needs as its source: create an origin in it first."
                 : "Choose the source volume: one that saves on stop.",
     };

@@ -53,12 +53,14 @@ export function staleExportCleanup() {
 }
 
 /**
- * The file an export downloads as: `<pool>-<vid with "-" for "/">.img` — the pool
+ * The file an export downloads as: `<pool>+<vid with "+" for "/">.img` — the pool
  * too, since the same vid may live in several pools (a clone keeps its vid in another
  * pool), and the whole vid, since `appvms/fedora/root` and `vm-templates/fedora/root`
- * may share one. Without a pool name (not known yet), the vid alone.
+ * may share one; `+`, which no pool or volume name holds, so that no two volumes get
+ * one name (with `-`, `appvms/foo-bar/root` and `appvms/foo/bar-root` did). Without a
+ * pool name (not known yet), the vid alone.
  */
 export function exportFilename(poolName, vid) {
-    const file = vid.replaceAll("/", "-");
-    return poolName ? `${poolName}-${file}.img` : `${file}.img`;
+    const file = vid.replaceAll("/", "+");
+    return poolName ? `${poolName}+${file}.img` : `${file}.img`;
 }

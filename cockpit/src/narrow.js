@@ -9,17 +9,35 @@ import { useSyncExternalStore } from "react";
 
 export const NARROW_PX = 576;
 
-const QUERY = `(max-width: ${NARROW_PX - 1}px)`;
+/** PatternFly's lg breakpoint: below it the tables leave out their wide columns. */
+export const WIDE_PX = 992;
 
-function subscribe(listener) {
-    const media = window.matchMedia(QUERY);
-    media.addEventListener("change", listener);
-    return () => media.removeEventListener("change", listener);
+/** Whether the page is below `px`, as a store React can subscribe to (made once per
+ * width: a subscription that changes with every render would be renewed each time). */
+function widthBelow(px) {
+    const query = `(max-width: ${px - 1}px)`;
+    return {
+        subscribe(listener) {
+            const media = window.matchMedia(query);
+            media.addEventListener("change", listener);
+            return () => media.removeEventListener("change", listener);
+        },
+        get: () => window.matchMedia(query).matches,
+    };
 }
+
+const BELOW_NARROW = widthBelow(NARROW_PX);
+const BELOW_WIDE = widthBelow(WIDE_PX);
 
 /** True while the page is narrow; re-renders when that changes. */
 export function useNarrow() {
-    return useSyncExternalStore(subscribe, () => window.matchMedia(QUERY).matches);
+    return useSyncExternalStore(BELOW_NARROW.subscribe, BELOW_NARROW.get);
+}
+
+/** True while the page is below [WIDE_PX] (narrow or middle): no room for figures
+ * beside a bar. */
+export function useNotWide() {
+    return useSyncExternalStore(BELOW_WIDE.subscribe, BELOW_WIDE.get);
 }
 
 /** A table's `gridBreakPoint`: cards when narrow, else always a table. */

@@ -13,13 +13,13 @@ import { ACTIONS } from "./access.js";
 import { useAccess, useApp, useEvent, useVolumesVersion } from "./context.js";
 import { formatBytes, volumeCountText } from "./format.js";
 import { poolCounts } from "./store.js";
-import { useNarrow, useTableLayout, wideColumn } from "./narrow.js";
+import { useNarrow, useNotWide, useTableLayout, wideColumn } from "./narrow.js";
 import { CreatePoolDialog, RemovePoolDialog } from "./pool-dialogs.jsx";
 import { RowMenu } from "./row-menu.jsx";
 import { CreateVolumeDialog } from "./volume-dialogs.jsx";
 
 function UsageBar({ pool }) {
-    const narrow = useNarrow();
+    const narrow = useNotWide();
     const size = pool.usage?.data_size;
     const used = pool.usage?.data_usage;
     const trouble = pool.usageProblem || pool.usageError;

@@ -411,12 +411,22 @@ export function snapshotSources(store, poolPath) {
 }
 
 /**
- * The source a Create dialog shows and sends: `chosen` while it is still among
- * `sources` (snapshotSources, computed anew at each render: volumes come and go while
- * the dialog is open), else the first of them, else "" (none).
+ * The source a Create dialog shows and sends, given `sources` (snapshotSources,
+ * computed anew at each render: volumes come and go while the dialog is open) and
+ * `chosen` (what the user chose, or the dialog pinned when it first showed one):
+ * `chosen` while it is offered; "" once it is gone — never another volume in its place
+ * (a volume created meanwhile that sorts first must not become the source unseen);
+ * with nothing chosen yet, the first offered.
  */
 export function effectiveSource(sources, chosen) {
-    return sources.some(s => s.vid === chosen) ? chosen : sources[0]?.vid ?? "";
+    if (!chosen)
+        return sources[0]?.vid ?? "";
+    return sources.some(s => s.vid === chosen) ? chosen : "";
+}
+
+/** Whether the source `chosen` in a Create dialog is no longer offered (removed). */
+export function sourceGone(sources, chosen) {
+    return Boolean(chosen) && !sources.some(s => s.vid === chosen);
 }
 
 /** Counts of a pool's volumes: {total, running}. */

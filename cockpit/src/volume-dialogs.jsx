@@ -2,7 +2,7 @@
 // resize, revert to a chosen revision. Each calls one method of the contract; the
 // service checks everything again and its sentence is shown when it refuses.
 
-import React, { useState } from "react";
+import React, { useEffect, useState } from "react";
 import { Checkbox, FormGroup, FormSelect, FormSelectOption, Radio, TextInput } from "@patternfly/react-core";
 
 import { firstError, shownError, sizeOrError, volumeFieldErrors } from "./checks.js";
@@ -12,7 +12,7 @@ import { exactSizeText, formatBytes, parseSize } from "./format.js";
 import { POOL_IFACE } from "./paths.js";
 import { revisionLabel, revisionsNewestFirst } from "./revisions.js";
 import { options } from "./service.js";
-import { effectiveSource, snapshotSources } from "./store.js";
+import { effectiveSource, snapshotSources, sourceGone } from "./store.js";
 
 /** Acts on `volume` only if it is still the volume the dialog was opened for. */
 function onSameVolume(store, volume, act) {
@@ -119,9 +119,16 @@ export function CreateVolumeDialog({ pool, close }) {
     const sources = snapshotSources(store, pool.path);
     const [chosenSource, setSource] = useState("");
     const source = effectiveSource(sources, chosenSource);
+    const gone = sourceGone(sources, chosenSource) ? chosenSource : null;
     const [touched, touch] = useTouched();
     const needsSource = kind === "snapshot";
-    const errors = volumeFieldErrors({ vm, name, size: sizeText, source, needsSource, sourcesOffered: sources.length });
+    // The first source shown is pinned: one created later that sorts first does not
+    // replace it unseen.
+    useEffect(() => {
+        if (needsSource && !chosenSource && source)
+            setSource(source);
+    }, [needsSource, chosenSource, source]);
+    const errors = volumeFieldErrors({ vm, name, size: sizeText, source, needsSource, sourcesOffered: sources.length, gone });
     const shown = field => shownError(errors, touched, field);
     const edit = (field, set) => (_e, value) => {
         touch(field);
@@ -167,6 +174,7 @@ export function CreateVolumeDialog({ pool, close }) {
                     {sources.length > 0 &&
                         <FormSelect id="volume-source" value={source} onChange={(_e, v) => setSource(v)}
                                     aria-describedby={describedBy("volume-source", true)}>
+                            {!source && <FormSelectOption value="" label="Choose a source…" isPlaceholder />}
                             {sources.map(v => <FormSelectOption key={v.vid} value={v.vid} label={v.vid} />)}
                         </FormSelect>}
                     <FieldHelp field="volume-source" error={errors.source}>

@@ -79,12 +79,15 @@ const VolumeRow = React.memo(function VolumeRow({ volume, poolName }) {
             <Td dataLabel="Volume">
                 <Button variant="link" isInline onClick={() => goToVolume(poolName, volume.vid)}><OneLine text={volume.vid} /></Button>
             </Td>
-            <Td dataLabel="Pool"><OneLine text={poolName} /></Td>
+            <Td dataLabel="Pool" visibility={wide}><OneLine text={poolName} /></Td>
             <Td dataLabel="Kind">{volumeKind(volume)}</Td>
             <Td dataLabel="Size">{formatBytes(volume.size)}</Td>
-            <Td dataLabel="Usage">{formatBytes(volume.usage)}</Td>
+            <Td dataLabel="Usage" visibility={wide}>{formatBytes(volume.usage)}</Td>
             <Td dataLabel="Revisions" visibility={wide}>{volume.revisions?.length ?? 0}</Td>
-            <Td dataLabel="State" className="qs-state-cell"><StateLabel volume={volume} />{volume.isOutdated ? " " : null}<OutdatedLabel volume={volume} /></Td>
+            <Td dataLabel="State" className="qs-state-cell">
+                {/* One element: in a card each child of a cell is a row of its own. */}
+                <span className="qs-state-labels"><StateLabel volume={volume} />{volume.isOutdated ? " " : null}<OutdatedLabel volume={volume} /></span>
+            </Td>
             <Td isActionCell><RowActions volume={volume} /></Td>
         </Tr>
     );
@@ -186,10 +189,10 @@ export function VolumeList({ filter, setFilter }) {
                         <Thead>
                             <Tr>
                                 <Th>Volume</Th>
-                                <Th>Pool</Th>
+                                <Th visibility={wideColumn(layout)}>Pool</Th>
                                 <Th>Kind</Th>
                                 <Th>Size</Th>
-                                <Th>Usage</Th>
+                                <Th visibility={wideColumn(layout)}>Usage</Th>
                                 <Th visibility={wideColumn(layout)}>Revisions</Th>
                                 <Th>State</Th>
                                 <Th screenReaderText="Actions" />

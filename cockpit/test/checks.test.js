@@ -42,6 +42,10 @@ test("a snapshot in a pool without any volume that saves on stop says so", () =>
     const base = { vm: "work", name: "private", size: "2G", source: "", needsSource: true };
     assert.match(volumeFieldErrors({ ...base, sourcesOffered: 0 }).source, /^The pool has no volume that saves on stop/);
     assert.match(volumeFieldErrors({ ...base, sourcesOffered: 2 }).source, /^Choose the source volume/);
+    assert.equal(
+        volumeFieldErrors({ ...base, sourcesOffered: 1, gone: "appvms/a/private" }).source,
+        "The source appvms/a/private was removed meanwhile: choose another.",
+    );
 });
 
 test("revisions to keep fits the bus's int32", () => {

@@ -41,16 +41,17 @@ test("a message without the CLI's prefix or advice is kept as it is", () => {
 });
 
 test("an export's download is named for its pool and whole vid", () => {
-    assert.equal(exportFilename("fast", "appvms/work/private"), "fast-appvms-work-private.img");
+    assert.equal(exportFilename("fast", "appvms/work/private"), "fast+appvms+work+private.img");
 });
 
 test("an app VM's and a template's volume of one name get different downloads", () => {
     assert.notEqual(exportFilename("fast", "appvms/fedora/root"), exportFilename("fast", "vm-templates/fedora/root"));
-    assert.equal(exportFilename("fast", "vm-templates/fedora/root"), "fast-vm-templates-fedora-root.img");
+    assert.equal(exportFilename("fast", "vm-templates/fedora/root"), "fast+vm-templates+fedora+root.img");
+    assert.notEqual(exportFilename("fast", "appvms/foo-bar/root"), exportFilename("fast", "appvms/foo/bar-root"));
 });
 
 test("a download is never named undefined", () => {
-    assert.equal(exportFilename(undefined, "appvms/work/private"), "appvms-work-private.img");
+    assert.equal(exportFilename(undefined, "appvms/work/private"), "appvms+work+private.img");
 });
 
 test("the cleanup deletes only this user's export directories older than a day", () => {

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Store, effectiveSource, filterVolumes, poolCounts, snapshotSources, vmNames } from "../src/store.js";
+import { Store, effectiveSource, filterVolumes, poolCounts, snapshotSources, sourceGone, vmNames } from "../src/store.js";
 
 const POOL = "/org/qubes/Storage/pools/work";
 const VOLUME = `${POOL}/volumes/appvms_2fwork_2fprivate`;
@@ -213,7 +213,12 @@ test("the Create dialog's source follows the sources offered", () => {
     // None when the dialog opened; one appears: it is the source, not "".
     assert.equal(effectiveSource([], ""), "");
     assert.equal(effectiveSource([a], ""), "appvms/a/private");
-    // A choice stays while it is offered; once gone, the first offered takes its place.
+    // A choice stays while it is offered, also when a volume that sorts first appears;
+    // once gone, nothing takes its place unseen.
     assert.equal(effectiveSource([a, b], "appvms/b/private"), "appvms/b/private");
-    assert.equal(effectiveSource([a], "appvms/b/private"), "appvms/a/private");
+    assert.equal(effectiveSource([a, b], "appvms/a/private"), "appvms/a/private");
+    assert.equal(effectiveSource([a], "appvms/b/private"), "");
+    assert.equal(sourceGone([a], "appvms/b/private"), true);
+    assert.equal(sourceGone([a, b], "appvms/b/private"), false);
+    assert.equal(sourceGone([a], ""), false);
 });
