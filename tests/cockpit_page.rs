@@ -82,10 +82,10 @@ fn the_volume_list_fits_every_width_with_rows_of_one_height() {
     w.origin(&pool, "appvms/a-very-long-name-for-a-vm/private", 16 * MIB);
     w.volatile(&pool, "appvms/a-very-long-name-for-a-vm/volatile", 8 * MIB);
     let config = common::opts_of([
-        ("snap_on_start", zbus::zvariant::Value::from(true)),
+        ("snap_on_start", zbus::Variant::from(true)),
         (
             "source",
-            zbus::zvariant::Value::from("vm-templates/fedora-40-xfce-minimal/root"),
+            zbus::Variant::from("vm-templates/fedora-40-xfce-minimal/root"),
         ),
     ]);
     let root = w.block_on(w.h().create_volume(
