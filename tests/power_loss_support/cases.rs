@@ -347,31 +347,20 @@ impl Op {
                 drop(file);
                 work.stop(opts()).await
             }
-            Op::StopVm | Op::StopVmUnmarked => stop_vm(conn).await,
-            Op::StopDisposablesUnmarked => stop_disposables(conn).await,
+            Op::StopVm | Op::StopVmUnmarked => {
+                stop_at_once(conn, &[WORK, WORK_ROOT, WORK_VOLATILE]).await
+            }
+            Op::StopDisposablesUnmarked => stop_at_once(conn, &[WORK_ROOT, WORK_VOLATILE]).await,
             Op::CreateVm => create_vm(conn).await,
             Op::StartVm => start_vm(conn).await,
         }
     }
 }
 
-/// Stop WORK's VM's three volumes at once; the first failure, if any.
-async fn stop_vm(conn: &Connection) -> zbus::Result<()> {
+/// Stop `vols` at once; the first failure, if any.
+async fn stop_at_once(conn: &Connection, vols: &[Vol]) -> zbus::Result<()> {
     let mut volumes = Vec::new();
-    for vol in [WORK, WORK_ROOT, WORK_VOLATILE] {
-        volumes.push(volume(conn, vol).await?);
-    }
-    let stops = volumes.iter().map(|v| v.stop(opts()));
-    futures_util::future::join_all(stops)
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// Stop WORK's VM's root and volatile volume at once; the first failure, if any.
-async fn stop_disposables(conn: &Connection) -> zbus::Result<()> {
-    let mut volumes = Vec::new();
-    for vol in [WORK_ROOT, WORK_VOLATILE] {
+    for &vol in vols {
         volumes.push(volume(conn, vol).await?);
     }
     let stops = volumes.iter().map(|v| v.stop(opts()));
