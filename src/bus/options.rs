@@ -37,22 +37,15 @@ impl Options {
         Ok(options)
     }
 
-    /// A configuration map (CreateVolume's `config`): exactly the keys in `known`.
-    pub fn parse_config(
+    /// A map of exactly the keys in `known`, each a `what` in a refusal: CreateVolume's
+    /// `config` ("configuration key"), SetRevisionDetails' `details` ("detail").
+    pub fn parse_map(
         map: RawOptions,
         known: &[&str],
+        what: &'static str,
         object: &dyn std::fmt::Display,
     ) -> Result<Options, BusError> {
-        Options::check(map, known, "configuration key", &[], object)
-    }
-
-    /// SetRevisionDetails' `details`: exactly the keys in `known`.
-    pub fn parse_details(
-        map: RawOptions,
-        known: &[&str],
-        object: &dyn std::fmt::Display,
-    ) -> Result<Options, BusError> {
-        Options::check(map, known, "detail", &[], object)
+        Options::check(map, known, what, &[], object)
     }
 
     fn check(
@@ -243,9 +236,10 @@ mod tests {
 
     #[test]
     fn config_refuses_the_auth_option() {
-        let err = Options::parse_config(
+        let err = Options::parse_map(
             raw(vec![(NO_USER_INTERACTION, Variant::Bool(true))]),
             &["size"],
+            "configuration key",
             &"x",
         );
         assert!(err.is_err());

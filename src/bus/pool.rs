@@ -60,7 +60,12 @@ async fn create_volume(
 ) -> BusResult<Answer> {
     let (vid, config, raw): (String, RawOptions, RawOptions) = call.args()?;
     let vid = Vid::parse(&vid).map_err(|e| BusError::from(e.on(pool.describe())))?;
-    let config = Options::parse_config(config, &VOLUME_CONFIG_KEYS, &pool.describe())?;
+    let config = Options::parse_map(
+        config,
+        &VOLUME_CONFIG_KEYS,
+        "configuration key",
+        &pool.describe(),
+    )?;
     let options = Options::parse(raw, &["adopt"], &pool.describe())?;
     let spec = VolumeSpec {
         adopt: options.bool("adopt")?.unwrap_or(false),

@@ -32,7 +32,7 @@ pub async fn set_details(
     let (revision, details, raw): (String, RawOptions, RawOptions) = call.args()?;
     let options = Options::parse(raw, &[], &object.describe())?;
     let revision = parse_revision(&revision, &object.vol)?;
-    let details = Options::parse_details(details, &DETAIL_KEYS, &object.describe())?;
+    let details = Options::parse_map(details, &DETAIL_KEYS, "detail", &object.describe())?;
     let change = note_change(&details, "description", "pinned", &object.vol)?;
     let vol = object.vol.clone();
     let permission = Permission::on_volume(
