@@ -18,6 +18,8 @@
 //! | create-pool | pool `r` | an empty file system (no state directory) | pool `r` registered, its directories made |
 //! | stop-unflushed | WORK | started, dirty C; the operation writes D into it without a flush, then stops it | clean D, revisions 3:B 4:C (2:A pruned) |
 //! | stop-vm   | WORK, WORK_ROOT, WORK_VOLATILE | all three started (dirty D, H, E) | all three stopped at once: WORK as after stop, the others halted without files |
+//! | stop-vm-unmarked | WORK, WORK_ROOT, WORK_VOLATILE | as stop-vm, the dirty H and E without a boot mark | as stop-vm |
+//! | stop-disposables-unmarked | WORK_ROOT, WORK_VOLATILE | started (dirty H, E) without a boot mark | both stopped at once, halted without files |
 //! | create-vm | NEW, NEW_ROOT, NEW_VOLATILE | absent | all three created at once: NEW clean E, the others registered without files |
 //! | start-vm  | WORK, WORK_ROOT, WORK_VOLATILE | all three halted | all three started at once (dirty C, H, E) |
 //!
