@@ -520,20 +520,7 @@ async fn export_into(
         .volume_path(&volume.pool, &volume.vid)
         .await?;
     let interrupt = Interrupt::install();
-    let fd: zbus::OwnedFd = context
-        .client
-        .call(
-            path.as_str(),
-            VOLUME_IFACE,
-            "Export",
-            &(context.client.options(),),
-        )
-        .await?;
-    let source = File::from(std::os::fd::OwnedFd::from(fd));
-    let size = source
-        .metadata()
-        .map_err(|error| CliError::io("cannot size the exported image", error))?
-        .len();
+    let (source, size) = open_export(context, path.as_str(), "the exported image").await?;
     let (pool, vid) = (&volume.pool, &volume.vid);
     tracing::info!(op = "export", %pool, %vid, bytes = size, "Export");
     let bar = context.progress.byte_bar(&label("export", volume), size);
@@ -632,16 +619,23 @@ async fn committed_size(context: &Context, source: &str, info: &VolumeInfo) -> R
     if !(info.started && info.save_on_stop && !info.snapshots_disabled) {
         return Ok(info.size);
     }
+    let (_image, size) = open_export(context, source, "the source's committed image").await?;
+    Ok(size)
+}
+
+/// The committed image of the volume at `path` (Export), open for reading, and its
+/// size; `what` names it when it cannot be sized.
+async fn open_export(context: &Context, path: &str, what: &str) -> Result<(File, u64)> {
     let fd: zbus::OwnedFd = context
         .client
-        .call(source, VOLUME_IFACE, "Export", &(context.client.options(),))
+        .call(path, VOLUME_IFACE, "Export", &(context.client.options(),))
         .await?;
     let image = File::from(std::os::fd::OwnedFd::from(fd));
     let size = image
         .metadata()
-        .map_err(|error| CliError::io("cannot size the source's committed image", error))?
+        .map_err(|error| CliError::io(format!("cannot size {what}"), error))?
         .len();
-    Ok(size)
+    Ok((image, size))
 }
 
 /// A clone gives the destination the source's size, as an import does: refused when
