@@ -1,15 +1,20 @@
-//! The copy engine (R§4): every copy makes a *new inode* at the destination through
-//! [`crate::durable::replace_with`]. First FICLONE; on a "not possible here" errno a
-//! hole-preserving copy: SEEK_DATA/SEEK_HOLE ranges copied with copy_file_range,
-//! falling back to pread/pwrite when copy_file_range is refused — never a copy that
-//! fills holes. Byte copies report progress to the operation's [`ProgressSink`] and
-//! poll its cancel token between chunks; a cancelled or failed copy leaves nothing.
+//! The copy engine (R§4): every copy makes a *new inode* at the destination. The
+//! engine's operations stage theirs ([`stage_at`], [`stage_file`], [`stage_reflink_at`],
+//! through [`crate::durable::stage_content_at`]) and put them in place with their other
+//! changes; [`copy_file`], [`copy_at`] and [`copy_path`] (tools, tests, benchmarks)
+//! replace `dst` at once through [`crate::durable::replace_at`]; [`private_copy`] never
+//! keeps a name ([`crate::durable::unnamed_at`]). First FICLONE; on a "not possible
+//! here" errno a hole-preserving copy: SEEK_DATA/SEEK_HOLE ranges copied with
+//! copy_file_range, falling back to pread/pwrite when copy_file_range is refused —
+//! never a copy that fills holes. Byte copies report progress to the operation's
+//! [`ProgressSink`] and poll its cancel token between chunks; a cancelled or failed
+//! copy leaves nothing.
 //!
 //! Destinations are a file name in an open [`Dir`] (the engine's VM directories, opened
 //! beneath the pool's fd), so a copy never writes through a symlink; sources are open
 //! files or a name in a `Dir`, checked to be regular files.
 //!
-//! The sequence of [`copy_file`] (R§4.1 with our improvements):
+//! The sequence of a copy (R§4.1 with our improvements):
 //! 1. A fresh temp next to `dst` (the caller made sure the directory exists; only
 //!    [`copy_path`], for tools and tests, makes it with a single mkdir).
 //! 2. `dst_size == Some(0)`: nothing is moved ([`CopyMethod::Nothing`]).
@@ -22,13 +27,20 @@
 //!    truncated to the source size again (the source may have shrunk). Then the
 //!    `dst_size` truncate (extend with a hole or cut).
 //! 4. `copy_mtime`: atime and mtime of the temp := the source's mtime (ns).
-//! 5. fchmod 0600, fsync, rename over `dst`, fsync(dir) (in `replace_with`).
+//! 5. A copy that gets a name: fchmod 0600 and fsync (on XFS a wait for its writeback
+//!    instead; nothing for a staged reflink or empty copy on XFS, nor for a disposable
+//!    copy, [`CopyOptions::disposable`]). Then [`copy_file`] renames it over `dst` and
+//!    fsyncs the directory ([`crate::durable::replace_at`]); a staged copy gets its name
+//!    when the caller places it ([`crate::durable::DirChanges::place`]). A private copy
+//!    is neither fsynced nor named: it is unlinked once it is open read-only.
 //!
-//! A copy is therefore one durable step (`replace`) for the crash tests.
+//! A copy is therefore one durable step (`replace`) for the crash tests: when
+//! [`copy_file`] has replaced `dst`, or when a staged copy is placed.
 //! Progress: `copy_started(total data bytes)` before a byte copy that moves data, `copy_advanced(done)`
 //! at most once per [`PROGRESS_STEP`] and at the end, `copy_finished(success)` once
-//! the replace is over (success or not). A reflink or an empty copy is silent. The
-//! cancel token is polled before every chunk and once more before the commit.
+//! the copy is in place or staged (success or not). A reflink or an empty copy is
+//! silent. The cancel token is polled before every chunk and once more before the
+//! commit.
 //!
 //! Every copy logs one info line with src, dst, method (reflink / copy_file_range /
 //! read-write / nothing), bytes and, when it was not a reflink, why (the errno FICLONE

@@ -8,7 +8,7 @@
 //! | stage            | temp → fill → fchmod 0600 → fsync¹; placed later by a [`DirChanges`] |
 //! | rename           | check regular → rename → fsync(dst dir) → fsync(src dir) if different |
 //! | remove           | unlink (ENOENT ok) → fsync(dir)                                   |
-//! | mkdir            | mkdir (mode 0755) → fsync(parent)                                 |
+//! | mkdir            | mkdir (mode 0755 minus the umask) → fsync(parent)                 |
 //! | rmdir            | rmdir → fsync(parent)                                             |
 //! | hardlink         | check regular → link → fsync(dir)                                 |
 //! | in-place truncate| ftruncate → fsync(file)                                           |
@@ -18,7 +18,10 @@
 //! staging: the log force that makes the name durable commits the content with it
 //! ([`Content`], docs/durability.md rule 1).
 //!
-//! Invariant: a file under a final name is always complete. On any error inside
+//! Invariant: a file under a final name is always complete — except the running image
+//! of a snapshot or volatile volume, staged as [`Content::Disposable`] without an
+//! fsync: a power cut may leave it missing, torn or whole, and nothing uses it after
+//! one (docs/durability.md rule 9). On any error inside
 //! `replace` the temp file is removed and the destination is untouched (the only
 //! exception is a failing fsync of the directory *after* the rename: the new file is
 //! then in place but its name may not be durable yet, and the error is returned).

@@ -25,7 +25,7 @@
 //! compaction rewrites it atomically, so there is no separate migration to interrupt.
 //!
 //! Loading accepts only what CreatePool and CreateVolume accept (the rules are in
-//! [`crate::registry`]): anything else is an `InvalidArgument` naming the file, and the
+//! [`crate::pool_state`]): anything else is an `InvalidArgument` naming the file, and the
 //! daemon does not start rather than silently forget or misread a pool. Messages quote
 //! at most a few hundred characters of the file.
 

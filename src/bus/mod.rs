@@ -8,12 +8,13 @@
 //!
 //! - `daemon` — start-up and shutdown;
 //! - `dispatch` — routes each call to its handler;
-//! - handlers: `manager`, `pool`, `volume` (+ `revisions`, `space`), `job`,
-//!   `properties` (+ `setters`), `object_manager`, `standard`; and `departures`
-//!   (callers leaving the bus);
+//! - handlers: `properties` (+ `setters`), `manager`, `pool`, `volume` (+ `revisions`,
+//!   `space`), `job`, `object_manager`, `standard`; and `departures` (callers leaving
+//!   the bus);
 //! - `pipeline` — authorize → gate → engine → refresh → signals, for every change;
-//! - `jobs`, `refresh`, `live`, `call`, `authz`, `service`;
+//! - `jobs`, `refresh`, `live`, `service`, `call`, `authz`;
 //! - `outbox` — the one sender of signals and replies, in order;
+//! - `engine_places` — how many engine operations run at once;
 //! - `registry`, `objects`, `signals`, `reply`, `values`, `interfaces`, `options`,
 //!   `path`, `inflight`, `admission`, `error`.
 
