@@ -76,8 +76,8 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
 
-    /// Log each call and file operation on stderr (-vv: also D-Bus details);
-    /// RUST_LOG overrides
+    /// Log the transfers and file operations on stderr (-vv: also each D-Bus call
+    /// and its details); RUST_LOG overrides
     #[arg(short, long, global = true,
         help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -271,7 +271,7 @@ pub enum VolumeCommand {
         #[arg(allow_hyphen_values = true)]
         text: String,
         /// Revision id, as listed by `volume revisions`
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_revision_id)]
         revision: Option<String>,
     },
     /// Pin a revision (the newest when none is given): it is never pruned and stays
@@ -328,11 +328,23 @@ pub struct StopArgs {
 #[derive(Debug, Args)]
 pub struct RevisionChoice {
     /// Revision id, as listed by `volume revisions` (the newest when none is given)
-    #[arg(value_name = "REVISION")]
+    #[arg(value_name = "REVISION", value_parser = parse_revision_id)]
     id: Option<String>,
     /// The same, as an option
-    #[arg(long = "revision", value_name = "ID", conflicts_with = "id")]
+    #[arg(long = "revision", value_name = "ID", conflicts_with = "id", value_parser = parse_revision_id)]
     option: Option<String>,
+}
+
+/// A revision id as given: never empty. The service reads `""` as the newest
+/// revision, so a script's empty variable (a lookup that found nothing) would act on
+/// the newest instead of failing; leaving the argument out is how to name the newest.
+fn parse_revision_id(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "a revision id cannot be empty; leave it out to mean the newest revision".into(),
+        );
+    }
+    Ok(text.to_owned())
 }
 
 impl RevisionChoice {

@@ -47,8 +47,13 @@ pub mod exit {
     /// How errors are printed, after the table.
     pub const REPORTING: &str = "Errors are printed as `qubes-storage: <message>` on stderr; with \
         --json, also as a JSON object {\"error\": NAME, \"message\": TEXT, \"exit_status\": N} \
-        on stdout.";
+        on stdout. NAME is the service's D-Bus error name, or for an error of qubes-storage \
+        itself one of qubes-storage.Usage, .Unreachable, .Failed, .Io, .NoSpace, .Cancelled \
+        and .Protocol.";
 }
+
+/// The `--json` error name of a command line or argument this program refuses.
+pub const CLI_USAGE: &str = "qubes-storage.Usage";
 
 #[derive(Debug)]
 pub enum CliError {
@@ -138,11 +143,18 @@ impl CliError {
         }
     }
 
-    /// The service's error name, when there is one (for `--json` error output).
-    pub fn error_name(&self) -> Option<&str> {
+    /// The error's name for `--json` output: the service's D-Bus error name, or one of
+    /// this program's own (`qubes-storage.Usage`, …) so a script can always switch on it.
+    pub fn error_name(&self) -> &str {
         match self {
-            CliError::Service { name, .. } => Some(name),
-            _ => None,
+            CliError::Service { name, .. } => name,
+            CliError::Unreachable(_) => "qubes-storage.Unreachable",
+            CliError::Usage(_) => CLI_USAGE,
+            CliError::Failed(_) => "qubes-storage.Failed",
+            CliError::Io { source, .. } if is_no_space(source) => "qubes-storage.NoSpace",
+            CliError::Io { .. } => "qubes-storage.Io",
+            CliError::Cancelled(_) => "qubes-storage.Cancelled",
+            CliError::Protocol(_) => "qubes-storage.Protocol",
         }
     }
 }
@@ -340,7 +352,7 @@ mod tests {
         assert_eq!(error.to_string(), "not allowed to remove pool p");
         assert_eq!(
             error.error_name(),
-            Some("org.freedesktop.DBus.Error.AccessDenied")
+            "org.freedesktop.DBus.Error.AccessDenied"
         );
     }
 
@@ -355,7 +367,19 @@ mod tests {
         let error = CliError::from(zbus::Error::from(reply));
         assert_eq!(error.exit_code(), exit::BUSY);
         assert_eq!(error.to_string(), "pool p still holds 3 volumes");
-        assert_eq!(error.error_name(), Some(storage("Busy").as_str()));
+        assert_eq!(error.error_name(), storage("Busy"));
+    }
+
+    #[test]
+    fn errors_of_the_cli_itself_have_names_for_json() {
+        let unreachable = CliError::Unreachable("no bus".into());
+        assert_eq!(unreachable.error_name(), "qubes-storage.Unreachable");
+        let full = CliError::io("cannot write x", std::io::Error::from_raw_os_error(28));
+        assert_eq!(full.error_name(), "qubes-storage.NoSpace");
+        assert_eq!(full.exit_code(), exit::NO_SPACE);
+        let io = CliError::io("cannot read x", std::io::Error::from_raw_os_error(5));
+        assert_eq!(io.error_name(), "qubes-storage.Io");
+        assert_eq!(CliError::Usage("x".into()).error_name(), CLI_USAGE);
     }
 
     #[test]

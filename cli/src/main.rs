@@ -30,7 +30,10 @@ use crate::error::{exit, CliError};
 
 fn main() -> ExitCode {
     completion::answer_if_asked();
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return command_line_refused(&error),
+    };
     init_logging(cli.verbose);
     // With image data on stdout, a --json error document goes nowhere near it.
     let json = cli.json && !cli.writes_data_to_stdout();
@@ -48,6 +51,38 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => report(&error, json),
     }
+}
+
+/// A command line clap refuses: its message and usage on stderr, as clap prints them,
+/// and with `--json` the error document on stdout too, as for every other error — unless
+/// an argument is `-` (stdout may be meant for an exported image). `--help` and
+/// `--version` print as usual.
+fn command_line_refused(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let _ = error.print();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = args.iter().take_while(|arg| *arg != "--");
+    let json = options.clone().any(|arg| arg == "--json") && !args.iter().any(|arg| arg == "-");
+    if json {
+        let rendered = error.render().to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        let document = serde_json::json!({
+            "error": error::CLI_USAGE,
+            "message": message,
+            "exit_status": exit::USAGE,
+        });
+        let _ = output::print_text(&format!("{document}\n"));
+    }
+    ExitCode::from(exit::USAGE)
 }
 
 /// Logs go to stderr, quiet unless `-v` (info) or `-vv` (debug); `RUST_LOG` wins.

@@ -51,7 +51,10 @@ impl PoolInfo {
     }
 }
 
+/// In JSON as `volume revisions --json` prints it (also inside `volume info --json`):
+/// `nanoseconds`, and `time` in ISO 8601 beside `timestamp`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(into = "RevisionJson")]
 pub struct Revision {
     pub id: String,
     /// Unix seconds.
@@ -63,6 +66,33 @@ pub struct Revision {
     pub pinned: bool,
     /// Bytes only this revision holds, as last measured; `None` when not measured.
     pub exclusive: Option<u64>,
+}
+
+/// A revision's JSON document.
+#[derive(Serialize)]
+struct RevisionJson {
+    id: String,
+    timestamp: i64,
+    nanoseconds: u32,
+    time: String,
+    description: String,
+    pinned: bool,
+    /// Bytes only this revision holds, as last measured (`volume space`).
+    exclusive: Option<u64>,
+}
+
+impl From<Revision> for RevisionJson {
+    fn from(revision: Revision) -> RevisionJson {
+        RevisionJson {
+            time: crate::output::iso_utc(revision.timestamp),
+            id: revision.id,
+            timestamp: revision.timestamp,
+            nanoseconds: revision.nanos,
+            description: revision.description,
+            pinned: revision.pinned,
+            exclusive: revision.exclusive,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

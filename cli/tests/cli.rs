@@ -97,6 +97,33 @@ fn json_errors_name_the_error_on_stdout() {
     assert_eq!(error["exit_status"], 3);
 }
 
+/// Errors of the program itself have a name too (a script switches on it), also a
+/// command line clap refuses, which used to print nothing on stdout.
+#[test]
+fn json_errors_of_the_cli_itself_are_named() {
+    let world = World::start();
+    let run = world.cli(&[
+        "--json",
+        "volume",
+        "create",
+        "p1",
+        "appvms/a/b",
+        "--size",
+        "1.3M",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.starts_with("error: invalid value"), "{run:?}");
+    let error = run.json();
+    assert_eq!(error["error"], "qubes-storage.Usage", "{error}");
+    assert_eq!(error["exit_status"], 2);
+    assert!(
+        error["message"].as_str().unwrap().contains("1.3M"),
+        "{error}"
+    );
+    let plain = world.cli(&["volume", "create", "p1", "appvms/a/b", "--size", "1.3M"]);
+    assert_eq!((plain.code, plain.stdout.as_str()), (2, ""), "{plain:?}");
+}
+
 #[test]
 fn duplicate_pool_exits_4() {
     let mut world = World::start();
@@ -658,6 +685,35 @@ fn monitor_prints_the_watched_volume_signals_as_json() {
         .as_str()
         .unwrap()
         .ends_with("private-dirty.img"));
+    drop(monitor);
+}
+
+/// A name the service refuses ends the monitor at once with its error (it would watch
+/// for nothing forever); one it does not know yet is said, and its events show once it
+/// is created.
+#[test]
+fn monitor_refuses_bad_names_and_says_when_it_waits_for_an_unknown_one() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    for args in [vec!["monitor", "../x"], vec!["monitor", "p1", "a b"]] {
+        let run = world.cli(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+    }
+    let vid = "appvms/later/private";
+    let mut monitor = world.spawn(&["monitor", "p1", vid], Stdio::null(), Stdio::piped());
+    let stderr = lines_of(monitor.0.stderr.take().unwrap());
+    let stdout = lines_of(monitor.0.stdout.take().unwrap());
+    expect_line(&stderr, |line| {
+        line.starts_with("note: ") && line.ends_with("its events show once it is created")
+    });
+    expect_line(&stderr, |line| {
+        line.starts_with("Monitoring p1:appvms/later/private")
+    });
+    origin(&world, "p1", vid, "4M");
+    expect_line(&stdout, |line| {
+        line.contains("p1:appvms/later/private added")
+    });
     drop(monitor);
 }
 

@@ -135,6 +135,79 @@ fn describe_pin_and_unpin_change_a_revision() {
     assert!(run.stderr.contains("control characters"), "{run:?}");
 }
 
+/// `volume info --json` shows the revisions as `volume revisions --json` does.
+#[test]
+fn info_and_revisions_show_a_revision_alike_in_json() {
+    let world = world_with_origin("4M");
+    import(&world, &pattern(1, MIB as usize));
+    let info = world
+        .cli(&["--json", "volume", "info", "p1", VID])
+        .ok()
+        .json();
+    let listed = revisions(&world);
+    assert_eq!(info["revisions"], listed);
+    let first = &listed[0];
+    for key in [
+        "id",
+        "timestamp",
+        "nanoseconds",
+        "time",
+        "description",
+        "pinned",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing: {first}");
+    }
+}
+
+/// An empty revision argument (a script's variable that a failed lookup left empty) is
+/// refused before anything is asked of the service, which would read it as the newest.
+#[test]
+fn an_empty_revision_id_is_refused_and_changes_nothing() {
+    let world = world_with_origin("4M");
+    import(&world, &pattern(1, MIB as usize));
+    import(&world, &pattern(2, MIB as usize));
+    let before = revisions(&world);
+    for args in [
+        vec!["volume", "revert", "p1", VID, ""],
+        vec!["volume", "revert", "p1", VID, "--revision", ""],
+        vec!["volume", "pin", "p1", VID, " "],
+        vec!["volume", "unpin", "p1", VID, ""],
+        vec!["volume", "describe", "p1", VID, "text", "--revision", ""],
+        vec!["volume", "delta", "p1", VID, ""],
+    ] {
+        let run = world.cli(&args);
+        assert!(
+            run.code == 2 && run.stderr.contains("a revision id cannot be empty"),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert_eq!(revisions(&world), before);
+}
+
+/// A revert takes the revision's size (as the reference driver's does); the sentence
+/// and the JSON say when that undid a resize.
+#[test]
+fn a_revert_that_undoes_a_resize_says_the_size_changed() {
+    let world = world_with_origin("4M");
+    import(&world, &pattern(1, MIB as usize));
+    world.cli(&["volume", "resize", "p1", VID, "8M"]).ok();
+    let run = world.cli(&["volume", "revert", "p1", VID]).ok();
+    assert!(
+        run.stdout
+            .trim_end()
+            .ends_with("; its size went from 8.0 MiB to 4.0 MiB, the revision's"),
+        "{run:?}"
+    );
+    // The image before that revert (8 MiB) is the newest revision now: back to it.
+    let json = world
+        .cli(&["--json", "volume", "revert", "p1", VID])
+        .ok()
+        .json();
+    assert_eq!(json["size_before"], 4 * MIB, "{json}");
+    assert_eq!(json["size"], 8 * MIB, "{json}");
+    assert!(json["kept_as"].is_string(), "{json}");
+}
+
 #[test]
 fn revert_says_which_revision_it_went_to_by_its_description() {
     let world = world_with_origin("4M");

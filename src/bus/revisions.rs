@@ -107,7 +107,7 @@ pub fn parse_revision(text: &str, vol: &VolumeRef) -> BusResult<Option<u64>> {
     match text.parse() {
         Ok(id) if canonical => Ok(Some(id)),
         _ => Err(EngineError::not_found(format!(
-            "has no revision {} (revision ids are decimal numbers)",
+            "has no revision {} (revision ids are the whole numbers from 1 up that Revisions lists, without leading zeros)",
             quote(text)
         ))
         .on(vol)

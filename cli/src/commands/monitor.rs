@@ -270,6 +270,7 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
     ];
     let mut stream = signals::subscribe(context.client.connection(), rules).await?;
     learn_running_jobs(context, &mut scope).await?;
+    check_names(context, &args).await?;
     crate::output::say(format_args!(
         "Monitoring {}; press Ctrl-C to stop.",
         scope.describe()
@@ -292,6 +293,29 @@ pub async fn run(context: &Context, args: MonitorArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pool and volume named are asked for (after subscribing, so nothing created
+/// meanwhile is missed): a name the service refuses (`../x`, `a b`) ends the monitor
+/// with its error instead of watching for nothing forever; one it does not know is
+/// said on stderr, and watched for (its events show once it is created).
+async fn check_names(context: &Context, args: &MonitorArgs) -> Result<()> {
+    let Some(pool) = &args.pool else {
+        return Ok(());
+    };
+    let found = match &args.vid {
+        Some(vid) => context.client.volume_path(pool, vid).await.map(drop),
+        None => context.client.pool_path(pool).await.map(drop),
+    };
+    match found {
+        Err(CliError::Service { name, message }) if name.ends_with(".NotFound") => {
+            crate::output::say(format_args!(
+                "note: {message}; its events show once it is created"
+            ));
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// How often a job's progress is shown in text: a job announces it ten times a second,

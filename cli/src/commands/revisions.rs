@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use serde::Serialize;
 use serde_json::json;
 use zbus::Variant;
 
@@ -30,37 +29,12 @@ async fn fetch(context: &Context, volume: &VolumeRef) -> Result<(String, VolumeI
     Ok((path.to_string(), info))
 }
 
-#[derive(Serialize)]
-struct RevisionRow<'r> {
-    id: &'r str,
-    timestamp: i64,
-    nanoseconds: u32,
-    time: String,
-    description: &'r str,
-    pinned: bool,
-    /// Bytes only this revision holds, as last measured (`volume space`).
-    exclusive: Option<u64>,
-}
-
 pub async fn list(context: &Context, volume: &VolumeRef) -> Result<()> {
     let (_, info) = fetch(context, volume).await?;
     if context.json {
-        let rows: Vec<RevisionRow<'_>> = info.revisions.iter().map(row).collect();
-        return print_json(&rows);
+        return print_json(&info.revisions);
     }
     print_text(&table(&info.revisions).render())
-}
-
-fn row(revision: &Revision) -> RevisionRow<'_> {
-    RevisionRow {
-        id: &revision.id,
-        timestamp: revision.timestamp,
-        nanoseconds: revision.nanos,
-        time: iso_utc(revision.timestamp),
-        description: &revision.description,
-        pinned: revision.pinned,
-        exclusive: revision.exclusive,
-    }
 }
 
 /// REVISION, TIMESTAMP, PINNED, EXCLUSIVE (`-` until measured), DESCRIPTION.
@@ -123,10 +97,18 @@ pub async fn revert(context: &Context, volume: &VolumeRef, revision: Option<Stri
     let Some(target) = target else {
         return Ok(());
     };
-    if context.json {
-        return print_json(&json!({ "reverted_to": row(&target) }));
-    }
     let after = fetch(context, volume).await.map(|(_, info)| info).ok();
+    if context.json {
+        let kept = after
+            .as_ref()
+            .and_then(|after| after.revision_new_since(&before));
+        return print_json(&json!({
+            "reverted_to": &target,
+            "kept_as": kept.map(|kept| kept.id.clone()),
+            "size_before": before.size,
+            "size": after.as_ref().map(|after| after.size),
+        }));
+    }
     print_text(&format!(
         "{}\n",
         reverted(volume, &target, &before, after.as_ref())
@@ -135,7 +117,9 @@ pub async fn revert(context: &Context, volume: &VolumeRef, revision: Option<Stri
 
 /// `reverted p:vid to revision 3 (…, "known good"); it is pinned, so it stays; the
 /// image before kept as revision 5` — or, when the volume keeps no revisions, that the
-/// image before is gone (nothing can undo that revert).
+/// image before is gone (nothing can undo that revert). A revert takes the revision's
+/// size too (as the reference driver's does): when that changes the volume's size, the
+/// sentence says so, since a resize in between is undone without any flag.
 fn reverted(
     volume: &VolumeRef,
     target: &Revision,
@@ -152,8 +136,16 @@ fn reverted(
         (None, 0) => "; the image before was not kept (the volume keeps no revisions)".to_owned(),
         (None, _) => String::new(),
     };
+    let resized = match after {
+        Some(after) if after.size != before.size => format!(
+            "; its size went from {} to {}, the revision's",
+            format_size(before.size),
+            format_size(after.size)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "reverted {}:{} to {}{stays}{previous}",
+        "reverted {}:{} to {}{stays}{previous}{resized}",
         volume.pool,
         volume.vid,
         target.label()
@@ -315,6 +307,32 @@ mod tests {
         };
         assert!(reverted(&volume, &target, &before, Some(&after))
             .ends_with("; the image before was not kept (the volume keeps no revisions)"));
+    }
+
+    /// A revert to a revision of another size (a resize since) says the size changed.
+    #[test]
+    fn a_revert_that_changes_the_size_says_so() {
+        let volume = work_private();
+        let target = revision("3", 0, "", false);
+        let before = VolumeInfo {
+            size: 96 << 20,
+            revisions_to_keep: 1,
+            revisions: vec![target.clone()],
+            ..VolumeInfo::default()
+        };
+        let after = VolumeInfo {
+            size: 64 << 20,
+            revisions: vec![revision("4", 0, "", false)],
+            ..before.clone()
+        };
+        assert!(reverted(&volume, &target, &before, Some(&after)).ends_with(
+            "; the image before kept as revision 4; its size went from 96.0 MiB to 64.0 MiB, the revision's"
+        ));
+        let same = VolumeInfo {
+            size: 96 << 20,
+            ..after.clone()
+        };
+        assert!(!reverted(&volume, &target, &before, Some(&same)).contains("size"));
     }
 
     #[test]
