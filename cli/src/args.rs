@@ -55,7 +55,8 @@ pub struct Cli {
     )]
     pub bus: BusChoice,
 
-    /// Print machine-readable JSON on stdout instead of tables (no progress bars)
+    /// Print machine-readable JSON on stdout instead of tables (no progress bars);
+    /// a change prints the changed pool's or volume's properties after it
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 

@@ -97,6 +97,70 @@ fn json_errors_name_the_error_on_stdout() {
     assert_eq!(error["exit_status"], 3);
 }
 
+/// With --json every change prints a document: the changed object's properties after
+/// it (a script needs no second call), what was removed, where an export went.
+#[test]
+fn json_changes_print_what_they_changed() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "4M");
+    let json = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        world.cli(&all).ok().json()
+    };
+    let resized = json(&["volume", "resize", "p1", VID, "8M"]);
+    assert_eq!(
+        (resized["vid"].as_str(), resized["size"].as_u64()),
+        (Some(VID), Some(8 * MIB))
+    );
+    let set = json(&["volume", "set", "p1", VID, "revisions-to-keep", "3"]);
+    assert_eq!(set["revisions_to_keep"], 3, "{set}");
+    let image = world.scratch().join("data.img");
+    std::fs::write(&image, vec![7u8; MIB as usize]).unwrap();
+    let imported = json(&[
+        "volume",
+        "import",
+        "p1",
+        VID,
+        image.to_str().unwrap(),
+        "--allow-shrink",
+    ]);
+    assert_eq!(imported["size"], MIB, "{imported}");
+    let pinned = json(&["volume", "pin", "p1", VID]);
+    assert_eq!(pinned["revisions"][0]["pinned"], true, "{pinned}");
+    let described = json(&["volume", "describe", "p1", VID, "before the test"]);
+    assert_eq!(described["revisions"][0]["description"], "before the test");
+    let out = world.scratch().join("out.img");
+    let exported = json(&["volume", "export", "p1", VID, out.to_str().unwrap()]);
+    assert_eq!(exported["path"], out.to_str().unwrap(), "{exported}");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&image).unwrap());
+    origin(&world, "p1", "appvms/copy/private", "4M");
+    let cloned = json(&[
+        "volume",
+        "clone",
+        "p1",
+        VID,
+        "p1",
+        "appvms/copy/private",
+        "--allow-shrink",
+    ]);
+    assert_eq!(
+        (cloned["vid"].as_str(), cloned["size"].as_u64()),
+        (Some("appvms/copy/private"), Some(MIB))
+    );
+    let removed = json(&["volume", "remove", "p1", "appvms/copy/private"]);
+    assert_eq!(
+        removed["removed"]["vid"], "appvms/copy/private",
+        "{removed}"
+    );
+    let pool = json(&["pool", "set", "p1", "revisions-to-keep", "2"]);
+    assert_eq!(pool["revisions_to_keep"], 2, "{pool}");
+    // People still get silence.
+    let run = world.cli(&["volume", "resize", "p1", VID, "16M"]).ok();
+    assert_eq!(run.stdout, "", "{run:?}");
+}
+
 /// Errors of the program itself have a name too (a script switches on it), also a
 /// command line clap refuses, which used to print nothing on stdout.
 #[test]

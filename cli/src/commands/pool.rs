@@ -17,12 +17,25 @@ pub async fn run(context: &Context, command: PoolCommand) -> Result<()> {
         PoolCommand::Info { pool } => info(context, &pool).await,
         PoolCommand::Create(args) => create(context, args).await,
         PoolCommand::Space { pool } => super::space::pool(context, &pool).await,
-        PoolCommand::Remove { pool } => remove(context, &pool).await,
+        PoolCommand::Remove { pool } => {
+            remove(context, &pool).await?;
+            match context.json {
+                true => print_json(&json!({ "removed": pool })),
+                false => Ok(()),
+            }
+        }
         PoolCommand::Set {
             pool,
             property,
             value,
-        } => set(context, &pool, property, &value).await,
+        } => {
+            set(context, &pool, property, &value).await?;
+            // With --json, the pool's properties after the change.
+            match context.json {
+                true => info(context, &pool).await,
+                false => Ok(()),
+            }
+        }
     }
 }
 

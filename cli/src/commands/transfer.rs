@@ -491,11 +491,19 @@ pub async fn export(context: &Context, args: ExportArgs) -> Result<()> {
         ExportError::Call(call) => call,
     });
     match result {
-        Ok(()) => destination.finish(),
+        Ok(()) => destination.finish()?,
         Err(error) => {
             destination.discard();
-            Err(error)
+            return Err(error);
         }
+    }
+    // With --json (not on stdout, which carries the image), where the image went.
+    match context.json && !is_stdio(&args.output) {
+        true => crate::output::print_json(&serde_json::json!({
+            "exported": { "pool": args.volume.pool, "vid": args.volume.vid },
+            "path": args.output,
+        })),
+        false => Ok(()),
     }
 }
 

@@ -38,10 +38,24 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
             volume,
             size,
             allow_shrink,
-        } => resize(context, &volume, size, allow_shrink).await,
-        VolumeCommand::Import(args) => transfer::import(context, args).await,
+        } => {
+            resize(context, &volume, size, allow_shrink).await?;
+            state_for_scripts(context, &volume).await
+        }
+        VolumeCommand::Import(args) => {
+            let volume = args.volume.clone();
+            transfer::import(context, args).await?;
+            state_for_scripts(context, &volume).await
+        }
         VolumeCommand::Export(args) => transfer::export(context, args).await,
-        VolumeCommand::Clone(args) => transfer::clone(context, args).await,
+        VolumeCommand::Clone(args) => {
+            let target = VolumeRef {
+                pool: args.dst_pool.clone(),
+                vid: args.dst_vid.clone(),
+            };
+            transfer::clone(context, args).await?;
+            state_for_scripts(context, &target).await
+        }
         VolumeCommand::Revisions(volume) => revisions::list(context, &volume).await,
         VolumeCommand::Describe {
             volume,
@@ -49,15 +63,18 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
             text,
         } => {
             let text = Variant::from(text);
-            revisions::set_details(context, &volume, revision, "description", text).await
+            revisions::set_details(context, &volume, revision, "description", text).await?;
+            state_for_scripts(context, &volume).await
         }
         VolumeCommand::Pin { volume, revision } => {
             let pin = Variant::from(true);
-            revisions::set_details(context, &volume, revision.id(), "pinned", pin).await
+            revisions::set_details(context, &volume, revision.id(), "pinned", pin).await?;
+            state_for_scripts(context, &volume).await
         }
         VolumeCommand::Unpin { volume, revision } => {
             let unpin = Variant::from(false);
-            revisions::set_details(context, &volume, revision.id(), "pinned", unpin).await
+            revisions::set_details(context, &volume, revision.id(), "pinned", unpin).await?;
+            state_for_scripts(context, &volume).await
         }
         VolumeCommand::Space(volume) => space::volume(context, &volume).await,
         VolumeCommand::Delta(args) => revisions::delta(context, args).await,
@@ -65,8 +82,29 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
             volume,
             property,
             value,
-        } => set(context, &volume, property, &value).await,
-        VolumeCommand::Remove(volume) => call_simple(context, &volume, "Remove").await,
+        } => {
+            set(context, &volume, property, &value).await?;
+            state_for_scripts(context, &volume).await
+        }
+        VolumeCommand::Remove(volume) => {
+            call_simple(context, &volume, "Remove").await?;
+            match context.json {
+                true => {
+                    print_json(&json!({ "removed": { "pool": volume.pool, "vid": volume.vid } }))
+                }
+                false => Ok(()),
+            }
+        }
+    }
+}
+
+/// With `--json`, a changed volume's properties after the change (as `volume info
+/// --json` prints them), so a script needs no second call; people get silence, as
+/// with `mv`.
+async fn state_for_scripts(context: &Context, volume: &VolumeRef) -> Result<()> {
+    match context.json {
+        true => info(context, volume).await,
+        false => Ok(()),
     }
 }
 
