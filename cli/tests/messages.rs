@@ -128,6 +128,69 @@ fn importing_a_file_that_is_not_whole_sectors_says_how_to_pad_it() {
 }
 
 #[test]
+fn importing_an_empty_file_says_it_is_empty() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", "1M");
+    let image = world.scratch().join("empty.img");
+    std::fs::write(&image, b"").unwrap();
+    let run = world
+        .cli(&["volume", "import", "p1", VID, image.to_str().unwrap()])
+        .fails_with(2);
+    assert!(
+        run.stderr.contains("is empty: there is nothing to import"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("truncate"), "{run:?}");
+    assert_eq!(size_of(&world, "p1"), MIB);
+}
+
+/// An export into a directory that does not exist names the file asked for, not the
+/// temporary file it would have been written to first.
+#[test]
+fn an_export_into_a_missing_directory_names_the_file() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", "1M");
+    let target = world.scratch().join("missing/x.img");
+    let run = world
+        .cli(&["volume", "export", "p1", VID, target.to_str().unwrap()])
+        .fails_with(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot create {}", target.display()))
+            && run.stderr.contains("No such file or directory")
+            && !run.stderr.contains(".part"),
+        "{run:?}"
+    );
+}
+
+/// A value `set` cannot parse is refused naming the property and the object.
+#[test]
+fn a_bad_property_value_names_the_property_and_the_object() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", "1M");
+    let run = world
+        .cli(&["volume", "set", "p1", VID, "rw", "maybe"])
+        .fails_with(2);
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot set rw of p1:{VID}: \"maybe\" is not a boolean"
+        )),
+        "{run:?}"
+    );
+    let run = world
+        .cli(&["pool", "set", "p1", "revisions-to-keep", "many"])
+        .fails_with(2);
+    assert!(
+        run.stderr
+            .contains("cannot set revisions-to-keep of pool p1: \"many\" is not a revision count"),
+        "{run:?}"
+    );
+}
+
+#[test]
 fn a_refusal_shows_the_services_own_sentence() {
     let mut world = World::start();
     world.pool("p1", FsType::Btrfs, 128 * MIB);

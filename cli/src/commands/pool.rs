@@ -163,12 +163,22 @@ async fn remove(context: &Context, pool: &str) -> Result<()> {
 }
 
 async fn set(context: &Context, pool: &str, property: PoolProperty, value: &str) -> Result<()> {
-    let (name, value) = match property {
+    let parsed = match property {
         PoolProperty::RevisionsToKeep => {
-            ("RevisionsToKeep", Variant::from(parse_revisions(value)?))
+            parse_revisions(value).map(|v| ("RevisionsToKeep", Variant::from(v)))
         }
-        PoolProperty::EphemeralVolatile => ("EphemeralVolatile", Variant::from(parse_bool(value)?)),
+        PoolProperty::EphemeralVolatile => {
+            parse_bool(value).map(|v| ("EphemeralVolatile", Variant::from(v)))
+        }
     };
+    let (name, value) = parsed.map_err(|error| {
+        let property =
+            clap::ValueEnum::to_possible_value(&property).map(|v| v.get_name().to_owned());
+        CliError::Usage(format!(
+            "cannot set {} of pool {pool}: {error}",
+            property.unwrap_or_default()
+        ))
+    })?;
     let path = context.client.pool_path(pool).await?;
     context
         .client

@@ -163,6 +163,23 @@ fn input_length(input: &mut Input) -> Result<Option<u64>> {
     }
 }
 
+/// The error of creating the temporary file an export is written to, without the
+/// temporary name tempfile adds to it ("at path …/.x.img.Ab3dEf.part"): the user named
+/// the file, and the message names it.
+fn without_temp_name(error: std::io::Error) -> std::io::Error {
+    // A full disk keeps its errno: its exit status is NoSpace's.
+    match error.kind() {
+        ErrorKind::StorageFull => return std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        ErrorKind::QuotaExceeded => return std::io::Error::from_raw_os_error(nix::libc::EDQUOT),
+        _ => {}
+    }
+    let text = error.to_string();
+    match text.split_once(" at path ") {
+        Some((reason, _)) => std::io::Error::new(error.kind(), reason.to_owned()),
+        None => error,
+    }
+}
+
 /// How many bytes to import: `--size`, or the input's own length (which must agree
 /// and, as every volume size, be a whole number of 512-byte sectors).
 fn import_size(requested: Option<u64>, available: Option<u64>, name: &str) -> Result<u64> {
@@ -171,6 +188,10 @@ fn import_size(requested: Option<u64>, available: Option<u64>, name: &str) -> Re
             "{name} holds {length} bytes, not the {size} given by --size"
         ))),
         (Some(size), _) => Ok(size),
+        (None, Some(0)) => Err(CliError::Usage(format!(
+            "{name} is empty: there is nothing to import (a volume holds at least one \
+             512-byte sector)"
+        ))),
         (None, Some(length)) => check_volume_size(length).map_err(|why| {
             CliError::Usage(format!(
                 "{name} cannot be imported as it is: {why}; volume sizes are whole \
@@ -457,7 +478,7 @@ fn open_output(path: &Path) -> Result<(Output, Destination)> {
         .suffix(".part")
         .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
-        .map_err(cannot)?;
+        .map_err(|error| cannot(without_temp_name(error)))?;
     let file = temp.as_file().try_clone().map_err(cannot)?;
     Ok((
         Output::SparseFile {

@@ -447,13 +447,23 @@ async fn set(
     property: VolumeProperty,
     value: &str,
 ) -> Result<()> {
-    let (name, value) = match property {
-        VolumeProperty::Rw => ("Rw", Variant::from(parse_bool(value)?)),
+    let parsed = match property {
+        VolumeProperty::Rw => parse_bool(value).map(|v| ("Rw", Variant::from(v))),
         VolumeProperty::RevisionsToKeep => {
-            ("RevisionsToKeep", Variant::from(parse_revisions(value)?))
+            parse_revisions(value).map(|v| ("RevisionsToKeep", Variant::from(v)))
         }
-        VolumeProperty::Ephemeral => ("Ephemeral", Variant::from(parse_bool(value)?)),
+        VolumeProperty::Ephemeral => parse_bool(value).map(|v| ("Ephemeral", Variant::from(v))),
     };
+    let (name, value) = parsed.map_err(|error| {
+        let property =
+            clap::ValueEnum::to_possible_value(&property).map(|v| v.get_name().to_owned());
+        CliError::Usage(format!(
+            "cannot set {} of {}:{}: {error}",
+            property.unwrap_or_default(),
+            volume.pool,
+            volume.vid
+        ))
+    })?;
     let path = context
         .client
         .volume_path(&volume.pool, &volume.vid)
