@@ -775,9 +775,19 @@ fn monitor_refuses_bad_names_and_says_when_it_waits_for_an_unknown_one() {
         line.starts_with("Monitoring p1:appvms/later/private")
     });
     origin(&world, "p1", vid, "4M");
-    expect_line(&stdout, |line| {
+    // The new volume's line says what kind of volume it is; it has no source.
+    let added = expect_line(&stdout, |line| {
         line.contains("p1:appvms/later/private added")
     });
+    for shown in [
+        "Size=4194304",
+        "Rw=true",
+        "SaveOnStop=true",
+        "SnapOnStart=false",
+    ] {
+        assert!(added.contains(shown), "{shown} not in {added}");
+    }
+    assert!(!added.contains("Source"), "{added}");
     drop(monitor);
 }
 

@@ -436,7 +436,7 @@ fn interfaces_added(scope: &mut Scope, message: &Message) -> Vec<Event> {
         if let Json::Object(map) = map_to_json(properties) {
             let summary = map
                 .into_iter()
-                .filter(|(name, _)| is_summary_property(name));
+                .filter(|(name, value)| is_summary_property(name) && !is_no_source(name, value));
             args.0.extend(summary);
         }
     }
@@ -445,12 +445,28 @@ fn interfaces_added(scope: &mut Scope, message: &Message) -> Vec<Event> {
     vec![event]
 }
 
-/// The few properties worth a word when an object appears.
+/// The few properties worth a word when an object appears: what a job does, where a
+/// pool is, and what kind of volume appeared (its size, whether it is writable, what
+/// its stop and start do, its source).
 fn is_summary_property(name: &str) -> bool {
     matches!(
         name,
-        "Operation" | "Objects" | "BytesTotal" | "Size" | "DirPath" | "Driver"
+        "Operation"
+            | "Objects"
+            | "BytesTotal"
+            | "Size"
+            | "Rw"
+            | "SaveOnStop"
+            | "SnapOnStart"
+            | "Source"
+            | "DirPath"
+            | "Driver"
     )
+}
+
+/// A volume without a source (its `Source` is the path `/`): nothing to show.
+fn is_no_source(name: &str, value: &Json) -> bool {
+    name == "Source" && value.as_str() == Some("/")
 }
 
 fn interfaces_removed(scope: &mut Scope, message: &Message) -> Vec<Event> {
