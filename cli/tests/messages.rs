@@ -165,6 +165,40 @@ fn an_export_into_a_missing_directory_names_the_file() {
     );
 }
 
+/// A size beyond the pool's whole filesystem is allowed (sparse, as in Qubes) but said.
+#[test]
+fn a_volume_larger_than_its_pools_filesystem_is_noted() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", "1G");
+    let create = world.cli(&[
+        "volume",
+        "create",
+        "p1",
+        "appvms/big/private",
+        "--size",
+        "1T",
+        "--rw",
+        "--save-on-stop",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+    assert!(
+        create
+            .stderr
+            .starts_with("note: 1.0 TiB is more than the whole filesystem of pool p1"),
+        "{create:?}"
+    );
+    let resize = world.cli(&["volume", "resize", "p1", VID, "2T"]).ok();
+    assert!(
+        resize.stderr.contains("note: 2.0 TiB is more"),
+        "{resize:?}"
+    );
+    let fits = world
+        .cli(&["volume", "resize", "p1", VID, "4M", "--allow-shrink"])
+        .ok();
+    assert_eq!(fits.stderr, "", "{fits:?}");
+}
+
 /// A value `set` cannot parse is refused naming the property and the object.
 #[test]
 fn a_bad_property_value_names_the_property_and_the_object() {

@@ -40,6 +40,7 @@ pub async fn run(context: &Context, command: VolumeCommand) -> Result<()> {
             allow_shrink,
         } => {
             resize(context, &volume, size, allow_shrink).await?;
+            note_if_larger_than_pool(context, &volume.pool, size).await;
             state_for_scripts(context, &volume).await
         }
         VolumeCommand::Import(args) => {
@@ -263,7 +264,31 @@ async fn create(context: &Context, args: VolumeCreateArgs) -> Result<()> {
         .client
         .call(pool.as_str(), POOL_IFACE, "CreateVolume", &body)
         .await?;
+    if let Some(size) = args.size {
+        note_if_larger_than_pool(context, &args.volume.pool, size).await;
+    }
     print_path_for_scripts(context, &path)
+}
+
+/// A volume larger than its pool's whole filesystem is allowed (images are sparse, as in
+/// Qubes), but it is more often a typo (`1E` for `1G`) than a plan: said on stderr,
+/// after the change. Nothing is said when the pool's size cannot be read.
+async fn note_if_larger_than_pool(context: &Context, pool: &str, size: u64) {
+    let Ok(path) = context.client.pool_path(pool).await else {
+        return;
+    };
+    let Ok(properties) = context.client.properties(path.as_str(), POOL_IFACE).await else {
+        return;
+    };
+    let info = crate::model::PoolInfo::from_properties(path.as_str(), &properties);
+    if let Some(filesystem) = info.data_size.filter(|&filesystem| size > filesystem) {
+        crate::output::say(format_args!(
+            "note: {} is more than the whole filesystem of pool {pool} ({}); the image is \
+             sparse, but writes fail once the filesystem is full",
+            format_size(size),
+            format_size(filesystem)
+        ));
+    }
 }
 
 /// The `config` map of CreateVolume: only what was given, so the pool's defaults apply.
