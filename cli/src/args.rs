@@ -182,6 +182,7 @@ pub enum PoolCommand {
 
 #[derive(Debug, Args)]
 pub struct PoolCreateArgs {
+    /// Name of the new pool: a letter, then up to 63 letters, digits, `_`, `.` or `-`
     pub pool: String,
     /// Directory holding the pool's files (made absolute before it is sent)
     #[arg(long, value_name = "PATH")]
