@@ -605,11 +605,59 @@ const MOST_AHEAD: usize = 8;
 /// connection) and its reply.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_users_flood_of_listings_holds_up_another_callers_read_by_one_listing_at_most() {
+    flood_of_listings_holds_up_a_read_by_one_at_most(Listing::list_volumes).await;
+}
+
+/// The same for `Introspect` of a pool's `volumes` node, which names every volume: it
+/// was built in the sequencer, and a user's flood of it held root's ListPools for
+/// seconds at 34 600 volumes (a hostile-caller review).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_flood_of_volume_introspections_holds_up_another_callers_read_by_one_at_most() {
+    flood_of_listings_holds_up_a_read_by_one_at_most(Listing::introspect_volumes).await;
+}
+
+/// A call that lists a whole pool, as the flood sends it.
+struct Listing {
+    path: String,
+    interface: &'static str,
+    member: &'static str,
+    /// Whether it takes the `a{sv}` options argument.
+    options: bool,
+    /// Its reply's signature, which tells the flood's replies apart.
+    reply: &'static str,
+}
+
+impl Listing {
+    fn list_volumes(pool: &zbus::OwnedObjectPath) -> Listing {
+        Listing {
+            path: pool.to_string(),
+            interface: "org.qubes.Storage.Pool",
+            member: "ListVolumes",
+            options: true,
+            reply: "ao",
+        }
+    }
+
+    fn introspect_volumes(pool: &zbus::OwnedObjectPath) -> Listing {
+        Listing {
+            path: format!("{pool}/volumes"),
+            interface: "org.freedesktop.DBus.Introspectable",
+            member: "Introspect",
+            options: false,
+            reply: "s",
+        }
+    }
+}
+
+async fn flood_of_listings_holds_up_a_read_by_one_at_most(
+    listing_of: fn(&zbus::OwnedObjectPath) -> Listing,
+) {
     let mut h = Harness::start().await;
     let pool = h.pool_on("big", FsType::Ext4, 256 * MIB).await;
     h.stop_daemon();
     fill_pool_in_process(&h.state_dir(), "big", LARGE_POOL);
     h.start_daemon().await;
+    let listing = listing_of(&pool);
     let me = h.conn.unique_name().expect("a unique name").to_string();
     let mut monitor = h
         .monitor(&[
@@ -618,9 +666,9 @@ async fn a_users_flood_of_listings_holds_up_another_callers_read_by_one_listing_
             "type='error'",
         ])
         .await;
-    let flood = ListingFlood::start(h.bus.address(), &pool, FLOOD).await;
+    let flood = ListingFlood::start(h.bus.address(), &listing, FLOOD).await;
     // The flood is being answered.
-    while !is_listing_reply(&next_seen(&mut monitor).await, &me) {}
+    while !is_listing_reply(&next_seen(&mut monitor).await, &me, &listing) {}
     let pool_proxy = h.pool(&pool).await;
     let mut ahead_of_probes = Vec::new();
     for _ in 0..3 {
@@ -641,7 +689,7 @@ async fn a_users_flood_of_listings_holds_up_another_callers_read_by_one_listing_
         let mut ahead = 0;
         loop {
             let msg = next_seen(&mut monitor).await;
-            if is_listing_reply(&msg, &me) {
+            if is_listing_reply(&msg, &me, &listing) {
                 ahead += 1;
             } else if msg.header().destination().is_some_and(|d| d.as_str() == me) {
                 break;
@@ -655,7 +703,7 @@ async fn a_users_flood_of_listings_holds_up_another_callers_read_by_one_listing_
         );
     }
     // The flood outlasted the probes: they were made while it was being answered.
-    while !is_listing_reply(&next_seen(&mut monitor).await, &me) {}
+    while !is_listing_reply(&next_seen(&mut monitor).await, &me, &listing) {}
     eprintln!("listings answered between a probe and its reply: {ahead_of_probes:?}");
     flood.finish();
 }
@@ -669,13 +717,13 @@ async fn next_seen(monitor: &mut MessageStream) -> zbus::Message {
         .expect("message")
 }
 
-/// A reply to a ListVolumes of the flood: a method return of signature `ao` to someone
-/// else than `me`.
-fn is_listing_reply(msg: &zbus::Message, me: &str) -> bool {
+/// A reply to a listing of the flood: a method return of the listing's signature to
+/// someone else than `me`.
+fn is_listing_reply(msg: &zbus::Message, me: &str, listing: &Listing) -> bool {
     let header = msg.header();
     header.message_type() == zbus::message::Type::MethodReturn
         && header.destination().is_some_and(|d| d.as_str() != me)
-        && msg.body().signature().to_string_no_parens() == "ao"
+        && msg.body().signature().to_string_no_parens() == listing.reply
 }
 
 /// Registers `count` volatile volumes in pool `pool` through the engine itself, with
@@ -701,7 +749,7 @@ fn fill_pool_in_process(state_dir: &std::path::Path, pool: &str, count: usize) {
     }
 }
 
-/// `nobody` sending `count` ListVolumes of one pool over one connection without waiting
+/// `nobody` sending `count` listings of one pool over one connection without waiting
 /// for their replies (python3-dbus); the connection stays until [`Self::finish`].
 struct ListingFlood {
     child: tokio::process::Child,
@@ -712,10 +760,11 @@ const FLOOD_SCRIPT: &str = r#"
 import os, sys
 import dbus, dbus.lowlevel
 bus = dbus.bus.BusConnection(os.environ['QSD_TEST_BUS_ADDRESS'])
-path, count = sys.argv[1], int(sys.argv[2])
+path, interface, member, options, count = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == 'options', int(sys.argv[5])
 for _ in range(count):
-    call = dbus.lowlevel.MethodCallMessage('org.qubes.Storage', path, 'org.qubes.Storage.Pool', 'ListVolumes')
-    call.append(dbus.Dictionary({}, signature='sv'))
+    call = dbus.lowlevel.MethodCallMessage('org.qubes.Storage', path, interface, member)
+    if options:
+        call.append(dbus.Dictionary({}, signature='sv'))
     bus.send_message(call)
 bus.flush()
 print('sent', flush=True)
@@ -723,7 +772,7 @@ sys.stdin.read()
 "#;
 
 impl ListingFlood {
-    async fn start(address: &str, pool: &zbus::OwnedObjectPath, count: usize) -> ListingFlood {
+    async fn start(address: &str, listing: &Listing, count: usize) -> ListingFlood {
         use std::os::unix::fs::PermissionsExt;
         use tokio::io::AsyncBufReadExt;
         let dir = tempfile::Builder::new()
@@ -740,7 +789,10 @@ impl ListingFlood {
         command
             .arg("/usr/bin/python3")
             .arg(&script)
-            .arg(pool.as_str())
+            .arg(&listing.path)
+            .arg(listing.interface)
+            .arg(listing.member)
+            .arg(if listing.options { "options" } else { "none" })
             .arg(count.to_string())
             .current_dir("/")
             .env_clear()

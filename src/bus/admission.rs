@@ -55,7 +55,8 @@ pub enum Work {
     /// A read that walks images or a pool: `MeasureSpace`.
     HeavyRead,
     /// A reply that lists every object (`GetManagedObjects`) or every volume of a pool
-    /// (`ListVolumes`); all callers, root too, also share `LARGE_READS` in
+    /// (`ListVolumes`, `Introspect` of its `volumes` node); all callers, root too, also
+    /// share `LARGE_READS` in
     /// `service.rs`, which bounds their memory.
     FullListing,
 }

@@ -205,7 +205,12 @@ async fn route(svc: &Arc<Service>, call: &Call) -> BusResult<Answer> {
     check_signature(call, iface, &member)?;
     match (iface, object) {
         (PEER, _) => standard::peer(call, &member),
-        (INTROSPECTABLE, _) => standard::introspect(call, &node, served),
+        (INTROSPECTABLE, _) => match &node {
+            Node::Volumes(pool) => {
+                standard::introspect_volumes(svc, call, pool.clone(), served).await
+            }
+            _ => standard::introspect(call, &node, served),
+        },
         (PROPERTIES, object) => {
             let target = Target {
                 node: &node,
