@@ -6,8 +6,14 @@
 //! or all), `PropertiesChanged` below `/org/qubes/Storage`, the ObjectManager's
 //! `InterfacesAdded`/`InterfacesRemoved` on `/org/qubes/Storage`, Job signals below
 //! `/org/qubes/Storage/jobs`, and the bus's `NameOwnerChanged` for the service name.
-//! Every rule names the sender, so nobody else can fake the service's signals.
-//! The merged stream yields the messages in the order they were received.
+//! The merged stream yields the messages in the order they were received, and only
+//! those the service sent: every rule names the service as sender, but that alone does
+//! not keep out another client's fakes (a rule's well-known sender is not checked by
+//! zbus, and a signal addressed to this connection is delivered whatever the rules
+//! say), so each message's sender is compared with the unique name that owns the
+//! service name now — asked once, then followed through the bus's own
+//! `NameOwnerChanged` (the bus driver's sender is `org.freedesktop.DBus`, which no
+//! client can take).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -87,20 +93,74 @@ pub fn service_owner_changes() -> zbus::Result<MatchRule<'static>> {
 
 pub type SignalStream = Pin<Box<dyn Stream<Item = Message> + Send>>;
 
-/// Adds every rule to the bus and merges the matching messages into one stream.
+/// Adds every rule to the bus and merges the matching messages into one stream, of
+/// the service's messages only (see the module comment). The bus's `NameOwnerChanged`
+/// for the service is followed always, and passed on when `rules` ask for it.
 pub async fn subscribe(
     connection: &zbus::Connection,
-    rules: Vec<MatchRule<'static>>,
+    mut rules: Vec<MatchRule<'static>>,
 ) -> Result<SignalStream> {
+    let owner_changes = service_owner_changes()?;
+    let pass_owner_changes = rules.contains(&owner_changes);
+    if !pass_owner_changes {
+        rules.push(owner_changes);
+    }
     let mut streams = Vec::with_capacity(rules.len());
     for rule in rules {
         streams.push(MessageStream::for_match_rule(rule, connection, None).await?);
     }
+    // Asked after subscribing: a change of owner from here on arrives as a signal.
+    let owner = zbus::fdo::DBusProxy::new(connection)
+        .await?
+        .get_name_owner(SERVICE.try_into().expect("a valid bus name"))
+        .await
+        .ok()
+        .map(|owner| owner.to_string());
     let merged = stream::select_all(streams).filter_map(|message| async move { message.ok() });
-    Ok(Box::pin(InOrder {
+    let in_order = InOrder {
         inner: Box::pin(merged),
         ready: VecDeque::new(),
-    }))
+    };
+    let mut from_service = FromService {
+        owner,
+        pass_owner_changes,
+    };
+    Ok(Box::pin(in_order.filter(move |message| {
+        std::future::ready(from_service.passes(message))
+    })))
+}
+
+/// Which unique name speaks for the service now, and whether its changes are passed on.
+struct FromService {
+    owner: Option<String>,
+    pass_owner_changes: bool,
+}
+
+impl FromService {
+    /// Whether `message` goes on: a message of the bus driver about the service name
+    /// (which also moves the owner), or any other message sent by the owner.
+    fn passes(&mut self, message: &Message) -> bool {
+        let header = message.header();
+        let sender = header.sender().map(|sender| sender.as_str());
+        if header
+            .member()
+            .is_some_and(|m| m.as_str() == "NameOwnerChanged")
+            && header
+                .interface()
+                .is_some_and(|i| i.as_str() == "org.freedesktop.DBus")
+        {
+            if sender != Some("org.freedesktop.DBus") {
+                return false;
+            }
+            if let Ok((name, _, new)) = message.body().deserialize::<(String, String, String)>() {
+                if name == SERVICE {
+                    self.owner = Some(new).filter(|new| !new.is_empty());
+                }
+            }
+            return self.pass_owner_changes;
+        }
+        sender.is_some() && sender == self.owner.as_deref()
+    }
 }
 
 /// The messages of several match-rule streams in the order this connection received

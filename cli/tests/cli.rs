@@ -791,6 +791,69 @@ fn monitor_refuses_bad_names_and_says_when_it_waits_for_an_unknown_one() {
     drop(monitor);
 }
 
+/// Another client's fake of a service signal, addressed to the monitor's connection
+/// (delivered whatever its match rules say), is not shown: only messages from the
+/// service name's owner are.
+#[test]
+fn monitor_ignores_signals_faked_by_another_client() {
+    let mut world = World::start();
+    world.pool("p1", FsType::Btrfs, 128 * MIB);
+    origin(&world, "p1", VID, "4M");
+    let mut monitor = world.spawn(
+        &["--json", "monitor", "p1", VID],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let monitor_pid = monitor.0.id();
+    let stderr = lines_of(monitor.0.stderr.take().unwrap());
+    let stdout = lines_of(monitor.0.stdout.take().unwrap());
+    expect_line(&stderr, |line| line.starts_with("Monitoring p1:"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let conn = zbus::connection::Builder::address(world.bus_address())
+            .build()
+            .await
+            .unwrap();
+        let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+        let mut target = None;
+        for name in dbus.list_names().await.unwrap() {
+            if !name.starts_with(':') {
+                continue;
+            }
+            let pid = dbus
+                .get_connection_unix_process_id(name.as_ref().into())
+                .await;
+            if pid.ok() == Some(monitor_pid) {
+                target = Some(name.to_string());
+            }
+        }
+        let target = target.expect("the monitor's connection");
+        let path = format!(
+            "/org/qubes/Storage/pools/p1/volumes/{}",
+            "appvms_2fwork_2fprivate"
+        );
+        let fake =
+            zbus::Message::signal(path.as_str(), "org.qubes.Storage.Volume", "VolumeStarted")
+                .destination(target.as_str())
+                .build(&("/etc/shadow",))
+                .unwrap();
+        conn.send(&fake).await.unwrap();
+    });
+    // The real start's signal comes after the fake in the monitor's stream: the fake,
+    // had it been shown, would be the line before it.
+    world.cli(&["volume", "start", "p1", VID]).ok();
+    let line = expect_line(&stdout, |line| line.contains("VolumeStarted"));
+    assert!(
+        !line.contains("/etc/shadow"),
+        "a fake signal was shown: {line}"
+    );
+    assert!(line.contains("private-dirty.img"), "{line}");
+    drop(monitor);
+}
+
 #[test]
 fn monitor_shows_the_job_of_a_copying_clone() {
     let mut world = World::start();
