@@ -823,9 +823,7 @@ fn monitor_ignores_signals_faked_by_another_client() {
             if !name.starts_with(':') {
                 continue;
             }
-            let pid = dbus
-                .get_connection_unix_process_id(name.as_ref().into())
-                .await;
+            let pid = dbus.get_connection_unix_process_id(name.as_ref()).await;
             if pid.ok() == Some(monitor_pid) {
                 target = Some(name.to_string());
             }
