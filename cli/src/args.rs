@@ -487,6 +487,16 @@ pub fn parse_bool(text: &str) -> Result<bool, CliError> {
     }
 }
 
+/// A value `set` could not parse, refused naming the property and `object`
+/// (`p1:appvms/a/private`, `pool p1`).
+pub fn refused_value(property: &impl ValueEnum, object: &str, error: CliError) -> CliError {
+    let property = property
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default();
+    CliError::Usage(format!("cannot set {property} of {object}: {error}"))
+}
+
 /// A revisions-to-keep count: -1 or more.
 pub fn parse_revisions(text: &str) -> Result<i32, CliError> {
     match text.parse::<i32>() {

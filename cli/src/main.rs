@@ -75,12 +75,7 @@ fn command_line_refused(error: &clap::Error) -> ExitCode {
         let rendered = error.render().to_string();
         let first = rendered.lines().next().unwrap_or_default();
         let message = first.strip_prefix("error: ").unwrap_or(first);
-        let document = serde_json::json!({
-            "error": error::CLI_USAGE,
-            "message": message,
-            "exit_status": exit::USAGE,
-        });
-        let _ = output::print_text(&format!("{document}\n"));
+        print_error_document(error::CLI_USAGE, message, exit::USAGE);
     }
     ExitCode::from(exit::USAGE)
 }
@@ -111,12 +106,17 @@ fn init_logging(verbose: u8) {
 fn report(error: &CliError, json: bool) -> ExitCode {
     output::say(format_args!("qubes-storage: {error}"));
     if json {
-        let document = serde_json::json!({
-            "error": error.error_name(),
-            "message": error.to_string(),
-            "exit_status": error.exit_code(),
-        });
-        let _ = output::print_text(&format!("{document}\n"));
+        print_error_document(error.error_name(), &error.to_string(), error.exit_code());
     }
     ExitCode::from(error.exit_code())
+}
+
+/// The `--json` error document on stdout (`exit::REPORTING` says its form).
+fn print_error_document(name: &str, message: &str, exit_status: u8) {
+    let document = serde_json::json!({
+        "error": name,
+        "message": message,
+        "exit_status": exit_status,
+    });
+    let _ = output::print_text(&format!("{document}\n"));
 }

@@ -30,9 +30,7 @@ pub fn peer(call: &Call, member: &str) -> BusResult<Answer> {
 pub fn introspect(call: &Call, node: &Node, served: &'static [&'static str]) -> BusResult<Answer> {
     let node = node.clone();
     Ok(call.read(move |registry, msg| {
-        let children = registry.children(&node).ok_or_else(|| {
-            BusError::standard(Standard::UnknownObject, "The object no longer exists")
-        })?;
+        let children = registry.children(&node).ok_or_else(gone)?;
         let xml = document(served, &children);
         reply::build(&msg.header(), &(xml,), "Introspect")
     }))
@@ -53,9 +51,7 @@ pub async fn introspect_volumes(
         call,
         move |registry| registry.pool(&pool).map(|_| registry.volumes_of(&pool)),
         move |volumes, _, header| {
-            let volumes = volumes.ok_or_else(|| {
-                BusError::standard(Standard::UnknownObject, "The object no longer exists")
-            })?;
+            let volumes = volumes.ok_or_else(gone)?;
             let children: Vec<String> = volumes
                 .iter()
                 .map(|volume| path::encode_element(&volume.vol.vid.to_string()))
@@ -64,6 +60,11 @@ pub async fn introspect_volumes(
         },
     )
     .await
+}
+
+/// A node removed between the call's routing and its answer.
+fn gone() -> BusError {
+    BusError::standard(Standard::UnknownObject, "The object no longer exists")
 }
 
 /// The introspection document of a node.

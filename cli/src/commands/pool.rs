@@ -4,7 +4,9 @@ use serde_json::json;
 use zbus::{OwnedObjectPath, Variant};
 
 use super::Context;
-use crate::args::{parse_bool, parse_revisions, PoolCommand, PoolCreateArgs, PoolProperty};
+use crate::args::{
+    parse_bool, parse_revisions, refused_value, PoolCommand, PoolCreateArgs, PoolProperty,
+};
 use crate::error::{CliError, Result};
 use crate::model::PoolInfo;
 use crate::output::{or_dash, print_json, print_text, render_fields, yes_no, Align, Table};
@@ -92,10 +94,15 @@ fn pool_table(pools: &[PoolInfo]) -> Table {
     table
 }
 
-async fn info(context: &Context, pool: &str) -> Result<()> {
+/// One pool's properties.
+pub async fn pool_info(context: &Context, pool: &str) -> Result<PoolInfo> {
     let path = context.client.pool_path(pool).await?;
     let properties = context.client.properties(path.as_str(), POOL_IFACE).await?;
-    let info = PoolInfo::from_properties(path.as_str(), &properties);
+    Ok(PoolInfo::from_properties(path.as_str(), &properties))
+}
+
+async fn info(context: &Context, pool: &str) -> Result<()> {
+    let info = pool_info(context, pool).await?;
     if context.json {
         return print_json(&info);
     }
@@ -171,14 +178,8 @@ async fn set(context: &Context, pool: &str, property: PoolProperty, value: &str)
             parse_bool(value).map(|v| ("EphemeralVolatile", Variant::from(v)))
         }
     };
-    let (name, value) = parsed.map_err(|error| {
-        let property =
-            clap::ValueEnum::to_possible_value(&property).map(|v| v.get_name().to_owned());
-        CliError::Usage(format!(
-            "cannot set {} of pool {pool}: {error}",
-            property.unwrap_or_default()
-        ))
-    })?;
+    let object = format!("pool {pool}");
+    let (name, value) = parsed.map_err(|error| refused_value(&property, &object, error))?;
     let path = context.client.pool_path(pool).await?;
     context
         .client

@@ -9,8 +9,8 @@ use super::pool::print_path_for_scripts;
 use super::Context;
 use super::{revisions, space, transfer};
 use crate::args::{
-    parse_bool, parse_revisions, StopArgs, VolumeCommand, VolumeCreateArgs, VolumeProperty,
-    VolumeRef,
+    parse_bool, parse_revisions, refused_value, StopArgs, VolumeCommand, VolumeCreateArgs,
+    VolumeProperty, VolumeRef,
 };
 use crate::error::{CliError, Result};
 use crate::interrupt::Interrupt;
@@ -274,13 +274,9 @@ async fn create(context: &Context, args: VolumeCreateArgs) -> Result<()> {
 /// Qubes), but it is more often a typo (`1E` for `1G`) than a plan: said on stderr,
 /// after the change. Nothing is said when the pool's size cannot be read.
 async fn note_if_larger_than_pool(context: &Context, pool: &str, size: u64) {
-    let Ok(path) = context.client.pool_path(pool).await else {
+    let Ok(info) = super::pool::pool_info(context, pool).await else {
         return;
     };
-    let Ok(properties) = context.client.properties(path.as_str(), POOL_IFACE).await else {
-        return;
-    };
-    let info = crate::model::PoolInfo::from_properties(path.as_str(), &properties);
     if let Some(filesystem) = info.data_size.filter(|&filesystem| size > filesystem) {
         crate::output::say(format_args!(
             "note: {} is more than the whole filesystem of pool {pool} ({}); the image is \
@@ -479,16 +475,8 @@ async fn set(
         }
         VolumeProperty::Ephemeral => parse_bool(value).map(|v| ("Ephemeral", Variant::from(v))),
     };
-    let (name, value) = parsed.map_err(|error| {
-        let property =
-            clap::ValueEnum::to_possible_value(&property).map(|v| v.get_name().to_owned());
-        CliError::Usage(format!(
-            "cannot set {} of {}:{}: {error}",
-            property.unwrap_or_default(),
-            volume.pool,
-            volume.vid
-        ))
-    })?;
+    let object = format!("{}:{}", volume.pool, volume.vid);
+    let (name, value) = parsed.map_err(|error| refused_value(&property, &object, error))?;
     let path = context
         .client
         .volume_path(&volume.pool, &volume.vid)
